@@ -1,0 +1,61 @@
+//! The embedder's side of the agent world, in plain Rust types so that no
+//! wasmtime type crosses this crate's API.
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// An inference request as the agent made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub max_tokens: u32,
+}
+
+/// A model's answer and its token counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// A fact as agents see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    pub subject: String,
+    pub predicate: String,
+    pub value: String,
+    pub valid_from: i64,
+    pub valid_to: Option<i64>,
+    pub recorded_at: i64,
+}
+
+/// The agent's proposed decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: String,
+    pub reason: String,
+    /// A JSON object, as text.
+    pub details: String,
+}
+
+/// Answers an agent's host calls. Called on the cell's thread; a call may
+/// block (inference does). Errors are returned to the agent as text, which
+/// it may handle; they never trap the cell.
+pub trait CellHost: Send {
+    fn infer(&mut self, request: InferRequest) -> Result<Completion, String>;
+    fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String>;
+    fn remember(
+        &mut self,
+        subject: String,
+        predicate: String,
+        value: String,
+        valid_from: Option<i64>,
+    ) -> Result<(), String>;
+    fn log(&mut self, message: String);
+}

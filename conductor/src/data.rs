@@ -1,0 +1,112 @@
+//! The data directory: the ledger database and the private keys.
+//!
+//! ```text
+//! DIR/conductor.redb            journal + every projection
+//! DIR/keys/conductor.key        the conductor's own key (0600)
+//! DIR/keys/agents/<mission>-<agent>.key
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use identity::{Keypair, Role};
+use ledger::Ledger;
+use serde_json::json;
+
+use crate::clock::now_us;
+
+const DB_FILE: &str = "conductor.redb";
+
+#[derive(Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+    pub ledger: Arc<Ledger>,
+    pub conductor: Arc<Keypair>,
+}
+
+impl DataDir {
+    /// Opens `root`, creating it (owner-only) and a conductor key and
+    /// genesis entry on first use.
+    pub fn open_or_create(root: &Path) -> Result<Self> {
+        create_private_dir(root)?;
+        create_private_dir(&root.join("keys"))?;
+        create_private_dir(&root.join("keys/agents"))?;
+        let key_path = root.join("keys/conductor.key");
+        if !key_path.exists() {
+            Keypair::generate(Role::Conductor).save(&key_path)?;
+        }
+        let data = Self::open_with_key(root, &key_path)?;
+        if data.ledger.head()?.0 == 0 {
+            let key = data.conductor.clone();
+            data.ledger.write(|t| {
+                t.append(
+                    &key,
+                    "conductor.genesis",
+                    &json!({
+                        "format": 1,
+                        "conductor_key": key.public().to_hex(),
+                        "key_id": key.public().key_id().to_string(),
+                        "version": env!("CARGO_PKG_VERSION"),
+                    }),
+                    now_us(),
+                )
+            })?;
+        }
+        Ok(data)
+    }
+
+    /// Opens an existing data directory; never creates one.
+    pub fn open_existing(root: &Path) -> Result<Self> {
+        if !root.join(DB_FILE).is_file() {
+            bail!(
+                "{} is not a conductor data directory (no {DB_FILE}); pass the --data DIR \
+                 used with `conductor run`",
+                root.display()
+            );
+        }
+        Self::open_with_key(root, &root.join("keys/conductor.key"))
+    }
+
+    fn open_with_key(root: &Path, key_path: &Path) -> Result<Self> {
+        let conductor = Keypair::load(key_path)
+            .with_context(|| format!("loading the conductor key of {}", root.display()))?;
+        let ledger = Ledger::open(&root.join(DB_FILE))?;
+        ledger.write(|t| -> Result<()> {
+            memory::create_tables(t.redb())?;
+            crate::state::create_tables(t.redb())?;
+            Ok(())
+        })?;
+        Ok(DataDir { root: root.to_owned(), ledger: Arc::new(ledger), conductor: Arc::new(conductor) })
+    }
+
+    /// Where an agent's key for one mission lives.
+    pub fn agent_key_path(&self, mission: &str, agent: &str) -> PathBuf {
+        self.root.join("keys/agents").join(format!("{mission}-{agent}.key"))
+    }
+}
+
+/// Opens a data directory for reading only what is committed: the audit
+/// path, which must work on a copy and without the conductor's key.
+pub fn open_ledger_only(root: &Path) -> Result<Ledger> {
+    let db = root.join(DB_FILE);
+    if !db.is_file() {
+        bail!(
+            "{} is not a conductor data directory (no {DB_FILE}); pass the --data DIR used with \
+             `conductor run`",
+            root.display()
+        );
+    }
+    Ok(Ledger::open(&db)?)
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).with_context(|| format!("creating {}", path.display()))
+}

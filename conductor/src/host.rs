@@ -1,0 +1,262 @@
+//! Answers one task's host calls: every call is metered, journaled under
+//! the agent's key, and (for inference) paid for with a reservation taken
+//! before the model runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cells::{CellHost, Completion, Fact, InferRequest};
+use identity::Keypair;
+use ledger::{BudgetError, Ledger, LedgerError};
+use missions::ModelPrice;
+use serde_json::json;
+
+use crate::clock::now_us;
+use crate::inference::{ChatMessage, Router};
+
+/// Log lines are for operators, not a data channel: 2 KiB each.
+const LOG_BYTES_MAX: usize = 2048;
+
+/// What every task of one mission shares.
+#[derive(Debug)]
+pub struct MissionCtx {
+    pub id: String,
+    pub ledger: Arc<Ledger>,
+    pub conductor: Arc<Keypair>,
+    pub router: Arc<Router>,
+    pub runtime: tokio::runtime::Handle,
+    pub prices: BTreeMap<String, ModelPrice>,
+    /// Set when a reservation is refused: the stop policy runs no new task.
+    pub budget_exhausted: AtomicBool,
+}
+
+/// Per-task counters, read after the cell is gone.
+#[derive(Debug, Default)]
+pub struct TaskMeter {
+    pub reserved: AtomicU64,
+    pub settled: AtomicU64,
+    pub model_calls: AtomicU32,
+}
+
+#[derive(Debug)]
+pub struct TaskHost {
+    pub ctx: Arc<MissionCtx>,
+    pub task: u32,
+    pub agent_key: Arc<Keypair>,
+    /// The one model this agent may use.
+    pub model: String,
+    pub max_tokens_cap: u32,
+    pub deadline: Instant,
+    pub meter: Arc<TaskMeter>,
+}
+
+impl TaskHost {
+    fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
+        let payload = json!({
+            "mission": self.ctx.id, "task": self.task, "model": request.model,
+            "max_tokens": request.max_tokens, "refused": reason,
+        });
+        // A refusal that cannot be journaled is still a refusal.
+        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us()));
+        Err(reason)
+    }
+
+    fn price(&self, prompt: u32, completion: u32) -> Option<u64> {
+        let p = self.ctx.prices.get(&self.model)?;
+        u64::from(prompt)
+            .checked_mul(p.prompt_price)?
+            .checked_add(u64::from(completion).checked_mul(p.completion_price)?)
+    }
+}
+
+impl CellHost for TaskHost {
+    fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
+        if request.model != self.model {
+            let reason = format!(
+                "model `{}` is not available to this agent; it may use `{}`",
+                request.model, self.model
+            );
+            return self.refuse(&request, reason);
+        }
+        if request.max_tokens == 0 {
+            return self.refuse(&request, "max_tokens must be at least 1".into());
+        }
+        let max_tokens = request.max_tokens.min(self.max_tokens_cap);
+        let messages: Vec<ChatMessage> = request
+            .messages
+            .iter()
+            .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
+            .collect();
+        let router = self.ctx.router.clone();
+        let prompt_tokens = match self
+            .ctx
+            .runtime
+            .block_on(router.count_prompt_tokens(&self.model, &messages))
+        {
+            Ok(n) => n,
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        let context = match router.registry().get(&self.model) {
+            Ok(spec) => spec.context_tokens,
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        if u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(context) {
+            let reason = format!(
+                "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
+                 model's context of {context} tokens"
+            );
+            return self.refuse(&request, reason);
+        }
+        // The most this call can cost: its real prompt plus every token it
+        // may generate. Never "whatever is left in the budget".
+        let Some(cost_max) = self.price(prompt_tokens, max_tokens) else {
+            return self.refuse(&request, "price overflow".into());
+        };
+        let call = json!({"task": self.task, "model": self.model,
+                          "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
+        let reservation = self.ctx.ledger.write(|t| {
+            match t.reserve(&self.ctx.conductor, &self.ctx.id, cost_max, call.clone(), now_us()) {
+                Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
+                    t.append(
+                        &self.ctx.conductor,
+                        "budget.refused",
+                        &json!({"account": self.ctx.id, "for": call, "reason": refusal.to_string()}),
+                        now_us(),
+                    )?;
+                    Ok(Err(refusal))
+                }
+                other => other.map(Ok),
+            }
+        });
+        let reservation = match reservation {
+            Ok(Ok(id)) => id,
+            Ok(Err(refusal)) => {
+                self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
+                return self.refuse(&request, refusal.to_string());
+            }
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        self.meter.reserved.fetch_add(cost_max, Ordering::Relaxed);
+
+        let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let result = self.ctx.runtime.block_on(router.complete(&self.model, &messages, max_tokens, timeout));
+        let messages_json: Vec<_> =
+            messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        match result {
+            Err(e) => {
+                let payload = json!({
+                    "mission": self.ctx.id, "task": self.task, "model": self.model,
+                    "messages": messages_json, "max_tokens": max_tokens,
+                    "reservation": reservation.0, "error": e.to_string(),
+                });
+                let _ = self.ctx.ledger.write(|t| {
+                    t.void(&self.ctx.conductor, reservation, now_us())?;
+                    t.append(&self.agent_key, "host.infer", &payload, now_us())
+                });
+                Err(e.to_string())
+            }
+            Ok(out) => {
+                let actual = self.price(out.prompt_tokens, out.completion_tokens).unwrap_or(u64::MAX);
+                // The reservation covered the exact prompt and every allowed
+                // completion token, so `actual` fits; if a tokenizer ever
+                // disagreed, the reservation is the most that may be posted.
+                let posted = actual.min(cost_max);
+                let payload = json!({
+                    "mission": self.ctx.id, "task": self.task, "model": self.model,
+                    "messages": messages_json, "max_tokens": max_tokens,
+                    "reservation": reservation.0, "text": out.text,
+                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                    "cost": posted, "cost_uncapped": actual,
+                });
+                let written = self.ctx.ledger.write(|t| {
+                    t.settle(&self.ctx.conductor, reservation, posted, now_us())?;
+                    t.append(&self.agent_key, "host.infer", &payload, now_us())
+                });
+                if let Err(e) = written {
+                    return Err(format!("could not record the completion: {e}"));
+                }
+                self.meter.settled.fetch_add(posted, Ordering::Relaxed);
+                self.meter.model_calls.fetch_add(1, Ordering::Relaxed);
+                Ok(Completion {
+                    text: out.text,
+                    prompt_tokens: out.prompt_tokens,
+                    completion_tokens: out.completion_tokens,
+                })
+            }
+        }
+    }
+
+    fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
+        let now = now_us();
+        let query = memory::Recall { subject, valid_at: valid_at.unwrap_or(now), known_at: now };
+        let result = self.ctx.ledger.write(|t| -> anyhow::Result<Vec<memory::Fact>> {
+            let facts = memory::recall_in(t.redb(), &query)?;
+            let listed: Vec<_> = facts
+                .iter()
+                .map(|f| json!({"id": f.id.0, "predicate": f.predicate, "value": f.value,
+                                "valid_from": f.valid_from, "valid_to": f.valid_to,
+                                "recorded_at": f.recorded_at}))
+                .collect();
+            t.append(
+                &self.agent_key,
+                "host.recall",
+                &json!({"mission": self.ctx.id, "task": self.task, "subject": query.subject,
+                        "valid_at": query.valid_at, "known_at": query.known_at, "facts": listed}),
+                now,
+            )?;
+            Ok(facts)
+        });
+        result
+            .map(|facts| {
+                facts
+                    .into_iter()
+                    .map(|f| Fact {
+                        subject: f.subject,
+                        predicate: f.predicate,
+                        value: f.value,
+                        valid_from: f.valid_from,
+                        valid_to: f.valid_to,
+                        recorded_at: f.recorded_at,
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn remember(
+        &mut self,
+        subject: String,
+        predicate: String,
+        value: String,
+        valid_from: Option<i64>,
+    ) -> Result<(), String> {
+        let now = now_us();
+        let fact = memory::NewFact { subject, predicate, value, valid_from: valid_from.unwrap_or(now), valid_to: None };
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "subject": fact.subject,
+                             "predicate": fact.predicate, "value": fact.value,
+                             "valid_from": fact.valid_from});
+        self.ctx
+            .ledger
+            .write(|t| -> anyhow::Result<()> {
+                memory::assert(t.redb(), fact, now)?;
+                t.append(&self.agent_key, "host.remember", &payload, now)?;
+                Ok(())
+            })
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn log(&mut self, mut message: String) {
+        if message.len() > LOG_BYTES_MAX {
+            let mut cut = LOG_BYTES_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        tracing::info!(task = self.task, "agent: {message}");
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
+        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
+    }
+}

@@ -1,0 +1,96 @@
+//! Progress for operators: a bar on a terminal, plain lines otherwise
+//! (CI logs, pipes), always on stderr so stdout stays machine-readable.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::state::{TaskRecord, TaskStatus};
+
+#[derive(Debug)]
+pub struct Progress {
+    bar: Mutex<Option<ProgressBar>>,
+    plain: bool,
+    limit: Mutex<u64>,
+    total: Mutex<u32>,
+    done: Mutex<u32>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            bar: Mutex::new(None),
+            plain: !std::io::stderr().is_terminal(),
+            limit: Mutex::new(0),
+            total: Mutex::new(0),
+            done: Mutex::new(0),
+        }
+    }
+
+    /// A one-off status line (e.g. "loading model").
+    pub fn note(&self, line: &str) {
+        match &*lock(&self.bar) {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn started(&self, name: &str, id: &str, total: u32, limit: u64) {
+        *lock(&self.limit) = limit;
+        *lock(&self.total) = total;
+        eprintln!("mission {name} ({id}): {total} tasks, budget {limit}");
+        if !self.plain {
+            let bar = ProgressBar::with_draw_target(Some(u64::from(total)), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {msg}  [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message(format!("tokens 0/{limit}"));
+            *lock(&self.bar) = Some(bar);
+        }
+    }
+
+    pub fn task_finished(&self, task: &TaskRecord, spent: u64) {
+        let limit = *lock(&self.limit);
+        let done = {
+            let mut done = lock(&self.done);
+            *done += 1;
+            *done
+        };
+        let total = *lock(&self.total);
+        let what = match task.status {
+            TaskStatus::Decided => format!("decided {}", task.outcome.as_deref().unwrap_or("?")),
+            TaskStatus::AwaitingReview => {
+                format!("proposed {} -> awaiting review", task.outcome.as_deref().unwrap_or("?"))
+            }
+            TaskStatus::Failed => format!("failed: {}", task.failure.as_deref().unwrap_or("?")),
+            TaskStatus::Skipped => "skipped: budget exhausted".to_owned(),
+            TaskStatus::Pending | TaskStatus::Running => "unfinished".to_owned(),
+        };
+        match &*lock(&self.bar) {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("tokens {spent}/{limit}"));
+                if task.status == TaskStatus::Failed {
+                    bar.println(format!("task {} {}: {what}", task.index, task.case_id));
+                }
+            }
+            None if self.plain => eprintln!(
+                "[{done}/{total}] task {} {}: {what} (tokens {spent}/{limit})",
+                task.index, task.case_id
+            ),
+            None => {}
+        }
+    }
+
+    pub fn finished(&self) {
+        if let Some(bar) = lock(&self.bar).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

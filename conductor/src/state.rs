@@ -1,0 +1,216 @@
+//! The conductor's own projections of the journal: mission status, task
+//! status and the gate queue. Each is written in the same transaction as
+//! the journal entry that changes it.
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+/// mission id -> [`MissionRecord`] (JSON).
+const MISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_missions");
+/// "{mission id}/{task index:06}" -> [`TaskRecord`] (JSON).
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_tasks");
+/// gate id -> [`GateRecord`] (JSON).
+const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_gates");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state storage error: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("stored {what} `{key}` is corrupt: {reason}")]
+    Corrupt { what: &'static str, key: String, reason: String },
+}
+
+fn storage<E: Into<redb::Error>>(e: E) -> StateError {
+    StateError::Storage(e.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissionStatus {
+    Running,
+    Completed,
+    AwaitingReview,
+    BudgetExhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionRecord {
+    pub id: String,
+    pub name: String,
+    pub status: MissionStatus,
+    pub budget_limit: u64,
+    pub tasks_total: u32,
+    pub declared_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Decided,
+    AwaitingReview,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub mission: String,
+    pub index: u32,
+    pub case_id: String,
+    pub agent: String,
+    pub status: TaskStatus,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    /// Who made the final decision: "agent" or "reviewer:<key id>".
+    pub decided_by: Option<String>,
+    pub failure: Option<String>,
+    pub gate: Option<String>,
+    pub tokens_reserved: u64,
+    pub tokens_settled: u64,
+    pub model_calls: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub id: String,
+    pub gate: String,
+    pub mission: String,
+    pub task: u32,
+    pub case_id: String,
+    pub status: GateStatus,
+    pub proposed_outcome: String,
+    pub proposed_reason: String,
+    pub proposed_details: serde_json::Value,
+    pub reviewer: Option<String>,
+    pub note: Option<String>,
+    pub requested_seq: u64,
+}
+
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), StateError> {
+    txn.open_table(MISSIONS).map_err(storage)?;
+    txn.open_table(TASKS).map_err(storage)?;
+    txn.open_table(GATES).map_err(storage)?;
+    Ok(())
+}
+
+fn task_key(mission: &str, index: u32) -> String {
+    format!("{mission}/{index:06}")
+}
+
+fn put<T: Serialize>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Corrupt {
+        what: "record",
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    txn.open_table(table).map_err(storage)?.insert(key, bytes.as_slice()).map_err(storage)?;
+    Ok(())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, key: &str, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
+        what,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn put_mission(txn: &WriteTransaction, m: &MissionRecord) -> Result<(), StateError> {
+    put(txn, MISSIONS, &m.id, m)
+}
+
+pub fn put_task(txn: &WriteTransaction, t: &TaskRecord) -> Result<(), StateError> {
+    put(txn, TASKS, &task_key(&t.mission, t.index), t)
+}
+
+pub fn put_gate(txn: &WriteTransaction, g: &GateRecord) -> Result<(), StateError> {
+    put(txn, GATES, &g.id, g)
+}
+
+/// Reads inside a write transaction (for read-modify-write).
+pub fn task_in(txn: &WriteTransaction, mission: &str, index: u32) -> Result<Option<TaskRecord>, StateError> {
+    let key = task_key(mission, index);
+    let table = txn.open_table(TASKS).map_err(storage)?;
+    let value = table.get(key.as_str()).map_err(storage)?;
+    value.map(|v| decode("task", &key, v.value())).transpose()
+}
+
+pub fn gate_in(txn: &WriteTransaction, id: &str) -> Result<Option<GateRecord>, StateError> {
+    let table = txn.open_table(GATES).map_err(storage)?;
+    let value = table.get(id).map_err(storage)?;
+    value.map(|v| decode("gate", id, v.value())).transpose()
+}
+
+pub fn mission_in(txn: &WriteTransaction, id: &str) -> Result<Option<MissionRecord>, StateError> {
+    let table = txn.open_table(MISSIONS).map_err(storage)?;
+    let value = table.get(id).map_err(storage)?;
+    value.map(|v| decode("mission", id, v.value())).transpose()
+}
+
+/// Every task of a mission, in index order.
+pub fn tasks_in(txn: &WriteTransaction, mission: &str) -> Result<Vec<TaskRecord>, StateError> {
+    let table = txn.open_table(TASKS).map_err(storage)?;
+    collect_prefix(&table, mission)
+}
+
+pub fn tasks(txn: &ReadTransaction, mission: &str) -> Result<Vec<TaskRecord>, StateError> {
+    let table = txn.open_table(TASKS).map_err(storage)?;
+    collect_prefix(&table, mission)
+}
+
+fn collect_prefix(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    mission: &str,
+) -> Result<Vec<TaskRecord>, StateError> {
+    let start = format!("{mission}/");
+    let end = format!("{mission}0"); // '0' sorts right after '/'
+    let mut out = Vec::new();
+    for row in table.range(start.as_str()..end.as_str()).map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        out.push(decode("task", key.value(), value.value())?);
+    }
+    Ok(out)
+}
+
+pub fn mission(txn: &ReadTransaction, id: &str) -> Result<Option<MissionRecord>, StateError> {
+    let table = txn.open_table(MISSIONS).map_err(storage)?;
+    let value = table.get(id).map_err(storage)?;
+    value.map(|v| decode("mission", id, v.value())).transpose()
+}
+
+/// Every gate, in id order.
+pub fn gates(txn: &ReadTransaction) -> Result<Vec<GateRecord>, StateError> {
+    let table = txn.open_table(GATES).map_err(storage)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        out.push(decode("gate", key.value(), value.value())?);
+    }
+    Ok(out)
+}
+
+/// The mission's status once no task is running, from its tasks.
+pub fn settle_status(tasks: &[TaskRecord], budget_exhausted: bool) -> MissionStatus {
+    if budget_exhausted {
+        MissionStatus::BudgetExhausted
+    } else if tasks.iter().any(|t| t.status == TaskStatus::AwaitingReview) {
+        MissionStatus::AwaitingReview
+    } else {
+        MissionStatus::Completed
+    }
+}

@@ -1,0 +1,94 @@
+use std::path::PathBuf;
+
+/// Errors opening or writing the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Another process has the database open (redb takes an exclusive lock).
+    #[error(
+        "{0} is in use by another conductor process; wait for it to finish or stop it, then retry"
+    )]
+    Busy(PathBuf),
+    /// The storage engine failed: I/O, corruption, or a full disk.
+    #[error("storage error in the ledger database: {0}")]
+    Storage(#[from] redb::Error),
+    /// An entry was too large or its kind malformed; nothing was written.
+    #[error("journal entry refused: {0}")]
+    BadEntry(String),
+    /// The stored chain head is unreadable; the database is corrupt.
+    #[error("journal is corrupt at sequence {seq}: {failure}")]
+    Corrupt { seq: u64, failure: VerifyFailure },
+    /// A budget operation was refused; nothing was changed.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+}
+
+pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> LedgerError {
+    LedgerError::Storage(e.into())
+}
+
+/// Refused budget operations. None of them changes a balance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// The account cannot cover the reservation.
+    #[error(
+        "budget exhausted on `{account}`: {requested} requested, {available} available \
+         (limit {limit}, settled {settled}, pending {pending})"
+    )]
+    Insufficient { account: String, requested: u64, available: u64, limit: u64, settled: u64, pending: u64 },
+    /// No such account.
+    #[error("unknown budget account `{0}`")]
+    UnknownAccount(String),
+    /// The account exists already.
+    #[error("budget account `{0}` already exists")]
+    AccountExists(String),
+    /// No such reservation.
+    #[error("unknown reservation {0}")]
+    UnknownReservation(u64),
+    /// The reservation was already settled, voided or expired.
+    #[error("reservation {id} is already {state}; it can be closed only once")]
+    AlreadyClosed { id: u64, state: &'static str },
+    /// Settling more than was reserved would break `settled + pending <= limit`.
+    #[error("settlement of {actual} exceeds reservation {id} of {reserved}")]
+    Overrun { id: u64, actual: u64, reserved: u64 },
+    /// Zero-sized postings are refused: they hide mistakes in pricing.
+    #[error("amount must be greater than zero")]
+    ZeroAmount,
+}
+
+/// Why verification stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyFailure {
+    #[error("record is malformed: {0}")]
+    Malformed(String),
+    #[error("stored hash does not match the entry's bytes (entry was changed)")]
+    HashMismatch,
+    #[error("signature does not verify under the entry's signer")]
+    BadSignature,
+    #[error("signer is not a valid Ed25519 public key")]
+    BadSigner,
+    #[error("entry's previous-hash does not match the entry before it (entry removed, inserted or reordered)")]
+    BrokenLink,
+    #[error("expected sequence {expected}, found {found} (entry removed or reordered)")]
+    Gap { expected: u64, found: u64 },
+    #[error("journal ends at {found} but its recorded head is {expected} (tail removed)")]
+    Truncated { expected: u64, found: u64 },
+}
+
+/// Verification found a bad entry.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("journal verification failed at sequence {seq}: {failure}")]
+    Bad { seq: u64, failure: VerifyFailure },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl VerifyError {
+    /// The first bad sequence number, if verification reached the entries.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            VerifyError::Bad { seq, .. } => Some(*seq),
+            VerifyError::Ledger(_) => None,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Task cases: read from a directory of JSON files or written inline.
+
+use std::collections::{BTreeMap, btree_map::Entry};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::diagnostic::{Pos, Report, quoted};
+use crate::mission::{Case, MAX_CASE_FILE_BYTES, MAX_CASES};
+use crate::validate::{Source, pos};
+
+/// A case and where to point when reporting a problem with it.
+struct Located {
+    case: Case,
+    file: String,
+    at: Pos,
+}
+
+/// Reads every `*.json` file directly in `dir`, sorted by file name, so the
+/// order of work does not depend on the filesystem.
+pub(crate) fn from_dir(
+    report: &mut Report,
+    source: &Source<'_>,
+    dir: &Spanned<String>,
+) -> Vec<Case> {
+    let dir_path = source.base_dir.join(&dir.value);
+    let shown_dir = quoted(&dir_path.display().to_string());
+    let entries = match std::fs::read_dir(&dir_path) {
+        Ok(entries) => entries,
+        Err(e) => {
+            report.error(
+                source.file,
+                pos(dir),
+                format!("cannot read case directory {shown_dir}: {e}"),
+                "`dir` is relative to the mission file's directory; create it or fix the path",
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => {
+                report.error(
+                    source.file,
+                    pos(dir),
+                    format!("cannot list case directory {shown_dir}: {e}"),
+                    "check the directory's permissions",
+                );
+                return Vec::new();
+            }
+        };
+        if path.extension().is_some_and(|ext| ext == "json") && path.is_file() {
+            files.push(path);
+        }
+        if files.len() > MAX_CASES {
+            report.error(
+                source.file,
+                pos(dir),
+                format!("case directory {shown_dir} holds more than {MAX_CASES} case files"),
+                "split the cases over several missions",
+            );
+            return Vec::new();
+        }
+    }
+    if files.is_empty() {
+        report.error(
+            source.file,
+            pos(dir),
+            format!("case directory {shown_dir} has no `*.json` case files"),
+            "add one JSON object per case, e.g. `case-001.json`",
+        );
+        return Vec::new();
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+
+    let mut cases = Vec::with_capacity(files.len());
+    for path in files {
+        let file = path.display().to_string();
+        let Some(input) = read_case_file(report, &path, &file) else {
+            continue;
+        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let Some(id) = case_id(report, &input, stem.unwrap_or_default(), &file, Pos::START) else {
+            continue;
+        };
+        cases.push(Located {
+            case: Case {
+                id,
+                input,
+                origin: file.clone(),
+            },
+            file,
+            at: Pos::START,
+        });
+    }
+    unique_ids(report, cases)
+}
+
+/// Each inline item becomes a case; its origin is `mission-file:LINE`.
+pub(crate) fn from_inline(
+    report: &mut Report,
+    mission_file: &str,
+    inline: &Spanned<Vec<Spanned<Value>>>,
+) -> Vec<Case> {
+    if inline.value.is_empty() {
+        report.error(
+            mission_file,
+            pos(inline),
+            "`inline` lists no cases",
+            "add at least one case, e.g. `- { id: case-1, applicant: ... }`",
+        );
+        return Vec::new();
+    }
+    if inline.value.len() > MAX_CASES {
+        report.error(
+            mission_file,
+            pos(inline),
+            format!("`inline` lists more than {MAX_CASES} cases"),
+            "split the cases over several missions",
+        );
+        return Vec::new();
+    }
+    let mut cases = Vec::with_capacity(inline.value.len());
+    for (index, item) in inline.value.iter().enumerate() {
+        let at = pos(item);
+        if !item.value.is_object() {
+            report.error(
+                mission_file,
+                at,
+                format!(
+                    "inline case {} is {}, not a mapping",
+                    index + 1,
+                    kind(&item.value)
+                ),
+                "write each case as a mapping of its fields, e.g. `- { id: case-1, amount: 100 }`",
+            );
+            continue;
+        }
+        let fallback = format!("case-{}", index + 1);
+        let Some(id) = case_id(report, &item.value, fallback, mission_file, at) else {
+            continue;
+        };
+        cases.push(Located {
+            case: Case {
+                id,
+                input: item.value.clone(),
+                origin: format!("{mission_file}:{}", at.line),
+            },
+            file: mission_file.to_owned(),
+            at,
+        });
+    }
+    unique_ids(report, cases)
+}
+
+/// Reads and parses one case file; problems are reported in that file.
+fn read_case_file(report: &mut Report, path: &Path, file: &str) -> Option<Value> {
+    let mut bytes = Vec::new();
+    // Read one byte past the cap: enough to tell "too large" without
+    // trusting metadata that could change between stat and read.
+    let read =
+        File::open(path).and_then(|f| f.take(MAX_CASE_FILE_BYTES + 1).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        report.error(
+            file,
+            Pos::START,
+            format!("cannot read case file: {e}"),
+            "check the file's permissions",
+        );
+        return None;
+    }
+    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_CASE_FILE_BYTES) {
+        report.error(
+            file,
+            Pos::START,
+            format!("case file is larger than {MAX_CASE_FILE_BYTES} bytes"),
+            "keep each case to the data the agent needs; move bulky documents out of the case",
+        );
+        return None;
+    }
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => {
+            let at = Pos {
+                line: e.line().max(1),
+                column: e.column().max(1),
+            };
+            // serde_json's Display appends the position, which the diagnostic already carries.
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = full.strip_suffix(&suffix).unwrap_or(&full);
+            report.error(
+                file,
+                at,
+                format!("invalid JSON: {message}"),
+                "fix the JSON at this position",
+            );
+            return None;
+        }
+    };
+    if !value.is_object() {
+        report.error(
+            file,
+            first_token(&bytes),
+            format!("case file holds {}, not a JSON object", kind(&value)),
+            "write the case as one JSON object: `{ \"id\": \"...\", ... }`",
+        );
+        return None;
+    }
+    Some(value)
+}
+
+/// The case's `"id"` string if it has one, else `fallback`.
+fn case_id(
+    report: &mut Report,
+    input: &Value,
+    fallback: String,
+    file: &str,
+    at: Pos,
+) -> Option<String> {
+    match input.get("id") {
+        None => Some(fallback),
+        Some(Value::String(id)) if !id.trim().is_empty() => Some(id.clone()),
+        Some(other) => {
+            report.error(
+                file,
+                at,
+                format!("case `id` is {}, not a non-empty string", kind(other)),
+                "write the id as a string, e.g. `\"id\": \"case-001\"`, or leave it out",
+            );
+            None
+        }
+    }
+}
+
+/// Drops (and reports) cases whose id was already used.
+fn unique_ids(report: &mut Report, cases: Vec<Located>) -> Vec<Case> {
+    let mut first_origin: BTreeMap<String, String> = BTreeMap::new();
+    let mut unique = Vec::with_capacity(cases.len());
+    for Located { case, file, at } in cases {
+        match first_origin.entry(case.id.clone()) {
+            Entry::Occupied(first) => report.error(
+                &file,
+                at,
+                format!("duplicate case id {}", quoted(&case.id)),
+                format!("case ids must be unique; {} also uses it", first.get()),
+            ),
+            Entry::Vacant(slot) => {
+                slot.insert(case.origin.clone());
+                unique.push(case);
+            }
+        }
+    }
+    unique
+}
+
+/// Where the JSON value starts: JSON whitespace is ASCII, so counting bytes
+/// on the last line gives the column.
+fn first_token(bytes: &[u8]) -> Pos {
+    let mut at = Pos::START;
+    for &b in bytes {
+        match b {
+            b'\n' => {
+                at.line += 1;
+                at.column = 1;
+            }
+            b' ' | b'\t' | b'\r' => at.column += 1,
+            _ => break,
+        }
+    }
+    at
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,53 @@
+//! Mission files: what a conductor run does, parsed and checked up front.
+//!
+//! A mission is a YAML file naming a budget, the models agents may call and
+//! their prices, the agents (wasm modules with resource limits), the cases
+//! to work through, facts to seed memory with, and gates on decisions:
+//!
+//! ```yaml
+//! name: eligibility-casework
+//! budget: { limit: 60000 }            # on_exhausted: stop (the default)
+//! models:
+//!   smollm2-135m: { prompt_price: 1, completion_price: 2 }
+//! agents:
+//!   - name: eligibility
+//!     module: agent/eligibility.wasm  # relative to the mission file
+//!     model: smollm2-135m
+//!     limits: { max_tokens: 96 }      # any field left out uses Limits::DEFAULT
+//! tasks:
+//!   agent: eligibility
+//!   dir: cases                        # *.json case files; or `inline:` a list of mappings
+//! memory:
+//!   - { subject: "policy:housing-support", predicate: income-limit-monthly,
+//!       value: "2400", valid_from: 2026-01-01T00:00:00Z }
+//! gates:
+//!   - name: large-award
+//!     when: { field: case.requested_amount, greater_than: 5000 }
+//! ```
+//!
+//! [`load`] and [`parse`] either return a fully validated [`Mission`] or
+//! [`Diagnostics`] listing every problem found, each as
+//! `file:line:column: error: ...` with a `help:` line. A YAML syntax or
+//! shape error (wrong type, unknown or missing field) stops parsing, so it
+//! is reported alone; once the file has the right shape, every broken rule
+//! about its values is reported together.
+
+mod cases;
+mod condition;
+mod diagnostic;
+mod load;
+mod mission;
+mod raw;
+mod time;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use condition::{Condition, FieldPath, Test};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use load::{load, parse};
+pub use mission::{
+    Agent, Budget, Case, ExhaustionPolicy, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, Mission,
+    ModelPrice, SeedFact, TaskSource,
+};

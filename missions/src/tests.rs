@@ -1,0 +1,538 @@
+//! End-to-end tests through `parse` and `load`, on real files in temporary
+//! directories.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use crate::*;
+
+/// A scratch directory removed on drop; unique per process and call so
+/// tests can run in parallel.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("missions-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&path, contents).expect("write scratch file");
+        path
+    }
+
+    /// A directory with the module and case files the sample mission names.
+    fn with_sample_files() -> Scratch {
+        let scratch = Scratch::new();
+        scratch.write("agent/eligibility.wasm", b"\0asm");
+        scratch.write(
+            "cases/b.json",
+            r#"{"id": "case-b", "requested_amount": 6000}"#,
+        );
+        scratch.write("cases/a.json", r#"{"requested_amount": 100}"#);
+        scratch.write("cases/notes.txt", "not a case");
+        scratch
+    }
+
+    fn parse(&self, text: &str) -> Result<Mission, Diagnostics> {
+        parse("mission.yaml", &self.0, text)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SAMPLE: &str = "\
+name: eligibility-casework
+description: Housing-support eligibility queue
+budget:
+  limit: 60000
+  on_exhausted: stop
+models:
+  smollm2-135m:
+    prompt_price: 1
+    completion_price: 2
+agents:
+  - name: eligibility
+    module: agent/eligibility.wasm
+    model: smollm2-135m
+    limits:
+      memory_bytes: 67108864
+      max_tokens: 96
+tasks:
+  agent: eligibility
+  dir: cases
+memory:
+  - subject: \"policy:housing-support\"
+    predicate: income-limit-monthly
+    value: \"2400\"
+    valid_from: 2026-01-01T00:00:00Z
+    valid_to: 2027-01-01T00:00:00Z
+gates:
+  - name: large-award
+    when: { field: case.requested_amount, greater_than: 5000 }
+  - name: model-unsure
+    when: { field: decision.outcome, equals: undetermined }
+";
+
+/// The minimal valid mission the table tests break one line at a time.
+const MINIMAL: &str = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 } }
+agents:
+  - { name: a, module: agent/eligibility.wasm, model: tiny }
+tasks:
+  agent: a
+  inline:
+    - { x: 1 }
+";
+
+fn errors(result: Result<Mission, Diagnostics>) -> Vec<Diagnostic> {
+    match result {
+        Ok(mission) => panic!("expected diagnostics, got {mission:#?}"),
+        Err(diagnostics) => diagnostics.iter().cloned().collect(),
+    }
+}
+
+#[test]
+fn sample_mission_parses_into_plain_values() {
+    let scratch = Scratch::with_sample_files();
+    let mission = scratch.parse(SAMPLE).unwrap_or_else(|d| panic!("{d}"));
+
+    assert_eq!(mission.name, "eligibility-casework");
+    assert_eq!(
+        mission.description.as_deref(),
+        Some("Housing-support eligibility queue")
+    );
+    assert_eq!(
+        mission.budget,
+        Budget {
+            limit: 60_000,
+            on_exhausted: ExhaustionPolicy::Stop
+        }
+    );
+    assert_eq!(
+        mission.models.get("smollm2-135m"),
+        Some(&ModelPrice {
+            prompt_price: 1,
+            completion_price: 2
+        })
+    );
+    let agent = mission.agents.first().expect("one agent");
+    assert_eq!(agent.name, "eligibility");
+    assert_eq!(agent.module, scratch.0.join("agent/eligibility.wasm"));
+    assert_eq!(
+        agent.limits,
+        Limits {
+            max_tokens: 96,
+            ..Limits::DEFAULT
+        }
+    );
+
+    assert_eq!(mission.tasks.agent, "eligibility");
+    let ids: Vec<&str> = mission.tasks.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a", "case-b"],
+        "sorted by file name, .txt ignored, id field wins"
+    );
+    let first = mission.tasks.cases.first().expect("a case");
+    assert_eq!(first.input, json!({"requested_amount": 100}));
+    assert_eq!(
+        first.origin,
+        scratch.0.join("cases/a.json").display().to_string()
+    );
+
+    assert_eq!(
+        mission.memory,
+        [SeedFact {
+            subject: "policy:housing-support".into(),
+            predicate: "income-limit-monthly".into(),
+            value: "2400".into(),
+            valid_from: 1_767_225_600_000_000,
+            valid_to: Some(1_798_761_600_000_000),
+        }]
+    );
+
+    let [large, unsure] = mission.gates.as_slice() else {
+        panic!("two gates expected: {:?}", mission.gates)
+    };
+    assert_eq!(large.name, "large-award");
+    assert_eq!(large.when.field.as_str(), "case.requested_amount");
+    assert_eq!(large.when.test, Test::GreaterThan(5000.0));
+    assert_eq!(unsure.when.test, Test::Equals(json!("undetermined")));
+    let decision = json!({"outcome": "undetermined"});
+    assert!(
+        large
+            .when
+            .matches(&json!({"requested_amount": 6000}), &decision)
+    );
+    assert!(unsure.when.matches(&json!({}), &decision));
+}
+
+#[test]
+fn optional_sections_default() {
+    let scratch = Scratch::with_sample_files();
+    let mission = scratch.parse(MINIMAL).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.budget.on_exhausted, ExhaustionPolicy::Stop);
+    assert_eq!(mission.description, None);
+    assert!(mission.memory.is_empty() && mission.gates.is_empty());
+    assert_eq!(
+        mission.agents.first().map(|a| a.limits),
+        Some(Limits::DEFAULT)
+    );
+    let case = mission.tasks.cases.first().expect("one inline case");
+    assert_eq!(case.id, "case-1");
+    assert_eq!(case.origin, "mission.yaml:9");
+}
+
+#[test]
+fn display_is_file_line_column_error_and_help() {
+    let scratch = Scratch::with_sample_files();
+    let text = MINIMAL
+        .replace("name: m\n", "name: M\n")
+        .replace("limit: 10", "limit: 0");
+    let shown = errors(scratch.parse(&text))
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        shown,
+        [
+            "mission.yaml:1:7: error: mission name `M` is not valid\n  \
+             help: use 1 to 64 lowercase letters (a-z), digits and `-`",
+            "mission.yaml:2:18: error: budget limit is zero\n  \
+             help: set `limit` to the most budget units the mission may spend",
+        ]
+    );
+    let all = scratch.parse(&text).expect_err("invalid");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all.to_string(), shown.join("\n"));
+}
+
+/// Each row replaces one fragment of [`MINIMAL`] and names where the first
+/// resulting error must point and what it must say. (Some breaks rightly
+/// cause a second error, e.g. no models also leaves the agent's model
+/// undefined; `all_value_problems_are_reported_together` checks full lists.)
+#[test]
+fn each_broken_rule_is_located() {
+    #[rustfmt::skip]
+    let table: &[(&str, &str, (usize, usize), &str)] = &[
+        // Shape errors from the parser.
+        ("name: m\n", "name: m\nnmae: x\n", (2, 1), "unknown field `nmae`"),
+        ("name: m\n", "", (5, 1), "missing required field `name`"),
+        (", model: tiny }", " }", (5, 16), "missing required field `model`"),
+        ("  agent: a\n", "", (7, 3), "missing required field `agent`"),
+        ("limit: 10", "limit: ten", (2, 18), "non-negative whole number"),
+        ("limit: 10", "limit: -1", (2, 18), "non-negative whole number"),
+        ("{ x: 1 }", "{ x: 1 ", (9, 7), "unclosed bracket"),
+        ("budget: { limit: 10 }", "budget: { limit: 10, on_exhausted: stop, extra: 1 }", (2, 42), "unknown field `extra`"),
+        ("model: tiny }", "model: tiny, limits: { cpu: 1 } }", (5, 71), "unknown field `cpu`"),
+        ("  agent: a\n", "  agent: a\n  agent: a\n", (8, 3), "duplicate mapping key `agent`"),
+        // Value rules, reported at the offending value.
+        ("name: m\n", "name: Mission_1\n", (1, 7), "mission name `Mission_1` is not valid"),
+        ("limit: 10", "limit: 0", (2, 18), "budget limit is zero"),
+        ("limit: 10", "limit: 10, on_exhausted: pause", (2, 36), "`on_exhausted: pause` is not supported yet"),
+        ("limit: 10", "limit: 10, on_exhausted: gate", (2, 36), "`on_exhausted: gate` is not supported yet"),
+        ("limit: 10", "limit: 10, on_exhausted: halt", (2, 36), "unknown `on_exhausted` policy `halt`"),
+        ("models: { tiny: { prompt_price: 1, completion_price: 1 } }", "models: {}", (3, 9), "no models"),
+        ("prompt_price: 1, completion_price: 1", "prompt_price: 0, completion_price: 0", (3, 17), "both prices are zero"),
+        ("  - { name: a, module: agent/eligibility.wasm, model: tiny }\n", "  []\n", (5, 3), "no agents"),
+        ("{ name: a,", "{ name: A,", (5, 13), "agent name `A` is not valid"),
+        ("model: tiny }", "model: huge }", (5, 55), "uses model `huge`, which is not in `models`"),
+        ("agent/eligibility.wasm", "agent/missing.wasm", (5, 24), "agent module not found"),
+        ("model: tiny }", "model: tiny, limits: { memory_bytes: 0 } }", (5, 85), "`memory_bytes` is 0"),
+        ("model: tiny }", "model: tiny, limits: { memory_bytes: 4294967297 } }", (5, 85), "between 1 and 4294967296"),
+        ("model: tiny }", "model: tiny, limits: { fuel: 1000000000001 } }", (5, 77), "`fuel` is 1000000000001"),
+        ("model: tiny }", "model: tiny, limits: { wall_ms: 86400001 } }", (5, 80), "`wall_ms` is 86400001"),
+        ("model: tiny }", "model: tiny, limits: { host_calls: 100001 } }", (5, 83), "`host_calls` is 100001"),
+        ("model: tiny }", "model: tiny, limits: { max_tokens: 4294967296 } }", (5, 83), "between 1 and 32768"),
+        ("  agent: a\n", "  agent: b\n", (7, 10), "`tasks.agent` names `b`"),
+        ("  inline:\n    - { x: 1 }\n", "  dir: cases\n  inline:\n    - { x: 1 }\n", (7, 3), "both `dir` and `inline`"),
+        ("  inline:\n    - { x: 1 }\n", "", (7, 3), "neither `dir` nor `inline`"),
+        ("  inline:\n    - { x: 1 }\n", "  dir: nowhere\n", (8, 8), "cannot read case directory"),
+        ("  inline:\n    - { x: 1 }\n", "  dir: agent\n", (8, 8), "no `*.json` case files"),
+        ("    - { x: 1 }\n", "    []\n", (9, 5), "`inline` lists no cases"),
+        ("    - { x: 1 }\n", "    - 42\n", (9, 7), "inline case 1 is a number, not a mapping"),
+        ("    - { x: 1 }\n", "    - { id: 7 }\n", (9, 7), "case `id` is a number"),
+        ("    - { x: 1 }\n", "    - { id: dup }\n    - { id: dup }\n", (10, 7), "duplicate case id `dup`"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: amount, equals: 1 } }\n", (11, 31), "must start with `case.` or `decision.`"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case, equals: 1 } }\n", (11, 31), "names no field after `case`"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case.x } }\n", (11, 22), "condition has no test"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case.x, equals: 1, less_than: 2 } }\n", (11, 61), "`less_than` is extra"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case.x, one_of: [] } }\n", (11, 47), "`one_of` lists no values"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case.x, less_than: .inf } }\n", (11, 50), "not a finite number"),
+        ("{ x: 1 }\n", "{ x: 1 }\ngates:\n  - { name: g, when: { field: case.x, equals: 1 } }\n  - { name: g, when: { field: case.x, equals: 2 } }\n", (12, 13), "duplicate gate name `g`"),
+        ("{ x: 1 }\n", "{ x: 1 }\nmemory:\n  - { subject: ' ', predicate: p, value: v, valid_from: 2026-01-01T00:00:00Z }\n", (11, 16), "empty `subject`"),
+        ("{ x: 1 }\n", "{ x: 1 }\nmemory:\n  - { subject: s, predicate: '', value: v, valid_from: 2026-01-01T00:00:00Z }\n", (11, 30), "empty `predicate`"),
+        ("{ x: 1 }\n", "{ x: 1 }\nmemory:\n  - { subject: s, predicate: p, value: v, valid_from: 2026-02-30T00:00:00Z }\n", (11, 55), "day 30 does not exist in 2026-02"),
+        ("{ x: 1 }\n", "{ x: 1 }\nmemory:\n  - { subject: s, predicate: p, value: v, valid_from: yesterday }\n", (11, 55), "`valid_from`: `yesterday` is not an RFC 3339 timestamp"),
+        ("{ x: 1 }\n", "{ x: 1 }\nmemory:\n  - { subject: s, predicate: p, value: v, valid_from: 2026-01-01T00:00:00Z, valid_to: 2026-01-01T01:00:00+01:00 }\n", (11, 87), "`valid_to` is not after `valid_from`"),
+    ];
+    let scratch = Scratch::with_sample_files();
+    // Check every row before failing, so one run shows all mismatches.
+    let mut mismatches = Vec::new();
+    for (from, to, (line, column), fragment) in table {
+        assert!(
+            MINIMAL.contains(from),
+            "row {from:?} does not match MINIMAL"
+        );
+        let text = MINIMAL.replacen(from, to, 1);
+        let found = errors(scratch.parse(&text));
+        let as_expected = found.first().is_some_and(|first| {
+            (first.line, first.column) == (*line, *column)
+                && first.message.contains(fragment)
+                && first.file == "mission.yaml"
+                && first.help.as_deref().is_some_and(|h| !h.is_empty())
+        });
+        if !as_expected {
+            mismatches.push(format!(
+                "{to:?}: want {line}:{column} {fragment:?}, got {found:?}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn all_value_problems_are_reported_together() {
+    let scratch = Scratch::with_sample_files();
+    let text = "\
+name: Bad Name
+budget: { limit: 0, on_exhausted: pause }
+models:
+  free: { prompt_price: 0, completion_price: 0 }
+agents:
+  - { name: a, module: agent/nope.wasm, model: paid, limits: { host_calls: 0 } }
+  - { name: a, module: agent/eligibility.wasm, model: free }
+tasks: { agent: z, dir: missing }
+memory:
+  - { subject: '', predicate: p, value: v, valid_from: 2026-13-01T00:00:00Z }
+gates:
+  - { name: g, when: { field: x.y, greater_than: 1, one_of: [1] } }
+";
+    let found = errors(scratch.parse(text));
+    let located: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(
+        located,
+        [
+            (1, 7),   // name
+            (2, 18),  // limit 0
+            (2, 35),  // pause
+            (4, 9),   // free model
+            (6, 48),  // unknown model
+            (6, 24),  // module missing
+            (6, 76),  // host_calls 0
+            (7, 13),  // duplicate agent
+            (8, 17),  // unknown tasks.agent
+            (8, 25),  // case dir missing
+            (10, 16), // empty subject
+            (10, 56), // month 13
+            (12, 31), // field path
+            (12, 61), // two tests
+        ],
+        "{found:#?}"
+    );
+    let module = found
+        .iter()
+        .find(|d| d.message.contains("module"))
+        .expect("module error");
+    assert!(
+        module
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("cargo xtask build-agents"))
+    );
+}
+
+#[test]
+fn case_file_problems_point_into_the_case_file() {
+    let scratch = Scratch::with_sample_files();
+    scratch.write("cases/c.json", "{\n  \"x\": 1,\n  \"y\" 2\n}");
+    scratch.write("cases/d.json", "\n  [1, 2]");
+    scratch.write("cases/e.json", r#"{"id": "case-b"}"#);
+    scratch.write("cases/f.json", vec![b' '; 1024 * 1024 + 1]);
+    scratch.write("cases/g.json", "");
+    let found = errors(scratch.parse(SAMPLE));
+    let file = |name: &str| scratch.0.join("cases").join(name).display().to_string();
+    let summary: Vec<(String, usize, usize)> = found
+        .iter()
+        .map(|d| (d.file.clone(), d.line, d.column))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (file("c.json"), 3, 7),
+            (file("d.json"), 2, 3),
+            (file("f.json"), 1, 1),
+            (file("g.json"), 1, 1),
+            (file("e.json"), 1, 1),
+        ],
+        "{found:#?}"
+    );
+    let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages.first(), Some(&"invalid JSON: expected `:`"));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("a list, not a JSON object"))
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("larger than 1048576 bytes"))
+    );
+    assert!(messages.iter().any(|m| m.contains("EOF")));
+    let duplicate = found.last().expect("duplicate id error");
+    assert!(duplicate.message.contains("duplicate case id `case-b`"));
+    assert!(
+        duplicate
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("b.json"))
+    );
+}
+
+#[test]
+fn load_resolves_paths_against_the_mission_file() {
+    let scratch = Scratch::with_sample_files();
+    let path = scratch.write("mission.yaml", SAMPLE);
+    let mission = load(&path).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.tasks.cases.len(), 2);
+    assert_eq!(
+        mission.agents.first().map(|a| a.module.clone()),
+        Some(scratch.0.join("agent/eligibility.wasm"))
+    );
+
+    let missing = scratch.0.join("absent.yaml");
+    let found = errors(load(&missing));
+    assert_eq!(
+        found.first().map(|d| (d.file.clone(), d.line)),
+        Some((missing.display().to_string(), 1))
+    );
+    assert!(
+        found
+            .first()
+            .is_some_and(|d| d.message.starts_with("cannot read mission file"))
+    );
+
+    let binary = scratch.write("binary.yaml", [0xff, 0xfe, 0x00, 0x80]);
+    assert_eq!(errors(load(&binary)).len(), 1);
+}
+
+#[test]
+fn user_text_in_messages_is_escaped_and_shortened() {
+    let scratch = Scratch::with_sample_files();
+    let long = "x".repeat(500);
+    let text = MINIMAL.replace("name: m\n", &format!("name: \"a\\u001b[31m{long}\"\n"));
+    let found = errors(scratch.parse(&text));
+    let message = &found.first().expect("name error").message;
+    assert!(!message.contains('\u{1b}'), "{message:?}");
+    assert!(message.contains("\\u{1b}"), "{message:?}");
+    assert!(message.chars().count() < 150, "{message:?}");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_and_truncated_input_never_panics() {
+    let scratch = Scratch::with_sample_files();
+    // Every prefix of a valid file: cuts mid-token, mid-mapping, mid-string.
+    for (cut, _) in SAMPLE.char_indices() {
+        let prefix = SAMPLE.get(..cut).unwrap_or_default();
+        if let Err(diagnostics) = scratch.parse(prefix) {
+            assert!(diagnostics.len() >= 1);
+        }
+    }
+    // Random bytes, and random bytes biased towards YAML punctuation.
+    const YAML_BYTES: &[u8] = b"{}[]:,-'\"\n #&*!|>?%@`\t0123abc.";
+    for seed in 0..300 {
+        let bytes = noise(seed, 1 + (seed as usize * 7) % 400);
+        scratch.parse(&String::from_utf8_lossy(&bytes)).ok();
+        let punctuation: Vec<u8> = bytes
+            .iter()
+            .map(|b| {
+                YAML_BYTES
+                    .get(usize::from(*b) % YAML_BYTES.len())
+                    .copied()
+                    .unwrap_or(b' ')
+            })
+            .collect();
+        scratch.parse(&String::from_utf8_lossy(&punctuation)).ok();
+    }
+    // Lines of the sample shuffled in or out: valid YAML, wrong shape.
+    let lines: Vec<&str> = SAMPLE.lines().collect();
+    for seed in 0..200 {
+        let keep = noise(seed + 1000, lines.len());
+        let text: String = lines
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k % 4 != 0)
+            .map(|(line, _)| format!("{line}\n"))
+            .collect();
+        scratch.parse(&text).ok();
+    }
+    // Deep nesting and alias bombs are refused by the parser's budgets.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(
+        scratch
+            .parse(&MINIMAL.replace("{ x: 1 }", &format!("{{ x: {deep} }}")))
+            .is_err()
+    );
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    assert!(scratch.parse(&bomb).is_err());
+}
+
+#[test]
+fn equals_null_is_a_test_not_a_missing_one() {
+    let scratch = Scratch::with_sample_files();
+    let text = format!(
+        "{MINIMAL}gates:\n  - {{ name: g, when: {{ field: decision.note, equals: null }} }}\n"
+    );
+    let mission = scratch.parse(&text).unwrap_or_else(|d| panic!("{d}"));
+    let gate = mission.gates.first().expect("gate");
+    assert_eq!(gate.when.test, Test::Equals(serde_json::Value::Null));
+    assert!(gate.when.matches(&json!({}), &json!({"note": null})));
+}
+
+#[test]
+fn alias_values_are_reported_where_used() {
+    let scratch = Scratch::with_sample_files();
+    let text = MINIMAL
+        .replace("name: m\n", "name: &n Bad\n")
+        .replace("{ name: a,", "{ name: *n,");
+    let found = errors(scratch.parse(&text));
+    let located: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(located, [(1, 10), (5, 13), (7, 10)], "{found:#?}");
+}

@@ -1,0 +1,482 @@
+//! Rules about values: turns a [`RawMission`] into a [`Mission`], reporting
+//! every broken rule (not just the first) at the offending value.
+
+use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+
+use crate::cases;
+use crate::condition::{Condition, FieldPath, Test};
+use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
+use crate::mission::{
+    Agent, Budget, ExhaustionPolicy, Gate, Limits, Mission, ModelPrice, SeedFact, TaskSource,
+};
+use crate::raw::{
+    RawAgent, RawBudget, RawCondition, RawGate, RawLimits, RawMission, RawModelPrice, RawSeedFact,
+    RawTasks,
+};
+use crate::time::parse_rfc3339;
+
+/// Longest mission, agent or gate name. Names are identifiers that other
+/// tools print and store; a short, plain alphabet keeps them safe anywhere.
+const MAX_NAME_LEN: usize = 64;
+
+const NAME_HELP: &str = "use 1 to 64 lowercase letters (a-z), digits and `-`";
+
+const TIMESTAMP_HELP: &str =
+    "write an RFC 3339 timestamp such as 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00";
+
+/// Where a value was written; aliases report the place they are used.
+pub(crate) fn pos<T>(value: &Spanned<T>) -> Pos {
+    Pos::from_location(value.referenced)
+}
+
+/// The mission file being validated and where its relative paths start.
+pub(crate) struct Source<'a> {
+    pub file: &'a str,
+    pub base_dir: &'a Path,
+}
+
+pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, Diagnostics> {
+    let mut check = Checker {
+        source,
+        report: Report::default(),
+    };
+    check.name("mission", &raw.name);
+    let budget = check.budget(&raw.budget);
+    let models = check.models(&raw.models);
+    let agents = check.agents(&raw.agents, &models);
+    let tasks = check.tasks(&raw.tasks, &agents);
+    let memory = raw
+        .memory
+        .iter()
+        .flatten()
+        .filter_map(|fact| check.seed_fact(fact))
+        .collect();
+    let gates = check.gates(raw.gates.as_deref().unwrap_or_default());
+    check.report.finish(Mission {
+        name: raw.name.value,
+        description: raw.description,
+        budget,
+        models,
+        agents,
+        tasks,
+        memory,
+        gates,
+    })
+}
+
+/// Carries the report through the checks; each check records what is wrong
+/// and still returns a value so later checks can run.
+struct Checker<'a> {
+    source: &'a Source<'a>,
+    report: Report,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, at: Pos, message: impl Into<String>, help: impl Into<String>) {
+        self.report.error(self.source.file, at, message, help);
+    }
+
+    fn name(&mut self, what: &str, name: &Spanned<String>) {
+        let text = &name.value;
+        let well_formed = (1..=MAX_NAME_LEN).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !well_formed {
+            self.error(
+                pos(name),
+                format!("{what} name {} is not valid", quoted(text)),
+                NAME_HELP,
+            );
+        }
+    }
+
+    /// Reports a name seen before; `seen` maps names to where they were first written.
+    fn unique(&mut self, what: &str, name: &Spanned<String>, seen: &mut BTreeMap<String, Pos>) {
+        match seen.entry(name.value.clone()) {
+            Entry::Vacant(slot) => {
+                slot.insert(pos(name));
+            }
+            Entry::Occupied(first) => {
+                let first = *first.get();
+                self.error(
+                    pos(name),
+                    format!("duplicate {what} name {}", quoted(&name.value)),
+                    format!(
+                        "{what} names must be unique; the first is at line {}, column {}",
+                        first.line, first.column
+                    ),
+                );
+            }
+        }
+    }
+
+    fn budget(&mut self, raw: &RawBudget) -> Budget {
+        if raw.limit.value == 0 {
+            self.error(
+                pos(&raw.limit),
+                "budget limit is zero",
+                "set `limit` to the most budget units the mission may spend",
+            );
+        }
+        let on_exhausted = match &raw.on_exhausted {
+            None => ExhaustionPolicy::default(),
+            Some(policy) => match policy.value.as_str() {
+                "stop" => ExhaustionPolicy::Stop,
+                "pause" | "gate" => {
+                    self.error(
+                        pos(policy),
+                        format!("`on_exhausted: {}` is not supported yet", policy.value),
+                        "use `stop`, the only policy implemented so far",
+                    );
+                    ExhaustionPolicy::Stop
+                }
+                other => {
+                    self.error(
+                        pos(policy),
+                        format!("unknown `on_exhausted` policy {}", quoted(other)),
+                        "use `stop`",
+                    );
+                    ExhaustionPolicy::Stop
+                }
+            },
+        };
+        Budget {
+            limit: raw.limit.value,
+            on_exhausted,
+        }
+    }
+
+    fn models(
+        &mut self,
+        raw: &Spanned<BTreeMap<String, Spanned<RawModelPrice>>>,
+    ) -> BTreeMap<String, ModelPrice> {
+        if raw.value.is_empty() {
+            self.error(
+                pos(raw),
+                "no models are defined",
+                "add a model under `models` with `prompt_price` and `completion_price`",
+            );
+        }
+        let mut models = BTreeMap::new();
+        for (name, price) in &raw.value {
+            let RawModelPrice {
+                prompt_price,
+                completion_price,
+            } = price.value;
+            if prompt_price == 0 && completion_price == 0 {
+                self.error(
+                    pos(price),
+                    format!("model {} costs nothing: both prices are zero", quoted(name)),
+                    "set `prompt_price` or `completion_price` above zero so its use counts against the budget",
+                );
+            }
+            models.insert(
+                name.clone(),
+                ModelPrice {
+                    prompt_price,
+                    completion_price,
+                },
+            );
+        }
+        models
+    }
+
+    fn agents(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawAgent>>>,
+        models: &BTreeMap<String, ModelPrice>,
+    ) -> Vec<Agent> {
+        if raw.value.is_empty() {
+            self.error(
+                pos(raw),
+                "no agents are defined",
+                "add an agent with `name`, `module` and `model` under `agents`",
+            );
+        }
+        let mut seen = BTreeMap::new();
+        let mut agents = Vec::with_capacity(raw.value.len());
+        for agent in &raw.value {
+            let RawAgent {
+                name,
+                module,
+                model,
+                limits,
+            } = &agent.value;
+            self.name("agent", name);
+            self.unique("agent", name, &mut seen);
+            if !models.contains_key(&model.value) {
+                self.error(
+                    pos(model),
+                    format!(
+                        "agent {} uses model {}, which is not in `models`",
+                        quoted(&name.value),
+                        quoted(&model.value)
+                    ),
+                    one_of_help("models", models.keys()),
+                );
+            }
+            let module_path = self.source.base_dir.join(&module.value);
+            if !module_path.is_file() {
+                self.error(
+                    pos(module),
+                    format!("agent module not found: {}", quoted(&module_path.display().to_string())),
+                    "build the agent modules with `cargo xtask build-agents`; `module` is relative to the mission file's directory",
+                );
+            }
+            agents.push(Agent {
+                name: name.value.clone(),
+                module: module_path,
+                model: model.value.clone(),
+                limits: self.limits(limits.as_ref().unwrap_or(&RawLimits::default())),
+            });
+        }
+        agents
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let (default, max) = (Limits::DEFAULT, Limits::MAX);
+        // The bounds of the u32 limits fit in u32, so a failed conversion
+        // has already been reported as out of range.
+        let narrow = |n: u64, max: u32| u32::try_from(n).unwrap_or(max);
+        Limits {
+            memory_bytes: self.limit(
+                "memory_bytes",
+                &raw.memory_bytes,
+                default.memory_bytes,
+                max.memory_bytes,
+            ),
+            fuel: self.limit("fuel", &raw.fuel, default.fuel, max.fuel),
+            wall_ms: self.limit("wall_ms", &raw.wall_ms, default.wall_ms, max.wall_ms),
+            host_calls: narrow(
+                self.limit(
+                    "host_calls",
+                    &raw.host_calls,
+                    default.host_calls.into(),
+                    max.host_calls.into(),
+                ),
+                max.host_calls,
+            ),
+            max_tokens: narrow(
+                self.limit(
+                    "max_tokens",
+                    &raw.max_tokens,
+                    default.max_tokens.into(),
+                    max.max_tokens.into(),
+                ),
+                max.max_tokens,
+            ),
+        }
+    }
+
+    fn limit(&mut self, field: &str, raw: &Option<Spanned<u64>>, default: u64, max: u64) -> u64 {
+        let Some(value) = raw else {
+            return default;
+        };
+        if value.value == 0 || value.value > max {
+            self.error(
+                pos(value),
+                format!(
+                    "`{field}` is {}; it must be between 1 and {max}",
+                    value.value
+                ),
+                format!("the default is {default}; leave `{field}` out to use it"),
+            );
+        }
+        value.value
+    }
+
+    fn tasks(&mut self, raw: &Spanned<RawTasks>, agents: &[Agent]) -> TaskSource {
+        let RawTasks { agent, dir, inline } = &raw.value;
+        if !agents.iter().any(|a| a.name == agent.value) {
+            self.error(
+                pos(agent),
+                format!(
+                    "`tasks.agent` names {}, which is not in `agents`",
+                    quoted(&agent.value)
+                ),
+                one_of_help("agents", agents.iter().map(|a| &a.name)),
+            );
+        }
+        let cases = match (dir, inline) {
+            (Some(dir), None) => cases::from_dir(&mut self.report, self.source, dir),
+            (None, Some(inline)) => cases::from_inline(&mut self.report, self.source.file, inline),
+            (Some(_), Some(_)) => {
+                self.error(
+                    pos(raw),
+                    "`tasks` has both `dir` and `inline`",
+                    "keep exactly one: `dir` for a directory of case files, or `inline` for cases written here",
+                );
+                Vec::new()
+            }
+            (None, None) => {
+                self.error(
+                    pos(raw),
+                    "`tasks` has neither `dir` nor `inline`",
+                    "add `dir: <directory of *.json case files>` or `inline:` with a list of cases",
+                );
+                Vec::new()
+            }
+        };
+        TaskSource {
+            agent: agent.value.clone(),
+            cases,
+        }
+    }
+
+    fn seed_fact(&mut self, raw: &RawSeedFact) -> Option<SeedFact> {
+        let required = [
+            ("subject", &raw.subject, "policy:housing-support"),
+            ("predicate", &raw.predicate, "income-limit-monthly"),
+        ];
+        for (field, text, example) in required {
+            if text.value.trim().is_empty() {
+                self.error(
+                    pos(text),
+                    format!("memory fact has an empty `{field}`"),
+                    format!("fill in `{field}`, e.g. `{field}: {example}`"),
+                );
+            }
+        }
+        let valid_from = self.timestamp("valid_from", &raw.valid_from);
+        let valid_to = match &raw.valid_to {
+            None => None,
+            Some(text) => {
+                let valid_to = self.timestamp("valid_to", text)?;
+                if valid_from.is_some_and(|from| valid_to <= from) {
+                    self.error(
+                        pos(text),
+                        "`valid_to` is not after `valid_from`",
+                        "a fact holds from `valid_from` up to `valid_to`; make `valid_to` later, or leave it out if the fact is still valid",
+                    );
+                }
+                Some(valid_to)
+            }
+        };
+        Some(SeedFact {
+            subject: raw.subject.value.clone(),
+            predicate: raw.predicate.value.clone(),
+            value: raw.value.clone(),
+            valid_from: valid_from?,
+            valid_to,
+        })
+    }
+
+    fn timestamp(&mut self, field: &str, text: &Spanned<String>) -> Option<i64> {
+        match parse_rfc3339(&text.value) {
+            Ok(micros) => Some(micros),
+            Err(problem) => {
+                self.error(pos(text), format!("`{field}`: {problem}"), TIMESTAMP_HELP);
+                None
+            }
+        }
+    }
+
+    fn gates(&mut self, raw: &[RawGate]) -> Vec<Gate> {
+        let mut seen = BTreeMap::new();
+        let mut gates = Vec::with_capacity(raw.len());
+        for gate in raw {
+            self.name("gate", &gate.name);
+            self.unique("gate", &gate.name, &mut seen);
+            if let Some(when) = self.condition(&gate.when) {
+                gates.push(Gate {
+                    name: gate.name.value.clone(),
+                    when,
+                });
+            }
+        }
+        gates
+    }
+
+    fn condition(&mut self, raw: &Spanned<RawCondition>) -> Option<Condition> {
+        let RawCondition {
+            field,
+            equals,
+            not_equals,
+            greater_than,
+            less_than,
+            one_of,
+        } = &raw.value;
+        let path = match FieldPath::parse(&field.value) {
+            Ok(path) => Some(path),
+            Err(problem) => {
+                self.error(
+                    pos(field),
+                    problem.to_string(),
+                    "use `case.<field>` for the case's data or `decision.<field>` for the agent's decision, e.g. `case.requested_amount`",
+                );
+                None
+            }
+        };
+        let mut tests: Vec<(&str, Pos, Test)> = Vec::new();
+        if let Some(v) = equals {
+            tests.push(("equals", pos(v), Test::Equals(v.value.clone())));
+        }
+        if let Some(v) = not_equals {
+            tests.push(("not_equals", pos(v), Test::NotEquals(v.value.clone())));
+        }
+        if let Some(v) = greater_than {
+            self.finite("greater_than", v);
+            tests.push(("greater_than", pos(v), Test::GreaterThan(v.value)));
+        }
+        if let Some(v) = less_than {
+            self.finite("less_than", v);
+            tests.push(("less_than", pos(v), Test::LessThan(v.value)));
+        }
+        if let Some(v) = one_of {
+            if v.value.is_empty() {
+                self.error(
+                    pos(v),
+                    "`one_of` lists no values",
+                    "list at least one value, e.g. `one_of: [deny, undetermined]`",
+                );
+            }
+            tests.push(("one_of", pos(v), Test::OneOf(v.value.clone())));
+        }
+        let mut tests = tests.into_iter();
+        let Some((_, _, test)) = tests.next() else {
+            self.error(
+                pos(raw),
+                "condition has no test",
+                "add one of `equals`, `not_equals`, `greater_than`, `less_than` or `one_of`",
+            );
+            return None;
+        };
+        if let Some((extra, at, _)) = tests.next() {
+            self.error(
+                at,
+                format!("condition has more than one test (`{extra}` is extra)"),
+                "keep exactly one test per condition; add another gate for another test",
+            );
+            return None;
+        }
+        Some(Condition { field: path?, test })
+    }
+
+    fn finite(&mut self, field: &str, bound: &Spanned<f64>) {
+        if !bound.value.is_finite() {
+            self.error(
+                pos(bound),
+                format!("`{field}` is not a finite number"),
+                "compare against an ordinary number such as 5000",
+            );
+        }
+    }
+}
+
+fn one_of_help<'a>(section: &str, names: impl Iterator<Item = &'a String>) -> String {
+    // A set: duplicate names are reported on their own and would only add noise here.
+    let names: BTreeSet<&String> = names.collect();
+    if names.is_empty() {
+        format!("define it under `{section}`")
+    } else {
+        let names: Vec<String> = names.into_iter().map(|n| quoted(n)).collect();
+        format!(
+            "use one of {} or define it under `{section}`",
+            names.join(", ")
+        )
+    }
+}

