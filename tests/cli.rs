@@ -65,13 +65,14 @@ fn the_sample_mission_validates() {
 #[test]
 fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hostile = module("cells/guests/echo-agent/echo.wasm");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
     let cases = "    - {id: ok-1, behave: echo}\n\
                  \x20   - {id: trap, behave: trap}\n\
                  \x20   - {id: ok-2, behave: echo}\n\
                  \x20   - {id: spin, behave: spin}\n\
                  \x20   - {id: sleepy, behave: spin-calls}\n\
                  \x20   - {id: hog, behave: grow}\n\
+                 \x20   - {id: panicky, behave: panic}\n\
                  \x20   - {id: ok-3, behave: echo}\n";
     let mission = write_mission(
         dir.path(),
@@ -100,6 +101,7 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
     assert!(failure("spin").contains("fuel"), "{}", failure("spin"));
     assert!(failure("sleepy").contains("host-call limit"), "{}", failure("sleepy"));
     assert!(failure("hog").contains("memory limit"), "{}", failure("hog"));
+    assert!(failure("panicky").contains("trapped"), "{}", failure("panicky"));
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
 

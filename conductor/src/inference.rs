@@ -42,10 +42,15 @@ pub enum InferenceError {
 }
 
 /// Routes requests to loaded models.
-#[derive(Debug)]
 pub struct Router {
     registry: Registry,
     loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("registry", &self.registry).finish_non_exhaustive()
+    }
 }
 
 impl Router {

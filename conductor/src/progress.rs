@@ -28,14 +28,6 @@ impl Progress {
         }
     }
 
-    /// A one-off status line (e.g. "loading model").
-    pub fn note(&self, line: &str) {
-        match &*lock(&self.bar) {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-
     pub fn started(&self, name: &str, id: &str, total: u32, limit: u64) {
         *lock(&self.limit) = limit;
         *lock(&self.total) = total;

@@ -27,6 +27,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("cells/guests/trap-agent", "trap_agent", "cells/guests/trap-agent/trap.wasm"),
     ("cells/guests/spin-agent", "spin_agent", "cells/guests/spin-agent/spin.wasm"),
     ("cells/guests/greedy-agent", "greedy_agent", "cells/guests/greedy-agent/greedy.wasm"),
+    ("cells/guests/hostile-agent", "hostile_agent", "cells/guests/hostile-agent/hostile.wasm"),
 ];
 
 const SAMPLE_MISSION: &str = "missions/examples/casework/mission.yaml";

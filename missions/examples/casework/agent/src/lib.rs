@@ -96,8 +96,8 @@ impl Guest for EligibilityAgent {
             Some(a) => (
                 "undetermined",
                 format!(
-                    "Rule and model disagree; needs human review. Rule: {} ({rule_summary}). \
-                     Model: {}: {}",
+                    "Rule and model disagree; needs human review. Rule says {}: {rule_summary}. \
+                     Model says {}: {}",
                     rule.label(),
                     a.verdict.label(),
                     a.reason
@@ -106,8 +106,8 @@ impl Guest for EligibilityAgent {
             None => (
                 "undetermined",
                 format!(
-                    "Model answer had no ELIGIBLE/INELIGIBLE verdict; needs human review. \
-                     Rule: {} ({rule_summary}). Model said: \"{}\"",
+                    "Model gave no ELIGIBLE/INELIGIBLE verdict; needs human review. \
+                     Rule says {}: {rule_summary}. Model said: \"{}\"",
                     rule.label(),
                     tidy(answer, MAX_MODEL_REASON_CHARS)
                 ),
@@ -314,7 +314,7 @@ impl Assessment {
     /// The figures a reviewer needs to check the rule by hand.
     fn summary(&self, case: &Case) -> String {
         format!(
-            "income {} {} limit {} ({} + {} x {}); residency {} months {} minimum {}",
+            "income {} {} limit {} ({} base + {} extra members x {}); residency {} months {} minimum {}",
             case.monthly_income,
             if self.income_ok { "within" } else { "above" },
             self.income_limit,
