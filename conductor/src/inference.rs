@@ -7,8 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use either::Either;
-use mistralrs::{GgufModelBuilder, Model, RequestBuilder, TextMessageRole, TextMessages};
-use tokio::sync::OnceCell;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, MistralRsBuilder, ModelDType, Pipeline, SchedulerConfig,
+    TokenSource,
+};
+use mistralrs::{Device, Model, RequestBuilder, TextMessageRole, TextMessages};
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::registry::{Registry, RegistryError};
 
@@ -45,7 +50,20 @@ pub enum InferenceError {
 pub struct Router {
     registry: Registry,
     loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
+    /// One permit per model: see [`MODEL_REQUESTS_IN_FLIGHT_MAX`].
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// Generation requests one model runs at a time.
+///
+/// mistral.rs 0.8.1 batches concurrent sequences, but on the CPU its
+/// batched path produced garbled text for prompts of different lengths and
+/// then stopped answering (the engine thread died and later requests got
+/// "channel closed"), reproducibly with the sample mission at 4 cells.
+/// The same prompts one at a time are correct. Until that is fixed
+/// upstream the router hands each model one generation at a time; cells
+/// still run concurrently and queue here, in arrival order.
+const MODEL_REQUESTS_IN_FLIGHT_MAX: usize = 1;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +73,7 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     pub fn new(registry: Registry) -> Self {
-        Router { registry, loaded: Mutex::new(HashMap::new()) }
+        Router { registry, loaded: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -87,11 +105,14 @@ impl Router {
                     .ok_or_else(|| load_err(&"path has no file name"))?
                     .to_string_lossy()
                     .into_owned();
-                let model = GgufModelBuilder::new(dir.to_string_lossy(), vec![file])
-                    .with_force_cpu()
-                    .build()
+                let dir = dir.to_string_lossy().into_owned();
+                let model = tokio::task::spawn_blocking(move || load_gguf_f32(dir, file))
                     .await
+                    .map_err(|e| load_err(&e))?
                     .map_err(|e| load_err(&e))?;
+                let model = Model::new(
+                    MistralRsBuilder::new(model, scheduler(), false, None).build().await,
+                );
                 Ok::<_, InferenceError>(Arc::new(model))
             })
             .await?;
@@ -127,19 +148,32 @@ impl Router {
     ) -> Result<Output, InferenceError> {
         let model = self.model(name).await?;
         let mut request = RequestBuilder::new()
-            .set_sampler_max_len(max_tokens as usize)
             // Greedy decoding: the same prompt gives the same text, which is
-            // what an auditor re-running a decision expects.
-            .set_deterministic_sampler();
+            // what an auditor re-running a decision expects. It must come
+            // before the length limit: it replaces all sampling parameters,
+            // `max_len` included, and an unbounded request generates until
+            // the context is full.
+            .set_deterministic_sampler()
+            .set_sampler_max_len(max_tokens as usize);
         for m in messages {
             request = request.add_message(role(&m.role)?, &m.content);
         }
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
-        let response = tokio::time::timeout(timeout, model.send_chat_request(request))
+        let gate = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            in_flight
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(MODEL_REQUESTS_IN_FLIGHT_MAX)))
+                .clone()
+        };
+        let generate = async {
+            let _permit = gate.acquire().await.map_err(|e| request_err(&e))?;
+            model.send_chat_request(request).await.map_err(|e| request_err(&e))
+        };
+        let response = tokio::time::timeout(timeout, generate)
             .await
-            .map_err(|_| InferenceError::Timeout { model: name.to_owned(), seconds: timeout.as_secs() })?
-            .map_err(|e| request_err(&e))?;
+            .map_err(|_| InferenceError::Timeout { model: name.to_owned(), seconds: timeout.as_secs() })??;
         let text = response
             .choices
             .first()
@@ -151,6 +185,52 @@ impl Router {
             completion_tokens: u32::try_from(response.usage.completion_tokens).unwrap_or(u32::MAX),
         })
     }
+}
+
+/// Sequences the engine batches together. More than the conductor's
+/// largest cell concurrency, so no cell waits for a batch slot.
+const BATCH_SEQS_MAX: usize = 64;
+
+fn scheduler() -> SchedulerConfig {
+    SchedulerConfig::DefaultScheduler {
+        method: DefaultSchedulerMethod::Fixed(
+            std::num::NonZeroUsize::new(BATCH_SEQS_MAX).unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
+    }
+}
+
+/// Loads a local GGUF file on the CPU with f32 activations.
+///
+/// mistral.rs's `GgufModelBuilder` always picks the activation dtype
+/// automatically, which on a CPU is f16. With f16 activations SmolLM2
+/// overflowed to NaN on some prompts and the sampler never finished the
+/// request (found running the sample mission: case HS-2026-0005 hung every
+/// time). f32 is what the quantised kernels compute in anyway.
+fn load_gguf_f32(
+    dir: String,
+    file: String,
+) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
+    let loader = GGUFLoaderBuilder::new(
+        None,
+        None,
+        dir,
+        vec![file],
+        GGUFSpecificConfig { topology: None },
+        false,
+        None,
+    )
+    .build();
+    loader.load_model_from_hf(
+        None,
+        // Local files only: no hub token is read and nothing is fetched.
+        TokenSource::None,
+        &ModelDType::F32,
+        &Device::Cpu,
+        true,
+        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+        None,
+        None,
+    )
 }
 
 fn role(name: &str) -> Result<TextMessageRole, InferenceError> {

@@ -333,11 +333,16 @@ impl Assessment {
 fn prompt(case: &Case, a: &Assessment) -> Vec<Message> {
     let system = "You check housing-support cases. Answer with one word first, \
                   ELIGIBLE or INELIGIBLE, then one short reason.";
+    // A 135M model cannot do the arithmetic reliably (it answered
+    // "eligible" to every case when asked to judge the figures itself), so
+    // the prompt states the rule's verdict and asks the model to explain
+    // it. The agent still checks that the model's verdict matches: an
+    // answer that contradicts or omits it goes to a reviewer.
     let user = format!(
-        "Eligible only if income is within the limit and residency meets the minimum.\n\
-         Household of {}. Monthly income {}, limit {}: {}.\n\
+        "Household of {}. Monthly income {}, limit {}: {}.\n\
          Residency {} months, minimum {}: {}.\n\
-         Is the applicant eligible?",
+         By the rules the applicant is {}.\n\
+         State the verdict and why.",
         case.household_size,
         case.monthly_income,
         a.income_limit,
@@ -353,6 +358,7 @@ fn prompt(case: &Case, a: &Assessment) -> Vec<Message> {
         } else {
             "below the minimum"
         },
+        a.verdict().label().to_uppercase(),
     );
     vec![
         Message {
