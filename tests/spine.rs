@@ -90,9 +90,13 @@ fn a_budget_too_small_stops_the_mission_within_budget_and_says_why() {
              models:\n  smollm2-135m:\n    prompt_price: 1\n    completion_price: 2\n\
              agents:\n  - name: eligibility\n    module: {}\n    model: smollm2-135m\n    limits: {{max_tokens: 48}}\n\
              tasks:\n  agent: eligibility\n  dir: {}\n\
-             memory:\n  - {{subject: 'policy:housing-support', predicate: income-limit-monthly, value: '2400', valid_from: 2026-01-01T00:00:00Z}}\n",
+             memory:\n{}",
             agent.display(),
-            cases_dir.display()
+            cases_dir.display(),
+            [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
+                .iter()
+                .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
+                .collect::<String>()
         ),
     )
     .expect("write");

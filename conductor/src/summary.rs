@@ -106,7 +106,14 @@ pub fn print_human(s: &Summary) {
     println!();
     println!("{:>4}  {:<16} {:<16} {:<14} detail", "#", "case", "status", "outcome");
     for t in &s.tasks {
-        let status = format!("{:?}", t.status).to_lowercase();
+        let status = match t.status {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Decided => "decided",
+            TaskStatus::AwaitingReview => "awaiting review",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+        };
         let detail = match t.status {
             TaskStatus::Failed | TaskStatus::Skipped => t.failure.clone().unwrap_or_default(),
             TaskStatus::AwaitingReview => format!("gate {}", t.gate.as_deref().unwrap_or("?")),
