@@ -198,7 +198,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // mistral.rs warns about GPU device mapping even on a
+                // CPU-only host; its errors still show.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mistralrs_core=error")),
         )
         .init();
     match dispatch(cli) {

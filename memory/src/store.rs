@@ -183,13 +183,10 @@ fn validate(new: &NewFact) -> Result<(), MemoryError> {
             new.value.len()
         ));
     }
-    if let Some(to) = new.valid_to {
-        if to <= new.valid_from {
-            return invalid(format!(
-                "valid_to ({to}) must be after valid_from ({})",
-                new.valid_from
-            ));
-        }
+    if let Some(to) = new.valid_to
+        && to <= new.valid_from
+    {
+        return invalid(format!("valid_to ({to}) must be after valid_from ({})", new.valid_from));
     }
     Ok(())
 }
