@@ -104,6 +104,11 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
     assert!(failure("panicky").contains("trapped"), "{}", failure("panicky"));
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
+    let out = run(conductor().args(["ledger", "show", "--json", "--data"]).arg(&data));
+    let accounts = stdout_json(&out);
+    assert_eq!(accounts[0]["account"], summary["mission_id"]);
+    assert_eq!(accounts[0]["pending"], 0);
+    assert_eq!(accounts[0]["available"], 1000);
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));

@@ -74,6 +74,9 @@ enum Command {
     /// Verify the journal.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Inspect budget accounts.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// List and decide human review gates.
     #[command(subcommand)]
     Gates(GatesCommand),
@@ -134,6 +137,19 @@ enum AuditCommand {
     /// intact, 4 naming the first bad sequence number otherwise. Works on a
     /// copy of the data directory; needs no key and no server.
     Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Every budget account (one per mission) with its limit, pending
+    /// reservations, settled spend and what is still available.
+    Show {
         #[command(flatten)]
         data: DataArg,
         /// Print JSON.
@@ -223,6 +239,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Audit(AuditCommand::Verify { data, json }) => verify(&data.data, json),
+        Command::Ledger(LedgerCommand::Show { data, json }) => show_ledger(&data.data, json),
         Command::Gates(GatesCommand::List { data, json }) => list_gates(&data.data, json),
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
@@ -339,6 +356,27 @@ fn verify(data: &Path, json: bool) -> Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn show_ledger(data: &Path, json: bool) -> Result<u8> {
+    let ledger = data::open_ledger_only(data)?;
+    let accounts = ledger.accounts()?;
+    if json {
+        let rows: Vec<_> = accounts
+            .iter()
+            .map(|(name, a)| {
+                serde_json::json!({"account": name, "limit": a.limit, "pending": a.pending,
+                                   "settled": a.settled, "available": a.available()})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(exit::OK);
+    }
+    println!("{:<38} {:>12} {:>12} {:>12} {:>12}", "account", "limit", "pending", "settled", "available");
+    for (name, a) in &accounts {
+        println!("{name:<38} {:>12} {:>12} {:>12} {:>12}", a.limit, a.pending, a.settled, a.available());
+    }
+    Ok(exit::OK)
 }
 
 fn list_gates(data: &Path, json: bool) -> Result<u8> {

@@ -217,6 +217,19 @@ impl crate::Ledger {
         let accounts = read.open_table(ACCOUNTS).map_err(storage)?;
         read_account(&accounts, account)
     }
+
+    /// Every account and its balances, in name order.
+    pub fn accounts(&self) -> Result<Vec<(String, Account)>, LedgerError> {
+        let read = self.read()?;
+        let accounts = read.open_table(ACCOUNTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in accounts.iter().map_err(storage)? {
+            let (name, balances) = row.map_err(storage)?;
+            let (limit, pending, settled) = balances.value();
+            out.push((name.value().to_owned(), Account { limit, pending, settled }));
+        }
+        Ok(out)
+    }
 }
 
 fn read_account(
@@ -252,6 +265,8 @@ mod tests {
         assert_eq!(ledger.account("m").expect("acct"), Account { limit: 100, pending: 60, settled: 0 });
         ledger.write(|t| t.settle(&key, id, 25, 2)).expect("settle");
         assert_eq!(ledger.account("m").expect("acct"), Account { limit: 100, pending: 0, settled: 25 });
+        let all = ledger.accounts().expect("accounts");
+        assert_eq!(all, vec![("m".to_owned(), Account { limit: 100, pending: 0, settled: 25 })]);
         let err = ledger.write(|t| t.settle(&key, id, 1, 3)).expect_err("second settle refused");
         assert!(matches!(err, LedgerError::Budget(BudgetError::AlreadyClosed { .. })));
         ledger.verify().expect("journal intact");
