@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         Cmd::Test => {
             setup(&root)?;
             step("running the test suite (release profile, shared with the binary)");
-            run(Command::new(cargo()).args(["test", "--release", "--workspace", "--locked"]))
+            run(Command::new(cargo()).args(test_build_args(&[])))
         }
     }
 }
@@ -141,7 +141,10 @@ fn build_agents(root: &Path) -> Result<()> {
 fn demo(root: &Path, data: &Path) -> Result<()> {
     setup(root)?;
     step("building the conductor (release, native CPU features)");
-    run(Command::new(cargo()).args(["build", "--release", "--locked", "--package", "conductor"]))?;
+    // Built exactly as `cargo xtask test` builds it (the test build makes
+    // the binary for the black-box tests), so demo and tests share one
+    // feature set and mistral.rs is compiled once, not once per command.
+    run(Command::new(cargo()).args(test_build_args(&["--no-run"])))?;
     let bin = target_dir(root).join("release/conductor");
     if data.exists() {
         std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
@@ -162,6 +165,14 @@ fn demo(root: &Path, data: &Path) -> Result<()> {
         data = data.display()
     );
     Ok(())
+}
+
+/// The one cargo invocation that builds (and with no extra arguments runs)
+/// everything: tests and the binary in the release profile.
+fn test_build_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["test", "--release", "--workspace", "--locked"];
+    args.extend_from_slice(extra);
+    args
 }
 
 fn repo_root() -> Result<PathBuf> {
