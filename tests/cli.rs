@@ -79,7 +79,7 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
         "hostile",
         &hostile,
         1000,
-        "{fuel: 200000000, wall_ms: 3000, memory_bytes: 16777216, host_calls: 20}",
+        "{fuel: 200000000, wall_ms: 20000, memory_bytes: 16777216, host_calls: 20}",
         cases,
         "",
     );
