@@ -231,6 +231,8 @@ fn a_gate_is_decided_by_a_reviewer_key_and_the_case_completes() {
         assert_eq!(mode, 0o600, "key files are owner-only");
     }
 
+    let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&key));
+    assert_eq!(out.status.code(), Some(0));
     let out = run(conductor().args(["gates", "approve", &first, "--key"]).arg(&key).arg("--data").arg(&data));
     assert_eq!(out.status.code(), Some(0));
     // Deciding twice is refused.

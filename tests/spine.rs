@@ -59,6 +59,8 @@ fn the_sample_mission_runs_on_the_real_model_and_a_reviewer_decides_a_gate() {
     // A reviewer decides one gate with their own key.
     let key = dir.path().join("reviewer.key");
     assert_eq!(run(conductor().args(["keys", "new", "--out"]).arg(&key)).status.code(), Some(0));
+    let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&key));
+    assert_eq!(out.status.code(), Some(0), "an operator registers the reviewer's key");
     let gate = all.iter().find_map(|t| t["gate"].as_str()).expect("a gate").to_owned();
     let out = run(conductor().args(["gates", "approve", &gate, "--key"]).arg(&key).arg("--data").arg(&data));
     assert_eq!(out.status.code(), Some(0));

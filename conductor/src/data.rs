@@ -39,19 +39,8 @@ impl DataDir {
         let data = Self::open_with_key(root, &key_path)?;
         if data.ledger.head()?.0 == 0 {
             let key = data.conductor.clone();
-            data.ledger.write(|t| {
-                t.append(
-                    &key,
-                    "conductor.genesis",
-                    &json!({
-                        "format": 1,
-                        "conductor_key": key.public().to_hex(),
-                        "key_id": key.public().key_id().to_string(),
-                        "version": env!("CARGO_PKG_VERSION"),
-                    }),
-                    now_us(),
-                )
-            })?;
+            data.ledger
+                .write(|t| t.genesis(&key, json!({"version": env!("CARGO_PKG_VERSION")}), now_us()))?;
         }
         Ok(data)
     }
@@ -69,15 +58,18 @@ impl DataDir {
     }
 
     fn open_with_key(root: &Path, key_path: &Path) -> Result<Self> {
+        finish_conductor_rotation(root, key_path)?;
         let conductor = Keypair::load(key_path)
             .with_context(|| format!("loading the conductor key of {}", root.display()))?;
-        let ledger = Ledger::open(&root.join(DB_FILE))?;
+        let conductor = Arc::new(conductor);
+        let mut ledger = Ledger::open(&root.join(DB_FILE))?;
+        ledger.checkpoint_every(conductor.clone(), ledger::CHECKPOINT_EVERY_DEFAULT);
         ledger.write(|t| -> Result<()> {
             memory::create_tables(t.redb())?;
             crate::state::create_tables(t.redb())?;
             Ok(())
         })?;
-        Ok(DataDir { root: root.to_owned(), ledger: Arc::new(ledger), conductor: Arc::new(conductor) })
+        Ok(DataDir { root: root.to_owned(), ledger: Arc::new(ledger), conductor })
     }
 
     /// Where an agent's key for one mission lives.
@@ -86,9 +78,36 @@ impl DataDir {
     }
 }
 
-/// Opens a data directory for reading only what is committed: the audit
-/// path, which must work on a copy and without the conductor's key.
+/// `conductor keys rotate-conductor` writes the new key to
+/// `conductor.key.next`, journals the rotation, then swaps the files. If it
+/// was interrupted, the journal decides: if it names the new key, finish
+/// the swap; if not, the rotation never happened and the spare is removed.
+fn finish_conductor_rotation(root: &Path, key_path: &Path) -> Result<()> {
+    let staged = root.join("keys/conductor.key.next");
+    if !staged.exists() || !root.join(DB_FILE).is_file() {
+        return Ok(());
+    }
+    let next = Keypair::load(&staged).with_context(|| format!("loading {}", staged.display()))?;
+    let in_force = Ledger::open(&root.join(DB_FILE))?.conductor_key()?;
+    if in_force == Some(next.public()) {
+        let old = Keypair::load(key_path)?;
+        let retired = root.join(format!("keys/conductor-{}.key.retired", old.public().key_id()));
+        std::fs::rename(key_path, &retired).with_context(|| format!("retiring {}", key_path.display()))?;
+        std::fs::rename(&staged, key_path).with_context(|| format!("installing {}", key_path.display()))?;
+    } else {
+        std::fs::remove_file(&staged).with_context(|| format!("removing {}", staged.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens a data directory for reading only what is committed, without
+/// the conductor's key.
 pub fn open_ledger_only(root: &Path) -> Result<Ledger> {
+    Ok(Ledger::open(&db_path(root)?)?)
+}
+
+/// The database file of an existing data directory.
+pub fn db_path(root: &Path) -> Result<PathBuf> {
     let db = root.join(DB_FILE);
     if !db.is_file() {
         bail!(
@@ -97,7 +116,7 @@ pub fn open_ledger_only(root: &Path) -> Result<Ledger> {
             root.display()
         );
     }
-    Ok(Ledger::open(&db)?)
+    Ok(db)
 }
 
 fn create_private_dir(path: &Path) -> Result<()> {

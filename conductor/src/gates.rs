@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use identity::{Keypair, Role};
+use identity::Role;
 use serde_json::json;
 
 use crate::clock::now_us;
@@ -30,7 +30,7 @@ pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
 /// completes the task. Refuses a decided gate, an unknown one, and a key
 /// that is not a reviewer's.
 pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, note: Option<&str>) -> Result<GateRecord> {
-    let reviewer = Keypair::load(key_path)?;
+    let reviewer = crate::keys::load_human_key(key_path)?;
     if reviewer.role() != Role::Reviewer {
         bail!(
             "{} is a {} key; gates are decided with a reviewer key (`conductor keys new --role reviewer`)",
@@ -41,6 +41,21 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
     let data = DataDir::open_existing(data)?;
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
+    // The journal would refuse the entry anyway; say why, and what to do.
+    match data.ledger.key(&reviewer.public())? {
+        None => bail!(
+            "reviewer key {reviewer_id} ({}) is not registered in {}; an operator registers it with              `conductor keys register --data {} {}`",
+            key_path.display(),
+            data.root.display(),
+            data.root.display(),
+            key_path.display()
+        ),
+        Some(record) if record.revoked_seq.is_some() => bail!(
+            "reviewer key {reviewer_id} was revoked at journal entry {}; use your current key",
+            record.revoked_seq.unwrap_or_default()
+        ),
+        Some(_) => {}
+    }
     data.ledger.write(|t| -> Result<GateRecord> {
         let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
             bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());

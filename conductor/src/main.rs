@@ -6,11 +6,13 @@
 //! sandbox in `cells`. This crate adds the CLI, the inference router
 //! (mistral.rs), the scheduler and the gates.
 
+mod audit;
 mod clock;
 mod data;
 mod gates;
 mod host;
 mod inference;
+mod keys;
 mod progress;
 mod registry;
 mod run;
@@ -49,10 +51,13 @@ mod exit {
     after_help = "Typical session:\n  \
         conductor mission validate missions/examples/casework/mission.yaml\n  \
         conductor run missions/examples/casework/mission.yaml --data ./data\n  \
-        conductor keys new --role reviewer --out reviewer.key\n  \
+        conductor keys new --role reviewer --out reviewer.key --passphrase\n  \
+        conductor keys register --data ./data reviewer.key --name \"A. Reviewer\"\n  \
         conductor gates list --data ./data\n  \
         conductor gates approve GATE_ID --key reviewer.key --data ./data\n  \
-        conductor audit verify --data ./data\n\n\
+        conductor audit verify --data ./data\n  \
+        conductor audit export --data ./data --out journal.cjx\n  \
+        conductor audit verify --bundle journal.cjx --checkpoint held.ckpt\n\n\
         Exit status: 0 success, 1 error, 2 invalid input, 3 budget exhausted, 4 journal tampered."
 )]
 struct Cli {
@@ -71,7 +76,7 @@ enum Command {
     /// Check or inspect mission files and missions.
     #[command(subcommand)]
     Mission(MissionCommand),
-    /// Verify the journal.
+    /// Verify, export and checkpoint the journal.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Inspect budget accounts.
@@ -80,7 +85,7 @@ enum Command {
     /// List and decide human review gates.
     #[command(subcommand)]
     Gates(GatesCommand),
-    /// Create keys for people (reviewers, operators, auditors).
+    /// Create people's keys; register, rotate and revoke keys in a journal.
     #[command(subcommand)]
     Keys(KeysCommand),
 }
@@ -133,15 +138,55 @@ enum MissionCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain and check every signature. Exits 0 when
-    /// intact, 4 naming the first bad sequence number otherwise. Works on a
-    /// copy of the data directory; needs no key and no server.
+    /// Check the journal: sequence, hash chain, every signature (strict,
+    /// batch-verified on every core), and that each signer was registered,
+    /// not revoked, and of the role its entry needs. Exits 0 when intact, 4
+    /// naming the first bad sequence number otherwise. Needs no key; works
+    /// on a copy of the data directory or on an export.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["data", "bundle"])))]
     Verify {
-        #[command(flatten)]
-        data: DataArg,
+        /// Data directory to verify.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// An export (`conductor audit export`) to verify with no database.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+        /// A checkpoint file you kept (`conductor audit checkpoint`); the
+        /// journal must contain it, so a cut or rewritten tail is caught.
+        /// Repeatable.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the whole journal to one self-contained file (entries, and so
+    /// every key event and public key needed to check them), then verify
+    /// the file. A damaged journal is still exported, as evidence, and the
+    /// command exits 4 naming the first bad entry.
+    Export {
+        #[command(flatten)]
+        data: DataArg,
+        /// The export file to create; never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a signed checkpoint of the chain head now (the conductor also
+    /// cuts one every 1024 entries) and write it to a file to keep
+    /// somewhere the journal's host cannot reach.
+    Checkpoint {
+        #[command(flatten)]
+        data: DataArg,
+        /// The checkpoint file to create; never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Write the latest existing checkpoint instead of cutting a new one
+        /// (needs no conductor key).
+        #[arg(long)]
+        latest: bool,
     },
 }
 
@@ -195,9 +240,20 @@ enum HumanRole {
     Auditor,
 }
 
+impl From<HumanRole> for identity::Role {
+    fn from(role: HumanRole) -> Self {
+        match role {
+            HumanRole::Reviewer => identity::Role::Reviewer,
+            HumanRole::Operator => identity::Role::Operator,
+            HumanRole::Auditor => identity::Role::Auditor,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Create a new Ed25519 key file, readable only by you (mode 0600).
+    /// Then have an operator register it in the journal (`keys register`).
     New {
         /// Where to write the key; an existing file is never overwritten.
         #[arg(long, value_name = "FILE")]
@@ -205,6 +261,63 @@ enum KeysCommand {
         /// What the key may do.
         #[arg(long, value_enum, default_value = "reviewer")]
         role: HumanRole,
+        /// Seal the secret under a passphrase (Argon2id + XChaCha20-Poly1305).
+        /// Asked on the terminal, or read from CONDUCTOR_KEY_PASSPHRASE.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Register a person's key in the journal so its signatures count.
+    /// Only the public part is read; a sealed key needs no passphrase.
+    Register {
+        #[command(flatten)]
+        data: DataArg,
+        /// A key file, or a public key (64 hex digits).
+        key: String,
+        /// The key's role; read from the key file when one is given.
+        #[arg(long, value_enum)]
+        role: Option<HumanRole>,
+        /// Whose key it is, recorded with the registration.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revoke a key: nothing it signs after this verifies.
+    Revoke {
+        #[command(flatten)]
+        data: DataArg,
+        /// A key file, public key, or key id from `keys list`.
+        key: String,
+        /// Why, recorded in the journal.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace a registered key by a new one with the same role.
+    Rotate {
+        #[command(flatten)]
+        data: DataArg,
+        /// The key to retire: a key file, public key, or key id.
+        old: String,
+        /// Its successor: a key file or public key.
+        new: String,
+        /// Why, recorded in the journal.
+        #[arg(long, default_value = "scheduled rotation")]
+        reason: String,
+    },
+    /// Give the data directory a new conductor key; the old one signs the
+    /// hand-over and is kept as keys/conductor-<id>.key.retired.
+    RotateConductor {
+        #[command(flatten)]
+        data: DataArg,
+        /// Why, recorded in the journal.
+        #[arg(long, default_value = "scheduled rotation")]
+        reason: String,
+    },
+    /// Every key the journal knows, with its role and status.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -238,25 +351,104 @@ fn dispatch(cli: Cli) -> Result<u8> {
             print_summary(&summary, json)?;
             Ok(exit::OK)
         }
-        Command::Audit(AuditCommand::Verify { data, json }) => verify(&data.data, json),
+        Command::Audit(command) => audit_command(command),
         Command::Ledger(LedgerCommand::Show { data, json }) => show_ledger(&data.data, json),
         Command::Gates(GatesCommand::List { data, json }) => list_gates(&data.data, json),
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
-        Command::Keys(KeysCommand::New { out, role }) => {
-            let role = match role {
-                HumanRole::Reviewer => identity::Role::Reviewer,
-                HumanRole::Operator => identity::Role::Operator,
-                HumanRole::Auditor => identity::Role::Auditor,
+        Command::Keys(command) => keys_command(command),
+    }
+}
+
+fn audit_command(command: AuditCommand) -> Result<u8> {
+    match command {
+        AuditCommand::Verify { data, bundle, checkpoint, json } => {
+            let held = audit::load_checkpoints(&checkpoint)?;
+            let source = match (&data, &bundle) {
+                (_, Some(file)) => audit::Source::Export(file),
+                (Some(dir), None) => audit::Source::Data(dir),
+                (None, None) => anyhow::bail!("say what to verify: --data DIR or --bundle FILE"),
             };
-            let key = identity::Keypair::generate(role);
-            key.save(&out)?;
-            println!("created {role} key {}", out.display());
-            println!("key id     {}", key.public().key_id());
-            println!("public key {}", key.public().to_hex());
+            let verdict = audit::verify(source, &held)?;
+            audit::print_verdict(&verdict, json)?;
+            Ok(verdict_code(&verdict))
+        }
+        AuditCommand::Export { data, out, json } => {
+            let (summary, verdict) = audit::export(&data.data, &out)?;
+            if !json {
+                println!("exported {} entries ({} bytes) to {}", summary.entries, summary.bytes, out.display());
+            }
+            audit::print_verdict(&verdict, json)?;
+            Ok(verdict_code(&verdict))
+        }
+        AuditCommand::Checkpoint { data, out, latest } => {
+            let checkpoint = audit::checkpoint(&data.data, &out, latest)?;
+            println!(
+                "checkpoint at entry {} (head {}) written to {}\nkeep it where this host cannot \
+                 change it; check a journal against it with `conductor audit verify --checkpoint {}`",
+                checkpoint.seq(),
+                checkpoint.hash(),
+                out.display(),
+                out.display()
+            );
             Ok(exit::OK)
         }
     }
+}
+
+fn verdict_code(verdict: &audit::Verdict) -> u8 {
+    match verdict {
+        audit::Verdict::Intact(_) => exit::OK,
+        audit::Verdict::Tampered { .. } => exit::TAMPERED,
+    }
+}
+
+fn keys_command(command: KeysCommand) -> Result<u8> {
+    match command {
+        KeysCommand::New { out, role, passphrase } => {
+            let role = identity::Role::from(role);
+            let key = keys::create(&out, role, passphrase)?;
+            println!("created {role} key {}{}", out.display(), if passphrase { " (passphrase-sealed)" } else { "" });
+            println!("key id     {}", key.public().key_id());
+            println!("public key {}", key.public().to_hex());
+            println!("register it: conductor keys register --data DIR {}", out.display());
+        }
+        KeysCommand::Register { data, key, role, name } => {
+            let (public, role) = keys::register(&data.data, &key, role.map(Into::into), name.as_deref())?;
+            println!("registered {role} key {} ({})", public.key_id(), public.to_hex());
+        }
+        KeysCommand::Revoke { data, key, reason } => {
+            let public = keys::revoke(&data.data, &key, &reason)?;
+            println!("revoked key {}; nothing it signs from now on verifies", public.key_id());
+        }
+        KeysCommand::Rotate { data, old, new, reason } => {
+            let (old, new) = keys::rotate(&data.data, &old, &new, &reason)?;
+            println!("rotated key {} -> {}", old.key_id(), new.key_id());
+        }
+        KeysCommand::RotateConductor { data, reason } => {
+            let (old, new) = keys::rotate_conductor(&data.data, &reason)?;
+            println!("conductor key rotated {} -> {}", old.key_id(), new.key_id());
+        }
+        KeysCommand::List { data, json } => {
+            let keys = keys::list(&data.data)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!("{:<10} {:<33} {:>11}  status", "role", "key id", "registered");
+                for k in &keys {
+                    let id = identity::PublicKey::from_hex(&k.public_key)
+                        .map(|p| p.key_id().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                    let status = match k.revoked_seq {
+                        Some(seq) => format!("revoked at {seq}"),
+                        None => "in force".into(),
+                    };
+                    println!("{:<10} {:<33} {:>11}  {status}", k.role.as_str(), id, k.registered_seq);
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn validate(file: &Path) -> u8 {
@@ -321,41 +513,6 @@ fn print_summary(summary: &summary::Summary, json: bool) -> Result<()> {
         summary::print_human(summary);
     }
     Ok(())
-}
-
-fn verify(data: &Path, json: bool) -> Result<u8> {
-    let ledger = data::open_ledger_only(data)?;
-    match ledger.verify() {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "entries": report.entries,
-                                       "head": report.head.to_string(),
-                                       "signers": report.signers.iter().map(|s| s.to_string()).collect::<Vec<_>>()})
-                );
-            } else {
-                println!(
-                    "journal intact: {} entries, {} signers, head {}",
-                    report.entries,
-                    report.signers.len(),
-                    report.head
-                );
-            }
-            Ok(exit::OK)
-        }
-        Err(ledger::VerifyError::Bad { seq, failure }) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "seq": seq, "reason": failure.to_string()})
-                );
-            }
-            eprintln!("journal verification FAILED at sequence {seq}: {failure}");
-            Ok(exit::TAMPERED)
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn show_ledger(data: &Path, json: bool) -> Result<u8> {

@@ -112,12 +112,11 @@ pub async fn run_mission(
         )?;
         t.open_account(&conductor, &mission_id, mission.budget.limit, now)?;
         for a in agents.iter() {
-            t.append(
+            t.register_key(
                 &conductor,
-                "key.registered",
-                &json!({"mission": mission_id, "role": "agent", "agent": a.spec.name,
-                        "public_key": a.key.public().to_hex(),
-                        "key_id": a.key.public().key_id().to_string()}),
+                &a.key.public(),
+                Role::Agent,
+                json!({"mission": mission_id, "agent": a.spec.name}),
                 now,
             )?;
         }

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 use crate::IdentityError;
@@ -97,10 +98,15 @@ impl fmt::Debug for PublicKey {
 impl PublicKey {
     /// Parses 32 raw bytes, refusing points that are invalid or of small order
     /// (a weak key would let a forger produce signatures valid for any message).
+    ///
+    /// Also refuses non-canonical encodings (a `y` coordinate of `p` or more,
+    /// or the sign bit set on `x = 0`): [`KeyId`] and signatures hash the
+    /// encoded bytes, so a second spelling of one point would be a second
+    /// identity for the same key.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, IdentityError> {
         let key = VerifyingKey::from_bytes(bytes)
             .map_err(|_| IdentityError::BadPublicKey(hex::encode(bytes)))?;
-        if key.is_weak() {
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
             return Err(IdentityError::BadPublicKey(hex::encode(bytes)));
         }
         Ok(PublicKey(key))
@@ -123,13 +129,25 @@ impl PublicKey {
         KeyId::of(self.0.as_bytes())
     }
 
-    /// Strict verification: rejects non-canonical `S`, small-order `R` and
-    /// weak keys, so one message has exactly one valid signature per key.
+    /// Strict verification: rejects non-canonical `S`, small-order or
+    /// non-canonically encoded `R` and weak keys, so one message has exactly
+    /// one valid signature per key. [`crate::verify_batch`] checks many at
+    /// once and agrees except on signatures crafted by the key holder.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), IdentityError> {
+        // verify_strict checks `S < L` only while no crate in the build turns
+        // on ed25519-dalek's `legacy_compatibility` feature (features unify
+        // across a workspace); checking here keeps the guarantee regardless.
+        if !signature.s_is_canonical() {
+            return Err(IdentityError::BadSignature(self.key_id()));
+        }
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         self.0
             .verify_strict(message, &sig)
             .map_err(|_| IdentityError::BadSignature(self.key_id()))
+    }
+
+    pub(crate) fn dalek(&self) -> VerifyingKey {
+        self.0
     }
 }
 
@@ -156,6 +174,21 @@ impl Signature {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The encoded `R` point: the first half of the signature.
+    pub(crate) fn r_bytes(&self) -> [u8; 32] {
+        let mut r = [0u8; 32];
+        r.copy_from_slice(&self.0[..32]);
+        r
+    }
+
+    /// Whether `S` (the second half) is a fully reduced scalar, `S < L`.
+    /// `S + L` would verify the same message again: a second signature.
+    pub(crate) fn s_is_canonical(&self) -> bool {
+        let mut s = [0u8; 32];
+        s.copy_from_slice(&self.0[32..]);
+        Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_some()
+    }
 }
 
 /// A private signing key and the role it was issued for.
@@ -179,6 +212,12 @@ impl Keypair {
     pub fn generate(role: Role) -> Self {
         let signing = SigningKey::generate(&mut rand_core::OsRng);
         Keypair { signing, role }
+    }
+
+    /// Rebuilds a key from its 32-byte secret seed (the RFC 8032 private
+    /// key), as used by test vectors and key import.
+    pub fn from_secret_bytes(role: Role, secret: &[u8; 32]) -> Self {
+        Keypair { signing: SigningKey::from_bytes(secret), role }
     }
 
     pub fn role(&self) -> Role {
@@ -233,6 +272,30 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert!(PublicKey::from_bytes(&identity).is_err());
+    }
+
+    /// `y = p + k` encodes the same point as `y = k`. dalek decodes such
+    /// spellings; we refuse them so one key has one encoding and one KeyId.
+    #[test]
+    fn non_canonical_public_key_encoding_is_refused() {
+        let mut strong = 0;
+        for k in 0u8..19 {
+            // p = 2^255 - 19, little-endian: ed ff .. ff 7f; p + k adds to byte 0.
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = 0xed + k;
+            bytes[31] = 0x7f;
+            if let Ok(point) = VerifyingKey::from_bytes(&bytes)
+                && !point.is_weak()
+            {
+                strong += 1;
+                let mut canonical = [0u8; 32];
+                canonical[0] = k;
+                assert_eq!(point.to_edwards().compress().to_bytes(), canonical);
+            }
+            assert!(PublicKey::from_bytes(&bytes).is_err(), "y = p + {k}");
+        }
+        // Refused for the encoding alone, not for being weak (y = 3, 4, ...).
+        assert!(strong > 0, "some non-canonical spellings decode to strong points");
     }
 
     #[test]

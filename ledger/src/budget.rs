@@ -254,6 +254,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let ledger = crate::Ledger::open(&path).expect("open");
         let key = Keypair::generate(Role::Conductor);
+        ledger.write(|t| t.genesis(&key, json!({}), 0)).expect("genesis");
         ledger.write(|t| t.open_account(&key, "m", limit, 0)).expect("open account");
         (ledger, path, key)
     }

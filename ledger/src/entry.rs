@@ -28,6 +28,8 @@ use identity::{PublicKey, Signature};
 use crate::error::VerifyFailure;
 
 pub(crate) const MAGIC: &[u8; 4] = b"CJE1";
+/// The journal format this code writes and verifies (stated in genesis).
+pub const FORMAT_VERSION: u32 = 1;
 pub(crate) const HASH_CONTEXT: &str = "conductor journal entry v1";
 pub(crate) const SIGNATURE_DOMAIN: &[u8] = b"conductor journal signature v1\0";
 /// Kinds are short dotted names; the bound keeps a corrupt length honest.
@@ -37,6 +39,8 @@ pub const KIND_BYTES_MAX: usize = 64;
 pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
 const FIXED_BYTES: usize = 4 + 8 + 32 + 8 + 32 + 2 + 4;
 const TRAILER_BYTES: usize = 32 + 64;
+/// The largest stored record the limits above allow.
+pub const RECORD_BYTES_MAX: usize = FIXED_BYTES + KIND_BYTES_MAX + PAYLOAD_BYTES_MAX + TRAILER_BYTES;
 
 /// A blake3 entry hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -112,7 +116,7 @@ pub(crate) fn signed_message(hash: &EntryHash) -> Vec<u8> {
 
 /// Decodes a stored record without trusting it: every length is checked
 /// before it is used, and nothing here panics on arbitrary bytes.
-pub(crate) fn decode(record: &[u8]) -> Result<Entry, VerifyFailure> {
+pub fn decode(record: &[u8]) -> Result<Entry, VerifyFailure> {
     let bad = |why: &str| VerifyFailure::Malformed(why.to_owned());
     if record.len() < FIXED_BYTES + TRAILER_BYTES {
         return Err(bad("record shorter than the fixed fields"));
@@ -169,9 +173,28 @@ pub(crate) fn decode(record: &[u8]) -> Result<Entry, VerifyFailure> {
     })
 }
 
-/// Checks one decoded entry on its own: its stored hash matches its bytes
-/// and its signature verifies under its signer.
-pub(crate) fn check_self(entry: &Entry) -> Result<(), VerifyFailure> {
+/// Builds and signs a stored record: what [`crate::Txn::append`] writes,
+/// without any of its checks. For tools and tests that need to make
+/// records (including deliberately bad ones); the ledger never writes
+/// through it.
+pub fn signed_record(
+    seq: u64,
+    prev: &EntryHash,
+    time_us: i64,
+    signer: &identity::Keypair,
+    kind: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut record = canonical_bytes(seq, prev, time_us, &signer.public().to_bytes(), kind, payload);
+    let hash = hash_of(&record);
+    let signature = signer.sign(&signed_message(&hash));
+    record.extend_from_slice(&hash.0);
+    record.extend_from_slice(&signature.to_bytes());
+    record
+}
+
+/// Checks that the stored hash matches the entry's bytes.
+pub(crate) fn check_hash(entry: &Entry) -> Result<(), VerifyFailure> {
     let canonical = canonical_bytes(
         entry.seq,
         &entry.prev,
@@ -183,9 +206,35 @@ pub(crate) fn check_self(entry: &Entry) -> Result<(), VerifyFailure> {
     if hash_of(&canonical) != entry.hash {
         return Err(VerifyFailure::HashMismatch);
     }
+    Ok(())
+}
+
+/// Checks the signature strictly under the entry's own signer.
+pub(crate) fn check_signature(entry: &Entry) -> Result<(), VerifyFailure> {
     let key = PublicKey::from_bytes(&entry.signer).map_err(|_| VerifyFailure::BadSigner)?;
     key.verify(&signed_message(&entry.hash), &Signature::from_bytes(entry.signature))
         .map_err(|_| VerifyFailure::BadSignature)
+}
+
+/// Checks one decoded entry on its own: hash, then signature.
+pub(crate) fn check_self(entry: &Entry) -> Result<(), VerifyFailure> {
+    check_hash(entry)?;
+    check_signature(entry)
+}
+
+/// The stored record of a decoded entry (exactly the bytes it came from).
+pub fn encode(entry: &Entry) -> Vec<u8> {
+    let mut record = canonical_bytes(
+        entry.seq,
+        &entry.prev,
+        entry.time_us,
+        &entry.signer,
+        &entry.kind,
+        &entry.payload,
+    );
+    record.extend_from_slice(&entry.hash.0);
+    record.extend_from_slice(&entry.signature);
+    record
 }
 
 #[cfg(test)]

@@ -8,6 +8,20 @@ pub enum LedgerError {
         "{0} is in use by another conductor process; wait for it to finish or stop it, then retry"
     )]
     Busy(PathBuf),
+    /// The database was not closed cleanly, and a read-only open cannot
+    /// repair it.
+    #[error(
+        "{0} was not closed cleanly (a conductor stopped abruptly); reading it read-only would need \
+         a repair. Verify a copy: `conductor` repairs the copy when it first opens it for writing"
+    )]
+    NeedsRepair(PathBuf),
+    /// Writing an export or other output failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The storage engine failed: I/O, corruption, or a full disk.
     #[error("storage error in the ledger database: {0}")]
     Storage(#[from] redb::Error),
@@ -17,6 +31,10 @@ pub enum LedgerError {
     /// The stored chain head is unreadable; the database is corrupt.
     #[error("journal is corrupt at sequence {seq}: {failure}")]
     Corrupt { seq: u64, failure: VerifyFailure },
+    /// The entry's signer may not sign it (unknown, revoked or wrong-role
+    /// key, or an invalid key event); nothing was written.
+    #[error("journal entry refused: {0}")]
+    Unauthorized(#[from] VerifyFailure),
     /// A budget operation was refused; nothing was changed.
     #[error(transparent)]
     Budget(#[from] BudgetError),
@@ -55,7 +73,7 @@ pub enum BudgetError {
     ZeroAmount,
 }
 
-/// Why verification stopped.
+/// Why verification stopped at an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyFailure {
     #[error("record is malformed: {0}")]
@@ -68,10 +86,28 @@ pub enum VerifyFailure {
     BadSigner,
     #[error("entry's previous-hash does not match the entry before it (entry removed, inserted or reordered)")]
     BrokenLink,
-    #[error("expected sequence {expected}, found {found} (entry removed or reordered)")]
-    Gap { expected: u64, found: u64 },
-    #[error("journal ends at {found} but its recorded head is {expected} (tail removed)")]
+    #[error("expected sequence {expected}, found {found} (entries removed)")]
+    Missing { expected: u64, found: u64 },
+    #[error("expected sequence {expected}, found {found} (entry duplicated or moved)")]
+    OutOfOrder { expected: u64, found: u64 },
+    #[error("journal ends at {found} entries but {expected} were recorded or checkpointed (tail removed)")]
     Truncated { expected: u64, found: u64 },
+    #[error("data follows the last entry the export declares")]
+    TrailingData,
+    #[error("kind `{0}` is not part of journal format 1")]
+    UnknownKind(String),
+    #[error("signer {0} was never registered in this journal")]
+    UnknownKey(String),
+    #[error("signer {key} was revoked at sequence {revoked_seq}")]
+    RevokedKey { key: String, revoked_seq: u64 },
+    #[error("`{kind}` must be signed by a {required} key, but the signer is a {actual} key")]
+    WrongRole { kind: String, required: identity::Role, actual: identity::Role },
+    #[error("invalid key event: {0}")]
+    BadKeyEvent(String),
+    #[error("invalid payload: {0}")]
+    BadPayload(String),
+    #[error("entry differs from the held checkpoint {expected} (journal rewritten at or before this entry)")]
+    CheckpointMismatch { expected: crate::EntryHash },
 }
 
 /// Verification found a bad entry.
@@ -79,6 +115,9 @@ pub enum VerifyFailure {
 pub enum VerifyError {
     #[error("journal verification failed at sequence {seq}: {failure}")]
     Bad { seq: u64, failure: VerifyFailure },
+    /// An export's header or framing could not be read at all.
+    #[error("export is unreadable: {0}")]
+    BadExport(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -88,7 +127,16 @@ impl VerifyError {
     pub fn seq(&self) -> Option<u64> {
         match self {
             VerifyError::Bad { seq, .. } => Some(*seq),
-            VerifyError::Ledger(_) => None,
+            VerifyError::Ledger(_) | VerifyError::BadExport(_) => None,
         }
     }
+}
+
+/// A checkpoint file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint is malformed: {0}")]
+    Malformed(String),
+    #[error("checkpoint entry does not verify: {0}")]
+    Invalid(VerifyFailure),
 }

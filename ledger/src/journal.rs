@@ -1,22 +1,42 @@
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use identity::Keypair;
+use identity::{Keypair, PublicKey, Role};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::{Value, json};
 
+use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash, KIND_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::error::{LedgerError, VerifyFailure, storage};
+use crate::rules::{self, KeyRecord, KeyStore};
 
 /// seq -> stored record (`canonical ‖ hash ‖ signature`).
 pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// The chain head, kept beside the entries so a removed tail is noticed:
 /// key `head` -> (next seq, hash of the last entry).
 pub(crate) const HEAD: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("journal_head");
+/// Projection of the key events: public key -> [`KeyRecord`] as JSON.
+const KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("journal_keys");
+/// `conductor` -> the conductor public key in force.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("journal_meta");
+/// seq of every `journal.checkpoint` entry.
+const CHECKPOINTS: TableDefinition<u64, ()> = TableDefinition::new("journal_checkpoints");
+
+/// How many entries may pass between automatic checkpoints by default.
+pub const CHECKPOINT_EVERY_DEFAULT: u64 = 1024;
 
 /// The ledger database: journal plus the projections written with it.
 #[derive(Debug)]
 pub struct Ledger {
     db: Database,
     path: PathBuf,
+    checkpoints: Option<AutoCheckpoint>,
+}
+
+#[derive(Debug, Clone)]
+struct AutoCheckpoint {
+    signer: Arc<Keypair>,
+    every: u64,
 }
 
 impl Ledger {
@@ -26,14 +46,24 @@ impl Ledger {
             redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
             other => storage(other),
         })?;
-        let ledger = Ledger { db, path: path.to_owned() };
+        let ledger = Ledger { db, path: path.to_owned(), checkpoints: None };
         // Create the tables up front so readers never see "table missing".
         ledger.write(|txn| {
             txn.inner.open_table(JOURNAL).map_err(storage)?;
             txn.inner.open_table(HEAD).map_err(storage)?;
+            txn.inner.open_table(KEYS).map_err(storage)?;
+            txn.inner.open_table(META).map_err(storage)?;
+            txn.inner.open_table(CHECKPOINTS).map_err(storage)?;
             crate::budget::create_tables(&txn.inner)
         })?;
         Ok(ledger)
+    }
+
+    /// From now on, whenever an append brings the journal to a multiple
+    /// of `every` entries, a `journal.checkpoint` entry signed by `signer`
+    /// (the conductor key in force) follows it in the same transaction.
+    pub fn checkpoint_every(&mut self, signer: Arc<Keypair>, every: u64) {
+        self.checkpoints = Some(AutoCheckpoint { signer, every: every.max(2) });
     }
 
     pub fn path(&self) -> &Path {
@@ -47,7 +77,7 @@ impl Ledger {
         E: From<LedgerError>,
     {
         let inner = self.db.begin_write().map_err(storage)?;
-        let mut txn = Txn { inner };
+        let mut txn = Txn { inner, checkpoints: self.checkpoints.clone() };
         let value = f(&mut txn)?;
         txn.inner.commit().map_err(storage)?;
         Ok(value)
@@ -79,9 +109,83 @@ impl Ledger {
         let table = read.open_table(HEAD).map_err(storage)?;
         read_head(&table)
     }
+
+    /// What the journal says about `key`, if it knows it.
+    pub fn key(&self, key: &PublicKey) -> Result<Option<KeyRecord>, LedgerError> {
+        let read = self.read()?;
+        let table = read.open_table(KEYS).map_err(storage)?;
+        let row = table.get(key.to_bytes().as_slice()).map_err(storage)?;
+        row.map(|g| decode_key_record(g.value())).transpose()
+    }
+
+    /// The conductor key in force (the genesis key, or the latest it was
+    /// rotated to); `None` before genesis.
+    pub fn conductor_key(&self) -> Result<Option<PublicKey>, LedgerError> {
+        let read = self.read()?;
+        let table = read.open_table(META).map_err(storage)?;
+        let Some(row) = table.get("conductor").map_err(storage)? else { return Ok(None) };
+        let bytes: [u8; 32] = row.value().try_into().map_err(|_| LedgerError::Corrupt {
+            seq: 0,
+            failure: VerifyFailure::Malformed("stored conductor key is not 32 bytes".into()),
+        })?;
+        PublicKey::from_bytes(&bytes).map(Some).map_err(|_| LedgerError::Corrupt {
+            seq: 0,
+            failure: VerifyFailure::BadSigner,
+        })
+    }
+
+    /// Every key the journal knows, in registration order.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, LedgerError> {
+        let read = self.read()?;
+        let table = read.open_table(KEYS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (_, value) = row.map_err(storage)?;
+            out.push(decode_key_record(value.value())?);
+        }
+        out.sort_by_key(|k| k.registered_seq);
+        Ok(out)
+    }
+
+    /// The most recent `journal.checkpoint`, as a file an auditor can keep.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        let read = self.read()?;
+        let seqs = read.open_table(CHECKPOINTS).map_err(storage)?;
+        let Some(last) = seqs.last().map_err(storage)? else { return Ok(None) };
+        let seq = last.0.value();
+        let journal = read.open_table(JOURNAL).map_err(storage)?;
+        let Some(record) = journal.get(seq).map_err(storage)? else {
+            return Err(LedgerError::Corrupt {
+                seq,
+                failure: VerifyFailure::Malformed("checkpoint index names a missing entry".into()),
+            });
+        };
+        Checkpoint::from_record(record.value().to_vec())
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt { seq, failure: VerifyFailure::Malformed(e.to_string()) })
+    }
 }
 
-fn read_head(table: &impl ReadableTable<&'static str, (u64, &'static [u8])>) -> Result<(u64, EntryHash), LedgerError> {
+/// Opens an existing database for reading only (auditing and export):
+/// nothing is created, repaired or written.
+pub(crate) fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
+    redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
+        redb::DatabaseError::RepairAborted => LedgerError::NeedsRepair(path.to_owned()),
+        other => storage(other),
+    })
+}
+
+fn decode_key_record(text: &str) -> Result<KeyRecord, LedgerError> {
+    serde_json::from_str(text).map_err(|e| LedgerError::Corrupt {
+        seq: 0,
+        failure: VerifyFailure::Malformed(format!("key projection row: {e}")),
+    })
+}
+
+pub(crate) fn read_head(
+    table: &impl ReadableTable<&'static str, (u64, &'static [u8])>,
+) -> Result<(u64, EntryHash), LedgerError> {
     match table.get("head").map_err(storage)? {
         None => Ok((0, EntryHash::default())),
         Some(guard) => {
@@ -98,6 +202,7 @@ fn read_head(table: &impl ReadableTable<&'static str, (u64, &'static [u8])>) -> 
 /// One write transaction on the ledger.
 pub struct Txn {
     pub(crate) inner: redb::WriteTransaction,
+    checkpoints: Option<AutoCheckpoint>,
 }
 
 impl std::fmt::Debug for Txn {
@@ -105,6 +210,49 @@ impl std::fmt::Debug for Txn {
         f.write_str("Txn")
     }
 }
+
+/// The key book as the redb projection, for checks at append time.
+struct RedbKeys<'a>(&'a redb::WriteTransaction);
+
+impl KeyStore for RedbKeys<'_> {
+    type Error = LedgerError;
+    fn get(&self, public: &[u8; 32]) -> Result<Option<KeyRecord>, LedgerError> {
+        let table = self.0.open_table(KEYS).map_err(storage)?;
+        let row = table.get(public.as_slice()).map_err(storage)?;
+        row.map(|g| decode_key_record(g.value())).transpose()
+    }
+    fn put(&mut self, public: &[u8; 32], record: &KeyRecord) -> Result<(), LedgerError> {
+        let text = serde_json::to_string(record)
+            .map_err(|e| LedgerError::BadEntry(format!("key record does not serialise: {e}")))?;
+        let mut table = self.0.open_table(KEYS).map_err(storage)?;
+        table.insert(public.as_slice(), text.as_str()).map_err(storage)?;
+        Ok(())
+    }
+    fn conductor(&self) -> Result<Option<[u8; 32]>, LedgerError> {
+        let table = self.0.open_table(META).map_err(storage)?;
+        let row = table.get("conductor").map_err(storage)?;
+        Ok(row.and_then(|g| g.value().try_into().ok()))
+    }
+    fn set_conductor(&mut self, public: &[u8; 32]) -> Result<(), LedgerError> {
+        let mut table = self.0.open_table(META).map_err(storage)?;
+        table.insert("conductor", public.as_slice()).map_err(storage)?;
+        Ok(())
+    }
+}
+
+/// An entry hashed but not yet signed.
+struct Staged<'k> {
+    seq: u64,
+    record: Vec<u8>,
+    hash: EntryHash,
+    /// `None`: the ledger's automatic-checkpoint signer.
+    signer: Option<&'k Keypair>,
+    checkpoint: bool,
+}
+
+/// Below this many entries a batch is signed on the calling thread:
+/// starting threads costs more than signing a few entries.
+const PARALLEL_SIGN_MIN: usize = 64;
 
 impl Txn {
     /// The underlying transaction, for projections kept by other crates.
@@ -114,14 +262,150 @@ impl Txn {
 
     /// Appends one entry signed by `signer` and returns its sequence number
     /// and hash. The entry is durable when the enclosing [`Ledger::write`]
-    /// commits.
+    /// commits. The signer must be a key the journal has registered, in
+    /// force, with the role the kind requires (see [`crate::rules`]); key
+    /// events and checkpoints have their own methods.
     pub fn append(
         &mut self,
         signer: &Keypair,
         kind: &str,
-        payload: &serde_json::Value,
+        payload: &Value,
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
+        refuse_reserved_kind(kind)?;
+        self.append_one(signer, kind, payload, time_us)
+    }
+
+    /// Appends many entries by one signer, hashing them in order and
+    /// signing them on every core; returns each entry's seq and hash.
+    /// All are durable together when the transaction commits.
+    pub fn append_batch(
+        &mut self,
+        signer: &Keypair,
+        items: &[(&str, Value)],
+        time_us: i64,
+    ) -> Result<Vec<(u64, EntryHash)>, LedgerError> {
+        let mut head = self.head()?;
+        let mut staged = Vec::with_capacity(items.len());
+        for (kind, payload) in items {
+            refuse_reserved_kind(kind)?;
+            self.stage(&mut head, Some(signer), kind, payload, time_us, &mut staged)?;
+        }
+        let out = staged.iter().filter(|s| !s.checkpoint).map(|s| (s.seq, s.hash)).collect();
+        self.seal(staged, head)?;
+        Ok(out)
+    }
+
+    /// Writes `conductor.genesis`, entry 0, declaring `conductor` as the
+    /// conductor key. `extra` fields (a JSON object) are recorded with it.
+    pub fn genesis(&mut self, conductor: &Keypair, extra: Value, time_us: i64) -> Result<(u64, EntryHash), LedgerError> {
+        if conductor.role() != Role::Conductor {
+            return Err(LedgerError::BadEntry("genesis must be signed by a conductor key".into()));
+        }
+        let public = conductor.public();
+        let mut payload = object(extra)?;
+        payload.insert("format".into(), json!(entry::FORMAT_VERSION));
+        payload.insert("conductor_key".into(), json!(public.to_hex()));
+        payload.insert("key_id".into(), json!(public.key_id().to_string()));
+        self.append_one(conductor, rules::GENESIS, &Value::Object(payload), time_us)
+    }
+
+    /// Registers `key` with `role` (`key.registered`, signed by the
+    /// conductor key in force). `extra` (a JSON object) says whose key it
+    /// is, e.g. `{"mission": …, "agent": …}` or `{"name": "A. Reviewer"}`.
+    pub fn register_key(
+        &mut self,
+        conductor: &Keypair,
+        key: &PublicKey,
+        role: Role,
+        extra: Value,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        let mut payload = object(extra)?;
+        payload.insert("public_key".into(), json!(key.to_hex()));
+        payload.insert("key_id".into(), json!(key.key_id().to_string()));
+        payload.insert("role".into(), json!(role.as_str()));
+        self.append_one(conductor, rules::KEY_REGISTERED, &Value::Object(payload), time_us)
+    }
+
+    /// Revokes `key` (`key.revoked`): nothing it signs after this entry
+    /// verifies.
+    pub fn revoke_key(
+        &mut self,
+        conductor: &Keypair,
+        key: &PublicKey,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        let payload = json!({"public_key": key.to_hex(), "key_id": key.key_id().to_string(), "reason": reason});
+        self.append_one(conductor, rules::KEY_REVOKED, &payload, time_us)
+    }
+
+    /// Replaces `old` by `new` with the same role (`key.rotated`). To
+    /// rotate the conductor key, `conductor` must be the old conductor key.
+    pub fn rotate_key(
+        &mut self,
+        conductor: &Keypair,
+        old: &PublicKey,
+        new: &PublicKey,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        let payload = json!({"old_key": old.to_hex(), "new_key": new.to_hex(),
+                             "new_key_id": new.key_id().to_string(), "reason": reason});
+        self.append_one(conductor, rules::KEY_ROTATED, &payload, time_us)
+    }
+
+    /// Appends a `journal.checkpoint` now and returns it as a file an
+    /// auditor can keep elsewhere.
+    pub fn checkpoint(&mut self, conductor: &Keypair, time_us: i64) -> Result<Checkpoint, LedgerError> {
+        let mut head = self.head()?;
+        let mut staged = Vec::new();
+        let payload = json!({"entries": head.0, "head": head.1.to_string()});
+        self.stage(&mut head, Some(conductor), rules::CHECKPOINT, &payload, time_us, &mut staged)?;
+        let seq = head.0 - 1;
+        self.seal(staged, head)?;
+        let journal = self.inner.open_table(JOURNAL).map_err(storage)?;
+        let stored = journal.get(seq).map_err(storage)?.map(|g| g.value().to_vec());
+        let stored = stored.ok_or_else(|| LedgerError::BadEntry("checkpoint was not written".into()))?;
+        Checkpoint::from_record(stored)
+            .map_err(|e| LedgerError::Corrupt { seq, failure: VerifyFailure::Malformed(e.to_string()) })
+    }
+
+    fn append_one(
+        &mut self,
+        signer: &Keypair,
+        kind: &str,
+        payload: &Value,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        let mut head = self.head()?;
+        let mut staged = Vec::with_capacity(2);
+        self.stage(&mut head, Some(signer), kind, payload, time_us, &mut staged)?;
+        let first = staged
+            .first()
+            .map(|s| (s.seq, s.hash))
+            .ok_or_else(|| LedgerError::BadEntry("nothing was staged".into()))?;
+        self.seal(staged, head)?;
+        Ok(first)
+    }
+
+    fn head(&self) -> Result<(u64, EntryHash), LedgerError> {
+        let table = self.inner.open_table(HEAD).map_err(storage)?;
+        read_head(&table)
+    }
+
+    /// Checks, encodes and hashes one entry (and the automatic checkpoint
+    /// after it, if one is due), advancing `head`.
+    fn stage<'k>(
+        &self,
+        head: &mut (u64, EntryHash),
+        signer: Option<&'k Keypair>,
+        kind: &str,
+        payload: &Value,
+        time_us: i64,
+        out: &mut Vec<Staged<'k>>,
+    ) -> Result<(), LedgerError> {
         let payload = serde_json::to_vec(payload)
             .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
         if kind.is_empty()
@@ -136,19 +420,84 @@ impl Txn {
                 payload.len()
             )));
         }
-        let mut head = self.inner.open_table(HEAD).map_err(storage)?;
-        let (seq, prev) = read_head(&head)?;
-        let signer_bytes = signer.public().to_bytes();
-        let canonical = entry::canonical_bytes(seq, &prev, time_us, &signer_bytes, kind, &payload);
-        let hash = entry::hash_of(&canonical);
-        let signature = signer.sign(&entry::signed_message(&hash));
-        let mut record = canonical;
-        record.extend_from_slice(&hash.0);
-        record.extend_from_slice(&signature.to_bytes());
+        let (seq, prev) = *head;
+        let signer_bytes = match (signer, &self.checkpoints) {
+            (Some(key), _) => key.public().to_bytes(),
+            (None, Some(auto)) => auto.signer.public().to_bytes(),
+            (None, None) => return Err(LedgerError::BadEntry("no checkpoint signer is set".into())),
+        };
+        rules::admit(
+            &mut RedbKeys(&self.inner),
+            rules::Head { seq, prev: &prev, signer: &signer_bytes, kind, payload: &payload },
+        )?;
+        let record = entry::canonical_bytes(seq, &prev, time_us, &signer_bytes, kind, &payload);
+        let hash = entry::hash_of(&record);
+        let checkpoint = kind == rules::CHECKPOINT;
+        out.push(Staged { seq, record, hash, signer, checkpoint });
+        *head = (seq + 1, hash);
+        if let Some(auto) = &self.checkpoints {
+            if !checkpoint && (seq + 1) % auto.every == 0 {
+                let payload = json!({"entries": seq + 1, "head": hash.to_string()});
+                self.stage(head, None, rules::CHECKPOINT, &payload, time_us, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs the staged entries (on every core when there are many) and
+    /// writes them and the new head.
+    fn seal(&mut self, mut staged: Vec<Staged<'_>>, head: (u64, EntryHash)) -> Result<(), LedgerError> {
+        let auto = self.checkpoints.as_ref().map(|a| a.signer.clone());
+        let sign = |chunk: &mut [Staged<'_>]| {
+            for s in chunk {
+                let Some(signer) = s.signer.or(auto.as_deref()) else { continue };
+                let sig = signer.sign(&entry::signed_message(&s.hash));
+                s.record.extend_from_slice(&s.hash.0);
+                s.record.extend_from_slice(&sig.to_bytes());
+            }
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if staged.len() < PARALLEL_SIGN_MIN || threads == 1 {
+            sign(&mut staged);
+        } else {
+            let per = staged.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for chunk in staged.chunks_mut(per) {
+                    scope.spawn(|| sign(chunk));
+                }
+            });
+        }
         let mut journal = self.inner.open_table(JOURNAL).map_err(storage)?;
-        journal.insert(seq, record.as_slice()).map_err(storage)?;
-        head.insert("head", (seq + 1, hash.0.as_slice())).map_err(storage)?;
-        Ok((seq, hash))
+        let mut checkpoints = self.inner.open_table(CHECKPOINTS).map_err(storage)?;
+        for s in &staged {
+            journal.insert(s.seq, s.record.as_slice()).map_err(storage)?;
+            if s.checkpoint {
+                checkpoints.insert(s.seq, ()).map_err(storage)?;
+            }
+        }
+        let mut head_table = self.inner.open_table(HEAD).map_err(storage)?;
+        head_table.insert("head", (head.0, head.1.0.as_slice())).map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn refuse_reserved_kind(kind: &str) -> Result<(), LedgerError> {
+    if matches!(
+        kind,
+        rules::GENESIS | rules::KEY_REGISTERED | rules::KEY_REVOKED | rules::KEY_ROTATED | rules::CHECKPOINT
+    ) {
+        return Err(LedgerError::BadEntry(format!(
+            "`{kind}` is written only by its own method (genesis, register_key, revoke_key, rotate_key, checkpoint)"
+        )));
+    }
+    Ok(())
+}
+
+fn object(extra: Value) -> Result<serde_json::Map<String, Value>, LedgerError> {
+    match extra {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(serde_json::Map::new()),
+        other => Err(LedgerError::BadEntry(format!("extra fields must be a JSON object, not {other}"))),
     }
 }
 
@@ -164,23 +513,29 @@ mod tests {
         (Ledger::open(&path).expect("open"), path)
     }
 
+    fn with_genesis(ledger: &Ledger) -> Keypair {
+        let key = Keypair::generate(Role::Conductor);
+        ledger.write(|t| t.genesis(&key, json!({"note": "test"}), 1)).expect("genesis");
+        key
+    }
+
     #[test]
     fn appends_chain_and_survive_reopen() {
         let (ledger, path) = temp_ledger("chain");
-        let key = Keypair::generate(Role::Conductor);
+        let key = with_genesis(&ledger);
         let (a, ha) = ledger
             .write(|t| t.append(&key, "mission.declared", &json!({"n": 1}), 10))
             .expect("append");
         let (b, _) = ledger
             .write(|t| t.append(&key, "task.started", &json!({"n": 2}), 11))
             .expect("append");
-        assert_eq!((a, b), (0, 1));
+        assert_eq!((a, b), (1, 2));
         drop(ledger);
         let ledger = Ledger::open(&path).expect("reopen");
         let entries = ledger.entries(0, 10).expect("entries");
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1].prev, ha);
-        assert_eq!(ledger.head().expect("head").0, 2);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[2].prev, ha);
+        assert_eq!(ledger.head().expect("head").0, 3);
         ledger.verify().expect("verifies");
         std::fs::remove_file(path).expect("cleanup");
     }
@@ -188,22 +543,93 @@ mod tests {
     #[test]
     fn failed_closure_writes_nothing() {
         let (ledger, path) = temp_ledger("rollback");
-        let key = Keypair::generate(Role::Conductor);
+        let key = with_genesis(&ledger);
         let result: Result<(), LedgerError> = ledger.write(|t| {
             t.append(&key, "task.started", &json!({}), 1)?;
             Err(LedgerError::BadEntry("caller changed its mind".into()))
         });
         assert!(result.is_err());
-        assert_eq!(ledger.head().expect("head").0, 0);
+        assert_eq!(ledger.head().expect("head").0, 1);
         std::fs::remove_file(path).expect("cleanup");
     }
 
     #[test]
     fn bad_kinds_and_a_second_open_are_refused() {
         let (ledger, path) = temp_ledger("refusals");
-        let key = Keypair::generate(Role::Conductor);
+        let key = with_genesis(&ledger);
         assert!(ledger.write(|t| t.append(&key, "Task Started", &json!({}), 1)).is_err());
+        assert!(ledger.write(|t| t.append(&key, "key.registered", &json!({}), 1)).is_err());
+        assert!(ledger.write(|t| t.append(&key, "made.up", &json!({}), 1)).is_err());
         assert!(matches!(Ledger::open(&path), Err(LedgerError::Busy(_))));
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn appends_are_checked_against_the_key_rules() {
+        let (ledger, path) = temp_ledger("rules");
+        let stranger = Keypair::generate(Role::Conductor);
+        // Nothing but genesis may come first.
+        assert!(ledger.write(|t| t.append(&stranger, "task.started", &json!({}), 1)).is_err());
+        let conductor = with_genesis(&ledger);
+        let agent = Keypair::generate(Role::Agent);
+        let reviewer = Keypair::generate(Role::Reviewer);
+        // Unregistered keys may not sign.
+        let refused = ledger.write(|t| t.append(&agent, "host.log", &json!({}), 2));
+        assert!(matches!(refused, Err(LedgerError::Unauthorized(VerifyFailure::UnknownKey(_)))));
+        ledger
+            .write(|t| t.register_key(&conductor, &agent.public(), Role::Agent, json!({"agent": "a"}), 2))
+            .expect("register agent");
+        ledger
+            .write(|t| t.register_key(&conductor, &reviewer.public(), Role::Reviewer, json!({}), 2))
+            .expect("register reviewer");
+        ledger.write(|t| t.append(&agent, "host.log", &json!({}), 3)).expect("agent logs");
+        // Wrong role for the kind.
+        let wrong = ledger.write(|t| t.append(&agent, "gate.decided", &json!({}), 3));
+        assert!(matches!(wrong, Err(LedgerError::Unauthorized(VerifyFailure::WrongRole { .. }))));
+        ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({}), 3)).expect("reviewer decides");
+        // A second registration, and registering a conductor, are refused.
+        assert!(ledger.write(|t| t.register_key(&conductor, &agent.public(), Role::Agent, json!({}), 4)).is_err());
+        let other = Keypair::generate(Role::Conductor);
+        assert!(ledger.write(|t| t.register_key(&conductor, &other.public(), Role::Conductor, json!({}), 4)).is_err());
+        // Revocation ends a key.
+        ledger.write(|t| t.revoke_key(&conductor, &reviewer.public(), "left", 5)).expect("revoke");
+        let revoked = ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({}), 6));
+        assert!(matches!(revoked, Err(LedgerError::Unauthorized(VerifyFailure::RevokedKey { .. }))));
+        // Rotation hands the role on.
+        let agent2 = Keypair::generate(Role::Agent);
+        ledger.write(|t| t.rotate_key(&conductor, &agent.public(), &agent2.public(), "rotate", 7)).expect("rotate");
+        assert!(ledger.write(|t| t.append(&agent, "host.log", &json!({}), 8)).is_err());
+        ledger.write(|t| t.append(&agent2, "host.log", &json!({}), 8)).expect("new agent key signs");
+        // Conductor rotation: the old conductor key stops, the new one works.
+        let conductor2 = Keypair::generate(Role::Conductor);
+        ledger
+            .write(|t| t.rotate_key(&conductor, &conductor.public(), &conductor2.public(), "yearly", 9))
+            .expect("rotate conductor");
+        assert!(ledger.write(|t| t.append(&conductor, "task.started", &json!({}), 10)).is_err());
+        ledger.write(|t| t.append(&conductor2, "task.started", &json!({}), 10)).expect("new conductor");
+        let report = ledger.verify().expect("verifies");
+        assert_eq!(report.keys.len(), 5);
+        assert_eq!(ledger.keys().expect("keys"), report.keys, "projection equals what verify rebuilt");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn checkpoints_are_automatic_and_on_demand_and_pin_the_head() {
+        let (mut ledger, path) = temp_ledger("checkpoints");
+        let conductor = Arc::new(with_genesis(&ledger));
+        ledger.checkpoint_every(conductor.clone(), 10);
+        let items: Vec<(&str, Value)> = (0..25).map(|i| ("task.started", json!({"i": i}))).collect();
+        let written = ledger.write(|t| t.append_batch(&conductor, &items, 5)).expect("batch");
+        assert_eq!(written.len(), 25);
+        // Entries 10 and 20 are automatic checkpoints.
+        let kinds: Vec<String> = ledger.entries(0, 100).expect("entries").into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "journal.checkpoint").count(), 2);
+        let held = ledger.write(|t| t.checkpoint(&conductor, 6)).expect("checkpoint");
+        let parsed = Checkpoint::parse(&held.to_text()).expect("file round trip");
+        assert_eq!(parsed, held);
+        assert_eq!(ledger.latest_checkpoint().expect("latest"), Some(held.clone()));
+        let report = ledger.verify_against(&[held]).expect("consistent");
+        assert_eq!(report.checkpoints_matched, 1);
         std::fs::remove_file(path).expect("cleanup");
     }
 }

@@ -8,8 +8,14 @@
 //!   entry's hash chains it to the one before (see [`entry`] for the bytes).
 //! - [`Txn::reserve`], [`Txn::settle`] and [`Txn::void`] are the two-phase
 //!   budget postings; each is itself a journal entry.
-//! - [`Ledger::verify`] re-walks the chain and checks every hash and
-//!   signature, naming the first bad sequence number.
+//! - Keys enter the journal only through key events ([`Txn::genesis`],
+//!   [`Txn::register_key`], [`Txn::revoke_key`], [`Txn::rotate_key`]);
+//!   [`rules`] says which role may sign which kind, and every append is
+//!   checked against them.
+//! - [`Ledger::verify`] and [`verify_export`] re-walk the chain and check
+//!   every hash, link, signer and signature (batch-verified on every
+//!   core), naming the first bad sequence number; [`Checkpoint`]s held
+//!   elsewhere pin the head against truncation and rewrites.
 //!
 //! This crate knows nothing about wasm, models or HTTP. Other crates that
 //! keep projections in the same file (memory, the conductor's task state)
@@ -17,13 +23,19 @@
 //! writes commit atomically with the entry that caused them.
 
 mod budget;
+mod checkpoint;
 pub mod entry;
 mod error;
+mod export;
 mod journal;
+pub mod rules;
 mod verify;
 
 pub use budget::{Account, ReservationId};
+pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
-pub use error::{BudgetError, LedgerError, VerifyError, VerifyFailure};
-pub use journal::{Ledger, Txn};
-pub use verify::VerifyReport;
+pub use error::{BudgetError, CheckpointError, LedgerError, VerifyError, VerifyFailure};
+pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
+pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn};
+pub use rules::KeyRecord;
+pub use verify::{VerifyReport, verify_database};

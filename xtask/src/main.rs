@@ -158,8 +158,14 @@ fn demo(root: &Path, data: &Path) -> Result<()> {
     run(Command::new(&bin).args(["gates", "list", "--data"]).arg(data))?;
     step("verifying the journal");
     run(Command::new(&bin).args(["audit", "verify", "--data"]).arg(data))?;
+    step("exporting the journal and verifying the export with no database");
+    let export = data.join("journal.cjx");
+    run(Command::new(&bin).args(["audit", "export", "--data"]).arg(data).arg("--out").arg(&export))?;
+    run(Command::new(&bin).args(["audit", "verify", "--bundle"]).arg(&export))?;
     println!(
-        "\nNext: create a reviewer key and decide a gate:\n  {bin} keys new --role reviewer --out reviewer.key\n  \
+        "\nNext: create a reviewer key, register it, and decide a gate:\n  \
+         {bin} keys new --role reviewer --out reviewer.key\n  \
+         {bin} keys register --data {data} reviewer.key\n  \
          {bin} gates approve GATE_ID --key reviewer.key --data {data}",
         bin = bin.display(),
         data = data.display()

@@ -1,0 +1,159 @@
+//! The auditor's commands: verify a data directory or an export, export
+//! the journal, and cut checkpoints an auditor keeps elsewhere.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ledger::{Checkpoint, VerifyError, VerifyReport};
+use serde_json::json;
+
+use crate::clock::now_us;
+use crate::data::{self, DataDir};
+
+/// Where the journal to verify comes from.
+#[derive(Debug)]
+pub enum Source<'a> {
+    Data(&'a Path),
+    Export(&'a Path),
+}
+
+/// The outcome of a verification, for printing.
+#[derive(Debug)]
+pub enum Verdict {
+    Intact(VerifyReport),
+    Tampered { seq: Option<u64>, reason: String },
+}
+
+/// Reads each held checkpoint file; a bad one is an error, never ignored.
+pub fn load_checkpoints(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading checkpoint {}", path.display()))?;
+            Checkpoint::parse(&text).with_context(|| format!("checkpoint {}", path.display()))
+        })
+        .collect()
+}
+
+/// Verifies the journal from `source` against every held checkpoint.
+pub fn verify(source: Source<'_>, held: &[Checkpoint]) -> Result<Verdict> {
+    let result = match source {
+        // Read-only: an auditor's check never writes to what it checks.
+        Source::Data(dir) => ledger::verify_database(&data::db_path(dir)?, held),
+        Source::Export(path) => {
+            let file = File::open(path).with_context(|| format!("opening export {}", path.display()))?;
+            ledger::verify_export(&mut BufReader::with_capacity(1 << 20, file), held)
+        }
+    };
+    match result {
+        Ok(report) => Ok(Verdict::Intact(report)),
+        Err(VerifyError::Bad { seq, failure }) => Ok(Verdict::Tampered { seq: Some(seq), reason: failure.to_string() }),
+        Err(VerifyError::BadExport(reason)) => Ok(Verdict::Tampered { seq: None, reason }),
+        Err(VerifyError::Ledger(e)) => Err(e.into()),
+    }
+}
+
+pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
+    match verdict {
+        Verdict::Intact(report) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "ok": true,
+                "entries": report.entries,
+                "head": report.head.to_string(),
+                "signers": report.signers.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "keys": report.keys,
+                "checkpoints_matched": report.checkpoints_matched,
+            }))?
+        ),
+        Verdict::Intact(report) => {
+            let revoked = report.keys.iter().filter(|k| k.revoked_seq.is_some()).count();
+            println!(
+                "journal intact: {} entries, head {}\n  {} keys introduced ({} revoked or rotated), {} signed entries\n  {} held checkpoint(s) matched",
+                report.entries,
+                report.head,
+                report.keys.len(),
+                revoked,
+                report.signers.len(),
+                report.checkpoints_matched
+            );
+        }
+        Verdict::Tampered { seq, reason } => {
+            if json {
+                println!("{}", json!({"ok": false, "seq": seq, "reason": reason}));
+            }
+            match seq {
+                Some(seq) => eprintln!("journal verification FAILED at sequence {seq}: {reason}"),
+                None => eprintln!("journal verification FAILED: {reason}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the export to `out` (never overwriting), then verifies the file
+/// it wrote. The export is kept even when verification fails: it is the
+/// evidence.
+pub fn export(data_dir: &Path, out: &Path) -> Result<(ledger::ExportSummary, Verdict)> {
+    if out.exists() {
+        bail!("{} already exists; choose another --out or remove it first", out.display());
+    }
+    let db = data::db_path(data_dir)?;
+    let partial = out.with_extension("partial");
+    let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let bar = progress_bar("exporting");
+    let summary = ledger::export_database(&db, &mut writer, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let file = writer.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", partial.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", partial.display()))?;
+    std::fs::rename(&partial, out).with_context(|| format!("renaming to {}", out.display()))?;
+    let verdict = verify(Source::Export(out), &[])?;
+    Ok((summary, verdict))
+}
+
+/// Appends a checkpoint now (needs the conductor key) or takes the latest
+/// one, and writes it to `out` (never overwriting).
+pub fn checkpoint(data_dir: &Path, out: &Path, latest: bool) -> Result<Checkpoint> {
+    if out.exists() {
+        bail!("{} already exists; choose another --out or remove it first", out.display());
+    }
+    let checkpoint = if latest {
+        let ledger = data::open_ledger_only(data_dir)?;
+        ledger.latest_checkpoint()?.with_context(|| {
+            format!("{} has no checkpoint yet; run without --latest to cut one", data_dir.display())
+        })?
+    } else {
+        let data = DataDir::open_existing(data_dir)?;
+        let key = data.conductor.clone();
+        data.ledger.write(|t| t.checkpoint(&key, now_us()))?
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    let mut file = options.open(out).with_context(|| format!("creating {}", out.display()))?;
+    std::io::Write::write_all(&mut file, checkpoint.to_text().as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    file.sync_all().with_context(|| format!("syncing {}", out.display()))?;
+    Ok(checkpoint)
+}
+
+fn progress_bar(what: &str) -> ProgressBar {
+    // A bar only where someone watches; CI logs stay clean.
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} entries [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}

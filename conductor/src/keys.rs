@@ -1,0 +1,170 @@
+//! Key management: people's key files, and the key events (registration,
+//! rotation, revocation) that make a key count in a journal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use identity::{IdentityError, Keypair, PublicKey, Role};
+use ledger::KeyRecord;
+use serde_json::json;
+
+use crate::clock::now_us;
+use crate::data::{self, DataDir};
+
+/// Non-interactive passphrase source, for scripts and tests. Prefer the
+/// prompt: environment variables can leak into process listings and logs.
+pub const PASSPHRASE_ENV: &str = "CONDUCTOR_KEY_PASSPHRASE";
+/// Shorter passphrases are refused when a key is created: Argon2 slows a
+/// guesser down, it cannot make a four-letter word strong.
+const PASSPHRASE_CHARS_MIN: usize = 12;
+
+/// Loads a person's key file, asking for its passphrase if it has one.
+pub fn load_human_key(path: &Path) -> Result<Keypair> {
+    match Keypair::load(path) {
+        Ok(key) => Ok(key),
+        Err(IdentityError::PassphraseRequired { .. }) => {
+            let passphrase = passphrase_for(path, false)?;
+            Ok(Keypair::load_with_passphrase(path, &passphrase)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a key file for a person; with `encrypt`, sealed under a
+/// passphrase (prompted twice, or taken from `CONDUCTOR_KEY_PASSPHRASE`).
+pub fn create(out: &Path, role: Role, encrypt: bool) -> Result<Keypair> {
+    let key = Keypair::generate(role);
+    if encrypt {
+        let passphrase = passphrase_for(out, true)?;
+        key.save_encrypted(out, &passphrase)?;
+    } else {
+        key.save(out)?;
+    }
+    Ok(key)
+}
+
+fn passphrase_for(path: &Path, new: bool) -> Result<String> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        if new && passphrase.chars().count() < PASSPHRASE_CHARS_MIN {
+            bail!("{PASSPHRASE_ENV} is shorter than {PASSPHRASE_CHARS_MIN} characters; choose a longer passphrase");
+        }
+        return Ok(passphrase);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "{} {} a passphrase and there is no terminal to ask on; set {PASSPHRASE_ENV}",
+            path.display(),
+            if new { "needs" } else { "is sealed with" }
+        );
+    }
+    let prompt = format!("passphrase for {}: ", path.display());
+    let passphrase = rpassword::prompt_password(&prompt).context("reading the passphrase")?;
+    if new {
+        if passphrase.chars().count() < PASSPHRASE_CHARS_MIN {
+            bail!("the passphrase is shorter than {PASSPHRASE_CHARS_MIN} characters; nothing was written");
+        }
+        let again = rpassword::prompt_password("again: ").context("reading the passphrase")?;
+        if again != passphrase {
+            bail!("the two passphrases differ; nothing was written");
+        }
+    }
+    Ok(passphrase)
+}
+
+/// A key named on the command line: a key file, a public key (64 hex
+/// digits) or a key id (32 hex digits) the journal knows.
+pub fn resolve(data: &DataDir, spec: &str) -> Result<PublicKey> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(identity::read_public(path)?.1);
+    }
+    if spec.len() == 64 {
+        return Ok(PublicKey::from_hex(spec)?);
+    }
+    let known = data.ledger.keys()?;
+    let matches: Vec<&KeyRecord> = known
+        .iter()
+        .filter(|k| PublicKey::from_hex(&k.public_key).is_ok_and(|p| p.key_id().to_string() == spec))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(PublicKey::from_hex(&one.public_key)?),
+        _ => bail!(
+            "`{spec}` is not a key file, a public key (64 hex digits) or the id of a key in this \
+             journal; `conductor keys list --data {}` shows them",
+            data.root.display()
+        ),
+    }
+}
+
+/// Registers a person's key (public part only) with the role in its file
+/// or the one given.
+pub fn register(data_dir: &Path, spec: &str, role: Option<Role>, name: Option<&str>) -> Result<(PublicKey, Role)> {
+    let data = DataDir::open_existing(data_dir)?;
+    let path = Path::new(spec);
+    let (file_role, public) = if path.is_file() {
+        let (role, public) = identity::read_public(path)?;
+        (Some(role), public)
+    } else {
+        (None, resolve(&data, spec)?)
+    };
+    let role = match (file_role, role) {
+        (Some(f), Some(r)) if f != r => bail!("{spec} is a {f} key, not a {r} key"),
+        (Some(f), _) => f,
+        (None, Some(r)) => r,
+        (None, None) => bail!("say which role the key has: --role reviewer|operator|auditor"),
+    };
+    if matches!(role, Role::Conductor | Role::Agent) {
+        bail!("{role} keys are registered by the conductor itself; register reviewer, operator or auditor keys");
+    }
+    let conductor = data.conductor.clone();
+    data.ledger.write(|t| t.register_key(&conductor, &public, role, json!({"name": name}), now_us()))?;
+    Ok((public, role))
+}
+
+pub fn revoke(data_dir: &Path, spec: &str, reason: &str) -> Result<PublicKey> {
+    let data = DataDir::open_existing(data_dir)?;
+    let public = resolve(&data, spec)?;
+    let conductor = data.conductor.clone();
+    data.ledger.write(|t| t.revoke_key(&conductor, &public, reason, now_us()))?;
+    Ok(public)
+}
+
+/// Replaces a person's or agent's key by a new one of the same role.
+pub fn rotate(data_dir: &Path, old: &str, new: &str, reason: &str) -> Result<(PublicKey, PublicKey)> {
+    let data = DataDir::open_existing(data_dir)?;
+    let old = resolve(&data, old)?;
+    let new = resolve(&data, new)?;
+    let conductor = data.conductor.clone();
+    data.ledger.write(|t| t.rotate_key(&conductor, &old, &new, reason, now_us()))?;
+    Ok((old, new))
+}
+
+/// Gives the data directory a new conductor key. The old key signs the
+/// hand-over and is kept (renamed) so earlier entries stay attributable.
+pub fn rotate_conductor(data_dir: &Path, reason: &str) -> Result<(PublicKey, PublicKey)> {
+    let data = DataDir::open_existing(data_dir)?;
+    let old = data.conductor.clone();
+    let new = Keypair::generate(Role::Conductor);
+    let key_path = data.root.join("keys/conductor.key");
+    let staged = data.root.join("keys/conductor.key.next");
+    if staged.exists() {
+        bail!(
+            "{} exists: an earlier rotation did not finish. Check `conductor keys list` to see \
+             which conductor key the journal holds, then remove or rename that file",
+            staged.display()
+        );
+    }
+    // Write the new key before the journal names it, so a crash between the
+    // two leaves a spare file, never a journal whose conductor key is lost.
+    new.save(&staged)?;
+    data.ledger.write(|t| t.rotate_key(&old, &old.public(), &new.public(), reason, now_us()))?;
+    let retired = data.root.join(format!("keys/conductor-{}.key.retired", old.public().key_id()));
+    std::fs::rename(&key_path, &retired).with_context(|| format!("retiring {}", key_path.display()))?;
+    std::fs::rename(&staged, &key_path).with_context(|| format!("installing {}", key_path.display()))?;
+    Ok((old.public(), new.public()))
+}
+
+pub fn list(data_dir: &Path) -> Result<Vec<KeyRecord>> {
+    Ok(data::open_ledger_only(data_dir)?.keys()?)
+}
