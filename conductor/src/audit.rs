@@ -68,17 +68,23 @@ pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
                 "signers": report.signers.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                 "keys": report.keys,
                 "checkpoints_matched": report.checkpoints_matched,
+                "budget": report.budget.iter().map(|(name, a)| json!({
+                    "account": name, "parent": a.parent, "limit": a.limit,
+                    "pending": a.pending, "settled": a.settled,
+                })).collect::<Vec<_>>(),
             }))?
         ),
         Verdict::Intact(report) => {
             let revoked = report.keys.iter().filter(|k| k.revoked_seq.is_some()).count();
             println!(
-                "journal intact: {} entries, head {}\n  {} keys introduced ({} revoked or rotated), {} signed entries\n  {} held checkpoint(s) matched",
+                "journal intact: {} entries, head {}\n  {} keys introduced ({} revoked or rotated), {} distinct signers\n  \
+                 {} budget accounts recomputed from the postings\n  {} held checkpoint(s) matched",
                 report.entries,
                 report.head,
                 report.keys.len(),
                 revoked,
                 report.signers.len(),
+                report.budget.len(),
                 report.checkpoints_matched
             );
         }

@@ -42,6 +42,10 @@ impl DataDir {
             data.ledger
                 .write(|t| t.genesis(&key, json!({"version": env!("CARGO_PKG_VERSION")}), now_us()))?;
         }
+        // Reservations left pending by a run that died return their funds
+        // once their deadline passes; do it before any new work.
+        let key = data.conductor.clone();
+        data.ledger.write(|t| t.expire_due(&key, now_us()).map(|_| ()))?;
         Ok(data)
     }
 

@@ -42,20 +42,7 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
     // The journal would refuse the entry anyway; say why, and what to do.
-    match data.ledger.key(&reviewer.public())? {
-        None => bail!(
-            "reviewer key {reviewer_id} ({}) is not registered in {}; an operator registers it with              `conductor keys register --data {} {}`",
-            key_path.display(),
-            data.root.display(),
-            data.root.display(),
-            key_path.display()
-        ),
-        Some(record) if record.revoked_seq.is_some() => bail!(
-            "reviewer key {reviewer_id} was revoked at journal entry {}; use your current key",
-            record.revoked_seq.unwrap_or_default()
-        ),
-        Some(_) => {}
-    }
+    crate::keys::require_registered(&data, &reviewer.public(), key_path)?;
     data.ledger.write(|t| -> Result<GateRecord> {
         let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
             bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());

@@ -28,7 +28,10 @@ pub struct MissionCtx {
     pub router: Arc<Router>,
     pub runtime: tokio::runtime::Handle,
     pub prices: BTreeMap<String, ModelPrice>,
-    /// Set when a reservation is refused: the stop policy runs no new task.
+    /// How long a reservation may stay pending before it expires.
+    pub reservation_ttl_us: i64,
+    /// Set when a reservation is refused: no new task starts (under every
+    /// exhaustion policy; they differ in what happens next).
     pub budget_exhausted: AtomicBool,
 }
 
@@ -38,12 +41,17 @@ pub struct TaskMeter {
     pub reserved: AtomicU64,
     pub settled: AtomicU64,
     pub model_calls: AtomicU32,
+    /// A reservation for this task was refused for lack of budget.
+    pub refused: AtomicBool,
 }
 
 #[derive(Debug)]
 pub struct TaskHost {
     pub ctx: Arc<MissionCtx>,
     pub task: u32,
+    /// The budget account this task's calls reserve on (a leaf of the
+    /// mission → agent → task tree).
+    pub account: String,
     pub agent_key: Arc<Keypair>,
     /// The one model this agent may use.
     pub model: String,
@@ -117,13 +125,15 @@ impl CellHost for TaskHost {
         let call = json!({"task": self.task, "model": self.model,
                           "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
         let reservation = self.ctx.ledger.write(|t| {
-            match t.reserve(&self.ctx.conductor, &self.ctx.id, cost_max, call.clone(), now_us()) {
+            let now = now_us();
+            let deadline = now.saturating_add(self.ctx.reservation_ttl_us);
+            match t.reserve(&self.ctx.conductor, &self.account, cost_max, deadline, call.clone(), now) {
                 Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
                     t.append(
                         &self.ctx.conductor,
                         "budget.refused",
-                        &json!({"account": self.ctx.id, "for": call, "reason": refusal.to_string()}),
-                        now_us(),
+                        &json!({"account": self.account, "for": call, "reason": refusal.to_string()}),
+                        now,
                     )?;
                     Ok(Err(refusal))
                 }
@@ -133,7 +143,13 @@ impl CellHost for TaskHost {
         let reservation = match reservation {
             Ok(Ok(id)) => id,
             Ok(Err(refusal)) => {
-                self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
+                // A task's own cap ends only that task's spending; the
+                // agent's or the mission's means no new task can pay.
+                let task_cap = matches!(&refusal, BudgetError::Insufficient { account, .. } if *account == self.account);
+                if !task_cap {
+                    self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
+                    self.meter.refused.store(true, Ordering::SeqCst);
+                }
                 return self.refuse(&request, refusal.to_string());
             }
             Err(e) => return self.refuse(&request, e.to_string()),

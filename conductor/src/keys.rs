@@ -72,6 +72,26 @@ fn passphrase_for(path: &Path, new: bool) -> Result<String> {
     Ok(passphrase)
 }
 
+/// Refuses a person's key the journal does not hold in force, saying
+/// what to do.
+pub fn require_registered(data: &DataDir, public: &PublicKey, key_path: &Path) -> Result<()> {
+    let id = public.key_id();
+    match data.ledger.key(public)? {
+        None => bail!(
+            "key {id} ({}) is not registered in {}; an operator registers it with \
+             `conductor keys register --data {} {}`",
+            key_path.display(),
+            data.root.display(),
+            data.root.display(),
+            key_path.display()
+        ),
+        Some(record) => match record.revoked_seq {
+            Some(seq) => bail!("key {id} was revoked at journal entry {seq}; use your current key"),
+            None => Ok(()),
+        },
+    }
+}
+
 /// A key named on the command line: a key file, a public key (64 hex
 /// digits) or a key id (32 hex digits) the journal knows.
 pub fn resolve(data: &DataDir, spec: &str) -> Result<PublicKey> {

@@ -7,6 +7,7 @@
 //! (mistral.rs), the scheduler and the gates.
 
 mod audit;
+mod budget;
 mod clock;
 mod data;
 mod gates;
@@ -102,6 +103,13 @@ struct RunArgs {
     /// The mission YAML file.
     mission: PathBuf,
     #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// What running tasks needs: where data and models are, how many at once.
+#[derive(Debug, Args)]
+struct EngineArgs {
+    #[command(flatten)]
     data: DataArg,
     /// Print a JSON summary on stdout (progress still goes to stderr).
     #[arg(long)]
@@ -123,6 +131,15 @@ enum MissionCommand {
     Validate {
         /// The mission YAML file.
         file: PathBuf,
+    },
+    /// Continue a mission that ran out of budget (policy `pause`, or
+    /// `gate` after a reviewer extended it): runs every task not yet
+    /// started, and tasks cut short by the budget, from the start.
+    Resume {
+        /// The mission id printed by `conductor run`.
+        mission_id: String,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Show a mission's status, budget and tasks.
     Show {
@@ -192,14 +209,35 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum LedgerCommand {
-    /// Every budget account (one per mission) with its limit, pending
-    /// reservations, settled spend and what is still available.
+    /// The budget account tree (mission, then each agent) with limit,
+    /// pending reservations, settled spend and what is still available.
     Show {
         #[command(flatten)]
         data: DataArg,
-        /// Print JSON.
+        /// Also list every task's account.
+        #[arg(long)]
+        tasks: bool,
+        /// Print JSON (every account, tasks included).
         #[arg(long)]
         json: bool,
+    },
+    /// Raise a mission's budget, signed with your reviewer key. For a
+    /// mission waiting for budget (policy `gate`); then resume it with
+    /// `conductor mission resume`.
+    Extend {
+        /// The mission id (or any budget account with its own limit).
+        account: String,
+        /// Budget units to add to the limit.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=ledger::AMOUNT_MAX))]
+        amount: u64,
+        /// Your reviewer key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[command(flatten)]
+        data: DataArg,
+        /// Why, recorded in the journal.
+        #[arg(long, default_value = "budget extension")]
+        reason: String,
     },
 }
 
@@ -345,6 +383,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Mission(MissionCommand::Validate { file }) => Ok(validate(&file)),
+        Command::Mission(MissionCommand::Resume { mission_id, engine }) => resume(&mission_id, engine),
         Command::Mission(MissionCommand::Show { mission_id, data, json }) => {
             let ledger = data::open_ledger_only(&data.data)?;
             let summary = summary::build(&ledger, &mission_id)?;
@@ -352,7 +391,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Audit(command) => audit_command(command),
-        Command::Ledger(LedgerCommand::Show { data, json }) => show_ledger(&data.data, json),
+        Command::Ledger(LedgerCommand::Show { data, tasks, json }) => show_ledger(&data.data, tasks, json),
+        Command::Ledger(LedgerCommand::Extend { account, amount, key, data, reason }) => {
+            let raised = budget::extend(&data.data, &account, amount, &key, &reason)?;
+            println!(
+                "budget `{account}` extended by {amount} to {}; resume the mission with \
+                 `conductor mission resume {account} --data {}`",
+                raised.limit.unwrap_or_default(),
+                data.data.display()
+            );
+            Ok(exit::OK)
+        }
         Command::Gates(GatesCommand::List { data, json }) => list_gates(&data.data, json),
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
@@ -482,6 +531,27 @@ fn run(args: RunArgs) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
+    let path = args.mission;
+    execute(args.engine, move |router, cfg, progress| {
+        Box::pin(async move { run::run_mission(&path, mission, router, &cfg, progress).await })
+    })
+}
+
+fn resume(mission_id: &str, engine: EngineArgs) -> Result<u8> {
+    let id = mission_id.to_owned();
+    execute(engine, move |router, cfg, progress| {
+        Box::pin(async move { run::resume_mission(&id, router, &cfg, progress).await })
+    })
+}
+
+type RunFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<run::RunOutcome>>>>;
+
+/// Loads the model registry, runs `work` on a fresh runtime and prints the
+/// mission summary; shared by `run` and `mission resume`.
+fn execute(
+    args: EngineArgs,
+    work: impl FnOnce(Arc<Router>, run::RunConfig, Arc<progress::Progress>) -> RunFuture,
+) -> Result<u8> {
     let registry = match &args.models {
         Some(path) => Registry::from_file(path)?,
         None => Registry::embedded(&args.model_dir)?,
@@ -493,7 +563,7 @@ fn run(args: RunArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(run::run_mission(&args.mission, mission, router, &cfg, progress))?;
+    let outcome = runtime.block_on(work(router, cfg, progress))?;
     let ledger = data::open_ledger_only(&args.data.data);
     // The run's DataDir is dropped, so the database can be reopened here.
     let summary = summary::build(&ledger?, &outcome.mission_id)?;
@@ -501,7 +571,9 @@ fn run(args: RunArgs) -> Result<u8> {
     // mistral.rs keeps engine threads alive; don't wait for them.
     runtime.shutdown_background();
     Ok(match outcome.status {
-        state::MissionStatus::BudgetExhausted => exit::BUDGET_EXHAUSTED,
+        state::MissionStatus::BudgetExhausted
+        | state::MissionStatus::Paused
+        | state::MissionStatus::AwaitingBudget => exit::BUDGET_EXHAUSTED,
         _ => exit::OK,
     })
 }
@@ -515,23 +587,41 @@ fn print_summary(summary: &summary::Summary, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show_ledger(data: &Path, json: bool) -> Result<u8> {
+fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
     let ledger = data::open_ledger_only(data)?;
     let accounts = ledger.accounts()?;
     if json {
-        let rows: Vec<_> = accounts
+        let rows = accounts
             .iter()
             .map(|(name, a)| {
-                serde_json::json!({"account": name, "limit": a.limit, "pending": a.pending,
-                                   "settled": a.settled, "available": a.available()})
+                Ok(serde_json::json!({"account": name, "parent": a.parent, "limit": a.limit,
+                                      "pending": a.pending, "settled": a.settled,
+                                      "available": ledger.available(name)?}))
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(exit::OK);
     }
-    println!("{:<38} {:>12} {:>12} {:>12} {:>12}", "account", "limit", "pending", "settled", "available");
+    println!("{:<52} {:>12} {:>12} {:>12} {:>12}", "account", "limit", "pending", "settled", "available");
+    let mut hidden = 0usize;
     for (name, a) in &accounts {
-        println!("{name:<38} {:>12} {:>12} {:>12} {:>12}", a.limit, a.pending, a.settled, a.available());
+        let depth = name.matches('/').count();
+        if depth >= 2 && !tasks {
+            hidden += 1;
+            continue;
+        }
+        // Children sort after their parent (names are paths); indent them.
+        let label = format!("{}{}", "  ".repeat(depth), name.rsplit('/').next().unwrap_or(name));
+        let limit = a.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
+        println!(
+            "{label:<52} {limit:>12} {:>12} {:>12} {:>12}",
+            a.pending,
+            a.settled,
+            ledger.available(name)?
+        );
+    }
+    if hidden > 0 {
+        println!("({hidden} task accounts not shown; --tasks lists them)");
     }
     Ok(exit::OK)
 }

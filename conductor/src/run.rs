@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cells::{AgentModule, CellEngine, CellLimits};
 use identity::{Keypair, Role};
-use missions::{Agent, Mission};
+use missions::{Agent, Mission, OnExhausted};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -94,7 +94,9 @@ pub async fn run_mission(
                 "name": mission.name,
                 "file": mission_path.display().to_string(),
                 "file_blake3": blake3::hash(&mission_bytes).to_hex().to_string(),
-                "budget": {"limit": mission.budget.limit, "on_exhausted": "stop"},
+                "budget": {"limit": mission.budget.limit,
+                           "on_exhausted": policy_name(mission.budget.on_exhausted),
+                           "reservation_ttl_ms": mission.budget.reservation_ttl_ms},
                 "models": models,
                 "agents": agents.iter().map(|a| json!({
                     "name": a.spec.name, "model": a.spec.model,
@@ -102,6 +104,7 @@ pub async fn run_mission(
                     "limits": {"memory_bytes": a.spec.limits.memory_bytes, "fuel": a.spec.limits.fuel,
                                "wall_ms": a.spec.limits.wall_ms, "host_calls": a.spec.limits.host_calls,
                                "max_tokens": a.spec.limits.max_tokens},
+                    "budget": {"limit": a.spec.budget.limit, "task_limit": a.spec.budget.task_limit},
                 })).collect::<Vec<_>>(),
                 "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
                                                              "test": format!("{:?}", g.when.test)}))
@@ -110,7 +113,10 @@ pub async fn run_mission(
             }),
             now,
         )?;
-        t.open_account(&conductor, &mission_id, mission.budget.limit, now)?;
+        t.open_account(&conductor, &mission_id, None, Some(mission.budget.limit), now)?;
+        for a in agents.iter() {
+            t.open_account(&conductor, &agent_account(&mission_id, &a.spec.name), Some(&mission_id), a.spec.budget.limit, now)?;
+        }
         for a in agents.iter() {
             t.register_key(
                 &conductor,
@@ -157,7 +163,107 @@ pub async fn run_mission(
         Ok(())
     })?;
     progress.started(&mission.name, &mission_id, tasks_total, mission.budget.limit);
+    let pending: Vec<u32> = (0..tasks_total).collect();
+    execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending).await
+}
 
+/// Continues a mission that paused or waits for budget: re-reads its file
+/// and modules (both must still hash to what the journal declared), expires
+/// reservations past their deadline, and runs every task not yet started.
+pub async fn resume_mission(
+    mission_id: &str,
+    router: Arc<Router>,
+    cfg: &RunConfig,
+    progress: Arc<Progress>,
+) -> Result<RunOutcome> {
+    let data = DataDir::open_existing(&cfg.data)?;
+    let record = data
+        .ledger
+        .read()
+        .map_err(anyhow::Error::from)
+        .and_then(|read| Ok(state::mission(&read, mission_id)?))?
+        .with_context(|| format!("no mission `{mission_id}` in {}", cfg.data.display()))?;
+    match record.status {
+        MissionStatus::Paused | MissionStatus::AwaitingBudget => {}
+        other => bail!(
+            "mission {mission_id} is {}; only a paused mission or one waiting for budget resumes",
+            crate::summary::status_text(other)
+        ),
+    }
+    let declared = data
+        .ledger
+        .entries(record.declared_seq, 1)?
+        .pop()
+        .filter(|e| e.kind == "mission.declared")
+        .context("the mission's declaration is missing from the journal")?;
+    let declared = declared.payload_json();
+    let file = PathBuf::from(declared["file"].as_str().context("declaration names no file")?);
+    let bytes = std::fs::read(&file).with_context(|| format!("re-reading the mission file {}", file.display()))?;
+    if Some(blake3::hash(&bytes).to_hex().as_str()) != declared["file_blake3"].as_str() {
+        bail!("{} changed since the mission was declared; resume needs the same file", file.display());
+    }
+    let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let engine = Arc::new(CellEngine::new()?);
+    let mut agents = Vec::new();
+    for spec in &mission.agents {
+        let module = engine.load_file(&spec.module)?;
+        let declared_hash = declared["agents"]
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["name"] == spec.name.as_str()))
+            .and_then(|a| a["module_blake3"].as_str());
+        if declared_hash != Some(module.hash().to_string().as_str()) {
+            bail!(
+                "agent `{}`: module {} is not the one the mission was declared with ({})",
+                spec.name,
+                spec.module.display(),
+                declared_hash.unwrap_or("unknown")
+            );
+        }
+        let key = Keypair::load(&data.agent_key_path(mission_id, &spec.name))?;
+        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key) });
+    }
+    let conductor = data.conductor.clone();
+    let pending: Vec<u32> = data.ledger.write(|t| -> Result<Vec<u32>> {
+        let now = now_us();
+        t.expire_due(&conductor, now)?;
+        let account = t.account(mission_id)?;
+        t.append(
+            &conductor,
+            "mission.resumed",
+            &json!({"mission": mission_id, "budget": {"limit": account.limit, "settled": account.settled,
+                                                     "pending": account.pending}}),
+            now,
+        )?;
+        let mut record = record.clone();
+        record.status = MissionStatus::Running;
+        state::put_mission(t.redb(), &record)?;
+        Ok(state::tasks_in(t.redb(), mission_id)?
+            .into_iter()
+            .filter(|task| task.status == TaskStatus::Pending)
+            .map(|task| task.index)
+            .collect())
+    })?;
+    progress.started(&mission.name, mission_id, pending.len() as u32, record.budget_limit);
+    execute(&data, mission_id.to_owned(), Arc::new(mission), Arc::new(agents), engine, router, cfg, progress, pending)
+        .await
+}
+
+/// Runs the tasks `pending` (indices into the mission's cases) and settles
+/// the mission's status.
+#[allow(clippy::too_many_arguments, reason = "one call site each from run and resume")]
+async fn execute(
+    data: &DataDir,
+    mission_id: String,
+    mission: Arc<Mission>,
+    agents: Arc<Vec<AgentRuntime>>,
+    engine: Arc<CellEngine>,
+    router: Arc<Router>,
+    cfg: &RunConfig,
+    progress: Arc<Progress>,
+    pending: Vec<u32>,
+) -> Result<RunOutcome> {
+    let conductor = data.conductor.clone();
+    let ttl_ms = i64::try_from(mission.budget.reservation_ttl_ms).unwrap_or(i64::MAX / 1000);
     let ctx = Arc::new(MissionCtx {
         id: mission_id.clone(),
         ledger: data.ledger.clone(),
@@ -165,14 +271,18 @@ pub async fn run_mission(
         router,
         runtime: tokio::runtime::Handle::current(),
         prices: mission.models.clone(),
+        reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
     });
-    let mission = Arc::new(mission);
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
-    for index in 0..tasks_total {
+    for index in pending {
         let permit = permits.clone().acquire_owned().await.context("task scheduler closed")?;
+        if ctx.budget_exhausted.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+            // Pause and gate: leave the rest pending, to run on resume.
+            break;
+        }
         let (ctx, mission, agents, engine, progress) =
             (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone());
         running.spawn_blocking(move || {
@@ -203,7 +313,14 @@ pub async fn run_mission(
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
     let status = data.ledger.write(|t| -> Result<MissionStatus> {
         let tasks = state::tasks_in(t.redb(), &mission_id)?;
-        let status = state::settle_status(&tasks, exhausted);
+        let status = match state::settle_status(&tasks, exhausted) {
+            MissionStatus::BudgetExhausted => match mission.budget.on_exhausted {
+                OnExhausted::Stop => MissionStatus::BudgetExhausted,
+                OnExhausted::Pause => MissionStatus::Paused,
+                OnExhausted::Gate => MissionStatus::AwaitingBudget,
+            },
+            other => other,
+        };
         let account = t.account(&mission_id)?;
         t.append(
             &conductor,
@@ -215,12 +332,31 @@ pub async fn run_mission(
         )?;
         if let Some(mut record) = state::mission_in(t.redb(), &mission_id)? {
             record.status = status;
+            record.budget_limit = account.limit.unwrap_or(record.budget_limit);
             state::put_mission(t.redb(), &record)?;
         }
         Ok(status)
     })?;
     progress.finished();
     Ok(RunOutcome { mission_id, status })
+}
+
+/// The budget account of one agent in one mission.
+pub fn agent_account(mission: &str, agent: &str) -> String {
+    format!("{mission}/{agent}")
+}
+
+/// The budget account of one task.
+pub fn task_account(mission: &str, agent: &str, index: u32) -> String {
+    format!("{mission}/{agent}/task-{index}")
+}
+
+fn policy_name(policy: OnExhausted) -> &'static str {
+    match policy {
+        OnExhausted::Stop => "stop",
+        OnExhausted::Pause => "pause",
+        OnExhausted::Gate => "gate",
+    }
 }
 
 fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
@@ -256,6 +392,10 @@ fn run_task(
         .context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
 
+    if ctx.budget_exhausted.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+        // Pause and gate: the task stays pending and runs on resume.
+        return Ok(record);
+    }
     if ctx.budget_exhausted.load(Ordering::SeqCst) {
         // Stop policy: once the budget refused a call, start nothing new.
         record.status = TaskStatus::Skipped;
@@ -280,7 +420,13 @@ fn run_task(
     }
     let input_text = serde_json::to_string(&input)?;
     record.status = TaskStatus::Running;
+    let account = task_account(&ctx.id, &agent.spec.name, index);
     ctx.ledger.write(|t| -> Result<()> {
+        // A task deferred for lack of budget already has its account.
+        if t.account(&account).is_err() {
+            let parent = agent_account(&ctx.id, &agent.spec.name);
+            t.open_account(&ctx.conductor, &account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
+        }
         t.append(
             &ctx.conductor,
             "task.started",
@@ -305,6 +451,7 @@ fn run_task(
     let host = TaskHost {
         ctx: ctx.clone(),
         task: index,
+        account,
         agent_key: agent.key.clone(),
         model: agent.spec.model.clone(),
         max_tokens_cap: agent.spec.limits.max_tokens,
@@ -315,6 +462,27 @@ fn run_task(
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
+
+    if meter.refused.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+        // The agent ran short of budget mid-task. Under pause and gate its
+        // result is not final: it ran without a call it needed. Discard
+        // it and run the task again from the start on resume (what it
+        // already spent stays spent and journaled).
+        record.status = TaskStatus::Pending;
+        ctx.ledger.write(|t| -> Result<()> {
+            t.append(
+                &ctx.conductor,
+                "task.deferred",
+                &json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
+                        "settled": record.tokens_settled,
+                        "result": match &result { Ok(d) => d.outcome.clone(), Err(f) => f.code().to_owned() }}),
+                now_us(),
+            )?;
+            state::put_task(t.redb(), &record)?;
+            Ok(())
+        })?;
+        return Ok(record);
+    }
 
     ctx.ledger.write(|t| -> Result<()> {
         let now = now_us();

@@ -31,6 +31,11 @@ pub enum MissionStatus {
     Completed,
     AwaitingReview,
     BudgetExhausted,
+    /// Out of budget under the `pause` policy; `conductor mission resume`.
+    Paused,
+    /// Out of budget under the `gate` policy: a reviewer may extend the
+    /// budget (`conductor ledger extend`), then `conductor mission resume`.
+    AwaitingBudget,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,10 +70,10 @@ pub fn build(ledger: &Ledger, mission_id: &str) -> Result<Summary> {
         name: mission.name,
         status: mission.status,
         budget: Budget {
-            limit: account.limit,
+            limit: account.limit.unwrap_or(mission.budget_limit),
             settled: account.settled,
             pending: account.pending,
-            available: account.available(),
+            available: account.available().unwrap_or(0),
         },
         tokens: Tokens {
             reserved: tasks.iter().map(|t| t.tokens_reserved).sum(),
@@ -86,15 +86,23 @@ pub fn build(ledger: &Ledger, mission_id: &str) -> Result<Summary> {
     })
 }
 
-pub fn print_human(s: &Summary) {
-    let status = match s.status {
+/// A mission status in words.
+pub fn status_text(status: MissionStatus) -> &'static str {
+    match status {
         MissionStatus::Running => "running (interrupted?)",
         MissionStatus::Completed => "completed",
         MissionStatus::AwaitingReview => "awaiting review",
         MissionStatus::BudgetExhausted => "budget exhausted: stopped before every task could run",
-    };
+        MissionStatus::Paused => "paused: out of budget; resume with `conductor mission resume`",
+        MissionStatus::AwaitingBudget => {
+            "awaiting budget: a reviewer may extend it (`conductor ledger extend`), then `conductor mission resume`"
+        }
+    }
+}
+
+pub fn print_human(s: &Summary) {
     println!("mission {} ({})", s.name, s.mission_id);
-    println!("status  {status}");
+    println!("status  {}", status_text(s.status));
     println!(
         "budget  {} of {} settled, {} pending, {} available",
         s.budget.settled, s.budget.limit, s.budget.pending, s.budget.available

@@ -191,7 +191,10 @@ impl Signature {
     }
 }
 
-/// A private signing key and the role it was issued for.
+/// A private signing key and the role it was issued for. Cloning copies
+/// the secret in memory (each copy is zeroized on drop); the ledger clones
+/// keys to sign a transaction's entries in parallel at commit.
+#[derive(Clone)]
 pub struct Keypair {
     pub(crate) signing: SigningKey,
     pub(crate) role: Role,

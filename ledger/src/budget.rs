@@ -1,144 +1,329 @@
-//! Two-phase budget postings (reserve, then settle or void), kept as a
+//! Two-phase budget postings over a tree of accounts, kept as a
 //! projection of the journal: every posting appends an entry *and* updates
 //! the balances in the same transaction.
 //!
-//! Invariant, for every account at every commit:
+//! Accounts form a tree (mission → agent → task). A reservation is made on
+//! one account and holds its amount as *pending* on that account and every
+//! ancestor; it is then settled (the actual amount moves to *settled* on
+//! all of them, the rest returns), voided (all returns), or expires at its
+//! deadline (all returns; this is what cleans up after a crash).
+//!
+//! Invariant, for every account with a limit, at every commit:
 //! `settled + pending <= limit`. `reserve` is the only operation that
-//! raises `pending`, and it refuses whenever the new total would exceed
-//! the limit; `settle` moves at most the reserved amount from pending to
-//! settled; `void` returns it all.
+//! raises `pending`, and it refuses whenever the new total would exceed the
+//! limit of any account on the path to the root; `settle` moves at most the
+//! reserved amount; `void` and expiry return it all; an extension only
+//! raises a limit. The journal verifier replays the same rules
+//! ([`BudgetBook`]) from the entries alone and compares the result with
+//! these tables.
 
-use identity::Keypair;
+use std::collections::BTreeMap;
+
+use identity::{Keypair, Role};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{BudgetError, LedgerError, storage};
 use crate::journal::Txn;
 
-/// account -> (limit, pending, settled), in budget units.
-const ACCOUNTS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("budget_accounts");
-/// reservation id -> (account, amount, state).
-const RESERVATIONS: TableDefinition<u64, (&str, u64, u8)> =
-    TableDefinition::new("budget_reservations");
+/// account -> (limit or [`NO_LIMIT`], pending, settled, parent or "").
+const ACCOUNTS: TableDefinition<&str, (u64, u64, u64, &str)> = TableDefinition::new("budget_accounts_v2");
+/// reservation id -> (account, amount, state, deadline in Unix µs).
+const RESERVATIONS: TableDefinition<u64, (&str, u64, u8, i64)> =
+    TableDefinition::new("budget_reservations_v2");
+/// (deadline, reservation id) for every *pending* reservation, so expiry
+/// finds what is due without scanning every reservation ever made.
+const DEADLINES: TableDefinition<(i64, u64), ()> = TableDefinition::new("budget_deadlines");
 /// `next` -> the next reservation id.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("budget_counters");
+
+/// Stored in place of a limit for an account capped only by its ancestors.
+const NO_LIMIT: u64 = u64::MAX;
+/// The largest amount any one posting, limit or extension may carry:
+/// 2^53, so every amount is also exact in a JSON number (IEEE double) for
+/// verifiers in other languages. Far above any real budget.
+pub const AMOUNT_MAX: u64 = 1 << 53;
+/// Account names are paths like `mission/agent/task-3`.
+pub const ACCOUNT_NAME_BYTES_MAX: usize = 256;
+/// Deepest account tree (mission → agent → task, with room to spare);
+/// bounds the work of every posting.
+pub const ACCOUNT_DEPTH_MAX: usize = 8;
+/// Expiry returns at most this many reservations per call, so one sweep
+/// after a long outage never makes an unbounded transaction.
+pub const EXPIRE_BATCH_MAX: usize = 4096;
+
+pub(crate) const OPENED: &str = "budget.opened";
+pub(crate) const RESERVED: &str = "budget.reserved";
+pub(crate) const SETTLED_KIND: &str = "budget.settled";
+pub(crate) const VOIDED_KIND: &str = "budget.voided";
+pub(crate) const EXPIRED_KIND: &str = "budget.expired";
+pub(crate) const EXTENDED: &str = "budget.extended";
 
 const PENDING: u8 = 0;
 const SETTLED: u8 = 1;
 const VOIDED: u8 = 2;
+const EXPIRED: u8 = 3;
 
 fn state_name(state: u8) -> &'static str {
     match state {
         PENDING => "pending",
         SETTLED => "settled",
-        _ => "voided",
+        VOIDED => "voided",
+        _ => "expired",
     }
 }
 
-/// A pending reservation's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A reservation's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReservationId(pub u64);
 
 /// One budget account's balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
-    pub limit: u64,
+    /// `None`: capped only by the accounts above it.
+    pub limit: Option<u64>,
     pub pending: u64,
     pub settled: u64,
+    /// The account above this one; `None` for a root.
+    pub parent: Option<String>,
 }
 
 impl Account {
-    /// What a new reservation could still take.
-    pub fn available(&self) -> u64 {
-        self.limit.saturating_sub(self.pending + self.settled)
+    /// What this account's own limit still allows (`None` if it has none;
+    /// see [`crate::Ledger::available`] for what a reservation could take).
+    pub fn available(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.pending.saturating_add(self.settled)))
     }
 }
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), LedgerError> {
     txn.open_table(ACCOUNTS).map_err(storage)?;
     txn.open_table(RESERVATIONS).map_err(storage)?;
+    txn.open_table(DEADLINES).map_err(storage)?;
     txn.open_table(COUNTERS).map_err(storage)?;
     Ok(())
 }
 
+fn check_amount(amount: u64) -> Result<(), BudgetError> {
+    if amount == 0 {
+        return Err(BudgetError::ZeroAmount);
+    }
+    if amount > AMOUNT_MAX {
+        return Err(BudgetError::Absurd { amount, max: AMOUNT_MAX });
+    }
+    Ok(())
+}
+
+fn to_row(a: &Account) -> (u64, u64, u64, &str) {
+    (a.limit.unwrap_or(NO_LIMIT), a.pending, a.settled, a.parent.as_deref().unwrap_or(""))
+}
+
+fn from_row((limit, pending, settled, parent): (u64, u64, u64, &str)) -> Account {
+    Account {
+        limit: (limit != NO_LIMIT).then_some(limit),
+        pending,
+        settled,
+        parent: (!parent.is_empty()).then(|| parent.to_owned()),
+    }
+}
+
+/// The rules, over any store of accounts: the redb projection when
+/// posting, a map when the verifier replays the journal. One copy of the
+/// arithmetic, so the two can only disagree if the data does.
+pub(crate) trait Accounts {
+    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError>;
+    fn put(&mut self, name: &str, account: &Account) -> Result<(), LedgerError>;
+
+    /// The account and its ancestors, leaf first.
+    fn path(&self, name: &str) -> Result<Vec<(String, Account)>, LedgerError> {
+        let mut out = Vec::new();
+        let mut next = Some(name.to_owned());
+        while let Some(name) = next {
+            if out.len() == ACCOUNT_DEPTH_MAX {
+                return Err(BudgetError::TooDeep(name).into());
+            }
+            let account = self.get(&name)?.ok_or_else(|| BudgetError::UnknownAccount(name.clone()))?;
+            next = account.parent.clone();
+            out.push((name, account));
+        }
+        Ok(out)
+    }
+
+    fn open(&mut self, name: &str, parent: Option<&str>, limit: Option<u64>) -> Result<(), LedgerError> {
+        if name.is_empty() || name.len() > ACCOUNT_NAME_BYTES_MAX {
+            return Err(BudgetError::BadName(name.to_owned()).into());
+        }
+        if let Some(limit) = limit {
+            check_amount(limit)?;
+        }
+        if self.get(name)?.is_some() {
+            return Err(BudgetError::AccountExists(name.to_owned()).into());
+        }
+        match parent {
+            None if limit.is_none() => return Err(BudgetError::RootWithoutLimit(name.to_owned()).into()),
+            None => {}
+            Some(parent) => {
+                if self.path(parent)?.len() >= ACCOUNT_DEPTH_MAX {
+                    return Err(BudgetError::TooDeep(name.to_owned()).into());
+                }
+            }
+        }
+        self.put(name, &Account { limit, pending: 0, settled: 0, parent: parent.map(str::to_owned) })
+    }
+
+    /// Holds `amount` as pending on `name` and every ancestor, or refuses
+    /// naming the first account (leaf first) that cannot cover it.
+    fn hold(&mut self, name: &str, amount: u64) -> Result<(), LedgerError> {
+        check_amount(amount)?;
+        let path = self.path(name)?;
+        for (name, a) in &path {
+            let used = a.pending.saturating_add(a.settled);
+            if let Some(limit) = a.limit {
+                if used.saturating_add(amount) > limit {
+                    return Err(BudgetError::Insufficient {
+                        account: name.clone(),
+                        requested: amount,
+                        available: limit.saturating_sub(used),
+                        limit,
+                        settled: a.settled,
+                        pending: a.pending,
+                    }
+                    .into());
+                }
+            }
+        }
+        for (name, mut a) in path {
+            a.pending += amount;
+            self.put(&name, &a)?;
+        }
+        Ok(())
+    }
+
+    /// Releases `reserved` from pending on the path and posts `posted` of
+    /// it as settled.
+    fn release(&mut self, name: &str, reserved: u64, posted: u64) -> Result<(), LedgerError> {
+        for (name, mut a) in self.path(name)? {
+            // A projection that lost track would underflow here; refuse
+            // rather than wrap.
+            a.pending = a.pending.checked_sub(reserved).ok_or_else(|| BudgetError::Inconsistent(name.clone()))?;
+            a.settled += posted;
+            self.put(&name, &a)?;
+        }
+        Ok(())
+    }
+
+    fn raise(&mut self, name: &str, amount: u64) -> Result<Account, LedgerError> {
+        check_amount(amount)?;
+        let mut a = self.get(name)?.ok_or_else(|| BudgetError::UnknownAccount(name.to_owned()))?;
+        let Some(limit) = a.limit else {
+            return Err(BudgetError::NoOwnLimit(name.to_owned()).into());
+        };
+        let raised = limit.checked_add(amount).filter(|l| *l <= AMOUNT_MAX);
+        a.limit = Some(raised.ok_or(BudgetError::Absurd { amount, max: AMOUNT_MAX })?);
+        self.put(name, &a)?;
+        Ok(a)
+    }
+}
+
+struct RedbAccounts<'a>(&'a WriteTransaction);
+
+impl Accounts for RedbAccounts<'_> {
+    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError> {
+        let table = self.0.open_table(ACCOUNTS).map_err(storage)?;
+        let row = table.get(name).map_err(storage)?;
+        Ok(row.map(|g| from_row(g.value())))
+    }
+    fn put(&mut self, name: &str, account: &Account) -> Result<(), LedgerError> {
+        let mut table = self.0.open_table(ACCOUNTS).map_err(storage)?;
+        table.insert(name, to_row(account)).map_err(storage)?;
+        Ok(())
+    }
+}
+
+/// A reservation as the journal states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub account: String,
+    pub amount: u64,
+    pub state: u8,
+    pub deadline_us: i64,
+}
+
 impl Txn {
-    /// Opens an account with a fixed limit. Journaled as `budget.opened`.
+    /// Opens an account. A root (no `parent`) must have a limit; a child
+    /// without one is capped only by its ancestors. Journaled as
+    /// `budget.opened`.
     pub fn open_account(
         &mut self,
         signer: &Keypair,
         account: &str,
-        limit: u64,
+        parent: Option<&str>,
+        limit: Option<u64>,
         time_us: i64,
     ) -> Result<(), LedgerError> {
-        if limit == 0 {
-            return Err(BudgetError::ZeroAmount.into());
-        }
-        {
-            let mut accounts = self.inner.open_table(ACCOUNTS).map_err(storage)?;
-            if accounts.get(account).map_err(storage)?.is_some() {
-                return Err(BudgetError::AccountExists(account.to_owned()).into());
-            }
-            accounts.insert(account, (limit, 0, 0)).map_err(storage)?;
-        }
-        self.append(signer, "budget.opened", &json!({"account": account, "limit": limit}), time_us)?;
+        RedbAccounts(&self.inner).open(account, parent, limit)?;
+        self.append_budget(
+            signer,
+            OPENED,
+            &json!({"account": account, "parent": parent, "limit": limit}),
+            time_us,
+        )?;
         Ok(())
     }
 
     /// The balances of `account`, as of this transaction.
     pub fn account(&self, account: &str) -> Result<Account, LedgerError> {
-        let accounts = self.inner.open_table(ACCOUNTS).map_err(storage)?;
-        read_account(&accounts, account)
+        RedbAccounts(&self.inner)
+            .get(account)?
+            .ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()).into())
     }
 
-    /// Reserves `amount` against `account` or refuses without changing
-    /// anything. `memo` names what the reservation pays for (it is copied
-    /// into the journal entry). Journaled as `budget.reserved`.
+    /// Reserves `amount` on `account` (and so on every account above it)
+    /// until `deadline_us`, or refuses without changing anything. `memo`
+    /// names the call the reservation pays for; it is copied into the
+    /// journal entry. Reservations already past their deadline at
+    /// `time_us` are expired first, so their funds count. Journaled as
+    /// `budget.reserved`.
     pub fn reserve(
         &mut self,
         signer: &Keypair,
         account: &str,
         amount: u64,
+        deadline_us: i64,
         memo: serde_json::Value,
         time_us: i64,
     ) -> Result<ReservationId, LedgerError> {
-        if amount == 0 {
-            return Err(BudgetError::ZeroAmount.into());
+        check_amount(amount)?;
+        if deadline_us <= time_us {
+            return Err(BudgetError::DeadlineInPast { deadline_us, now_us: time_us }.into());
         }
+        self.expire_due(signer, time_us)?;
+        RedbAccounts(&self.inner).hold(account, amount)?;
         let id = {
-            let mut accounts = self.inner.open_table(ACCOUNTS).map_err(storage)?;
-            let balance = read_account(&accounts, account)?;
-            if amount > balance.available() {
-                return Err(BudgetError::Insufficient {
-                    account: account.to_owned(),
-                    requested: amount,
-                    available: balance.available(),
-                    limit: balance.limit,
-                    settled: balance.settled,
-                    pending: balance.pending,
-                }
-                .into());
-            }
-            accounts
-                .insert(account, (balance.limit, balance.pending + amount, balance.settled))
-                .map_err(storage)?;
             let mut counters = self.inner.open_table(COUNTERS).map_err(storage)?;
             let id = counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0);
             counters.insert("next", id + 1).map_err(storage)?;
             let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-            reservations.insert(id, (account, amount, PENDING)).map_err(storage)?;
+            reservations.insert(id, (account, amount, PENDING, deadline_us)).map_err(storage)?;
+            let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
+            deadlines.insert((deadline_us, id), ()).map_err(storage)?;
             id
         };
-        self.append(
+        self.append_budget(
             signer,
-            "budget.reserved",
-            &json!({"reservation": id, "account": account, "amount": amount, "for": memo}),
+            RESERVED,
+            &json!({"reservation": id, "account": account, "amount": amount,
+                    "deadline_us": deadline_us, "for": memo}),
             time_us,
         )?;
         Ok(ReservationId(id))
     }
 
     /// Posts the real cost `actual` (at most the reserved amount) and
-    /// returns the rest to the account. Journaled as `budget.settled`.
+    /// returns the rest. A reservation past its deadline can no longer be
+    /// settled: it has expired (or is about to), and its funds are already
+    /// spoken for by the accounts. Journaled as `budget.settled`.
     pub fn settle(
         &mut self,
         signer: &Keypair,
@@ -146,67 +331,114 @@ impl Txn {
         actual: u64,
         time_us: i64,
     ) -> Result<Account, LedgerError> {
-        let (account, reserved) = self.close(id, SETTLED, |reserved| {
-            if actual > reserved {
-                Err(BudgetError::Overrun { id: id.0, actual, reserved })
-            } else {
-                Ok(actual)
-            }
-        })?;
-        self.append(
+        if actual > AMOUNT_MAX {
+            return Err(BudgetError::Absurd { amount: actual, max: AMOUNT_MAX }.into());
+        }
+        let hold = self.pending_hold(id, Some(time_us))?;
+        if actual > hold.amount {
+            return Err(BudgetError::Overrun { id: id.0, actual, reserved: hold.amount }.into());
+        }
+        self.close(id, &hold, SETTLED, actual)?;
+        self.append_budget(
             signer,
-            "budget.settled",
-            &json!({"reservation": id.0, "account": account, "amount": actual,
-                    "released": reserved - actual}),
+            SETTLED_KIND,
+            &json!({"reservation": id.0, "account": hold.account, "amount": actual,
+                    "released": hold.amount - actual}),
             time_us,
         )?;
-        self.account(&account)
+        self.account(&hold.account)
     }
 
-    /// Returns the whole reservation to the account (the call did not run
-    /// or failed). Journaled as `budget.voided`.
+    /// Returns the whole reservation (the call did not run or failed).
+    /// Journaled as `budget.voided`.
     pub fn void(&mut self, signer: &Keypair, id: ReservationId, time_us: i64) -> Result<(), LedgerError> {
-        let (account, reserved) = self.close(id, VOIDED, |_| Ok(0))?;
-        self.append(
+        let hold = self.pending_hold(id, None)?;
+        self.close(id, &hold, VOIDED, 0)?;
+        self.append_budget(
             signer,
-            "budget.voided",
-            &json!({"reservation": id.0, "account": account, "released": reserved}),
+            VOIDED_KIND,
+            &json!({"reservation": id.0, "account": hold.account, "released": hold.amount}),
             time_us,
         )?;
         Ok(())
     }
 
-    /// Closes a pending reservation, moving `posted(reserved)` to settled
-    /// and releasing the rest. Returns (account, reserved amount).
-    fn close(
-        &mut self,
-        id: ReservationId,
-        new_state: u8,
-        posted: impl FnOnce(u64) -> Result<u64, BudgetError>,
-    ) -> Result<(String, u64), LedgerError> {
-        let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-        let (account, reserved, state) = {
-            let guard = reservations
-                .get(id.0)
-                .map_err(storage)?
-                .ok_or(BudgetError::UnknownReservation(id.0))?;
-            let (account, reserved, state) = guard.value();
-            (account.to_owned(), reserved, state)
+    /// Expires every pending reservation whose deadline is at or before
+    /// `now_us` (at most [`EXPIRE_BATCH_MAX`]), returning their funds.
+    /// Journaled as one `budget.expired` each.
+    pub fn expire_due(&mut self, signer: &Keypair, now_us: i64) -> Result<Vec<ReservationId>, LedgerError> {
+        let due: Vec<u64> = {
+            let deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
+            let mut due = Vec::new();
+            for row in deadlines.range(..=(now_us, u64::MAX)).map_err(storage)?.take(EXPIRE_BATCH_MAX) {
+                let (key, _) = row.map_err(storage)?;
+                due.push(key.value().1);
+            }
+            due
         };
+        let mut expired = Vec::with_capacity(due.len());
+        for id in due {
+            let id = ReservationId(id);
+            let hold = self.pending_hold(id, None)?;
+            self.close(id, &hold, EXPIRED, 0)?;
+            self.append_budget(
+                signer,
+                EXPIRED_KIND,
+                &json!({"reservation": id.0, "account": hold.account, "released": hold.amount,
+                        "deadline_us": hold.deadline_us}),
+                now_us,
+            )?;
+            expired.push(id);
+        }
+        Ok(expired)
+    }
+
+    /// Raises `account`'s limit by `amount`, signed by the reviewer who
+    /// granted it (`budget.extended`). Only an account with its own limit
+    /// can be extended.
+    pub fn extend(
+        &mut self,
+        reviewer: &Keypair,
+        account: &str,
+        amount: u64,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<Account, LedgerError> {
+        if reviewer.role() != Role::Reviewer {
+            return Err(LedgerError::BadEntry("a budget extension is signed by a reviewer key".into()));
+        }
+        let raised = RedbAccounts(&self.inner).raise(account, amount)?;
+        self.append_budget(
+            reviewer,
+            EXTENDED,
+            &json!({"account": account, "amount": amount, "limit": raised.limit, "reason": reason}),
+            time_us,
+        )?;
+        Ok(raised)
+    }
+
+    /// A pending reservation, or the typed reason it cannot be closed.
+    /// With `settle_at`, a reservation past its deadline counts as expired.
+    fn pending_hold(&self, id: ReservationId, settle_at: Option<i64>) -> Result<Hold, LedgerError> {
+        let reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
+        let guard = reservations.get(id.0).map_err(storage)?.ok_or(BudgetError::UnknownReservation(id.0))?;
+        let (account, amount, state, deadline_us) = guard.value();
         if state != PENDING {
             return Err(BudgetError::AlreadyClosed { id: id.0, state: state_name(state) }.into());
         }
-        let posted = posted(reserved)?;
-        let mut accounts = self.inner.open_table(ACCOUNTS).map_err(storage)?;
-        let balance = read_account(&accounts, &account)?;
-        accounts
-            .insert(
-                account.as_str(),
-                (balance.limit, balance.pending - reserved, balance.settled + posted),
-            )
-            .map_err(storage)?;
-        reservations.insert(id.0, (account.as_str(), reserved, new_state)).map_err(storage)?;
-        Ok((account, reserved))
+        if settle_at.is_some_and(|t| t >= deadline_us) {
+            return Err(BudgetError::AlreadyClosed { id: id.0, state: "expired" }.into());
+        }
+        Ok(Hold { account: account.to_owned(), amount, state, deadline_us })
+    }
+
+    fn close(&mut self, id: ReservationId, hold: &Hold, state: u8, posted: u64) -> Result<(), LedgerError> {
+        RedbAccounts(&self.inner).release(&hold.account, hold.amount, posted)?;
+        let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
+        reservations.insert(id.0, (hold.account.as_str(), hold.amount, state, hold.deadline_us)).map_err(storage)?;
+        let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
+        deadlines.remove((hold.deadline_us, id.0)).map_err(storage)?;
+        Ok(())
     }
 }
 
@@ -215,39 +447,220 @@ impl crate::Ledger {
     pub fn account(&self, account: &str) -> Result<Account, LedgerError> {
         let read = self.read()?;
         let accounts = read.open_table(ACCOUNTS).map_err(storage)?;
-        read_account(&accounts, account)
+        let row = accounts.get(account).map_err(storage)?;
+        row.map(|g| from_row(g.value())).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()).into())
     }
 
-    /// Every account and its balances, in name order.
+    /// What a reservation on `account` could take now: the least that any
+    /// account on its path to the root still allows.
+    pub fn available(&self, account: &str) -> Result<u64, LedgerError> {
+        let all: BTreeMap<String, Account> = self.accounts()?.into_iter().collect();
+        let path = MapAccounts(&all).path(account)?;
+        Ok(path.iter().filter_map(|(_, a)| a.available()).min().unwrap_or(0))
+    }
+
+    /// Every account and its balances, in name order (so children follow
+    /// their parent).
     pub fn accounts(&self) -> Result<Vec<(String, Account)>, LedgerError> {
         let read = self.read()?;
-        let accounts = read.open_table(ACCOUNTS).map_err(storage)?;
+        read_accounts(&read)
+    }
+
+    /// Every reservation still pending, with its account, amount and
+    /// deadline.
+    pub fn pending_reservations(&self) -> Result<Vec<(ReservationId, String, u64, i64)>, LedgerError> {
+        let read = self.read()?;
+        let reservations = read.open_table(RESERVATIONS).map_err(storage)?;
         let mut out = Vec::new();
-        for row in accounts.iter().map_err(storage)? {
-            let (name, balances) = row.map_err(storage)?;
-            let (limit, pending, settled) = balances.value();
-            out.push((name.value().to_owned(), Account { limit, pending, settled }));
+        for row in reservations.iter().map_err(storage)? {
+            let (id, value) = row.map_err(storage)?;
+            let (account, amount, state, deadline) = value.value();
+            if state == PENDING {
+                out.push((ReservationId(id.value()), account.to_owned(), amount, deadline));
+            }
         }
         Ok(out)
     }
 }
 
-fn read_account(
-    table: &impl ReadableTable<&'static str, (u64, u64, u64)>,
-    account: &str,
-) -> Result<Account, LedgerError> {
-    let (limit, pending, settled) = table
-        .get(account)
-        .map_err(storage)?
-        .ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()))?
-        .value();
-    Ok(Account { limit, pending, settled })
+pub(crate) fn read_accounts(read: &redb::ReadTransaction) -> Result<Vec<(String, Account)>, LedgerError> {
+    let accounts = read.open_table(ACCOUNTS).map_err(storage)?;
+    let mut out = Vec::new();
+    for row in accounts.iter().map_err(storage)? {
+        let (name, balances) = row.map_err(storage)?;
+        out.push((name.value().to_owned(), from_row(balances.value())));
+    }
+    Ok(out)
+}
+
+pub(crate) fn read_reservations(read: &redb::ReadTransaction) -> Result<BTreeMap<u64, Hold>, LedgerError> {
+    let reservations = read.open_table(RESERVATIONS).map_err(storage)?;
+    let mut out = BTreeMap::new();
+    for row in reservations.iter().map_err(storage)? {
+        let (id, value) = row.map_err(storage)?;
+        let (account, amount, state, deadline_us) = value.value();
+        out.insert(id.value(), Hold { account: account.to_owned(), amount, state, deadline_us });
+    }
+    Ok(out)
+}
+
+struct MapAccounts<'a>(&'a BTreeMap<String, Account>);
+
+impl Accounts for MapAccounts<'_> {
+    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError> {
+        Ok(self.0.get(name).cloned())
+    }
+    fn put(&mut self, _: &str, _: &Account) -> Result<(), LedgerError> {
+        Err(LedgerError::BadEntry("read-only account view".into()))
+    }
+}
+
+/// The budget as the journal alone says it is: the verifier replays every
+/// balance-changing entry through the same rules the ledger posts with.
+#[derive(Debug, Default)]
+pub(crate) struct BudgetBook {
+    pub accounts: BTreeMap<String, Account>,
+    pub reservations: BTreeMap<u64, Hold>,
+}
+
+impl Accounts for BudgetBook {
+    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError> {
+        Ok(self.accounts.get(name).cloned())
+    }
+    fn put(&mut self, name: &str, account: &Account) -> Result<(), LedgerError> {
+        self.accounts.insert(name.to_owned(), account.clone());
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct OpenedPayload {
+    account: String,
+    parent: Option<String>,
+    limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ReservedPayload {
+    reservation: u64,
+    account: String,
+    amount: u64,
+    deadline_us: i64,
+}
+
+#[derive(Deserialize)]
+struct ClosedPayload {
+    reservation: u64,
+    account: String,
+    #[serde(default)]
+    amount: u64,
+    released: u64,
+}
+
+#[derive(Deserialize)]
+struct ExtendedPayload {
+    account: String,
+    amount: u64,
+}
+
+/// Whether `kind` changes balances (and so is written only by the budget
+/// methods and replayed by the verifier).
+pub(crate) fn is_posting(kind: &str) -> bool {
+    matches!(kind, OPENED | RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND | EXTENDED)
+}
+
+impl BudgetBook {
+    /// Applies one balance-changing entry, or says why it breaks the rules.
+    pub fn apply(&mut self, kind: &str, payload: &[u8]) -> Result<(), String> {
+        let parse_err = |e: serde_json::Error| format!("`{kind}` payload: {e}");
+        match kind {
+            OPENED => {
+                let p: OpenedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                self.open(&p.account, p.parent.as_deref(), p.limit).map_err(|e| e.to_string())
+            }
+            RESERVED => {
+                let p: ReservedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let expected = self.reservations.keys().next_back().map_or(0, |last| last + 1);
+                if p.reservation != expected {
+                    return Err(format!("reservation id {} out of order (expected {expected})", p.reservation));
+                }
+                self.hold(&p.account, p.amount).map_err(|e| e.to_string())?;
+                self.reservations.insert(
+                    p.reservation,
+                    Hold { account: p.account, amount: p.amount, state: PENDING, deadline_us: p.deadline_us },
+                );
+                Ok(())
+            }
+            SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND => {
+                let p: ClosedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let hold = self
+                    .reservations
+                    .get(&p.reservation)
+                    .cloned()
+                    .ok_or_else(|| format!("reservation {} was never made", p.reservation))?;
+                if hold.state != PENDING {
+                    return Err(format!("reservation {} is already {}", p.reservation, state_name(hold.state)));
+                }
+                let (state, posted) = match kind {
+                    SETTLED_KIND => (SETTLED, p.amount),
+                    VOIDED_KIND => (VOIDED, 0),
+                    _ => (EXPIRED, 0),
+                };
+                if p.account != hold.account || posted.checked_add(p.released) != Some(hold.amount) {
+                    return Err(format!(
+                        "closing reservation {} of {} on `{}` posts {posted} and releases {} on `{}`",
+                        p.reservation, hold.amount, hold.account, p.released, p.account
+                    ));
+                }
+                self.release(&hold.account, hold.amount, posted).map_err(|e| e.to_string())?;
+                self.reservations.insert(p.reservation, Hold { state, ..hold });
+                Ok(())
+            }
+            EXTENDED => {
+                let p: ExtendedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                self.raise(&p.account, p.amount).map(|_| ()).map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Compares the replayed budget with the database's tables.
+    pub fn compare(&self, read: &redb::ReadTransaction) -> Result<(), String> {
+        let stored: BTreeMap<String, Account> =
+            read_accounts(read).map_err(|e| e.to_string())?.into_iter().collect();
+        if stored != self.accounts {
+            let differing = stored
+                .keys()
+                .chain(self.accounts.keys())
+                .find(|name| stored.get(*name) != self.accounts.get(*name))
+                .cloned()
+                .unwrap_or_default();
+            return Err(format!(
+                "budget account `{differing}` is {:?} in the database but {:?} by the journal",
+                stored.get(&differing),
+                self.accounts.get(&differing)
+            ));
+        }
+        let reservations = read_reservations(read).map_err(|e| e.to_string())?;
+        if reservations != self.reservations {
+            let differing = reservations
+                .keys()
+                .chain(self.reservations.keys())
+                .find(|id| reservations.get(*id) != self.reservations.get(*id))
+                .copied()
+                .unwrap_or_default();
+            return Err(format!("reservation {differing} in the database differs from the journal"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use identity::Role;
+    use crate::error::VerifyFailure;
+
+    const FAR: i64 = 1_000_000;
 
     fn setup(name: &str, limit: u64) -> (crate::Ledger, std::path::PathBuf, Keypair) {
         let path = std::env::temp_dir().join(format!("budget-{}-{name}.redb", std::process::id()));
@@ -255,49 +668,148 @@ mod tests {
         let ledger = crate::Ledger::open(&path).expect("open");
         let key = Keypair::generate(Role::Conductor);
         ledger.write(|t| t.genesis(&key, json!({}), 0)).expect("genesis");
-        ledger.write(|t| t.open_account(&key, "m", limit, 0)).expect("open account");
+        ledger.write(|t| t.open_account(&key, "m", None, Some(limit), 0)).expect("open account");
         (ledger, path, key)
+    }
+
+    fn acct(limit: Option<u64>, pending: u64, settled: u64, parent: Option<&str>) -> Account {
+        Account { limit, pending, settled, parent: parent.map(str::to_owned) }
     }
 
     #[test]
     fn reserve_settle_releases_the_remainder() {
         let (ledger, path, key) = setup("settle", 100);
-        let id = ledger.write(|t| t.reserve(&key, "m", 60, json!({}), 1)).expect("reserve");
-        assert_eq!(ledger.account("m").expect("acct"), Account { limit: 100, pending: 60, settled: 0 });
+        let id = ledger.write(|t| t.reserve(&key, "m", 60, FAR, json!({}), 1)).expect("reserve");
+        assert_eq!(ledger.account("m").expect("acct"), acct(Some(100), 60, 0, None));
         ledger.write(|t| t.settle(&key, id, 25, 2)).expect("settle");
-        assert_eq!(ledger.account("m").expect("acct"), Account { limit: 100, pending: 0, settled: 25 });
-        let all = ledger.accounts().expect("accounts");
-        assert_eq!(all, vec![("m".to_owned(), Account { limit: 100, pending: 0, settled: 25 })]);
+        assert_eq!(ledger.account("m").expect("acct"), acct(Some(100), 0, 25, None));
         let err = ledger.write(|t| t.settle(&key, id, 1, 3)).expect_err("second settle refused");
         assert!(matches!(err, LedgerError::Budget(BudgetError::AlreadyClosed { .. })));
-        ledger.verify().expect("journal intact");
+        ledger.verify().expect("journal intact and balances replay");
         std::fs::remove_file(path).expect("cleanup");
     }
 
     #[test]
     fn over_limit_reservation_is_refused_and_changes_nothing() {
         let (ledger, path, key) = setup("refuse", 100);
-        let a = ledger.write(|t| t.reserve(&key, "m", 70, json!({}), 1)).expect("reserve");
-        let err = ledger.write(|t| t.reserve(&key, "m", 31, json!({}), 2)).expect_err("refused");
+        let a = ledger.write(|t| t.reserve(&key, "m", 70, FAR, json!({}), 1)).expect("reserve");
+        let err = ledger.write(|t| t.reserve(&key, "m", 31, FAR, json!({}), 2)).expect_err("refused");
         assert!(matches!(err, LedgerError::Budget(BudgetError::Insufficient { available: 30, .. })));
         assert_eq!(ledger.account("m").expect("acct").pending, 70);
         ledger.write(|t| t.void(&key, a, 3)).expect("void");
-        assert_eq!(ledger.account("m").expect("acct").available(), 100);
+        assert_eq!(ledger.available("m").expect("avail"), 100);
         let err = ledger.write(|t| t.settle(&key, a, 1, 4)).expect_err("settle after void");
         assert!(matches!(err, LedgerError::Budget(BudgetError::AlreadyClosed { state: "voided", .. })));
         std::fs::remove_file(path).expect("cleanup");
     }
 
     #[test]
-    fn overrun_zero_and_unknown_are_typed_errors() {
+    fn a_tree_caps_every_level_and_settles_on_every_level() {
+        let (ledger, path, key) = setup("tree", 100);
+        ledger.write(|t| t.open_account(&key, "m/a", Some("m"), Some(60), 1)).expect("agent a");
+        ledger.write(|t| t.open_account(&key, "m/b", Some("m"), None, 1)).expect("agent b");
+        ledger.write(|t| t.open_account(&key, "m/a/t1", Some("m/a"), Some(40), 1)).expect("task");
+        // The task cap binds first.
+        let err = ledger.write(|t| t.reserve(&key, "m/a/t1", 41, FAR, json!({}), 2)).expect_err("task cap");
+        assert!(matches!(&err, LedgerError::Budget(BudgetError::Insufficient { account, .. }) if account == "m/a/t1"));
+        let r1 = ledger.write(|t| t.reserve(&key, "m/a/t1", 40, FAR, json!({}), 2)).expect("r1");
+        // The agent cap binds next (60 - 40 = 20 left on m/a).
+        let err = ledger.write(|t| t.reserve(&key, "m/a", 21, FAR, json!({}), 3)).expect_err("agent cap");
+        assert!(matches!(&err, LedgerError::Budget(BudgetError::Insufficient { account, .. }) if account == "m/a"));
+        // An uncapped agent is bound by the mission (100 - 40 = 60).
+        assert_eq!(ledger.available("m/b").expect("avail"), 60);
+        let err = ledger.write(|t| t.reserve(&key, "m/b", 61, FAR, json!({}), 3)).expect_err("mission cap");
+        assert!(matches!(&err, LedgerError::Budget(BudgetError::Insufficient { account, .. }) if account == "m"));
+        ledger.write(|t| t.settle(&key, r1, 30, 4)).expect("settle");
+        assert_eq!(ledger.account("m").expect("m"), acct(Some(100), 0, 30, None));
+        assert_eq!(ledger.account("m/a").expect("m/a"), acct(Some(60), 0, 30, Some("m")));
+        assert_eq!(ledger.account("m/a/t1").expect("t1"), acct(Some(40), 0, 30, Some("m/a")));
+        ledger.verify().expect("balances replay");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn reservations_expire_at_their_deadline_and_cannot_be_settled_after() {
+        let (ledger, path, key) = setup("expire", 100);
+        let early = ledger.write(|t| t.reserve(&key, "m", 50, 10, json!({}), 1)).expect("early");
+        let late = ledger.write(|t| t.reserve(&key, "m", 30, 1_000, json!({}), 1)).expect("late");
+        let err = ledger.write(|t| t.settle(&key, early, 5, 10)).expect_err("too late to settle");
+        assert!(matches!(err, LedgerError::Budget(BudgetError::AlreadyClosed { state: "expired", .. })));
+        // A reservation made after the deadline sweeps the expired one first.
+        let third = ledger.write(|t| t.reserve(&key, "m", 70, 2_000, json!({}), 11)).expect("room again");
+        assert_eq!(ledger.account("m").expect("m"), acct(Some(100), 100, 0, None));
+        let expired = ledger.write(|t| t.expire_due(&key, 5_000)).expect("sweep");
+        assert_eq!(expired, vec![late, third]);
+        assert_eq!(ledger.account("m").expect("m"), acct(Some(100), 0, 0, None));
+        assert!(ledger.pending_reservations().expect("pending").is_empty());
+        let err = ledger.write(|t| t.reserve(&key, "m", 1, 4_000, json!({}), 5_000)).expect_err("past");
+        assert!(matches!(err, LedgerError::Budget(BudgetError::DeadlineInPast { .. })));
+        ledger.verify().expect("balances replay");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_reviewer_extends_a_limit_with_a_signed_posting() {
+        let (ledger, path, key) = setup("extend", 100);
+        let reviewer = Keypair::generate(Role::Reviewer);
+        ledger
+            .write(|t| t.register_key(&key, &reviewer.public(), Role::Reviewer, json!({}), 1))
+            .expect("register");
+        ledger.write(|t| t.reserve(&key, "m", 100, FAR, json!({}), 2)).expect("all of it");
+        assert!(ledger.write(|t| t.extend(&key, "m", 50, "more", 3)).is_err(), "not by the conductor");
+        let raised = ledger.write(|t| t.extend(&reviewer, "m", 50, "approved overrun", 3)).expect("extend");
+        assert_eq!(raised.limit, Some(150));
+        ledger.write(|t| t.reserve(&key, "m", 50, FAR, json!({}), 4)).expect("the extension is usable");
+        ledger.write(|t| t.open_account(&key, "m/x", Some("m"), None, 5)).expect("uncapped child");
+        let err = ledger.write(|t| t.extend(&reviewer, "m/x", 5, "", 6)).expect_err("no own limit");
+        assert!(matches!(err, LedgerError::Budget(BudgetError::NoOwnLimit(_))));
+        ledger.verify().expect("balances replay");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn bad_amounts_and_names_are_typed_errors_that_change_nothing() {
         let (ledger, path, key) = setup("typed", 100);
-        let id = ledger.write(|t| t.reserve(&key, "m", 10, json!({}), 1)).expect("reserve");
-        let overrun = ledger.write(|t| t.settle(&key, id, 11, 2)).expect_err("overrun");
-        assert!(matches!(overrun, LedgerError::Budget(BudgetError::Overrun { .. })));
-        assert!(ledger.write(|t| t.reserve(&key, "m", 0, json!({}), 3)).is_err());
-        assert!(ledger.write(|t| t.reserve(&key, "nope", 1, json!({}), 3)).is_err());
-        assert!(ledger.write(|t| t.void(&key, ReservationId(99), 3)).is_err());
-        assert_eq!(ledger.account("m").expect("acct"), Account { limit: 100, pending: 10, settled: 0 });
+        let id = ledger.write(|t| t.reserve(&key, "m", 10, FAR, json!({}), 1)).expect("reserve");
+        let cases: Vec<(LedgerError, &str)> = vec![
+            (ledger.write(|t| t.settle(&key, id, 11, 2)).expect_err("overrun"), "overrun"),
+            (ledger.write(|t| t.settle(&key, id, u64::MAX, 2)).expect_err("absurd"), "absurd"),
+            (ledger.write(|t| t.reserve(&key, "m", 0, FAR, json!({}), 3)).expect_err("zero"), "zero"),
+            (ledger.write(|t| t.reserve(&key, "m", AMOUNT_MAX + 1, FAR, json!({}), 3)).expect_err("huge"), "huge"),
+            (ledger.write(|t| t.reserve(&key, "nope", 1, FAR, json!({}), 3)).expect_err("unknown"), "unknown"),
+            (ledger.write(|t| t.void(&key, ReservationId(99), 3)).expect_err("no such"), "no such"),
+            (ledger.write(|t| t.open_account(&key, "m", None, Some(5), 3)).expect_err("exists"), "exists"),
+            (ledger.write(|t| t.open_account(&key, "r", None, None, 3)).expect_err("root"), "root"),
+            (ledger.write(|t| t.open_account(&key, "", None, Some(5), 3)).expect_err("name"), "name"),
+            (ledger.write(|t| t.open_account(&key, "c", Some("ghost"), None, 3)).expect_err("parent"), "parent"),
+        ];
+        for (err, what) in &cases {
+            assert!(matches!(err, LedgerError::Budget(_)), "{what}: {err}");
+        }
+        assert_eq!(ledger.account("m").expect("acct"), acct(Some(100), 10, 0, None));
+        // Budget postings cannot be forged through the generic append.
+        let forged = ledger.write(|t| t.append(&key, "budget.settled", &json!({}), 4));
+        assert!(matches!(forged, Err(LedgerError::BadEntry(_))));
+        ledger.verify().expect("nothing changed");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn the_verifier_catches_a_projection_that_disagrees_with_the_journal() {
+        let (ledger, path, key) = setup("drift", 100);
+        ledger.write(|t| t.reserve(&key, "m", 10, FAR, json!({}), 1)).expect("reserve");
+        ledger
+            .write(|t| -> Result<(), LedgerError> {
+                let mut table = t.redb().open_table(ACCOUNTS).map_err(storage)?;
+                table.insert("m", (100, 0, 0, "")).map_err(storage)?;
+                Ok(())
+            })
+            .expect("edit the projection behind the journal's back");
+        let err = ledger.verify().expect_err("drift detected");
+        assert!(
+            matches!(&err, crate::VerifyError::Bad { failure: VerifyFailure::ProjectionDiffers(_), .. }),
+            "{err}"
+        );
         std::fs::remove_file(path).expect("cleanup");
     }
 }

@@ -71,6 +71,28 @@ pub enum BudgetError {
     /// Zero-sized postings are refused: they hide mistakes in pricing.
     #[error("amount must be greater than zero")]
     ZeroAmount,
+    /// An amount beyond any real budget: a bug or an overflow upstream.
+    #[error("amount {amount} exceeds the largest allowed ({max}); check the prices and limits")]
+    Absurd { amount: u64, max: u64 },
+    /// The deadline is not after the time of the reservation.
+    #[error("reservation deadline {deadline_us} is not after now ({now_us}); give the call time to run")]
+    DeadlineInPast { deadline_us: i64, now_us: i64 },
+    /// A root account must have a limit.
+    #[error("budget account `{0}` has no parent, so it needs a limit")]
+    RootWithoutLimit(String),
+    /// Only an account with its own limit can be extended.
+    #[error("budget account `{0}` has no limit of its own (its parent caps it); extend the parent")]
+    NoOwnLimit(String),
+    /// Account names are non-empty and short.
+    #[error("budget account name `{0}` is empty or longer than 256 bytes")]
+    BadName(String),
+    /// The account tree is deeper than allowed.
+    #[error("budget account `{0}` would be nested deeper than 8 levels")]
+    TooDeep(String),
+    /// A stored balance is lower than what is being released: the
+    /// projection is corrupt (`conductor audit verify` says where).
+    #[error("budget account `{0}` holds less pending than it is releasing; the database is inconsistent")]
+    Inconsistent(String),
 }
 
 /// Why verification stopped at an entry.
@@ -108,6 +130,10 @@ pub enum VerifyFailure {
     BadPayload(String),
     #[error("entry differs from the held checkpoint {expected} (journal rewritten at or before this entry)")]
     CheckpointMismatch { expected: crate::EntryHash },
+    #[error("budget posting breaks the budget rules: {0}")]
+    BudgetRule(String),
+    #[error("the database's projections disagree with the journal: {0}")]
+    ProjectionDiffers(String),
 }
 
 /// Verification found a bad entry.

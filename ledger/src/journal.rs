@@ -77,8 +77,9 @@ impl Ledger {
         E: From<LedgerError>,
     {
         let inner = self.db.begin_write().map_err(storage)?;
-        let mut txn = Txn { inner, checkpoints: self.checkpoints.clone() };
+        let mut txn = Txn { inner, checkpoints: self.checkpoints.clone(), staged: Vec::new(), head: None };
         let value = f(&mut txn)?;
+        txn.seal()?;
         txn.inner.commit().map_err(storage)?;
         Ok(value)
     }
@@ -203,6 +204,11 @@ pub(crate) fn read_head(
 pub struct Txn {
     pub(crate) inner: redb::WriteTransaction,
     checkpoints: Option<AutoCheckpoint>,
+    /// Entries checked, encoded and hashed but not yet signed: signing is
+    /// the costly part, so it happens once per transaction, on every core.
+    staged: Vec<Staged>,
+    /// The head including staged entries, once read.
+    head: Option<(u64, EntryHash)>,
 }
 
 impl std::fmt::Debug for Txn {
@@ -241,12 +247,11 @@ impl KeyStore for RedbKeys<'_> {
 }
 
 /// An entry hashed but not yet signed.
-struct Staged<'k> {
+struct Staged {
     seq: u64,
     record: Vec<u8>,
     hash: EntryHash,
-    /// `None`: the ledger's automatic-checkpoint signer.
-    signer: Option<&'k Keypair>,
+    signer: Keypair,
     checkpoint: bool,
 }
 
@@ -285,14 +290,11 @@ impl Txn {
         items: &[(&str, Value)],
         time_us: i64,
     ) -> Result<Vec<(u64, EntryHash)>, LedgerError> {
-        let mut head = self.head()?;
-        let mut staged = Vec::with_capacity(items.len());
+        let mut out = Vec::with_capacity(items.len());
         for (kind, payload) in items {
             refuse_reserved_kind(kind)?;
-            self.stage(&mut head, Some(signer), kind, payload, time_us, &mut staged)?;
+            out.push(self.stage(signer, kind, payload, time_us)?);
         }
-        let out = staged.iter().filter(|s| !s.checkpoint).map(|s| (s.seq, s.hash)).collect();
-        self.seal(staged, head)?;
         Ok(out)
     }
 
@@ -359,17 +361,27 @@ impl Txn {
     /// Appends a `journal.checkpoint` now and returns it as a file an
     /// auditor can keep elsewhere.
     pub fn checkpoint(&mut self, conductor: &Keypair, time_us: i64) -> Result<Checkpoint, LedgerError> {
-        let mut head = self.head()?;
-        let mut staged = Vec::new();
+        let head = self.head()?;
         let payload = json!({"entries": head.0, "head": head.1.to_string()});
-        self.stage(&mut head, Some(conductor), rules::CHECKPOINT, &payload, time_us, &mut staged)?;
-        let seq = head.0 - 1;
-        self.seal(staged, head)?;
+        let (seq, _) = self.stage(conductor, rules::CHECKPOINT, &payload, time_us)?;
+        self.seal()?;
         let journal = self.inner.open_table(JOURNAL).map_err(storage)?;
         let stored = journal.get(seq).map_err(storage)?.map(|g| g.value().to_vec());
         let stored = stored.ok_or_else(|| LedgerError::BadEntry("checkpoint was not written".into()))?;
         Checkpoint::from_record(stored)
             .map_err(|e| LedgerError::Corrupt { seq, failure: VerifyFailure::Malformed(e.to_string()) })
+    }
+
+    /// Appends a balance-changing budget entry; only the budget methods,
+    /// which update the balances with it, call this.
+    pub(crate) fn append_budget(
+        &mut self,
+        signer: &Keypair,
+        kind: &str,
+        payload: &Value,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        self.append_one(signer, kind, payload, time_us)
     }
 
     fn append_one(
@@ -379,33 +391,28 @@ impl Txn {
         payload: &Value,
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
-        let mut head = self.head()?;
-        let mut staged = Vec::with_capacity(2);
-        self.stage(&mut head, Some(signer), kind, payload, time_us, &mut staged)?;
-        let first = staged
-            .first()
-            .map(|s| (s.seq, s.hash))
-            .ok_or_else(|| LedgerError::BadEntry("nothing was staged".into()))?;
-        self.seal(staged, head)?;
-        Ok(first)
+        self.stage(signer, kind, payload, time_us)
     }
 
-    fn head(&self) -> Result<(u64, EntryHash), LedgerError> {
+    fn head(&mut self) -> Result<(u64, EntryHash), LedgerError> {
+        if let Some(head) = self.head {
+            return Ok(head);
+        }
         let table = self.inner.open_table(HEAD).map_err(storage)?;
-        read_head(&table)
+        let head = read_head(&table)?;
+        self.head = Some(head);
+        Ok(head)
     }
 
     /// Checks, encodes and hashes one entry (and the automatic checkpoint
-    /// after it, if one is due), advancing `head`.
-    fn stage<'k>(
-        &self,
-        head: &mut (u64, EntryHash),
-        signer: Option<&'k Keypair>,
+    /// after it, if one is due); it is signed and written by [`Txn::seal`].
+    fn stage(
+        &mut self,
+        signer: &Keypair,
         kind: &str,
         payload: &Value,
         time_us: i64,
-        out: &mut Vec<Staged<'k>>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<(u64, EntryHash), LedgerError> {
         let payload = serde_json::to_vec(payload)
             .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
         if kind.is_empty()
@@ -420,12 +427,8 @@ impl Txn {
                 payload.len()
             )));
         }
-        let (seq, prev) = *head;
-        let signer_bytes = match (signer, &self.checkpoints) {
-            (Some(key), _) => key.public().to_bytes(),
-            (None, Some(auto)) => auto.signer.public().to_bytes(),
-            (None, None) => return Err(LedgerError::BadEntry("no checkpoint signer is set".into())),
-        };
+        let (seq, prev) = self.head()?;
+        let signer_bytes = signer.public().to_bytes();
         rules::admit(
             &mut RedbKeys(&self.inner),
             rules::Head { seq, prev: &prev, signer: &signer_bytes, kind, payload: &payload },
@@ -433,25 +436,27 @@ impl Txn {
         let record = entry::canonical_bytes(seq, &prev, time_us, &signer_bytes, kind, &payload);
         let hash = entry::hash_of(&record);
         let checkpoint = kind == rules::CHECKPOINT;
-        out.push(Staged { seq, record, hash, signer, checkpoint });
-        *head = (seq + 1, hash);
-        if let Some(auto) = &self.checkpoints {
+        self.staged.push(Staged { seq, record, hash, signer: signer.clone(), checkpoint });
+        self.head = Some((seq + 1, hash));
+        if let Some(auto) = self.checkpoints.clone() {
             if !checkpoint && (seq + 1) % auto.every == 0 {
                 let payload = json!({"entries": seq + 1, "head": hash.to_string()});
-                self.stage(head, None, rules::CHECKPOINT, &payload, time_us, out)?;
+                self.stage(&auto.signer, rules::CHECKPOINT, &payload, time_us)?;
             }
         }
-        Ok(())
+        Ok((seq, hash))
     }
 
     /// Signs the staged entries (on every core when there are many) and
     /// writes them and the new head.
-    fn seal(&mut self, mut staged: Vec<Staged<'_>>, head: (u64, EntryHash)) -> Result<(), LedgerError> {
-        let auto = self.checkpoints.as_ref().map(|a| a.signer.clone());
-        let sign = |chunk: &mut [Staged<'_>]| {
+    fn seal(&mut self) -> Result<(), LedgerError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let mut staged = std::mem::take(&mut self.staged);
+        let sign = |chunk: &mut [Staged]| {
             for s in chunk {
-                let Some(signer) = s.signer.or(auto.as_deref()) else { continue };
-                let sig = signer.sign(&entry::signed_message(&s.hash));
+                let sig = s.signer.sign(&entry::signed_message(&s.hash));
                 s.record.extend_from_slice(&s.hash.0);
                 s.record.extend_from_slice(&sig.to_bytes());
             }
@@ -475,13 +480,20 @@ impl Txn {
                 checkpoints.insert(s.seq, ()).map_err(storage)?;
             }
         }
-        let mut head_table = self.inner.open_table(HEAD).map_err(storage)?;
-        head_table.insert("head", (head.0, head.1.0.as_slice())).map_err(storage)?;
+        if let Some((next, hash)) = self.head {
+            let mut head_table = self.inner.open_table(HEAD).map_err(storage)?;
+            head_table.insert("head", (next, hash.0.as_slice())).map_err(storage)?;
+        }
         Ok(())
     }
 }
 
 fn refuse_reserved_kind(kind: &str) -> Result<(), LedgerError> {
+    if crate::budget::is_posting(kind) {
+        return Err(LedgerError::BadEntry(format!(
+            "`{kind}` changes balances and is written only by the budget methods (reserve, settle, …)"
+        )));
+    }
     if matches!(
         kind,
         rules::GENESIS | rules::KEY_REGISTERED | rules::KEY_REVOKED | rules::KEY_ROTATED | rules::CHECKPOINT

@@ -27,14 +27,16 @@ mod checkpoint;
 pub mod entry;
 mod error;
 mod export;
+mod group;
 mod journal;
 pub mod rules;
 mod verify;
 
-pub use budget::{Account, ReservationId};
+pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId};
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
 pub use error::{BudgetError, CheckpointError, LedgerError, VerifyError, VerifyFailure};
+pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn};
 pub use rules::KeyRecord;

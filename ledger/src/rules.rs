@@ -44,16 +44,19 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("mission.declared", Role::Conductor),
     ("mission.finished", Role::Conductor),
     ("mission.completed", Role::Conductor),
+    ("mission.resumed", Role::Conductor),
     ("budget.opened", Role::Conductor),
     ("budget.reserved", Role::Conductor),
     ("budget.settled", Role::Conductor),
     ("budget.voided", Role::Conductor),
+    ("budget.expired", Role::Conductor),
     ("budget.refused", Role::Conductor),
     ("memory.asserted", Role::Conductor),
     ("task.started", Role::Conductor),
     ("task.decided", Role::Conductor),
     ("task.failed", Role::Conductor),
     ("task.skipped", Role::Conductor),
+    ("task.deferred", Role::Conductor),
     ("gate.requested", Role::Conductor),
     ("host.infer", Role::Agent),
     ("host.recall", Role::Agent),
@@ -61,6 +64,7 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("host.log", Role::Agent),
     ("task.proposed", Role::Agent),
     ("gate.decided", Role::Reviewer),
+    ("budget.extended", Role::Reviewer),
 ];
 
 /// The role that may sign `kind`, or `None` for a kind format 1 lacks.

@@ -16,6 +16,7 @@ use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash};
 use crate::error::{VerifyError, VerifyFailure, storage};
 use crate::journal::{HEAD, JOURNAL, Ledger, read_head};
+use crate::budget::{self, Account, BudgetBook};
 use crate::rules::{self, KeyBook, KeyRecord};
 
 /// Signatures per batch-verification call. Larger batches amortise more
@@ -38,6 +39,8 @@ pub struct VerifyReport {
     pub keys: Vec<KeyRecord>,
     /// Held checkpoints the journal was found consistent with.
     pub checkpoints_matched: usize,
+    /// Every budget account as the journal's postings leave it.
+    pub budget: Vec<(String, Account)>,
 }
 
 struct PendingSig {
@@ -50,6 +53,7 @@ struct PendingSig {
 /// Checks entries pushed in order; see the module docs.
 pub(crate) struct Verifier {
     book: KeyBook,
+    budget: BudgetBook,
     next: u64,
     prev: EntryHash,
     pending: Vec<PendingSig>,
@@ -63,6 +67,7 @@ impl Verifier {
     pub fn new(held: &[Checkpoint]) -> Self {
         Verifier {
             book: KeyBook::default(),
+            budget: BudgetBook::default(),
             next: 0,
             prev: EntryHash::default(),
             pending: Vec::new(),
@@ -101,7 +106,12 @@ impl Verifier {
 
     /// Checks the remaining signatures and the held checkpoints beyond the
     /// end, and reports.
-    pub fn finish(mut self) -> Result<VerifyReport, VerifyError> {
+    pub fn finish(self) -> Result<VerifyReport, VerifyError> {
+        self.finish_with_budget().map(|(report, _)| report)
+    }
+
+    /// As [`Verifier::finish`], also returning the replayed budget.
+    pub fn finish_with_budget(mut self) -> Result<(VerifyReport, BudgetBook), VerifyError> {
         self.flush()?;
         if let Some((&seq, _)) = self.held.range(self.next..).next() {
             return Err(VerifyError::Bad {
@@ -111,13 +121,15 @@ impl Verifier {
         }
         let mut keys: Vec<KeyRecord> = self.book.records().cloned().collect();
         keys.sort_by_key(|k| k.registered_seq);
-        Ok(VerifyReport {
+        let report = VerifyReport {
             entries: self.next,
             head: self.prev,
             signers: self.signers,
             keys,
             checkpoints_matched: self.matched,
-        })
+            budget: self.budget.accounts.iter().map(|(n, a)| (n.clone(), a.clone())).collect(),
+        };
+        Ok((report, self.budget))
     }
 
     fn structural(&mut self, stored_seq: Option<u64>, record: &[u8]) -> Result<(), VerifyFailure> {
@@ -141,6 +153,9 @@ impl Verifier {
             return Err(VerifyFailure::BrokenLink);
         }
         rules::admit(&mut self.book, rules::Head::from(&entry))?;
+        if budget::is_posting(&entry.kind) {
+            self.budget.apply(&entry.kind, &entry.payload).map_err(VerifyFailure::BudgetRule)?;
+        }
         if let Some(held) = self.held.get(&entry.seq) {
             if *held != entry.hash {
                 return Err(VerifyFailure::CheckpointMismatch { expected: *held });
@@ -266,9 +281,15 @@ fn verify_snapshot(read: &redb::ReadTransaction, held: &[Checkpoint]) -> Result<
         let failure = VerifyFailure::Truncated { expected: recorded_next, found };
         return Err(verifier.fail(found.min(recorded_next), failure));
     }
-    let report = verifier.finish()?;
+    let (report, budget) = verifier.finish_with_budget()?;
     if recorded_hash != report.head {
         return Err(VerifyError::Bad { seq: found.saturating_sub(1), failure: VerifyFailure::BrokenLink });
     }
+    // Balances are a projection: recompute them from the postings and
+    // require the database's tables to agree.
+    budget.compare(read).map_err(|why| VerifyError::Bad {
+        seq: found.saturating_sub(1),
+        failure: VerifyFailure::ProjectionDiffers(why),
+    })?;
     Ok(report)
 }

@@ -6,14 +6,18 @@
 //!
 //! ```yaml
 //! name: eligibility-casework
-//! budget: { limit: 60000 }            # on_exhausted: stop (the default)
-//! models:
+//! budget:
+//!   limit: 60000
+//!   on_exhausted: stop                # the default; or pause, or gate
+//!   reservation_ttl_ms: 600000        # the default: 10 minutes
+//! models:                             # whole budget units per token
 //!   smollm2-135m: { prompt_price: 1, completion_price: 2 }
 //! agents:
 //!   - name: eligibility
 //!     module: agent/eligibility.wasm  # relative to the mission file
 //!     model: smollm2-135m
 //!     limits: { max_tokens: 96 }      # any field left out uses Limits::DEFAULT
+//!     budget: { limit: 30000, task_limit: 2000 }  # optional caps
 //! tasks:
 //!   agent: eligibility
 //!   dir: cases                        # *.json case files; or `inline:` a list of mappings
@@ -47,7 +51,9 @@ mod tests;
 pub use condition::{Condition, FieldPath, Test};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{load, parse};
+#[allow(deprecated)]
+pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, Budget, Case, ExhaustionPolicy, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, Mission,
-    ModelPrice, SeedFact, TaskSource,
+    Agent, AgentBudget, Budget, Case, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, Mission,
+    ModelPrice, OnExhausted, SeedFact, TaskSource,
 };

@@ -20,10 +20,13 @@ pub struct Mission {
     /// Lowercase letters, digits and `-`, 1 to 64 characters.
     pub name: String,
     pub description: Option<String>,
+    /// The mission-wide spending limit, what happens when it is reached,
+    /// and how long a reservation against it may stay pending.
     pub budget: Budget,
     /// Model name to price; at least one.
     pub models: BTreeMap<String, ModelPrice>,
-    /// At least one; names are unique.
+    /// At least one; names are unique. Each agent's [`AgentBudget`] caps
+    /// are within [`Budget::limit`].
     pub agents: Vec<Agent>,
     pub tasks: TaskSource,
     /// Facts loaded into memory before any task runs.
@@ -31,28 +34,75 @@ pub struct Mission {
     pub gates: Vec<Gate>,
 }
 
-/// How much the whole mission may spend.
+/// How much the whole mission may spend, and what happens when it runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
     /// Greater than zero, in budget units (see [`ModelPrice`]).
     pub limit: u64,
-    pub on_exhausted: ExhaustionPolicy,
+    pub on_exhausted: OnExhausted,
+    /// How long a reservation may stay pending before it expires and its
+    /// funds return to the budget, in milliseconds. A task reserves funds
+    /// before a model call and settles after it; if the process dies in
+    /// between, expiry is what gives the reserved funds back. Between
+    /// [`Budget::MIN_RESERVATION_TTL_MS`] and [`Budget::MAX_RESERVATION_TTL_MS`];
+    /// [`Budget::DEFAULT_RESERVATION_TTL_MS`] when left out.
+    pub reservation_ttl_ms: u64,
 }
 
-/// What happens when the budget runs out.
+impl Budget {
+    /// Ten minutes: far longer than one model call takes (a reservation is
+    /// normally settled within seconds), short enough that funds held by a
+    /// crashed run come back before an operator would restart it.
+    pub const DEFAULT_RESERVATION_TTL_MS: u64 = 10 * 60 * 1000;
+
+    /// One second: a shorter time would expire reservations while their
+    /// model call is still running, letting the mission overspend.
+    pub const MIN_RESERVATION_TTL_MS: u64 = 1000;
+
+    /// One day, like [`Limits::MAX`]'s `wall_ms`: a reservation pending for
+    /// longer belongs to a stuck or dead task, and its funds should return.
+    pub const MAX_RESERVATION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+}
+
+/// What happens when the budget runs out, i.e. when a reservation for the
+/// next model call is refused. Written `stop`, `pause` or `gate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExhaustionPolicy {
-    /// Stop starting tasks; tasks already running finish or are cut off by
-    /// their own limits.
+pub enum OnExhausted {
+    /// No new task starts once a reservation is refused; tasks already
+    /// running finish or are cut off by their own limits, and the mission
+    /// ends as "budget exhausted". The safe choice when nobody is watching.
     #[default]
     Stop,
+    /// The mission pauses, keeping its progress. Running it again resumes
+    /// it with the same budget: useful once funds come back (expired
+    /// reservations return theirs) or the operator has raised the limit.
+    Pause,
+    /// The mission waits for a reviewer, who may extend the budget by an
+    /// amount (a signed posting in the ledger, so the extension is
+    /// attributable); then it continues.
+    Gate,
 }
 
-/// Budget units charged per token.
+/// The policy's former name, kept so existing code still compiles.
+#[deprecated(note = "renamed to `OnExhausted`")]
+pub type ExhaustionPolicy = OnExhausted;
+
+/// Budget units charged per token. Integers, so that spending adds up
+/// exactly; at most [`ModelPrice::MAX_PER_TOKEN`] each, and not both zero
+/// (a model that costs nothing would let a mission spend without limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelPrice {
+    /// May be zero if `completion_price` is not.
     pub prompt_price: u64,
+    /// May be zero if `prompt_price` is not.
     pub completion_price: u64,
+}
+
+impl ModelPrice {
+    /// Highest price per token. Budgets are in whatever unit the operator
+    /// picks, but a million units per token is beyond any sensible scale:
+    /// one short call would cost billions, so such a price is a typo.
+    pub const MAX_PER_TOKEN: u64 = 1_000_000;
 }
 
 /// An agent: a wasm module and the model and limits it runs with.
@@ -65,6 +115,21 @@ pub struct Agent {
     /// A key of [`Mission::models`].
     pub model: String,
     pub limits: Limits,
+    /// Spending caps for this agent within the mission budget.
+    pub budget: AgentBudget,
+}
+
+/// Caps on what one agent may spend, in budget units, on top of the
+/// mission's [`Budget::limit`]. Several agents share one mission budget;
+/// these keep one of them (or one runaway task) from using it all. `None`
+/// means no cap beyond the mission's own. A cap, when set, is greater than
+/// zero and at most the mission limit, and `task_limit` is at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentBudget {
+    /// What all of the agent's tasks together may spend.
+    pub limit: Option<u64>,
+    /// What any one of the agent's tasks may spend.
+    pub task_limit: Option<u64>,
 }
 
 /// Per-task resource limits for an agent's cell. Every limit is greater

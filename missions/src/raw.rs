@@ -5,7 +5,9 @@
 //! rule about values lives in `validate`, where all problems are collected.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -27,16 +29,78 @@ pub(crate) struct RawMission {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBudget {
     pub limit: Spanned<u64>,
-    /// A string rather than an enum so that planned policies get a
-    /// "not supported yet" message instead of "unknown variant".
+    /// A string rather than an enum so that an unknown policy gets a
+    /// located message listing the choices, reported with every other
+    /// problem, instead of a parse error that stops at the first.
     pub on_exhausted: Option<Spanned<String>>,
+    pub reservation_ttl_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawModelPrice {
-    pub prompt_price: u64,
-    pub completion_price: u64,
+    pub prompt_price: Spanned<RawPrice>,
+    pub completion_price: Spanned<RawPrice>,
+}
+
+/// A price as written. Any scalar is accepted here, so that a fraction, a
+/// negative or a missing price gets a located message saying why prices are
+/// whole numbers, rather than the parser's generic type error (which would
+/// also point at the enclosing mapping, not the value).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawPrice {
+    Whole(u64),
+    Negative(i64),
+    /// Written with a fraction or exponent, or too large for `u64`.
+    Fraction(f64),
+    /// A string or boolean: not a number at all.
+    Text(String),
+    /// The key with no value (`prompt_price:`), which YAML reads as null.
+    Empty,
+}
+
+impl<'de> Deserialize<'de> for RawPrice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PriceVisitor)
+    }
+}
+
+struct PriceVisitor;
+
+impl Visitor<'_> for PriceVisitor {
+    type Value = RawPrice;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number of budget units per token")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPrice, E> {
+        Ok(RawPrice::Whole(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPrice, E> {
+        Ok(u64::try_from(v).map_or(RawPrice::Negative(v), RawPrice::Whole))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawPrice, E> {
+        Ok(RawPrice::Fraction(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawPrice, E> {
+        Ok(RawPrice::Text(v.to_string()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawPrice, E> {
+        Ok(RawPrice::Empty)
+    }
+
+    /// Quoted numbers were accepted when prices were read as `u64`; they
+    /// still are.
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPrice, E> {
+        Ok(v.trim()
+            .parse()
+            .map_or_else(|_| RawPrice::Text(v.to_owned()), RawPrice::Whole))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +110,14 @@ pub(crate) struct RawAgent {
     pub module: Spanned<String>,
     pub model: Spanned<String>,
     pub limits: Option<RawLimits>,
+    pub budget: Option<RawAgentBudget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgentBudget {
+    pub limit: Option<Spanned<u64>>,
+    pub task_limit: Option<Spanned<u64>>,
 }
 
 /// Limits are read as `u64` even where the result is `u32`, so an oversized

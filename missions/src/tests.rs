@@ -122,7 +122,8 @@ fn sample_mission_parses_into_plain_values() {
         mission.budget,
         Budget {
             limit: 60_000,
-            on_exhausted: ExhaustionPolicy::Stop
+            on_exhausted: OnExhausted::Stop,
+            reservation_ttl_ms: Budget::DEFAULT_RESERVATION_TTL_MS,
         }
     );
     assert_eq!(
@@ -188,7 +189,15 @@ fn sample_mission_parses_into_plain_values() {
 fn optional_sections_default() {
     let scratch = Scratch::with_sample_files();
     let mission = scratch.parse(MINIMAL).unwrap_or_else(|d| panic!("{d}"));
-    assert_eq!(mission.budget.on_exhausted, ExhaustionPolicy::Stop);
+    assert_eq!(mission.budget.on_exhausted, OnExhausted::Stop);
+    assert_eq!(mission.budget.reservation_ttl_ms, 600_000);
+    assert_eq!(
+        mission.agents.first().map(|a| a.budget),
+        Some(AgentBudget {
+            limit: None,
+            task_limit: None
+        })
+    );
     assert_eq!(mission.description, None);
     assert!(mission.memory.is_empty() && mission.gates.is_empty());
     assert_eq!(
@@ -198,6 +207,156 @@ fn optional_sections_default() {
     let case = mission.tasks.cases.first().expect("one inline case");
     assert_eq!(case.id, "case-1");
     assert_eq!(case.origin, "mission.yaml:9");
+}
+
+#[test]
+fn budget_policies_caps_and_prices_parse_into_typed_values() {
+    let scratch = Scratch::with_sample_files();
+    let text = "\
+name: m
+budget: { limit: 1000, on_exhausted: gate, reservation_ttl_ms: 1000 }
+models:
+  cheap-prompt: { prompt_price: 0, completion_price: 3 }
+  quoted: { prompt_price: \"2\", completion_price: 1000000 }
+agents:
+  - name: capped
+    module: agent/eligibility.wasm
+    model: cheap-prompt
+    budget: { limit: 1000, task_limit: 1000 }
+  - { name: per-task, module: agent/eligibility.wasm, model: quoted, budget: { task_limit: 50 } }
+  - { name: overall, module: agent/eligibility.wasm, model: quoted, budget: { limit: 400 } }
+  - { name: uncapped, module: agent/eligibility.wasm, model: quoted, budget: {} }
+tasks: { agent: capped, inline: [{ x: 1 }] }
+";
+    let mission = scratch.parse(text).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        mission.budget,
+        Budget {
+            limit: 1000,
+            on_exhausted: OnExhausted::Gate,
+            reservation_ttl_ms: Budget::MIN_RESERVATION_TTL_MS,
+        }
+    );
+    assert_eq!(
+        mission.models.get("cheap-prompt"),
+        Some(&ModelPrice {
+            prompt_price: 0,
+            completion_price: 3
+        })
+    );
+    assert_eq!(
+        mission.models.get("quoted"),
+        Some(&ModelPrice {
+            prompt_price: 2,
+            completion_price: ModelPrice::MAX_PER_TOKEN
+        })
+    );
+    let budgets: Vec<(&str, AgentBudget)> = mission
+        .agents
+        .iter()
+        .map(|a| (a.name.as_str(), a.budget))
+        .collect();
+    assert_eq!(
+        budgets,
+        [
+            (
+                "capped",
+                AgentBudget {
+                    limit: Some(1000),
+                    task_limit: Some(1000)
+                }
+            ),
+            (
+                "per-task",
+                AgentBudget {
+                    limit: None,
+                    task_limit: Some(50)
+                }
+            ),
+            (
+                "overall",
+                AgentBudget {
+                    limit: Some(400),
+                    task_limit: None
+                }
+            ),
+            ("uncapped", AgentBudget::default()),
+        ]
+    );
+
+    #[rustfmt::skip]
+    let policies = [
+        ("stop", OnExhausted::Stop),
+        ("pause", OnExhausted::Pause),
+        ("gate", OnExhausted::Gate),
+    ];
+    for (written, policy) in policies {
+        let text = MINIMAL.replace(
+            "limit: 10",
+            &format!("limit: 10, on_exhausted: {written}, reservation_ttl_ms: 86400000"),
+        );
+        let budget = scratch
+            .parse(&text)
+            .unwrap_or_else(|d| panic!("{d}"))
+            .budget;
+        assert_eq!(budget.on_exhausted, policy, "{written}");
+        assert_eq!(budget.reservation_ttl_ms, Budget::MAX_RESERVATION_TTL_MS);
+    }
+}
+
+#[test]
+fn unknown_policy_help_lists_every_choice() {
+    let scratch = Scratch::with_sample_files();
+    let text = MINIMAL.replace("limit: 10", "limit: 10, on_exhausted: wait");
+    let found = errors(scratch.parse(&text));
+    let help = found
+        .first()
+        .and_then(|d| d.help.clone())
+        .unwrap_or_default();
+    for choice in ["`stop`", "`pause`", "`gate`"] {
+        assert!(help.contains(choice), "{help}");
+    }
+}
+
+/// Each wrong cap is reported once, for its most basic fault: a zero
+/// mission limit is not also blamed on every agent cap above it, and a cap
+/// over the mission limit is not also compared with the other cap.
+#[test]
+fn agent_caps_are_reported_once_each() {
+    let scratch = Scratch::with_sample_files();
+    let caps = |mission_limit: u64, caps: &str| {
+        let text = MINIMAL
+            .replace("limit: 10", &format!("limit: {mission_limit}"))
+            .replace(
+                "model: tiny }",
+                &format!("model: tiny, budget: {{ {caps} }} }}"),
+            );
+        let found = scratch.parse(&text).err();
+        found
+            .iter()
+            .flatten()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        caps(0, "limit: 5, task_limit: 6"),
+        [
+            "budget limit is zero",
+            "agent `a` budget `task_limit` is 6, more than its `limit` of 5"
+        ]
+    );
+    assert_eq!(
+        caps(10, "limit: 20, task_limit: 15"),
+        [
+            "agent `a` budget `limit` is 20, more than the mission budget limit of 10",
+            "agent `a` budget `task_limit` is 15, more than the mission budget limit of 10",
+        ]
+    );
+    assert_eq!(
+        caps(10, "limit: 0, task_limit: 5"),
+        ["agent `a` budget `limit` is zero"]
+    );
+    assert!(caps(10, "limit: 10, task_limit: 10").is_empty());
 }
 
 #[test]
@@ -246,11 +405,26 @@ fn each_broken_rule_is_located() {
         // Value rules, reported at the offending value.
         ("name: m\n", "name: Mission_1\n", (1, 7), "mission name `Mission_1` is not valid"),
         ("limit: 10", "limit: 0", (2, 18), "budget limit is zero"),
-        ("limit: 10", "limit: 10, on_exhausted: pause", (2, 36), "`on_exhausted: pause` is not supported yet"),
-        ("limit: 10", "limit: 10, on_exhausted: gate", (2, 36), "`on_exhausted: gate` is not supported yet"),
         ("limit: 10", "limit: 10, on_exhausted: halt", (2, 36), "unknown `on_exhausted` policy `halt`"),
+        ("limit: 10", "limit: 10, on_exhausted: Stop", (2, 36), "unknown `on_exhausted` policy `Stop`"),
+        ("limit: 10", "limit: 10, reservation_ttl_ms: 999", (2, 42), "`reservation_ttl_ms` is 999; it must be between 1000 and 86400000"),
+        ("limit: 10", "limit: 10, reservation_ttl_ms: 0", (2, 42), "`reservation_ttl_ms` is 0"),
+        ("limit: 10", "limit: 10, reservation_ttl_ms: 86400001", (2, 42), "`reservation_ttl_ms` is 86400001"),
+        ("limit: 10", "limit: 10, reservation_ttl_ms: 1.5", (2, 42), "non-negative whole number"),
         ("models: { tiny: { prompt_price: 1, completion_price: 1 } }", "models: {}", (3, 9), "no models"),
         ("prompt_price: 1, completion_price: 1", "prompt_price: 0, completion_price: 0", (3, 17), "both prices are zero"),
+        ("prompt_price: 1, completion_price: 1", "prompt_price: 1", (3, 19), "missing required field `completion_price`"),
+        ("prompt_price: 1, completion_price: 1", "completion_price: 1", (3, 19), "missing required field `prompt_price`"),
+        ("prompt_price: 1,", "prompt_price: 1.5,", (3, 33), "`prompt_price` must be an integer, not 1.5"),
+        ("prompt_price: 1,", "prompt_price: 1.0,", (3, 33), "`prompt_price` must be an integer, not 1.0"),
+        ("completion_price: 1", "completion_price: 0.25", (3, 54), "`completion_price` must be an integer, not 0.25"),
+        ("prompt_price: 1,", "prompt_price: 1000001,", (3, 33), "`prompt_price` is 1000001 units per token; it must be at most 1000000"),
+        ("completion_price: 1", "completion_price: 99999999999999999999", (3, 54), "it must be at most 1000000"),
+        ("prompt_price: 1,", "prompt_price: -1,", (3, 33), "`prompt_price` is -1; a price cannot be negative"),
+        ("prompt_price: 1,", "prompt_price: 'ten',", (3, 33), "`prompt_price` is `ten`, not a whole number"),
+        ("prompt_price: 1,", "prompt_price: true,", (3, 33), "`prompt_price` is `true`, not a whole number"),
+        ("prompt_price: 1,", "prompt_price: ,", (3, 31), "`prompt_price` has no value"),
+        ("prompt_price: 1,", "prompt_price: [1],", (3, 19), "expected a whole number of budget units per token"),
         ("  - { name: a, module: agent/eligibility.wasm, model: tiny }\n", "  []\n", (5, 3), "no agents"),
         ("{ name: a,", "{ name: A,", (5, 13), "agent name `A` is not valid"),
         ("model: tiny }", "model: huge }", (5, 55), "uses model `huge`, which is not in `models`"),
@@ -261,6 +435,13 @@ fn each_broken_rule_is_located() {
         ("model: tiny }", "model: tiny, limits: { wall_ms: 86400001 } }", (5, 80), "`wall_ms` is 86400001"),
         ("model: tiny }", "model: tiny, limits: { host_calls: 100001 } }", (5, 83), "`host_calls` is 100001"),
         ("model: tiny }", "model: tiny, limits: { max_tokens: 4294967296 } }", (5, 83), "between 1 and 32768"),
+        ("model: tiny }", "model: tiny, budget: { limit: 11 } }", (5, 78), "agent `a` budget `limit` is 11, more than the mission budget limit of 10"),
+        ("model: tiny }", "model: tiny, budget: { task_limit: 11 } }", (5, 83), "agent `a` budget `task_limit` is 11, more than the mission budget limit of 10"),
+        ("model: tiny }", "model: tiny, budget: { limit: 5, task_limit: 6 } }", (5, 93), "agent `a` budget `task_limit` is 6, more than its `limit` of 5"),
+        ("model: tiny }", "model: tiny, budget: { limit: 0 } }", (5, 78), "agent `a` budget `limit` is zero"),
+        ("model: tiny }", "model: tiny, budget: { task_limit: 0 } }", (5, 83), "agent `a` budget `task_limit` is zero"),
+        ("model: tiny }", "model: tiny, budget: { limit: -1 } }", (5, 78), "non-negative whole number"),
+        ("model: tiny }", "model: tiny, budget: { cap: 1 } }", (5, 71), "unknown field `cap`"),
         ("  agent: a\n", "  agent: b\n", (7, 10), "`tasks.agent` names `b`"),
         ("  inline:\n    - { x: 1 }\n", "  dir: cases\n  inline:\n    - { x: 1 }\n", (7, 3), "both `dir` and `inline`"),
         ("  inline:\n    - { x: 1 }\n", "", (7, 3), "neither `dir` nor `inline`"),
@@ -313,7 +494,7 @@ fn all_value_problems_are_reported_together() {
     let scratch = Scratch::with_sample_files();
     let text = "\
 name: Bad Name
-budget: { limit: 0, on_exhausted: pause }
+budget: { limit: 0, on_exhausted: halt }
 models:
   free: { prompt_price: 0, completion_price: 0 }
 agents:
@@ -332,7 +513,7 @@ gates:
         [
             (1, 7),   // name
             (2, 18),  // limit 0
-            (2, 35),  // pause
+            (2, 35),  // halt
             (4, 9),   // free model
             (6, 48),  // unknown model
             (6, 24),  // module missing
@@ -404,6 +585,47 @@ fn case_file_problems_point_into_the_case_file() {
             .help
             .as_deref()
             .is_some_and(|h| h.contains("b.json"))
+    );
+}
+
+/// The shipped example must stay valid, and its commented-out options
+/// must not change what it does.
+#[test]
+fn casework_example_loads_with_default_policies() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/casework/mission.yaml");
+    let mission = load(&path).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        mission.budget,
+        Budget {
+            limit: 40_000,
+            on_exhausted: OnExhausted::Stop,
+            reservation_ttl_ms: Budget::DEFAULT_RESERVATION_TTL_MS,
+        }
+    );
+    assert_eq!(
+        mission.agents.iter().map(|a| a.budget).collect::<Vec<_>>(),
+        [AgentBudget::default()]
+    );
+    assert_eq!(mission.tasks.cases.len(), 24);
+
+    // The options shown in comments are valid once uncommented.
+    let text = std::fs::read_to_string(&path).expect("read example");
+    let uncommented = text
+        .replace("  # reservation_ttl_ms:", "  reservation_ttl_ms:")
+        .replace("    # budget:", "    budget:")
+        .replace("on_exhausted: stop", "on_exhausted: pause");
+    assert_ne!(uncommented, text);
+    let dir = path.parent().expect("example dir");
+    let mission = parse("mission.yaml", dir, &uncommented).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.budget.on_exhausted, OnExhausted::Pause);
+    assert_eq!(mission.budget.reservation_ttl_ms, 600_000);
+    assert_eq!(
+        mission.agents.first().map(|a| a.budget),
+        Some(AgentBudget {
+            limit: Some(30_000),
+            task_limit: Some(2000)
+        })
     );
 }
 

@@ -10,11 +10,12 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, Budget, ExhaustionPolicy, Gate, Limits, Mission, ModelPrice, SeedFact, TaskSource,
+    Agent, AgentBudget, Budget, Gate, Limits, Mission, ModelPrice, OnExhausted, SeedFact,
+    TaskSource,
 };
 use crate::raw::{
-    RawAgent, RawBudget, RawCondition, RawGate, RawLimits, RawMission, RawModelPrice, RawSeedFact,
-    RawTasks,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawLimits, RawMission,
+    RawModelPrice, RawPrice, RawSeedFact, RawTasks,
 };
 use crate::time::parse_rfc3339;
 
@@ -23,6 +24,8 @@ use crate::time::parse_rfc3339;
 const MAX_NAME_LEN: usize = 64;
 
 const NAME_HELP: &str = "use 1 to 64 lowercase letters (a-z), digits and `-`";
+
+const ON_EXHAUSTED_HELP: &str = "use `stop` (end the mission), `pause` (resume on the next run) or `gate` (wait for a reviewer to extend the budget)";
 
 const TIMESTAMP_HELP: &str =
     "write an RFC 3339 timestamp such as 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00";
@@ -46,7 +49,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     check.name("mission", &raw.name);
     let budget = check.budget(&raw.budget);
     let models = check.models(&raw.models);
-    let agents = check.agents(&raw.agents, &models);
+    let agents = check.agents(&raw.agents, &models, &budget);
     let tasks = check.tasks(&raw.tasks, &agents);
     let memory = raw
         .memory
@@ -123,30 +126,32 @@ impl Checker<'_> {
             );
         }
         let on_exhausted = match &raw.on_exhausted {
-            None => ExhaustionPolicy::default(),
+            None => OnExhausted::default(),
             Some(policy) => match policy.value.as_str() {
-                "stop" => ExhaustionPolicy::Stop,
-                "pause" | "gate" => {
-                    self.error(
-                        pos(policy),
-                        format!("`on_exhausted: {}` is not supported yet", policy.value),
-                        "use `stop`, the only policy implemented so far",
-                    );
-                    ExhaustionPolicy::Stop
-                }
+                "stop" => OnExhausted::Stop,
+                "pause" => OnExhausted::Pause,
+                "gate" => OnExhausted::Gate,
                 other => {
                     self.error(
                         pos(policy),
                         format!("unknown `on_exhausted` policy {}", quoted(other)),
-                        "use `stop`",
+                        ON_EXHAUSTED_HELP,
                     );
-                    ExhaustionPolicy::Stop
+                    OnExhausted::default()
                 }
             },
         };
+        let reservation_ttl_ms = self.bounded(
+            "reservation_ttl_ms",
+            &raw.reservation_ttl_ms,
+            Budget::DEFAULT_RESERVATION_TTL_MS,
+            Budget::MIN_RESERVATION_TTL_MS,
+            Budget::MAX_RESERVATION_TTL_MS,
+        );
         Budget {
             limit: raw.limit.value,
             on_exhausted,
+            reservation_ttl_ms,
         }
     }
 
@@ -163,11 +168,9 @@ impl Checker<'_> {
         }
         let mut models = BTreeMap::new();
         for (name, price) in &raw.value {
-            let RawModelPrice {
-                prompt_price,
-                completion_price,
-            } = price.value;
-            if prompt_price == 0 && completion_price == 0 {
+            let prompt_price = self.price("prompt_price", &price.value.prompt_price);
+            let completion_price = self.price("completion_price", &price.value.completion_price);
+            if prompt_price == Some(0) && completion_price == Some(0) {
                 self.error(
                     pos(price),
                     format!("model {} costs nothing: both prices are zero", quoted(name)),
@@ -177,18 +180,54 @@ impl Checker<'_> {
             models.insert(
                 name.clone(),
                 ModelPrice {
-                    prompt_price,
-                    completion_price,
+                    prompt_price: prompt_price.unwrap_or_default(),
+                    completion_price: completion_price.unwrap_or_default(),
                 },
             );
         }
         models
     }
 
+    /// A price in budget units per token, or `None` once reported.
+    fn price(&mut self, field: &str, raw: &Spanned<RawPrice>) -> Option<u64> {
+        let max = ModelPrice::MAX_PER_TOKEN;
+        let (message, help) = match &raw.value {
+            RawPrice::Whole(price) if *price <= max => return Some(*price),
+            RawPrice::Whole(price) => (
+                format!("`{field}` is {price} units per token; it must be at most {max}"),
+                "a price this high is most likely a typo (an extra zero or three); prices are budget units per token".to_owned(),
+            ),
+            // Fractions are shown with Debug, not Display, which prints 1.0 as "1".
+            RawPrice::Fraction(price) if *price > max as f64 => (
+                format!("`{field}` is {price:?} units per token; it must be at most {max}"),
+                "a price this high is most likely a typo; write a whole number of budget units per token".to_owned(),
+            ),
+            RawPrice::Fraction(price) => (
+                format!("`{field}` must be an integer, not {price:?}"),
+                "prices are integer budget units per token; scale your budget instead, e.g. count in thousandths: a price of 1.5 becomes 1500 and `budget.limit` is multiplied by 1000".to_owned(),
+            ),
+            RawPrice::Negative(price) => (
+                format!("`{field}` is {price}; a price cannot be negative"),
+                format!("write a whole number of budget units per token, from 0 to {max}"),
+            ),
+            RawPrice::Text(text) => (
+                format!("`{field}` is {}, not a whole number", quoted(text)),
+                format!("write a whole number of budget units per token without quotes or units, e.g. `{field}: 1`"),
+            ),
+            RawPrice::Empty => (
+                format!("`{field}` has no value"),
+                format!("write a whole number of budget units per token, e.g. `{field}: 1`"),
+            ),
+        };
+        self.error(pos(raw), message, help);
+        None
+    }
+
     fn agents(
         &mut self,
         raw: &Spanned<Vec<Spanned<RawAgent>>>,
         models: &BTreeMap<String, ModelPrice>,
+        budget: &Budget,
     ) -> Vec<Agent> {
         if raw.value.is_empty() {
             self.error(
@@ -205,6 +244,7 @@ impl Checker<'_> {
                 module,
                 model,
                 limits,
+                budget: agent_budget,
             } = &agent.value;
             self.name("agent", name);
             self.unique("agent", name, &mut seen);
@@ -232,9 +272,74 @@ impl Checker<'_> {
                 module: module_path,
                 model: model.value.clone(),
                 limits: self.limits(limits.as_ref().unwrap_or(&RawLimits::default())),
+                budget: agent_budget
+                    .as_ref()
+                    .map_or_else(AgentBudget::default, |raw| {
+                        self.agent_budget(&name.value, raw, budget)
+                    }),
             });
         }
         agents
+    }
+
+    fn agent_budget(&mut self, agent: &str, raw: &RawAgentBudget, mission: &Budget) -> AgentBudget {
+        let agent = quoted(agent);
+        let limit = raw.limit.as_ref();
+        let task_limit = raw.task_limit.as_ref();
+        for (field, value) in [("limit", limit), ("task_limit", task_limit)] {
+            if let Some(value) = value {
+                self.agent_cap(&agent, field, value, mission.limit);
+            }
+        }
+        // Compare only caps that passed their own checks, so each wrong
+        // value is reported once.
+        let fits = |cap: &Spanned<u64>| {
+            cap.value > 0 && (mission.limit == 0 || cap.value <= mission.limit)
+        };
+        if let (Some(limit), Some(task_limit)) = (limit, task_limit)
+            && fits(limit)
+            && fits(task_limit)
+            && task_limit.value > limit.value
+        {
+            self.error(
+                pos(task_limit),
+                format!(
+                    "agent {agent} budget `task_limit` is {}, more than its `limit` of {}",
+                    task_limit.value, limit.value
+                ),
+                "one task cannot spend more than all of the agent's tasks together; lower `task_limit` or raise `limit`",
+            );
+        }
+        AgentBudget {
+            limit: limit.map(|v| v.value),
+            task_limit: task_limit.map(|v| v.value),
+        }
+    }
+
+    /// Checks one agent cap on its own: above zero, within the mission limit.
+    fn agent_cap(&mut self, agent: &str, field: &str, cap: &Spanned<u64>, mission_limit: u64) {
+        if cap.value == 0 {
+            self.error(
+                pos(cap),
+                format!("agent {agent} budget `{field}` is zero"),
+                format!(
+                    "set `{field}` above zero, or leave it out so only the mission budget caps the agent"
+                ),
+            );
+        // A zero mission limit is reported on its own; comparing against it
+        // would flag every cap again.
+        } else if mission_limit > 0 && cap.value > mission_limit {
+            self.error(
+                pos(cap),
+                format!(
+                    "agent {agent} budget `{field}` is {}, more than the mission budget limit of {mission_limit}",
+                    cap.value
+                ),
+                format!(
+                    "an agent cannot spend more than the whole mission; lower `{field}` to at most {mission_limit} or raise `budget.limit`"
+                ),
+            );
+        }
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {
@@ -273,14 +378,26 @@ impl Checker<'_> {
     }
 
     fn limit(&mut self, field: &str, raw: &Option<Spanned<u64>>, default: u64, max: u64) -> u64 {
+        self.bounded(field, raw, default, 1, max)
+    }
+
+    /// The value written, or `default` when left out; reported unless in `min..=max`.
+    fn bounded(
+        &mut self,
+        field: &str,
+        raw: &Option<Spanned<u64>>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
         let Some(value) = raw else {
             return default;
         };
-        if value.value == 0 || value.value > max {
+        if !(min..=max).contains(&value.value) {
             self.error(
                 pos(value),
                 format!(
-                    "`{field}` is {}; it must be between 1 and {max}",
+                    "`{field}` is {}; it must be between {min} and {max}",
                     value.value
                 ),
                 format!("the default is {default}; leave `{field}` out to use it"),
