@@ -284,3 +284,34 @@ fn exports_and_checkpoints_verify_offline_and_catch_a_cut_tail() {
     assert_eq!(code, Some(4));
     assert_eq!(report["seq"], held_seq, "{report}");
 }
+
+#[test]
+fn a_damaged_database_is_an_error_never_a_pass_or_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    run_mission(&gated_mission(dir.path(), "m", "    - {id: a, amount: 1}\n"), &data);
+    let full = std::fs::read(data.join("conductor.redb")).expect("db");
+    let damaged = |name: &str, bytes: &[u8]| {
+        let copy = dir.path().join(name);
+        std::fs::create_dir_all(&copy).expect("mkdir");
+        std::fs::write(copy.join("conductor.redb"), bytes).expect("write");
+        let out = run(conductor().args(["audit", "verify", "--data"]).arg(&copy));
+        assert_eq!(out.status.code(), Some(1), "{name}: an unreadable database is an error");
+        let err = stderr(&out);
+        assert!(err.starts_with("error: "), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    };
+    for cut in [0, 100, 4096, full.len() / 2, full.len() - 1] {
+        damaged(&format!("cut-{cut}"), &full[..cut]);
+    }
+    let mut scribbled = full.clone();
+    for (i, byte) in scribbled.iter_mut().enumerate().skip(4096) {
+        if i % 7 == 0 {
+            *byte ^= 0xA5;
+        }
+    }
+    damaged("scribbled", &scribbled);
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(dir.path().join("nowhere")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a conductor data directory"), "{}", stderr(&out));
+}

@@ -43,7 +43,10 @@ pub fn load_checkpoints(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
 pub fn verify(source: Source<'_>, held: &[Checkpoint]) -> Result<Verdict> {
     let result = match source {
         // Read-only: an auditor's check never writes to what it checks.
-        Source::Data(dir) => ledger::verify_database(&data::db_path(dir)?, held),
+        Source::Data(dir) => {
+            let db = data::db_path(dir)?;
+            contain_storage_panics(&db, || ledger::verify_database(&db, held))?
+        }
         Source::Export(path) => {
             let file = File::open(path).with_context(|| format!("opening export {}", path.display()))?;
             ledger::verify_export(&mut BufReader::with_capacity(1 << 20, file), held)
@@ -113,10 +116,12 @@ pub fn export(data_dir: &Path, out: &Path) -> Result<(ledger::ExportSummary, Ver
     let file = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     let bar = progress_bar("exporting");
-    let summary = ledger::export_database(&db, &mut writer, |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
+    let summary = contain_storage_panics(&db, || {
+        ledger::export_database(&db, &mut writer, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+    })??;
     bar.finish_and_clear();
     let file = writer.into_inner().map_err(|e| anyhow::anyhow!("writing {}: {e}", partial.display()))?;
     file.sync_all().with_context(|| format!("syncing {}", partial.display()))?;
@@ -148,6 +153,35 @@ pub fn checkpoint(data_dir: &Path, out: &Path, latest: bool) -> Result<Checkpoin
         .with_context(|| format!("writing {}", out.display()))?;
     file.sync_all().with_context(|| format!("syncing {}", out.display()))?;
     Ok(checkpoint)
+}
+
+/// redb 4.6 can panic (index out of bounds) on some corrupted pages
+/// instead of returning an error. An auditor pointing the tool at a damaged
+/// file must get a clear error, not a crash: contain the panic, keep its
+/// message, and report the file as corrupt.
+fn contain_storage_panics<T>(db: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    let message = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = message.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = sink.lock() {
+            let what = info.payload_as_str().unwrap_or("unknown failure");
+            *m = match info.location() {
+                Some(at) => format!("{what} at {}:{}", at.file().rsplit("/src/").next().unwrap_or(at.file()), at.line()),
+                None => what.to_owned(),
+            };
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    result.map_err(|_| {
+        let detail = message.lock().map(|m| m.clone()).unwrap_or_default();
+        anyhow::anyhow!(
+            "{} is corrupt: the storage engine failed while reading it ({detail}); nothing was \
+             verified. Restore it from a backup or verify an export",
+            db.display()
+        )
+    })
 }
 
 fn progress_bar(what: &str) -> ProgressBar {

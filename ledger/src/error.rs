@@ -11,8 +11,9 @@ pub enum LedgerError {
     /// The database was not closed cleanly, and a read-only open cannot
     /// repair it.
     #[error(
-        "{0} was not closed cleanly (a conductor stopped abruptly); reading it read-only would need \
-         a repair. Verify a copy: `conductor` repairs the copy when it first opens it for writing"
+        "{0} needs a repair before it can be read: it was not closed cleanly (a conductor stopped \
+         abruptly) or it is damaged (for example cut short). Verify a copy: opening the copy for \
+         writing (e.g. `conductor ledger show --data COPY_DIR`) repairs it if it can"
     )]
     NeedsRepair(PathBuf),
     /// Writing an export or other output failed.
