@@ -117,6 +117,8 @@ pub enum VerifyFailure {
     Truncated { expected: u64, found: u64 },
     #[error("data follows the last entry the export declares")]
     TrailingData,
+    #[error("the journal has no entries; every journal starts with its genesis entry")]
+    Empty,
     #[error("kind `{0}` is not part of journal format 1")]
     UnknownKind(String),
     #[error("signer {0} was never registered in this journal")]

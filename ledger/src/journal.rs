@@ -439,7 +439,11 @@ impl Txn {
         self.staged.push(Staged { seq, record, hash, signer: signer.clone(), checkpoint });
         self.head = Some((seq + 1, hash));
         if let Some(auto) = self.checkpoints.clone() {
-            if !checkpoint && (seq + 1) % auto.every == 0 {
+            // After a conductor rotation the ledger's checkpoint key is no
+            // longer in force; skip until it is reopened with the new key
+            // rather than refuse the caller's entry.
+            let due = !checkpoint && (seq + 1) % auto.every == 0;
+            if due && RedbKeys(&self.inner).conductor()? == Some(auto.signer.public().to_bytes()) {
                 let payload = json!({"entries": seq + 1, "head": hash.to_string()});
                 self.stage(&auto.signer, rules::CHECKPOINT, &payload, time_us)?;
             }
@@ -643,5 +647,38 @@ mod tests {
         let report = ledger.verify_against(&[held]).expect("consistent");
         assert_eq!(report.checkpoints_matched, 1);
         std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_conductor_rotation_never_collides_with_an_automatic_checkpoint() {
+        let (mut ledger, path) = temp_ledger("rotate-checkpoint");
+        let c1 = Arc::new(with_genesis(&ledger));
+        ledger.checkpoint_every(c1.clone(), 4);
+        ledger.write(|t| t.append(&c1, "task.started", &json!({}), 2)).expect("1");
+        ledger.write(|t| t.append(&c1, "task.started", &json!({}), 2)).expect("2");
+        // Entry 3 is the rotation, and a checkpoint would be due after it.
+        let c2 = Keypair::generate(Role::Conductor);
+        ledger.write(|t| t.rotate_key(&c1, &c1.public(), &c2.public(), "r", 3)).expect("rotation");
+        for _ in 0..6 {
+            ledger.write(|t| t.append(&c2, "task.started", &json!({}), 4)).expect("new key appends");
+        }
+        ledger.verify().expect("verifies");
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn several_held_checkpoints_at_one_seq_must_all_match() {
+        let (ledger, path) = temp_ledger("held-twice");
+        let c = with_genesis(&ledger);
+        let real = ledger.write(|t| t.checkpoint(&c, 2)).expect("checkpoint");
+        let (other, other_path) = temp_ledger("held-twice-other");
+        let c_other = with_genesis(&other);
+        let foreign = other.write(|t| t.checkpoint(&c_other, 2)).expect("checkpoint");
+        assert_eq!(real.seq(), foreign.seq());
+        for held in [[real.clone(), foreign.clone()], [foreign, real]] {
+            assert!(ledger.verify_against(&held).is_err(), "a conflicting held checkpoint fails in any order");
+        }
+        std::fs::remove_file(path).expect("cleanup");
+        std::fs::remove_file(other_path).expect("cleanup");
     }
 }

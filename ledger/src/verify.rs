@@ -21,7 +21,7 @@ use crate::rules::{self, KeyBook, KeyRecord};
 
 /// Signatures per batch-verification call. Larger batches amortise more
 /// but cost more to re-check one by one when a batch fails.
-const BATCH: usize = 128;
+const BATCH: usize = 256;
 /// Signatures gathered before a parallel flush: enough to keep every core
 /// busy, few enough to bound memory on a journal of any length.
 const WINDOW: usize = 16 * 1024;
@@ -57,7 +57,8 @@ pub(crate) struct Verifier {
     next: u64,
     prev: EntryHash,
     pending: Vec<PendingSig>,
-    held: BTreeMap<u64, EntryHash>,
+    /// Held checkpoints by seq; several may name one seq, and all must match.
+    held: BTreeMap<u64, Vec<EntryHash>>,
     matched: usize,
     signers: Vec<KeyId>,
     key_cache: HashMap<[u8; 32], PublicKey>,
@@ -71,7 +72,10 @@ impl Verifier {
             next: 0,
             prev: EntryHash::default(),
             pending: Vec::new(),
-            held: held.iter().map(|c| (c.seq(), c.hash())).collect(),
+            held: held.iter().fold(BTreeMap::new(), |mut map, c| {
+                map.entry(c.seq()).or_insert_with(Vec::new).push(c.hash());
+                map
+            }),
             matched: 0,
             signers: Vec::new(),
             key_cache: HashMap::new(),
@@ -119,6 +123,10 @@ impl Verifier {
                 failure: VerifyFailure::Truncated { expected: seq + 1, found: self.next },
             });
         }
+        if self.next == 0 {
+            // Nothing to vouch for: a journal always starts with genesis.
+            return Err(VerifyError::Bad { seq: 0, failure: VerifyFailure::Empty });
+        }
         let mut keys: Vec<KeyRecord> = self.book.records().cloned().collect();
         keys.sort_by_key(|k| k.registered_seq);
         let report = VerifyReport {
@@ -157,10 +165,10 @@ impl Verifier {
             self.budget.apply(&entry.kind, &entry.payload).map_err(VerifyFailure::BudgetRule)?;
         }
         if let Some(held) = self.held.get(&entry.seq) {
-            if *held != entry.hash {
-                return Err(VerifyFailure::CheckpointMismatch { expected: *held });
+            if let Some(other) = held.iter().find(|h| **h != entry.hash) {
+                return Err(VerifyFailure::CheckpointMismatch { expected: *other });
             }
-            self.matched += 1;
+            self.matched += held.len();
         }
         let key = match self.key_cache.get(&entry.signer) {
             Some(key) => *key,
