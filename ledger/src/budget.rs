@@ -150,7 +150,10 @@ pub(crate) trait Accounts {
         Ok(out)
     }
 
-    fn open(&mut self, name: &str, parent: Option<&str>, limit: Option<u64>) -> Result<(), LedgerError> {
+    /// Every change below is planned first (read-only: all checks) and
+    /// applied after, so a posting whose journal entry is refused, or
+    /// whose checks fail, has changed nothing.
+    fn plan_open(&self, name: &str, parent: Option<&str>, limit: Option<u64>) -> Result<Updates, LedgerError> {
         if name.is_empty() || name.len() > ACCOUNT_NAME_BYTES_MAX {
             return Err(BudgetError::BadName(name.to_owned()).into());
         }
@@ -169,14 +172,14 @@ pub(crate) trait Accounts {
                 }
             }
         }
-        self.put(name, &Account { limit, pending: 0, settled: 0, parent: parent.map(str::to_owned) })
+        Ok(vec![(name.to_owned(), Account { limit, pending: 0, settled: 0, parent: parent.map(str::to_owned) })])
     }
 
     /// Holds `amount` as pending on `name` and every ancestor, or refuses
     /// naming the first account (leaf first) that cannot cover it.
-    fn hold(&mut self, name: &str, amount: u64) -> Result<(), LedgerError> {
+    fn plan_hold(&self, name: &str, amount: u64) -> Result<Updates, LedgerError> {
         check_amount(amount)?;
-        let path = self.path(name)?;
+        let mut path = self.path(name)?;
         for (name, a) in &path {
             let used = a.pending.saturating_add(a.settled);
             if let Some(limit) = a.limit {
@@ -193,27 +196,26 @@ pub(crate) trait Accounts {
                 }
             }
         }
-        for (name, mut a) in path {
+        for (_, a) in &mut path {
             a.pending += amount;
-            self.put(&name, &a)?;
         }
-        Ok(())
+        Ok(path)
     }
 
     /// Releases `reserved` from pending on the path and posts `posted` of
     /// it as settled.
-    fn release(&mut self, name: &str, reserved: u64, posted: u64) -> Result<(), LedgerError> {
-        for (name, mut a) in self.path(name)? {
+    fn plan_release(&self, name: &str, reserved: u64, posted: u64) -> Result<Updates, LedgerError> {
+        let mut path = self.path(name)?;
+        for (name, a) in &mut path {
             // A projection that lost track would underflow here; refuse
             // rather than wrap.
             a.pending = a.pending.checked_sub(reserved).ok_or_else(|| BudgetError::Inconsistent(name.clone()))?;
             a.settled += posted;
-            self.put(&name, &a)?;
         }
-        Ok(())
+        Ok(path)
     }
 
-    fn raise(&mut self, name: &str, amount: u64) -> Result<Account, LedgerError> {
+    fn plan_raise(&self, name: &str, amount: u64) -> Result<Updates, LedgerError> {
         check_amount(amount)?;
         let mut a = self.get(name)?.ok_or_else(|| BudgetError::UnknownAccount(name.to_owned()))?;
         let Some(limit) = a.limit else {
@@ -221,10 +223,19 @@ pub(crate) trait Accounts {
         };
         let raised = limit.checked_add(amount).filter(|l| *l <= AMOUNT_MAX);
         a.limit = Some(raised.ok_or(BudgetError::Absurd { amount, max: AMOUNT_MAX })?);
-        self.put(name, &a)?;
-        Ok(a)
+        Ok(vec![(name.to_owned(), a)])
+    }
+
+    fn apply(&mut self, updates: Updates) -> Result<(), LedgerError> {
+        for (name, account) in updates {
+            self.put(&name, &account)?;
+        }
+        Ok(())
     }
 }
+
+/// Account rows to write, computed before anything is written.
+type Updates = Vec<(String, Account)>;
 
 struct RedbAccounts<'a>(&'a WriteTransaction);
 
@@ -262,14 +273,14 @@ impl Txn {
         limit: Option<u64>,
         time_us: i64,
     ) -> Result<(), LedgerError> {
-        RedbAccounts(&self.inner).open(account, parent, limit)?;
+        let updates = RedbAccounts(&self.inner).plan_open(account, parent, limit)?;
         self.append_budget(
             signer,
             OPENED,
             &json!({"account": account, "parent": parent, "limit": limit}),
             time_us,
         )?;
-        Ok(())
+        RedbAccounts(&self.inner).apply(updates)
     }
 
     /// The balances of `account`, as of this transaction.
@@ -299,15 +310,10 @@ impl Txn {
             return Err(BudgetError::DeadlineInPast { deadline_us, now_us: time_us }.into());
         }
         self.expire_due(signer, time_us)?;
-        RedbAccounts(&self.inner).hold(account, amount)?;
+        let updates = RedbAccounts(&self.inner).plan_hold(account, amount)?;
         let id = {
-            let mut counters = self.inner.open_table(COUNTERS).map_err(storage)?;
+            let counters = self.inner.open_table(COUNTERS).map_err(storage)?;
             let id = counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0);
-            counters.insert("next", id + 1).map_err(storage)?;
-            let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-            reservations.insert(id, (account, amount, PENDING, deadline_us)).map_err(storage)?;
-            let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
-            deadlines.insert((deadline_us, id), ()).map_err(storage)?;
             id
         };
         self.append_budget(
@@ -317,6 +323,13 @@ impl Txn {
                     "deadline_us": deadline_us, "for": memo}),
             time_us,
         )?;
+        RedbAccounts(&self.inner).apply(updates)?;
+        let mut counters = self.inner.open_table(COUNTERS).map_err(storage)?;
+        counters.insert("next", id + 1).map_err(storage)?;
+        let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
+        reservations.insert(id, (account, amount, PENDING, deadline_us)).map_err(storage)?;
+        let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
+        deadlines.insert((deadline_us, id), ()).map_err(storage)?;
         Ok(ReservationId(id))
     }
 
@@ -338,7 +351,7 @@ impl Txn {
         if actual > hold.amount {
             return Err(BudgetError::Overrun { id: id.0, actual, reserved: hold.amount }.into());
         }
-        self.close(id, &hold, SETTLED, actual)?;
+        let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, actual)?;
         self.append_budget(
             signer,
             SETTLED_KIND,
@@ -346,6 +359,7 @@ impl Txn {
                     "released": hold.amount - actual}),
             time_us,
         )?;
+        self.close(id, &hold, SETTLED, updates)?;
         self.account(&hold.account)
     }
 
@@ -353,14 +367,14 @@ impl Txn {
     /// Journaled as `budget.voided`.
     pub fn void(&mut self, signer: &Keypair, id: ReservationId, time_us: i64) -> Result<(), LedgerError> {
         let hold = self.pending_hold(id, None)?;
-        self.close(id, &hold, VOIDED, 0)?;
+        let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, 0)?;
         self.append_budget(
             signer,
             VOIDED_KIND,
             &json!({"reservation": id.0, "account": hold.account, "released": hold.amount}),
             time_us,
         )?;
-        Ok(())
+        self.close(id, &hold, VOIDED, updates)
     }
 
     /// Expires every pending reservation whose deadline is at or before
@@ -380,7 +394,7 @@ impl Txn {
         for id in due {
             let id = ReservationId(id);
             let hold = self.pending_hold(id, None)?;
-            self.close(id, &hold, EXPIRED, 0)?;
+            let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, 0)?;
             self.append_budget(
                 signer,
                 EXPIRED_KIND,
@@ -388,6 +402,7 @@ impl Txn {
                         "deadline_us": hold.deadline_us}),
                 now_us,
             )?;
+            self.close(id, &hold, EXPIRED, updates)?;
             expired.push(id);
         }
         Ok(expired)
@@ -407,13 +422,15 @@ impl Txn {
         if reviewer.role() != Role::Reviewer {
             return Err(LedgerError::BadEntry("a budget extension is signed by a reviewer key".into()));
         }
-        let raised = RedbAccounts(&self.inner).raise(account, amount)?;
+        let updates = RedbAccounts(&self.inner).plan_raise(account, amount)?;
+        let raised = updates.first().map(|(_, a)| a.clone()).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()))?;
         self.append_budget(
             reviewer,
             EXTENDED,
             &json!({"account": account, "amount": amount, "limit": raised.limit, "reason": reason}),
             time_us,
         )?;
+        RedbAccounts(&self.inner).apply(updates)?;
         Ok(raised)
     }
 
@@ -432,8 +449,8 @@ impl Txn {
         Ok(Hold { account: account.to_owned(), amount, state, deadline_us })
     }
 
-    fn close(&mut self, id: ReservationId, hold: &Hold, state: u8, posted: u64) -> Result<(), LedgerError> {
-        RedbAccounts(&self.inner).release(&hold.account, hold.amount, posted)?;
+    fn close(&mut self, id: ReservationId, hold: &Hold, state: u8, updates: Updates) -> Result<(), LedgerError> {
+        RedbAccounts(&self.inner).apply(updates)?;
         let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
         reservations.insert(id.0, (hold.account.as_str(), hold.amount, state, hold.deadline_us)).map_err(storage)?;
         let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
@@ -570,13 +587,19 @@ pub(crate) fn is_posting(kind: &str) -> bool {
 }
 
 impl BudgetBook {
-    /// Applies one balance-changing entry, or says why it breaks the rules.
-    pub fn apply(&mut self, kind: &str, payload: &[u8]) -> Result<(), String> {
+    fn apply_updates(&mut self, updates: Updates) -> Result<(), String> {
+        self.apply(updates).map_err(|e| e.to_string())
+    }
+
+    /// Applies one balance-changing entry made at `time_us`, or says why it
+    /// breaks the rules.
+    pub fn apply_posting(&mut self, kind: &str, payload: &[u8], time_us: i64) -> Result<(), String> {
         let parse_err = |e: serde_json::Error| format!("`{kind}` payload: {e}");
         match kind {
             OPENED => {
                 let p: OpenedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
-                self.open(&p.account, p.parent.as_deref(), p.limit).map_err(|e| e.to_string())
+                let updates = self.plan_open(&p.account, p.parent.as_deref(), p.limit).map_err(|e| e.to_string())?;
+                self.apply_updates(updates)
             }
             RESERVED => {
                 let p: ReservedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
@@ -584,7 +607,11 @@ impl BudgetBook {
                 if p.reservation != expected {
                     return Err(format!("reservation id {} out of order (expected {expected})", p.reservation));
                 }
-                self.hold(&p.account, p.amount).map_err(|e| e.to_string())?;
+                if p.deadline_us <= time_us {
+                    return Err(format!("reservation {} has a deadline not after its own time", p.reservation));
+                }
+                let updates = self.plan_hold(&p.account, p.amount).map_err(|e| e.to_string())?;
+                self.apply_updates(updates)?;
                 self.reservations.insert(
                     p.reservation,
                     Hold { account: p.account, amount: p.amount, state: PENDING, deadline_us: p.deadline_us },
@@ -612,13 +639,24 @@ impl BudgetBook {
                         p.reservation, hold.amount, hold.account, p.released, p.account
                     ));
                 }
-                self.release(&hold.account, hold.amount, posted).map_err(|e| e.to_string())?;
+                match kind {
+                    SETTLED_KIND if time_us >= hold.deadline_us => {
+                        return Err(format!("reservation {} settled at or after its deadline", p.reservation));
+                    }
+                    EXPIRED_KIND if time_us < hold.deadline_us => {
+                        return Err(format!("reservation {} expired before its deadline", p.reservation));
+                    }
+                    _ => {}
+                }
+                let updates = self.plan_release(&hold.account, hold.amount, posted).map_err(|e| e.to_string())?;
+                self.apply_updates(updates)?;
                 self.reservations.insert(p.reservation, Hold { state, ..hold });
                 Ok(())
             }
             EXTENDED => {
                 let p: ExtendedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
-                self.raise(&p.account, p.amount).map(|_| ()).map_err(|e| e.to_string())
+                let updates = self.plan_raise(&p.account, p.amount).map_err(|e| e.to_string())?;
+                self.apply_updates(updates)
             }
             _ => Ok(()),
         }
@@ -810,6 +848,29 @@ mod tests {
             matches!(&err, crate::VerifyError::Bad { failure: VerifyFailure::ProjectionDiffers(_), .. }),
             "{err}"
         );
+        std::fs::remove_file(path).expect("cleanup");
+    }
+
+    #[test]
+    fn a_posting_whose_entry_is_refused_changes_no_balance() {
+        let (ledger, path, key) = setup("refused-entry", 100);
+        let stranger = Keypair::generate(Role::Conductor);
+        let reviewer = Keypair::generate(Role::Reviewer);
+        ledger
+            .write(|t| -> Result<(), LedgerError> {
+                // Each fails at its journal entry; the caller carries on.
+                assert!(t.reserve(&stranger, "m", 10, FAR, json!({}), 1).is_err());
+                let huge = json!({"for": "x".repeat(5 << 20)});
+                assert!(t.reserve(&key, "m", 20, FAR, huge, 1).is_err());
+                assert!(t.extend(&reviewer, "m", 1_000, "", 1).is_err());
+                assert!(t.open_account(&stranger, "m/x", Some("m"), None, 1).is_err());
+                Ok(())
+            })
+            .expect("commit what succeeded: nothing");
+        assert_eq!(ledger.account("m").expect("m"), acct(Some(100), 0, 0, None));
+        assert!(ledger.pending_reservations().expect("pending").is_empty());
+        assert!(ledger.account("m/x").is_err());
+        ledger.verify().expect("tables and journal agree");
         std::fs::remove_file(path).expect("cleanup");
     }
 }

@@ -32,9 +32,9 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{BudgetError, LedgerError};
@@ -72,6 +72,12 @@ pub struct GroupStats {
 /// posting while its caller sees an error; give such work to
 /// [`Ledger::write`] instead. Any other error rolls the batch back (see
 /// the module docs), so it is always safe.
+///
+/// Operations run on the committer thread, one after another, inside the
+/// open write transaction: keep them short (one or two postings), and never
+/// call [`GroupCommitter::submit`] or [`Ledger::write`] from inside one —
+/// both wait for the transaction the operation is part of, so they would
+/// never return.
 ///
 /// Dropping the committer lets the thread finish the operations already
 /// queued, then joins it.
@@ -383,7 +389,10 @@ mod tests {
         Fixture { _dir: dir, ledger: Arc::new(ledger), key: Arc::new(key) }
     }
 
-    fn reserve(key: &Arc<Keypair>, amount: u64) -> impl FnOnce(&mut Txn) -> Result<ReservationId, LedgerError> + Send + 'static {
+    fn reserve(
+        key: &Arc<Keypair>,
+        amount: u64,
+    ) -> impl FnOnce(&mut Txn) -> Result<ReservationId, LedgerError> + Send + 'static {
         let key = key.clone();
         move |t| t.reserve(&key, "m", amount, FAR, json!({"call": amount}), 1)
     }
@@ -476,10 +485,7 @@ mod tests {
         drop(release);
         wait(held).expect("gate");
         let err = wait(before).expect_err("rolled back with the bad one");
-        assert!(
-            matches!(&err, LedgerError::Io { source, .. } if source.kind() == io::ErrorKind::Interrupted),
-            "{err}"
-        );
+        assert!(matches!(&err, LedgerError::Io { source, .. } if source.kind() == io::ErrorKind::Interrupted), "{err}");
         assert!(matches!(wait(bad), Err(LedgerError::Unauthorized(_))));
         wait(after).expect("not yet run when the batch failed, so committed in the next");
         wait(later).expect("committed");

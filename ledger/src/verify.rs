@@ -162,7 +162,7 @@ impl Verifier {
         }
         rules::admit(&mut self.book, rules::Head::from(&entry))?;
         if budget::is_posting(&entry.kind) {
-            self.budget.apply(&entry.kind, &entry.payload).map_err(VerifyFailure::BudgetRule)?;
+            self.budget.apply_posting(&entry.kind, &entry.payload, entry.time_us).map_err(VerifyFailure::BudgetRule)?;
         }
         if let Some(held) = self.held.get(&entry.seq) {
             if let Some(other) = held.iter().find(|h| **h != entry.hash) {

@@ -367,7 +367,7 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
         // A reservation that runs out: its deadline passes before it is
         // settled, and the sweep returns it (`budget.expired`).
         let now = clock.tick();
-        t.reserve(&c, MISSION, 20, now + 1, json!({"call": "abandoned"}), now)?;
+        t.reserve(&c, MISSION, 20, now + 1_000, json!({"call": "abandoned"}), now)?;
         t.expire_due(&c, clock.tick())?;
         t.append(&c, "budget.refused", &json!({"account": MISSION, "requested": 5_000_000}), clock.tick())?;
         t.append(&c, "mission.finished", &json!({"mission": MISSION, "tasks": rounds}), clock.tick())?;
