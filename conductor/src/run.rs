@@ -92,7 +92,11 @@ pub async fn run_mission(
             &json!({
                 "mission": mission_id,
                 "name": mission.name,
-                "file": mission_path.display().to_string(),
+                // Absolute, so `mission resume` finds it from any directory.
+                "file": std::fs::canonicalize(mission_path)
+                    .unwrap_or_else(|_| mission_path.to_owned())
+                    .display()
+                    .to_string(),
                 "file_blake3": blake3::hash(&mission_bytes).to_hex().to_string(),
                 "budget": {"limit": mission.budget.limit,
                            "on_exhausted": policy_name(mission.budget.on_exhausted),
