@@ -165,12 +165,10 @@ pub(crate) trait Accounts {
         }
         match parent {
             None if limit.is_none() => return Err(BudgetError::RootWithoutLimit(name.to_owned()).into()),
-            None => {}
-            Some(parent) => {
-                if self.path(parent)?.len() >= ACCOUNT_DEPTH_MAX {
-                    return Err(BudgetError::TooDeep(name.to_owned()).into());
-                }
+            Some(parent) if self.path(parent)?.len() >= ACCOUNT_DEPTH_MAX => {
+                return Err(BudgetError::TooDeep(name.to_owned()).into());
             }
+            None | Some(_) => {}
         }
         Ok(vec![(name.to_owned(), Account { limit, pending: 0, settled: 0, parent: parent.map(str::to_owned) })])
     }
@@ -182,18 +180,18 @@ pub(crate) trait Accounts {
         let mut path = self.path(name)?;
         for (name, a) in &path {
             let used = a.pending.saturating_add(a.settled);
-            if let Some(limit) = a.limit {
-                if used.saturating_add(amount) > limit {
-                    return Err(BudgetError::Insufficient {
-                        account: name.clone(),
-                        requested: amount,
-                        available: limit.saturating_sub(used),
-                        limit,
-                        settled: a.settled,
-                        pending: a.pending,
-                    }
-                    .into());
+            if let Some(limit) = a.limit
+                && used.saturating_add(amount) > limit
+            {
+                return Err(BudgetError::Insufficient {
+                    account: name.clone(),
+                    requested: amount,
+                    available: limit.saturating_sub(used),
+                    limit,
+                    settled: a.settled,
+                    pending: a.pending,
                 }
+                .into());
             }
         }
         for (_, a) in &mut path {
@@ -313,8 +311,7 @@ impl Txn {
         let updates = RedbAccounts(&self.inner).plan_hold(account, amount)?;
         let id = {
             let counters = self.inner.open_table(COUNTERS).map_err(storage)?;
-            let id = counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0);
-            id
+            counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0)
         };
         self.append_budget(
             signer,

@@ -79,7 +79,7 @@ fn export_snapshot(
             out.write_all(record).map_err(io)?;
             bytes += 4 + u64::from(len);
             written += 1;
-            if written % 4096 == 0 {
+            if written.is_multiple_of(4096) {
                 progress(written, count);
             }
         }
