@@ -363,6 +363,15 @@ fn policy_name(policy: OnExhausted) -> &'static str {
     }
 }
 
+/// Journals `kind` for a task and stores its record, in one commit.
+fn record_task(ctx: &MissionCtx, kind: &str, payload: &Value, record: &TaskRecord) -> Result<()> {
+    ctx.ledger.write(|t| -> Result<()> {
+        t.append(&ctx.conductor, kind, payload, now_us())?;
+        state::put_task(t.redb(), record)?;
+        Ok(())
+    })
+}
+
 fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
     TaskRecord {
         mission: mission.to_owned(),
@@ -404,16 +413,8 @@ fn run_task(
         // Stop policy: once the budget refused a call, start nothing new.
         record.status = TaskStatus::Skipped;
         record.failure = Some("budget exhausted before this task started".into());
-        ctx.ledger.write(|t| -> Result<()> {
-            t.append(
-                &ctx.conductor,
-                "task.skipped",
-                &json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"}),
-                now_us(),
-            )?;
-            state::put_task(t.redb(), &record)?;
-            Ok(())
-        })?;
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"});
+        record_task(ctx, "task.skipped", &payload, &record)?;
         return Ok(record);
     }
 
@@ -473,18 +474,10 @@ fn run_task(
         // it and run the task again from the start on resume (what it
         // already spent stays spent and journaled).
         record.status = TaskStatus::Pending;
-        ctx.ledger.write(|t| -> Result<()> {
-            t.append(
-                &ctx.conductor,
-                "task.deferred",
-                &json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
-                        "settled": record.tokens_settled,
-                        "result": match &result { Ok(d) => d.outcome.clone(), Err(f) => f.code().to_owned() }}),
-                now_us(),
-            )?;
-            state::put_task(t.redb(), &record)?;
-            Ok(())
-        })?;
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
+                             "settled": record.tokens_settled,
+                             "result": match &result { Ok(d) => d.outcome.clone(), Err(f) => f.code().to_owned() }});
+        record_task(ctx, "task.deferred", &payload, &record)?;
         return Ok(record);
     }
 

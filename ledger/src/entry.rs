@@ -73,6 +73,11 @@ pub struct Entry {
 
 impl Entry {
     /// The payload parsed as JSON (it is always JSON when written by us).
+    /// The canonical bytes (what the hash covers), rebuilt from the fields.
+    pub fn canonical(&self) -> Vec<u8> {
+        canonical_bytes(self.seq, &self.prev, self.time_us, &self.signer, &self.kind, &self.payload)
+    }
+
     pub fn payload_json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
     }
@@ -195,15 +200,7 @@ pub fn signed_record(
 
 /// Checks that the stored hash matches the entry's bytes.
 pub(crate) fn check_hash(entry: &Entry) -> Result<(), VerifyFailure> {
-    let canonical = canonical_bytes(
-        entry.seq,
-        &entry.prev,
-        entry.time_us,
-        &entry.signer,
-        &entry.kind,
-        &entry.payload,
-    );
-    if hash_of(&canonical) != entry.hash {
+    if hash_of(&entry.canonical()) != entry.hash {
         return Err(VerifyFailure::HashMismatch);
     }
     Ok(())
@@ -224,14 +221,7 @@ pub(crate) fn check_self(entry: &Entry) -> Result<(), VerifyFailure> {
 
 /// The stored record of a decoded entry (exactly the bytes it came from).
 pub fn encode(entry: &Entry) -> Vec<u8> {
-    let mut record = canonical_bytes(
-        entry.seq,
-        &entry.prev,
-        entry.time_us,
-        &entry.signer,
-        &entry.kind,
-        &entry.payload,
-    );
+    let mut record = entry.canonical();
     record.extend_from_slice(&entry.hash.0);
     record.extend_from_slice(&entry.signature);
     record
