@@ -91,7 +91,13 @@ fn reviewer_keys_are_sealed_registered_rotated_and_revoked_in_the_journal() {
     assert!(stderr(&out).contains("wrong passphrase"), "{}", stderr(&out));
     assert_eq!(decide(&data, &gates[0], &r1, Some(PASSPHRASE)).status.code(), Some(0));
 
-    // Rotation: r1 stops counting, r2 (same role) takes over.
+    // Rotation: r1 stops counting, r2 (same role) takes over. A successor
+    // of another role is refused.
+    let op2 = dir.path().join("op2.key");
+    run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&op2));
+    let out = run(conductor().args(["keys", "rotate", "--data"]).arg(&data).arg(&r1).arg(&op2));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("would replace a reviewer key"), "{}", stderr(&out));
     let r2 = dir.path().join("r2.key");
     assert_eq!(run(conductor().args(["keys", "new", "--role", "reviewer", "--out"]).arg(&r2)).status.code(), Some(0));
     let out = run(conductor().args(["keys", "rotate", "--data"]).arg(&data).arg(&r1).arg(&r2));

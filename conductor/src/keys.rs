@@ -154,7 +154,23 @@ pub fn revoke(data_dir: &Path, spec: &str, reason: &str) -> Result<PublicKey> {
 pub fn rotate(data_dir: &Path, old: &str, new: &str, reason: &str) -> Result<(PublicKey, PublicKey)> {
     let data = DataDir::open_existing(data_dir)?;
     let old = resolve(&data, old)?;
+    let new_path = Path::new(new);
     let new = resolve(&data, new)?;
+    // The successor inherits the old key's role in the journal; a key file
+    // that says otherwise would be refused wherever it is used.
+    if new_path.is_file() {
+        let (file_role, _) = identity::read_public(new_path)?;
+        let journal_role = data.ledger.key(&old)?.map(|k| k.role);
+        if journal_role.is_some_and(|r| r != file_role) {
+            bail!(
+                "{} is a {file_role} key but it would replace a {} key; create the successor with \
+                 `conductor keys new --role {}`",
+                new_path.display(),
+                journal_role.map_or("?", |r| r.as_str()),
+                journal_role.map_or("?", |r| r.as_str())
+            );
+        }
+    }
     let conductor = data.conductor.clone();
     data.ledger.write(|t| t.rotate_key(&conductor, &old, &new, reason, now_us()))?;
     Ok((old, new))
