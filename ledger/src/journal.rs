@@ -1,3 +1,5 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,7 +79,13 @@ impl Ledger {
         E: From<LedgerError>,
     {
         let inner = self.db.begin_write().map_err(storage)?;
-        let mut txn = Txn { inner, checkpoints: self.checkpoints.clone(), staged: Vec::new(), head: None };
+        let mut txn = Txn {
+            inner,
+            checkpoints: self.checkpoints.clone(),
+            staged: Vec::new(),
+            head: None,
+            keys: RefCell::new(KeyCache::default()),
+        };
         let value = f(&mut txn)?;
         txn.seal()?;
         txn.inner.commit().map_err(storage)?;
@@ -209,6 +217,7 @@ pub struct Txn {
     staged: Vec<Staged>,
     /// The head including staged entries, once read.
     head: Option<(u64, EntryHash)>,
+    keys: RefCell<KeyCache>,
 }
 
 impl std::fmt::Debug for Txn {
@@ -217,31 +226,56 @@ impl std::fmt::Debug for Txn {
     }
 }
 
-/// The key book as the redb projection, for checks at append time.
-struct RedbKeys<'a>(&'a redb::WriteTransaction);
+/// What this transaction has read of the key projection: every entry is
+/// authorized against it, and re-reading and re-parsing the same key row
+/// for each of thousands of entries in one commit is wasted work.
+#[derive(Debug, Default)]
+struct KeyCache {
+    keys: HashMap<[u8; 32], Option<KeyRecord>>,
+    conductor: Option<Option<[u8; 32]>>,
+}
+
+/// The key book as the redb projection (read through the transaction's
+/// cache, written through to both), for checks at append time.
+struct RedbKeys<'a> {
+    txn: &'a redb::WriteTransaction,
+    cache: &'a RefCell<KeyCache>,
+}
 
 impl KeyStore for RedbKeys<'_> {
     type Error = LedgerError;
     fn get(&self, public: &[u8; 32]) -> Result<Option<KeyRecord>, LedgerError> {
-        let table = self.0.open_table(KEYS).map_err(storage)?;
+        if let Some(hit) = self.cache.borrow().keys.get(public) {
+            return Ok(hit.clone());
+        }
+        let table = self.txn.open_table(KEYS).map_err(storage)?;
         let row = table.get(public.as_slice()).map_err(storage)?;
-        row.map(|g| decode_key_record(g.value())).transpose()
+        let record = row.map(|g| decode_key_record(g.value())).transpose()?;
+        self.cache.borrow_mut().keys.insert(*public, record.clone());
+        Ok(record)
     }
     fn put(&mut self, public: &[u8; 32], record: &KeyRecord) -> Result<(), LedgerError> {
         let text = serde_json::to_string(record)
             .map_err(|e| LedgerError::BadEntry(format!("key record does not serialise: {e}")))?;
-        let mut table = self.0.open_table(KEYS).map_err(storage)?;
+        let mut table = self.txn.open_table(KEYS).map_err(storage)?;
         table.insert(public.as_slice(), text.as_str()).map_err(storage)?;
+        self.cache.borrow_mut().keys.insert(*public, Some(record.clone()));
         Ok(())
     }
     fn conductor(&self) -> Result<Option<[u8; 32]>, LedgerError> {
-        let table = self.0.open_table(META).map_err(storage)?;
+        if let Some(hit) = self.cache.borrow().conductor {
+            return Ok(hit);
+        }
+        let table = self.txn.open_table(META).map_err(storage)?;
         let row = table.get("conductor").map_err(storage)?;
-        Ok(row.and_then(|g| g.value().try_into().ok()))
+        let conductor = row.and_then(|g| g.value().try_into().ok());
+        self.cache.borrow_mut().conductor = Some(conductor);
+        Ok(conductor)
     }
     fn set_conductor(&mut self, public: &[u8; 32]) -> Result<(), LedgerError> {
-        let mut table = self.0.open_table(META).map_err(storage)?;
+        let mut table = self.txn.open_table(META).map_err(storage)?;
         table.insert("conductor", public.as_slice()).map_err(storage)?;
+        self.cache.borrow_mut().conductor = Some(Some(*public));
         Ok(())
     }
 }
@@ -430,7 +464,7 @@ impl Txn {
         let (seq, prev) = self.head()?;
         let signer_bytes = signer.public().to_bytes();
         rules::admit(
-            &mut RedbKeys(&self.inner),
+            &mut RedbKeys { txn: &self.inner, cache: &self.keys },
             rules::Head { seq, prev: &prev, signer: &signer_bytes, kind, payload: &payload },
         )?;
         let record = entry::canonical_bytes(seq, &prev, time_us, &signer_bytes, kind, &payload);
@@ -443,7 +477,8 @@ impl Txn {
             // longer in force; skip until it is reopened with the new key
             // rather than refuse the caller's entry.
             let due = !checkpoint && (seq + 1) % auto.every == 0;
-            if due && RedbKeys(&self.inner).conductor()? == Some(auto.signer.public().to_bytes()) {
+            let keys = RedbKeys { txn: &self.inner, cache: &self.keys };
+            if due && keys.conductor()? == Some(auto.signer.public().to_bytes()) {
                 let payload = json!({"entries": seq + 1, "head": hash.to_string()});
                 self.stage(&auto.signer, rules::CHECKPOINT, &payload, time_us)?;
             }
