@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use identity::Role;
 use serde_json::json;
 
 use crate::clock::now_us;
@@ -30,14 +29,7 @@ pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
 /// completes the task. Refuses a decided gate, an unknown one, and a key
 /// that is not a reviewer's.
 pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, note: Option<&str>) -> Result<GateRecord> {
-    let reviewer = crate::keys::load_human_key(key_path)?;
-    if reviewer.role() != Role::Reviewer {
-        bail!(
-            "{} is a {} key; gates are decided with a reviewer key (`conductor keys new --role reviewer`)",
-            key_path.display(),
-            reviewer.role()
-        );
-    }
+    let reviewer = crate::keys::load_reviewer_key(key_path, "gates are decided")?;
     let data = DataDir::open_existing(data)?;
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();

@@ -31,6 +31,20 @@ pub fn load_human_key(path: &Path) -> Result<Keypair> {
     }
 }
 
+/// Loads a reviewer's key file, refusing any other role; `action` says
+/// what the key was for ("gates are decided", "budgets are extended").
+pub fn load_reviewer_key(path: &Path, action: &str) -> Result<Keypair> {
+    let key = load_human_key(path)?;
+    if key.role() != Role::Reviewer {
+        bail!(
+            "{} is a {} key; {action} with a reviewer key (`conductor keys new --role reviewer`)",
+            path.display(),
+            key.role()
+        );
+    }
+    Ok(key)
+}
+
 /// Creates a key file for a person; with `encrypt`, sealed under a
 /// passphrase (prompted twice, or taken from `CONDUCTOR_KEY_PASSPHRASE`).
 pub fn create(out: &Path, role: Role, encrypt: bool) -> Result<Keypair> {

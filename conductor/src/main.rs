@@ -589,14 +589,15 @@ fn print_summary(summary: &summary::Summary, json: bool) -> Result<()> {
 
 fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
     let ledger = data::open_ledger_only(data)?;
-    let accounts = ledger.accounts()?;
+    // Read once: availability walks each account's path to the root.
+    let accounts: std::collections::BTreeMap<String, ledger::Account> = ledger.accounts()?.into_iter().collect();
     if json {
         let rows = accounts
             .iter()
             .map(|(name, a)| {
                 Ok(serde_json::json!({"account": name, "parent": a.parent, "limit": a.limit,
                                       "pending": a.pending, "settled": a.settled,
-                                      "available": ledger.available(name)?}))
+                                      "available": ledger::available_in(&accounts, name)?}))
             })
             .collect::<Result<Vec<_>>>()?;
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -617,7 +618,7 @@ fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
             "{label:<52} {limit:>12} {:>12} {:>12} {:>12}",
             a.pending,
             a.settled,
-            ledger.available(name)?
+            ledger::available_in(&accounts, name)?
         );
     }
     if hidden > 0 {

@@ -227,7 +227,7 @@ pub async fn resume_mission(
         agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key) });
     }
     let conductor = data.conductor.clone();
-    let pending: Vec<u32> = data.ledger.write(|t| -> Result<Vec<u32>> {
+    let (pending, limit) = data.ledger.write(|t| -> Result<(Vec<u32>, u64)> {
         let now = now_us();
         t.expire_due(&conductor, now)?;
         let account = t.account(mission_id)?;
@@ -241,13 +241,14 @@ pub async fn resume_mission(
         let mut record = record.clone();
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
-        Ok(state::tasks_in(t.redb(), mission_id)?
+        let pending = state::tasks_in(t.redb(), mission_id)?
             .into_iter()
             .filter(|task| task.status == TaskStatus::Pending)
             .map(|task| task.index)
-            .collect())
+            .collect();
+        Ok((pending, account.limit.unwrap_or(record.budget_limit)))
     })?;
-    progress.started(&mission.name, mission_id, pending.len() as u32, record.budget_limit);
+    progress.started(&mission.name, mission_id, pending.len() as u32, limit);
     execute(&data, mission_id.to_owned(), Arc::new(mission), Arc::new(agents), engine, router, cfg, progress, pending)
         .await
 }
@@ -336,7 +337,6 @@ async fn execute(
         )?;
         if let Some(mut record) = state::mission_in(t.redb(), &mission_id)? {
             record.status = status;
-            record.budget_limit = account.limit.unwrap_or(record.budget_limit);
             state::put_mission(t.redb(), &record)?;
         }
         Ok(status)

@@ -43,6 +43,8 @@ pub struct MissionRecord {
     pub id: String,
     pub name: String,
     pub status: MissionStatus,
+    /// The limit the mission was declared with; extensions raise the
+    /// budget account's limit, which is the one in force.
     pub budget_limit: u64,
     pub tasks_total: u32,
     pub declared_seq: u64,

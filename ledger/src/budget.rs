@@ -465,12 +465,9 @@ impl crate::Ledger {
         row.map(|g| from_row(g.value())).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()).into())
     }
 
-    /// What a reservation on `account` could take now: the least that any
-    /// account on its path to the root still allows.
+    /// What a reservation on `account` could take now (see [`available_in`]).
     pub fn available(&self, account: &str) -> Result<u64, LedgerError> {
-        let all: BTreeMap<String, Account> = self.accounts()?.into_iter().collect();
-        let path = MapAccounts(&all).path(account)?;
-        Ok(path.iter().filter_map(|(_, a)| a.available()).min().unwrap_or(0))
+        available_in(&self.accounts()?.into_iter().collect(), account)
     }
 
     /// Every account and its balances, in name order (so children follow
@@ -495,6 +492,15 @@ impl crate::Ledger {
         }
         Ok(out)
     }
+}
+
+/// What a reservation on `account` could take: the least that any account
+/// on its path to the root still allows. Takes the accounts already read
+/// (e.g. from [`crate::Ledger::accounts`]) so a caller listing many
+/// accounts reads them once.
+pub fn available_in(accounts: &BTreeMap<String, Account>, account: &str) -> Result<u64, LedgerError> {
+    let path = MapAccounts(accounts).path(account)?;
+    Ok(path.iter().filter_map(|(_, a)| a.available()).min().unwrap_or(0))
 }
 
 pub(crate) fn read_accounts(read: &redb::ReadTransaction) -> Result<Vec<(String, Account)>, LedgerError> {

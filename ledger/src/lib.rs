@@ -32,7 +32,7 @@ mod journal;
 pub mod rules;
 mod verify;
 
-pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId};
+pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId, available_in};
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
 pub use error::{BudgetError, CheckpointError, LedgerError, VerifyError, VerifyFailure};
