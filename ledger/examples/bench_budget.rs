@@ -42,41 +42,24 @@ const REDB_COMMIT_ANCHOR: &str = "redb ~0.5 ms per durable commit";
 const PAIRS_PER_TXN: usize = 5_000;
 const ACCOUNT: &str = "bench";
 
+/// Reserve + settle pairs per second: one commit each, group commit, and
+/// one big transaction.
+#[derive(Debug, clap::Parser)]
 struct Args {
+    /// Where the temporary databases go (use the real disk, not tmpfs).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// Seconds per row.
+    #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Concurrent callers for the group-commit rows.
+    #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
     callers: Vec<usize>,
+    /// Most operations per group commit.
+    #[arg(long, default_value_t = ledger::GROUP_BATCH_DEFAULT)]
     batch: usize,
 }
 
-fn parse_args() -> Args {
-    let mut args =
-        Args { dir: std::env::temp_dir(), seconds: 5.0, callers: vec![8, 64, 256], batch: ledger::GROUP_BATCH_DEFAULT };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--dir" => args.dir = PathBuf::from(value()),
-            "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage("--seconds S")),
-            "--callers" => {
-                args.callers =
-                    value().split(',').map(|n| n.trim().parse().unwrap_or_else(|_| usage("--callers N,N,…"))).collect();
-            }
-            "--batch" => args.batch = value().parse().unwrap_or_else(|_| usage("--batch N")),
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    args
-}
-
-fn usage(why: &str) -> ! {
-    if !why.is_empty() {
-        eprintln!("bench_budget: {why}");
-    }
-    eprintln!("usage: bench_budget [--dir DIR] [--seconds S] [--callers N,N,…] [--batch N]");
-    std::process::exit(2)
-}
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -320,7 +303,7 @@ fn one_transaction(dir: &tempfile::TempDir, seconds: f64) -> Row {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let dir = tempfile::Builder::new().prefix("bench-budget-").tempdir_in(&args.dir).expect("temp dir");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
