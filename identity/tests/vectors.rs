@@ -7,8 +7,12 @@ use std::path::Path;
 use identity::{IdentityError, Keypair, PublicKey, Role, Signature, verify_batch};
 use serde::Deserialize;
 
+// Read at run time (cargo sets it for every test it runs), not with
+// `env!`: a target directory shared between checkouts (CI keeps one)
+// can reuse a test binary built in another checkout.
 fn read_data(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    let path = Path::new(&manifest).join("tests/data").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

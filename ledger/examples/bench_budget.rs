@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/target-budget cargo run --release -p ledger --example bench_budget -- \
-//!     [--dir /path/on/a/real/disk] [--seconds 5] [--callers 8,64,256] [--batch 512]
+//!     [--dir /path/on/a/real/disk] [--seconds 5] [--callers 64,1024,4096] [--batch 2048] [--rows sign,a,b1,b2,b3,c1,c2]
 //! ```
 //!
 //! - `--dir`: where the temporary databases go (default: the system temp
@@ -16,13 +16,18 @@
 //!
 //! Rows:
 //!
-//! - Ed25519 signatures per second on one core and on every core: every
-//!   posting is a signed journal entry and a pair is two postings, so half
-//!   the all-core rate is the ceiling for any row below.
+//! - Ed25519 signatures per second on one core and on every core: with
+//!   one signed entry per posting, half the all-core rate caps rows a, b1
+//!   and c1.
 //! - (a) one durable commit per posting: reserve, commit, settle, commit.
-//! - (b) the same pairs through a [`GroupCommitter`] from many threads.
-//! - (c) many pairs in one transaction by a single caller (the upper bound
-//!   for this storage and signing).
+//! - (b1) the same pairs through a [`GroupCommitter`] from many threads,
+//!   one journal entry per posting.
+//! - (b2) as b1 with `Ledger::batch_postings`: a transaction's postings
+//!   share `budget.batch` entries (one signature per up to 4,096).
+//! - (b3) as b2 from async tasks on one runtime thread
+//!   (`GroupCommitter::submit_async`), as the conductor's host calls are.
+//! - (c1, c2) many pairs in one transaction by a single caller, per-posting
+//!   entries and batched: the upper bound for this storage and signing.
 //!
 //! Every transaction is committed with redb's default durability (fsync).
 
@@ -33,6 +38,10 @@ use std::time::{Duration, Instant};
 use identity::{Keypair, Role};
 use ledger::{AMOUNT_MAX, GroupCommitter, GroupStats, Ledger, LedgerError, ReservationId, Txn};
 use serde_json::json;
+
+// The conductor binary's allocator, so the figures are what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// What group commit should reach (pairs per second).
 const GROUP_TARGET: f64 = 100_000.0;
@@ -53,11 +62,14 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
     /// Concurrent callers for the group-commit rows.
-    #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
+    #[arg(long, value_delimiter = ',', default_value = "64,1024,4096")]
     callers: Vec<usize>,
     /// Most operations per group commit.
     #[arg(long, default_value_t = ledger::GROUP_BATCH_DEFAULT)]
     batch: usize,
+    /// Which rows to run (default: all). `sign` is the signing rows.
+    #[arg(long, value_delimiter = ',', default_value = "sign,a,b1,b2,b3,c1,c2")]
+    rows: Vec<String>,
 }
 
 
@@ -69,10 +81,11 @@ fn now_us() -> i64 {
 
 /// A fresh ledger in `dir` with one account large enough for any run,
 /// automatic checkpoints at the production default.
-fn fresh(dir: &tempfile::TempDir, name: &str) -> (Arc<Ledger>, Arc<Keypair>) {
+fn fresh(dir: &tempfile::TempDir, name: &str, batched: bool) -> (Arc<Ledger>, Arc<Keypair>) {
     let key = Arc::new(Keypair::generate(Role::Conductor));
     let mut ledger = Ledger::open(&dir.path().join(name)).expect("open ledger");
     ledger.checkpoint_every(key.clone(), ledger::CHECKPOINT_EVERY_DEFAULT);
+    ledger.batch_postings(batched);
     ledger
         .write(|t| {
             t.genesis(&key, json!({"bench": "budget"}), now_us())?;
@@ -177,7 +190,7 @@ fn signatures(seconds: f64, threads: usize) -> Row {
 
 /// (a) reserve, commit, settle, commit.
 fn one_commit_per_posting(dir: &tempfile::TempDir, seconds: f64) -> Row {
-    let (ledger, key) = fresh(dir, "single.redb");
+    let (ledger, key) = fresh(dir, "single.redb", false);
     let mut latencies = Vec::new();
     let started = Instant::now();
     let mut i = 0u64;
@@ -203,15 +216,98 @@ fn one_commit_per_posting(dir: &tempfile::TempDir, seconds: f64) -> Row {
 
 /// (b) `callers` threads, each submitting reserve then settle through one
 /// committer, for `seconds`.
-fn group_commit(dir: &tempfile::TempDir, seconds: f64, callers: usize, batch: usize) -> Row {
-    let (ledger, key) = fresh(dir, &format!("group-{callers}.redb"));
-    let group = GroupCommitter::new(ledger.clone(), batch);
+fn group_commit(dir: &tempfile::TempDir, seconds: f64, callers: usize, batch: usize, batched: bool, tasks: bool) -> Row {
+    let (ledger, key) = fresh(dir, &format!("group-{callers}-{batched}-{tasks}.redb"), batched);
+    let group = Arc::new(GroupCommitter::new(ledger.clone(), batch));
     let before = group.stats();
     let started = Instant::now();
-    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+    let mut latencies: Vec<Duration> = if tasks {
+        async_callers(&group, &key, callers, seconds, started)
+    } else {
+        thread_callers(&group, &key, callers, seconds, started)
+    };
+    let elapsed = started.elapsed();
+    let stats = group.stats();
+    drop(group);
+    ledger.verify().expect("benchmark journal verifies");
+    latencies.sort_unstable();
+    let delta = GroupStats {
+        commits: stats.commits - before.commits,
+        ops: stats.ops - before.ops,
+        largest: stats.largest,
+        failed: stats.failed - before.failed,
+    };
+    let row = match (batched, tasks) {
+        (false, false) => "b1",
+        (true, false) => "b2",
+        (_, true) => "b3",
+    };
+    Row {
+        what: format!("({row}) group commit, {callers:>4} {}", if tasks { "tasks" } else { "threads" }),
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        unit: "pairs/s",
+        p50: Some(percentile(&latencies, 0.50)),
+        p99: Some(percentile(&latencies, 0.99)),
+        note: format!(
+            "{} commits, batch mean {:.1} max {}{}",
+            delta.commits,
+            delta.ops as f64 / delta.commits.max(1) as f64,
+            delta.largest,
+            if delta.failed > 0 { format!(", {} failed", delta.failed) } else { String::new() },
+        ),
+    }
+}
+
+/// `callers` async tasks on one runtime thread, each submitting reserve
+/// then settle and awaiting each durable answer; returns each pair's
+/// latency.
+fn async_callers(
+    group: &Arc<GroupCommitter>,
+    key: &Arc<Keypair>,
+    callers: usize,
+    seconds: f64,
+    started: Instant,
+) -> Vec<Duration> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..callers as u64)
+            .map(|c| {
+                let (group, key) = (group.clone(), key.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut i = c << 32;
+                    while started.elapsed().as_secs_f64() < seconds {
+                        let t0 = Instant::now();
+                        let k = key.clone();
+                        let id = group.submit_async(move |t| reserve(t, &k, i)).await.expect("reserve");
+                        let k = key.clone();
+                        group.submit_async(move |t| settle(t, &k, id)).await.expect("settle");
+                        latencies.push(t0.elapsed());
+                        i += 1;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("caller task"));
+        }
+        all
+    })
+}
+
+/// `callers` threads, each blocking in reserve then settle.
+fn thread_callers(
+    group: &Arc<GroupCommitter>,
+    key: &Arc<Keypair>,
+    callers: usize,
+    seconds: f64,
+    started: Instant,
+) -> Vec<Duration> {
+    std::thread::scope(|s| {
         let handles: Vec<_> = (0..callers as u64)
             .map(|c| {
-                let (group, key) = (&group, &key);
                 std::thread::Builder::new()
                     .stack_size(256 * 1024)
                     .spawn_scoped(s, move || {
@@ -232,38 +328,12 @@ fn group_commit(dir: &tempfile::TempDir, seconds: f64, callers: usize, batch: us
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("caller")).collect()
-    });
-    let elapsed = started.elapsed();
-    let stats = group.stats();
-    drop(group);
-    ledger.verify().expect("benchmark journal verifies");
-    latencies.sort_unstable();
-    let delta = GroupStats {
-        commits: stats.commits - before.commits,
-        ops: stats.ops - before.ops,
-        largest: stats.largest,
-        failed: stats.failed - before.failed,
-    };
-    Row {
-        what: format!("(b) group commit, {callers:>3} callers"),
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        unit: "pairs/s",
-        p50: Some(percentile(&latencies, 0.50)),
-        p99: Some(percentile(&latencies, 0.99)),
-        note: format!(
-            "{} commits, batch mean {:.1} max {}{}; target ≥ {} pairs/s",
-            delta.commits,
-            delta.ops as f64 / delta.commits.max(1) as f64,
-            delta.largest,
-            if delta.failed > 0 { format!(", {} failed", delta.failed) } else { String::new() },
-            thousands(GROUP_TARGET)
-        ),
-    }
+    })
 }
 
 /// (c) many pairs in one transaction, one caller.
-fn one_transaction(dir: &tempfile::TempDir, seconds: f64) -> Row {
-    let (ledger, key) = fresh(dir, "batch.redb");
+fn one_transaction(dir: &tempfile::TempDir, seconds: f64, batched: bool) -> Row {
+    let (ledger, key) = fresh(dir, &format!("one-{batched}.redb"), batched);
     let started = Instant::now();
     let mut pairs = 0u64;
     let mut latencies = Vec::new();
@@ -287,7 +357,7 @@ fn one_transaction(dir: &tempfile::TempDir, seconds: f64) -> Row {
     ledger.verify().expect("benchmark journal verifies");
     latencies.sort_unstable();
     Row {
-        what: format!("(c) {} pairs per transaction", thousands(PAIRS_PER_TXN as f64)),
+        what: format!("({}) {} pairs per transaction", if batched { "c2" } else { "c1" }, thousands(PAIRS_PER_TXN as f64)),
         rate: pairs as f64 / elapsed.as_secs_f64(),
         unit: "pairs/s",
         p50: None,
@@ -317,25 +387,39 @@ fn main() {
     );
     println!();
     println!("{:<34} {:>10} {:<7} {:>10} {:>10}  notes", "row", "rate", "", "p50 pair", "p99 pair");
-    let one = signatures(args.seconds.min(2.0), 1);
-    one.print();
-    let all = signatures(args.seconds.min(2.0), cores);
-    let ceiling = all.rate / 2.0;
-    Row { note: format!("{}; ceiling {} pairs/s (2 signatures a pair)", all.note, thousands(ceiling)), ..all }.print();
-    let a = one_commit_per_posting(&dir, args.seconds);
-    a.print();
-    for &callers in &args.callers {
-        group_commit(&dir, args.seconds, callers, args.batch).print();
+    let run = |row: &str| args.rows.iter().any(|r| r == row);
+    let mut ceiling = None;
+    if run("sign") {
+        signatures(args.seconds.min(2.0), 1).print();
+        let all = signatures(args.seconds.min(2.0), cores);
+        ceiling = Some(all.rate / 2.0);
+        Row { note: format!("{}; {} pairs/s if every posting is signed", all.note, thousands(all.rate / 2.0)), ..all }
+            .print();
     }
-    one_transaction(&dir, args.seconds).print();
+    let mut a = None;
+    if run("a") {
+        let row = one_commit_per_posting(&dir, args.seconds);
+        row.print();
+        a = Some(row.rate);
+    }
+    for (row, batched, tasks) in [("b1", false, false), ("b2", true, false), ("b3", true, true)] {
+        if run(row) {
+            for &callers in &args.callers {
+                group_commit(&dir, args.seconds, callers, args.batch, batched, tasks).print();
+            }
+        }
+    }
+    for (row, batched) in [("c1", false), ("c2", true)] {
+        if run(row) {
+            one_transaction(&dir, args.seconds, batched).print();
+        }
+    }
     println!();
-    println!(
-        "anchor: {REDB_COMMIT_ANCHOR}; (a) measured {:.3} ms per commit (a pair is two commits)",
-        1e3 / (2.0 * a.rate)
-    );
-    println!(
-        "target: ≥ {} pairs/s with group commit; the signing ceiling on this machine is {} pairs/s",
-        thousands(GROUP_TARGET),
-        thousands(ceiling)
-    );
+    if let Some(a) = a {
+        println!("anchor: {REDB_COMMIT_ANCHOR}; (a) measured {:.3} ms per commit (a pair is two commits)", 1e3 / (2.0 * a));
+    }
+    println!("target: ≥ {} pairs/s with group commit (rows b)", thousands(GROUP_TARGET));
+    if let Some(ceiling) = ceiling {
+        println!("one signature per posting caps rows a, b1 and c1 at {} pairs/s here", thousands(ceiling));
+    }
 }

@@ -17,12 +17,12 @@
 //! ([`BudgetBook`]) from the entries alone and compares the result with
 //! these tables.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use identity::{Keypair, Role};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::error::{BudgetError, LedgerError, storage};
 use crate::journal::Txn;
@@ -59,6 +59,9 @@ pub(crate) const SETTLED_KIND: &str = "budget.settled";
 pub(crate) const VOIDED_KIND: &str = "budget.voided";
 pub(crate) const EXPIRED_KIND: &str = "budget.expired";
 pub(crate) const EXTENDED: &str = "budget.extended";
+/// Many reserve/settle/void/expire postings in one entry (see
+/// [`crate::Ledger::batch_postings`]).
+pub(crate) const BATCH: &str = "budget.batch";
 
 const PENDING: u8 = 0;
 const SETTLED: u8 = 1;
@@ -235,19 +238,162 @@ pub(crate) trait Accounts {
 /// Account rows to write, computed before anything is written.
 type Updates = Vec<(String, Account)>;
 
-struct RedbAccounts<'a>(&'a WriteTransaction);
+/// This transaction's view of the budget tables: each row is read once,
+/// changed in memory, and written back once when the transaction is
+/// sealed. A busy group commit makes thousands of postings against the
+/// same few accounts in one transaction; reading and rewriting the same
+/// B-tree rows for each of them was most of a posting's cost.
+#[derive(Debug, Default)]
+pub(crate) struct BudgetCache {
+    /// Accounts read (`None`: known not to exist) or changed.
+    accounts: RefCell<HashMap<String, Option<Account>>>,
+    dirty_accounts: HashSet<String>,
+    /// The next reservation id, once read; `true` once changed.
+    next_id: Option<(u64, bool)>,
+    /// Reservations read or changed.
+    reservations: HashMap<u64, Hold>,
+    dirty_reservations: BTreeSet<u64>,
+    /// Deadline index rows made by this transaction and still pending.
+    deadlines_added: BTreeSet<(i64, u64)>,
+    /// Stored deadline index rows this transaction has closed.
+    deadlines_removed: HashSet<(i64, u64)>,
+    /// The earliest stored deadline, once read (`Some(None)`: none). The
+    /// stored table does not change until write-back, so it stays a lower
+    /// bound for the rest of the transaction.
+    first_stored_deadline: Option<Option<i64>>,
+}
 
-impl Accounts for RedbAccounts<'_> {
-    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError> {
-        let table = self.0.open_table(ACCOUNTS).map_err(storage)?;
-        let row = table.get(name).map_err(storage)?;
-        Ok(row.map(|g| from_row(g.value())))
+/// Closed reservations kept in memory across transactions beyond this are
+/// dropped (they are read back from the table if ever asked for again).
+const CACHED_RESERVATIONS_MAX: usize = 1 << 16;
+/// Accounts kept in memory across transactions.
+const CACHED_ACCOUNTS_MAX: usize = 1 << 16;
+
+impl BudgetCache {
+    /// After a commit: what the cache holds is now what the tables hold.
+    /// Keep what the next transactions will likely touch (accounts and
+    /// pending reservations), and bound it.
+    pub(crate) fn committed(&mut self) {
+        self.reservations.retain(|_, hold| hold.state == PENDING);
+        if self.reservations.len() > CACHED_RESERVATIONS_MAX {
+            self.reservations.clear();
+        }
+        if self.accounts.get_mut().len() > CACHED_ACCOUNTS_MAX {
+            self.accounts.get_mut().clear();
+        }
     }
-    fn put(&mut self, name: &str, account: &Account) -> Result<(), LedgerError> {
-        let mut table = self.0.open_table(ACCOUNTS).map_err(storage)?;
-        table.insert(name, to_row(account)).map_err(storage)?;
+
+    /// Writes every change back to the tables; the cache stays valid.
+    pub(crate) fn write_back(&mut self, txn: &WriteTransaction) -> Result<(), LedgerError> {
+        if !self.dirty_accounts.is_empty() {
+            let mut table = txn.open_table(ACCOUNTS).map_err(storage)?;
+            let accounts = self.accounts.borrow();
+            for name in self.dirty_accounts.drain() {
+                if let Some(Some(account)) = accounts.get(&name) {
+                    table.insert(name.as_str(), to_row(account)).map_err(storage)?;
+                }
+            }
+        }
+        if let Some((next, dirty @ true)) = &mut self.next_id {
+            txn.open_table(COUNTERS).map_err(storage)?.insert("next", *next).map_err(storage)?;
+            *dirty = false;
+        }
+        if !self.dirty_reservations.is_empty() {
+            let mut table = txn.open_table(RESERVATIONS).map_err(storage)?;
+            for id in std::mem::take(&mut self.dirty_reservations) {
+                if let Some(h) = self.reservations.get(&id) {
+                    table.insert(id, (h.account.as_str(), h.amount, h.state, h.deadline_us)).map_err(storage)?;
+                }
+            }
+        }
+        if !self.deadlines_added.is_empty() || !self.deadlines_removed.is_empty() {
+            let mut table = txn.open_table(DEADLINES).map_err(storage)?;
+            for key in std::mem::take(&mut self.deadlines_added) {
+                table.insert(key, ()).map_err(storage)?;
+            }
+            for key in std::mem::take(&mut self.deadlines_removed) {
+                table.remove(key).map_err(storage)?;
+            }
+            self.first_stored_deadline = None;
+        }
         Ok(())
     }
+}
+
+/// The budget tables as seen through a transaction's [`BudgetCache`].
+struct CachedAccounts<'a> {
+    txn: &'a WriteTransaction,
+    cache: &'a mut BudgetCache,
+}
+
+impl Accounts for CachedAccounts<'_> {
+    fn get(&self, name: &str) -> Result<Option<Account>, LedgerError> {
+        if let Some(hit) = self.cache.accounts.borrow().get(name) {
+            return Ok(hit.clone());
+        }
+        let table = self.txn.open_table(ACCOUNTS).map_err(storage)?;
+        let row = table.get(name).map_err(storage)?.map(|g| from_row(g.value()));
+        self.cache.accounts.borrow_mut().insert(name.to_owned(), row.clone());
+        Ok(row)
+    }
+    fn put(&mut self, name: &str, account: &Account) -> Result<(), LedgerError> {
+        // The same few accounts take thousands of postings per commit:
+        // update in place rather than allocate a key each time.
+        let mut accounts = self.cache.accounts.borrow_mut();
+        match accounts.get_mut(name) {
+            Some(slot) => *slot = Some(account.clone()),
+            None => {
+                accounts.insert(name.to_owned(), Some(account.clone()));
+            }
+        }
+        if !self.cache.dirty_accounts.contains(name) {
+            self.cache.dirty_accounts.insert(name.to_owned());
+        }
+        Ok(())
+    }
+}
+
+// Posting payloads as written. Serialised straight from these (no
+// intermediate `serde_json::Value`): a busy group commit writes hundreds
+// of thousands a second. `docs/journal-format.md` §8 lists the fields.
+
+#[derive(Serialize)]
+struct OpenedOut<'a> {
+    account: &'a str,
+    parent: Option<&'a str>,
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ReservedOut<'a> {
+    reservation: u64,
+    account: &'a str,
+    amount: u64,
+    deadline_us: i64,
+    /// The call the reservation pays for, as the caller named it.
+    #[serde(rename = "for")]
+    memo: &'a serde_json::Value,
+}
+
+/// `budget.settled` (with `amount`), `budget.voided`, `budget.expired`
+/// (with `deadline_us`).
+#[derive(Serialize)]
+struct ClosedOut<'a> {
+    reservation: u64,
+    account: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<u64>,
+    released: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_us: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ExtendedOut<'a> {
+    account: &'a str,
+    amount: u64,
+    limit: Option<u64>,
+    reason: &'a str,
 }
 
 /// A reservation as the journal states it.
@@ -260,6 +406,10 @@ pub(crate) struct Hold {
 }
 
 impl Txn {
+    fn book(&mut self) -> CachedAccounts<'_> {
+        CachedAccounts { txn: &self.inner, cache: &mut self.budget }
+    }
+
     /// Opens an account. A root (no `parent`) must have a limit; a child
     /// without one is capped only by its ancestors. Journaled as
     /// `budget.opened`.
@@ -271,21 +421,19 @@ impl Txn {
         limit: Option<u64>,
         time_us: i64,
     ) -> Result<(), LedgerError> {
-        let updates = RedbAccounts(&self.inner).plan_open(account, parent, limit)?;
+        let updates = self.book().plan_open(account, parent, limit)?;
         self.append_budget(
             signer,
             OPENED,
-            &json!({"account": account, "parent": parent, "limit": limit}),
+            &OpenedOut { account, parent, limit },
             time_us,
         )?;
-        RedbAccounts(&self.inner).apply(updates)
+        self.book().apply(updates)
     }
 
     /// The balances of `account`, as of this transaction.
-    pub fn account(&self, account: &str) -> Result<Account, LedgerError> {
-        RedbAccounts(&self.inner)
-            .get(account)?
-            .ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()).into())
+    pub fn account(&mut self, account: &str) -> Result<Account, LedgerError> {
+        self.book().get(account)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()).into())
     }
 
     /// Reserves `amount` on `account` (and so on every account above it)
@@ -308,25 +456,26 @@ impl Txn {
             return Err(BudgetError::DeadlineInPast { deadline_us, now_us: time_us }.into());
         }
         self.expire_due(signer, time_us)?;
-        let updates = RedbAccounts(&self.inner).plan_hold(account, amount)?;
-        let id = {
-            let counters = self.inner.open_table(COUNTERS).map_err(storage)?;
-            counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0)
+        let updates = self.book().plan_hold(account, amount)?;
+        let id = match self.budget.next_id {
+            Some((next, _)) => next,
+            None => {
+                let counters = self.inner.open_table(COUNTERS).map_err(storage)?;
+                counters.get("next").map_err(storage)?.map(|g| g.value()).unwrap_or(0)
+            }
         };
         self.append_budget(
             signer,
             RESERVED,
-            &json!({"reservation": id, "account": account, "amount": amount,
-                    "deadline_us": deadline_us, "for": memo}),
+            &ReservedOut { reservation: id, account, amount, deadline_us, memo: &memo },
             time_us,
         )?;
-        RedbAccounts(&self.inner).apply(updates)?;
-        let mut counters = self.inner.open_table(COUNTERS).map_err(storage)?;
-        counters.insert("next", id + 1).map_err(storage)?;
-        let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-        reservations.insert(id, (account, amount, PENDING, deadline_us)).map_err(storage)?;
-        let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
-        deadlines.insert((deadline_us, id), ()).map_err(storage)?;
+        self.book().apply(updates)?;
+        let cache = &mut self.budget;
+        cache.next_id = Some((id + 1, true));
+        cache.reservations.insert(id, Hold { account: account.to_owned(), amount, state: PENDING, deadline_us });
+        cache.dirty_reservations.insert(id);
+        cache.deadlines_added.insert((deadline_us, id));
         Ok(ReservationId(id))
     }
 
@@ -348,61 +497,103 @@ impl Txn {
         if actual > hold.amount {
             return Err(BudgetError::Overrun { id: id.0, actual, reserved: hold.amount }.into());
         }
-        let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, actual)?;
+        let updates = self.book().plan_release(&hold.account, hold.amount, actual)?;
+        let settled = updates.first().map(|(_, a)| a.clone());
         self.append_budget(
             signer,
             SETTLED_KIND,
-            &json!({"reservation": id.0, "account": hold.account, "amount": actual,
-                    "released": hold.amount - actual}),
+            &ClosedOut {
+                reservation: id.0,
+                account: &hold.account,
+                amount: Some(actual),
+                released: hold.amount - actual,
+                deadline_us: None,
+            },
             time_us,
         )?;
-        self.close(id, &hold, SETTLED, updates)?;
-        self.account(&hold.account)
+        self.close(id, hold, SETTLED, updates)?;
+        settled.ok_or_else(|| BudgetError::Inconsistent(format!("reservation {} has no account", id.0)).into())
     }
 
     /// Returns the whole reservation (the call did not run or failed).
     /// Journaled as `budget.voided`.
     pub fn void(&mut self, signer: &Keypair, id: ReservationId, time_us: i64) -> Result<(), LedgerError> {
         let hold = self.pending_hold(id, None)?;
-        let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, 0)?;
+        let updates = self.book().plan_release(&hold.account, hold.amount, 0)?;
         self.append_budget(
             signer,
             VOIDED_KIND,
-            &json!({"reservation": id.0, "account": hold.account, "released": hold.amount}),
+            &ClosedOut {
+                reservation: id.0,
+                account: &hold.account,
+                amount: None,
+                released: hold.amount,
+                deadline_us: None,
+            },
             time_us,
         )?;
-        self.close(id, &hold, VOIDED, updates)
+        self.close(id, hold, VOIDED, updates)
     }
 
     /// Expires every pending reservation whose deadline is at or before
     /// `now_us` (at most [`EXPIRE_BATCH_MAX`]), returning their funds.
     /// Journaled as one `budget.expired` each.
     pub fn expire_due(&mut self, signer: &Keypair, now_us: i64) -> Result<Vec<ReservationId>, LedgerError> {
-        let due: Vec<u64> = {
-            let deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
-            let mut due = Vec::new();
-            for row in deadlines.range(..=(now_us, u64::MAX)).map_err(storage)?.take(EXPIRE_BATCH_MAX) {
-                let (key, _) = row.map_err(storage)?;
-                due.push(key.value().1);
-            }
-            due
-        };
+        let due = self.due(now_us)?;
         let mut expired = Vec::with_capacity(due.len());
         for id in due {
             let id = ReservationId(id);
             let hold = self.pending_hold(id, None)?;
-            let updates = RedbAccounts(&self.inner).plan_release(&hold.account, hold.amount, 0)?;
+            let updates = self.book().plan_release(&hold.account, hold.amount, 0)?;
             self.append_budget(
                 signer,
                 EXPIRED_KIND,
-                &json!({"reservation": id.0, "account": hold.account, "released": hold.amount,
-                        "deadline_us": hold.deadline_us}),
+                &ClosedOut {
+                    reservation: id.0,
+                    account: &hold.account,
+                    amount: None,
+                    released: hold.amount,
+                    deadline_us: Some(hold.deadline_us),
+                },
                 now_us,
             )?;
-            self.close(id, &hold, EXPIRED, updates)?;
+            self.close(id, hold, EXPIRED, updates)?;
             expired.push(id);
         }
         Ok(expired)
+    }
+
+    /// The pending reservations due at `now_us`, earliest deadline first
+    /// (at most [`EXPIRE_BATCH_MAX`]): the stored deadline index less what
+    /// this transaction closed, plus what it opened.
+    fn due(&mut self, now_us: i64) -> Result<Vec<u64>, LedgerError> {
+        let first_stored = match self.budget.first_stored_deadline {
+            Some(first) => first,
+            None => {
+                let table = self.inner.open_table(DEADLINES).map_err(storage)?;
+                let first = table.first().map_err(storage)?.map(|(k, _)| k.value().0);
+                self.budget.first_stored_deadline = Some(first);
+                first
+            }
+        };
+        let cache = &self.budget;
+        let mut due: Vec<(i64, u64)> = cache.deadlines_added.range(..=(now_us, u64::MAX)).copied().collect();
+        if first_stored.is_some_and(|first| first <= now_us) {
+            let table = self.inner.open_table(DEADLINES).map_err(storage)?;
+            for row in table.range(..=(now_us, u64::MAX)).map_err(storage)? {
+                let key = row.map_err(storage)?.0.value();
+                if !cache.deadlines_removed.contains(&key) {
+                    due.push(key);
+                    // Enough for one sweep however many the stored index
+                    // holds: the rest are due again at the next one.
+                    if due.len() >= 2 * EXPIRE_BATCH_MAX {
+                        break;
+                    }
+                }
+            }
+            due.sort_unstable();
+        }
+        Ok(due.into_iter().take(EXPIRE_BATCH_MAX).map(|(_, id)| id).collect())
     }
 
     /// Raises `account`'s limit by `amount`, signed by the reviewer who
@@ -419,39 +610,50 @@ impl Txn {
         if reviewer.role() != Role::Reviewer {
             return Err(LedgerError::BadEntry("a budget extension is signed by a reviewer key".into()));
         }
-        let updates = RedbAccounts(&self.inner).plan_raise(account, amount)?;
+        let updates = self.book().plan_raise(account, amount)?;
         let raised = updates.first().map(|(_, a)| a.clone()).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()))?;
         self.append_budget(
             reviewer,
             EXTENDED,
-            &json!({"account": account, "amount": amount, "limit": raised.limit, "reason": reason}),
+            &ExtendedOut { account, amount, limit: raised.limit, reason },
             time_us,
         )?;
-        RedbAccounts(&self.inner).apply(updates)?;
+        self.book().apply(updates)?;
         Ok(raised)
     }
 
     /// A pending reservation, or the typed reason it cannot be closed.
     /// With `settle_at`, a reservation past its deadline counts as expired.
-    fn pending_hold(&self, id: ReservationId, settle_at: Option<i64>) -> Result<Hold, LedgerError> {
-        let reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-        let guard = reservations.get(id.0).map_err(storage)?.ok_or(BudgetError::UnknownReservation(id.0))?;
-        let (account, amount, state, deadline_us) = guard.value();
-        if state != PENDING {
-            return Err(BudgetError::AlreadyClosed { id: id.0, state: state_name(state) }.into());
+    fn pending_hold(&mut self, id: ReservationId, settle_at: Option<i64>) -> Result<Hold, LedgerError> {
+        let hold = match self.budget.reservations.get(&id.0) {
+            Some(hold) => hold.clone(),
+            None => {
+                let reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
+                let guard = reservations.get(id.0).map_err(storage)?.ok_or(BudgetError::UnknownReservation(id.0))?;
+                let (account, amount, state, deadline_us) = guard.value();
+                let hold = Hold { account: account.to_owned(), amount, state, deadline_us };
+                self.budget.reservations.insert(id.0, hold.clone());
+                hold
+            }
+        };
+        if hold.state != PENDING {
+            return Err(BudgetError::AlreadyClosed { id: id.0, state: state_name(hold.state) }.into());
         }
-        if settle_at.is_some_and(|t| t >= deadline_us) {
+        if settle_at.is_some_and(|t| t >= hold.deadline_us) {
             return Err(BudgetError::AlreadyClosed { id: id.0, state: "expired" }.into());
         }
-        Ok(Hold { account: account.to_owned(), amount, state, deadline_us })
+        Ok(hold)
     }
 
-    fn close(&mut self, id: ReservationId, hold: &Hold, state: u8, updates: Updates) -> Result<(), LedgerError> {
-        RedbAccounts(&self.inner).apply(updates)?;
-        let mut reservations = self.inner.open_table(RESERVATIONS).map_err(storage)?;
-        reservations.insert(id.0, (hold.account.as_str(), hold.amount, state, hold.deadline_us)).map_err(storage)?;
-        let mut deadlines = self.inner.open_table(DEADLINES).map_err(storage)?;
-        deadlines.remove((hold.deadline_us, id.0)).map_err(storage)?;
+    fn close(&mut self, id: ReservationId, hold: Hold, state: u8, updates: Updates) -> Result<(), LedgerError> {
+        self.book().apply(updates)?;
+        let cache = &mut self.budget;
+        let key = (hold.deadline_us, id.0);
+        if !cache.deadlines_added.remove(&key) {
+            cache.deadlines_removed.insert(key);
+        }
+        cache.reservations.insert(id.0, Hold { state, ..hold });
+        cache.dirty_reservations.insert(id.0);
         Ok(())
     }
 }
@@ -586,7 +788,42 @@ struct ExtendedPayload {
 /// Whether `kind` changes balances (and so is written only by the budget
 /// methods and replayed by the verifier).
 pub(crate) fn is_posting(kind: &str) -> bool {
-    matches!(kind, OPENED | RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND | EXTENDED)
+    matches!(kind, OPENED | RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND | EXTENDED | BATCH)
+}
+
+/// Whether a posting of `kind` may travel in a `budget.batch` entry: the
+/// conductor's per-call postings. Opening accounts and a reviewer's
+/// extension are rare and stand alone.
+pub(crate) fn is_batchable(kind: &str) -> bool {
+    matches!(kind, RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND)
+}
+
+#[derive(Deserialize)]
+struct BatchPayload {
+    postings: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    kind: String,
+    time_us: i64,
+    payload: serde_json::Value,
+}
+
+/// A posting's payload, as an entry's bytes or as one item of a batch.
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Value(serde_json::Value),
+}
+
+impl Source<'_> {
+    fn parse<T: serde::de::DeserializeOwned>(self, kind: &str) -> Result<T, String> {
+        match self {
+            Source::Bytes(bytes) => serde_json::from_slice(bytes),
+            Source::Value(value) => serde_json::from_value(value),
+        }
+        .map_err(|e| format!("`{kind}` payload: {e}"))
+    }
 }
 
 impl BudgetBook {
@@ -597,15 +834,35 @@ impl BudgetBook {
     /// Applies one balance-changing entry made at `time_us`, or says why it
     /// breaks the rules.
     pub fn apply_posting(&mut self, kind: &str, payload: &[u8], time_us: i64) -> Result<(), String> {
-        let parse_err = |e: serde_json::Error| format!("`{kind}` payload: {e}");
+        if kind == BATCH {
+            let batch: BatchPayload = Source::Bytes(payload).parse(kind)?;
+            if batch.postings.is_empty() {
+                return Err("a `budget.batch` entry holds no postings".into());
+            }
+            for (i, item) in batch.postings.into_iter().enumerate() {
+                if !is_batchable(&item.kind) {
+                    return Err(format!("posting {i} of the batch: `{}` cannot be batched", item.kind));
+                }
+                if item.time_us > time_us {
+                    return Err(format!("posting {i} of the batch is later than the entry"));
+                }
+                self.apply_one(&item.kind, Source::Value(item.payload), item.time_us)
+                    .map_err(|e| format!("posting {i} of the batch: {e}"))?;
+            }
+            return Ok(());
+        }
+        self.apply_one(kind, Source::Bytes(payload), time_us)
+    }
+
+    fn apply_one(&mut self, kind: &str, payload: Source<'_>, time_us: i64) -> Result<(), String> {
         match kind {
             OPENED => {
-                let p: OpenedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let p: OpenedPayload = payload.parse(kind)?;
                 let updates = self.plan_open(&p.account, p.parent.as_deref(), p.limit).map_err(|e| e.to_string())?;
                 self.apply_updates(updates)
             }
             RESERVED => {
-                let p: ReservedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let p: ReservedPayload = payload.parse(kind)?;
                 let expected = self.reservations.keys().next_back().map_or(0, |last| last + 1);
                 if p.reservation != expected {
                     return Err(format!("reservation id {} out of order (expected {expected})", p.reservation));
@@ -622,7 +879,7 @@ impl BudgetBook {
                 Ok(())
             }
             SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND => {
-                let p: ClosedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let p: ClosedPayload = payload.parse(kind)?;
                 let hold = self
                     .reservations
                     .get(&p.reservation)
@@ -657,7 +914,7 @@ impl BudgetBook {
                 Ok(())
             }
             EXTENDED => {
-                let p: ExtendedPayload = serde_json::from_slice(payload).map_err(parse_err)?;
+                let p: ExtendedPayload = payload.parse(kind)?;
                 let updates = self.plan_raise(&p.account, p.amount).map_err(|e| e.to_string())?;
                 self.apply_updates(updates)
             }
@@ -700,6 +957,7 @@ impl BudgetBook {
 mod tests {
     use super::*;
     use crate::error::VerifyFailure;
+    use serde_json::json;
 
     const FAR: i64 = 1_000_000;
 

@@ -34,7 +34,9 @@ use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use tokio::sync::oneshot;
 use std::thread::JoinHandle;
 
 use crate::error::{BudgetError, LedgerError};
@@ -43,7 +45,7 @@ use crate::journal::{Ledger, Txn};
 /// Operations per transaction unless the caller says otherwise: enough to
 /// amortise the fsync and keep every core signing, few enough that one
 /// batch's signing stays in the low milliseconds.
-pub const GROUP_BATCH_DEFAULT: usize = 512;
+pub const GROUP_BATCH_DEFAULT: usize = 2048;
 
 /// What a [`GroupCommitter`] has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,12 +141,12 @@ enum Fate {
 
 struct Op<T, F> {
     op: F,
-    reply: SyncSender<Reply<T>>,
+    reply: oneshot::Sender<Reply<T>>,
 }
 
 struct Done<T> {
     outcome: Reply<T>,
-    reply: SyncSender<Reply<T>>,
+    reply: oneshot::Sender<Reply<T>>,
 }
 
 impl<T, F> Job for Op<T, F>
@@ -262,24 +264,35 @@ impl GroupCommitter {
     /// it). Blocks the calling thread; call from as many threads as you
     /// like. A panic in `op` is resumed here, on the caller's thread. See
     /// the type's docs for what `op` may leave behind when it fails.
+    ///
+    /// Not for async code (it would block the executor's thread, and tokio
+    /// refuses it there): use [`GroupCommitter::submit_async`].
     pub fn submit<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Txn) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let answer = self.enqueue(op)?;
-        match answer.recv() {
-            Ok(Reply::Done(result)) => result,
-            Ok(Reply::Panicked(payload)) => panic::resume_unwind(payload),
-            Err(_) => Err(stopped()),
-        }
+        unpack(answer.blocking_recv())
+    }
+
+    /// [`GroupCommitter::submit`] for async callers: the future resolves
+    /// once the transaction holding `op` has committed durably. Waking a
+    /// task costs far less than waking a blocked thread, so thousands of
+    /// concurrent callers are cheap this way.
+    pub fn submit_async<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Txn) -> Result<T, LedgerError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, LedgerError>> + Send + 'static {
+        let answer = self.enqueue(op);
+        async move { unpack(answer?.await) }
     }
 
     /// Queues `op` and returns where its answer will arrive.
     fn enqueue<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Txn) -> Result<T, LedgerError> + Send + 'static,
-    ) -> Result<Receiver<Reply<T>>, LedgerError> {
-        let (reply, answer) = mpsc::sync_channel(1);
+    ) -> Result<oneshot::Receiver<Reply<T>>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or_else(stopped)?;
         queue.send(Box::new(Op { op, reply })).map_err(|_| stopped())?;
         Ok(answer)
@@ -293,6 +306,15 @@ impl GroupCommitter {
             largest: self.stats.largest.load(Ordering::Relaxed),
             failed: self.stats.failed.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The caller's side of an answer: its result, or its own panic resumed.
+fn unpack<T>(answer: Result<Reply<T>, oneshot::error::RecvError>) -> Result<T, LedgerError> {
+    match answer {
+        Ok(Reply::Done(result)) => result,
+        Ok(Reply::Panicked(payload)) => panic::resume_unwind(payload),
+        Err(_) => Err(stopped()),
     }
 }
 
@@ -367,7 +389,8 @@ fn commit_loop(ledger: &Ledger, jobs: &Receiver<Box<dyn Job>>, max_batch: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ReservationId;
+    use std::sync::mpsc::SyncSender;
+    use crate::{Account, ReservationId};
     use identity::{Keypair, Role};
     use serde_json::json;
     use std::time::Duration;
@@ -381,8 +404,13 @@ mod tests {
     }
 
     fn fixture(limit: u64) -> Fixture {
+        fixture_with(limit, false)
+    }
+
+    fn fixture_with(limit: u64, batched: bool) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ledger = Ledger::open(&dir.path().join("group.redb")).expect("open");
+        let mut ledger = Ledger::open(&dir.path().join("group.redb")).expect("open");
+        ledger.batch_postings(batched);
         let key = Keypair::generate(Role::Conductor);
         ledger.write(|t| t.genesis(&key, json!({}), 0)).expect("genesis");
         ledger.write(|t| t.open_account(&key, "m", None, Some(limit), 0)).expect("account");
@@ -399,7 +427,7 @@ mod tests {
 
     /// Blocks the committer inside a transaction until the returned sender
     /// is dropped or sent to, so what is queued meanwhile forms one batch.
-    fn hold_committer(group: &GroupCommitter) -> (SyncSender<()>, Receiver<Reply<()>>) {
+    fn hold_committer(group: &GroupCommitter) -> (SyncSender<()>, oneshot::Receiver<Reply<()>>) {
         let (release, gate) = mpsc::sync_channel::<()>(1);
         let (entered_tx, entered) = mpsc::sync_channel::<()>(1);
         let held = group
@@ -413,10 +441,16 @@ mod tests {
         (release, held)
     }
 
-    fn wait<T>(answer: Receiver<Reply<T>>) -> Result<T, LedgerError> {
-        match answer.recv_timeout(Duration::from_secs(30)).expect("answered") {
-            Reply::Done(result) => result,
-            Reply::Panicked(payload) => panic::resume_unwind(payload),
+    fn wait<T>(mut answer: oneshot::Receiver<Reply<T>>) -> Result<T, LedgerError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match answer.try_recv() {
+                Ok(reply) => return unpack(Ok(reply)),
+                Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("no answer: {e}"),
+            }
         }
     }
 
@@ -558,5 +592,55 @@ mod tests {
         // A committer whose thread is gone answers at once.
         let dead = GroupCommitter { queue: None, thread: None, stats: Arc::default() };
         assert!(matches!(dead.submit(|_| Ok(())), Err(LedgerError::Io { .. })));
+    }
+
+    #[test]
+    fn async_callers_share_batched_commits_and_each_gets_its_own_answer() {
+        const TASKS: u64 = 300;
+        let f = fixture_with(1_000_000, true);
+        let group = Arc::new(GroupCommitter::new(f.ledger.clone(), GROUP_BATCH_DEFAULT));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let settled: Vec<(u64, ReservationId, Account)> = runtime.block_on(async {
+            let tasks: Vec<_> = (1..=TASKS)
+                .map(|amount| {
+                    let (group, key) = (group.clone(), f.key.clone());
+                    tokio::spawn(async move {
+                        let id = group.submit_async(reserve(&key, amount)).await.expect("reserved");
+                        let after = group
+                            .submit_async(move |t| t.settle(&key, id, amount / 2, 2))
+                            .await
+                            .expect("settled");
+                        (amount, id, after)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for task in tasks {
+                out.push(task.await.expect("task"));
+            }
+            out
+        });
+        let mut ids: Vec<ReservationId> = settled.iter().map(|(_, id, _)| *id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len() as u64, TASKS, "every caller got its own reservation");
+        let total: u64 = (1..=TASKS).map(|a| a / 2).sum();
+        assert_eq!(f.ledger.account("m").expect("m"), Account { limit: Some(1_000_000), pending: 0, settled: total, parent: None });
+        assert!(f.ledger.pending_reservations().expect("pending").is_empty());
+        // The postings travelled in shared, signed batch entries.
+        let entries = f.ledger.entries(0, usize::MAX).expect("entries");
+        let batches: Vec<usize> = entries
+            .iter()
+            .filter(|e| e.kind == "budget.batch")
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&e.payload).expect("json");
+                v["postings"].as_array().map_or(0, Vec::len)
+            })
+            .collect();
+        assert_eq!(batches.iter().sum::<usize>() as u64, 2 * TASKS, "every posting is journaled once");
+        assert!(batches.iter().any(|&n| n > 1), "batches hold several postings: {batches:?}");
+        assert!(entries.iter().all(|e| !matches!(e.kind.as_str(), "budget.reserved" | "budget.settled")));
+        let report = f.ledger.verify().expect("journal and balances agree");
+        assert!(report.budget.iter().any(|(name, a)| name == "m" && a.settled == total));
     }
 }

@@ -7,6 +7,7 @@ use identity::{Keypair, PublicKey, Role};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 
+use crate::budget::BudgetCache;
 use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash, KIND_BYTES_MAX, PAYLOAD_BYTES_MAX};
 use crate::error::{LedgerError, VerifyFailure, storage};
@@ -33,6 +34,12 @@ pub struct Ledger {
     db: Database,
     path: PathBuf,
     checkpoints: Option<AutoCheckpoint>,
+    batch_postings: bool,
+    /// The budget rows as the last committed transaction left them, handed
+    /// from one write transaction to the next (redb runs one at a time) so
+    /// a settle finds its reservation and the accounts in memory. Emptied
+    /// whenever a transaction does not commit.
+    budget_cache: std::sync::Mutex<BudgetCache>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +55,13 @@ impl Ledger {
             redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
             other => storage(other),
         })?;
-        let ledger = Ledger { db, path: path.to_owned(), checkpoints: None };
+        let ledger = Ledger {
+            db,
+            path: path.to_owned(),
+            checkpoints: None,
+            batch_postings: false,
+            budget_cache: std::sync::Mutex::default(),
+        };
         // Create the tables up front so readers never see "table missing".
         ledger.write(|txn| {
             txn.inner.open_table(JOURNAL).map_err(storage)?;
@@ -68,6 +81,18 @@ impl Ledger {
         self.checkpoints = Some(AutoCheckpoint { signer, every: every.max(2) });
     }
 
+    /// With `on`, the conductor's reserve, settle, void and expiry
+    /// postings made in one transaction are journaled together as
+    /// `budget.batch` entries (one signature for up to
+    /// [`BATCH_POSTINGS_MAX`] postings, each still naming its reservation
+    /// and call) instead of one `budget.reserved`/`budget.settled`/…
+    /// entry each. For group commit at high rates, where one Ed25519
+    /// signature per posting would cap throughput; off by default so a
+    /// journal reads one posting per entry.
+    pub fn batch_postings(&mut self, on: bool) {
+        self.batch_postings = on;
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -79,16 +104,35 @@ impl Ledger {
         E: From<LedgerError>,
     {
         let inner = self.db.begin_write().map_err(storage)?;
+        // Held until this transaction has committed and handed its cache
+        // back, so the next transaction (which can begin the moment this
+        // one commits) waits for the fresh cache instead of reading a stale
+        // one. The cache is taken out, not shared: if this transaction
+        // fails or panics, the slot stays empty and the next one starts
+        // from the tables again. Lock order is always redb's write lock,
+        // then this.
+        let mut slot = self.budget_cache.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = BudgetCache::default();
+            guard
+        });
+        let budget = std::mem::take(&mut *slot);
         let mut txn = Txn {
             inner,
             checkpoints: self.checkpoints.clone(),
             staged: Vec::new(),
             head: None,
             keys: RefCell::new(KeyCache::default()),
+            budget,
+            batching: self.batch_postings,
+            batch: None,
         };
         let value = f(&mut txn)?;
         txn.seal()?;
-        txn.inner.commit().map_err(storage)?;
+        let Txn { inner, mut budget, .. } = txn;
+        inner.commit().map_err(storage)?;
+        budget.committed();
+        *slot = budget;
         Ok(value)
     }
 
@@ -218,7 +262,31 @@ pub struct Txn {
     /// The head including staged entries, once read.
     head: Option<(u64, EntryHash)>,
     keys: RefCell<KeyCache>,
+    pub(crate) budget: BudgetCache,
+    /// Whether budget postings go into `budget.batch` entries.
+    batching: bool,
+    /// Postings waiting to become one `budget.batch` entry.
+    batch: Option<PostingBatch>,
 }
+
+/// Budget postings buffered for one `budget.batch` entry. The entry is
+/// staged before any other entry of the transaction (and at the latest
+/// when it is sealed), so the journal keeps the order things happened in.
+struct PostingBatch {
+    signer: Keypair,
+    /// Each posting, serialised: `{"kind", "time_us", "payload"}`.
+    items: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The latest posting's time: the entry's time.
+    time_us: i64,
+}
+
+/// The most postings one `budget.batch` entry carries: a few signatures a
+/// second cover the highest group-commit rates, and one entry stays well
+/// under the payload limit.
+pub const BATCH_POSTINGS_MAX: usize = 4096;
+/// Room kept in a batch entry's payload for `{"postings":[…]}` itself.
+const BATCH_FRAME_BYTES: usize = 64;
 
 impl std::fmt::Debug for Txn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -395,6 +463,7 @@ impl Txn {
     /// Appends a `journal.checkpoint` now and returns it as a file an
     /// auditor can keep elsewhere.
     pub fn checkpoint(&mut self, conductor: &Keypair, time_us: i64) -> Result<Checkpoint, LedgerError> {
+        self.flush_postings()?;
         let head = self.head()?;
         let payload = json!({"entries": head.0, "head": head.1.to_string()});
         let (seq, _) = self.stage(conductor, rules::CHECKPOINT, &payload, time_us)?;
@@ -406,16 +475,83 @@ impl Txn {
             .map_err(|e| LedgerError::Corrupt { seq, failure: VerifyFailure::Malformed(e.to_string()) })
     }
 
-    /// Appends a balance-changing budget entry; only the budget methods,
-    /// which update the balances with it, call this.
+    /// Journals a balance-changing budget posting, as its own entry or
+    /// into the transaction's `budget.batch`; only the budget methods,
+    /// which update the balances with it, call this. Either way a posting
+    /// the journal would refuse (signer, size) is refused here, before the
+    /// caller changes any balance.
     pub(crate) fn append_budget(
         &mut self,
         signer: &Keypair,
-        kind: &str,
-        payload: &Value,
+        kind: &'static str,
+        payload: &impl serde::Serialize,
         time_us: i64,
-    ) -> Result<(u64, EntryHash), LedgerError> {
-        self.append_one(signer, kind, payload, time_us)
+    ) -> Result<(), LedgerError> {
+        if !(self.batching && crate::budget::is_batchable(kind)) {
+            return self.stage(signer, kind, payload, time_us).map(|_| ());
+        }
+        #[derive(serde::Serialize)]
+        struct Item<'a, P> {
+            kind: &'a str,
+            time_us: i64,
+            payload: &'a P,
+        }
+        let item = serde_json::to_vec(&Item { kind, time_us, payload })
+            .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
+        if item.len() + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX {
+            return Err(LedgerError::BadEntry(format!(
+                "posting of {} bytes exceeds the payload limit {PAYLOAD_BYTES_MAX}",
+                item.len()
+            )));
+        }
+        let full = self.batch.as_ref().is_some_and(|b| {
+            b.signer.public() != signer.public()
+                || b.items.len() >= BATCH_POSTINGS_MAX
+                || b.bytes + item.len() + 1 + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX
+        });
+        if full {
+            self.flush_postings()?;
+        }
+        let batch = match self.batch.take() {
+            Some(batch) => batch,
+            None => {
+                // The batch entry will take the seq the head has now
+                // (anything staged first flushes it), so the signer can be
+                // checked now: a refused signer fails its own posting.
+                let (seq, prev) = self.head()?;
+                let signer_bytes = signer.public().to_bytes();
+                rules::admit(
+                    &mut RedbKeys { txn: &self.inner, cache: &self.keys },
+                    rules::Head { seq, prev: &prev, signer: &signer_bytes, kind: crate::budget::BATCH, payload: b"{}" },
+                )?;
+                PostingBatch { signer: signer.clone(), items: Vec::new(), bytes: 0, time_us }
+            }
+        };
+        let mut batch = batch;
+        batch.bytes += item.len() + 1;
+        batch.time_us = batch.time_us.max(time_us);
+        batch.items.push(item);
+        self.batch = Some(batch);
+        Ok(())
+    }
+
+    /// Stages the buffered postings as one `budget.batch` entry.
+    fn flush_postings(&mut self) -> Result<(), LedgerError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        // The items are serde_json's own output; only the array around
+        // them is joined here, so the payload is `{"postings":[item,…]}`.
+        let mut payload = Vec::with_capacity(batch.bytes + BATCH_FRAME_BYTES);
+        payload.extend_from_slice(br#"{"postings":["#);
+        for (i, item) in batch.items.iter().enumerate() {
+            if i > 0 {
+                payload.push(b',');
+            }
+            payload.extend_from_slice(item);
+        }
+        payload.extend_from_slice(b"]}");
+        self.stage_bytes(&batch.signer, crate::budget::BATCH, payload, batch.time_us).map(|_| ())
     }
 
     fn append_one(
@@ -444,11 +580,26 @@ impl Txn {
         &mut self,
         signer: &Keypair,
         kind: &str,
-        payload: &Value,
+        payload: &impl serde::Serialize,
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
         let payload = serde_json::to_vec(payload)
             .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
+        self.stage_bytes(signer, kind, payload, time_us)
+    }
+
+    /// [`Txn::stage`] for a payload already serialised.
+    fn stage_bytes(
+        &mut self,
+        signer: &Keypair,
+        kind: &str,
+        payload: Vec<u8>,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        if kind != crate::budget::BATCH {
+            // Buffered postings happened before this entry.
+            self.flush_postings()?;
+        }
         if kind.is_empty()
             || kind.len() > KIND_BYTES_MAX
             || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'-' || b == b'_')
@@ -489,6 +640,8 @@ impl Txn {
     /// Signs the staged entries (on every core when there are many) and
     /// writes them and the new head.
     fn seal(&mut self) -> Result<(), LedgerError> {
+        self.flush_postings()?;
+        self.budget.write_back(&self.inner)?;
         if self.staged.is_empty() {
             return Ok(());
         }

@@ -51,6 +51,7 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("budget.voided", Role::Conductor),
     ("budget.expired", Role::Conductor),
     ("budget.refused", Role::Conductor),
+    ("budget.batch", Role::Conductor),
     ("memory.asserted", Role::Conductor),
     ("task.started", Role::Conductor),
     ("task.decided", Role::Conductor),

@@ -362,11 +362,14 @@ fn budget_only<T>(result: Result<T, LedgerError>, out: impl FnOnce(T) -> Out) ->
 /// `next(model, i)` gives step `i` and how far the clock moves before it.
 fn run_case(
     root_limit: u64,
+    batched: bool,
     steps: usize,
     mut next: impl FnMut(&Model, usize) -> (i64, Concrete),
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = Ledger::open(&dir.path().join("model.redb")).expect("open");
+    let mut ledger = Ledger::open(&dir.path().join("model.redb")).expect("open");
+    // Both journal layouts: one entry per posting, and `budget.batch`.
+    ledger.batch_postings(batched);
     let conductor = Keypair::generate(Role::Conductor);
     let reviewer = Keypair::generate(Role::Reviewer);
     ledger.write(|t| t.genesis(&conductor, json!({}), 0)).expect("genesis");
@@ -441,9 +444,10 @@ proptest! {
     #[test]
     fn the_ledger_follows_the_budget_rules(
         root_limit in 50..=500u64,
+        batched in any::<bool>(),
         steps in proptest::collection::vec(timed(), 1..=60),
     ) {
-        run_case(root_limit, steps.len(), |model, i| (steps[i].dt, steps[i].step.resolve(model)))?;
+        run_case(root_limit, batched, steps.len(), |model, i| (steps[i].dt, steps[i].step.resolve(model)))?;
     }
 }
 
@@ -485,5 +489,7 @@ fn a_fixed_walk_through_the_rare_rules() {
     }
     steps.push(Reserve { account: "i", amount: 10, deadline_in: 100 });
     let steps: Vec<(i64, Concrete)> = steps.into_iter().map(|s| (3, s)).collect();
-    run_case(300, steps.len(), |_, i| steps[i].clone()).expect("fixed walk");
+    for batched in [false, true] {
+        run_case(300, batched, steps.len(), |_, i| steps[i].clone()).expect("fixed walk");
+    }
 }

@@ -352,8 +352,27 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
             (_, true) => &keys.agent_a2,
         };
         let reviewer = if revoked_at.is_some() { &keys.reviewer } else { &keys.reviewer_old };
+        // Every third task journals its postings as `budget.batch` entries.
+        ledger.batch_postings(r % 3 == 2);
         task_round(&ledger, &keys, r, agent, reviewer, &mut clock, tag);
     }
+    // A group-commit style transaction: many postings in batch entries,
+    // split by another entry (which must keep its place in the order).
+    ledger.batch_postings(true);
+    write(&ledger, |t| {
+        let mut ids = Vec::new();
+        for call in 0..4 {
+            let now = clock.tick();
+            ids.push(t.reserve(&c, MISSION, 100 + call, now + 60_000_000, json!({"call": call}), now)?);
+        }
+        t.settle(&c, ids[0], 60, clock.tick())?;
+        t.append(&c, "task.started", &json!({"mission": MISSION, "task": "batched"}), clock.tick())?;
+        t.void(&c, ids[1], clock.tick())?;
+        t.settle(&c, ids[2], 102, clock.tick())?;
+        t.settle(&c, ids[3], 1, clock.tick())?;
+        Ok(())
+    });
+    ledger.batch_postings(false);
     write(&ledger, |t| {
         t.append(
             &c,
@@ -712,6 +731,7 @@ fn clean_exports_verify_and_match_the_database() {
         "budget.voided",
         "budget.expired",
         "budget.extended",
+        "budget.batch",
         "host.infer",
         "gate.decided",
     ] {
@@ -1443,6 +1463,7 @@ fn is_budget_posting(kind: &str) -> bool {
             | "budget.voided"
             | "budget.expired"
             | "budget.extended"
+            | "budget.batch"
     )
 }
 
@@ -1606,4 +1627,53 @@ fn database_tampering_is_caught_by_ledger_verify() {
         Want::Exact(n64, VerifyFailure::RevokedKey { key: hex::encode(old), revoked_seq: fx.revoked_at }),
     );
     report(vec![rows, edits, swaps, cut, cut_plain, rewrite, head, projection]);
+}
+
+/// A key-holding attacker who rewrites one posting inside a `budget.batch`
+/// entry (and re-signs and re-chains everything after) still breaks the
+/// budget rules the verifier replays, at that entry.
+#[test]
+fn a_forged_posting_inside_a_batch_breaks_the_replayed_budget() {
+    let fx = big();
+    let n64 = fx.n() as u64;
+    let batches: Vec<usize> = (0..fx.n())
+        .filter(|&k| fx.entries[k].kind == "budget.batch")
+        .filter(|&k| {
+            let v: Value = serde_json::from_slice(&fx.entries[k].payload).expect("json");
+            v["postings"].as_array().is_some_and(|p| p.len() >= 4)
+        })
+        .collect();
+    assert!(!batches.is_empty(), "the journal has a batch of several postings");
+    let mut t = Tally::new("rewrite one posting inside a batch, re-signed and re-chained");
+    for &k in &batches {
+        let original: Value = serde_json::from_slice(&fx.entries[k].payload).expect("json");
+        let postings = original["postings"].as_array().expect("postings").clone();
+        for (i, posting) in postings.iter().enumerate() {
+            // Each rewrite breaks one rule: overrun a settlement, settle a
+            // reservation twice, or reserve an id out of order.
+            let mut forged = original.clone();
+            let kind = posting["kind"].as_str().expect("kind");
+            match kind {
+                "budget.settled" => {
+                    forged["postings"][i]["payload"]["amount"] = json!(1_000_000_000u64);
+                }
+                "budget.reserved" => {
+                    forged["postings"][i]["payload"]["reservation"] = json!(999_999u64);
+                }
+                _ => {
+                    let mut again = posting.clone();
+                    again["time_us"] = posting["time_us"].clone();
+                    forged["postings"].as_array_mut().expect("array").insert(i + 1, again);
+                }
+            }
+            let e = &fx.entries[k];
+            let mut records = fx.records.clone();
+            let payload = serde_json::to_vec(&forged).expect("json");
+            records[k] = entry::signed_record(k as u64, &e.prev, e.time_us, &fx.keys.conductor, &e.kind, &payload);
+            rechain(&fx.keys, &mut records, k + 1);
+            let want = Want::Variant(k as u64, &["BudgetRule"]);
+            t.check(|| format!("entry {k}, posting {i} ({kind})"), &assemble(n64, &records), &[], want);
+        }
+    }
+    report(vec![t]);
 }

@@ -6,8 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+// Read at run time (cargo sets it for every test it runs), not with
+// `env!`: a target directory shared between checkouts (CI keeps one)
+// can reuse a test binary built in another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("conductor/ has a parent").to_owned()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    Path::new(&manifest).parent().expect("conductor/ has a parent").to_owned()
 }
 
 pub fn conductor() -> Command {

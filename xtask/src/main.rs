@@ -181,8 +181,15 @@ fn test_build_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
+/// The checkout being worked on. Read at run time (`cargo run` sets
+/// `CARGO_MANIFEST_DIR` for the process it starts), not baked in with
+/// `env!`: a target directory shared between checkouts (CI keeps one
+/// outside the clone) may hand one checkout an xtask binary built in
+/// another, which must still act on the checkout that ran it.
 fn repo_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .context("run xtask through cargo (`cargo xtask …`), which tells it where the checkout is")?;
     manifest.parent().map(Path::to_path_buf).context("xtask lives one level below the root")
 }
 
