@@ -73,6 +73,9 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
                  \x20   - {id: sleepy, behave: spin-calls}\n\
                  \x20   - {id: hog, behave: grow}\n\
                  \x20   - {id: panicky, behave: panic}\n\
+                 \x20   - {id: deep, behave: recurse}\n\
+                 \x20   - {id: shouty, behave: huge-arg}\n\
+                 \x20   - {id: escapee, behave: escape}\n\
                  \x20   - {id: ok-3, behave: echo}\n";
     let mission = write_mission(
         dir.path(),
@@ -102,6 +105,11 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
     assert!(failure("sleepy").contains("host-call limit"), "{}", failure("sleepy"));
     assert!(failure("hog").contains("memory limit"), "{}", failure("hog"));
     assert!(failure("panicky").contains("trapped"), "{}", failure("panicky"));
+    assert!(failure("deep").contains("stack"), "{}", failure("deep"));
+    assert!(failure("shouty").contains("argument bytes"), "{}", failure("shouty"));
+    // Files, sockets and names are refused inside the cell; the agent
+    // carries on and decides.
+    assert_eq!(by_case("escapee")["outcome"], "contained", "{}", by_case("escapee"));
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
     let out = run(conductor().args(["ledger", "show", "--json", "--data"]).arg(&data));
@@ -112,6 +120,98 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn an_agent_may_ask_for_review_under_a_declared_gate_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    // The gate's own condition never holds: only the agent's request
+    // sends a task to it.
+    let gates = "gates:\n  - name: second-look\n    when: { field: case.amount, greater_than: 1000000 }\n";
+    let cases = "    - {id: asks, behave: review}\n\
+                 \x20   - {id: asks-wrong, behave: review, gate: undeclared}\n\
+                 \x20   - {id: quiet, behave: echo}\n";
+    let mission = write_mission(dir.path(), "review", &hostile, 1000, "{}", cases, gates);
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    let by_case = |id: &str| tasks(&summary).iter().find(|t| t["case_id"] == id).cloned().expect("task");
+    assert_eq!(by_case("asks")["status"], "awaiting_review", "{}", by_case("asks"));
+    assert_eq!(by_case("quiet")["status"], "decided");
+    let wrong = by_case("asks-wrong");
+    assert_eq!(wrong["outcome"], "review-refused", "{wrong}");
+    assert!(wrong["reason"].as_str().unwrap_or_default().contains("not declared"), "{wrong}");
+    let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
+    let gates = stdout_json(&out);
+    let listed = gates.as_array().expect("gates");
+    assert_eq!(listed.len(), 1, "{gates}");
+    assert_eq!(listed[0]["gate"], "second-look");
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "the agent's request is a valid signed entry");
+}
+
+/// Creates an operator key and returns (key file, public key hex).
+fn operator_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let out = run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .expect("the public key is printed")
+        .trim()
+        .to_owned();
+    (path, public)
+}
+
+#[test]
+fn a_mission_that_requires_signed_modules_refuses_anything_else_before_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("echo.wasm");
+    std::fs::copy(common::module("cells/guests/echo-agent/echo.wasm"), &module).expect("copy module");
+    let (key, public) = operator_key(dir.path(), "operator.key");
+    let (stranger, _) = operator_key(dir.path(), "stranger.key");
+    let trust = format!("trust:\n  modules_signed_by: [\"{public}\"]\n");
+    let mission = write_mission(dir.path(), "signed", &module, 1000, "{}", "    - {id: a}\n", &trust);
+    let data = dir.path().join("data");
+    let try_run = || run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
+
+    // Unsigned: refused by validate and by run, and nothing is created.
+    let out = run(conductor().args(["mission", "validate"]).arg(&mission));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not signed"), "{}", stderr(&out));
+    let out = try_run();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!data.exists(), "nothing runs or is journaled for an untrusted module");
+
+    // Signed by a key the mission does not trust: refused.
+    let out = run(conductor().args(["modules", "sign"]).arg(&module).arg("--key").arg(&stranger));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = try_run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not trust"), "{}", stderr(&out));
+
+    // Signed by the trusted operator: verifies and runs.
+    let out = run(conductor().args(["modules", "sign"]).arg(&module).arg("--key").arg(&key));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(conductor().args(["modules", "verify"]).arg(&module).args(["--trusted", &public]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = try_run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Changed after signing: refused with the reason.
+    let mut bytes = std::fs::read(&module).expect("read");
+    bytes.push(0);
+    std::fs::write(&module, bytes).expect("write");
+    let out = run(conductor().args(["modules", "verify"]).arg(&module));
+    assert_eq!(out.status.code(), Some(4));
+    let data2 = dir.path().join("data2");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data2));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("changed after signing"), "{}", stderr(&out));
 }
 
 /// Runs a quick mission and returns (tempdir, data dir).

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::env::CellEnv;
 use crate::host::{CellHost, Decision};
 use crate::limits::{CellError, CellFailure, CellLimits};
 
@@ -97,7 +98,23 @@ impl Drop for CellEngine {
 }
 
 impl CellEngine {
+    /// An engine that compiles each module it loads (no cache).
     pub fn new() -> Result<Self, CellError> {
+        Self::build(None)
+    }
+
+    /// An engine that keeps compiled modules in `dir` (wasmtime's own
+    /// cache: keyed by the module's bytes, the engine's settings and the
+    /// wasmtime version, so a changed module or setting never hits a stale
+    /// entry). A large agent (a Python or JavaScript runtime) takes tens of
+    /// seconds to compile and milliseconds to load from here. The
+    /// directory is created private (0700): whoever can write to it can
+    /// place native code the engine will run.
+    pub fn with_module_cache(dir: &Path) -> Result<Self, CellError> {
+        Self::build(Some(dir))
+    }
+
+    fn build(cache_dir: Option<&Path>) -> Result<Self, CellError> {
         let engine_err = |e: wasmtime::Error| CellError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(LIVE_CELLS_MAX)
@@ -116,6 +133,12 @@ impl CellEngine {
             // atomics-based nondeterminism are unavailable to agents.
             .relaxed_simd_deterministic(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            private_dir(dir)?;
+            let mut cache = CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(Cache::new(cache).map_err(engine_err)?));
+        }
         let engine = Engine::new(&config).map_err(engine_err)?;
 
         let mut linker = Linker::new(&engine);
@@ -175,18 +198,20 @@ impl CellEngine {
 
     /// Runs one task: a fresh instance, `run(input)`, then the instance is
     /// dropped. Blocking; call it from a thread that may block.
+    ///
+    /// The cell sees no files, no network, no environment and no
+    /// arguments. Its clocks and random numbers come from `env` alone, so
+    /// running the same module on the same input, host answers and `env`
+    /// again does exactly the same thing (replay depends on it).
     pub fn run(
         &self,
         module: &AgentModule,
         host: Box<dyn CellHost>,
         limits: &CellLimits,
+        env: &CellEnv,
         input: &str,
     ) -> Result<Decision, CellFailure> {
-        let wasi = WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let wasi = env.wasi().build();
         let state = CellState {
             wasi,
             table: ResourceTable::new(),
@@ -223,6 +248,19 @@ impl CellEngine {
     }
 }
 
+/// Creates `dir` (and parents) if needed and makes sure only this user can
+/// use it.
+fn private_dir(dir: &Path) -> Result<(), CellError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source: std::io::Error| CellError::Read { path: dir.to_owned(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Maps a wasmtime error to the limit or trap that caused it. A limit
 /// recorded by the host side wins over the generic trap it produced.
 fn classify(state: &CellState, instantiating: bool, error: &wasmtime::Error) -> CellFailure {
@@ -234,6 +272,7 @@ fn classify(state: &CellState, instantiating: bool, error: &wasmtime::Error) -> 
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CellFailure::FuelExhausted,
+        Some(Trap::StackOverflow) => CellFailure::StackOverflow,
         Some(Trap::Interrupt) => CellFailure::WallClockExceeded,
         _ if instantiating => CellFailure::Instantiation(format!("{error:#}")),
         _ => CellFailure::Trap(format!("{error:#}")),
@@ -369,6 +408,11 @@ impl wit_host::Host for CellState {
     ) -> wasmtime::Result<Result<(), String>> {
         self.admit(subject.len() + predicate.len() + value.len())?;
         Ok(self.host.remember(subject, predicate, value, valid_from))
+    }
+
+    fn request_review(&mut self, gate: String, reason: String) -> wasmtime::Result<Result<(), String>> {
+        self.admit(gate.len() + reason.len())?;
+        Ok(self.host.request_review(gate, reason))
     }
 
     fn log(&mut self, message: String) -> wasmtime::Result<()> {

@@ -57,5 +57,9 @@ pub trait CellHost: Send {
         value: String,
         valid_from: Option<i64>,
     ) -> Result<(), String>;
+    /// The agent asks for a human review of its decision under `gate`.
+    /// Refuse (with a reason the agent can read) a gate the mission does
+    /// not declare.
+    fn request_review(&mut self, gate: String, reason: String) -> Result<(), String>;
     fn log(&mut self, message: String);
 }

@@ -16,9 +16,11 @@
 //! This crate knows nothing about the ledger, models or HTTP.
 
 mod engine;
+mod env;
 mod host;
 mod limits;
 
 pub use engine::{AgentModule, CellEngine, ModuleHash};
+pub use env::CellEnv;
 pub use host::{CellHost, Completion, Decision, Fact, InferRequest, Message};
 pub use limits::{CellError, CellFailure, CellLimits};

@@ -10,7 +10,7 @@ pub struct CellLimits {
     pub fuel: u64,
     /// Wall-clock time for the whole task, host calls included.
     pub wall_ms: u64,
-    /// Host calls (infer, recall, remember, log) per task.
+    /// Host calls (infer, recall, remember, request-review, log) per task.
     pub host_calls: u32,
     /// Bytes of all arguments of one host call together.
     pub call_arg_bytes_max: usize,
@@ -35,6 +35,8 @@ pub enum CellFailure {
     Trap(String),
     /// The agent used all its fuel.
     FuelExhausted,
+    /// The agent recursed past the wasm stack limit.
+    StackOverflow,
     /// The task ran past its wall-clock limit.
     WallClockExceeded,
     /// The agent tried to grow memory past its cap.
@@ -58,6 +60,7 @@ impl CellFailure {
         match self {
             CellFailure::Trap(_) => "trap",
             CellFailure::FuelExhausted => "fuel_exhausted",
+            CellFailure::StackOverflow => "stack_overflow",
             CellFailure::WallClockExceeded => "wall_clock_exceeded",
             CellFailure::MemoryExceeded => "memory_exceeded",
             CellFailure::HostCallsExceeded => "host_calls_exceeded",
@@ -74,6 +77,7 @@ impl fmt::Display for CellFailure {
         match self {
             CellFailure::Trap(m) => write!(f, "agent trapped: {m}"),
             CellFailure::FuelExhausted => f.write_str("agent ran out of fuel (compute limit)"),
+            CellFailure::StackOverflow => f.write_str("agent overflowed its stack (recursion too deep)"),
             CellFailure::WallClockExceeded => f.write_str("task exceeded its wall-clock limit"),
             CellFailure::MemoryExceeded => f.write_str("agent exceeded its memory limit"),
             CellFailure::HostCallsExceeded => f.write_str("agent exceeded its host-call limit"),

@@ -33,6 +33,8 @@ pub struct MissionCtx {
     /// Set when a reservation is refused: no new task starts (under every
     /// exhaustion policy; they differ in what happens next).
     pub budget_exhausted: AtomicBool,
+    /// The gates the mission declares: the ones an agent may ask for.
+    pub gates: Vec<String>,
 }
 
 /// Per-task counters, read after the cell is gone.
@@ -43,7 +45,13 @@ pub struct TaskMeter {
     pub model_calls: AtomicU32,
     /// A reservation for this task was refused for lack of budget.
     pub refused: AtomicBool,
+    /// The review the agent asked for, if any: (gate, reason). The last
+    /// request wins.
+    pub review: std::sync::Mutex<Option<(String, String)>>,
 }
+
+/// A review reason is read by a person: 2 KiB is several paragraphs.
+const REVIEW_REASON_BYTES_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub struct TaskHost {
@@ -261,6 +269,25 @@ impl CellHost for TaskHost {
                 Ok(())
             })
             .map_err(|e| format!("{e:#}"))
+    }
+
+    fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
+        if !self.ctx.gates.contains(&gate) {
+            let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
+            return Err(format!("gate `{gate}` is not declared by this mission (declared: {declared})"));
+        }
+        if reason.len() > REVIEW_REASON_BYTES_MAX {
+            return Err(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()));
+        }
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
+        self.ctx
+            .ledger
+            .write(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
+            .map_err(|e| format!("{e:#}"))?;
+        if let Ok(mut review) = self.meter.review.lock() {
+            *review = Some((gate, reason));
+        }
+        Ok(())
     }
 
     fn log(&mut self, mut message: String) {

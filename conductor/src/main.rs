@@ -14,6 +14,7 @@ mod gates;
 mod host;
 mod inference;
 mod keys;
+mod modules;
 mod progress;
 mod registry;
 mod run;
@@ -29,6 +30,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::inference::Router;
 use crate::registry::Registry;
+
+// Budget postings, journal entries and host calls are many small
+// allocations made on one thread and freed on another; mimalloc handles
+// that pattern far better than glibc's allocator (see BENCHMARKS.md, #4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit statuses, so scripts can tell outcomes apart.
 mod exit {
@@ -89,6 +96,31 @@ enum Command {
     /// Create people's keys; register, rotate and revoke keys in a journal.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Sign and verify agent modules (for missions that require signed
+    /// modules: `trust.modules_signed_by`).
+    #[command(subcommand)]
+    Modules(ModulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModulesCommand {
+    /// Sign a module with an operator key: writes MODULE.sig beside it.
+    Sign {
+        /// The agent module (.wasm).
+        module: PathBuf,
+        /// An operator key file (`conductor keys new --role operator`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Check a module's signature (MODULE.sig); exit 0 if it verifies (and,
+    /// with --trusted, is by one of those keys), 4 if not.
+    Verify {
+        /// The agent module (.wasm).
+        module: PathBuf,
+        /// A trusted signer's public key (64 hex characters); repeatable.
+        #[arg(long, value_name = "HEX")]
+        trusted: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +155,12 @@ struct EngineArgs {
     /// A model registry file to use instead of the embedded one.
     #[arg(long, value_name = "FILE", env = "CONDUCTOR_MODELS")]
     models: Option<PathBuf>,
+    /// Where compiled agent modules are kept between runs (created 0700),
+    /// so a large agent compiles once; `off` compiles every time.
+    /// Default: $XDG_CACHE_HOME/conductor/modules, else
+    /// ~/.cache/conductor/modules.
+    #[arg(long, value_name = "DIR|off", env = "CONDUCTOR_MODULE_CACHE")]
+    module_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +444,26 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
         Command::Keys(command) => keys_command(command),
+        Command::Modules(ModulesCommand::Sign { module, key }) => {
+            let key = keys::load_human_key(&key)?;
+            let path = modules::sign(&module, &key)?;
+            println!("{}: signed by {} ({})", module.display(), key.public().to_hex(), path.display());
+            Ok(exit::OK)
+        }
+        Command::Modules(ModulesCommand::Verify { module, trusted }) => match modules::verify(&module) {
+            Ok(signer) if trusted.is_empty() || trusted.iter().any(|t| t.eq_ignore_ascii_case(&signer.to_hex())) => {
+                println!("{}: signature ok, signed by {}", module.display(), signer.to_hex());
+                Ok(exit::OK)
+            }
+            Ok(signer) => {
+                eprintln!("{}: signed by {}, which is not among the trusted keys", module.display(), signer.to_hex());
+                Ok(exit::TAMPERED)
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                Ok(exit::TAMPERED)
+            }
+        },
     }
 }
 
@@ -503,6 +561,10 @@ fn keys_command(command: KeysCommand) -> Result<u8> {
 fn validate(file: &Path) -> u8 {
     match missions::load(file) {
         Ok(m) => {
+            if let Err(e) = modules::check_mission(&m) {
+                eprintln!("{}: {e:#}", file.display());
+                return exit::INVALID;
+            }
             println!(
                 "{}: ok: mission `{}`, {} agent(s), {} case(s), {} gate(s), budget {}",
                 file.display(),
@@ -531,6 +593,12 @@ fn run(args: RunArgs) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
+    // Untrusted modules are refused before anything is created.
+    if let Err(e) = modules::check_mission(&mission) {
+        eprintln!("{}: {e:#}", args.mission.display());
+        eprintln!("nothing was run");
+        return Ok(exit::INVALID);
+    }
     let path = args.mission;
     execute(args.engine, move |router, cfg, progress| {
         Box::pin(async move { run::run_mission(&path, mission, router, &cfg, progress).await })
@@ -558,7 +626,11 @@ fn execute(
     };
     let router = Arc::new(Router::new(registry));
     let progress = Arc::new(progress::Progress::new());
-    let cfg = run::RunConfig { data: args.data.data.clone(), concurrency: usize::from(args.concurrency) };
+    let cfg = run::RunConfig {
+        data: args.data.data.clone(),
+        concurrency: usize::from(args.concurrency),
+        module_cache: run::module_cache_dir(args.module_cache.as_deref()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cells::{AgentModule, CellEngine, CellLimits};
+use cells::{AgentModule, CellEngine, CellEnv, CellLimits};
 use identity::{Keypair, Role};
 use missions::{Agent, Mission, OnExhausted};
 use serde_json::{Value, json};
@@ -28,6 +28,29 @@ pub const CONCURRENCY_MAX: usize = 64;
 pub struct RunConfig {
     pub data: PathBuf,
     pub concurrency: usize,
+    /// Where compiled modules are cached; `None`: no cache.
+    pub module_cache: Option<PathBuf>,
+}
+
+/// The module cache directory: `requested` (`off` for none), else the
+/// user's cache directory.
+pub fn module_cache_dir(requested: Option<&Path>) -> Option<PathBuf> {
+    match requested {
+        Some(p) if p == Path::new("off") => None,
+        Some(p) => Some(p.to_owned()),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|base| base.join("conductor/modules")),
+    }
+}
+
+fn cell_engine(cfg: &RunConfig) -> Result<CellEngine> {
+    Ok(match &cfg.module_cache {
+        Some(dir) => CellEngine::with_module_cache(dir)?,
+        None => CellEngine::new()?,
+    })
 }
 
 /// The outcome of `conductor run`.
@@ -54,7 +77,7 @@ pub async fn run_mission(
     for agent in &mission.agents {
         router.registry().get(&agent.model).with_context(|| format!("agent `{}`", agent.name))?;
     }
-    let engine = Arc::new(CellEngine::new()?);
+    let engine = Arc::new(cell_engine(cfg)?);
     let data = DataDir::open_or_create(&cfg.data)?;
     let mission_id = uuid::Uuid::new_v4().to_string();
     let mission_bytes = std::fs::read(mission_path)
@@ -207,7 +230,8 @@ pub async fn resume_mission(
         bail!("{} changed since the mission was declared; resume needs the same file", file.display());
     }
     let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let engine = Arc::new(CellEngine::new()?);
+    crate::modules::check_mission(&mission)?;
+    let engine = Arc::new(cell_engine(cfg)?);
     let mut agents = Vec::new();
     for spec in &mission.agents {
         let module = engine.load_file(&spec.module)?;
@@ -278,6 +302,7 @@ async fn execute(
         prices: mission.models.clone(),
         reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
+        gates: mission.gates.iter().map(|g| g.name.clone()).collect(),
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -426,6 +451,10 @@ fn run_task(
     let input_text = serde_json::to_string(&input)?;
     record.status = TaskStatus::Running;
     let account = task_account(&ctx.id, &agent.spec.name, index);
+    // The cell's clock starts at the task's start and its random numbers
+    // come from a seed; both are journaled, so the task can be replayed.
+    let started_us = now_us();
+    let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
     ctx.ledger.write(|t| -> Result<()> {
         // A task deferred for lack of budget already has its account.
         if t.account(&account).is_err() {
@@ -437,8 +466,8 @@ fn run_task(
             "task.started",
             &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
                     "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
-                    "input": input}),
-            now_us(),
+                    "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
+            started_us,
         )?;
         state::put_task(t.redb(), &record)?;
         Ok(())
@@ -449,8 +478,8 @@ fn run_task(
         fuel: agent.spec.limits.fuel,
         wall_ms: agent.spec.limits.wall_ms,
         host_calls: agent.spec.limits.host_calls,
-        call_arg_bytes_max: CellLimits::CALL_ARG_BYTES_DEFAULT,
-        output_bytes_max: CellLimits::OUTPUT_BYTES_DEFAULT,
+        call_arg_bytes_max: usize::try_from(agent.spec.limits.call_arg_bytes).unwrap_or(usize::MAX),
+        output_bytes_max: usize::try_from(agent.spec.limits.output_bytes).unwrap_or(usize::MAX),
     };
     let meter = Arc::new(TaskMeter::default());
     let host = TaskHost {
@@ -463,7 +492,7 @@ fn run_task(
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),
     };
-    let result = engine.run(&agent.module, Box::new(host), &limits, &input_text);
+    let result = engine.run(&agent.module, Box::new(host), &limits, &env, &input_text);
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
@@ -510,15 +539,26 @@ fn run_task(
                 )?;
                 record.outcome = Some(decision.outcome.clone());
                 record.reason = Some(decision.reason.clone());
-                match mission.gates.iter().find(|g| g.when.matches(&case.input, &proposal)) {
+                // The agent's own request for review comes first; otherwise
+                // the first gate whose condition the proposal meets.
+                let requested = meter.review.lock().ok().and_then(|r| r.clone());
+                let gate = match &requested {
+                    Some((name, _)) => mission.gates.iter().find(|g| &g.name == name),
+                    None => mission.gates.iter().find(|g| g.when.matches(&case.input, &proposal)),
+                };
+                match gate {
                     Some(gate) => {
                         let gate_id = uuid::Uuid::new_v4().to_string();
+                        let why = match &requested {
+                            Some((_, reason)) => json!({"requested_by": "agent", "reason": reason}),
+                            None => json!({"field": gate.when.field.as_str()}),
+                        };
                         let (requested_seq, _) = t.append(
                             &ctx.conductor,
                             "gate.requested",
                             &json!({"mission": ctx.id, "task": index, "case": case.id,
                                     "gate_id": gate_id, "gate": gate.name,
-                                    "field": gate.when.field.as_str(), "proposal_seq": proposed_seq}),
+                                    "why": why, "proposal_seq": proposed_seq}),
                             now,
                         )?;
                         state::put_gate(

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/target-budget cargo run --release -p ledger --example bench_budget -- \
-//!     [--dir /path/on/a/real/disk] [--seconds 5] [--callers 64,1024,4096] [--batch 2048] [--rows sign,a,b1,b2,b3,c1,c2]
+//!     [--dir /path/on/a/real/disk] [--seconds 5] [--callers 64,1024,8192] [--batch 4096] [--rows sign,a,b1,b2,b3,c1,c2]
 //! ```
 //!
 //! - `--dir`: where the temporary databases go (default: the system temp
@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
     /// Concurrent callers for the group-commit rows.
-    #[arg(long, value_delimiter = ',', default_value = "64,1024,4096")]
+    #[arg(long, value_delimiter = ',', default_value = "64,1024,8192")]
     callers: Vec<usize>,
     /// Most operations per group commit.
     #[arg(long, default_value_t = ledger::GROUP_BATCH_DEFAULT)]

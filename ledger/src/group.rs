@@ -43,9 +43,10 @@ use crate::error::{BudgetError, LedgerError};
 use crate::journal::{Ledger, Txn};
 
 /// Operations per transaction unless the caller says otherwise: enough to
-/// amortise the fsync and keep every core signing, few enough that one
-/// batch's signing stays in the low milliseconds.
-pub const GROUP_BATCH_DEFAULT: usize = 2048;
+/// amortise the fsync and the per-commit work over thousands of callers
+/// (`bench_budget` peaks here on 2 cores), few enough that one commit
+/// stays in the tens of milliseconds.
+pub const GROUP_BATCH_DEFAULT: usize = 4096;
 
 /// What a [`GroupCommitter`] has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

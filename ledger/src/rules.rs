@@ -63,6 +63,7 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("host.recall", Role::Agent),
     ("host.remember", Role::Agent),
     ("host.log", Role::Agent),
+    ("host.review", Role::Agent),
     ("task.proposed", Role::Agent),
     ("gate.decided", Role::Reviewer),
     ("budget.extended", Role::Reviewer),

@@ -55,5 +55,5 @@ pub use load::{load, parse};
 pub use mission::ExhaustionPolicy;
 pub use mission::{
     Agent, AgentBudget, Budget, Case, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, Mission,
-    ModelPrice, OnExhausted, SeedFact, TaskSource,
+    ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
 };

@@ -32,6 +32,18 @@ pub struct Mission {
     /// Facts loaded into memory before any task runs.
     pub memory: Vec<SeedFact>,
     pub gates: Vec<Gate>,
+    /// Who must have signed the agents' modules.
+    pub trust: Trust,
+}
+
+/// Module trust. With signers listed, every agent's module must carry a
+/// valid detached signature (`<module>.sig`, made by `conductor modules
+/// sign`) by one of them, checked before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trust {
+    /// Ed25519 public keys, 64 hex characters each; empty: modules need
+    /// no signature.
+    pub modules_signed_by: Vec<String>,
 }
 
 /// How much the whole mission may spend, and what happens when it runs out.
@@ -146,6 +158,10 @@ pub struct Limits {
     pub host_calls: u32,
     /// Completion tokens per model call.
     pub max_tokens: u32,
+    /// Bytes of all arguments of one host call together.
+    pub call_arg_bytes: u64,
+    /// Bytes of the decision the agent returns.
+    pub output_bytes: u64,
 }
 
 impl Limits {
@@ -164,6 +180,11 @@ impl Limits {
         host_calls: 64,
         // Decisions are short structured answers, not essays.
         max_tokens: 128,
+        // A long prompt (a small model's whole context is a few thousand
+        // tokens) fits; megabytes per call into the journal do not.
+        call_arg_bytes: 64 * 1024,
+        // A decision is a label, a reason and a few fields.
+        output_bytes: 64 * 1024,
     };
 
     /// Upper bounds, so a typo (an extra zero or three) is caught before it
@@ -178,6 +199,10 @@ impl Limits {
         host_calls: 100_000,
         // Beyond the context window of the models the conductor runs.
         max_tokens: 32_768,
+        // Every call argument and decision is journaled: 16 MiB is far
+        // beyond any prompt and keeps one call from bloating the journal.
+        call_arg_bytes: 16 * 1024 * 1024,
+        output_bytes: 16 * 1024 * 1024,
     };
 }
 

@@ -23,6 +23,13 @@ pub(crate) struct RawMission {
     pub tasks: Spanned<RawTasks>,
     pub memory: Option<Vec<RawSeedFact>>,
     pub gates: Option<Vec<RawGate>>,
+    pub trust: Option<RawTrust>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrust {
+    pub modules_signed_by: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +137,8 @@ pub(crate) struct RawLimits {
     pub wall_ms: Option<Spanned<u64>>,
     pub host_calls: Option<Spanned<u64>>,
     pub max_tokens: Option<Spanned<u64>>,
+    pub call_arg_bytes: Option<Spanned<u64>>,
+    pub output_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

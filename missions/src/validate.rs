@@ -11,11 +11,11 @@ use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
     Agent, AgentBudget, Budget, Gate, Limits, Mission, ModelPrice, OnExhausted, SeedFact,
-    TaskSource,
+    TaskSource, Trust,
 };
 use crate::raw::{
     RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawLimits, RawMission,
-    RawModelPrice, RawPrice, RawSeedFact, RawTasks,
+    RawModelPrice, RawPrice, RawSeedFact, RawTasks, RawTrust,
 };
 use crate::time::parse_rfc3339;
 
@@ -58,6 +58,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         .filter_map(|fact| check.seed_fact(fact))
         .collect();
     let gates = check.gates(raw.gates.as_deref().unwrap_or_default());
+    let trust = check.trust(raw.trust.as_ref());
     check.report.finish(Mission {
         name: raw.name.value,
         description: raw.description,
@@ -67,6 +68,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         tasks,
         memory,
         gates,
+        trust,
     })
 }
 
@@ -374,7 +376,26 @@ impl Checker<'_> {
                 ),
                 max.max_tokens,
             ),
+            call_arg_bytes: self.limit("call_arg_bytes", &raw.call_arg_bytes, default.call_arg_bytes, max.call_arg_bytes),
+            output_bytes: self.limit("output_bytes", &raw.output_bytes, default.output_bytes, max.output_bytes),
         }
+    }
+
+    fn trust(&mut self, raw: Option<&RawTrust>) -> Trust {
+        let mut modules_signed_by = Vec::new();
+        for key in raw.and_then(|t| t.modules_signed_by.as_deref()).unwrap_or_default() {
+            let text = key.value.trim().to_ascii_lowercase();
+            if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                modules_signed_by.push(text);
+            } else {
+                self.error(
+                    pos(key),
+                    format!("{} is not an Ed25519 public key", quoted(&key.value)),
+                    "give the signer's public key as 64 hex characters (`conductor keys list` or the key file's `.pub` shows it)",
+                );
+            }
+        }
+        Trust { modules_signed_by }
     }
 
     fn limit(&mut self, field: &str, raw: &Option<Spanned<u64>>, default: u64, max: u64) -> u64 {

@@ -1,32 +1,21 @@
-//! `echo-agent`: the cheapest possible well-behaved agent.
+//! `echo-agent`: the cheapest possible well-behaved agent, on the guest SDK.
 //!
 //! Cell tests use it to exercise instantiation, the `log` import and the
 //! decision round-trip without paying for inference.
 
-wit_bindgen::generate!({
-    world: "agent",
-    path: "../../wit",
-});
-
-use conductor::agent::host;
-// `Decision` is re-exported at the root by the world's `use types.{decision}`.
+use conductor_agent::{Agent, Decision, log};
 
 /// Longest reason we echo; keeps journal entries small whatever the input.
 const MAX_REASON_CHARS: usize = 100;
 
 struct EchoAgent;
 
-impl Guest for EchoAgent {
+impl Agent for EchoAgent {
     fn run(input: String) -> Result<Decision, String> {
-        host::log("echo");
+        log("echo");
         // Truncate on a char boundary so multi-byte input never splits.
-        let reason: String = input.chars().take(MAX_REASON_CHARS).collect();
-        Ok(Decision {
-            outcome: "echo".to_string(),
-            reason,
-            details: "{}".to_string(),
-        })
+        Ok(Decision::new("echo", input.chars().take(MAX_REASON_CHARS).collect::<String>()))
     }
 }
 
-export!(EchoAgent);
+conductor_agent::export_agent!(EchoAgent);

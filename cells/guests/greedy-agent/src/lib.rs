@@ -5,13 +5,10 @@
 //! `Err` the guest can handle, not as a trap. The agent then completes
 //! normally, so a test can assert both the refusal text and the call count.
 
-wit_bindgen::generate!({
-    world: "agent",
-    path: "../../wit",
-});
+use conductor_agent::{Agent as Guest, Decision};
 
-use conductor::agent::host;
-use conductor::agent::types::Message;
+use conductor_agent::host;
+use conductor_agent::Message;
 
 /// Used when the conductor did not inject `_model` into the input.
 const DEFAULT_MODEL: &str = "smollm2-135m";
@@ -66,4 +63,4 @@ impl Guest for GreedyAgent {
     }
 }
 
-export!(GreedyAgent);
+conductor_agent::export_agent!(GreedyAgent);

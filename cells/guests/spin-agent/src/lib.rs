@@ -5,10 +5,7 @@
 
 use std::hint::black_box;
 
-wit_bindgen::generate!({
-    world: "agent",
-    path: "../../wit",
-});
+use conductor_agent::{Agent as Guest, Decision};
 
 struct SpinAgent;
 
@@ -23,4 +20,4 @@ impl Guest for SpinAgent {
     }
 }
 
-export!(SpinAgent);
+conductor_agent::export_agent!(SpinAgent);

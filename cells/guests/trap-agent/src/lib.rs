@@ -4,10 +4,7 @@
 //! failure in the host (no panic, no poisoned instance reused, journal
 //! entry written) rather than taking the conductor down.
 
-wit_bindgen::generate!({
-    world: "agent",
-    path: "../../wit",
-});
+use conductor_agent::{Agent as Guest, Decision};
 
 struct TrapAgent;
 
@@ -19,4 +16,4 @@ impl Guest for TrapAgent {
     }
 }
 
-export!(TrapAgent);
+conductor_agent::export_agent!(TrapAgent);

@@ -12,13 +12,10 @@
 //! learns comes through journaled host calls, so a run can be replayed
 //! from the journal and must reach the same decision.
 
-wit_bindgen::generate!({
-    world: "agent",
-    path: "../../../../cells/wit",
-});
+use conductor_agent::{Agent as Guest, Decision};
 
-use conductor::agent::host;
-use conductor::agent::types::{Fact, Message};
+use conductor_agent::host;
+use conductor_agent::{Fact, Message};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -36,7 +33,7 @@ const MAX_MODEL_ANSWER_CHARS: usize = 200;
 
 struct EligibilityAgent;
 
-export!(EligibilityAgent);
+conductor_agent::export_agent!(EligibilityAgent);
 
 impl Guest for EligibilityAgent {
     fn run(input: String) -> Result<Decision, String> {

@@ -1,0 +1,125 @@
+//! Write a conductor agent in Rust.
+//!
+//! An agent is a WebAssembly component (`wasm32-wasip2`) for the `agent`
+//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.0`). This
+//! crate generates the bindings once and adds a thin layer of helpers, so
+//! an agent is a type with a `run` method:
+//!
+//! ```ignore
+//! use conductor_agent::{Agent, Decision, log};
+//!
+//! struct Echo;
+//!
+//! impl Agent for Echo {
+//!     fn run(input: String) -> Result<Decision, String> {
+//!         log("echo");
+//!         Ok(Decision::new("echo", input.chars().take(100).collect::<String>()))
+//!     }
+//! }
+//!
+//! conductor_agent::export_agent!(Echo);
+//! ```
+//!
+//! Build it with `crate-type = ["cdylib"]` and
+//! `cargo build --release --target wasm32-wasip2`.
+//!
+//! Every host call is metered, limited and journaled by the conductor:
+//! an agent should treat each one as observable. Errors from the host
+//! (budget refused, unknown gate, a limit reached) come back as `Err(text)`
+//! for the agent to handle; exceeding a cell limit ends the task.
+
+/// The generated bindings (kept in a module: `pub_export_macro` at the
+/// crate root collides with the macro's own re-export).
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "agent",
+        path: "../wit",
+        // Guests call `conductor_agent::export_agent!(T)`; the macro refers
+        // to the bindings inside this crate.
+        pub_export_macro: true,
+        export_macro_name: "export_agent",
+        default_bindings_module: "conductor_agent::bindings",
+    });
+}
+
+pub use bindings::conductor::agent::host;
+pub use bindings::conductor::agent::types::{Completion, Fact, Message};
+/// What an agent implements: `run` handles one task's JSON input.
+pub use bindings::Guest as Agent;
+pub use bindings::Decision;
+pub use bindings::export_agent;
+
+impl Decision {
+    /// A decision with no structured details.
+    pub fn new(outcome: impl Into<String>, reason: impl Into<String>) -> Self {
+        Decision { outcome: outcome.into(), reason: reason.into(), details: "{}".into() }
+    }
+
+    /// Attaches structured details: a JSON object, as text. Mission gates
+    /// can test its fields as `decision.<field>`.
+    pub fn with_details(mut self, json_object: impl Into<String>) -> Self {
+        self.details = json_object.into();
+        self
+    }
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Message { role: "system".into(), content: content.into() }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Message { role: "user".into(), content: content.into() }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message { role: "assistant".into(), content: content.into() }
+    }
+}
+
+/// Asks `model` (one the mission grants this agent) and returns its
+/// completion. The conductor reserves the worst-case cost first and
+/// settles the real one after.
+pub fn infer(model: &str, messages: &[Message], max_tokens: u32) -> Result<Completion, String> {
+    host::infer(model, messages, max_tokens)
+}
+
+/// Asks `model` one question (`system` may be empty) and returns the text.
+pub fn ask(model: &str, system: &str, user: &str, max_tokens: u32) -> Result<String, String> {
+    let mut messages = Vec::with_capacity(2);
+    if !system.is_empty() {
+        messages.push(Message::system(system));
+    }
+    messages.push(Message::user(user));
+    infer(model, &messages, max_tokens).map(|c| c.text)
+}
+
+/// Facts about `subject` as the world stands now.
+pub fn recall(subject: &str) -> Result<Vec<Fact>, String> {
+    host::recall(subject, None)
+}
+
+/// Facts about `subject` as the world stood at `valid_at` (Unix µs).
+pub fn recall_at(subject: &str, valid_at: i64) -> Result<Vec<Fact>, String> {
+    host::recall(subject, Some(valid_at))
+}
+
+/// The value of `subject`'s `predicate` now, if memory holds one.
+pub fn recall_value(subject: &str, predicate: &str) -> Result<Option<String>, String> {
+    Ok(recall(subject)?.into_iter().find(|f| f.predicate == predicate).map(|f| f.value))
+}
+
+/// Records that `subject`'s `predicate` is `value` from now on.
+pub fn remember(subject: &str, predicate: &str, value: &str) -> Result<(), String> {
+    host::remember(subject, predicate, value, None)
+}
+
+/// Asks for a human review of this task's decision under `gate` (one the
+/// mission declares), whatever the gate's own condition says.
+pub fn request_review(gate: &str, reason: &str) -> Result<(), String> {
+    host::request_review(gate, reason)
+}
+
+/// A line for the operator's log (journaled; long lines are cut).
+pub fn log(message: &str) {
+    host::log(message)
+}
