@@ -44,7 +44,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let args = <Args as clap::Parser>::parse();
-    let guests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guests");
+    // At run time: `cargo run` sets it, and a shared target directory may
+    // hold a binary built in another checkout.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run through cargo");
+    let guests = PathBuf::from(manifest).join("guests");
     let engine = CellEngine::new().expect("engine");
     let echo = engine.load_file(&guests.join("echo-agent/echo.wasm")).expect("build agents first");
     let hostile = engine.load_file(&guests.join("hostile-agent/hostile.wasm")).expect("build agents first");
