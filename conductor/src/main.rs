@@ -593,7 +593,9 @@ fn run(args: RunArgs) -> Result<u8> {
             return Ok(exit::INVALID);
         }
     };
-    // Untrusted modules are refused before anything is created.
+    // Untrusted modules are refused here, as invalid input (exit 2), before
+    // anything is created; `run_mission` checks again on the bytes it
+    // loads, so a file swapped in between is caught too.
     if let Err(e) = modules::check_mission(&mission) {
         eprintln!("{}: {e:#}", args.mission.display());
         eprintln!("nothing was run");

@@ -65,6 +65,13 @@ pub fn sign(module: &Path, key: &Keypair) -> Result<PathBuf> {
 /// Who signed `module`, if its signature file is well formed, names this
 /// module's content, and verifies.
 pub fn verify(module: &Path) -> Result<PublicKey> {
+    verify_content(module, &module_hash(module)?)
+}
+
+/// As [`verify`], for module bytes already read (and hashed as `hash`)
+/// from `module`: what runs is then exactly what was checked, even if the
+/// file is replaced in between.
+pub fn verify_content(module: &Path, hash: &blake3::Hash) -> Result<PublicKey> {
     let path = signature_path(module);
     let meta = std::fs::metadata(&path).with_context(|| {
         format!(
@@ -93,7 +100,6 @@ pub fn verify(module: &Path) -> Result<PublicKey> {
     let claimed = field("module-blake3")?;
     let key = PublicKey::from_hex(&field("key")?).map_err(|e| bad(&format!("key: {e}")))?;
     let signature = Signature::from_hex(&field("signature")?).map_err(|e| bad(&format!("signature: {e}")))?;
-    let hash = module_hash(module)?;
     if claimed != hash.to_hex().as_str() {
         bail!(
             "{} was signed as blake3 {claimed} but the module is now {}: it changed after signing",
@@ -101,32 +107,41 @@ pub fn verify(module: &Path) -> Result<PublicKey> {
             hash.to_hex()
         );
     }
-    key.verify(&message(&hash), &signature)
+    key.verify(&message(hash), &signature)
         .map_err(|e| anyhow::anyhow!("{}: the signature does not verify ({e})", path.display()))?;
     Ok(key)
 }
 
-/// Checks every agent module of `mission` against its trust settings.
-/// Returns the signer of each module (empty when no signature is required).
-pub fn check_mission(mission: &Mission) -> Result<Vec<(String, PublicKey)>> {
+/// Checks every agent module file of `mission` against its trust
+/// settings (for `mission validate` and the early refusal in `run`).
+pub fn check_mission(mission: &Mission) -> Result<()> {
+    if mission.trust.modules_signed_by.is_empty() {
+        return Ok(());
+    }
+    for agent in &mission.agents {
+        check_agent(mission, agent, &module_hash(&agent.module)?)?;
+    }
+    Ok(())
+}
+
+/// Checks the module bytes an agent will actually run (hashed as `hash`)
+/// against the mission's trust settings; nothing is required when the
+/// mission lists no signers.
+pub fn check_agent(mission: &Mission, agent: &missions::Agent, hash: &blake3::Hash) -> Result<()> {
     let trusted = &mission.trust.modules_signed_by;
     if trusted.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut signers = Vec::new();
-    for agent in &mission.agents {
-        let signer = verify(&agent.module).with_context(|| format!("agent `{}`", agent.name))?;
-        if !trusted.contains(&signer.to_hex()) {
-            bail!(
-                "agent `{}`: {} is signed by key {}, which the mission does not trust (trust.modules_signed_by)",
-                agent.name,
-                agent.module.display(),
-                signer.to_hex()
-            );
-        }
-        signers.push((agent.name.clone(), signer));
+    let signer = verify_content(&agent.module, hash).with_context(|| format!("agent `{}`", agent.name))?;
+    if !trusted.contains(&signer.to_hex()) {
+        bail!(
+            "agent `{}`: {} is signed by key {}, which the mission does not trust (trust.modules_signed_by)",
+            agent.name,
+            agent.module.display(),
+            signer.to_hex()
+        );
     }
-    Ok(signers)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -78,14 +78,21 @@ pub async fn run_mission(
         router.registry().get(&agent.model).with_context(|| format!("agent `{}`", agent.name))?;
     }
     let engine = Arc::new(cell_engine(cfg)?);
+    // Modules are loaded, and their trust checked on the very bytes that
+    // will run, before anything is created.
+    let mut modules = Vec::new();
+    for spec in &mission.agents {
+        let module = engine.load_file(&spec.module)?;
+        crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
+        modules.push(module);
+    }
     let data = DataDir::open_or_create(&cfg.data)?;
     let mission_id = uuid::Uuid::new_v4().to_string();
     let mission_bytes = std::fs::read(mission_path)
         .with_context(|| format!("reading {}", mission_path.display()))?;
 
     let mut agents = Vec::new();
-    for spec in &mission.agents {
-        let module = engine.load_file(&spec.module)?;
+    for (spec, module) in mission.agents.iter().zip(modules) {
         let key_path = data.agent_key_path(&mission_id, &spec.name);
         let key = Keypair::generate(Role::Agent);
         key.save(&key_path)?;
@@ -230,11 +237,11 @@ pub async fn resume_mission(
         bail!("{} changed since the mission was declared; resume needs the same file", file.display());
     }
     let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-    crate::modules::check_mission(&mission)?;
     let engine = Arc::new(cell_engine(cfg)?);
     let mut agents = Vec::new();
     for spec in &mission.agents {
         let module = engine.load_file(&spec.module)?;
+        crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
         let declared_hash = declared["agents"]
             .as_array()
             .and_then(|list| list.iter().find(|a| a["name"] == spec.name.as_str()))

@@ -584,9 +584,10 @@ impl Txn {
                 let key = row.map_err(storage)?.0.value();
                 if !cache.deadlines_removed.contains(&key) {
                     due.push(key);
-                    // Enough for one sweep however many the stored index
-                    // holds: the rest are due again at the next one.
-                    if due.len() >= 2 * EXPIRE_BATCH_MAX {
+                    // The first EXPIRE_BATCH_MAX stored rows are all one
+                    // sweep can take from the table; the rest are due
+                    // again at the next sweep.
+                    if due.len() >= cache.deadlines_added.len() + EXPIRE_BATCH_MAX {
                         break;
                     }
                 }
