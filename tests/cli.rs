@@ -376,3 +376,105 @@ fn help_explains_every_command() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("--data"));
     }
 }
+
+/// The triage agent in Rust, Python (componentize-py) and JavaScript
+/// (componentize-js), one task group each in one mission: every language
+/// reaches the real model, memory and gates through the same WIT world,
+/// and all three decide each case the same way.
+#[test]
+fn rust_python_and_javascript_agents_run_side_by_side_and_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let langs = [
+        ("rust", module("cells/guests/triage/rust/triage-rs.wasm")),
+        (
+            "python",
+            module("cells/guests/triage/python/triage-py.wasm"),
+        ),
+        ("js", module("cells/guests/triage/js/triage-js.wasm")),
+    ];
+    let mut agents = String::new();
+    let mut groups = String::new();
+    for (lang, path) in &langs {
+        // The Python and JavaScript runtimes start with 9 to 13 MiB of
+        // linear memory and spend millions of fuel units booting.
+        agents.push_str(&format!(
+            "  - {{ name: {lang}, module: {}, model: smollm2-135m, limits: {{ memory_bytes: 67108864, fuel: 5000000000, host_calls: 16, max_tokens: 8 }} }}\n",
+            path.display()
+        ));
+        groups.push_str(&format!(
+            "  - {{ agent: {lang}, inline: [{{ id: {lang}-small, amount: 120 }}, {{ id: {lang}-large, amount: 9000 }}, {{ id: {lang}-bad, amount: lots }}] }}\n"
+        ));
+    }
+    let text = format!(
+        "name: triage\n\
+         budget: {{ limit: 100000 }}\n\
+         models: {{ smollm2-135m: {{ prompt_price: 1, completion_price: 2 }} }}\n\
+         agents:\n{agents}\
+         tasks:\n{groups}\
+         memory:\n  - {{ subject: \"policy:triage\", predicate: review-above, value: \"5000\", valid_from: 2026-01-01T00:00:00Z }}\n\
+         gates:\n  - {{ name: large-amount, when: {{ field: case.amount, greater_than: 1000000000 }} }}\n"
+    );
+    let mission = dir.path().join("triage.yaml");
+    std::fs::write(&mission, text).expect("mission");
+    let data = dir.path().join("data");
+    let out = run(conductor()
+        .arg("run")
+        .arg(&mission)
+        .arg("--data")
+        .arg(&data)
+        .arg("--json"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    let by_case = |id: &str| {
+        tasks(&summary)
+            .iter()
+            .find(|t| t["case_id"] == id)
+            .cloned()
+            .expect("task")
+    };
+    for (lang, _) in &langs {
+        let small = by_case(&format!("{lang}-small"));
+        assert_eq!(small["agent"], *lang, "{small}");
+        assert_eq!(small["status"], "decided", "{small}");
+        assert_eq!(small["outcome"], "accept", "{small}");
+        assert_eq!(small["reason"], "amount 120 vs limit 5000", "{small}");
+        assert_eq!(
+            small["model_calls"], 1,
+            "{lang} reached the real model: {small}"
+        );
+        assert!(small["tokens_settled"].as_u64().unwrap_or(0) > 0, "{small}");
+
+        let large = by_case(&format!("{lang}-large"));
+        assert_eq!(
+            large["status"], "awaiting_review",
+            "{lang} asked for review: {large}"
+        );
+        assert!(large["gate"].is_string(), "a gate was opened: {large}");
+
+        let bad = by_case(&format!("{lang}-bad"));
+        assert_eq!(bad["status"], "failed", "{bad}");
+        let failure = bad["failure"].as_str().unwrap_or_default();
+        assert!(
+            failure.contains("input: `amount` is not an integer"),
+            "{lang}: {failure}"
+        );
+    }
+    assert_eq!(summary["budget"]["pending"], 0, "every reservation settled");
+
+    let out = run(conductor()
+        .args(["gates", "list", "--json", "--data"])
+        .arg(&data));
+    let gates = stdout_json(&out);
+    let listed = gates.as_array().expect("gates");
+    assert_eq!(listed.len(), 3, "one review per language: {gates}");
+    assert!(
+        listed.iter().all(|g| g["gate"] == "large-amount"),
+        "{gates}"
+    );
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "every language's host calls are valid signed entries"
+    );
+}

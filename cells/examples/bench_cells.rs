@@ -1,16 +1,20 @@
-//! Cell benchmark: start (instantiate a compiled module and run a task)
-//! and host-call round trip. Prints one table to compare run to run.
-//! (Live-cell density is not measured yet: the engine's pool holds 128.)
+//! Cell benchmark: start (instantiate a compiled module and run a task),
+//! host-call round trip, and density (cells held alive at once, resident
+//! memory per cell). Prints one table to compare run to run.
 //!
 //! ```text
 //! cargo xtask build-agents   # builds cells/guests/*/…wasm
-//! cargo run --release -p cells --example bench_cells -- [--iterations 2000]
+//! cargo run --release -p cells --example bench_cells -- [--iterations 20000] [--live 10000] [--rows start,calls,density]
 //! ```
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cells::{CellEngine, CellEnv, CellHost, CellLimits, Completion, Fact, InferRequest};
+use cells::{CellEngine, CellEnv, CellHost, CellLimits, Completion, EngineSettings, Fact, InferRequest};
+
+// The allocator the conductor binary runs cells under.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A host that answers at once, so the figures are the cell's own cost.
 struct NullHost;
@@ -34,8 +38,24 @@ impl CellHost for NullHost {
 #[derive(Debug, clap::Parser)]
 struct Args {
     /// Tasks per row.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 20_000)]
     iterations: usize,
+    /// Rows to run: any of start, calls, density.
+    #[arg(long, value_delimiter = ',', default_value = "start,calls,density")]
+    rows: Vec<String>,
+    /// Cells to hold alive at once for the density row.
+    #[arg(long, default_value_t = 10_000)]
+    live: u32,
+}
+
+/// This process's resident memory, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -67,31 +87,81 @@ fn main() {
         let mean = v.iter().sum::<Duration>() / v.len() as u32;
         println!("{what:<44} {:>10.1?} {:>10.1?} {:>10.1?}", percentile(&v, 0.5), percentile(&v, 0.99), mean);
     };
+    let wanted = |row: &str| args.rows.iter().any(|r| r == row);
     // Warm up.
     for _ in 0..100 {
         let _ = engine.run(&echo, Box::new(NullHost), &limits, &env, "{}");
     }
-    let starts: Vec<Duration> = (0..args.iterations)
-        .map(|_| {
-            let t = Instant::now();
-            engine.run(&echo, Box::new(NullHost), &limits, &env, "{}").expect("echo");
-            t.elapsed()
-        })
-        .collect();
-    row("cell start: instantiate + echo task (1 call)", starts);
+    if wanted("start") {
+        let all = Instant::now();
+        let starts: Vec<Duration> = (0..args.iterations)
+            .map(|_| {
+                let t = Instant::now();
+                engine.run(&echo, Box::new(NullHost), &limits, &env, "{}").expect("echo");
+                t.elapsed()
+            })
+            .collect();
+        let sustained = args.iterations as f64 / all.elapsed().as_secs_f64();
+        row("cell start: instantiate + echo task (1 call)", starts);
+        let bare: Vec<Duration> = (0..args.iterations)
+            .map(|_| {
+                let t = Instant::now();
+                drop(engine.start(&echo, Box::new(NullHost), &limits, &env).expect("echo"));
+                t.elapsed()
+            })
+            .collect();
+        row("  instantiate only (no task)", bare);
+        println!("{:<44} {sustained:>10.0} cells/s, one thread (teardown on its own)", "  sustained, back to back");
+    }
     // Host-call round trip: spin-calls floods `log` until the call limit;
     // the per-call cost is the difference between N and 0 calls.
-    let calls = 1000u32;
-    let flood = CellLimits { host_calls: calls, ..limits.clone() };
-    let input = "{\"behave\":\"spin-calls\"}";
-    let floods: Vec<Duration> = (0..(args.iterations / 20).max(10))
-        .map(|_| {
-            let t = Instant::now();
-            let _ = engine.run(&hostile, Box::new(NullHost), &flood, &env, input);
-            t.elapsed() / calls
-        })
-        .collect();
-    row("host call round trip (log, 1000 per task)", floods);
+    if wanted("calls") {
+        let calls = 1000u32;
+        let flood = CellLimits { host_calls: calls, ..limits.clone() };
+        let input = "{\"behave\":\"spin-calls\"}";
+        let floods: Vec<Duration> = (0..(args.iterations / 20).max(10))
+            .map(|_| {
+                let t = Instant::now();
+                let _ = engine.run(&hostile, Box::new(NullHost), &flood, &env, input);
+                t.elapsed() / calls
+            })
+            .collect();
+        row("host call round trip (log, 1000 per task)", floods);
+    }
+    if wanted("density") {
+        density(&guests, args.live, &limits, &env);
+    }
     println!();
-    println!("targets (#5): start p50 <= 10 µs, p99 <= 50 µs");
+    println!("targets (#5): start p50 <= 10 µs, p99 <= 50 µs; >= 10,000 live cells in <= 4 GiB resident");
+}
+
+/// Starts `live` echo cells in an engine sized for them and holds them all,
+/// then runs each one's task. Resident memory is read before and after.
+fn density(guests: &std::path::Path, live: u32, limits: &CellLimits, env: &CellEnv) {
+    let settings = EngineSettings { live_cells: live, cell_memory_max: limits.memory_bytes, module_cache: None };
+    let engine = CellEngine::with_settings(&settings).expect("a pool for the live cells");
+    let echo = engine.load_file(&guests.join("echo-agent/echo.wasm")).expect("build agents first");
+    // One task first, so the one-off costs (code pages, the first slot)
+    // are in the baseline rather than charged to the cells.
+    engine.run(&echo, Box::new(NullHost), limits, env, "{}").expect("echo");
+    let before = rss_bytes();
+    let t = Instant::now();
+    let cells: Vec<_> = (0..live)
+        .map(|i| engine.start(&echo, Box::new(NullHost), limits, env).unwrap_or_else(|e| panic!("cell {i}: {e}")))
+        .collect();
+    let started = t.elapsed();
+    let held = rss_bytes();
+    let per_cell = held.saturating_sub(before) / u64::from(live.max(1));
+    let t = Instant::now();
+    let decided = cells.into_iter().map(|c| c.run("{}")).filter(Result::is_ok).count();
+    let ran = t.elapsed();
+    assert_eq!(decided, live as usize, "every held cell ran its task");
+    println!("{:<44} {:>10} {:>10} {:>10}", "density", "cells", "RSS", "per cell");
+    println!(
+        "{:<44} {:>10} {:>9.2}G {:>9.1}K",
+        format!("held at once (start {started:.0?}, run {ran:.0?})"),
+        live,
+        held as f64 / f64::from(1u32 << 30),
+        per_cell as f64 / 1024.0
+    );
 }

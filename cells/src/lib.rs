@@ -20,7 +20,7 @@ mod env;
 mod host;
 mod limits;
 
-pub use engine::{AgentModule, CellEngine, ModuleHash};
+pub use engine::{AgentModule, CellEngine, EngineSettings, LiveCell, ModuleHash};
 pub use env::CellEnv;
 pub use host::{CellHost, Completion, Decision, Fact, InferRequest, Message};
 pub use limits::{CellError, CellFailure, CellLimits};

@@ -192,7 +192,7 @@ pub async fn run_mission(
             },
         )?;
         for (index, case) in (0u32..).zip(&mission.tasks.cases) {
-            state::put_task(t.redb(), &new_task(&mission_id, index, &case.id, &mission.tasks.agent))?;
+            state::put_task(t.redb(), &new_task(&mission_id, index, &case.id, &case.agent))?;
         }
         Ok(())
     })?;
@@ -433,7 +433,7 @@ fn run_task(
     let case = &mission.tasks.cases[index as usize];
     let agent = agents
         .iter()
-        .find(|a| a.spec.name == mission.tasks.agent)
+        .find(|a| a.spec.name == case.agent)
         .context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
 

@@ -13,8 +13,8 @@ use crate::mission::{Case, MAX_CASE_FILE_BYTES, MAX_CASES};
 use crate::validate::{Source, pos};
 
 /// A case and where to point when reporting a problem with it.
-struct Located {
-    case: Case,
+pub(crate) struct Located {
+    pub(crate) case: Case,
     file: String,
     at: Pos,
 }
@@ -25,7 +25,8 @@ pub(crate) fn from_dir(
     report: &mut Report,
     source: &Source<'_>,
     dir: &Spanned<String>,
-) -> Vec<Case> {
+    agent: &str,
+) -> Vec<Located> {
     let dir_path = source.base_dir.join(&dir.value);
     let shown_dir = quoted(&dir_path.display().to_string());
     let entries = match std::fs::read_dir(&dir_path) {
@@ -91,6 +92,7 @@ pub(crate) fn from_dir(
         cases.push(Located {
             case: Case {
                 id,
+                agent: agent.to_owned(),
                 input,
                 origin: file.clone(),
             },
@@ -98,7 +100,7 @@ pub(crate) fn from_dir(
             at: Pos::START,
         });
     }
-    unique_ids(report, cases)
+    cases
 }
 
 /// Each inline item becomes a case; its origin is `mission-file:LINE`.
@@ -106,7 +108,8 @@ pub(crate) fn from_inline(
     report: &mut Report,
     mission_file: &str,
     inline: &Spanned<Vec<Spanned<Value>>>,
-) -> Vec<Case> {
+    agent: &str,
+) -> Vec<Located> {
     if inline.value.is_empty() {
         report.error(
             mission_file,
@@ -148,6 +151,7 @@ pub(crate) fn from_inline(
         cases.push(Located {
             case: Case {
                 id,
+                agent: agent.to_owned(),
                 input: item.value.clone(),
                 origin: format!("{mission_file}:{}", at.line),
             },
@@ -155,7 +159,7 @@ pub(crate) fn from_inline(
             at,
         });
     }
-    unique_ids(report, cases)
+    cases
 }
 
 /// Reads and parses one case file; problems are reported in that file.
@@ -238,8 +242,9 @@ fn case_id(
     }
 }
 
-/// Drops (and reports) cases whose id was already used.
-fn unique_ids(report: &mut Report, cases: Vec<Located>) -> Vec<Case> {
+/// Drops (and reports) cases whose id was already used, across every
+/// task group: an id names one task of the mission.
+pub(crate) fn unique_ids(report: &mut Report, cases: Vec<Located>) -> Vec<Case> {
     let mut first_origin: BTreeMap<String, String> = BTreeMap::new();
     let mut unique = Vec::with_capacity(cases.len());
     for Located { case, file, at } in cases {

