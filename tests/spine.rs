@@ -74,6 +74,22 @@ fn the_sample_mission_runs_on_the_real_model_and_a_reviewer_decides_a_gate() {
     assert_eq!(out.status.code(), Some(0));
     let report = stdout_json(&out);
     assert!(report["entries"].as_u64().expect("entries") > 24 * 5);
+
+    // Every task replays from the journal alone, with no model to be had:
+    // each host call and decision matches, and nothing is written.
+    let no_models = dir.path().join("no-models");
+    std::fs::create_dir_all(&no_models).expect("dir");
+    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(&data).env("CONDUCTOR_MODEL_DIR", &no_models));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let replays = stdout_json(&out);
+    let replays = replays.as_array().expect("list");
+    assert_eq!(replays.len(), all.len(), "one replay per task");
+    for r in replays {
+        assert_eq!(r["verdict"], "match", "{r}");
+        assert!(r["host_calls"].as_u64().expect("calls") >= 4, "recall, recall, infer and logs: {r}");
+    }
+    let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
+    assert_eq!(stdout_json(&out)["entries"], report["entries"], "replay wrote nothing");
 }
 
 #[test]

@@ -197,3 +197,31 @@ fn progress_bar(what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// Prints journal entries, oldest first, optionally only those of a kind
+/// (prefix) or naming a mission. Reads without writing.
+pub fn log(dir: &Path, kind: Option<&str>, mission: Option<&str>, json: bool) -> Result<()> {
+    use std::io::Write;
+    let db = data::db_path(dir)?;
+    let entries = ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for entry in entries {
+        if kind.is_some_and(|k| !entry.kind.starts_with(k)) {
+            continue;
+        }
+        let payload = entry.payload_json();
+        if mission.is_some_and(|m| payload["mission"] != m) {
+            continue;
+        }
+        let signer = hex::encode(&entry.signer[..8]);
+        if json {
+            let line = json!({"seq": entry.seq, "time_us": entry.time_us, "kind": entry.kind,
+                              "signer": hex::encode(entry.signer), "payload": payload});
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{:>8}  {}  {:<18} {signer}…  {payload}", entry.seq, entry.time_us, entry.kind)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -17,7 +17,7 @@ use crate::clock::now_us;
 use crate::inference::{ChatMessage, Router};
 
 /// Log lines are for operators, not a data channel: 2 KiB each.
-const LOG_BYTES_MAX: usize = 2048;
+pub const LOG_BYTES_MAX: usize = 2048;
 
 /// What every task of one mission shares.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub struct TaskMeter {
 }
 
 /// A review reason is read by a person: 2 KiB is several paragraphs.
-const REVIEW_REASON_BYTES_MAX: usize = 2048;
+pub const REVIEW_REASON_BYTES_MAX: usize = 2048;
 
 #[derive(Debug)]
 pub struct TaskHost {
@@ -70,9 +70,13 @@ pub struct TaskHost {
 
 impl TaskHost {
     fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
+        // The request is recorded whole, like an answered one: replay
+        // checks that a re-run asks exactly the same before answering.
+        let messages: Vec<_> =
+            request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
         let payload = json!({
             "mission": self.ctx.id, "task": self.task, "model": request.model,
-            "max_tokens": request.max_tokens, "refused": reason,
+            "messages": messages, "max_tokens": request.max_tokens, "refused": reason,
         });
         // A refusal that cannot be journaled is still a refusal.
         let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us()));
@@ -227,7 +231,8 @@ impl CellHost for TaskHost {
                 &self.agent_key,
                 "host.recall",
                 &json!({"mission": self.ctx.id, "task": self.task, "subject": query.subject,
-                        "valid_at": query.valid_at, "known_at": query.known_at, "facts": listed}),
+                        "asked_valid_at": valid_at, "valid_at": query.valid_at,
+                        "known_at": query.known_at, "facts": listed}),
                 now,
             )?;
             Ok(facts)
@@ -246,7 +251,13 @@ impl CellHost for TaskHost {
                     })
                     .collect()
             })
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| {
+                let reason = format!("{e:#}");
+                let payload = json!({"mission": self.ctx.id, "task": self.task, "subject": query.subject,
+                                     "asked_valid_at": valid_at, "refused": reason});
+                let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.recall", &payload, now_us()));
+                reason
+            })
     }
 
     fn remember(
@@ -260,24 +271,39 @@ impl CellHost for TaskHost {
         let fact = memory::NewFact { subject, predicate, value, valid_from: valid_from.unwrap_or(now), valid_to: None };
         let payload = json!({"mission": self.ctx.id, "task": self.task, "subject": fact.subject,
                              "predicate": fact.predicate, "value": fact.value,
-                             "valid_from": fact.valid_from});
-        self.ctx
-            .ledger
-            .write(|t| -> anyhow::Result<()> {
-                memory::assert(t.redb(), fact, now)?;
-                t.append(&self.agent_key, "host.remember", &payload, now)?;
-                Ok(())
-            })
-            .map_err(|e| format!("{e:#}"))
+                             "asked_valid_from": valid_from, "valid_from": fact.valid_from});
+        let stored = self.ctx.ledger.write(|t| -> anyhow::Result<()> {
+            memory::assert(t.redb(), fact, now)?;
+            t.append(&self.agent_key, "host.remember", &payload, now)?;
+            Ok(())
+        });
+        stored.map_err(|e| {
+            // The agent is told no, and so is the journal: a replay must
+            // give the same answer.
+            let reason = format!("{e:#}");
+            let mut refused = payload.clone();
+            refused["refused"] = json!(reason);
+            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.remember", &refused, now_us()));
+            reason
+        })
     }
 
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
-        if !self.ctx.gates.contains(&gate) {
+        let refusal = if !self.ctx.gates.contains(&gate) {
             let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
-            return Err(format!("gate `{gate}` is not declared by this mission (declared: {declared})"));
-        }
-        if reason.len() > REVIEW_REASON_BYTES_MAX {
-            return Err(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()));
+            Some(format!("gate `{gate}` is not declared by this mission (declared: {declared})"))
+        } else if reason.len() > REVIEW_REASON_BYTES_MAX {
+            Some(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()))
+        } else {
+            None
+        };
+        if let Some(refused) = refusal {
+            let mut kept = reason;
+            truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
+            let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
+                                 "reason": kept, "refused": refused});
+            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.review", &payload, now_us()));
+            return Err(refused);
         }
         let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
         self.ctx
@@ -291,15 +317,20 @@ impl CellHost for TaskHost {
     }
 
     fn log(&mut self, mut message: String) {
-        if message.len() > LOG_BYTES_MAX {
-            let mut cut = LOG_BYTES_MAX;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        truncate_utf8(&mut message, LOG_BYTES_MAX);
         tracing::info!(task = self.task, "agent: {message}");
         let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
         let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
     }
 }

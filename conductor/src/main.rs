@@ -17,6 +17,7 @@ mod keys;
 mod modules;
 mod progress;
 mod registry;
+mod replay;
 mod run;
 mod state;
 mod summary;
@@ -47,6 +48,8 @@ mod exit {
     pub const BUDGET_EXHAUSTED: u8 = 3;
     /// The journal failed verification.
     pub const TAMPERED: u8 = 4;
+    /// A replayed task did not do what the journal says it did.
+    pub const DIVERGED: u8 = 5;
 }
 
 #[derive(Debug, Parser)]
@@ -226,6 +229,54 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run finished tasks with every host call answered from the
+    /// journal: no model is loaded, no budget is touched, nothing is
+    /// written (the database is opened read-only). Every host call the
+    /// agent makes, and its decision or failure, must match the journal
+    /// byte for byte. Exits 0 when all match, 5 on the first difference in
+    /// a task (say which call and what differed). Needs the agents'
+    /// modules: found by content hash at the mission file's paths or under
+    /// --modules.
+    Replay {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only this mission.
+        #[arg(long, value_name = "ID")]
+        mission: Option<String>,
+        /// Only this task (its index, as `mission show` lists it).
+        #[arg(long, value_name = "N")]
+        task: Option<u32>,
+        /// A directory to search (four levels deep) for modules by hash.
+        /// Repeatable.
+        #[arg(long, value_name = "DIR")]
+        modules: Vec<PathBuf>,
+        /// Replay agent AGENT with FILE instead of the module it ran with,
+        /// to see where a new version would act differently (it diverges
+        /// at the first call or outcome that differs). Repeatable.
+        #[arg(long, value_name = "AGENT=FILE", value_parser = parse_swap)]
+        swap: Vec<(String, PathBuf)>,
+        /// Where compiled modules are cached (`off`: none).
+        #[arg(long, value_name = "DIR|off", env = "CONDUCTOR_MODULE_CACHE")]
+        module_cache: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List journal entries (read-only): sequence, time, kind, signer and
+    /// payload, oldest first.
+    Log {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only entries whose kind starts with this (e.g. `task.`, `host.infer`).
+        #[arg(long, value_name = "PREFIX")]
+        kind: Option<String>,
+        /// Only entries whose payload names this mission.
+        #[arg(long, value_name = "ID")]
+        mission: Option<String>,
+        /// Print JSON lines (one entry per line).
         #[arg(long)]
         json: bool,
     },
@@ -488,6 +539,49 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
             audit::print_verdict(&verdict, json)?;
             Ok(verdict_code(&verdict))
         }
+        AuditCommand::Replay { data, mission, task, modules, swap, module_cache, json } => {
+            let request = replay::ReplayRequest {
+                data: &data.data,
+                mission: mission.as_deref(),
+                task,
+                module_dirs: &modules,
+                swaps: &swap,
+                module_cache: run::module_cache_dir(module_cache.as_deref()),
+            };
+            let replays = replay::audit_replay(&request)?;
+            let diverged = replays.iter().filter(|r| r.verdict == "diverged").count();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&replays)?);
+            } else {
+                for r in &replays {
+                    let mut line = format!(
+                        "mission {} task {} ({}): {} host calls, {}",
+                        r.mission, r.task, r.case, r.host_calls, r.verdict
+                    );
+                    if let Some(d) = &r.divergence {
+                        line.push_str(&format!("
+    {d}"));
+                    }
+                    if let Some(n) = &r.note {
+                        line.push_str(&format!("
+    note: {n}"));
+                    }
+                    println!("{line}");
+                }
+                let matched = replays.iter().filter(|r| r.verdict == "match").count();
+                println!(
+                    "{} task runs replayed from the journal: {matched} match, {diverged} diverged, {} unfinished; \
+                     no model was called and nothing was written",
+                    replays.len(),
+                    replays.len() - matched - diverged
+                );
+            }
+            Ok(if diverged > 0 { exit::DIVERGED } else { exit::OK })
+        }
+        AuditCommand::Log { data, kind, mission, json } => {
+            audit::log(&data.data, kind.as_deref(), mission.as_deref(), json)?;
+            Ok(exit::OK)
+        }
         AuditCommand::Checkpoint { data, out, latest } => {
             let checkpoint = audit::checkpoint(&data.data, &out, latest)?;
             println!(
@@ -500,6 +594,13 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
             );
             Ok(exit::OK)
         }
+    }
+}
+
+fn parse_swap(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((agent, file)) if !agent.is_empty() && !file.is_empty() => Ok((agent.to_owned(), PathBuf::from(file))),
+        _ => Err(format!("`{text}` is not AGENT=FILE (e.g. eligibility=agent/eligibility-v2.wasm)")),
     }
 }
 

@@ -2,13 +2,14 @@
 //! cell (bounded concurrency), route proposals through the gates, and
 //! finish with a status derived from the tasks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cells::{AgentModule, CellEngine, CellEnv, CellLimits};
+use cells::{AgentModule, CellEngine, CellEnv, CellHost, CellLimits};
 use identity::{Keypair, Role};
 use missions::{Agent, Mission, OnExhausted};
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ use crate::data::DataDir;
 use crate::host::{MissionCtx, TaskHost, TaskMeter};
 use crate::inference::Router;
 use crate::progress::Progress;
+use crate::replay::{Attempt, RecoveringHost, ReplayHost};
 use crate::state::{self, GateRecord, GateStatus, MissionRecord, MissionStatus, TaskRecord, TaskStatus};
 
 /// Cells alive at once is bounded by the engine's pool; stay well below.
@@ -90,6 +92,14 @@ pub async fn run_mission(
     let mission_id = uuid::Uuid::new_v4().to_string();
     let mission_bytes = std::fs::read(mission_path)
         .with_context(|| format!("reading {}", mission_path.display()))?;
+    // The same mission file on the same data, and the last run of it
+    // stopped without finishing (killed, power lost): carry that run on
+    // rather than start the work again.
+    if let Some(interrupted) = interrupted_mission(&data, &mission_bytes)? {
+        drop(data);
+        eprintln!("mission {interrupted} from this file did not finish (the process stopped); recovering it");
+        return resume_mission(&interrupted, router, cfg, progress).await;
+    }
 
     let mut agents = Vec::new();
     for (spec, module) in mission.agents.iter().zip(modules) {
@@ -137,7 +147,9 @@ pub async fn run_mission(
                     "module_blake3": a.module.hash().to_string(),
                     "limits": {"memory_bytes": a.spec.limits.memory_bytes, "fuel": a.spec.limits.fuel,
                                "wall_ms": a.spec.limits.wall_ms, "host_calls": a.spec.limits.host_calls,
-                               "max_tokens": a.spec.limits.max_tokens},
+                               "max_tokens": a.spec.limits.max_tokens,
+                               "call_arg_bytes": a.spec.limits.call_arg_bytes,
+                               "output_bytes": a.spec.limits.output_bytes},
                     "budget": {"limit": a.spec.budget.limit, "task_limit": a.spec.budget.task_limit},
                 })).collect::<Vec<_>>(),
                 "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
@@ -198,12 +210,33 @@ pub async fn run_mission(
     })?;
     progress.started(&mission.name, &mission_id, tasks_total, mission.budget.limit);
     let pending: Vec<u32> = (0..tasks_total).collect();
-    execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending).await
+    execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending, Arc::default()).await
 }
 
-/// Continues a mission that paused or waits for budget: re-reads its file
-/// and modules (both must still hash to what the journal declared), expires
-/// reservations past their deadline, and runs every task not yet started.
+/// A mission declared from these exact file bytes whose status is still
+/// "running": no process runs it (this one holds the database's lock), so
+/// the one that did stopped without finishing.
+fn interrupted_mission(data: &DataDir, mission_bytes: &[u8]) -> Result<Option<String>> {
+    let hash = blake3::hash(mission_bytes).to_hex().to_string();
+    let read = data.ledger.read()?;
+    for record in state::missions(&read)? {
+        if record.status != MissionStatus::Running {
+            continue;
+        }
+        let declared = data.ledger.entries(record.declared_seq, 1)?.pop().map(|e| e.payload_json());
+        if declared.is_some_and(|d| d["file_blake3"] == hash.as_str()) {
+            return Ok(Some(record.id));
+        }
+    }
+    Ok(None)
+}
+
+/// Continues a mission that paused, waits for budget, or was interrupted:
+/// re-reads its file and modules (both must still hash to what the journal
+/// declared), expires reservations past their deadline, and runs every
+/// task not yet started. An interrupted mission's reservations are voided
+/// (no call is in flight now) and each task that was running is replayed
+/// from the journal to where it stopped, then carries on live.
 pub async fn resume_mission(
     mission_id: &str,
     router: Arc<Router>,
@@ -217,10 +250,11 @@ pub async fn resume_mission(
         .map_err(anyhow::Error::from)
         .and_then(|read| Ok(state::mission(&read, mission_id)?))?
         .with_context(|| format!("no mission `{mission_id}` in {}", cfg.data.display()))?;
+    let interrupted = record.status == MissionStatus::Running;
     match record.status {
-        MissionStatus::Paused | MissionStatus::AwaitingBudget => {}
+        MissionStatus::Paused | MissionStatus::AwaitingBudget | MissionStatus::Running => {}
         other => bail!(
-            "mission {mission_id} is {}; only a paused mission or one waiting for budget resumes",
+            "mission {mission_id} is {}; only a paused or interrupted mission, or one waiting for budget, resumes",
             crate::summary::status_text(other)
         ),
     }
@@ -258,30 +292,70 @@ pub async fn resume_mission(
         agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key) });
     }
     let conductor = data.conductor.clone();
-    let (pending, limit) = data.ledger.write(|t| -> Result<(Vec<u32>, u64)> {
+    // Reservations of an interrupted run belong to calls that will never
+    // answer: return their funds now rather than at their deadline.
+    let orphaned: Vec<ledger::ReservationId> = if interrupted {
+        let prefix = format!("{mission_id}/");
+        data.ledger
+            .pending_reservations()?
+            .into_iter()
+            .filter(|(_, account, _, _)| account.starts_with(&prefix))
+            .map(|(id, ..)| id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (pending, recovering_tasks, limit) = data.ledger.write(|t| -> Result<(Vec<u32>, Vec<u32>, u64)> {
         let now = now_us();
+        for id in &orphaned {
+            t.void(&conductor, *id, now)?;
+        }
         t.expire_due(&conductor, now)?;
         let account = t.account(mission_id)?;
+        let tasks = state::tasks_in(t.redb(), mission_id)?;
+        let running: Vec<u32> =
+            tasks.iter().filter(|task| task.status == TaskStatus::Running).map(|task| task.index).collect();
         t.append(
             &conductor,
-            "mission.resumed",
+            if interrupted { "mission.recovered" } else { "mission.resumed" },
             &json!({"mission": mission_id, "budget": {"limit": account.limit, "settled": account.settled,
-                                                     "pending": account.pending}}),
+                                                     "pending": account.pending},
+                    "voided": orphaned.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    "recovering": running}),
             now,
         )?;
         let mut record = record.clone();
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
-        let pending = state::tasks_in(t.redb(), mission_id)?
-            .into_iter()
-            .filter(|task| task.status == TaskStatus::Pending)
-            .map(|task| task.index)
-            .collect();
-        Ok((pending, account.limit.unwrap_or(record.budget_limit)))
+        let pending = tasks.iter().filter(|task| task.status == TaskStatus::Pending).map(|task| task.index).collect();
+        Ok((pending, running, account.limit.unwrap_or(record.budget_limit)))
     })?;
-    progress.started(&mission.name, mission_id, pending.len() as u32, limit);
-    execute(&data, mission_id.to_owned(), Arc::new(mission), Arc::new(agents), engine, router, cfg, progress, pending)
-        .await
+    // What each interrupted task did before the stop, from the journal.
+    let mut recovering = BTreeMap::new();
+    if !recovering_tasks.is_empty() {
+        let entries = data.ledger.entries(record.declared_seq, usize::MAX)?;
+        for attempt in crate::replay::attempts(&entries) {
+            if attempt.mission == mission_id && attempt.end.is_none() && recovering_tasks.contains(&attempt.task) {
+                recovering.insert(attempt.task, attempt);
+            }
+        }
+    }
+    let mut order: Vec<u32> = recovering_tasks;
+    order.extend(pending);
+    progress.started(&mission.name, mission_id, order.len() as u32, limit);
+    execute(
+        &data,
+        mission_id.to_owned(),
+        Arc::new(mission),
+        Arc::new(agents),
+        engine,
+        router,
+        cfg,
+        progress,
+        order,
+        Arc::new(recovering),
+    )
+    .await
 }
 
 /// Runs the tasks `pending` (indices into the mission's cases) and settles
@@ -297,6 +371,7 @@ async fn execute(
     cfg: &RunConfig,
     progress: Arc<Progress>,
     pending: Vec<u32>,
+    recovering: Arc<BTreeMap<u32, Attempt>>,
 ) -> Result<RunOutcome> {
     let conductor = data.conductor.clone();
     let ttl_ms = i64::try_from(mission.budget.reservation_ttl_ms).unwrap_or(i64::MAX / 1000);
@@ -320,11 +395,11 @@ async fn execute(
             // Pause and gate: leave the rest pending, to run on resume.
             break;
         }
-        let (ctx, mission, agents, engine, progress) =
-            (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone());
+        let (ctx, mission, agents, engine, progress, recovering) =
+            (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone(), recovering.clone());
         running.spawn_blocking(move || {
             let _permit = permit;
-            let result = run_task(&ctx, &mission, &agents, &engine, index);
+            let result = run_task(&ctx, &mission, &agents, &engine, index, recovering.get(&index));
             let record = match result {
                 Ok(record) => record,
                 Err(e) => {
@@ -429,6 +504,7 @@ fn run_task(
     agents: &[AgentRuntime],
     engine: &CellEngine,
     index: u32,
+    recovering: Option<&Attempt>,
 ) -> Result<TaskRecord> {
     let case = &mission.tasks.cases[index as usize];
     let agent = agents
@@ -437,11 +513,12 @@ fn run_task(
         .context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
 
-    if ctx.budget_exhausted.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+    let exhausted = recovering.is_none() && ctx.budget_exhausted.load(Ordering::SeqCst);
+    if exhausted && mission.budget.on_exhausted != OnExhausted::Stop {
         // Pause and gate: the task stays pending and runs on resume.
         return Ok(record);
     }
-    if ctx.budget_exhausted.load(Ordering::SeqCst) {
+    if exhausted {
         // Stop policy: once the budget refused a call, start nothing new.
         record.status = TaskStatus::Skipped;
         record.failure = Some("budget exhausted before this task started".into());
@@ -450,35 +527,29 @@ fn run_task(
         return Ok(record);
     }
 
-    // The agent learns which model it may use through its input.
-    let mut input = case.input.clone();
-    if let Value::Object(map) = &mut input {
-        map.insert("_model".into(), Value::String(agent.spec.model.clone()));
-    }
-    let input_text = serde_json::to_string(&input)?;
     record.status = TaskStatus::Running;
     let account = task_account(&ctx.id, &agent.spec.name, index);
-    // The cell's clock starts at the task's start and its random numbers
-    // come from a seed; both are journaled, so the task can be replayed.
-    let started_us = now_us();
-    let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
-    ctx.ledger.write(|t| -> Result<()> {
-        // A task deferred for lack of budget already has its account.
-        if t.account(&account).is_err() {
-            let parent = agent_account(&ctx.id, &agent.spec.name);
-            t.open_account(&ctx.conductor, &account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
+    let (env, input_text) = match recovering {
+        // The same input, clock and seed as before the stop.
+        Some(attempt) => {
+            let env = crate::replay::env_of(&attempt.started)
+                .context("the interrupted task's task.started has no clock or seed")?;
+            let input_text = serde_json::to_string(&attempt.started["input"])?;
+            ctx.ledger.write(|t| -> Result<()> {
+                t.append(
+                    &ctx.conductor,
+                    "task.recovered",
+                    &json!({"mission": ctx.id, "task": index, "case": case.id,
+                            "started_seq": attempt.started_seq, "replaying": attempt.calls.len()}),
+                    now_us(),
+                )?;
+                state::put_task(t.redb(), &record)?;
+                Ok(())
+            })?;
+            (env, input_text)
         }
-        t.append(
-            &ctx.conductor,
-            "task.started",
-            &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
-                    "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
-                    "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
-            started_us,
-        )?;
-        state::put_task(t.redb(), &record)?;
-        Ok(())
-    })?;
+        None => start_task(ctx, agent, case, index, &account, &record)?,
+    };
 
     let limits = CellLimits {
         memory_bytes: agent.spec.limits.memory_bytes,
@@ -489,7 +560,7 @@ fn run_task(
         output_bytes_max: usize::try_from(agent.spec.limits.output_bytes).unwrap_or(usize::MAX),
     };
     let meter = Arc::new(TaskMeter::default());
-    let host = TaskHost {
+    let live = TaskHost {
         ctx: ctx.clone(),
         task: index,
         account,
@@ -499,7 +570,22 @@ fn run_task(
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),
     };
-    let result = engine.run(&agent.module, Box::new(host), &limits, &env, &input_text);
+    let (host, replay_log): (Box<dyn CellHost>, _) = match recovering {
+        Some(attempt) => {
+            let (replay, log) =
+                ReplayHost::new(attempt.calls.clone(), agent.spec.limits.max_tokens, Some(meter.clone()));
+            (Box::new(RecoveringHost::new(replay, live)), Some(log))
+        }
+        None => (Box::new(live), None),
+    };
+    let result = engine.run(&agent.module, host, &limits, &env, &input_text);
+    // (code, message) of a failure; a recovery that did not retrace the
+    // journal fails the task rather than trust where it got to.
+    let diverged = replay_log.and_then(|log| log.lock().ok().and_then(|l| l.divergence.clone()));
+    let result: std::result::Result<cells::Decision, (String, String)> = match (diverged, result) {
+        (Some(d), _) => Err(("recovery_diverged".into(), format!("recovery did not retrace the journal: {d}"))),
+        (None, r) => r.map_err(|f| (f.code().to_owned(), f.to_string())),
+    };
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
@@ -512,7 +598,7 @@ fn run_task(
         record.status = TaskStatus::Pending;
         let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
                              "settled": record.tokens_settled,
-                             "result": match &result { Ok(d) => d.outcome.clone(), Err(f) => f.code().to_owned() }});
+                             "result": match &result { Ok(d) => d.outcome.clone(), Err((code, _)) => code.clone() }});
         record_task(ctx, "task.deferred", &payload, &record)?;
         return Ok(record);
     }
@@ -520,14 +606,14 @@ fn run_task(
     ctx.ledger.write(|t| -> Result<()> {
         let now = now_us();
         match result {
-            Err(failure) => {
+            Err((code, message)) => {
                 record.status = TaskStatus::Failed;
-                record.failure = Some(failure.to_string());
+                record.failure = Some(message.clone());
                 t.append(
                     &ctx.conductor,
                     "task.failed",
                     &json!({"mission": ctx.id, "task": index, "case": case.id,
-                            "code": failure.code(), "message": failure.to_string()}),
+                            "code": code, "message": message}),
                     now,
                 )?;
             }
@@ -607,4 +693,45 @@ fn run_task(
         Ok(())
     })?;
     Ok(record)
+}
+
+/// Starts a task afresh: opens its budget account (unless a deferred run
+/// already did), journals `task.started` with everything a replay needs
+/// (input, module, clock, seed), and returns the cell's env and input.
+fn start_task(
+    ctx: &MissionCtx,
+    agent: &AgentRuntime,
+    case: &missions::Case,
+    index: u32,
+    account: &str,
+    record: &TaskRecord,
+) -> Result<(CellEnv, String)> {
+    // The agent learns which model it may use through its input.
+    let mut input = case.input.clone();
+    if let Value::Object(map) = &mut input {
+        map.insert("_model".into(), Value::String(agent.spec.model.clone()));
+    }
+    let input_text = serde_json::to_string(&input)?;
+    // The cell's clock starts at the task's start and its random numbers
+    // come from a seed; both are journaled, so the task can be replayed.
+    let started_us = now_us();
+    let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
+    ctx.ledger.write(|t| -> Result<()> {
+        // A task deferred for lack of budget already has its account.
+        if t.account(account).is_err() {
+            let parent = agent_account(&ctx.id, &agent.spec.name);
+            t.open_account(&ctx.conductor, account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
+        }
+        t.append(
+            &ctx.conductor,
+            "task.started",
+            &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
+                    "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
+                    "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
+            started_us,
+        )?;
+        state::put_task(t.redb(), &record)?;
+        Ok(())
+    })?;
+    Ok((env, input_text))
 }

@@ -200,6 +200,17 @@ pub fn mission(txn: &ReadTransaction, id: &str) -> Result<Option<MissionRecord>,
     value.map(|v| decode("mission", id, v.value())).transpose()
 }
 
+/// Every mission, in id order.
+pub fn missions(txn: &ReadTransaction) -> Result<Vec<MissionRecord>, StateError> {
+    let table = txn.open_table(MISSIONS).map_err(storage)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        out.push(decode("mission", key.value(), value.value())?);
+    }
+    Ok(out)
+}
+
 /// Every gate, in id order.
 pub fn gates(txn: &ReadTransaction) -> Result<Vec<GateRecord>, StateError> {
     let table = txn.open_table(GATES).map_err(storage)?;

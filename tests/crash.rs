@@ -1,0 +1,176 @@
+//! Crash recovery: the conductor is killed with SIGKILL at random points
+//! while it works through a mission on the real model, then started again
+//! on the same data directory, over and over. Whatever the kill interrupted
+//! (model load, an inference in flight, a journal commit), the mission
+//! ends with every task finished exactly once, no model call paid twice,
+//! no reservation left open, a journal that verifies, and every task
+//! replaying from the journal alone.
+//!
+//! `CONDUCTOR_CRASH_KILLS` (default 20) sets how many kills; the soak in
+//! BENCHMARKS.md is this test with a larger number. The kill times come
+//! from a seed printed at the start (`CONDUCTOR_CRASH_SEED` repeats one).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Cases per mission: enough that a run usually dies before finishing.
+const CASES: usize = 10;
+/// Amounts above this go to review (the triage agent's policy fact).
+const REVIEW_ABOVE: u64 = 5000;
+
+/// xorshift64*: reproducible kill times without another dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Mostly early (start-up, model load, first calls), sometimes late
+    /// (calls in flight, decisions being committed).
+    fn kill_after(&mut self) -> Duration {
+        let ms = if self.next() % 10 < 7 { 20 + self.next() % 1500 } else { 1500 + self.next() % 3000 };
+        Duration::from_millis(ms)
+    }
+}
+
+fn amount(i: usize) -> u64 {
+    if i % 4 == 1 { 9000 + i as u64 } else { 100 + i as u64 }
+}
+
+fn write_mission(dir: &Path) -> std::path::PathBuf {
+    let agent = module("cells/guests/triage/rust/triage-rs.wasm");
+    let cases: Vec<String> = (0..CASES).map(|i| format!("{{ id: c{i}, amount: {} }}", amount(i))).collect();
+    let text = format!(
+        "name: crash\n\
+         budget: {{ limit: 1000000 }}\n\
+         models: {{ smollm2-135m: {{ prompt_price: 1, completion_price: 2 }} }}\n\
+         agents:\n  - {{ name: triage, module: {}, model: smollm2-135m, limits: {{ host_calls: 16, max_tokens: 8 }} }}\n\
+         tasks:\n  - {{ agent: triage, inline: [{}] }}\n\
+         memory:\n  - {{ subject: \"policy:triage\", predicate: review-above, value: \"{REVIEW_ABOVE}\", valid_from: 2026-01-01T00:00:00Z }}\n\
+         gates:\n  - {{ name: large-amount, when: {{ field: case.amount, greater_than: 1000000000 }} }}\n",
+        agent.display(),
+        cases.join(", ")
+    );
+    let path = dir.join("crash.yaml");
+    std::fs::write(&path, text).expect("mission");
+    path
+}
+
+/// The journal as JSON lines, through the CLI (read-only).
+fn journal(data: &Path) -> Vec<Value> {
+    let out = conductor().args(["audit", "log", "--json", "--data"]).arg(data).output().expect("audit log");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+/// Everything that must hold once a killed-and-restarted mission is done.
+fn check_mission(data: &Path, summary: &Value) {
+    let tasks = tasks(summary);
+    assert_eq!(tasks.len(), CASES);
+    for t in tasks {
+        let i: usize = t["case_id"].as_str().and_then(|c| c[1..].parse().ok()).expect("case id");
+        let expected = if amount(i) > REVIEW_ABOVE { "awaiting_review" } else { "decided" };
+        assert_eq!(t["status"], expected, "{t}");
+        assert_eq!(t["model_calls"], 1, "one paid model call per task, crashes or not: {t}");
+    }
+    assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
+
+    let entries = journal(data);
+    let mission = summary["mission_id"].as_str().expect("id");
+    let ours = |e: &&Value| e["payload"]["mission"] == mission;
+    let mut ends: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut settled_cost = 0u64;
+    for e in entries.iter().filter(ours) {
+        let task = e["payload"]["task"].as_u64();
+        match e["kind"].as_str().unwrap_or_default() {
+            "task.proposed" | "task.failed" => *ends.entry(task.expect("task")).or_default() += 1,
+            "host.infer" if e["payload"].get("text").is_some() => {
+                *answered.entry(task.expect("task")).or_default() += 1;
+                settled_cost += e["payload"]["cost"].as_u64().expect("cost");
+            }
+            _ => {}
+        }
+    }
+    for task in 0..CASES as u64 {
+        assert_eq!(ends.get(&task), Some(&1), "task {task} ended exactly once in the journal");
+        assert_eq!(answered.get(&task), Some(&1), "task {task}'s model call was answered (and paid) once");
+    }
+    assert_eq!(summary["budget"]["settled"], settled_cost, "spend is exactly the answered calls' cost");
+
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
+    assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash");
+    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(data).env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
+    assert_eq!(out.status.code(), Some(0), "every task replays from the journal: {}", stderr(&out));
+    let replays = stdout_json(&out);
+    assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
+}
+
+#[test]
+fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() {
+    model_file();
+    let kills_wanted: usize =
+        std::env::var("CONDUCTOR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let seed = std::env::var("CONDUCTOR_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    eprintln!("kill seed {seed} (CONDUCTOR_CRASH_SEED={seed} repeats these kill times)");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mission = write_mission(dir.path());
+    let (mut kills, mut missions, mut round) = (0, 0, 0);
+    let started = Instant::now();
+    while kills < kills_wanted {
+        // One mission at a time: killed until a run gets to finish it.
+        round += 1;
+        let data = dir.path().join(format!("data-{round}"));
+        loop {
+            let mut child = conductor()
+                .arg("run")
+                .arg(&mission)
+                .args(["--concurrency", "2", "--json", "--data"])
+                .arg(&data)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("conductor starts");
+            let deadline = Instant::now() + if kills < kills_wanted { rng.kill_after() } else { Duration::from_secs(600) };
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            match status {
+                None => {
+                    child.kill().expect("SIGKILL");
+                    child.wait().expect("reaped");
+                    kills += 1;
+                }
+                Some(status) => {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(child.stdout.as_mut().expect("stdout"), &mut out).expect("read");
+                    assert_eq!(status.code(), Some(0), "a run that was not killed succeeds");
+                    let summary: Value = serde_json::from_slice(&out).expect("summary");
+                    check_mission(&data, &summary);
+                    missions += 1;
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("{kills} kills over {missions} missions in {:.0?}, every invariant held", started.elapsed());
+}
