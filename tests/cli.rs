@@ -478,3 +478,80 @@ fn rust_python_and_javascript_agents_run_side_by_side_and_agree() {
         "every language's host calls are valid signed entries"
     );
 }
+
+/// `await-review` parks a task: its cell is gone while the gate is open.
+/// Deciding the gate makes it runnable; `mission resume` replays it from
+/// the journal to the await, hands it the reviewer's answer and lets it
+/// finish live. The whole attempt then replays from the journal.
+#[test]
+fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    let gates = "gates:\n  - name: second-look\n    when: { field: case.amount, greater_than: 1000000 }\n";
+    let cases = "    - {id: waits, behave: await}\n\
+                 \x20   - {id: waits-too, behave: await}\n\
+                 \x20   - {id: quiet, behave: echo}\n";
+    let mission = write_mission(dir.path(), "parked", &hostile, 1000, "{}", cases, gates);
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
+    let by_case = |s: &Value, id: &str| tasks(s).iter().find(|t| t["case_id"] == id).cloned().expect("task");
+    let waits = by_case(&summary, "waits");
+    assert_eq!(waits["status"], "awaiting_review", "{waits}");
+    assert_eq!(by_case(&summary, "quiet")["status"], "decided");
+    assert_eq!(summary["status"], "awaiting_review");
+
+    // A reviewer answers one of the two.
+    let key = dir.path().join("reviewer.key");
+    assert_eq!(run(conductor().args(["keys", "new", "--out"]).arg(&key)).status.code(), Some(0));
+    let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&key).args(["--name", "Ada"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gate = waits["gate"].as_str().expect("gate id").to_owned();
+    let out = run(conductor()
+        .args(["gates", "approve", &gate, "--note", "fine by me", "--key"])
+        .arg(&key)
+        .arg("--data")
+        .arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mission resume"), "says how to continue");
+
+    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    let waits = by_case(&summary, "waits");
+    assert_eq!(waits["status"], "decided", "{waits}");
+    assert_eq!(waits["outcome"], "approved", "the agent got the reviewer's answer: {waits}");
+    assert!(waits["reason"].as_str().unwrap_or_default().ends_with(": fine by me"), "{waits}");
+    assert_eq!(by_case(&summary, "waits-too")["status"], "awaiting_review", "its gate is still open");
+    assert_eq!(summary["status"], "awaiting_review");
+
+    // The log before the gate ran once live; after resuming, the replay
+    // answered it from the journal, and only the log after the gate is new.
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "host.log", "--data"]).arg(&data));
+    let logs: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let of_waits: Vec<&str> = logs
+        .iter()
+        .filter(|e| e["payload"]["task"] == 0)
+        .map(|e| e["payload"]["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(of_waits, ["before the gate", "after the gate"]);
+
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(conductor().args(["audit", "replay", "--json", "--task", "0", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)[0]["verdict"], "match");
+
+    // Its provenance names the reviewer who answered.
+    let out = run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/waits")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = stdout_json(&out);
+    assert_eq!(doc["task"]["case"], "waits");
+    assert_eq!(doc["signatures"]["all_valid"], true);
+    let decided = doc["gates"].as_array().expect("gates").iter().find(|g| g["kind"] == "gate.decided").cloned().expect("decided");
+    assert_eq!(decided["entry"]["signed_by"]["name"], "Ada", "{decided}");
+    assert!(doc["host_calls"].as_array().expect("calls").iter().any(|c| c["kind"] == "host.await"));
+}

@@ -577,6 +577,27 @@ impl wit_host::Host for CellState {
         Ok(self.host.request_review(gate, reason))
     }
 
+    fn await_review(
+        &mut self,
+        gate: String,
+        reason: String,
+    ) -> wasmtime::Result<Result<wit_types::Review, String>> {
+        self.admit(gate.len() + reason.len())?;
+        match self.host.await_review(gate, reason) {
+            crate::ReviewAnswer::Decided(r) => {
+                Ok(Ok(wit_types::Review { approved: r.approved, note: r.note, reviewer: r.reviewer }))
+            }
+            crate::ReviewAnswer::Refused(why) => Ok(Err(why)),
+            crate::ReviewAnswer::Park { gate_id } => {
+                // Stop the cell here; the host has recorded where it stood.
+                let failure = CellFailure::Parked { gate: gate_id };
+                let message = failure.to_string();
+                self.failure = Some(failure);
+                Err(wasmtime::Error::msg(message))
+            }
+        }
+    }
+
     fn log(&mut self, message: String) -> wasmtime::Result<()> {
         self.admit(message.len())?;
         self.host.log(message);

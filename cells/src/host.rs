@@ -44,6 +44,27 @@ pub struct Decision {
     pub details: String,
 }
 
+/// A reviewer's answer to `await-review`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    pub approved: bool,
+    pub note: String,
+    pub reviewer: String,
+}
+
+/// What the host does with an `await-review` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewAnswer {
+    /// A reviewer has decided: the agent gets the answer and carries on.
+    Decided(Review),
+    /// Refused at once (the agent gets the text as an error).
+    Refused(String),
+    /// Nobody has decided yet: the cell stops with
+    /// [`crate::CellFailure::Parked`] naming this gate id, and holds
+    /// nothing while it waits.
+    Park { gate_id: String },
+}
+
 /// Answers an agent's host calls. Called on the cell's thread; a call may
 /// block (inference does). Errors are returned to the agent as text, which
 /// it may handle; they never trap the cell.
@@ -61,5 +82,11 @@ pub trait CellHost: Send {
     /// Refuse (with a reason the agent can read) a gate the mission does
     /// not declare.
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String>;
+    /// The agent waits for a reviewer's answer under `gate`. Hosts that
+    /// cannot park a task refuse it (the default).
+    fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
+        let _ = reason;
+        ReviewAnswer::Refused(format!("this host cannot wait for a review (gate `{gate}`)"))
+    }
     fn log(&mut self, message: String);
 }

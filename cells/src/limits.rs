@@ -52,6 +52,9 @@ pub enum CellFailure {
     /// The component could not be instantiated (e.g. it imports something
     /// the conductor does not offer).
     Instantiation(String),
+    /// Not a failure: the agent called `await-review` and the task is
+    /// parked until a reviewer decides `gate` (the host's gate id).
+    Parked { gate: String },
 }
 
 impl CellFailure {
@@ -68,6 +71,7 @@ impl CellFailure {
             CellFailure::OutputTooLarge { .. } => "output_too_large",
             CellFailure::AgentError(_) => "agent_error",
             CellFailure::Instantiation(_) => "instantiation_failed",
+            CellFailure::Parked { .. } => "parked",
         }
     }
 }
@@ -89,6 +93,7 @@ impl fmt::Display for CellFailure {
             }
             CellFailure::AgentError(m) => write!(f, "agent returned an error: {m}"),
             CellFailure::Instantiation(m) => write!(f, "agent could not be instantiated: {m}"),
+            CellFailure::Parked { gate } => write!(f, "parked until gate {gate} is decided"),
         }
     }
 }

@@ -59,6 +59,29 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
                     "note": note, "requested_seq": gate.requested_seq}),
             now,
         )?;
+        gate.status = match verdict {
+            Verdict::Approve => GateStatus::Approved,
+            Verdict::Reject => GateStatus::Rejected,
+        };
+        gate.reviewer = Some(reviewer_id.clone());
+        gate.note = note.map(str::to_owned);
+        gate.decided_seq = Some(decided_seq);
+        state::put_gate(t.redb(), &gate)?;
+        if gate.parked {
+            // The agent is waiting for this answer: its task runs again
+            // (replayed to the await, then live) on `mission resume`.
+            if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
+                task.status = TaskStatus::Pending;
+                state::put_task(t.redb(), &task)?;
+            }
+            if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
+                && mission.status == state::MissionStatus::AwaitingReview
+            {
+                mission.status = state::MissionStatus::Paused;
+                state::put_mission(t.redb(), &mission)?;
+            }
+            return Ok(gate);
+        }
         // Approval adopts the agent's proposal; rejection overrides it.
         let outcome = match verdict {
             Verdict::Approve => gate.proposed_outcome.clone(),
@@ -72,13 +95,6 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
                     "outcome": outcome, "decided_by": decided_by, "gate_seq": decided_seq}),
             now,
         )?;
-        gate.status = match verdict {
-            Verdict::Approve => GateStatus::Approved,
-            Verdict::Reject => GateStatus::Rejected,
-        };
-        gate.reviewer = Some(reviewer_id.clone());
-        gate.note = note.map(str::to_owned);
-        state::put_gate(t.redb(), &gate)?;
         if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
             task.status = TaskStatus::Decided;
             task.outcome = Some(outcome);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cells::{CellHost, Completion, Fact, InferRequest};
+use cells::{CellHost, Completion, Fact, InferRequest, ReviewAnswer};
 use identity::Keypair;
 use ledger::{BudgetError, Ledger, LedgerError};
 use missions::ModelPrice;
@@ -57,6 +57,8 @@ pub const REVIEW_REASON_BYTES_MAX: usize = 2048;
 pub struct TaskHost {
     pub ctx: Arc<MissionCtx>,
     pub task: u32,
+    /// The case's id, for the gate a parked task waits on.
+    pub case_id: String,
     /// The budget account this task's calls reserve on (a leaf of the
     /// mission → agent → task tree).
     pub account: String,
@@ -81,6 +83,18 @@ impl TaskHost {
         // A refusal that cannot be journaled is still a refusal.
         let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us()));
         Err(reason)
+    }
+
+    /// Why a review under `gate` cannot be asked for, if it cannot.
+    fn review_refusal(&self, gate: &str, reason: &str) -> Option<String> {
+        if !self.ctx.gates.iter().any(|g| g == gate) {
+            let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
+            Some(format!("gate `{gate}` is not declared by this mission (declared: {declared})"))
+        } else if reason.len() > REVIEW_REASON_BYTES_MAX {
+            Some(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()))
+        } else {
+            None
+        }
     }
 
     fn price(&self, prompt: u32, completion: u32) -> Option<u64> {
@@ -289,14 +303,7 @@ impl CellHost for TaskHost {
     }
 
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
-        let refusal = if !self.ctx.gates.contains(&gate) {
-            let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
-            Some(format!("gate `{gate}` is not declared by this mission (declared: {declared})"))
-        } else if reason.len() > REVIEW_REASON_BYTES_MAX {
-            Some(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()))
-        } else {
-            None
-        };
+        let refusal = self.review_refusal(&gate, &reason);
         if let Some(refused) = refusal {
             let mut kept = reason;
             truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
@@ -314,6 +321,64 @@ impl CellHost for TaskHost {
             *review = Some((gate, reason));
         }
         Ok(())
+    }
+
+    fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
+        let refusal = self.review_refusal(&gate, &reason);
+        if let Some(refused) = refusal {
+            let mut kept = reason;
+            truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
+            let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
+                                 "reason": kept, "refused": refused});
+            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.await", &payload, now_us()));
+            return ReviewAnswer::Refused(refused);
+        }
+        // The agent's request, the gate and the task's new state in one
+        // commit: after a crash either the task is parked or it never
+        // asked.
+        let gate_id = uuid::Uuid::new_v4().to_string();
+        let parked = self.ctx.ledger.write(|t| -> anyhow::Result<()> {
+            let now = now_us();
+            t.append(
+                &self.agent_key,
+                "host.await",
+                &json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason,
+                        "gate_id": gate_id}),
+                now,
+            )?;
+            let (requested_seq, _) = t.append(
+                &self.ctx.conductor,
+                "gate.requested",
+                &json!({"mission": self.ctx.id, "task": self.task, "case": self.case_id,
+                        "gate_id": gate_id, "gate": gate,
+                        "why": {"requested_by": "agent", "reason": reason, "waiting": true}}),
+                now,
+            )?;
+            crate::state::put_gate(
+                t.redb(),
+                &crate::state::GateRecord {
+                    id: gate_id.clone(),
+                    gate: gate.clone(),
+                    mission: self.ctx.id.clone(),
+                    task: self.task,
+                    case_id: self.case_id.clone(),
+                    status: crate::state::GateStatus::Pending,
+                    proposed_outcome: String::new(),
+                    proposed_reason: reason.clone(),
+                    proposed_details: json!({}),
+                    reviewer: None,
+                    note: None,
+                    requested_seq,
+                    parked: true,
+                    decided_seq: None,
+                },
+            )?;
+            Ok(())
+        });
+        match parked {
+            Ok(()) => ReviewAnswer::Park { gate_id },
+            Err(e) => ReviewAnswer::Refused(format!("could not park the task: {e:#}")),
+        }
     }
 
     fn log(&mut self, mut message: String) {

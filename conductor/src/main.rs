@@ -16,6 +16,7 @@ mod inference;
 mod keys;
 mod modules;
 mod progress;
+mod provenance;
 mod registry;
 mod replay;
 mod run;
@@ -261,6 +262,22 @@ enum AuditCommand {
         /// Where compiled modules are cached (`off`: none).
         #[arg(long, value_name = "DIR|off", env = "CONDUCTOR_MODULE_CACHE")]
         module_cache: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The provenance of one decision, from the journal alone: the case
+    /// input, agent and module hash, model and model file hash, every
+    /// prompt and completion, every memory recall (what it returned, valid
+    /// when, known when), review requests and gate decisions with who
+    /// signed them, the task's budget postings, and whether every
+    /// signature verifies. Exits 4 if the journal does not verify.
+    Show {
+        #[command(flatten)]
+        data: DataArg,
+        /// The decision: MISSION_ID/TASK_INDEX, MISSION_ID/CASE_ID, a gate
+        /// id (`gates list`), or the number of any of the task's entries.
+        decision: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -578,6 +595,15 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
             }
             Ok(if diverged > 0 { exit::DIVERGED } else { exit::OK })
         }
+        AuditCommand::Show { data, decision, json } => {
+            let doc = provenance::show(&data.data, &decision)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", provenance::render(&doc));
+            }
+            Ok(if doc["signatures"]["all_valid"] == true { exit::OK } else { exit::TAMPERED })
+        }
         AuditCommand::Log { data, kind, mission, json } => {
             audit::log(&data.data, kind.as_deref(), mission.as_deref(), json)?;
             Ok(exit::OK)
@@ -825,15 +851,25 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
 
 fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
     let gate = gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref())?;
+    let then = if gate.parked {
+        format!(
+            "the agent of case {} was waiting for this answer; continue it with \
+             `conductor mission resume {} --data {}`",
+            gate.case_id,
+            gate.mission,
+            args.data.data.display()
+        )
+    } else {
+        format!("case {} is decided", gate.case_id)
+    };
     println!(
-        "gate {} {} by reviewer {}; case {} is decided",
+        "gate {} {} by reviewer {}; {then}",
         gate.id,
         match verdict {
             gates::Verdict::Approve => "approved",
             gates::Verdict::Reject => "rejected",
         },
         gate.reviewer.as_deref().unwrap_or("?"),
-        gate.case_id
     );
     Ok(exit::OK)
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter, truncate_utf8};
 
 /// The journal kinds that answer a cell's host calls.
-const HOST_KINDS: [&str; 5] = ["host.infer", "host.recall", "host.remember", "host.review", "host.log"];
+const HOST_KINDS: [&str; 6] = ["host.infer", "host.recall", "host.remember", "host.review", "host.await", "host.log"];
 
 /// One journaled host call.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
     let mut out: Vec<Attempt> = Vec::new();
     for entry in entries {
         let kind = entry.kind.as_str();
-        let interesting = kind.starts_with("task.") || HOST_KINDS.contains(&kind);
+        let interesting = kind.starts_with("task.") || kind == "gate.decided" || HOST_KINDS.contains(&kind);
         if !interesting {
             continue;
         }
@@ -83,6 +83,27 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
             _ if HOST_KINDS.contains(&kind) => {
                 if let Some(&i) = open.get(&key) {
                     out[i].calls.push(Call { seq: entry.seq, kind: kind.to_owned(), payload });
+                }
+            }
+            // A reviewer's answer to a parked task's `await-review`: the
+            // answer the agent gets when the task resumes.
+            "gate.decided" => {
+                let Some(&i) = open.get(&key) else { continue };
+                let reviewer = identity::PublicKey::from_bytes(&entry.signer)
+                    .map(|k| k.key_id().to_string())
+                    .unwrap_or_else(|_| hex::encode(entry.signer));
+                if let Some(call) = out[i]
+                    .calls
+                    .iter_mut()
+                    .rev()
+                    .find(|c| c.kind == "host.await" && c.payload["gate_id"] == payload["gate_id"])
+                {
+                    call.payload["decision"] = json!({
+                        "approved": payload["verdict"] == "approved",
+                        "note": payload["note"].as_str().unwrap_or_default(),
+                        "reviewer": reviewer,
+                        "seq": entry.seq,
+                    });
                 }
             }
             "task.proposed" | "task.failed" | "task.deferred" => {
@@ -317,6 +338,28 @@ impl CellHost for ReplayHost {
         Ok(())
     }
 
+    fn await_review(&mut self, gate: String, reason: String) -> cells::ReviewAnswer {
+        let mut kept = reason.clone();
+        truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
+        let asked = format!("under `{gate}`");
+        let call = self.next("host.await", &asked, |p| {
+            differs("gate", &p["gate"], &json!(gate)).or_else(|| differs("reason", &p["reason"], &json!(kept)))
+        });
+        let Some(call) = call else { return cells::ReviewAnswer::Refused(DIVERGED.into()) };
+        if let Some(reason) = refused(&call.payload) {
+            return cells::ReviewAnswer::Refused(reason);
+        }
+        match call.payload.get("decision") {
+            Some(d) => cells::ReviewAnswer::Decided(cells::Review {
+                approved: d["approved"] == true,
+                note: d["note"].as_str().unwrap_or_default().to_owned(),
+                reviewer: d["reviewer"].as_str().unwrap_or_default().to_owned(),
+            }),
+            // Still undecided: the task parks again on the same gate.
+            None => cells::ReviewAnswer::Park { gate_id: call.payload["gate_id"].as_str().unwrap_or_default().to_owned() },
+        }
+    }
+
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         let asked = format!("message {}", brief(&json!(message)));
@@ -363,6 +406,9 @@ impl CellHost for RecoveringHost {
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
         if self.replaying() { self.replay.request_review(gate, reason) } else { self.live.request_review(gate, reason) }
     }
+    fn await_review(&mut self, gate: String, reason: String) -> cells::ReviewAnswer {
+        if self.replaying() { self.replay.await_review(gate, reason) } else { self.live.await_review(gate, reason) }
+    }
     fn log(&mut self, message: String) {
         if self.replaying() { self.replay.log(message) } else { self.live.log(message) }
     }
@@ -387,7 +433,7 @@ pub fn compare_end(end: &End, result: &Result<cells::Decision, cells::CellFailur
         }
         (End::Proposed { seq, outcome, reason, .. }, Err(_)) => mismatch(*seq, format!("decision {outcome} / {reason:?}")),
         (End::Failed { seq, code, message }, Err(f)) => {
-            if f.code() == code && (f.to_string() == *message || code == "wall_clock") {
+            if f.code() == code && (f.to_string() == *message || code == "wall_clock_exceeded") {
                 None
             } else {
                 mismatch(*seq, format!("failure {code}: {message}"))
@@ -522,7 +568,7 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
             let (host, log) = ReplayHost::new(attempt.calls.clone(), cap, None);
             let result = engine.run(module, Box::new(host), &limits, &env, &input);
             let log = log.lock().map_err(|_| anyhow::anyhow!("replay log poisoned"))?;
-            let timing = matches!(end, End::Failed { code, .. } if code == "wall_clock");
+            let timing = matches!(end, End::Failed { code, .. } if code == "wall_clock_exceeded");
             let divergence = log.divergence.clone().or_else(|| {
                 if timing {
                     return None;

@@ -305,7 +305,7 @@ pub async fn resume_mission(
     } else {
         Vec::new()
     };
-    let (pending, recovering_tasks, limit) = data.ledger.write(|t| -> Result<(Vec<u32>, Vec<u32>, u64)> {
+    let (tasks, recovering_tasks, limit) = data.ledger.write(|t| -> Result<(Vec<TaskRecord>, Vec<u32>, u64)> {
         let now = now_us();
         for id in &orphaned {
             t.void(&conductor, *id, now)?;
@@ -327,21 +327,11 @@ pub async fn resume_mission(
         let mut record = record.clone();
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
-        let pending = tasks.iter().filter(|task| task.status == TaskStatus::Pending).map(|task| task.index).collect();
-        Ok((pending, running, account.limit.unwrap_or(record.budget_limit)))
+        Ok((tasks, running, account.limit.unwrap_or(record.budget_limit)))
     })?;
-    // What each interrupted task did before the stop, from the journal.
-    let mut recovering = BTreeMap::new();
-    if !recovering_tasks.is_empty() {
-        let entries = data.ledger.entries(record.declared_seq, usize::MAX)?;
-        for attempt in crate::replay::attempts(&entries) {
-            if attempt.mission == mission_id && attempt.end.is_none() && recovering_tasks.contains(&attempt.task) {
-                recovering.insert(attempt.task, attempt);
-            }
-        }
-    }
+    let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
     let mut order: Vec<u32> = recovering_tasks;
-    order.extend(pending);
+    order.extend(tasks.iter().filter(|t| t.status == TaskStatus::Pending).map(|t| t.index));
     progress.started(&mission.name, mission_id, order.len() as u32, limit);
     execute(
         &data,
@@ -356,6 +346,56 @@ pub async fn resume_mission(
         Arc::new(recovering),
     )
     .await
+}
+
+/// The attempts the journal shows no end for, of tasks that will run now:
+/// interrupted ones (still "running") and parked ones whose gate was
+/// decided (now "pending"). Each is replayed to where it stopped. Read
+/// from each task's spans and its decided gates, so resuming one of
+/// 100,000 parked tasks reads a few entries, not the journal.
+fn open_attempts(
+    data: &DataDir,
+    mission_id: &str,
+    declared_seq: u64,
+    tasks: &[TaskRecord],
+) -> Result<BTreeMap<u32, Attempt>> {
+    let candidates: Vec<&TaskRecord> =
+        tasks.iter().filter(|t| matches!(t.status, TaskStatus::Running | TaskStatus::Pending)).collect();
+    let mut found = BTreeMap::new();
+    if candidates.iter().any(|t| t.status == TaskStatus::Running && t.spans.is_empty()) {
+        // Written before tasks recorded their spans: read it all.
+        let wanted: std::collections::BTreeSet<u32> = candidates.iter().map(|t| t.index).collect();
+        for attempt in crate::replay::attempts(&data.ledger.entries(declared_seq, usize::MAX)?) {
+            if attempt.mission == mission_id && attempt.end.is_none() && wanted.contains(&attempt.task) {
+                found.insert(attempt.task, attempt);
+            }
+        }
+        return Ok(found);
+    }
+    let mut answers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for gate in state::gates(&data.ledger.read()?)? {
+        if gate.mission == mission_id && gate.parked && let Some(seq) = gate.decided_seq {
+            answers.entry(gate.task).or_default().push(seq);
+        }
+    }
+    for task in candidates.into_iter().filter(|t| !t.spans.is_empty()) {
+        let mut entries = Vec::new();
+        for (i, (first, last)) in task.spans.iter().enumerate() {
+            let last = last.or_else(|| task.spans.get(i + 1).map(|next| next.0));
+            let count = last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
+            entries.extend(data.ledger.entries(*first, count)?);
+        }
+        for seq in answers.get(&task.index).into_iter().flatten() {
+            entries.extend(data.ledger.entries(*seq, 1)?);
+        }
+        if let Some(attempt) = crate::replay::attempts(&entries)
+            .into_iter()
+            .find(|a| a.mission == mission_id && a.task == task.index && a.end.is_none())
+        {
+            found.insert(task.index, attempt);
+        }
+    }
+    Ok(found)
 }
 
 /// Runs the tasks `pending` (indices into the mission's cases) and settles
@@ -494,6 +534,7 @@ fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord
         tokens_reserved: 0,
         tokens_settled: 0,
         model_calls: 0,
+        spans: Vec::new(),
     }
 }
 
@@ -536,19 +577,23 @@ fn run_task(
                 .context("the interrupted task's task.started has no clock or seed")?;
             let input_text = serde_json::to_string(&attempt.started["input"])?;
             ctx.ledger.write(|t| -> Result<()> {
-                t.append(
+                let (seq, _) = t.append(
                     &ctx.conductor,
                     "task.recovered",
                     &json!({"mission": ctx.id, "task": index, "case": case.id,
                             "started_seq": attempt.started_seq, "replaying": attempt.calls.len()}),
                     now_us(),
                 )?;
+                if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
+                    record.spans = before.spans;
+                }
+                record.spans.push((seq, None));
                 state::put_task(t.redb(), &record)?;
                 Ok(())
             })?;
             (env, input_text)
         }
-        None => start_task(ctx, agent, case, index, &account, &record)?,
+        None => start_task(ctx, agent, case, index, &account, &mut record)?,
     };
 
     let limits = CellLimits {
@@ -563,6 +608,7 @@ fn run_task(
     let live = TaskHost {
         ctx: ctx.clone(),
         task: index,
+        case_id: case.id.clone(),
         account,
         agent_key: agent.key.clone(),
         model: agent.spec.model.clone(),
@@ -579,6 +625,28 @@ fn run_task(
         None => (Box::new(live), None),
     };
     let result = engine.run(&agent.module, host, &limits, &env, &input_text);
+    if let Err(cells::CellFailure::Parked { gate }) = &result {
+        // Waiting on a reviewer: nothing is kept but the journal and this
+        // record. Deciding the gate makes the task runnable again.
+        record.status = TaskStatus::AwaitingReview;
+        record.gate = Some(gate.clone());
+        record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
+        record.tokens_settled = meter.settled.load(Ordering::Relaxed);
+        record.model_calls = meter.model_calls.load(Ordering::Relaxed);
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "gate_id": gate});
+        ctx.ledger.write(|t| -> Result<()> {
+            let (seq, _) = t.append(&ctx.conductor, "task.parked", &payload, now_us())?;
+            if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
+                record.spans = before.spans;
+            }
+            if let Some(open) = record.spans.last_mut() {
+                open.1 = Some(seq);
+            }
+            state::put_task(t.redb(), &record)?;
+            Ok(())
+        })?;
+        return Ok(record);
+    }
     // (code, message) of a failure; a recovery that did not retrace the
     // journal fails the task rather than trust where it got to.
     let diverged = replay_log.and_then(|log| log.lock().ok().and_then(|l| l.divergence.clone()));
@@ -669,6 +737,8 @@ fn run_task(
                                 reviewer: None,
                                 note: None,
                                 requested_seq,
+                                parked: false,
+                                decided_seq: None,
                             },
                         )?;
                         record.status = TaskStatus::AwaitingReview;
@@ -704,7 +774,7 @@ fn start_task(
     case: &missions::Case,
     index: u32,
     account: &str,
-    record: &TaskRecord,
+    record: &mut TaskRecord,
 ) -> Result<(CellEnv, String)> {
     // The agent learns which model it may use through its input.
     let mut input = case.input.clone();
@@ -722,7 +792,7 @@ fn start_task(
             let parent = agent_account(&ctx.id, &agent.spec.name);
             t.open_account(&ctx.conductor, account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
         }
-        t.append(
+        let (seq, _) = t.append(
             &ctx.conductor,
             "task.started",
             &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
@@ -730,7 +800,8 @@ fn start_task(
                     "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
             started_us,
         )?;
-        state::put_task(t.redb(), &record)?;
+        record.spans = vec![(seq, None)];
+        state::put_task(t.redb(), record)?;
         Ok(())
     })?;
     Ok((env, input_text))

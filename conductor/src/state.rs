@@ -77,6 +77,13 @@ pub struct TaskRecord {
     pub tokens_reserved: u64,
     pub tokens_settled: u64,
     pub model_calls: u32,
+    /// Where the task's current attempt lies in the journal: one (first,
+    /// last) entry span per stretch it ran. A park closes a span; a
+    /// recovery or resume opens the next; an open span of a crashed run
+    /// ends where the next begins (or at the journal's head). A resume
+    /// reads just these spans, not the whole journal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<(u64, Option<u64>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +108,13 @@ pub struct GateRecord {
     pub reviewer: Option<String>,
     pub note: Option<String>,
     pub requested_seq: u64,
+    /// The agent is waiting on this gate (`await-review`): deciding it
+    /// makes the task runnable again rather than final.
+    #[serde(default)]
+    pub parked: bool,
+    /// The `gate.decided` entry, once decided.
+    #[serde(default)]
+    pub decided_seq: Option<u64>,
 }
 
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), StateError> {
@@ -228,6 +242,9 @@ pub fn settle_status(tasks: &[TaskRecord], budget_exhausted: bool) -> MissionSta
         MissionStatus::BudgetExhausted
     } else if tasks.iter().any(|t| t.status == TaskStatus::AwaitingReview) {
         MissionStatus::AwaitingReview
+    } else if tasks.iter().any(|t| t.status == TaskStatus::Pending) {
+        // A parked task whose gate was decided waits for `mission resume`.
+        MissionStatus::Paused
     } else {
         MissionStatus::Completed
     }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
+mod bench;
 mod polyglot;
 
 /// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
@@ -59,6 +60,17 @@ enum Cmd {
     },
     /// Set up, then run every test (the command CI runs).
     Test,
+    /// Benchmark parked tasks: run a mission whose every task waits on a
+    /// reviewer (`await-review`), then decide one gate and resume it.
+    /// Prints the conductor's peak resident memory and wall times.
+    BenchParked {
+        /// Tasks to park (at most 100,000 per mission).
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        /// Where the mission and data go (recreated).
+        #[arg(long, default_value = ".cache/bench-parked")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -72,6 +84,7 @@ fn main() -> Result<()> {
             polyglot::build(&root, &target_dir(&root).join("polyglot"))
         }
         Cmd::Demo { data } => demo(&root, &data),
+        Cmd::BenchParked { tasks, dir } => bench::parked(&root, tasks, &dir),
         Cmd::Test => {
             setup(&root)?;
             // Only the tests need them; the demo stays on the Rust agents.

@@ -1,7 +1,7 @@
 //! Write a conductor agent in Rust.
 //!
 //! An agent is a WebAssembly component (`wasm32-wasip2`) for the `agent`
-//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.0`). This
+//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.1`). This
 //! crate generates the bindings once and adds a thin layer of helpers, so
 //! an agent is a type with a `run` method:
 //!
@@ -44,7 +44,7 @@ pub mod bindings {
 }
 
 pub use bindings::conductor::agent::host;
-pub use bindings::conductor::agent::types::{Completion, Fact, Message};
+pub use bindings::conductor::agent::types::{Completion, Fact, Message, Review};
 /// What an agent implements: `run` handles one task's JSON input.
 pub use bindings::Guest as Agent;
 pub use bindings::Decision;
@@ -117,6 +117,13 @@ pub fn remember(subject: &str, predicate: &str, value: &str) -> Result<(), Strin
 /// mission declares), whatever the gate's own condition says.
 pub fn request_review(gate: &str, reason: &str) -> Result<(), String> {
     host::request_review(gate, reason)
+}
+
+/// Asks a human to review under `gate` and waits for the answer. The task
+/// is parked meanwhile (no cell is kept); when a reviewer decides, the
+/// conductor replays the task to this call and returns the answer here.
+pub fn await_review(gate: &str, reason: &str) -> Result<Review, String> {
+    host::await_review(gate, reason)
 }
 
 /// A line for the operator's log (journaled; long lines are cut).

@@ -19,7 +19,10 @@
 //!   so a test can check they come from the task's journaled seed;
 //! - `review`: asks for a review under the input's `gate` field (default
 //!   `second-look`) and decides `echo`, or `review-refused` with the
-//!   host's answer as the reason.
+//!   host's answer as the reason;
+//! - `await`: logs, waits for a reviewer under `second-look`
+//!   (`await-review`, so the task parks), logs again, and decides
+//!   `approved` or `rejected` with "<reviewer>: <note>" as the reason.
 
 use conductor_agent::{Agent, Decision, host, log};
 
@@ -39,6 +42,7 @@ fn behaviour(input: &str) -> &str {
         "escape",
         "clock-random",
         "review",
+        "await",
     ] {
         if input.contains(&format!("\"behave\":\"{mode}\"")) {
             return mode;
@@ -130,6 +134,18 @@ impl Agent for HostileAgent {
             }
             "escape" => Ok(escape()),
             "clock-random" => Ok(clock_random()),
+            "await" => {
+                // Park until a reviewer answers, then decide on the answer.
+                log("before the gate");
+                match conductor_agent::await_review("second-look", "a person must agree") {
+                    Ok(review) => {
+                        log("after the gate");
+                        let outcome = if review.approved { "approved" } else { "rejected" };
+                        Ok(Decision::new(outcome, format!("{}: {}", review.reviewer, review.note)))
+                    }
+                    Err(e) => Ok(Decision::new("review-refused", e)),
+                }
+            }
             "review" => {
                 let gate = if input.contains("\"gate\":\"undeclared\"") { "undeclared" } else { "second-look" };
                 match conductor_agent::request_review(gate, "the agent wants a second pair of eyes") {

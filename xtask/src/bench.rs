@@ -1,0 +1,97 @@
+//! `cargo xtask bench-parked`: parked tasks, measured on the real binary
+//! with GNU time (peak resident memory of the conductor process).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{cargo_command, run, step, target_dir, test_build_args};
+
+/// One run of the conductor under `/usr/bin/time`: (peak RSS in KiB, wall seconds).
+fn timed(bin: &Path, args: &[&str], data: &Path) -> Result<(u64, f64, String)> {
+    let report = data.with_extension("time");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M %e", "-o"])
+        .arg(&report)
+        .arg(bin)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .context("running /usr/bin/time (GNU time; Debian package `time`)")?;
+    ensure!(out.status.success(), "{} {args:?} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&report)?;
+    let mut fields = text.split_whitespace();
+    let rss: u64 = fields.next().and_then(|f| f.parse().ok()).context("GNU time printed no RSS")?;
+    let secs: f64 = fields.next().and_then(|f| f.parse().ok()).context("GNU time printed no time")?;
+    Ok((rss, secs, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+pub fn parked(root: &Path, tasks: usize, dir: &Path) -> Result<()> {
+    if !(1..=100_000).contains(&tasks) {
+        bail!("--tasks must be 1..=100000 (one mission's case limit)");
+    }
+    step("building the conductor and the agents");
+    crate::build_agents(root)?;
+    run(cargo_command().args(test_build_args(&["--no-run"])))?;
+    let bin = target_dir(root).join("release/conductor");
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
+    let module = root.join("cells/guests/hostile-agent/hostile.wasm");
+    // One case file each: a 100,000-item inline list is past the YAML
+    // parser's node limit.
+    let cases = dir.join("cases");
+    std::fs::create_dir_all(&cases)?;
+    for i in 0..tasks {
+        std::fs::write(cases.join(format!("p{i:06}.json")), format!("{{\"id\":\"p{i}\",\"behave\":\"await\"}}"))?;
+    }
+    let mission = dir.join("parked.yaml");
+    std::fs::write(
+        &mission,
+        format!(
+            "name: parked\nbudget: {{ limit: 1000 }}\n\
+             models: {{ smollm2-135m: {{ prompt_price: 1, completion_price: 2 }} }}\n\
+             agents:\n  - {{ name: worker, module: {}, model: smollm2-135m }}\n\
+             tasks: {{ agent: worker, dir: cases }}\n\
+             gates:\n  - {{ name: second-look, when: {{ field: case.amount, greater_than: 1000000 }} }}\n",
+            module.display(),
+        ),
+    )?;
+    let data = dir.join("data");
+    let mission_arg = mission.display().to_string();
+    step(&format!("parking {tasks} tasks"));
+    let (park_rss, park_secs, summary) = timed(&bin, &["run", &mission_arg, "--json", "--concurrency", "4"], &data)?;
+    let summary: serde_json::Value = serde_json::from_str(&summary).context("run summary")?;
+    let mission_id = summary["mission_id"].as_str().context("mission id")?.to_owned();
+    let parked = summary["tasks"].as_array().map_or(0, |t| t.iter().filter(|t| t["status"] == "awaiting_review").count());
+    ensure!(parked == tasks, "{parked} of {tasks} tasks parked");
+    let gate = summary["tasks"][0]["gate"].as_str().context("gate id")?.to_owned();
+
+    step("deciding one gate and resuming its task");
+    let key = dir.join("reviewer.key");
+    let key_arg = key.display().to_string();
+    run(Command::new(&bin).args(["keys", "new", "--out", &key_arg]))?;
+    run(Command::new(&bin).args(["keys", "register", &key_arg, "--data"]).arg(&data))?;
+    run(Command::new(&bin).args(["gates", "approve", &gate, "--key", &key_arg, "--data"]).arg(&data))?;
+    let (resume_rss, resume_secs, summary) = timed(&bin, &["mission", "resume", &mission_id, "--json"], &data)?;
+    let summary: serde_json::Value = serde_json::from_str(&summary).context("resume summary")?;
+    let first = &summary["tasks"][0];
+    ensure!(first["outcome"] == "approved", "the resumed task did not finish approved: {first}");
+    let db_bytes = std::fs::metadata(data.join("conductor.redb")).map_or(0, |m| m.len());
+
+    println!("\nbench-parked: {tasks} tasks parked at a gate (await-review), then one resumed");
+    println!("{:<52} {:>12}", "row", "value");
+    println!("{:<52} {:>12.1}", "park all: wall seconds", park_secs);
+    println!("{:<52} {:>12.0}", "park all: tasks per second", tasks as f64 / park_secs);
+    println!("{:<52} {:>11.1}M", "park all: conductor peak RSS", park_rss as f64 / 1024.0);
+    println!("{:<52} {:>11.2}K", "  per parked task (peak RSS / tasks)", park_rss as f64 / tasks as f64);
+    println!("{:<52} {:>11.1}M", "database on disk", db_bytes as f64 / f64::from(1u32 << 20));
+    println!("{:<52} {:>12.2}", "resume one (replay to the gate, finish): wall seconds", resume_secs);
+    println!("{:<52} {:>11.1}M", "resume one: conductor peak RSS", resume_rss as f64 / 1024.0);
+    println!("\ntarget (#6): 1,000,000 parked tasks per host within 1 GiB resident");
+    Ok(())
+}
