@@ -509,16 +509,15 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
     let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&key).args(["--name", "Ada"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let gate = waits["gate"].as_str().expect("gate id").to_owned();
+    // Deciding the gate continues the mission at once: the task is
+    // replayed to its await and finishes with the answer.
     let out = run(conductor()
-        .args(["gates", "approve", &gate, "--note", "fine by me", "--key"])
+        .args(["gates", "approve", &gate, "--note", "fine by me", "--json", "--key"])
         .arg(&key)
         .arg("--data")
         .arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("mission resume"), "says how to continue");
-
-    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--data"]).arg(&data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("continuing its mission"), "{}", stderr(&out));
     let summary = stdout_json(&out);
     let waits = by_case(&summary, "waits");
     assert_eq!(waits["status"], "decided", "{waits}");
@@ -526,6 +525,17 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
     assert!(waits["reason"].as_str().unwrap_or_default().ends_with(": fine by me"), "{waits}");
     assert_eq!(by_case(&summary, "waits-too")["status"], "awaiting_review", "its gate is still open");
     assert_eq!(summary["status"], "awaiting_review");
+
+    // `--no-resume` only records the decision; `mission resume` continues.
+    let other = by_case(&summary, "waits-too")["gate"].as_str().expect("gate").to_owned();
+    let out = run(conductor().args(["gates", "reject", &other, "--no-resume", "--key"]).arg(&key).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mission resume"), "says how to continue");
+    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    assert_eq!(by_case(&summary, "waits-too")["outcome"], "rejected");
+    assert_eq!(summary["status"], "completed");
 
     // The log before the gate ran once live; after resuming, the replay
     // answered it from the journal, and only the log after the gate is new.

@@ -150,6 +150,13 @@ struct EngineArgs {
     /// Print a JSON summary on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+/// Where models and compiled modules are, and how many cells run at once.
+#[derive(Debug, Args)]
+struct ModelArgs {
     /// Cells running at once; concurrent model calls are batched.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
@@ -375,6 +382,16 @@ struct DecideArgs {
     /// A note recorded with the decision.
     #[arg(long)]
     note: Option<String>,
+    /// Only record the decision. By default, deciding a gate an agent is
+    /// waiting on (`await-review`) continues its mission at once: the task
+    /// is replayed to the await and finishes live.
+    #[arg(long)]
+    no_resume: bool,
+    /// Print the resumed mission's summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    models: ModelArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -749,16 +766,16 @@ fn execute(
     args: EngineArgs,
     work: impl FnOnce(Arc<Router>, run::RunConfig, Arc<progress::Progress>) -> RunFuture,
 ) -> Result<u8> {
-    let registry = match &args.models {
+    let registry = match &args.models.models {
         Some(path) => Registry::from_file(path)?,
-        None => Registry::embedded(&args.model_dir)?,
+        None => Registry::embedded(&args.models.model_dir)?,
     };
     let router = Arc::new(Router::new(registry));
     let progress = Arc::new(progress::Progress::new());
     let cfg = run::RunConfig {
         data: args.data.data.clone(),
-        concurrency: usize::from(args.concurrency),
-        module_cache: run::module_cache_dir(args.module_cache.as_deref()),
+        concurrency: usize::from(args.models.concurrency),
+        module_cache: run::module_cache_dir(args.models.module_cache.as_deref()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -851,7 +868,10 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
 
 fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
     let gate = gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref())?;
-    let then = if gate.parked {
+    let resume_now = gate.parked && !args.no_resume;
+    let then = if resume_now {
+        format!("the agent of case {} was waiting for this answer; continuing its mission", gate.case_id)
+    } else if gate.parked {
         format!(
             "the agent of case {} was waiting for this answer; continue it with \
              `conductor mission resume {} --data {}`",
@@ -862,7 +882,7 @@ fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
     } else {
         format!("case {} is decided", gate.case_id)
     };
-    println!(
+    let line = format!(
         "gate {} {} by reviewer {}; {then}",
         gate.id,
         match verdict {
@@ -871,5 +891,15 @@ fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
         },
         gate.reviewer.as_deref().unwrap_or("?"),
     );
+    // With --json, stdout is the resumed mission's summary alone.
+    if resume_now && args.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    if resume_now {
+        let engine = EngineArgs { data: args.data, json: args.json, models: args.models };
+        return resume(&gate.mission, engine);
+    }
     Ok(exit::OK)
 }

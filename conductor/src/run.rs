@@ -372,12 +372,10 @@ fn open_attempts(
         }
         return Ok(found);
     }
-    let mut answers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for gate in state::gates(&data.ledger.read()?)? {
-        if gate.mission == mission_id && gate.parked && let Some(seq) = gate.decided_seq {
-            answers.entry(gate.task).or_default().push(seq);
-        }
-    }
+    // The reviewers' answers (gate.decided) sit wherever they were
+    // written, outside the task's spans: fetched by the gate ids the
+    // attempt's awaits name.
+    let read = data.ledger.read()?;
     for task in candidates.into_iter().filter(|t| !t.spans.is_empty()) {
         let mut entries = Vec::new();
         for (i, (first, last)) in task.spans.iter().enumerate() {
@@ -385,8 +383,17 @@ fn open_attempts(
             let count = last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
             entries.extend(data.ledger.entries(*first, count)?);
         }
-        for seq in answers.get(&task.index).into_iter().flatten() {
-            entries.extend(data.ledger.entries(*seq, 1)?);
+        let awaited: Vec<String> = entries
+            .iter()
+            .filter(|e| e.kind == "host.await")
+            .map(|e| e.payload_json())
+            .filter(|p| p["mission"] == mission_id && p["task"].as_u64() == Some(u64::from(task.index)))
+            .filter_map(|p| p["gate_id"].as_str().map(str::to_owned))
+            .collect();
+        for gate_id in awaited {
+            if let Some(seq) = state::gate(&read, &gate_id)?.and_then(|g| g.decided_seq) {
+                entries.extend(data.ledger.entries(seq, 1)?);
+            }
         }
         if let Some(attempt) = crate::replay::attempts(&entries)
             .into_iter()

@@ -225,6 +225,13 @@ pub fn missions(txn: &ReadTransaction) -> Result<Vec<MissionRecord>, StateError>
     Ok(out)
 }
 
+/// One gate, by id.
+pub fn gate(txn: &ReadTransaction, id: &str) -> Result<Option<GateRecord>, StateError> {
+    let table = txn.open_table(GATES).map_err(storage)?;
+    let value = table.get(id).map_err(storage)?;
+    value.map(|v| decode("gate", id, v.value())).transpose()
+}
+
 /// Every gate, in id order.
 pub fn gates(txn: &ReadTransaction) -> Result<Vec<GateRecord>, StateError> {
     let table = txn.open_table(GATES).map_err(storage)?;

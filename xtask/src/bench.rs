@@ -76,7 +76,8 @@ pub fn parked(root: &Path, tasks: usize, dir: &Path) -> Result<()> {
     let key_arg = key.display().to_string();
     run(Command::new(&bin).args(["keys", "new", "--out", &key_arg]))?;
     run(Command::new(&bin).args(["keys", "register", &key_arg, "--data"]).arg(&data))?;
-    run(Command::new(&bin).args(["gates", "approve", &gate, "--key", &key_arg, "--data"]).arg(&data))?;
+    // Decide without resuming, so the resume is timed on its own.
+    run(Command::new(&bin).args(["gates", "approve", &gate, "--no-resume", "--key", &key_arg, "--data"]).arg(&data))?;
     let (resume_rss, resume_secs, summary) = timed(&bin, &["mission", "resume", &mission_id, "--json"], &data)?;
     let summary: serde_json::Value = serde_json::from_str(&summary).context("resume summary")?;
     let first = &summary["tasks"][0];
