@@ -174,3 +174,74 @@ fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() 
     }
     eprintln!("{kills} kills over {missions} missions in {:.0?}, every invariant held", started.elapsed());
 }
+
+/// A journal that no longer verifies is never built upon: recovering an
+/// interrupted mission on it is refused, naming the bad entry.
+#[test]
+fn recovery_refuses_a_journal_that_does_not_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    // One task that computes for far longer than we wait: the kill lands
+    // while it runs, so the mission is left "running".
+    let mission = write_mission_file(
+        dir.path(),
+        &hostile,
+        "{ fuel: 500000000000, wall_ms: 120000 }",
+        "[{ id: busy, behave: spin }]",
+    );
+    let data = dir.path().join("data");
+    let mut child = conductor()
+        .arg("run")
+        .arg(&mission)
+        .arg("--data")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().expect("wait").is_none(), "still computing when killed");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    // Flip one payload byte of an early entry.
+    let db_path = data.join("conductor.redb");
+    {
+        let journal: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
+        let db = redb::Database::open(&db_path).expect("open db");
+        let txn = db.begin_write().expect("txn");
+        {
+            use redb::ReadableTable;
+            let mut table = txn.open_table(journal).expect("table");
+            let mut record = table.get(2).expect("get").expect("entry 2").value().to_vec();
+            let at = record.len() - 96 - 2;
+            record[at] ^= 0x20;
+            table.insert(2, record.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    // (redb itself may rewrite its allocator state after the unclean stop,
+    // so the journal, not the file's bytes, is what must not change.)
+    let before = journal(&data);
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(1), "recovery is refused");
+    assert!(stderr(&out).contains("does not verify at entry 2"), "{}", stderr(&out));
+    let after = journal(&data);
+    assert!(before == after, "nothing was journaled: {} entries before, {} after", before.len(), after.len());
+}
+
+fn write_mission_file(dir: &Path, module: &Path, limits: &str, cases: &str) -> std::path::PathBuf {
+    let path = dir.join("busy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: busy\nbudget: {{ limit: 1000 }}\n\
+             models: {{ smollm2-135m: {{ prompt_price: 1, completion_price: 2 }} }}\n\
+             agents:\n  - {{ name: worker, module: {}, model: smollm2-135m, limits: {limits} }}\n\
+             tasks: {{ agent: worker, inline: {cases} }}\n",
+            module.display()
+        ),
+    )
+    .expect("mission");
+    path
+}

@@ -251,6 +251,20 @@ pub async fn resume_mission(
         .and_then(|read| Ok(state::mission(&read, mission_id)?))?
         .with_context(|| format!("no mission `{mission_id}` in {}", cfg.data.display()))?;
     let interrupted = record.status == MissionStatus::Running;
+    if interrupted {
+        // Recovery replays tasks from the journal and trusts what it reads:
+        // a journal that does not verify (a tail cut mid-entry, an edited
+        // entry) is reported, never built upon or repaired.
+        match data.ledger.verify() {
+            Ok(_) => {}
+            Err(ledger::VerifyError::Bad { seq, failure }) => bail!(
+                "mission {mission_id} was interrupted, but the journal does not verify at entry {seq}: {failure}; \
+                 nothing was changed. `conductor audit verify --data {}` shows the damage; recover from a copy you trust",
+                cfg.data.display()
+            ),
+            Err(e) => return Err(anyhow::Error::from(e).context("verifying the journal before recovery")),
+        }
+    }
     match record.status {
         MissionStatus::Paused | MissionStatus::AwaitingBudget | MissionStatus::Running => {}
         other => bail!(
@@ -395,11 +409,25 @@ fn open_attempts(
                 entries.extend(data.ledger.entries(seq, 1)?);
             }
         }
-        if let Some(attempt) = crate::replay::attempts(&entries)
+        let latest = crate::replay::attempts(&entries)
             .into_iter()
-            .find(|a| a.mission == mission_id && a.task == task.index && a.end.is_none())
-        {
-            found.insert(task.index, attempt);
+            .filter(|a| a.mission == mission_id && a.task == task.index)
+            .last();
+        match latest {
+            Some(attempt) if attempt.end.is_none() => {
+                found.insert(task.index, attempt);
+            }
+            // The record says running, the journal says it ended: the
+            // projection disagrees with the source of truth. Running the
+            // task again would decide it twice.
+            Some(attempt) if task.status == TaskStatus::Running => bail!(
+                "task {} ({}) is recorded as running, but the journal ended its attempt (started at entry {}); \
+                 the database's projections disagree with its journal, and nothing was changed",
+                task.index,
+                task.case_id,
+                attempt.started_seq
+            ),
+            _ => {}
         }
     }
     Ok(found)
