@@ -245,3 +245,49 @@ fn write_mission_file(dir: &Path, module: &Path, limits: &str, cases: &str) -> s
     .expect("mission");
     path
 }
+
+/// Projections that disagree with the journal are reported, never
+/// repaired: a finished task whose record is edited back to "running" is
+/// not run (and decided) a second time.
+#[test]
+fn recovery_refuses_projections_that_disagree_with_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    let mission = write_mission_file(dir.path(), &hostile, "{}", "[{ id: done, behave: echo }]");
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Edit the projections: the mission and its one task "still running".
+    {
+        let missions: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("conductor_missions");
+        let tasks: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("conductor_tasks");
+        let db = redb::Database::open(data.join("conductor.redb")).expect("open db");
+        let txn = db.begin_write().expect("txn");
+        for table in [missions, tasks] {
+            use redb::ReadableTable;
+            let mut t = txn.open_table(table).expect("table");
+            let rows: Vec<(String, Value)> = t
+                .iter()
+                .expect("iter")
+                .map(|r| {
+                    let (k, v) = r.expect("row");
+                    (k.value().to_owned(), serde_json::from_slice(v.value()).expect("json"))
+                })
+                .collect();
+            for (key, mut record) in rows {
+                record["status"] = Value::from("running");
+                t.insert(key.as_str(), serde_json::to_vec(&record).expect("json").as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let before = journal(&data);
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(1), "refused");
+    assert!(stderr(&out).contains("projections disagree with its journal"), "{}", stderr(&out));
+    let after = journal(&data);
+    let decided = |j: &[Value]| j.iter().filter(|e| e["kind"] == "task.decided").count();
+    assert_eq!(decided(&after), 1, "decided once");
+    assert_eq!(after.len(), before.len(), "nothing was journaled");
+}

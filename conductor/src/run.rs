@@ -319,6 +319,10 @@ pub async fn resume_mission(
     } else {
         Vec::new()
     };
+    // What each task to continue did before, from the journal; checked
+    // before anything is written, so a disagreement changes nothing.
+    let tasks = state::tasks(&data.ledger.read()?, mission_id)?;
+    let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
     let (tasks, recovering_tasks, limit) = data.ledger.write(|t| -> Result<(Vec<TaskRecord>, Vec<u32>, u64)> {
         let now = now_us();
         for id in &orphaned {
@@ -343,7 +347,6 @@ pub async fn resume_mission(
         state::put_mission(t.redb(), &record)?;
         Ok((tasks, running, account.limit.unwrap_or(record.budget_limit)))
     })?;
-    let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
     let mut order: Vec<u32> = recovering_tasks;
     order.extend(tasks.iter().filter(|t| t.status == TaskStatus::Pending).map(|t| t.index));
     progress.started(&mission.name, mission_id, order.len() as u32, limit);
