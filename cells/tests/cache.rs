@@ -2,18 +2,14 @@
 //! compiled from the cache, the cache directory is private, and a changed
 //! module is compiled afresh (never served a stale entry).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use cells::CellEngine;
-
-fn guest(path: &str) -> PathBuf {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
-    let path = PathBuf::from(manifest).join("guests").join(path);
-    assert!(path.exists(), "{} is missing: run `cargo xtask build-agents` first", path.display());
-    path
-}
+use common::guest;
 
 fn files_in(dir: &std::path::Path) -> usize {
     let mut n = 0;

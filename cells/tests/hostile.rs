@@ -4,22 +4,15 @@
 //! `CellEnv` alone. Uses the guest modules `cargo xtask build-agents`
 //! builds, and a scripted host (no model, no journal).
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use cells::{
     AgentModule, CellEngine, CellEnv, CellError, CellFailure, CellHost, CellLimits, Completion, Decision, Fact,
     InferRequest,
 };
-
-fn guest(path: &str) -> PathBuf {
-    // At run time, not `env!`: a shared target directory may reuse this
-    // test binary from another checkout.
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
-    let path = PathBuf::from(manifest).join("guests").join(path);
-    assert!(path.exists(), "{} is missing: run `cargo xtask build-agents` first", path.display());
-    path
-}
+use common::guest;
 
 /// Answers host calls without a model: inference is refused, memory is
 /// empty, logs are kept.

@@ -3,41 +3,10 @@
 //! and a dense pool (slots shrunk to the cell memory cap) still enforces
 //! that cap and runs tasks correctly.
 
-use std::path::PathBuf;
+mod common;
 
-use cells::{
-    CellEngine, CellEnv, CellFailure, CellHost, CellLimits, Completion, EngineSettings, Fact,
-    InferRequest,
-};
-
-fn guest(path: &str) -> PathBuf {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
-    let path = PathBuf::from(manifest).join("guests").join(path);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask build-agents` first",
-        path.display()
-    );
-    path
-}
-
-struct NullHost;
-
-impl CellHost for NullHost {
-    fn infer(&mut self, _: InferRequest) -> Result<Completion, String> {
-        Err("no model".into())
-    }
-    fn recall(&mut self, _: String, _: Option<i64>) -> Result<Vec<Fact>, String> {
-        Ok(Vec::new())
-    }
-    fn remember(&mut self, _: String, _: String, _: String, _: Option<i64>) -> Result<(), String> {
-        Ok(())
-    }
-    fn request_review(&mut self, _: String, _: String) -> Result<(), String> {
-        Ok(())
-    }
-    fn log(&mut self, _: String) {}
-}
+use cells::{CellEngine, CellEnv, CellFailure, CellLimits, EngineSettings};
+use common::{NullHost, guest};
 
 fn limits(memory_bytes: u64) -> CellLimits {
     CellLimits {

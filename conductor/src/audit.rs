@@ -202,8 +202,7 @@ fn progress_bar(what: &str) -> ProgressBar {
 /// (prefix) or naming a mission. Reads without writing.
 pub fn log(dir: &Path, kind: Option<&str>, mission: Option<&str>, json: bool) -> Result<()> {
     use std::io::Write;
-    let db = data::db_path(dir)?;
-    let entries = ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))?;
+    let entries = data::read_journal(dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for entry in entries {
         if kind.is_some_and(|k| !entry.kind.starts_with(k)) {

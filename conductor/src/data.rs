@@ -110,6 +110,13 @@ pub fn open_ledger_only(root: &Path) -> Result<Ledger> {
     Ok(Ledger::open(&db_path(root)?)?)
 }
 
+/// Every journal entry of an existing data directory, read without
+/// writing (for the auditor's commands).
+pub fn read_journal(root: &Path) -> Result<Vec<ledger::Entry>> {
+    let db = db_path(root)?;
+    ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))
+}
+
 /// The database file of an existing data directory.
 pub fn db_path(root: &Path) -> Result<PathBuf> {
     let db = root.join(DB_FILE);

@@ -85,16 +85,24 @@ impl TaskHost {
         Err(reason)
     }
 
-    /// Why a review under `gate` cannot be asked for, if it cannot.
-    fn review_refusal(&self, gate: &str, reason: &str) -> Option<String> {
-        if !self.ctx.gates.iter().any(|g| g == gate) {
+    /// Why a review under `gate` cannot be asked for, if it cannot; the
+    /// refusal is journaled as `kind` (the reason cut to its limit), so a
+    /// replay gives the agent the same answer.
+    fn refused_review(&self, kind: &str, gate: &str, reason: &str) -> Option<String> {
+        let refused = if !self.ctx.gates.iter().any(|g| g == gate) {
             let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
-            Some(format!("gate `{gate}` is not declared by this mission (declared: {declared})"))
+            format!("gate `{gate}` is not declared by this mission (declared: {declared})")
         } else if reason.len() > REVIEW_REASON_BYTES_MAX {
-            Some(format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len()))
+            format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len())
         } else {
-            None
-        }
+            return None;
+        };
+        let mut kept = reason.to_owned();
+        truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
+                             "reason": kept, "refused": refused});
+        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+        Some(refused)
     }
 
     fn price(&self, prompt: u32, completion: u32) -> Option<u64> {
@@ -303,13 +311,7 @@ impl CellHost for TaskHost {
     }
 
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
-        let refusal = self.review_refusal(&gate, &reason);
-        if let Some(refused) = refusal {
-            let mut kept = reason;
-            truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
-            let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
-                                 "reason": kept, "refused": refused});
-            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.review", &payload, now_us()));
+        if let Some(refused) = self.refused_review("host.review", &gate, &reason) {
             return Err(refused);
         }
         let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
@@ -324,13 +326,7 @@ impl CellHost for TaskHost {
     }
 
     fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
-        let refusal = self.review_refusal(&gate, &reason);
-        if let Some(refused) = refusal {
-            let mut kept = reason;
-            truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
-            let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
-                                 "reason": kept, "refused": refused});
-            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.await", &payload, now_us()));
+        if let Some(refused) = self.refused_review("host.await", &gate, &reason) {
             return ReviewAnswer::Refused(refused);
         }
         // The agent's request, the gate and the task's new state in one

@@ -43,7 +43,7 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         }
         Err(e) => bail!("verifying the journal: {e}"),
     };
-    let entries = ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))?;
+    let entries = data::read_journal(dir)?;
     let payloads: Vec<Value> = entries.iter().map(Entry::payload_json).collect();
     let (mission, task) = resolve(&entries, &payloads, &parse_target(id))?;
 

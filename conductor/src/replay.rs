@@ -485,8 +485,7 @@ pub struct TaskReplay {
 /// opened read-only), and every host call and outcome must match.
 pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskReplay>> {
     use anyhow::Context;
-    let db = crate::data::db_path(request.data)?;
-    let entries = ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))?;
+    let entries = crate::data::read_journal(request.data)?;
     let declarations: Vec<Value> = entries
         .iter()
         .filter(|e| e.kind == "mission.declared")

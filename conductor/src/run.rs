@@ -79,6 +79,20 @@ pub async fn run_mission(
     for agent in &mission.agents {
         router.registry().get(&agent.model).with_context(|| format!("agent `{}`", agent.name))?;
     }
+    let mission_bytes = std::fs::read(mission_path)
+        .with_context(|| format!("reading {}", mission_path.display()))?;
+    // The same mission file on the same data, and the last run of it
+    // stopped without finishing (killed, power lost): carry that run on
+    // rather than start the work again. Checked first, so recovery loads
+    // the engine and modules once (in `resume_mission`), not twice.
+    if crate::data::db_path(&cfg.data).is_ok() {
+        let data = DataDir::open_existing(&cfg.data)?;
+        if let Some(interrupted) = interrupted_mission(&data, &mission_bytes)? {
+            drop(data);
+            eprintln!("mission {interrupted} from this file did not finish (the process stopped); recovering it");
+            return resume_mission(&interrupted, router, cfg, progress).await;
+        }
+    }
     let engine = Arc::new(cell_engine(cfg)?);
     // Modules are loaded, and their trust checked on the very bytes that
     // will run, before anything is created.
@@ -90,16 +104,6 @@ pub async fn run_mission(
     }
     let data = DataDir::open_or_create(&cfg.data)?;
     let mission_id = uuid::Uuid::new_v4().to_string();
-    let mission_bytes = std::fs::read(mission_path)
-        .with_context(|| format!("reading {}", mission_path.display()))?;
-    // The same mission file on the same data, and the last run of it
-    // stopped without finishing (killed, power lost): carry that run on
-    // rather than start the work again.
-    if let Some(interrupted) = interrupted_mission(&data, &mission_bytes)? {
-        drop(data);
-        eprintln!("mission {interrupted} from this file did not finish (the process stopped); recovering it");
-        return resume_mission(&interrupted, router, cfg, progress).await;
-    }
 
     let mut agents = Vec::new();
     for (spec, module) in mission.agents.iter().zip(modules) {
@@ -323,16 +327,14 @@ pub async fn resume_mission(
     // before anything is written, so a disagreement changes nothing.
     let tasks = state::tasks(&data.ledger.read()?, mission_id)?;
     let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
-    let (tasks, recovering_tasks, limit) = data.ledger.write(|t| -> Result<(Vec<TaskRecord>, Vec<u32>, u64)> {
+    let running: Vec<u32> = tasks.iter().filter(|t| t.status == TaskStatus::Running).map(|t| t.index).collect();
+    let limit = data.ledger.write(|t| -> Result<u64> {
         let now = now_us();
         for id in &orphaned {
             t.void(&conductor, *id, now)?;
         }
         t.expire_due(&conductor, now)?;
         let account = t.account(mission_id)?;
-        let tasks = state::tasks_in(t.redb(), mission_id)?;
-        let running: Vec<u32> =
-            tasks.iter().filter(|task| task.status == TaskStatus::Running).map(|task| task.index).collect();
         t.append(
             &conductor,
             if interrupted { "mission.recovered" } else { "mission.resumed" },
@@ -345,9 +347,9 @@ pub async fn resume_mission(
         let mut record = record.clone();
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
-        Ok((tasks, running, account.limit.unwrap_or(record.budget_limit)))
+        Ok(account.limit.unwrap_or(record.budget_limit))
     })?;
-    let mut order: Vec<u32> = recovering_tasks;
+    let mut order: Vec<u32> = running;
     order.extend(tasks.iter().filter(|t| t.status == TaskStatus::Pending).map(|t| t.index));
     progress.started(&mission.name, mission_id, order.len() as u32, limit);
     execute(

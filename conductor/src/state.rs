@@ -209,36 +209,47 @@ fn collect_prefix(
 }
 
 pub fn mission(txn: &ReadTransaction, id: &str) -> Result<Option<MissionRecord>, StateError> {
-    let table = txn.open_table(MISSIONS).map_err(storage)?;
-    let value = table.get(id).map_err(storage)?;
-    value.map(|v| decode("mission", id, v.value())).transpose()
+    one(txn, MISSIONS, "mission", id)
+}
+
+/// The record of `table` at `key`, if any.
+fn one<T: for<'de> Deserialize<'de>>(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    what: &'static str,
+    key: &str,
+) -> Result<Option<T>, StateError> {
+    let table = txn.open_table(table).map_err(storage)?;
+    let value = table.get(key).map_err(storage)?;
+    value.map(|v| decode(what, key, v.value())).transpose()
 }
 
 /// Every mission, in id order.
 pub fn missions(txn: &ReadTransaction) -> Result<Vec<MissionRecord>, StateError> {
-    let table = txn.open_table(MISSIONS).map_err(storage)?;
-    let mut out = Vec::new();
-    for row in table.iter().map_err(storage)? {
-        let (key, value) = row.map_err(storage)?;
-        out.push(decode("mission", key.value(), value.value())?);
-    }
-    Ok(out)
+    all(txn, MISSIONS, "mission")
 }
 
 /// One gate, by id.
 pub fn gate(txn: &ReadTransaction, id: &str) -> Result<Option<GateRecord>, StateError> {
-    let table = txn.open_table(GATES).map_err(storage)?;
-    let value = table.get(id).map_err(storage)?;
-    value.map(|v| decode("gate", id, v.value())).transpose()
+    one(txn, GATES, "gate", id)
 }
 
 /// Every gate, in id order.
 pub fn gates(txn: &ReadTransaction) -> Result<Vec<GateRecord>, StateError> {
-    let table = txn.open_table(GATES).map_err(storage)?;
+    all(txn, GATES, "gate")
+}
+
+/// Every record of `table`, in key order.
+fn all<T: for<'de> Deserialize<'de>>(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    what: &'static str,
+) -> Result<Vec<T>, StateError> {
+    let table = txn.open_table(table).map_err(storage)?;
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (key, value) = row.map_err(storage)?;
-        out.push(decode("gate", key.value(), value.value())?);
+        out.push(decode(what, key.value(), value.value())?);
     }
     Ok(out)
 }
