@@ -11,7 +11,8 @@ use crate::error::{MemoryError, storage};
 pub(crate) const CURRENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("memory.v2.current");
 /// Superseded versions: fact key -> record (with its superseded time).
 pub(crate) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("memory.v2.history");
-/// fact id -> `1` (current) or `0` (history), then the fact key.
+/// fact id -> fact key (the version is in [`CURRENT`] or else [`HISTORY`];
+/// the row never changes, so superseding does not rewrite it).
 pub(crate) const IDS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory.v2.ids");
 /// Word postings of current versions: posting key -> posting.
 pub(crate) const WORDS_CURRENT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("memory.v2.words.current");

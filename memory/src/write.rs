@@ -183,14 +183,9 @@ impl<'t> Tables<'t> {
         }
     }
 
-    /// (is current, fact key) of a version id.
-    fn locate(&self, id: u64) -> Result<Option<(bool, Vec<u8>)>, MemoryError> {
-        let Some(g) = self.ids.get(id).map_err(storage)? else { return Ok(None) };
-        let v = g.value();
-        match v.split_first() {
-            Some((flag, key)) => Ok(Some((*flag == 1, key.to_vec()))),
-            None => Err(corrupt(format!("id entry of fact {id} is empty"))),
-        }
+    /// The fact key of a version id.
+    fn locate(&self, id: u64) -> Result<Option<Vec<u8>>, MemoryError> {
+        Ok(self.ids.get(id).map_err(storage)?.map(|g| g.value().to_vec()))
     }
 
     /// The words of a stored version, when its subject still has a key
@@ -522,10 +517,7 @@ impl<'t> Writer<'t> {
         }
         for p in &planned {
             t.current.insert(p.key.as_slice(), p.record.as_slice()).map_err(storage)?;
-            let mut located = Vec::with_capacity(1 + p.key.len());
-            located.push(1);
-            located.extend_from_slice(&p.key);
-            t.ids.insert(p.id, located.as_slice()).map_err(storage)?;
+            t.ids.insert(p.id, p.key.as_slice()).map_err(storage)?;
             for (k, v) in &p.postings {
                 t.words_current.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
             }
@@ -536,8 +528,9 @@ impl<'t> Writer<'t> {
         }
         stats.versions += added;
         stats.bytes += cost;
-        if !planned.is_empty() {
-            let row = prefix(&[subject, space]);
+        let row = prefix(&[subject, space]);
+        // Checked first: rewriting an existing row would still copy its page.
+        if !planned.is_empty() && t.subject_spaces.get(row.as_slice()).map_err(storage)?.is_none() {
             t.subject_spaces.insert(row.as_slice(), ()).map_err(storage)?;
         }
         t.spaces.insert(space, stats.encode().as_slice()).map_err(storage)?;
@@ -550,10 +543,6 @@ impl<'t> Writer<'t> {
     fn retire(&self, t: &mut Tables<'_>, space: &str, r: Retiring, stats: &mut SpaceStats) -> Result<(), MemoryError> {
         t.current.remove(r.key.as_slice()).map_err(storage)?;
         t.history.insert(r.key.as_slice(), codec::with_superseded(&r.record, self.at).as_slice()).map_err(storage)?;
-        let mut located = Vec::with_capacity(1 + r.key.len());
-        located.push(0);
-        located.extend_from_slice(&r.key);
-        t.ids.insert(r.id, located.as_slice()).map_err(storage)?;
         if let Some((counts, len)) = r.words {
             for term in counts.keys() {
                 let pk = posting_key(term, space, r.id);
@@ -604,19 +593,16 @@ fn overlapping(
 
 /// The key and record of version `id`, which must be in `space` and current.
 fn current_version(t: &Tables<'_>, space: &str, id: u64) -> Result<Row, MemoryError> {
-    let Some((is_current, key)) = t.locate(id)? else { return Err(MemoryError::UnknownFact { id }) };
+    let Some(key) = t.locate(id)? else { return Err(MemoryError::UnknownFact { id }) };
     if decode_key(&key)?.space != space {
         return Err(MemoryError::UnknownFact { id });
     }
-    if !is_current {
-        let superseded_at = match t.history.get(key.as_slice()).map_err(storage)? {
-            Some(g) => decode_record(g.value())?.superseded_at,
-            None => return Err(corrupt(format!("fact {id} is indexed but missing"))),
-        };
-        return Err(MemoryError::NotCurrent { id, superseded_at });
+    if let Some(g) = t.current.get(key.as_slice()).map_err(storage)? {
+        let record = g.value().to_vec();
+        return Ok((key, record));
     }
-    match t.current.get(key.as_slice()).map_err(storage)? {
-        Some(g) => Ok((key, g.value().to_vec())),
+    match t.history.get(key.as_slice()).map_err(storage)? {
+        Some(g) => Err(MemoryError::NotCurrent { id, superseded_at: decode_record(g.value())?.superseded_at }),
         None => Err(corrupt(format!("fact {id} is indexed but missing"))),
     }
 }
