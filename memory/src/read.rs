@@ -12,7 +12,7 @@ use crate::codec::{
 };
 use crate::crypt::{self, Opened, SubjectKey};
 use crate::error::{MemoryError, corrupt, storage};
-use crate::tables::{CURRENT, ERASED, HISTORY, IDS, KEYS, SPACES, WORDS_CURRENT, WORDS_HISTORY};
+use crate::tables::{CURRENT, ERASED, HISTORY, IDS, KEYS, META, SPACES, WORDS_CURRENT, WORDS_HISTORY};
 use crate::write::SpaceStats;
 use crate::FactId;
 
@@ -228,6 +228,14 @@ pub fn recall<S: Snapshot>(txn: &S, q: &Query) -> Result<Recalled, MemoryError> 
         }
         Select::Words(text) => by_words(txn, q, &spaces, &bounds, text),
     }
+}
+
+/// The latest transaction time written (0 before any write): a [`crate::Writer`]
+/// refuses earlier times, so a caller whose clock stepped back can wait or
+/// write at this time instead.
+pub fn last_transaction_time<S: Snapshot>(txn: &S) -> Result<i64, MemoryError> {
+    let meta = txn.table(META)?;
+    Ok(meta.get("last_tx").map_err(storage)?.map(|g| g.value()).unwrap_or(0))
 }
 
 /// The decryption state of one subject, looked up once per query.

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{SPACE, db, fact, v, value};
+use redb::ReadableDatabase;
 use memory::{Correction, FactId, Interval, MemoryError, Query, Select};
 
 #[test]
@@ -227,6 +228,8 @@ fn transaction_time_never_goes_backwards() {
     let err = db.write(9, |w| w.assert(fact("b", 0, None))).expect_err("behind");
     assert!(matches!(err, MemoryError::TxTimeBehind { at: 9, last: 10 }));
     db.assert(10, fact("c", 0, None));
+    let read = db.db.begin_read().expect("read");
+    assert_eq!(memory::last_transaction_time(&read).expect("last"), 10);
 }
 
 #[test]
