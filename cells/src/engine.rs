@@ -516,6 +516,17 @@ impl CellState {
 
 impl wit_types::Host for CellState {}
 
+fn wit_fact(f: crate::Fact) -> wit_types::Fact {
+    wit_types::Fact {
+        subject: f.subject,
+        predicate: f.predicate,
+        value: f.value,
+        valid_from: f.valid_from,
+        valid_to: f.valid_to,
+        recorded_at: f.recorded_at,
+    }
+}
+
 impl wit_host::Host for CellState {
     fn infer(
         &mut self,
@@ -546,19 +557,24 @@ impl wit_host::Host for CellState {
         valid_at: Option<i64>,
     ) -> wasmtime::Result<Result<Vec<wit_types::Fact>, String>> {
         self.admit(subject.len())?;
-        Ok(self.host.recall(subject, valid_at).map(|facts| {
-            facts
-                .into_iter()
-                .map(|f| wit_types::Fact {
-                    subject: f.subject,
-                    predicate: f.predicate,
-                    value: f.value,
-                    valid_from: f.valid_from,
-                    valid_to: f.valid_to,
-                    recorded_at: f.recorded_at,
-                })
-                .collect()
-        }))
+        Ok(self.host.recall(subject, valid_at).map(|facts| facts.into_iter().map(wit_fact).collect()))
+    }
+
+    fn query_memory(
+        &mut self,
+        q: wit_types::MemoryQuery,
+    ) -> wasmtime::Result<Result<Vec<wit_types::Fact>, String>> {
+        self.admit(q.space.len() + q.subject.len() + q.predicate.len() + q.words.len())?;
+        let query = crate::MemoryQuery {
+            space: q.space,
+            subject: q.subject,
+            predicate: q.predicate,
+            words: q.words,
+            valid_at: q.valid_at,
+            known_at: q.known_at,
+            limit: q.limit,
+        };
+        Ok(self.host.query_memory(query).map(|facts| facts.into_iter().map(wit_fact).collect()))
     }
 
     fn remember(

@@ -35,6 +35,23 @@ pub struct Fact {
     pub recorded_at: i64,
 }
 
+/// A question to the memory, as the agent asked it (`query-memory`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemoryQuery {
+    /// "" or "mission": the agent's own mission; else a shared space.
+    pub space: String,
+    /// "" when searching by words.
+    pub subject: String,
+    /// "" for every predicate.
+    pub predicate: String,
+    /// "" unless searching by words.
+    pub words: String,
+    pub valid_at: Option<i64>,
+    pub known_at: Option<i64>,
+    /// 0: the host's own bound.
+    pub limit: u32,
+}
+
 /// The agent's proposed decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -71,6 +88,12 @@ pub enum ReviewAnswer {
 pub trait CellHost: Send {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String>;
     fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String>;
+    /// The agent asks the memory by subject, predicate or words. Hosts
+    /// without a memory refuse it (the default).
+    fn query_memory(&mut self, query: MemoryQuery) -> Result<Vec<Fact>, String> {
+        let _ = query;
+        Err("this host has no memory to query".into())
+    }
     fn remember(
         &mut self,
         subject: String,

@@ -22,5 +22,5 @@ mod limits;
 
 pub use engine::{AgentModule, CellEngine, EngineSettings, LiveCell, ModuleHash};
 pub use env::CellEnv;
-pub use host::{CellHost, Completion, Decision, Fact, InferRequest, Message, Review, ReviewAnswer};
+pub use host::{CellHost, Completion, Decision, Fact, InferRequest, MemoryQuery, Message, Review, ReviewAnswer};
 pub use limits::{CellError, CellFailure, CellLimits};

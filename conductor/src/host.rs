@@ -35,6 +35,8 @@ pub struct MissionCtx {
     pub budget_exhausted: AtomicBool,
     /// The gates the mission declares: the ones an agent may ask for.
     pub gates: Vec<String>,
+    /// How far this mission's writes may grow a memory space.
+    pub memory_limits: memory::Limits,
 }
 
 /// Per-task counters, read after the cell is gone.
@@ -68,9 +70,73 @@ pub struct TaskHost {
     pub max_tokens_cap: u32,
     pub deadline: Instant,
     pub meter: Arc<TaskMeter>,
+    /// The memory spaces this agent may read and write.
+    pub scope: Arc<crate::facts::Scope>,
 }
 
 impl TaskHost {
+    /// Answers a memory read (or its refusal) and journals question and
+    /// answer in one commit, the answer's values sealed.
+    fn memory_read(
+        &self,
+        kind: &str,
+        asked: serde_json::Value,
+        query: Result<memory::Query, String>,
+    ) -> Result<Vec<Fact>, String> {
+        let mut payload = asked;
+        payload["mission"] = json!(self.ctx.id);
+        payload["task"] = json!(self.task);
+        let answered = match query {
+            Err(refusal) => Err(refusal),
+            Ok(query) => self
+                .ctx
+                .ledger
+                .write(|t| -> anyhow::Result<Vec<Fact>> {
+                    let recalled = memory::recall(t.redb(), &query)?;
+                    let mut listed = Vec::with_capacity(recalled.facts.len());
+                    let mut facts = Vec::with_capacity(recalled.facts.len());
+                    let mut erased = 0usize;
+                    for (i, f) in recalled.facts.iter().enumerate() {
+                        // An erased subject's facts have no value left to
+                        // give: the agent is not shown them.
+                        let Some(mut entry) = crate::facts::journaled(t.redb(), f)? else {
+                            erased += 1;
+                            continue;
+                        };
+                        if let (memory::Select::Words(_), Some(score)) = (&query.select, recalled.scores.get(i)) {
+                            entry["score"] = json!(score);
+                        }
+                        listed.push(entry);
+                        facts.push(Fact {
+                            subject: f.subject.clone(),
+                            predicate: f.predicate.clone(),
+                            value: f.value.plain().unwrap_or_default().to_owned(),
+                            valid_from: f.valid_from,
+                            valid_to: f.valid_to,
+                            recorded_at: f.recorded_at,
+                        });
+                    }
+                    let mut payload = payload.clone();
+                    payload["spaces"] = json!(query.spaces);
+                    payload["valid_at"] = json!(query.valid_at);
+                    payload["known_at"] = json!(query.known_at);
+                    payload["facts"] = json!(listed);
+                    payload["truncated"] = json!(recalled.truncated);
+                    if erased > 0 {
+                        payload["erased"] = json!(erased);
+                    }
+                    t.append(&self.agent_key, kind, &payload, now_us())?;
+                    Ok(facts)
+                })
+                .map_err(|e| format!("{e:#}")),
+        };
+        answered.map_err(|reason| {
+            payload["refused"] = json!(reason);
+            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+            reason
+        })
+    }
+
     fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
         // The request is recorded whole, like an answered one: replay
         // checks that a re-run asks exactly the same before answering.
@@ -239,47 +305,35 @@ impl CellHost for TaskHost {
     }
 
     fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
-        let now = now_us();
-        let query = memory::Recall { subject, valid_at: valid_at.unwrap_or(now), known_at: now };
-        let result = self.ctx.ledger.write(|t| -> anyhow::Result<Vec<memory::Fact>> {
-            let facts = memory::recall_in(t.redb(), &query)?;
-            let listed: Vec<_> = facts
-                .iter()
-                .map(|f| json!({"id": f.id.0, "predicate": f.predicate, "value": f.value,
-                                "valid_from": f.valid_from, "valid_to": f.valid_to,
-                                "recorded_at": f.recorded_at}))
-                .collect();
-            t.append(
-                &self.agent_key,
-                "host.recall",
-                &json!({"mission": self.ctx.id, "task": self.task, "subject": query.subject,
-                        "asked_valid_at": valid_at, "valid_at": query.valid_at,
-                        "known_at": query.known_at, "facts": listed}),
-                now,
-            )?;
-            Ok(facts)
+        // The first host call: every space the agent may read, at one
+        // valid time (none: now), as currently known.
+        let mut query = memory::Query::new(self.scope.read.clone(), memory::Select::Subject(subject.clone()));
+        query.valid_at = Some(valid_at.unwrap_or_else(now_us));
+        let asked = json!({"subject": subject, "asked_valid_at": valid_at});
+        self.memory_read("host.recall", asked, Ok(query))
+    }
+
+    fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
+        let asked = json!({"query": {"space": q.space, "subject": q.subject, "predicate": q.predicate,
+                                      "words": q.words, "valid_at": q.valid_at, "known_at": q.known_at,
+                                      "limit": q.limit}});
+        let query = self.scope.readable(&q.space).and_then(|space| {
+            let select = match (q.subject.is_empty(), q.words.is_empty(), q.predicate.is_empty()) {
+                (false, true, true) => memory::Select::Subject(q.subject),
+                (false, true, false) => memory::Select::Predicate { subject: q.subject, predicate: q.predicate },
+                (true, false, true) => memory::Select::Words(q.words),
+                (true, true, _) => return Err("say what to look for: a subject, or words".to_owned()),
+                _ => return Err("ask by subject (and predicate) or by words, not both".to_owned()),
+            };
+            let mut query = memory::Query::new([space], select);
+            query.valid_at = q.valid_at;
+            query.known_at = q.known_at;
+            if q.limit > 0 {
+                query.max_facts = query.max_facts.min(usize::try_from(q.limit).unwrap_or(usize::MAX));
+            }
+            Ok(query)
         });
-        result
-            .map(|facts| {
-                facts
-                    .into_iter()
-                    .map(|f| Fact {
-                        subject: f.subject,
-                        predicate: f.predicate,
-                        value: f.value,
-                        valid_from: f.valid_from,
-                        valid_to: f.valid_to,
-                        recorded_at: f.recorded_at,
-                    })
-                    .collect()
-            })
-            .map_err(|e| {
-                let reason = format!("{e:#}");
-                let payload = json!({"mission": self.ctx.id, "task": self.task, "subject": query.subject,
-                                     "asked_valid_at": valid_at, "refused": reason});
-                let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.recall", &payload, now_us()));
-                reason
-            })
+        self.memory_read("host.query", asked, query)
     }
 
     fn remember(
@@ -289,23 +343,44 @@ impl CellHost for TaskHost {
         value: String,
         valid_from: Option<i64>,
     ) -> Result<(), String> {
-        let now = now_us();
-        let fact = memory::NewFact { subject, predicate, value, valid_from: valid_from.unwrap_or(now), valid_to: None };
-        let payload = json!({"mission": self.ctx.id, "task": self.task, "subject": fact.subject,
-                             "predicate": fact.predicate, "value": fact.value,
-                             "asked_valid_from": valid_from, "valid_from": fact.valid_from});
+        let base = json!({"mission": self.ctx.id, "task": self.task, "subject": subject,
+                          "predicate": predicate, "asked_valid_from": valid_from});
         let stored = self.ctx.ledger.write(|t| -> anyhow::Result<()> {
-            memory::assert(t.redb(), fact, now)?;
-            t.append(&self.agent_key, "host.remember", &payload, now)?;
+            let Some(space) = self.scope.write.clone() else {
+                anyhow::bail!("this agent may not write to memory (its mission gives it `memory: {{ write: none }}`)");
+            };
+            let at = crate::facts::tx_time(t.redb())?;
+            let fact = memory::NewFact {
+                space: space.clone(),
+                subject: subject.clone(),
+                predicate: predicate.clone(),
+                value: value.clone(),
+                source: None,
+                valid_from: valid_from.unwrap_or(at),
+                valid_to: None,
+            };
+            let change = memory::Writer::new(t.redb(), at)?.with_limits(self.ctx.memory_limits).assert(fact)?;
+            let mut payload = base.clone();
+            payload["value"] = json!(memory::seal(t.redb(), &subject, &value)?);
+            payload["valid_from"] = json!(valid_from.unwrap_or(at));
+            payload["space"] = json!(space);
+            payload["fact"] = json!(change.id.map(|id| id.0));
+            payload["superseded"] = json!(change.superseded.iter().map(|id| id.0).collect::<Vec<_>>());
+            payload["remainders"] = json!(change.remainders.iter().map(|id| id.0).collect::<Vec<_>>());
+            t.append(&self.agent_key, "host.remember", &payload, now_us())?;
             Ok(())
         });
         stored.map_err(|e| {
             // The agent is told no, and so is the journal: a replay must
-            // give the same answer.
+            // give the same answer. The value is sealed even here (it is
+            // personal data); for an erased subject it is left out.
             let reason = format!("{e:#}");
-            let mut refused = payload.clone();
-            refused["refused"] = json!(reason);
-            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.remember", &refused, now_us()));
+            let _ = self.ctx.ledger.write(|t| {
+                let mut refused = base.clone();
+                refused["value"] = memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
+                refused["refused"] = json!(reason);
+                t.append(&self.agent_key, "host.remember", &refused, now_us())
+            });
             reason
         })
     }

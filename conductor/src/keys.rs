@@ -34,12 +34,24 @@ pub fn load_human_key(path: &Path) -> Result<Keypair> {
 /// Loads a reviewer's key file, refusing any other role; `action` says
 /// what the key was for ("gates are decided", "budgets are extended").
 pub fn load_reviewer_key(path: &Path, action: &str) -> Result<Keypair> {
+    load_role_key(path, Role::Reviewer, action)
+}
+
+/// "a reviewer", "an operator".
+fn with_article(role: Role) -> String {
+    let vowel = role.as_str().starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {role}", if vowel { "an" } else { "a" })
+}
+
+/// Loads a person's key file, refusing any role but `role`.
+pub fn load_role_key(path: &Path, role: Role, action: &str) -> Result<Keypair> {
     let key = load_human_key(path)?;
-    if key.role() != Role::Reviewer {
+    if key.role() != role {
         bail!(
-            "{} is a {} key; {action} with a reviewer key (`conductor keys new --role reviewer`)",
+            "{} is {} key; {action} with {} key (`conductor keys new --role {role}`)",
             path.display(),
-            key.role()
+            with_article(key.role()),
+            with_article(role)
         );
     }
     Ok(key)

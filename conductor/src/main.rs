@@ -10,6 +10,7 @@ mod audit;
 mod budget;
 mod clock;
 mod data;
+mod facts;
 mod gates;
 mod host;
 mod inference;
@@ -104,6 +105,74 @@ enum Command {
     /// modules: `trust.modules_signed_by`).
     #[command(subcommand)]
     Modules(ModulesCommand),
+    /// Read the bitemporal memory; erase a data subject.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MemoryCommand {
+    /// What memory holds about a subject (or which facts mention some
+    /// words), as of any valid time and any transaction time. Read-only.
+    ///
+    /// Without --as-of-valid every valid time is listed (the subject's
+    /// history); without --as-of-tx, as currently known. Both together:
+    /// "what did we believe at TX about the world at VALID". Times are
+    /// RFC 3339 (2026-03-01T00:00:00Z) or Unix microseconds.
+    #[command(after_help = "Examples:\n  conductor memory query --data data --subject policy:triage\n  \
+        conductor memory query --data data --subject policy:triage --as-of-valid 2026-03-01T00:00:00Z \\\n      \
+        --as-of-tx 2026-02-01T00:00:00Z\n  conductor memory query --data data --words \"late payment\" --space precedent")]
+    Query {
+        #[command(flatten)]
+        data: DataArg,
+        /// The subject, e.g. `policy:triage` or `claimant:4411`.
+        #[arg(long, required_unless_present = "words")]
+        subject: Option<String>,
+        /// Only this predicate (with --subject).
+        #[arg(long, requires = "subject")]
+        predicate: Option<String>,
+        /// Find facts whose values contain these words, best match first.
+        #[arg(long, conflicts_with = "subject")]
+        words: Option<String>,
+        /// Only these spaces (`mission:<id>` or a shared space's name);
+        /// repeat for several. Default: every space.
+        #[arg(long = "space", value_name = "SPACE")]
+        spaces: Vec<String>,
+        /// The valid time asked about (when it held in the world).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        as_of_valid: Option<i64>,
+        /// The transaction time asked about (what was known then).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        as_of_tx: Option<i64>,
+        /// At most this many facts.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=64))]
+        limit: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a data subject (crypto-shredding): its values become
+    /// unreadable everywhere (memory, journal, exports, backups) while the
+    /// journal still verifies. Signed with your operator key and journaled
+    /// as `memory.erased`. Cannot be undone.
+    Erase {
+        #[command(flatten)]
+        data: DataArg,
+        /// The data subject, e.g. `claimant:4411`.
+        #[arg(long)]
+        subject: String,
+        /// Your operator key file (registered in this data directory).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Why, recorded in the journal (e.g. the request's reference).
+        #[arg(long, default_value = "data-subject request")]
+        reason: String,
+    },
+}
+
+/// RFC 3339 or Unix microseconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<i64>().or_else(|_| missions::parse_timestamp(text))
 }
 
 #[derive(Debug, Subcommand)]
@@ -529,6 +598,21 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
         Command::Keys(command) => keys_command(command),
+        Command::Memory(MemoryCommand::Query { data, subject, predicate, words, spaces, as_of_valid, as_of_tx, limit, json }) => {
+            let args = facts::QueryArgs { subject, predicate, words, spaces, valid_at: as_of_valid, known_at: as_of_tx, limit: usize::from(limit) };
+            let found = facts::query(&data.data, &args)?;
+            print_facts(&found, json)?;
+            Ok(exit::OK)
+        }
+        Command::Memory(MemoryCommand::Erase { data, subject, key, reason }) => {
+            let erasure = facts::erase(&data.data, &subject, &key, &reason)?;
+            println!(
+                "subject `{subject}` erased: {} fact versions can no longer be read, here or in any copy of the \
+                 journal; the erasure is journaled as memory.erased",
+                erasure.versions
+            );
+            Ok(exit::OK)
+        }
         Command::Modules(ModulesCommand::Sign { module, key }) => {
             let key = keys::load_human_key(&key)?;
             let path = modules::sign(&module, &key)?;
@@ -603,11 +687,12 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
                     println!("{line}");
                 }
                 let matched = replays.iter().filter(|r| r.verdict == "match").count();
+                let erased = replays.iter().filter(|r| r.verdict == "erased").count();
                 println!(
-                    "{} task runs replayed from the journal: {matched} match, {diverged} diverged, {} unfinished; \
-                     no model was called and nothing was written",
+                    "{} task runs replayed from the journal: {matched} match, {diverged} diverged, {erased} touched \
+                     erased subjects, {} unfinished; no model was called and nothing was written",
                     replays.len(),
-                    replays.len() - matched - diverged
+                    replays.len() - matched - diverged - erased
                 );
             }
             Ok(if diverged > 0 { exit::DIVERGED } else { exit::OK })
@@ -902,4 +987,48 @@ fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
         return resume(&gate.mission, engine);
     }
     Ok(exit::OK)
+}
+
+/// `memory query` output: one line per fact version, or JSON.
+fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
+    let value = |f: &memory::Fact| f.value.plain().map_or(serde_json::Value::Null, |v| serde_json::json!(v));
+    if json {
+        let facts: Vec<serde_json::Value> = found
+            .facts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                serde_json::json!({"id": f.id.0, "space": f.space, "subject": f.subject, "predicate": f.predicate,
+                                   "value": value(f), "erased": f.value.plain().is_none(), "source": f.source,
+                                   "valid_from": f.valid_from, "valid_to": f.valid_to,
+                                   "recorded_at": f.recorded_at, "superseded_at": f.superseded_at,
+                                   "score": found.scores.get(i)})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"facts": facts, "truncated": found.truncated}))?);
+        return Ok(());
+    }
+    if found.facts.is_empty() {
+        println!("no facts");
+    }
+    let time = |t: Option<i64>| t.map_or_else(|| "…".to_owned(), |t| t.to_string());
+    for f in &found.facts {
+        println!(
+            "#{} [{}] {} {} = {}  valid [{}, {})  known [{}, {}){}",
+            f.id.0,
+            f.space,
+            f.subject,
+            f.predicate,
+            f.value.plain().map_or_else(|| "<erased>".to_owned(), |v| format!("{v:?}")),
+            f.valid_from,
+            time(f.valid_to),
+            f.recorded_at,
+            time(f.superseded_at),
+            f.source.as_deref().map_or_else(String::new, |s| format!("  source {s}")),
+        );
+    }
+    if found.truncated {
+        println!("(more facts match; narrow the query or raise --limit)");
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ledger::Entry;
+use redb::ReadableDatabase as _;
 use serde_json::{Value, json};
 
 use crate::data;
@@ -65,6 +66,10 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
     let mut lifecycle = Vec::new();
     let mut gates = Vec::new();
     let mut shown_seqs = BTreeSet::new();
+    // Memory values are sealed in the journal; they open with the keys in
+    // the memory store, unless their subject was erased.
+    let store = ledger::open_read_only(&db)?;
+    let snapshot = store.begin_read().context("opening a read snapshot")?;
     for (e, p) in entries.iter().zip(&payloads) {
         if !of_task(p) {
             continue;
@@ -76,7 +81,11 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
                 started = Some(p.clone());
                 lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p["module_blake3"]}));
             }
-            k if k.starts_with("host.") => calls.push(host_call(k, p, at)),
+            k if k.starts_with("host.") => {
+                let mut p = p.clone();
+                crate::facts::unseal(&snapshot, &mut p)?;
+                calls.push(host_call(k, &p, at));
+            }
             "gate.requested" | "gate.decided" => gates.push(json!({"entry": at, "kind": e.kind, "payload": p})),
             _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": p})),
         }
@@ -176,8 +185,10 @@ fn host_call(kind: &str, p: &Value, at: Value) -> Value {
     let fields: &[&str] = match kind {
         "host.infer" => &["model", "messages", "max_tokens", "text", "prompt_tokens", "completion_tokens", "cost",
                           "reservation", "refused", "error"],
-        "host.recall" => &["subject", "asked_valid_at", "valid_at", "known_at", "facts", "refused"],
-        "host.remember" => &["subject", "predicate", "value", "valid_from", "refused"],
+        "host.recall" => &["subject", "asked_valid_at", "valid_at", "known_at", "spaces", "facts", "erased", "refused"],
+        "host.query" => &["query", "spaces", "facts", "truncated", "erased", "refused"],
+        "host.remember" => &["subject", "predicate", "value", "erased", "space", "fact", "superseded", "valid_from",
+                             "refused"],
         "host.review" => &["gate", "reason", "refused"],
         _ => &["message"],
     };
@@ -243,6 +254,9 @@ pub fn render(doc: &Value) -> String {
             }
             "host.recall" => {
                 let _ = writeln!(s, "  #{seq} recall {} valid at {} as known at {}: {}", c["subject"].as_str().unwrap_or("?"), c["valid_at"], c["known_at"], c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
+            }
+            "host.query" => {
+                let _ = writeln!(s, "  #{seq} query memory {}: {}", c["query"], c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
             }
             "host.remember" => {
                 let _ = writeln!(s, "  #{seq} remember {} {} = {}{}", c["subject"].as_str().unwrap_or("?"), c["predicate"].as_str().unwrap_or("?"), c["value"], c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})")));

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use cells::{CellHost, Completion, Fact, InferRequest};
 use ledger::Entry;
+use redb::ReadableDatabase as _;
 use serde_json::{Value, json};
 
 use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter, truncate_utf8};
 
 /// The journal kinds that answer a cell's host calls.
-const HOST_KINDS: [&str; 6] = ["host.infer", "host.recall", "host.remember", "host.review", "host.await", "host.log"];
+const HOST_KINDS: [&str; 7] =
+    ["host.infer", "host.recall", "host.query", "host.remember", "host.review", "host.await", "host.log"];
 
 /// One journaled host call.
 #[derive(Debug, Clone)]
@@ -53,6 +55,38 @@ impl Attempt {
     pub fn case(&self) -> &str {
         self.started["case"].as_str().unwrap_or("?")
     }
+
+    /// Opens the memory values its host calls carry sealed (see
+    /// `facts`), so a re-run compares and answers with plaintext. Returns
+    /// the erased subjects it touched: such an attempt cannot be re-run
+    /// (what the agent saw is gone by design).
+    pub fn unseal<S: memory::Snapshot>(&mut self, snapshot: &S) -> anyhow::Result<Vec<String>> {
+        let mut erased = Vec::new();
+        for call in &mut self.calls {
+            for subject in crate::facts::unseal(snapshot, &mut call.payload)? {
+                if !erased.contains(&subject) {
+                    erased.push(subject);
+                }
+            }
+        }
+        Ok(erased)
+    }
+}
+
+/// The facts a journaled memory read answered with, as the agent got them.
+fn journaled_facts(payload: &Value) -> Vec<Fact> {
+    let facts = payload["facts"].as_array().cloned().unwrap_or_default();
+    facts
+        .iter()
+        .map(|f| Fact {
+            subject: f["subject"].as_str().or_else(|| payload["subject"].as_str()).unwrap_or_default().to_owned(),
+            predicate: f["predicate"].as_str().unwrap_or_default().to_owned(),
+            value: f["value"].as_str().unwrap_or_default().to_owned(),
+            valid_from: f["valid_from"].as_i64().unwrap_or_default(),
+            valid_to: f["valid_to"].as_i64(),
+            recorded_at: f["recorded_at"].as_i64().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Groups journal entries into task attempts, in journal order. A
@@ -290,18 +324,19 @@ impl CellHost for ReplayHost {
         if let Some(reason) = refused(&call.payload) {
             return Err(reason);
         }
-        let facts = call.payload["facts"].as_array().cloned().unwrap_or_default();
-        Ok(facts
-            .iter()
-            .map(|f| Fact {
-                subject: subject.clone(),
-                predicate: f["predicate"].as_str().unwrap_or_default().to_owned(),
-                value: f["value"].as_str().unwrap_or_default().to_owned(),
-                valid_from: f["valid_from"].as_i64().unwrap_or_default(),
-                valid_to: f["valid_to"].as_i64(),
-                recorded_at: f["recorded_at"].as_i64().unwrap_or_default(),
-            })
-            .collect())
+        Ok(journaled_facts(&call.payload))
+    }
+
+    fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
+        let query = json!({"space": q.space, "subject": q.subject, "predicate": q.predicate, "words": q.words,
+                           "valid_at": q.valid_at, "known_at": q.known_at, "limit": q.limit});
+        let asked = format!("{query}");
+        let call = self.next("host.query", &asked, |p| differs("query", &p["query"], &query));
+        let Some(call) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = refused(&call.payload) {
+            return Err(reason);
+        }
+        Ok(journaled_facts(&call.payload))
     }
 
     fn remember(&mut self, subject: String, predicate: String, value: String, valid_from: Option<i64>) -> Result<(), String> {
@@ -396,6 +431,9 @@ impl CellHost for RecoveringHost {
     fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
         if self.replaying() { self.replay.recall(subject, valid_at) } else { self.live.recall(subject, valid_at) }
     }
+    fn query_memory(&mut self, query: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
+        if self.replaying() { self.replay.query_memory(query) } else { self.live.query_memory(query) }
+    }
     fn remember(&mut self, subject: String, predicate: String, value: String, valid_from: Option<i64>) -> Result<(), String> {
         if self.replaying() {
             self.replay.remember(subject, predicate, value, valid_from)
@@ -472,7 +510,7 @@ pub struct TaskReplay {
     pub case: String,
     pub started_seq: u64,
     pub host_calls: usize,
-    /// "match", "diverged", or "unfinished" (the journal shows no end:
+    /// "match", "diverged", "erased" (it touched an erased subject), or "unfinished" (the journal shows no end:
     /// the process stopped mid-task and nothing recovered it yet).
     pub verdict: &'static str,
     pub divergence: Option<String>,
@@ -503,6 +541,10 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
         None => cells::CellEngine::new()?,
     };
     let attempts = attempts(&entries);
+    // Memory values in host calls are sealed; they open with the keys in
+    // the memory store (read-only, like everything here).
+    let db = ledger::open_read_only(&crate::data::db_path(request.data)?)?;
+    let snapshot = db.begin_read().context("opening a read snapshot")?;
     let mut out = Vec::new();
     for declared in &declarations {
         let mission = declared["mission"].as_str().unwrap_or_default();
@@ -516,6 +558,9 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
         let modules = ModuleFinder::new(declared, request.module_dirs);
         let mut loaded: BTreeMap<String, cells::AgentModule> = BTreeMap::new();
         for attempt in chosen {
+            let mut attempt = attempt.clone();
+            let erased = attempt.unseal(&snapshot)?;
+            let attempt = &attempt;
             let mut verdict = TaskReplay {
                 mission: mission.to_owned(),
                 task: attempt.task,
@@ -526,6 +571,16 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
                 divergence: None,
                 note: None,
             };
+            if !erased.is_empty() {
+                verdict.verdict = "erased";
+                verdict.note = Some(format!(
+                    "it read or wrote facts about erased subject(s) {}; their values are gone by design, so it \
+                     cannot be re-run (the journal still verifies)",
+                    erased.join(", ")
+                ));
+                out.push(verdict);
+                continue;
+            }
             let Some(end) = &attempt.end else {
                 verdict.verdict = "unfinished";
                 verdict.note = Some("the journal shows no end for this attempt; nothing to compare".into());

@@ -66,6 +66,7 @@ struct AgentRuntime {
     spec: Agent,
     module: AgentModule,
     key: Arc<Keypair>,
+    scope: Arc<crate::facts::Scope>,
 }
 
 pub async fn run_mission(
@@ -110,7 +111,8 @@ pub async fn run_mission(
         let key_path = data.agent_key_path(&mission_id, &spec.name);
         let key = Keypair::generate(Role::Agent);
         key.save(&key_path)?;
-        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key) });
+        let scope = Arc::new(crate::facts::Scope::of(&mission_id, &spec.memory));
+        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key), scope });
     }
     let agents = Arc::new(agents);
 
@@ -155,7 +157,9 @@ pub async fn run_mission(
                                "call_arg_bytes": a.spec.limits.call_arg_bytes,
                                "output_bytes": a.spec.limits.output_bytes},
                     "budget": {"limit": a.spec.budget.limit, "task_limit": a.spec.budget.task_limit},
+                    "memory": {"read": a.scope.read, "write": a.scope.write},
                 })).collect::<Vec<_>>(),
+                "memory_limits": {"facts": mission.memory_limits.facts, "bytes": mission.memory_limits.bytes},
                 "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
                                                              "test": format!("{:?}", g.when.test)}))
                     .collect::<Vec<_>>(),
@@ -176,23 +180,33 @@ pub async fn run_mission(
                 now,
             )?;
         }
+        let limits = memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes };
         for fact in &mission.memory {
-            memory::assert(
-                t.redb(),
-                memory::NewFact {
+            let space = crate::facts::resolve(&mission_id, &fact.space);
+            let at = crate::facts::tx_time(t.redb())?;
+            let change = memory::Writer::new(t.redb(), at)?
+                .with_limits(limits)
+                .assert(memory::NewFact {
+                    space: space.clone(),
                     subject: fact.subject.clone(),
                     predicate: fact.predicate.clone(),
                     value: fact.value.clone(),
+                    source: fact.source.clone(),
                     valid_from: fact.valid_from,
                     valid_to: fact.valid_to,
-                },
-                now,
-            )?;
+                })
+                .with_context(|| format!("seed fact `{}` `{}`", fact.subject, fact.predicate))?;
+            // The value is journaled sealed under its subject's key.
+            let sealed = memory::seal(t.redb(), &fact.subject, &fact.value)?;
             t.append(
                 &conductor,
                 "memory.asserted",
-                &json!({"mission": mission_id, "subject": fact.subject, "predicate": fact.predicate,
-                        "value": fact.value, "valid_from": fact.valid_from, "valid_to": fact.valid_to}),
+                &json!({"mission": mission_id, "space": space, "subject": fact.subject,
+                        "predicate": fact.predicate, "value": sealed, "source": fact.source,
+                        "valid_from": fact.valid_from, "valid_to": fact.valid_to,
+                        "fact": change.id.map(|id| id.0),
+                        "superseded": change.superseded.iter().map(|id| id.0).collect::<Vec<_>>(),
+                        "remainders": change.remainders.iter().map(|id| id.0).collect::<Vec<_>>()}),
                 now,
             )?;
         }
@@ -307,7 +321,8 @@ pub async fn resume_mission(
             );
         }
         let key = Keypair::load(&data.agent_key_path(mission_id, &spec.name))?;
-        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key) });
+        let scope = Arc::new(crate::facts::Scope::of(mission_id, &spec.memory));
+        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key), scope });
     }
     let conductor = data.conductor.clone();
     // Reservations of an interrupted run belong to calls that will never
@@ -384,8 +399,10 @@ fn open_attempts(
     if candidates.iter().any(|t| t.status == TaskStatus::Running && t.spans.is_empty()) {
         // Written before tasks recorded their spans: read it all.
         let wanted: std::collections::BTreeSet<u32> = candidates.iter().map(|t| t.index).collect();
-        for attempt in crate::replay::attempts(&data.ledger.entries(declared_seq, usize::MAX)?) {
+        let read = data.ledger.read()?;
+        for mut attempt in crate::replay::attempts(&data.ledger.entries(declared_seq, usize::MAX)?) {
             if attempt.mission == mission_id && attempt.end.is_none() && wanted.contains(&attempt.task) {
+                attempt.unseal(&read)?;
                 found.insert(attempt.task, attempt);
             }
         }
@@ -414,10 +431,16 @@ fn open_attempts(
                 entries.extend(data.ledger.entries(seq, 1)?);
             }
         }
-        let latest = crate::replay::attempts(&entries)
+        let mut latest = crate::replay::attempts(&entries)
             .into_iter()
             .filter(|a| a.mission == mission_id && a.task == task.index)
             .last();
+        if let Some(attempt) = &mut latest {
+            // Recovery re-runs with plaintext; an erased subject's values
+            // are gone, and the re-run will not match: it fails the task
+            // (`recovery_diverged`) rather than guess.
+            attempt.unseal(&read)?;
+        }
         match latest {
             Some(attempt) if attempt.end.is_none() => {
                 found.insert(task.index, attempt);
@@ -465,6 +488,7 @@ async fn execute(
         reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
         gates: mission.gates.iter().map(|g| g.name.clone()).collect(),
+        memory_limits: memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes },
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -655,6 +679,7 @@ fn run_task(
         max_tokens_cap: agent.spec.limits.max_tokens,
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),
+        scope: agent.scope.clone(),
     };
     let (host, replay_log): (Box<dyn CellHost>, _) = match recovering {
         Some(attempt) => {

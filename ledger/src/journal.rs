@@ -226,7 +226,9 @@ impl Ledger {
 
 /// Opens an existing database for reading only (auditing and export):
 /// nothing is created, repaired or written.
-pub(crate) fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
+/// Opens a database read-only (no lock on writers' work, nothing
+/// written), for auditors' commands and read snapshots of projections.
+pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
     redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
         redb::DatabaseError::RepairAborted => LedgerError::NeedsRepair(path.to_owned()),

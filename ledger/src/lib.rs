@@ -38,6 +38,6 @@ pub use entry::{Entry, EntryHash};
 pub use error::{BudgetError, CheckpointError, LedgerError, VerifyError, VerifyFailure};
 pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
-pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn};
+pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};
 pub use rules::KeyRecord;
 pub use verify::{VerifyReport, read_journal, verify_database};

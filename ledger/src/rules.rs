@@ -65,12 +65,16 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("host.infer", Role::Agent),
     ("host.recall", Role::Agent),
     ("host.remember", Role::Agent),
+    ("host.query", Role::Agent),
     ("host.log", Role::Agent),
     ("host.review", Role::Agent),
     ("host.await", Role::Agent),
     ("task.proposed", Role::Agent),
     ("gate.decided", Role::Reviewer),
     ("budget.extended", Role::Reviewer),
+    // A data subject's values made unreadable (crypto-shredding), on an
+    // operator's own key: a person answers for every erasure.
+    ("memory.erased", Role::Operator),
 ];
 
 /// The role that may sign `kind`, or `None` for a kind format 1 lacks.

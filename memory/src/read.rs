@@ -238,6 +238,18 @@ pub fn last_transaction_time<S: Snapshot>(txn: &S) -> Result<i64, MemoryError> {
     Ok(meta.get("last_tx").map_err(storage)?.map(|g| g.value()).unwrap_or(0))
 }
 
+/// The names of every space that has held a fact, in order (for an
+/// operator's query across all of them).
+pub fn spaces<S: Snapshot>(txn: &S) -> Result<Vec<String>, MemoryError> {
+    let table = txn.table(crate::tables::SPACES)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (name, _) = row.map_err(storage)?;
+        out.push(name.value().to_owned());
+    }
+    Ok(out)
+}
+
 /// The decryption state of one subject, looked up once per query.
 enum KeyState {
     Key(SubjectKey),

@@ -55,6 +55,13 @@ pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, AgentBudget, Budget, Case, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, Mission,
+    Agent, AgentBudget, Budget, Case, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
+    Mission, OWN_SPACE,
     ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
 };
+
+/// Parses an RFC 3339 timestamp (`2026-01-01T00:00:00Z`) into Unix
+/// microseconds, as mission files are read; the error says what is wrong.
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    time::parse_rfc3339(text).map_err(|e| e.to_string())
+}

@@ -31,6 +31,8 @@ pub struct Mission {
     pub tasks: TaskSource,
     /// Facts loaded into memory before any task runs.
     pub memory: Vec<SeedFact>,
+    /// How far this mission's writes may grow each memory space.
+    pub memory_limits: MemoryLimits,
     pub gates: Vec<Gate>,
     /// Who must have signed the agents' modules.
     pub trust: Trust,
@@ -129,6 +131,48 @@ pub struct Agent {
     pub limits: Limits,
     /// Spending caps for this agent within the mission budget.
     pub budget: AgentBudget,
+    /// Which memory spaces the agent may read and write.
+    pub memory: MemoryScope,
+}
+
+/// The memory space a mission calls its own: its tasks' facts, unseen by
+/// other missions. Every other space name is shared between missions
+/// (e.g. `precedent`), and a mission touches one only where it says so.
+pub const OWN_SPACE: &str = "mission";
+
+/// What one agent may do with memory. Space names are [`OWN_SPACE`] or a
+/// shared space's name (same format as agent names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryScope {
+    /// Spaces the agent may recall from; by default its own mission's.
+    pub read: Vec<String>,
+    /// The one space its `remember` writes to; `None` (`write: none`):
+    /// it may not write. By default its own mission's.
+    pub write: Option<String>,
+}
+
+impl Default for MemoryScope {
+    fn default() -> MemoryScope {
+        MemoryScope { read: vec![OWN_SPACE.into()], write: Some(OWN_SPACE.into()) }
+    }
+}
+
+/// Bounds on what a mission's writes may grow one memory space to
+/// (history included), so nothing an agent sends grows memory without
+/// bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// Fact versions.
+    pub facts: u64,
+    /// Bytes of values, sources and names.
+    pub bytes: u64,
+}
+
+impl MemoryLimits {
+    /// 100,000 versions and 64 MiB per space unless the mission says otherwise.
+    pub const DEFAULT: MemoryLimits = MemoryLimits { facts: 100_000, bytes: 64 << 20 };
+    /// The most a mission may ask for: the memory store's own per-space bounds.
+    pub const MAX: MemoryLimits = MemoryLimits { facts: 4 << 20, bytes: 1 << 30 };
 }
 
 /// Caps on what one agent may spend, in budget units, on top of the
@@ -241,6 +285,8 @@ pub struct Case {
 /// A fact in memory before the mission starts, valid over `[valid_from, valid_to)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedFact {
+    /// [`OWN_SPACE`] (the default) or a shared space's name.
+    pub space: String,
     /// Not empty.
     pub subject: String,
     /// Not empty.
@@ -250,6 +296,8 @@ pub struct SeedFact {
     pub valid_from: i64,
     /// Unix microseconds, after `valid_from`; `None` means still valid.
     pub valid_to: Option<i64>,
+    /// Where the fact comes from (a document, a decision), when known.
+    pub source: Option<String>,
 }
 
 /// A named condition on a case and the agent's decision for it; what a

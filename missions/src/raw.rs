@@ -22,6 +22,7 @@ pub(crate) struct RawMission {
     pub agents: Spanned<Vec<Spanned<RawAgent>>>,
     pub tasks: Spanned<RawTaskGroups>,
     pub memory: Option<Vec<RawSeedFact>>,
+    pub memory_limits: Option<RawMemoryLimits>,
     pub gates: Option<Vec<RawGate>>,
     pub trust: Option<RawTrust>,
 }
@@ -118,6 +119,21 @@ pub(crate) struct RawAgent {
     pub model: Spanned<String>,
     pub limits: Option<RawLimits>,
     pub budget: Option<RawAgentBudget>,
+    pub memory: Option<RawMemoryScope>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMemoryScope {
+    pub read: Option<Vec<Spanned<String>>>,
+    pub write: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMemoryLimits {
+    pub facts: Option<Spanned<u64>>,
+    pub bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +199,8 @@ pub(crate) struct RawTasks {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSeedFact {
+    pub space: Option<Spanned<String>>,
+    pub source: Option<String>,
     pub subject: Spanned<String>,
     pub predicate: Spanned<String>,
     pub value: String,

@@ -161,11 +161,13 @@ fn sample_mission_parses_into_plain_values() {
     assert_eq!(
         mission.memory,
         [SeedFact {
+            space: OWN_SPACE.into(),
             subject: "policy:housing-support".into(),
             predicate: "income-limit-monthly".into(),
             value: "2400".into(),
             valid_from: 1_767_225_600_000_000,
             valid_to: Some(1_798_761_600_000_000),
+            source: None,
         }]
     );
 
@@ -200,6 +202,8 @@ fn optional_sections_default() {
     );
     assert_eq!(mission.description, None);
     assert!(mission.memory.is_empty() && mission.gates.is_empty());
+    assert_eq!(mission.memory_limits, MemoryLimits::DEFAULT);
+    assert_eq!(mission.agents.first().map(|a| a.memory.clone()), Some(MemoryScope::default()));
     assert_eq!(
         mission.agents.first().map(|a| a.limits),
         Some(Limits::DEFAULT)
@@ -803,4 +807,36 @@ agents:
         found.iter().any(|d| d.message.contains("`tasks` is an empty list")),
         "{found:#?}"
     );
+}
+
+#[test]
+fn memory_scopes_spaces_and_limits_parse_and_bad_ones_are_located() {
+    let scratch = Scratch::with_sample_files();
+    let good = MINIMAL.replace(
+        "  - { name: a, module: agent/eligibility.wasm, model: tiny }",
+        "  - { name: a, module: agent/eligibility.wasm, model: tiny,\n      memory: { read: [mission, precedent], write: none } }\n  \
+         - { name: b, module: agent/eligibility.wasm, model: tiny, memory: { write: precedent } }",
+    ) + "memory:\n  - { space: precedent, subject: claim-1, predicate: outcome, value: denied, source: decision-7, valid_from: 2026-01-01T00:00:00Z }\n\
+         memory_limits: { facts: 500, bytes: 65536 }\n";
+    let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.agents[0].memory, MemoryScope { read: vec!["mission".into(), "precedent".into()], write: None });
+    assert_eq!(mission.agents[1].memory, MemoryScope { read: vec!["mission".into()], write: Some("precedent".into()) });
+    assert_eq!(mission.memory[0].space, "precedent");
+    assert_eq!(mission.memory[0].source.as_deref(), Some("decision-7"));
+    assert_eq!(mission.memory_limits, MemoryLimits { facts: 500, bytes: 65536 });
+
+    let bad = MINIMAL.replace(
+        "  - { name: a, module: agent/eligibility.wasm, model: tiny }",
+        "  - { name: a, module: agent/eligibility.wasm, model: tiny, memory: { read: [Mission:x, mission, mission] } }",
+    ) + "memory:\n  - { space: \"no way\", subject: s, predicate: p, value: v, valid_from: 2026-01-01T00:00:00Z }\n\
+         memory_limits: { facts: 0, bytes: 99999999999999 }\n";
+    let found = errors(scratch.parse(&bad));
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("memory space name `Mission:x` is not valid"), "{messages:#?}");
+    assert!(has("duplicate memory space name `mission`"), "{messages:#?}");
+    assert!(has("memory space name `no way` is not valid"), "{messages:#?}");
+    assert!(has("`memory_limits.facts` is 0"), "{messages:#?}");
+    assert!(has("`memory_limits.bytes` is 99999999999999"), "{messages:#?}");
+    assert_eq!(found.len(), 5, "{messages:#?}");
 }

@@ -10,12 +10,13 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, AgentBudget, Budget, Gate, Limits, Mission, ModelPrice, OnExhausted, SeedFact,
+    Agent, AgentBudget, Budget, Gate, Limits, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE,
+    OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
 use crate::raw::{
     RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawLimits, RawMission,
-    RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
+    RawMemoryLimits, RawMemoryScope, RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
 };
 use crate::time::parse_rfc3339;
 
@@ -57,6 +58,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         .flatten()
         .filter_map(|fact| check.seed_fact(fact))
         .collect();
+    let memory_limits = check.memory_limits(raw.memory_limits.as_ref());
     let gates = check.gates(raw.gates.as_deref().unwrap_or_default());
     let trust = check.trust(raw.trust.as_ref());
     check.report.finish(Mission {
@@ -67,6 +69,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         agents,
         tasks,
         memory,
+        memory_limits,
         gates,
         trust,
     })
@@ -247,6 +250,7 @@ impl Checker<'_> {
                 model,
                 limits,
                 budget: agent_budget,
+                memory,
             } = &agent.value;
             self.name("agent", name);
             self.unique("agent", name, &mut seen);
@@ -279,6 +283,7 @@ impl Checker<'_> {
                     .map_or_else(AgentBudget::default, |raw| {
                         self.agent_budget(&name.value, raw, budget)
                     }),
+                memory: memory.as_ref().map_or_else(MemoryScope::default, |raw| self.memory_scope(raw)),
             });
         }
         agents
@@ -500,6 +505,58 @@ impl Checker<'_> {
         }
     }
 
+    /// A space name: [`OWN_SPACE`] or a shared space (a name).
+    fn space(&mut self, text: &Spanned<String>) -> String {
+        if text.value != OWN_SPACE {
+            self.name("memory space", text);
+        }
+        text.value.clone()
+    }
+
+    fn memory_scope(&mut self, raw: &RawMemoryScope) -> MemoryScope {
+        let read = match &raw.read {
+            None => MemoryScope::default().read,
+            Some(spaces) => {
+                let mut seen = BTreeMap::new();
+                spaces
+                    .iter()
+                    .map(|space| {
+                        self.unique("memory space", space, &mut seen);
+                        self.space(space)
+                    })
+                    .collect()
+            }
+        };
+        let write = match &raw.write {
+            None => MemoryScope::default().write,
+            Some(space) if space.value == "none" => None,
+            Some(space) => Some(self.space(space)),
+        };
+        MemoryScope { read, write }
+    }
+
+    fn memory_limits(&mut self, raw: Option<&RawMemoryLimits>) -> MemoryLimits {
+        let mut limits = MemoryLimits::DEFAULT;
+        let Some(raw) = raw else { return limits };
+        let fields = [
+            ("facts", &raw.facts, &mut limits.facts, MemoryLimits::MAX.facts),
+            ("bytes", &raw.bytes, &mut limits.bytes, MemoryLimits::MAX.bytes),
+        ];
+        for (field, value, slot, max) in fields {
+            let Some(value) = value else { continue };
+            if value.value == 0 || value.value > max {
+                self.error(
+                    pos(value),
+                    format!("`memory_limits.{field}` is {}, outside 1..={max}", value.value),
+                    format!("give a number from 1 to {max}, or leave `{field}` out for the default"),
+                );
+            } else {
+                *slot = value.value;
+            }
+        }
+        limits
+    }
+
     fn seed_fact(&mut self, raw: &RawSeedFact) -> Option<SeedFact> {
         let required = [
             ("subject", &raw.subject, "policy:housing-support"),
@@ -529,7 +586,10 @@ impl Checker<'_> {
                 Some(valid_to)
             }
         };
+        let space = raw.space.as_ref().map_or_else(|| OWN_SPACE.to_owned(), |space| self.space(space));
         Some(SeedFact {
+            space,
+            source: raw.source.clone(),
             subject: raw.subject.value.clone(),
             predicate: raw.predicate.value.clone(),
             value: raw.value.clone(),

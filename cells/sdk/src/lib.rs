@@ -1,7 +1,7 @@
 //! Write a conductor agent in Rust.
 //!
 //! An agent is a WebAssembly component (`wasm32-wasip2`) for the `agent`
-//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.1`). This
+//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.2`). This
 //! crate generates the bindings once and adds a thin layer of helpers, so
 //! an agent is a type with a `run` method:
 //!
@@ -44,7 +44,7 @@ pub mod bindings {
 }
 
 pub use bindings::conductor::agent::host;
-pub use bindings::conductor::agent::types::{Completion, Fact, Message, Review};
+pub use bindings::conductor::agent::types::{Completion, Fact, MemoryQuery, Message, Review};
 /// What an agent implements: `run` handles one task's JSON input.
 pub use bindings::Guest as Agent;
 pub use bindings::Decision;
@@ -91,6 +91,29 @@ pub fn ask(model: &str, system: &str, user: &str, max_tokens: u32) -> Result<Str
     }
     messages.push(Message::user(user));
     infer(model, &messages, max_tokens).map(|c| c.text)
+}
+
+/// Asks the memory: by subject (and predicate), or by words, in one space
+/// ("" for the mission's own), as of any valid and transaction time.
+/// Start from [`MemoryQuery`]'s fields; a space the mission does not let
+/// this agent read is refused.
+pub fn query_memory(query: &MemoryQuery) -> Result<Vec<Fact>, String> {
+    host::query_memory(query)
+}
+
+/// Facts whose values contain `words`, best match first, in `space`
+/// ("" for the mission's own), as known now, at most `limit` (0: the
+/// host's bound).
+pub fn search(space: &str, words: &str, limit: u32) -> Result<Vec<Fact>, String> {
+    query_memory(&MemoryQuery {
+        space: space.into(),
+        subject: String::new(),
+        predicate: String::new(),
+        words: words.into(),
+        valid_at: None,
+        known_at: None,
+        limit,
+    })
 }
 
 /// Facts about `subject` as the world stands now.

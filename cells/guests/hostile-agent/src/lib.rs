@@ -22,7 +22,12 @@
 //!   host's answer as the reason;
 //! - `await`: logs, waits for a reviewer under `second-look`
 //!   (`await-review`, so the task parks), logs again, and decides
-//!   `approved` or `rejected` with "<reviewer>: <note>" as the reason.
+//!   `approved` or `rejected` with "<reviewer>: <note>" as the reason;
+//! - `memory`: if the input has `"remember":"<value>"`, remembers it as
+//!   `<subject> <predicate>` first; then asks the memory (`query-memory`)
+//!   with the input's `space`, `subject`, `predicate` and `words` string
+//!   fields, and decides `recalled` with the values found (`|`-joined) as
+//!   the reason, or `memory-refused` with the host's answer.
 
 use conductor_agent::{Agent, Decision, host, log};
 
@@ -43,6 +48,7 @@ fn behaviour(input: &str) -> &str {
         "clock-random",
         "review",
         "await",
+        "memory",
     ] {
         if input.contains(&format!("\"behave\":\"{mode}\"")) {
             return mode;
@@ -60,6 +66,41 @@ fn deeper(n: u64) -> u64 {
         return n;
     }
     deeper(n + 1).wrapping_mul(3).wrapping_add(n)
+}
+
+/// The input's string field `name` (no escapes inside), or "".
+fn field<'a>(input: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":\"");
+    input.find(&key).map_or("", |at| {
+        let rest = &input[at + key.len()..];
+        rest.find('"').map_or("", |end| &rest[..end])
+    })
+}
+
+fn memory(input: &str) -> Decision {
+    let (subject, predicate) = (field(input, "subject"), field(input, "predicate"));
+    let value = field(input, "remember");
+    if !value.is_empty()
+        && let Err(e) = host::remember(subject, predicate, value, None)
+    {
+        return Decision::new("memory-refused", e);
+    }
+    let query = conductor_agent::MemoryQuery {
+        space: field(input, "space").into(),
+        subject: subject.into(),
+        predicate: if value.is_empty() { predicate.into() } else { String::new() },
+        words: field(input, "words").into(),
+        valid_at: None,
+        known_at: None,
+        limit: 0,
+    };
+    match conductor_agent::query_memory(&query) {
+        Ok(facts) => {
+            let values: Vec<String> = facts.into_iter().map(|f| f.value).collect();
+            Decision::new("recalled", values.join("|"))
+        }
+        Err(e) => Decision::new("memory-refused", e),
+    }
 }
 
 /// `"ok"` or `"refused: <error>"`, JSON-quoted.
@@ -146,6 +187,7 @@ impl Agent for HostileAgent {
                     Err(e) => Ok(Decision::new("review-refused", e)),
                 }
             }
+            "memory" => Ok(memory(&input)),
             "review" => {
                 let gate = if input.contains("\"gate\":\"undeclared\"") { "undeclared" } else { "second-look" };
                 match conductor_agent::request_review(gate, "the agent wants a second pair of eyes") {
