@@ -137,6 +137,9 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     let erase = |key: &std::path::Path| {
         run(conductor().args(["memory", "erase", "--subject", "claimant-4411", "--key"]).arg(key).arg("--data").arg(&data))
     };
+    let unknown = run(conductor().args(["memory", "erase", "--subject", "claimant-44II", "--key"]).arg(&op).arg("--data").arg(&data));
+    assert_ne!(unknown.status.code(), Some(0));
+    assert!(stderr(&unknown).contains("nothing about subject `claimant-44II`"), "{}", stderr(&unknown));
     let refused = erase(&reviewer);
     assert_ne!(refused.status.code(), Some(0));
     assert!(stderr(&refused).contains("operator key"), "{}", stderr(&refused));

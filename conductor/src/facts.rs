@@ -194,6 +194,14 @@ pub fn erase(data: &Path, subject: &str, key_path: &Path, reason: &str) -> Resul
         if erasure.already {
             bail!("subject `{subject}` was already erased; nothing was changed");
         }
+        if !erasure.keyed {
+            // Most likely a typo: say so rather than journal an erasure
+            // of nothing (this transaction is dropped, nothing changes).
+            bail!(
+                "memory holds nothing about subject `{subject}`; nothing was erased (check the id with \
+                 `conductor memory query --subject ...`)"
+            );
+        }
         t.append(
             &key,
             "memory.erased",

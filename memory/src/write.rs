@@ -102,6 +102,9 @@ pub struct Erasure {
     pub postings: u64,
     /// Whether the subject had already been erased (nothing was done).
     pub already: bool,
+    /// Whether the subject had a key to delete: it had facts, or values
+    /// sealed with [`crate::seal`]. `false`: memory never heard of it.
+    pub keyed: bool,
 }
 
 /// Usage and word statistics of one space.
@@ -390,6 +393,7 @@ impl<'t> Writer<'t> {
         }
         let mut done = Erasure::default();
         if let Some(subject_key) = crypt::load_key(&t.keys, subject)? {
+            done.keyed = true;
             let by_subject = prefix(&[subject]);
             let spaces: Vec<String> = {
                 let mut spaces = Vec::new();
