@@ -1,6 +1,15 @@
 //! Answers one task's host calls: every call is metered, journaled under
 //! the agent's key, and (for inference) paid for with a reservation taken
 //! before the model runs.
+//!
+//! Durability: a call whose effects stay inside the database (a log line,
+//! a memory read or write, a review request, a park) is committed with
+//! `Ledger::write_deferred`, without its own fsync; it becomes durable
+//! with the next durable commit, at the latest the task's outcome
+//! (`task.proposed`, `task.parked`, ... are durable). A crash before that
+//! loses the task's deferred entries as a unit, and recovery runs the task
+//! again from where the durable journal leaves it. Reservations and
+//! settlements around a model call stay durable: the call is real work.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -132,7 +141,7 @@ impl TaskHost {
         };
         answered.map_err(|reason| {
             payload["refused"] = json!(reason);
-            let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+            let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
             reason
         })
     }
@@ -167,7 +176,7 @@ impl TaskHost {
         truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
         let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
                              "reason": kept, "refused": refused});
-        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
         Some(refused)
     }
 
@@ -345,7 +354,7 @@ impl CellHost for TaskHost {
     ) -> Result<(), String> {
         let base = json!({"mission": self.ctx.id, "task": self.task, "subject": subject,
                           "predicate": predicate, "asked_valid_from": valid_from});
-        let stored = self.ctx.ledger.write(|t| -> anyhow::Result<()> {
+        let stored = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
             let Some(space) = self.scope.write.clone() else {
                 anyhow::bail!("this agent may not write to memory (its mission gives it `memory: {{ write: none }}`)");
             };
@@ -375,7 +384,7 @@ impl CellHost for TaskHost {
             // give the same answer. The value is sealed even here (it is
             // personal data); for an erased subject it is left out.
             let reason = format!("{e:#}");
-            let _ = self.ctx.ledger.write(|t| {
+            let _ = self.ctx.ledger.write_deferred(|t| {
                 let mut refused = base.clone();
                 refused["value"] = memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
                 refused["refused"] = json!(reason);
@@ -392,7 +401,7 @@ impl CellHost for TaskHost {
         let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
         self.ctx
             .ledger
-            .write(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
+            .write_deferred(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
             .map_err(|e| format!("{e:#}"))?;
         if let Ok(mut review) = self.meter.review.lock() {
             *review = Some((gate, reason));
@@ -408,7 +417,7 @@ impl CellHost for TaskHost {
         // commit: after a crash either the task is parked or it never
         // asked.
         let gate_id = uuid::Uuid::new_v4().to_string();
-        let parked = self.ctx.ledger.write(|t| -> anyhow::Result<()> {
+        let parked = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
             let now = now_us();
             t.append(
                 &self.agent_key,
@@ -456,7 +465,7 @@ impl CellHost for TaskHost {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         tracing::info!(task = self.task, "agent: {message}");
         let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
-        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
+        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
     }
 }
 

@@ -851,7 +851,7 @@ fn start_task(
     // come from a seed; both are journaled, so the task can be replayed.
     let started_us = now_us();
     let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
-    ctx.ledger.write(|t| -> Result<()> {
+    ctx.ledger.write_deferred(|t| -> Result<()> {
         // A task deferred for lack of budget already has its account.
         if t.account(account).is_err() {
             let parent = agent_account(&ctx.id, &agent.spec.name);

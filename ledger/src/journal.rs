@@ -108,7 +108,33 @@ impl Ledger {
     where
         E: From<LedgerError>,
     {
-        let inner = self.db.begin_write().map_err(storage)?;
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// Like [`Ledger::write`], but the commit is not flushed to disk: it is
+    /// visible at once to later transactions of this process (only this
+    /// process can open the database) and becomes durable with the next
+    /// [`Ledger::write`]. A crash before that loses it, together with every
+    /// other deferred commit since the last durable one, never part of
+    /// one: the journal on disk is always a prefix of what was appended.
+    ///
+    /// For entries whose effects stay inside this database until a durable
+    /// commit follows (a task's own steps before its outcome: on a crash the
+    /// task simply runs again). Never for anything another party acts on
+    /// (a decision, a reviewer's verdict, data sent off the host).
+    pub fn write_deferred<T, E>(&self, f: impl FnOnce(&mut Txn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<LedgerError>,
+    {
+        self.write_with(redb::Durability::None, f)
+    }
+
+    fn write_with<T, E>(&self, durability: redb::Durability, f: impl FnOnce(&mut Txn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<LedgerError>,
+    {
+        let mut inner = self.db.begin_write().map_err(storage)?;
+        inner.set_durability(durability).map_err(storage)?;
         // Held until this transaction has committed and handed its cache
         // back, so the next transaction (which can begin the moment this
         // one commits) waits for the fresh cache instead of reading a stale

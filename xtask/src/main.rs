@@ -60,13 +60,17 @@ enum Cmd {
     },
     /// Set up, then run every test (the command CI runs).
     Test,
-    /// Benchmark parked tasks: run a mission whose every task waits on a
-    /// reviewer (`await-review`), then decide one gate and resume it.
-    /// Prints the conductor's peak resident memory and wall times.
+    /// Benchmark parked tasks: run missions whose every task waits on a
+    /// reviewer (`await-review`), all in one data directory (one host),
+    /// then decide one gate and resume its task. Prints the conductor's
+    /// peak resident memory and wall times.
     BenchParked {
-        /// Tasks to park (at most 100,000 per mission).
+        /// Tasks to park per mission (at most 100,000, a mission's limit).
         #[arg(long, default_value_t = 100_000)]
         tasks: usize,
+        /// Missions to park, one after another, in the same data directory.
+        #[arg(long, default_value_t = 1)]
+        missions: usize,
         /// Where the mission and data go (recreated).
         #[arg(long, default_value = ".cache/bench-parked")]
         dir: PathBuf,
@@ -84,7 +88,7 @@ fn main() -> Result<()> {
             polyglot::build(&root, &target_dir(&root).join("polyglot"))
         }
         Cmd::Demo { data } => demo(&root, &data),
-        Cmd::BenchParked { tasks, dir } => bench::parked(&root, tasks, &dir),
+        Cmd::BenchParked { tasks, missions, dir } => bench::parked(&root, tasks, missions, &dir),
         Cmd::Test => {
             setup(&root)?;
             // Only the tests need them; the demo stays on the Rust agents.
