@@ -44,52 +44,79 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         }
         Err(e) => bail!("verifying the journal: {e}"),
     };
-    let entries = data::read_journal(dir)?;
-    let payloads: Vec<Value> = entries.iter().map(Entry::payload_json).collect();
-    let (mission, task) = resolve(&entries, &payloads, &parse_target(id))?;
-
-    let declared = entries
-        .iter()
-        .zip(&payloads)
-        .find(|(e, p)| e.kind == "mission.declared" && p["mission"] == mission.as_str())
-        .map(|(_, p)| p.clone())
-        .context("the mission's declaration is not in the journal")?;
-    let names = key_names(&entries, &payloads);
-    let signer = |e: &Entry| {
-        let hex = hex::encode(e.signer);
-        names.get(&hex).cloned().unwrap_or_else(|| json!({"public_key": hex}))
-    };
-    let of_task = |p: &Value| p["mission"] == mission.as_str() && p["task"].as_u64() == Some(u64::from(task));
-
+    // Two streaming passes (memory stays flat on a journal of millions of
+    // entries): find the task, then gather what the journal says of it.
+    let (mission, task) = resolve(&db, &parse_target(id))?;
+    let mut declared = None;
+    let mut names = BTreeMap::new();
     let mut started = None;
     let mut calls = Vec::new();
     let mut lifecycle = Vec::new();
     let mut gates = Vec::new();
+    let mut postings = Vec::new();
     let mut shown_seqs = BTreeSet::new();
+    let task_suffix = format!("/task-{task}");
+    let is_account = |account: &Value| {
+        // `MISSION/AGENT/task-N`: the task's own budget account.
+        account.as_str().is_some_and(|a| {
+            a.strip_prefix(mission.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|rest| rest.strip_suffix(task_suffix.as_str()))
+                .is_some_and(|agent| !agent.is_empty() && !agent.contains('/'))
+        })
+    };
+    ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
+        let p = e.payload_json();
+        record_key(&e, &p, &mut names);
+        if e.kind == "mission.declared" && p["mission"] == mission.as_str() {
+            declared = Some(p);
+            return Ok(true);
+        }
+        if e.kind == "budget.batch" {
+            for item in p["postings"].as_array().into_iter().flatten() {
+                if is_account(&item["payload"]["account"]) {
+                    shown_seqs.insert(e.seq);
+                    postings.push(json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
+                                         "time_us": item["time_us"], "payload": item["payload"]}));
+                }
+            }
+            return Ok(true);
+        }
+        if e.kind.starts_with("budget.") && is_account(&p["account"]) {
+            shown_seqs.insert(e.seq);
+            postings.push(json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p}));
+            return Ok(true);
+        }
+        if !(p["mission"] == mission.as_str() && p["task"].as_u64() == Some(u64::from(task))) {
+            return Ok(true);
+        }
+        shown_seqs.insert(e.seq);
+        let hex = hex::encode(e.signer);
+        let signer = names.get(&hex).cloned().unwrap_or_else(|| json!({"public_key": hex}));
+        let at = json!({"seq": e.seq, "time_us": e.time_us, "signed_by": signer});
+        match e.kind.as_str() {
+            "task.started" => {
+                lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p["module_blake3"]}));
+                started = Some(p);
+            }
+            k if k.starts_with("host.") => calls.push((k.to_owned(), p, at)),
+            "gate.requested" | "gate.decided" => gates.push(json!({"entry": at, "kind": e.kind, "payload": p})),
+            _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": p})),
+        }
+        Ok(true)
+    })?;
+    let declared = declared.context("the mission's declaration is not in the journal")?;
     // Memory values are sealed in the journal; they open with the keys in
     // the memory store, unless their subject was erased.
     let store = ledger::open_read_only(&db)?;
     let snapshot = store.begin_read().context("opening a read snapshot")?;
-    for (e, p) in entries.iter().zip(&payloads) {
-        if !of_task(p) {
-            continue;
-        }
-        shown_seqs.insert(e.seq);
-        let at = json!({"seq": e.seq, "time_us": e.time_us, "signed_by": signer(e)});
-        match e.kind.as_str() {
-            "task.started" => {
-                started = Some(p.clone());
-                lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p["module_blake3"]}));
-            }
-            k if k.starts_with("host.") => {
-                let mut p = p.clone();
-                crate::facts::unseal(&snapshot, &mut p)?;
-                calls.push(host_call(k, &p, at));
-            }
-            "gate.requested" | "gate.decided" => gates.push(json!({"entry": at, "kind": e.kind, "payload": p})),
-            _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": p})),
-        }
-    }
+    let calls = calls
+        .into_iter()
+        .map(|(kind, mut p, at)| {
+            crate::facts::unseal(&snapshot, &mut p)?;
+            Ok(host_call(&kind, &p, at))
+        })
+        .collect::<Result<Vec<Value>>>()?;
     let started = started.with_context(|| format!("task {task} of mission {mission} never started"))?;
     let agent_name = started["agent"].as_str().unwrap_or_default();
     let agent = declared["agents"]
@@ -99,7 +126,6 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         .unwrap_or(Value::Null);
     let model = agent["model"].as_str().unwrap_or_default();
     let account = crate::run::task_account(&mission, agent_name, task);
-    let postings = postings_of(&entries, &payloads, &account, &mut shown_seqs);
     let signatures = match verified["first_bad_seq"].as_u64() {
         None => json!({"all_valid": true, "checked": "every entry of the journal: sequence, hash chain, signature, signer's role"}),
         Some(bad) => json!({
@@ -125,58 +151,67 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
     }))
 }
 
-/// Finds (mission, task index) for a target.
-fn resolve(entries: &[Entry], payloads: &[Value], target: &Target) -> Result<(String, u32)> {
+/// Finds (mission, task index) for a target, scanning the journal once.
+fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
     let task_of = |p: &Value| -> Option<(String, u32)> {
         Some((p["mission"].as_str()?.to_owned(), u32::try_from(p["task"].as_u64()?).ok()?))
     };
-    let found = match target {
-        Target::Seq(seq) => entries
-            .iter()
-            .position(|e| e.seq == *seq)
-            .and_then(|i| task_of(&payloads[i]))
-            .with_context(|| format!("entry {seq} is not part of any task"))?,
-        Target::Gate(gate) => payloads
-            .iter()
-            .find(|p| p["gate_id"] == gate.as_str())
-            .and_then(task_of)
-            .with_context(|| format!("no gate `{gate}`; give a gate id, MISSION/TASK, MISSION/CASE_ID or an entry number"))?,
-        Target::Task { mission, task } => entries
-            .iter()
-            .zip(payloads)
-            .filter(|(e, p)| e.kind == "task.started" && p["mission"] == mission.as_str())
-            .find(|(_, p)| p["case"] == task.as_str() || p["task"].as_u64().map(|t| t.to_string()).as_deref() == Some(task))
-            .and_then(|(_, p)| task_of(p))
-            .with_context(|| format!("mission `{mission}` has no started task `{task}` (a task index or case id)"))?,
-    };
-    Ok(found)
+    let mut found = None;
+    let mut seq_seen = false;
+    ledger::scan_journal(db, |e: Entry| -> Result<bool> {
+        let hit = match target {
+            Target::Seq(seq) => {
+                if e.seq != *seq {
+                    return Ok(true);
+                }
+                seq_seen = true;
+                true
+            }
+            Target::Gate(gate) => e.kind == "gate.requested" && e.payload_json()["gate_id"] == gate.as_str(),
+            Target::Task { mission, task } => {
+                e.kind == "task.started" && {
+                    let p = e.payload_json();
+                    p["mission"] == mission.as_str()
+                        && (p["case"] == task.as_str()
+                            || p["task"].as_u64().map(|t| t.to_string()).as_deref() == Some(task.as_str()))
+                }
+            }
+        };
+        if hit {
+            found = task_of(&e.payload_json());
+        }
+        Ok(!hit)
+    })?;
+    found.with_context(|| match target {
+        Target::Seq(seq) if seq_seen => format!("entry {seq} is not part of any task"),
+        Target::Seq(seq) => format!("entry {seq} is not in the journal"),
+        Target::Gate(gate) => format!("no gate `{gate}`; give a gate id, MISSION/TASK, MISSION/CASE_ID or an entry number"),
+        Target::Task { mission, task } => format!("mission `{mission}` has no started task `{task}` (a task index or case id)"),
+    })
 }
 
-/// Each registered key's role and the name given when it was registered.
-fn key_names(entries: &[Entry], payloads: &[Value]) -> BTreeMap<String, Value> {
-    let mut names = BTreeMap::new();
-    for (e, p) in entries.iter().zip(payloads) {
-        let role = match e.kind.as_str() {
-            "conductor.genesis" => Some("conductor"),
-            "key.registered" | "key.rotated" => p["role"].as_str(),
-            _ => None,
-        };
-        let Some(role) = role else { continue };
-        let Some(public) = p["public_key"].as_str().or_else(|| p["new_public_key"].as_str()) else {
-            if e.kind == "conductor.genesis" {
-                names.insert(hex::encode(e.signer), json!({"role": "conductor", "public_key": hex::encode(e.signer)}));
-            }
-            continue;
-        };
-        let mut who = json!({"role": role, "public_key": public, "key_id": p["key_id"], "registered_seq": e.seq});
-        for field in ["name", "agent", "mission"] {
-            if !p[field].is_null() {
-                who[field] = p[field].clone();
-            }
+/// Notes a registered key's role and the name given when it was
+/// registered, if `e` registers one.
+fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
+    let role = match e.kind.as_str() {
+        "conductor.genesis" => Some("conductor"),
+        "key.registered" | "key.rotated" => p["role"].as_str(),
+        _ => None,
+    };
+    let Some(role) = role else { return };
+    let Some(public) = p["public_key"].as_str().or_else(|| p["new_public_key"].as_str()) else {
+        if e.kind == "conductor.genesis" {
+            names.insert(hex::encode(e.signer), json!({"role": "conductor", "public_key": hex::encode(e.signer)}));
         }
-        names.insert(public.to_owned(), who);
+        return;
+    };
+    let mut who = json!({"role": role, "public_key": public, "key_id": p["key_id"], "registered_seq": e.seq});
+    for field in ["name", "agent", "mission"] {
+        if !p[field].is_null() {
+            who[field] = p[field].clone();
+        }
     }
-    names
+    names.insert(public.to_owned(), who);
 }
 
 /// One host call as an auditor reads it.
@@ -198,26 +233,6 @@ fn host_call(kind: &str, p: &Value, at: Value) -> Value {
         }
     }
     call
-}
-
-/// The budget postings on `account`, single or inside batches.
-fn postings_of(entries: &[Entry], payloads: &[Value], account: &str, shown: &mut BTreeSet<u64>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (e, p) in entries.iter().zip(payloads) {
-        if e.kind == "budget.batch" {
-            for item in p["postings"].as_array().into_iter().flatten() {
-                if item["payload"]["account"] == account {
-                    shown.insert(e.seq);
-                    out.push(json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
-                                    "time_us": item["time_us"], "payload": item["payload"]}));
-                }
-            }
-        } else if e.kind.starts_with("budget.") && p["account"] == account {
-            shown.insert(e.seq);
-            out.push(json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p}));
-        }
-    }
-    out
 }
 
 /// A plain-text rendering of [`show`]'s document.

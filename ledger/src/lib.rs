@@ -40,4 +40,4 @@ pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};
 pub use rules::KeyRecord;
-pub use verify::{VerifyReport, read_journal, verify_database};
+pub use verify::{VerifyReport, read_journal, scan_journal, verify_database};

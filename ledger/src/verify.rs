@@ -255,9 +255,6 @@ impl Ledger {
     }
 }
 
-/// Verifies the journal in the database file at `path` without writing to
-/// it: the file is opened read-only, so evidence on write-protected media
-/// can be checked, and nothing an auditor runs can change it.
 /// Every entry of the journal at `path`, in order, read without writing
 /// (the database is opened read-only). An entry that does not decode is an
 /// error naming its sequence number; nothing is skipped or repaired.
@@ -275,6 +272,30 @@ pub fn read_journal(path: &std::path::Path) -> Result<Vec<Entry>, crate::LedgerE
     Ok(out)
 }
 
+/// Calls `each` with every entry of the journal at `path`, in order, one
+/// at a time, so memory stays flat however long the journal is; read-only
+/// like [`read_journal`]. `each` returns `Ok(false)` to stop early.
+pub fn scan_journal<E: From<crate::LedgerError>>(
+    path: &std::path::Path,
+    mut each: impl FnMut(Entry) -> Result<bool, E>,
+) -> Result<(), E> {
+    let db = crate::journal::open_read_only(path)?;
+    let read = db.begin_read().map_err(storage)?;
+    let journal = read.open_table(JOURNAL).map_err(storage)?;
+    for row in journal.iter().map_err(storage)? {
+        let (seq, record) = row.map_err(storage)?;
+        let entry = crate::entry::decode(record.value())
+            .map_err(|failure| crate::LedgerError::Corrupt { seq: seq.value(), failure })?;
+        if !each(entry)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the journal in the database file at `path` without writing to
+/// it: the file is opened read-only, so evidence on write-protected media
+/// can be checked, and nothing an auditor runs can change it.
 pub fn verify_database(path: &std::path::Path, held: &[Checkpoint]) -> Result<VerifyReport, VerifyError> {
     let db = crate::journal::open_read_only(path)?;
     let read = db.begin_read().map_err(storage)?;
