@@ -549,6 +549,24 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
         .collect();
     assert_eq!(of_waits, ["before the gate", "after the gate"]);
 
+    // The report counts from the journal: two tasks went to a gate, one
+    // approved, one rejected, each with a time to decision.
+    let out = run(conductor().args(["mission", "report", &mission_id, "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["tasks"]["started"], 3, "{report}");
+    assert_eq!(report["tasks"]["decided"], 3, "{report}");
+    assert_eq!(report["exceptions"]["tasks_sent_to_a_gate"], 2, "{report}");
+    let gate = &report["gates"][0];
+    assert_eq!((gate["gate"].as_str(), gate["requested"].as_u64()), (Some("second-look"), Some(2)), "{report}");
+    assert_eq!((gate["approved"].as_u64(), gate["rejected"].as_u64(), gate["pending"].as_u64()), (Some(1), Some(1), Some(0)));
+    let worst = gate["time_to_decision_us"]["worst"].as_i64().expect("a worst wait");
+    assert!(worst > 0 && worst >= gate["time_to_decision_us"]["median"].as_i64().expect("median"), "{report}");
+    assert_eq!(report["timeouts"], 0);
+    let out = run(conductor().args(["mission", "report", "no-such-mission", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no mission `no-such-mission`"), "{}", stderr(&out));
+
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
     let out = run(conductor().args(["audit", "replay", "--json", "--task", "0", "--data"]).arg(&data));

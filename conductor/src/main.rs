@@ -19,6 +19,7 @@ mod modules;
 mod progress;
 mod provenance;
 mod registry;
+mod report;
 mod replay;
 mod run;
 mod state;
@@ -266,6 +267,19 @@ enum MissionCommand {
         #[command(flatten)]
         data: DataArg,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How the mission's work flowed, from the journal alone: cycle time
+    /// (the mission's, and each task's median and worst), the exception
+    /// rate (tasks sent to a gate), and per gate the requests, verdicts,
+    /// timeouts and reviewers' time to decision (median, worst).
+    Report {
+        /// The mission id printed by `conductor run`.
+        mission_id: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// Print JSON (times in microseconds).
         #[arg(long)]
         json: bool,
     },
@@ -580,6 +594,15 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let ledger = data::open_ledger_only(&data.data)?;
             let summary = summary::build(&ledger, &mission_id)?;
             print_summary(&summary, json)?;
+            Ok(exit::OK)
+        }
+        Command::Mission(MissionCommand::Report { mission_id, data, json }) => {
+            let doc = report::build(&data.data, &mission_id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", report::render(&doc));
+            }
             Ok(exit::OK)
         }
         Command::Audit(command) => audit_command(command),

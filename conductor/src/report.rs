@@ -1,0 +1,208 @@
+//! `mission report`: how a mission's work flowed (cycle times, exceptions,
+//! reviewers' time to decision), computed from the journal alone in one
+//! streaming pass, so it can be trusted as far as the journal verifies and
+//! costs no memory per entry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use ledger::Entry;
+use serde_json::{Value, json};
+
+/// What one gate name saw over the mission.
+#[derive(Debug, Default)]
+struct GateStats {
+    requested: u64,
+    approved: u64,
+    rejected: u64,
+    timed_out: u64,
+    escalated: u64,
+    /// Microseconds from request to decision, one per decided gate.
+    waits: Vec<i64>,
+}
+
+/// The report for `mission` as a JSON document (see `render`).
+pub fn build(dir: &Path, mission: &str) -> Result<Value> {
+    let db = crate::data::db_path(dir)?;
+    let mut name = None;
+    let mut declared_at = None;
+    let mut ended_at = None;
+    // task index -> (first start, end)
+    let mut tasks: BTreeMap<u64, (Option<i64>, Option<(i64, String)>)> = BTreeMap::new();
+    let mut excepted = std::collections::BTreeSet::new();
+    // gate id -> (gate name, requested at)
+    let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    let mut gates: BTreeMap<String, GateStats> = BTreeMap::new();
+    ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
+        let relevant = matches!(e.kind.split('.').next(), Some("mission" | "task" | "gate"));
+        if !relevant {
+            return Ok(true);
+        }
+        let p = e.payload_json();
+        if p["mission"] != mission {
+            return Ok(true);
+        }
+        let task = p["task"].as_u64();
+        match e.kind.as_str() {
+            "mission.declared" => {
+                name = p["name"].as_str().map(str::to_owned);
+                declared_at = Some(e.time_us);
+            }
+            "mission.finished" | "mission.completed" => ended_at = Some(e.time_us),
+            "task.started" => {
+                if let Some(t) = task {
+                    tasks.entry(t).or_default().0.get_or_insert(e.time_us);
+                }
+            }
+            "task.decided" | "task.failed" | "task.skipped" => {
+                if let Some(t) = task {
+                    let outcome = match e.kind.as_str() {
+                        "task.decided" => "decided",
+                        "task.failed" => "failed",
+                        _ => "skipped",
+                    };
+                    tasks.entry(t).or_default().1 = Some((e.time_us, outcome.to_owned()));
+                }
+            }
+            "gate.requested" => {
+                let gate = p["gate"].as_str().unwrap_or("?").to_owned();
+                if let Some(t) = task {
+                    excepted.insert(t);
+                }
+                gates.entry(gate.clone()).or_default().requested += 1;
+                if let Some(id) = p["gate_id"].as_str() {
+                    open.insert(id.to_owned(), (gate, e.time_us));
+                }
+            }
+            "gate.decided" => {
+                if let Some((gate, requested)) = p["gate_id"].as_str().and_then(|id| open.remove(id)) {
+                    let stats = gates.entry(gate).or_default();
+                    match p["verdict"].as_str() {
+                        Some("approved") => stats.approved += 1,
+                        _ => stats.rejected += 1,
+                    }
+                    stats.waits.push(e.time_us - requested);
+                }
+            }
+            "gate.timed_out" => {
+                if let Some((gate, _)) = p["gate_id"].as_str().and_then(|id| open.remove(id)) {
+                    gates.entry(gate).or_default().timed_out += 1;
+                }
+            }
+            "gate.escalated" => {
+                if let Some(gate) = p["gate"].as_str() {
+                    gates.entry(gate.to_owned()).or_default().escalated += 1;
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    let Some(declared_at) = declared_at else {
+        bail!("no mission `{mission}` in {}; `conductor mission show` lists missions by id", dir.display());
+    };
+    let mut cycles: Vec<i64> = tasks.values().filter_map(|(s, end)| Some(end.as_ref()?.0 - (*s)?)).collect();
+    let count = |what: &str| tasks.values().filter(|(_, end)| end.as_ref().is_some_and(|(_, o)| o == what)).count();
+    let started = tasks.values().filter(|(s, _)| s.is_some()).count();
+    let last_end = tasks.values().filter_map(|(_, end)| end.as_ref().map(|(t, _)| *t)).max();
+    let pending_gates: BTreeMap<&str, u64> = open.values().fold(BTreeMap::new(), |mut m, (g, _)| {
+        *m.entry(g.as_str()).or_default() += 1;
+        m
+    });
+    let gates_doc: Vec<Value> = gates
+        .iter_mut()
+        .map(|(gate, s)| {
+            let (median, worst) = median_and_worst(&mut s.waits);
+            json!({"gate": gate, "requested": s.requested, "approved": s.approved, "rejected": s.rejected,
+                   "timed_out": s.timed_out, "escalated": s.escalated,
+                   "pending": pending_gates.get(gate.as_str()).copied().unwrap_or(0),
+                   "time_to_decision_us": {"median": median, "worst": worst}})
+        })
+        .collect();
+    let (cycle_median, cycle_worst) = median_and_worst(&mut cycles);
+    Ok(json!({
+        "mission": mission,
+        "name": name,
+        "tasks": {"started": started, "decided": count("decided"), "failed": count("failed"),
+                  "skipped": count("skipped"), "open": started - count("decided") - count("failed") - count("skipped")},
+        "cycle_time_us": {
+            "mission": ended_at.or(last_end).map(|end| end - declared_at),
+            "task_median": cycle_median,
+            "task_worst": cycle_worst,
+        },
+        "exceptions": {
+            "tasks_sent_to_a_gate": excepted.len(),
+            "rate": if started == 0 { 0.0 } else { excepted.len() as f64 / started as f64 },
+        },
+        "gates": gates_doc,
+        "timeouts": gates.values().map(|s| s.timed_out).sum::<u64>(),
+        "escalations": gates.values().map(|s| s.escalated).sum::<u64>(),
+    }))
+}
+
+fn median_and_worst(values: &mut [i64]) -> (Option<i64>, Option<i64>) {
+    values.sort_unstable();
+    (values.get(values.len() / 2).copied(), values.last().copied())
+}
+
+fn duration(us: &Value) -> String {
+    match us.as_i64() {
+        None => "–".to_owned(),
+        Some(us) if us < 1_000_000 => format!("{:.0} ms", us as f64 / 1e3),
+        Some(us) if us < 120_000_000 => format!("{:.1} s", us as f64 / 1e6),
+        Some(us) if us < 7_200_000_000 => format!("{:.1} min", us as f64 / 6e7),
+        Some(us) => format!("{:.1} h", us as f64 / 3.6e9),
+    }
+}
+
+/// A count for a padded column (`Value`'s Display ignores widths).
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// A plain-text rendering of [`build`]'s document.
+pub fn render(doc: &Value) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let t = &doc["tasks"];
+    let c = &doc["cycle_time_us"];
+    let _ = writeln!(s, "mission {} ({})", doc["mission"].as_str().unwrap_or("?"), doc["name"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "tasks       {} started: {} decided, {} failed, {} skipped, {} open",
+        t["started"], t["decided"], t["failed"], t["skipped"], t["open"]
+    );
+    let _ = writeln!(
+        s,
+        "cycle time  mission {}; per task median {}, worst {}",
+        duration(&c["mission"]),
+        duration(&c["task_median"]),
+        duration(&c["task_worst"])
+    );
+    let e = &doc["exceptions"];
+    let _ = writeln!(
+        s,
+        "exceptions  {} tasks sent to a gate ({:.1}% of started)",
+        e["tasks_sent_to_a_gate"],
+        e["rate"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    let _ = writeln!(s, "timeouts    {}; escalations {}", doc["timeouts"], doc["escalations"]);
+    let _ = writeln!(s, "\n{:<24} {:>9} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12}", "gate", "requested", "approved", "rejected", "pending", "timed out", "median wait", "worst wait");
+    for g in doc["gates"].as_array().into_iter().flatten() {
+        let w = &g["time_to_decision_us"];
+        let _ = writeln!(
+            s,
+            "{:<24} {:>9} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12}",
+            g["gate"].as_str().unwrap_or("?"),
+            n(&g["requested"]),
+            n(&g["approved"]),
+            n(&g["rejected"]),
+            n(&g["pending"]),
+            n(&g["timed_out"]),
+            duration(&w["median"]),
+            duration(&w["worst"])
+        );
+    }
+    s
+}
