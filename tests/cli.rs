@@ -583,3 +583,84 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
     assert_eq!(decided["entry"]["signed_by"]["name"], "Ada", "{decided}");
     assert!(doc["host_calls"].as_array().expect("calls").iter().any(|c| c["kind"] == "host.await"));
 }
+
+/// Gates with named reviewers and a quorum: outsiders are refused, each
+/// approval before the quorum is its own signed vote, a reviewer counts
+/// once, edits to the proposal are recorded as a signed diff and decide
+/// the case, and one rejection decides.
+#[test]
+fn a_quorum_gate_needs_distinct_listed_reviewers_and_records_edits_as_a_diff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let key = dir.path().join(format!("{name}.key"));
+        let out = run(conductor().args(["keys", "new", "--out"]).arg(&key));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let id = text.lines().find_map(|l| l.strip_prefix("key id")).expect("key id line").trim().to_owned();
+        ids.push(id);
+    }
+    let gates = format!(
+        "reviewer_groups:\n  claims: [{}, {}]\n\
+         gates:\n  - {{ name: second-look, when: {{ field: decision.outcome, equals: echo }}, reviewers: [claims], quorum: 2 }}\n",
+        ids[0], ids[1]
+    );
+    let cases = "    - {id: c1, behave: echo}\n    - {id: c2, behave: echo}\n";
+    let mission = write_mission(dir.path(), "quorum", &hostile, 1000, "{}", cases, &gates);
+    let out = run(conductor().arg("run").arg(&mission).arg("--json").arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
+    let gate_of = |case: &str| {
+        tasks(&summary).iter().find(|t| t["case_id"] == case).and_then(|t| t["gate"].as_str()).expect("gated").to_owned()
+    };
+    for name in ["a", "b", "c"] {
+        let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(dir.path().join(format!("{name}.key"))));
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let decide = |verb: &str, gate: &str, key: &str, extra: &[&str]| {
+        run(conductor().args(["gates", verb, gate, "--key"]).arg(dir.path().join(format!("{key}.key"))).args(extra).arg("--data").arg(&data))
+    };
+    let g1 = gate_of("c1");
+    let out = decide("approve", &g1, "c", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not among gate `second-look`'s reviewers"), "{}", stderr(&out));
+    let out = decide("approve", &g1, "a", &["--edit", r#"{"outcome": "eligible", "reason": "checked by hand"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 more approval(s) needed"));
+    let out = decide("approve", &g1, "a", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already approved"), "{}", stderr(&out));
+    let out = decide("approve", &g1, "b", &["--edit", "[1]"]);
+    assert_eq!(out.status.code(), Some(2), "an edit that is not a JSON object is a usage error");
+    let out = decide("approve", &g1, "b", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = run(conductor().args(["mission", "show", &mission_id, "--json", "--data"]).arg(&data));
+    let shown = stdout_json(&out);
+    let c1 = tasks(&shown).iter().find(|t| t["case_id"] == "c1").cloned().expect("c1");
+    assert_eq!((c1["status"].as_str(), c1["outcome"].as_str()), (Some("decided"), Some("eligible")), "{c1}");
+    assert_eq!(c1["reason"], "checked by hand");
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.", "--data"]).arg(&data));
+    let entries: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let voted: Vec<&Value> = entries.iter().filter(|e| e["kind"] == "gate.voted").collect();
+    assert_eq!(voted.len(), 1, "{entries:#?}");
+    let decided = entries.iter().find(|e| e["kind"] == "gate.decided").expect("decided");
+    assert_eq!(decided["payload"]["edits"]["outcome"], serde_json::json!({"from": "echo", "to": "eligible"}));
+    assert_eq!(decided["payload"]["votes"], serde_json::json!([voted[0]["seq"]]));
+    assert_ne!(decided["signer"], voted[0]["signer"], "two different reviewers signed");
+
+    // One rejection decides, whatever the quorum; edits go only with approvals.
+    let g2 = gate_of("c2");
+    let out = decide("reject", &g2, "b", &["--edit", r#"{"outcome": "x"}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("edits go with an approval"), "{}", stderr(&out));
+    let out = decide("reject", &g2, "b", &["--note", "missing documents"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = decide("approve", &g2, "a", &[]);
+    assert_eq!(out.status.code(), Some(1), "a decided gate takes no more votes");
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+}

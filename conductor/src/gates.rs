@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::clock::now_us;
 use crate::data::DataDir;
@@ -25,17 +25,70 @@ pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
     Ok(gates)
 }
 
-/// Records `verdict` on `gate_id`, signed by the reviewer's own key, and
-/// completes the task. Refuses a decided gate, an unknown one, and a key
-/// that is not a reviewer's.
-pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, note: Option<&str>) -> Result<GateRecord> {
+/// The proposal fields a reviewer may edit when approving, and how long
+/// each may be.
+const EDITABLE: [(&str, usize); 3] = [("outcome", 64), ("reason", 4096), ("details", 16 << 10)];
+
+/// Checks a reviewer's edits to the agent's proposal.
+fn check_edits(edits: &Map<String, Value>) -> Result<()> {
+    for (field, value) in edits {
+        let Some((_, max)) = EDITABLE.iter().find(|(name, _)| name == field) else {
+            bail!("cannot edit `{field}`; a reviewer may edit outcome, reason and details");
+        };
+        let ok = match (field.as_str(), value) {
+            ("details", Value::Object(_)) => true,
+            (_, Value::String(text)) => !text.trim().is_empty(),
+            _ => false,
+        };
+        if !ok {
+            bail!("edit of `{field}` must be {}", if field == "details" { "a JSON object" } else { "non-empty text" });
+        }
+        let size = value.to_string().len();
+        if size > *max {
+            bail!("edit of `{field}` is {size} bytes, more than {max}");
+        }
+    }
+    Ok(())
+}
+
+/// What a reviewer's approval or rejection did.
+#[derive(Debug)]
+pub struct Decided {
+    pub gate: GateRecord,
+    /// The gate is decided; `false`: the approval was recorded and the
+    /// quorum still needs `needed` more.
+    pub closed: bool,
+    pub needed: u32,
+}
+
+/// Records `verdict` on `gate_id`, signed by the reviewer's own key. One
+/// rejection decides; approvals are counted until the gate's quorum (each
+/// before it is a signed `gate.voted`), and the one that reaches it is the
+/// `gate.decided` that completes the task, with every reviewer's edits to
+/// the proposal recorded as a diff. Refuses a decided gate, an unknown
+/// one, a key that is not a reviewer's or not among the gate's reviewers,
+/// and a second approval by the same reviewer.
+pub fn decide(
+    data: &Path,
+    gate_id: &str,
+    key_path: &Path,
+    verdict: Verdict,
+    note: Option<&str>,
+    edits: Option<&Map<String, Value>>,
+) -> Result<Decided> {
+    if let Some(edits) = edits {
+        if verdict == Verdict::Reject {
+            bail!("edits go with an approval (`gates approve --edit`); a rejection overrides the proposal");
+        }
+        check_edits(edits)?;
+    }
     let reviewer = crate::keys::load_reviewer_key(key_path, "gates are decided")?;
     let data = DataDir::open_existing(data)?;
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
     // The journal would refuse the entry anyway; say why, and what to do.
     crate::keys::require_registered(&data, &reviewer.public(), key_path)?;
-    data.ledger.write(|t| -> Result<GateRecord> {
+    data.ledger.write(|t| -> Result<Decided> {
         let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
             bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());
         };
@@ -46,7 +99,56 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
                 gate.reviewer.as_deref().unwrap_or("?")
             );
         }
+        if !gate.reviewers.is_empty() && !gate.reviewers.contains(&reviewer_id) {
+            bail!(
+                "reviewer {reviewer_id} is not among gate `{}`'s reviewers ({}); the mission file names who decides it",
+                gate.gate,
+                gate.reviewers.join(", ")
+            );
+        }
+        if gate.votes.iter().any(|v| v.reviewer == reviewer_id) {
+            bail!("reviewer {reviewer_id} already approved gate {gate_id}; the quorum needs other reviewers");
+        }
+        if gate.parked && edits.is_some() {
+            bail!("gate {gate_id} answers an agent's question (await-review); there is no proposal to edit");
+        }
         let now = now_us();
+        let edits = edits.cloned().unwrap_or_default();
+        let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
+        if verdict == Verdict::Approve && approvals < gate.quorum {
+            let (seq, _) = t.append(
+                &reviewer,
+                "gate.voted",
+                &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                        "gate_id": gate.id, "gate": gate.gate, "verdict": "approved", "note": note,
+                        "edits": edits, "approvals": approvals, "quorum": gate.quorum,
+                        "requested_seq": gate.requested_seq}),
+                now,
+            )?;
+            gate.votes.push(crate::state::Vote { reviewer: reviewer_id.clone(), seq, edits });
+            state::put_gate(t.redb(), &gate)?;
+            let needed = gate.quorum - approvals;
+            return Ok(Decided { gate, closed: false, needed });
+        }
+        // Every approving reviewer's edits, later ones over earlier ones,
+        // as a diff from the agent's proposal.
+        let mut merged: Map<String, Value> = Map::new();
+        if verdict == Verdict::Approve {
+            for vote in &gate.votes {
+                merged.extend(vote.edits.clone());
+            }
+            merged.extend(edits);
+        }
+        let proposed = |field: &str| match field {
+            "outcome" => json!(gate.proposed_outcome),
+            "reason" => json!(gate.proposed_reason),
+            _ => gate.proposed_details.clone(),
+        };
+        let diff: Map<String, Value> = merged
+            .iter()
+            .filter(|(field, to)| proposed(field) != **to)
+            .map(|(field, to)| (field.clone(), json!({"from": proposed(field), "to": to})))
+            .collect();
         let verdict_name = match verdict {
             Verdict::Approve => "approved",
             Verdict::Reject => "rejected",
@@ -56,7 +158,9 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
             "gate.decided",
             &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
                     "gate_id": gate.id, "gate": gate.gate, "verdict": verdict_name,
-                    "note": note, "requested_seq": gate.requested_seq}),
+                    "note": note, "requested_seq": gate.requested_seq,
+                    "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>(), "quorum": gate.quorum,
+                    "edits": diff}),
             now,
         )?;
         gate.status = match verdict {
@@ -80,11 +184,13 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
                 mission.status = state::MissionStatus::Paused;
                 state::put_mission(t.redb(), &mission)?;
             }
-            return Ok(gate);
+            return Ok(Decided { gate, closed: true, needed: 0 });
         }
-        // Approval adopts the agent's proposal; rejection overrides it.
+        // Approval adopts the agent's proposal (as edited); rejection
+        // overrides it.
+        let edited = |field: &str| diff.get(field).and_then(|d| d["to"].as_str()).map(str::to_owned);
         let outcome = match verdict {
-            Verdict::Approve => gate.proposed_outcome.clone(),
+            Verdict::Approve => edited("outcome").unwrap_or_else(|| gate.proposed_outcome.clone()),
             Verdict::Reject => "rejected".to_owned(),
         };
         let decided_by = format!("reviewer:{reviewer_id}");
@@ -92,7 +198,8 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
             &conductor,
             "task.decided",
             &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                    "outcome": outcome, "decided_by": decided_by, "gate_seq": decided_seq}),
+                    "outcome": outcome, "decided_by": decided_by, "gate_seq": decided_seq,
+                    "edited": !diff.is_empty()}),
             now,
         )?;
         if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
@@ -100,6 +207,9 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
             task.outcome = Some(outcome);
             if let (Verdict::Reject, Some(note)) = (verdict, note) {
                 task.reason = Some(note.to_owned());
+            }
+            if let Some(reason) = edited("reason") {
+                task.reason = Some(reason);
             }
             task.decided_by = Some(decided_by);
             state::put_task(t.redb(), &task)?;
@@ -115,6 +225,6 @@ pub fn decide(data: &Path, gate_id: &str, key_path: &Path, verdict: Verdict, not
                 state::put_mission(t.redb(), &mission)?;
             }
         }
-        Ok(gate)
+        Ok(Decided { gate, closed: true, needed: 0 })
     })
 }

@@ -44,6 +44,8 @@ pub struct MissionCtx {
     pub budget_exhausted: AtomicBool,
     /// The gates the mission declares: the ones an agent may ask for.
     pub gates: Vec<String>,
+    /// Each gate's reviewers (key ids; empty: any) and quorum.
+    pub gate_policy: BTreeMap<String, (Vec<String>, u32)>,
     /// How far this mission's writes may grow a memory space.
     pub memory_limits: memory::Limits,
 }
@@ -431,7 +433,9 @@ impl CellHost for TaskHost {
                 "gate.requested",
                 &json!({"mission": self.ctx.id, "task": self.task, "case": self.case_id,
                         "gate_id": gate_id, "gate": gate,
-                        "why": {"requested_by": "agent", "reason": reason, "waiting": true}}),
+                        "why": {"requested_by": "agent", "reason": reason, "waiting": true},
+                        "reviewers": self.ctx.gate_policy.get(&gate).map(|p| p.0.clone()).unwrap_or_default(),
+                        "quorum": self.ctx.gate_policy.get(&gate).map_or(1, |p| p.1)}),
                 now,
             )?;
             crate::state::put_gate(
@@ -451,6 +455,9 @@ impl CellHost for TaskHost {
                     requested_seq,
                     parked: true,
                     decided_seq: None,
+                    reviewers: self.ctx.gate_policy.get(&gate).map(|p| p.0.clone()).unwrap_or_default(),
+                    quorum: self.ctx.gate_policy.get(&gate).map_or(1, |p| p.1),
+                    votes: Vec::new(),
                 },
             )?;
             Ok(())

@@ -171,6 +171,15 @@ enum MemoryCommand {
     },
 }
 
+/// `--edit`: a JSON object.
+fn parse_edits(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("give a JSON object, e.g. '{\"outcome\": \"eligible\"}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
 /// RFC 3339 or Unix microseconds.
 fn parse_time(text: &str) -> Result<i64, String> {
     text.parse::<i64>().or_else(|_| missions::parse_timestamp(text))
@@ -465,6 +474,12 @@ struct DecideArgs {
     /// A note recorded with the decision.
     #[arg(long)]
     note: Option<String>,
+    /// Approve with edits to the agent's proposal, as a JSON object of
+    /// the fields to change: `{"outcome": "...", "reason": "...",
+    /// "details": {...}}`. Recorded in the journal as a signed diff
+    /// (from, to); the case is decided as edited.
+    #[arg(long, value_name = "JSON", value_parser = parse_edits)]
+    edit: Option<serde_json::Map<String, serde_json::Value>>,
     /// Only record the decision. By default, deciding a gate an agent is
     /// waiting on (`await-review`) continues its mission at once: the task
     /// is replayed to the await and finishes live.
@@ -967,6 +982,10 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
         println!("gate {}  [{status}]  {}", g.id, g.gate);
         println!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task);
         println!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason);
+        if !g.reviewers.is_empty() || g.quorum > 1 {
+            let who = if g.reviewers.is_empty() { "any reviewer".to_owned() } else { g.reviewers.join(", ") };
+            println!("  needs    {} approval(s), {} so far; decided by: {who}", g.quorum, g.votes.len());
+        }
         if let Some(r) = &g.reviewer {
             println!("  decided by reviewer {r}{}", g.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
         }
@@ -975,7 +994,18 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
 }
 
 fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
-    let gate = gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref())?;
+    let decided = gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref(), args.edit.as_ref())?;
+    let gate = decided.gate;
+    if !decided.closed {
+        println!(
+            "gate {} approval recorded for reviewer {}; {} more approval(s) needed (quorum {})",
+            gate.id,
+            gate.votes.last().map_or("?", |v| v.reviewer.as_str()),
+            decided.needed,
+            gate.quorum
+        );
+        return Ok(exit::OK);
+    }
     let resume_now = gate.parked && !args.no_resume;
     let then = if resume_now {
         format!("the agent of case {} was waiting for this answer; continuing its mission", gate.case_id)

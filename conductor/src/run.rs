@@ -161,7 +161,8 @@ pub async fn run_mission(
                 })).collect::<Vec<_>>(),
                 "memory_limits": {"facts": mission.memory_limits.facts, "bytes": mission.memory_limits.bytes},
                 "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
-                                                             "test": format!("{:?}", g.when.test)}))
+                                                             "test": format!("{:?}", g.when.test),
+                                                             "reviewers": g.reviewers, "quorum": g.quorum}))
                     .collect::<Vec<_>>(),
                 "tasks": tasks_total,
             }),
@@ -488,6 +489,7 @@ async fn execute(
         reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
         gates: mission.gates.iter().map(|g| g.name.clone()).collect(),
+        gate_policy: mission.gates.iter().map(|g| (g.name.clone(), (g.reviewers.clone(), g.quorum))).collect(),
         memory_limits: memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes },
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
@@ -784,7 +786,8 @@ fn run_task(
                             "gate.requested",
                             &json!({"mission": ctx.id, "task": index, "case": case.id,
                                     "gate_id": gate_id, "gate": gate.name,
-                                    "why": why, "proposal_seq": proposed_seq}),
+                                    "why": why, "proposal_seq": proposed_seq,
+                                    "reviewers": gate.reviewers, "quorum": gate.quorum}),
                             now,
                         )?;
                         state::put_gate(
@@ -804,6 +807,9 @@ fn run_task(
                                 requested_seq,
                                 parked: false,
                                 decided_seq: None,
+                                reviewers: gate.reviewers.clone(),
+                                quorum: gate.quorum,
+                                votes: Vec::new(),
                             },
                         )?;
                         record.status = TaskStatus::AwaitingReview;

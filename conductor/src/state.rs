@@ -115,6 +115,30 @@ pub struct GateRecord {
     /// The `gate.decided` entry, once decided.
     #[serde(default)]
     pub decided_seq: Option<u64>,
+    /// Key ids that may decide (empty: any registered reviewer).
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Approvals needed (n of m); one rejection decides.
+    #[serde(default = "quorum_of_one")]
+    pub quorum: u32,
+    /// Approvals so far, before the quorum was reached.
+    #[serde(default)]
+    pub votes: Vec<Vote>,
+}
+
+/// One reviewer's approval on the way to a quorum (a `gate.voted` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub reviewer: String,
+    pub seq: u64,
+    /// Edits this reviewer made to the proposal: field -> new value.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub edits: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Gates recorded before quorums existed needed one approval.
+fn quorum_of_one() -> u32 {
+    1
 }
 
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), StateError> {

@@ -71,6 +71,7 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("host.await", Role::Agent),
     ("task.proposed", Role::Agent),
     ("gate.decided", Role::Reviewer),
+    ("gate.voted", Role::Reviewer),
     ("budget.extended", Role::Reviewer),
     // A data subject's values made unreadable (crypto-shredding), on an
     // operator's own key: a person answers for every erasure.

@@ -56,7 +56,7 @@ pub use load::{load, parse};
 pub use mission::ExhaustionPolicy;
 pub use mission::{
     Agent, AgentBudget, Budget, Case, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
-    Mission, OWN_SPACE,
+    Mission, OWN_SPACE, QUORUM_MAX,
     ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
 };
 

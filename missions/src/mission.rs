@@ -33,6 +33,8 @@ pub struct Mission {
     pub memory: Vec<SeedFact>,
     /// How far this mission's writes may grow each memory space.
     pub memory_limits: MemoryLimits,
+    /// Named groups of reviewer key ids, for gates' `reviewers`.
+    pub reviewer_groups: BTreeMap<String, Vec<String>>,
     pub gates: Vec<Gate>,
     /// Who must have signed the agents' modules.
     pub trust: Trust,
@@ -306,4 +308,15 @@ pub struct SeedFact {
 pub struct Gate {
     pub name: String,
     pub when: Condition,
+    /// Who may decide: reviewer key ids (32 hex characters), group names
+    /// already resolved to their members, deduplicated. Empty: any
+    /// registered reviewer.
+    pub reviewers: Vec<String>,
+    /// How many distinct reviewers must approve (n of m); one rejection
+    /// decides. At least 1, at most the number of `reviewers` when listed.
+    pub quorum: u32,
 }
+
+/// A gate can ask for at most this many approvals: a quorum is a few
+/// people, and each vote is a signed entry someone must give.
+pub const QUORUM_MAX: u32 = 16;

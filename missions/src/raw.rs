@@ -23,6 +23,7 @@ pub(crate) struct RawMission {
     pub tasks: Spanned<RawTaskGroups>,
     pub memory: Option<Vec<RawSeedFact>>,
     pub memory_limits: Option<RawMemoryLimits>,
+    pub reviewer_groups: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
     pub gates: Option<Vec<RawGate>>,
     pub trust: Option<RawTrust>,
 }
@@ -213,6 +214,8 @@ pub(crate) struct RawSeedFact {
 pub(crate) struct RawGate {
     pub name: Spanned<String>,
     pub when: Spanned<RawCondition>,
+    pub reviewers: Option<Vec<Spanned<String>>>,
+    pub quorum: Option<Spanned<u64>>,
 }
 
 /// Every test is optional here; validation requires exactly one.

@@ -840,3 +840,33 @@ fn memory_scopes_spaces_and_limits_parse_and_bad_ones_are_located() {
     assert!(has("`memory_limits.bytes` is 99999999999999"), "{messages:#?}");
     assert_eq!(found.len(), 5, "{messages:#?}");
 }
+
+#[test]
+fn gate_reviewers_groups_and_quorums_parse_and_bad_ones_are_located() {
+    let scratch = Scratch::with_sample_files();
+    let a = "0123456789abcdef0123456789abcdef";
+    let b = "fedcba9876543210fedcba9876543210";
+    let good = format!(
+        "{MINIMAL}reviewer_groups:\n  claims: [{a}, {b}]\n\
+         gates:\n  - {{ name: big, when: {{ field: case.x, greater_than: 5 }}, reviewers: [claims, {a}], quorum: 2 }}\n\
+         \x20 - {{ name: any, when: {{ field: case.x, equals: 1 }} }}\n"
+    );
+    let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.gates[0].reviewers, [a, b], "groups resolved, duplicates dropped");
+    assert_eq!(mission.gates[0].quorum, 2);
+    assert_eq!((mission.gates[1].reviewers.len(), mission.gates[1].quorum), (0, 1), "defaults: anyone, one approval");
+
+    let bad = format!(
+        "{MINIMAL}reviewer_groups:\n  claims: [{a}, not-a-key]\n\
+         gates:\n  - {{ name: big, when: {{ field: case.x, greater_than: 5 }}, reviewers: [claims, nobody], quorum: 3 }}\n\
+         \x20 - {{ name: zero, when: {{ field: case.x, equals: 1 }}, quorum: 0 }}\n"
+    );
+    let found = errors(scratch.parse(&bad));
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("`not-a-key` is neither a reviewer group nor a key id"), "{messages:#?}");
+    assert!(has("`nobody` is neither a reviewer group nor a key id"), "{messages:#?}");
+    assert!(has("asks for a quorum of 3, outside 1..=1"), "{messages:#?}");
+    assert!(has("asks for a quorum of 0, outside 1..=16"), "{messages:#?}");
+    assert_eq!(found.len(), 4, "{messages:#?}");
+}

@@ -10,7 +10,7 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, AgentBudget, Budget, Gate, Limits, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE,
+    Agent, AgentBudget, Budget, Gate, Limits, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
     OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
@@ -59,7 +59,8 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         .filter_map(|fact| check.seed_fact(fact))
         .collect();
     let memory_limits = check.memory_limits(raw.memory_limits.as_ref());
-    let gates = check.gates(raw.gates.as_deref().unwrap_or_default());
+    let reviewer_groups = check.reviewer_groups(raw.reviewer_groups.as_ref());
+    let gates = check.gates(raw.gates.as_deref().unwrap_or_default(), &reviewer_groups);
     let trust = check.trust(raw.trust.as_ref());
     check.report.finish(Mission {
         name: raw.name.value,
@@ -70,6 +71,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         tasks,
         memory,
         memory_limits,
+        reviewer_groups,
         gates,
         trust,
     })
@@ -608,16 +610,85 @@ impl Checker<'_> {
         }
     }
 
-    fn gates(&mut self, raw: &[RawGate]) -> Vec<Gate> {
+    /// A reviewer key id as `conductor keys new` prints it.
+    fn key_id(&mut self, text: &Spanned<String>) -> bool {
+        let ok = text.value.len() == 32 && text.value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            self.error(
+                pos(text),
+                format!("{} is neither a reviewer group nor a key id", quoted(&text.value)),
+                "a key id is the 32 hex characters `conductor keys new` prints (`key id ...`); a group is a name under `reviewer_groups`",
+            );
+        }
+        ok
+    }
+
+    fn reviewer_groups(
+        &mut self,
+        raw: Option<&BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut groups = BTreeMap::new();
+        for (name, members) in raw.into_iter().flatten() {
+            // The group's name is reported where its member list starts.
+            let located = Spanned { value: name.clone(), referenced: members.referenced, defined: members.defined };
+            self.name("reviewer group", &located);
+            if members.value.is_empty() {
+                self.error(pos(members), format!("reviewer group {} has no members", quoted(name)), "list the key ids of its reviewers");
+            }
+            let mut ids: Vec<String> = Vec::new();
+            for member in &members.value {
+                if self.key_id(member) && !ids.contains(&member.value) {
+                    ids.push(member.value.clone());
+                }
+            }
+            groups.insert(name.clone(), ids);
+        }
+        groups
+    }
+
+    fn gates(&mut self, raw: &[RawGate], groups: &BTreeMap<String, Vec<String>>) -> Vec<Gate> {
         let mut seen = BTreeMap::new();
         let mut gates = Vec::with_capacity(raw.len());
         for gate in raw {
             self.name("gate", &gate.name);
             self.unique("gate", &gate.name, &mut seen);
+            let mut reviewers: Vec<String> = Vec::new();
+            for who in gate.reviewers.iter().flatten() {
+                let ids = match groups.get(&who.value) {
+                    Some(members) => members.clone(),
+                    None if self.key_id(who) => vec![who.value.clone()],
+                    None => Vec::new(),
+                };
+                for id in ids {
+                    if !reviewers.contains(&id) {
+                        reviewers.push(id);
+                    }
+                }
+            }
+            let quorum = match &gate.quorum {
+                None => 1,
+                Some(q) => {
+                    let most = if reviewers.is_empty() { QUORUM_MAX } else { QUORUM_MAX.min(u32::try_from(reviewers.len()).unwrap_or(QUORUM_MAX)) };
+                    if q.value == 0 || q.value > u64::from(most) {
+                        self.error(
+                            pos(q),
+                            format!("gate {} asks for a quorum of {}, outside 1..={most}", quoted(&gate.name.value), q.value),
+                            if reviewers.is_empty() {
+                                format!("a quorum is 1 to {QUORUM_MAX} approvals")
+                            } else {
+                                format!("the gate lists {} distinct reviewer(s); a quorum cannot need more", reviewers.len())
+                            },
+                        );
+                    }
+                    u32::try_from(q.value).unwrap_or(1).clamp(1, most)
+                }
+            };
             if let Some(when) = self.condition(&gate.when) {
                 gates.push(Gate {
                     name: gate.name.value.clone(),
                     when,
+                    reviewers,
+                    quorum,
                 });
             }
         }
