@@ -664,3 +664,91 @@ fn a_quorum_gate_needs_distinct_listed_reviewers_and_records_edits_as_a_diff() {
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Deadlines: "timed out" is its own outcome; `on_timeout: approve` lets
+/// the proposal stand; `escalate` hands the gate to another group with a
+/// fresh deadline; a parked agent gets "not approved, timed out"; each
+/// step is a conductor-signed entry, and the report counts them.
+#[test]
+fn gates_time_out_escalate_and_remind_on_their_deadlines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let key = dir.path().join(format!("{name}.key"));
+        let out = run(conductor().args(["keys", "new", "--out"]).arg(&key));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ids.push(text.lines().find_map(|l| l.strip_prefix("key id")).expect("key id").trim().to_owned());
+    }
+    let gates = format!(
+        "reviewer_groups:\n  first: [{}]\n  second: [{}]\n\
+         gates:\n\
+         \x20 - {{ name: deny-late, when: {{ field: case.kind, equals: d }}, deadline: 2s, remind_before: 1s }}\n\
+         \x20 - {{ name: approve-late, when: {{ field: case.kind, equals: a }}, deadline: 2s, on_timeout: approve }}\n\
+         \x20 - {{ name: escalating, when: {{ field: case.kind, equals: e }}, reviewers: [first], deadline: 2s,\n\
+         \x20     on_timeout: escalate, escalate_to: second }}\n\
+         \x20 - {{ name: second-look, when: {{ field: case.amount, greater_than: 1000000 }}, deadline: 2s }}\n\
+         \x20 - {{ name: remind-me, when: {{ field: case.kind, equals: r }}, deadline: 1d, remind_before: 86399s }}\n",
+        ids[0], ids[1]
+    );
+    let cases = "    - {id: d1, kind: d}\n    - {id: a1, kind: a}\n    - {id: e1, kind: e}\n    - {id: p1, behave: await}\n\
+                 \x20   - {id: r1, kind: r}\n";
+    let mission = write_mission(dir.path(), "deadlines", &hostile, 1000, "{}", cases, &gates);
+    let out = run(conductor().arg("run").arg(&mission).arg("--json").arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mission_id = stdout_json(&out)["mission_id"].as_str().expect("id").to_owned();
+    let show = || {
+        let out = run(conductor().args(["mission", "show", &mission_id, "--json", "--data"]).arg(&data));
+        stdout_json(&out)
+    };
+    let task = |s: &Value, case: &str| tasks(s).iter().find(|t| t["case_id"] == case).cloned().expect("task");
+    assert!(tasks(&show()).iter().all(|t| t["status"] == "awaiting_review"), "all five wait");
+
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let out = run(conductor().args(["gates", "sweep", "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let swept = stdout_json(&out);
+    assert_eq!(swept["timed_out"].as_array().map(Vec::len), Some(3), "{swept}");
+    assert_eq!(swept["escalated"].as_array().map(Vec::len), Some(1), "{swept}");
+    assert_eq!(swept["reminded"].as_array().map(Vec::len), Some(1), "r1's reminder was due after 1 s: {swept}");
+    assert_eq!(swept["to_resume"], serde_json::json!([mission_id]));
+    let shown = show();
+    let d1 = task(&shown, "d1");
+    assert_eq!((d1["outcome"].as_str(), d1["decided_by"].as_str()), (Some("timed_out"), Some("timeout")), "{d1}");
+    let a1 = task(&shown, "a1");
+    assert_eq!((a1["outcome"].as_str(), a1["decided_by"].as_str()), (Some("echo"), Some("timeout")), "{a1}");
+    assert_eq!(task(&shown, "e1")["status"], "awaiting_review", "escalated, still open");
+    assert_eq!(task(&shown, "p1")["status"], "pending", "its agent gets the answer on resume");
+    let out = run(conductor().args(["gates", "sweep", "--json", "--data"]).arg(&data));
+    assert_eq!(stdout_json(&out)["timed_out"], serde_json::json!([]), "a sweep is idempotent");
+
+    // The parked agent hears "not approved" from the timeout.
+    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let p1 = task(&stdout_json(&out), "p1");
+    assert_eq!((p1["outcome"].as_str(), p1["reason"].as_str()), (Some("rejected"), Some("timeout: timed out")), "{p1}");
+
+    // The escalation group lets its fresh deadline pass too.
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
+    assert!(stderr(&out).contains("timed out"), "`gates list` sweeps first: {}", stderr(&out));
+    let e1 = task(&show(), "e1");
+    assert_eq!(e1["outcome"], "timed_out", "{e1}");
+
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.", "--data"]).arg(&data));
+    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!((count("gate.timed_out"), count("gate.escalated"), count("gate.reminder")), (4, 1, 1), "{kinds:?}");
+    assert_eq!(count("gate.decided"), 0, "a timeout is never recorded as a decision");
+    let out = run(conductor().args(["mission", "report", &mission_id, "--json", "--data"]).arg(&data));
+    let report = stdout_json(&out);
+    assert_eq!((report["timeouts"].as_u64(), report["escalations"].as_u64()), (Some(4), Some(1)), "{report}");
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::now_us;
 use crate::data::DataDir;
-use crate::state::{self, GateRecord, GateStatus, TaskStatus};
+use crate::state::{self, GateDeadline, GateRecord, GateStatus, TaskStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -23,6 +23,27 @@ pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
     let mut gates = state::gates(&read)?;
     gates.sort_by_key(|g| (g.status != GateStatus::Pending, g.requested_seq));
     Ok(gates)
+}
+
+/// A gate's clock from its mission's policy, started at `requested_us`.
+pub fn deadline_of(policy: Option<&missions::Deadline>, requested_us: i64) -> Option<GateDeadline> {
+    let d = policy?;
+    let due_us = requested_us.saturating_add(d.after_us);
+    let (on_timeout, escalate_to) = match &d.on_timeout {
+        missions::OnTimeout::Deny => ("deny", Vec::new()),
+        missions::OnTimeout::Approve => ("approve", Vec::new()),
+        missions::OnTimeout::Escalate(to) => ("escalate", to.clone()),
+    };
+    Some(GateDeadline {
+        after_us: d.after_us,
+        due_us,
+        on_timeout: on_timeout.to_owned(),
+        escalate_to,
+        remind_before_us: d.remind_before_us,
+        remind_at_us: d.remind_before_us.map(|before| due_us - before),
+        reminded: false,
+        escalated: false,
+    })
 }
 
 /// The proposal fields a reviewer may edit when approving, and how long
@@ -95,7 +116,11 @@ pub fn decide(
         if gate.status != GateStatus::Pending {
             bail!(
                 "gate {gate_id} was already {} by reviewer {}; a gate is decided once",
-                match gate.status { GateStatus::Approved => "approved", _ => "rejected" },
+                match gate.status {
+                    GateStatus::Approved => "approved",
+                    GateStatus::TimedOut => "timed out",
+                    _ => "rejected",
+                },
                 gate.reviewer.as_deref().unwrap_or("?")
             );
         }
@@ -172,18 +197,7 @@ pub fn decide(
         gate.decided_seq = Some(decided_seq);
         state::put_gate(t.redb(), &gate)?;
         if gate.parked {
-            // The agent is waiting for this answer: its task runs again
-            // (replayed to the await, then live) on `mission resume`.
-            if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
-                task.status = TaskStatus::Pending;
-                state::put_task(t.redb(), &task)?;
-            }
-            if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
-                && mission.status == state::MissionStatus::AwaitingReview
-            {
-                mission.status = state::MissionStatus::Paused;
-                state::put_mission(t.redb(), &mission)?;
-            }
+            wake_parked(t, &gate)?;
             return Ok(Decided { gate, closed: true, needed: 0 });
         }
         // Approval adopts the agent's proposal (as edited); rejection
@@ -194,37 +208,163 @@ pub fn decide(
             Verdict::Reject => "rejected".to_owned(),
         };
         let decided_by = format!("reviewer:{reviewer_id}");
-        t.append(
-            &conductor,
-            "task.decided",
-            &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                    "outcome": outcome, "decided_by": decided_by, "gate_seq": decided_seq,
-                    "edited": !diff.is_empty()}),
-            now,
-        )?;
-        if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
-            task.status = TaskStatus::Decided;
-            task.outcome = Some(outcome);
-            if let (Verdict::Reject, Some(note)) = (verdict, note) {
-                task.reason = Some(note.to_owned());
-            }
-            if let Some(reason) = edited("reason") {
-                task.reason = Some(reason);
-            }
-            task.decided_by = Some(decided_by);
-            state::put_task(t.redb(), &task)?;
-        }
-        // The mission completes when its last pending gate is decided.
-        if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)? {
-            if mission.status == state::MissionStatus::AwaitingReview {
-                let tasks = state::tasks_in(t.redb(), &gate.mission)?;
-                mission.status = state::settle_status(&tasks, false);
-                if mission.status == state::MissionStatus::Completed {
-                    t.append(&conductor, "mission.completed", &json!({"mission": mission.id}), now)?;
-                }
-                state::put_mission(t.redb(), &mission)?;
-            }
-        }
+        let reason = edited("reason").or_else(|| match verdict {
+            Verdict::Reject => note.map(str::to_owned),
+            Verdict::Approve => None,
+        });
+        let extra = json!({"gate_seq": decided_seq, "edited": !diff.is_empty()});
+        finish_task(t, &conductor, &gate, &outcome, &decided_by, reason, extra, now)?;
         Ok(Decided { gate, closed: true, needed: 0 })
     })
+}
+
+/// A parked task's gate was answered (by a reviewer or a timeout): the task
+/// runs again (replayed to its await, then live) on `mission resume`.
+fn wake_parked(t: &mut ledger::Txn, gate: &GateRecord) -> Result<()> {
+    if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
+        task.status = TaskStatus::Pending;
+        state::put_task(t.redb(), &task)?;
+    }
+    if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
+        && mission.status == state::MissionStatus::AwaitingReview
+    {
+        mission.status = state::MissionStatus::Paused;
+        state::put_mission(t.redb(), &mission)?;
+    }
+    Ok(())
+}
+
+/// Decides a gated task (`task.decided`, with `extra` fields) and
+/// completes its mission when that was the last open gate.
+#[allow(clippy::too_many_arguments, reason = "one call site each, all named")]
+fn finish_task(
+    t: &mut ledger::Txn,
+    conductor: &identity::Keypair,
+    gate: &GateRecord,
+    outcome: &str,
+    decided_by: &str,
+    reason: Option<String>,
+    extra: serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    let mut payload = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                             "outcome": outcome, "decided_by": decided_by});
+    if let (Value::Object(p), Value::Object(extra)) = (&mut payload, extra) {
+        p.extend(extra);
+    }
+    t.append(conductor, "task.decided", &payload, now)?;
+    if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
+        task.status = TaskStatus::Decided;
+        task.outcome = Some(outcome.to_owned());
+        if let Some(reason) = reason {
+            task.reason = Some(reason);
+        }
+        task.decided_by = Some(decided_by.to_owned());
+        state::put_task(t.redb(), &task)?;
+    }
+    // The mission completes when its last pending gate is decided.
+    if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
+        && mission.status == state::MissionStatus::AwaitingReview
+    {
+        let tasks = state::tasks_in(t.redb(), &gate.mission)?;
+        mission.status = state::settle_status(&tasks, false);
+        if mission.status == state::MissionStatus::Completed {
+            t.append(conductor, "mission.completed", &json!({"mission": mission.id}), now)?;
+        }
+        state::put_mission(t.redb(), &mission)?;
+    }
+    Ok(())
+}
+
+/// What one sweep of the gates' clocks did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Swept {
+    pub reminded: Vec<String>,
+    pub escalated: Vec<String>,
+    pub timed_out: Vec<String>,
+    /// Missions with a parked task whose gate timed out: resume them.
+    pub to_resume: Vec<String>,
+}
+
+/// Applies every pending gate's deadline as of `now`: a reminder when it
+/// is due (`gate.reminder`), and at the deadline `gate.escalated` (to the
+/// escalation group, with a fresh deadline) or `gate.timed_out` (then the
+/// case is decided `timed_out`, or as proposed under `on_timeout:
+/// approve`; a parked task gets the answer "not approved" or "approved"
+/// with the note "timed out"). Each is signed by the conductor and
+/// committed with its effect. Idempotent: run it as often as you like.
+pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
+    let due: Vec<GateRecord> = {
+        let read = data.ledger.read()?;
+        state::gates(&read)?
+            .into_iter()
+            .filter(|g| g.status == GateStatus::Pending)
+            .filter(|g| g.deadline.as_ref().is_some_and(|d| d.due_us <= now || d.remind_at_us.is_some_and(|r| r <= now && !d.reminded)))
+            .collect()
+    };
+    let conductor = data.conductor.clone();
+    let mut swept = Swept::default();
+    for candidate in due {
+        data.ledger.write(|t| -> Result<()> {
+            // Re-read inside the transaction: a reviewer may have decided it.
+            let Some(mut gate) = state::gate_in(t.redb(), &candidate.id)? else { return Ok(()) };
+            let Some(mut deadline) = gate.deadline.clone() else { return Ok(()) };
+            if gate.status != GateStatus::Pending {
+                return Ok(());
+            }
+            let base = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                              "gate_id": gate.id, "gate": gate.gate});
+            let with = |extra: Value| {
+                let mut p = base.clone();
+                if let (Value::Object(p), Value::Object(extra)) = (&mut p, extra) {
+                    p.extend(extra);
+                }
+                p
+            };
+            if deadline.due_us > now {
+                // Only the reminder is due.
+                t.append(&conductor, "gate.reminder", &with(json!({"deadline_us": deadline.due_us,
+                                                                     "reviewers": gate.reviewers})), now)?;
+                deadline.reminded = true;
+                gate.deadline = Some(deadline);
+                state::put_gate(t.redb(), &gate)?;
+                swept.reminded.push(gate.id.clone());
+                return Ok(());
+            }
+            if deadline.on_timeout == "escalate" && !deadline.escalated {
+                let due_us = now.saturating_add(deadline.after_us);
+                t.append(&conductor, "gate.escalated", &with(json!({"from": gate.reviewers, "to": deadline.escalate_to,
+                                                                     "deadline_us": due_us})), now)?;
+                gate.reviewers = deadline.escalate_to.clone();
+                gate.votes.clear();
+                deadline.escalated = true;
+                deadline.due_us = due_us;
+                deadline.remind_at_us = deadline.remind_before_us.map(|before| due_us - before);
+                deadline.reminded = false;
+                gate.deadline = Some(deadline);
+                state::put_gate(t.redb(), &gate)?;
+                swept.escalated.push(gate.id.clone());
+                return Ok(());
+            }
+            // An escalated gate that ran out again is denied by the timeout.
+            let approve = deadline.on_timeout == "approve";
+            let (seq, _) = t.append(&conductor, "gate.timed_out", &with(json!({"then": if approve { "approve" } else { "deny" },
+                                                                             "deadline_us": deadline.due_us})), now)?;
+            gate.status = GateStatus::TimedOut;
+            gate.decided_seq = Some(seq);
+            gate.reviewer = Some("timeout".into());
+            state::put_gate(t.redb(), &gate)?;
+            swept.timed_out.push(gate.id.clone());
+            if gate.parked {
+                wake_parked(t, &gate)?;
+                if !swept.to_resume.contains(&gate.mission) {
+                    swept.to_resume.push(gate.mission.clone());
+                }
+                return Ok(());
+            }
+            let outcome = if approve { gate.proposed_outcome.clone() } else { "timed_out".to_owned() };
+            finish_task(t, &conductor, &gate, &outcome, "timeout", None, json!({"gate_seq": seq}), now)
+        })?;
+    }
+    Ok(swept)
 }

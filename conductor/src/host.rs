@@ -44,8 +44,8 @@ pub struct MissionCtx {
     pub budget_exhausted: AtomicBool,
     /// The gates the mission declares: the ones an agent may ask for.
     pub gates: Vec<String>,
-    /// Each gate's reviewers (key ids; empty: any) and quorum.
-    pub gate_policy: BTreeMap<String, (Vec<String>, u32)>,
+    /// Each gate's reviewers (key ids; empty: any), quorum and deadline.
+    pub gate_policy: BTreeMap<String, (Vec<String>, u32, Option<missions::Deadline>)>,
     /// How far this mission's writes may grow a memory space.
     pub memory_limits: memory::Limits,
 }
@@ -458,6 +458,7 @@ impl CellHost for TaskHost {
                     reviewers: self.ctx.gate_policy.get(&gate).map(|p| p.0.clone()).unwrap_or_default(),
                     quorum: self.ctx.gate_policy.get(&gate).map_or(1, |p| p.1),
                     votes: Vec::new(),
+                    deadline: crate::gates::deadline_of(self.ctx.gate_policy.get(&gate).and_then(|p| p.2.as_ref()), now),
                 },
             )?;
             Ok(())

@@ -234,7 +234,7 @@ struct EngineArgs {
 }
 
 /// Where models and compiled modules are, and how many cells run at once.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ModelArgs {
     /// Cells running at once; concurrent model calls are batched.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -456,6 +456,23 @@ enum GatesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Apply gates' deadlines now: send due reminders, escalate or time out
+    /// overdue gates (signed by the conductor; "timed out" is its own
+    /// outcome). `gates list` does this first too; run it from cron or a
+    /// timer for deadlines to act while nobody looks. Resumes missions
+    /// whose parked task's gate timed out, unless --no-resume.
+    Sweep {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only record; resume later with `conductor mission resume`.
+        #[arg(long)]
+        no_resume: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        models: ModelArgs,
+    },
     /// Approve the agent's proposed decision, signed with your reviewer key.
     Approve(DecideArgs),
     /// Reject the agent's proposed decision, signed with your reviewer key.
@@ -632,7 +649,26 @@ fn dispatch(cli: Cli) -> Result<u8> {
             );
             Ok(exit::OK)
         }
-        Command::Gates(GatesCommand::List { data, json }) => list_gates(&data.data, json),
+        Command::Gates(GatesCommand::List { data, json }) => {
+            // Deadlines first, so the list shows what is really pending.
+            let swept = gates::sweep(&data::DataDir::open_existing(&data.data)?, clock::now_us())?;
+            report_sweep(&swept, &data.data, true);
+            list_gates(&data.data, json)
+        }
+        Command::Gates(GatesCommand::Sweep { data, no_resume, json, models }) => {
+            let swept = gates::sweep(&data::DataDir::open_existing(&data.data)?, clock::now_us())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&swept)?);
+            }
+            report_sweep(&swept, &data.data, no_resume || json);
+            if !(no_resume || json) {
+                for mission in &swept.to_resume {
+                    let engine = EngineArgs { data: DataArg { data: data.data.clone() }, json: false, models: models.clone() };
+                    resume(mission, engine)?;
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
         Command::Keys(command) => keys_command(command),
@@ -968,6 +1004,24 @@ fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// One line per thing a sweep did, on stderr (stdout stays the command's).
+fn report_sweep(swept: &gates::Swept, data: &Path, say_resume: bool) {
+    for id in &swept.reminded {
+        eprintln!("gate {id}: reminder sent (its deadline is near)");
+    }
+    for id in &swept.escalated {
+        eprintln!("gate {id}: deadline passed; escalated to the next reviewers with a fresh deadline");
+    }
+    for id in &swept.timed_out {
+        eprintln!("gate {id}: deadline passed; timed out");
+    }
+    if say_resume {
+        for mission in &swept.to_resume {
+            eprintln!("a parked task of mission {mission} got its timed-out answer: `conductor mission resume {mission} --data {}`", data.display());
+        }
+    }
+}
+
 fn list_gates(data: &Path, json: bool) -> Result<u8> {
     let gates = gates::list(data)?;
     if json {
@@ -982,6 +1036,12 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
         println!("gate {}  [{status}]  {}", g.id, g.gate);
         println!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task);
         println!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason);
+        if let Some(d) = &g.deadline
+            && g.status == state::GateStatus::Pending
+        {
+            let left_s = (d.due_us - clock::now_us()) / 1_000_000;
+            println!("  deadline in {left_s} s, then {}", d.on_timeout);
+        }
         if !g.reviewers.is_empty() || g.quorum > 1 {
             let who = if g.reviewers.is_empty() { "any reviewer".to_owned() } else { g.reviewers.join(", ") };
             println!("  needs    {} approval(s), {} so far; decided by: {who}", g.quorum, g.votes.len());

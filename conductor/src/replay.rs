@@ -97,7 +97,8 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
     let mut out: Vec<Attempt> = Vec::new();
     for entry in entries {
         let kind = entry.kind.as_str();
-        let interesting = kind.starts_with("task.") || kind == "gate.decided" || HOST_KINDS.contains(&kind);
+        let interesting =
+            kind.starts_with("task.") || kind == "gate.decided" || kind == "gate.timed_out" || HOST_KINDS.contains(&kind);
         if !interesting {
             continue;
         }
@@ -121,11 +122,16 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
             }
             // A reviewer's answer to a parked task's `await-review`: the
             // answer the agent gets when the task resumes.
-            "gate.decided" => {
+            "gate.decided" | "gate.timed_out" => {
                 let Some(&i) = open.get(&key) else { continue };
-                let reviewer = identity::PublicKey::from_bytes(&entry.signer)
-                    .map(|k| k.key_id().to_string())
-                    .unwrap_or_else(|_| hex::encode(entry.signer));
+                let timed_out = kind == "gate.timed_out";
+                let reviewer = if timed_out {
+                    "timeout".to_owned()
+                } else {
+                    identity::PublicKey::from_bytes(&entry.signer)
+                        .map(|k| k.key_id().to_string())
+                        .unwrap_or_else(|_| hex::encode(entry.signer))
+                };
                 if let Some(call) = out[i]
                     .calls
                     .iter_mut()
@@ -133,8 +139,8 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
                     .find(|c| c.kind == "host.await" && c.payload["gate_id"] == payload["gate_id"])
                 {
                     call.payload["decision"] = json!({
-                        "approved": payload["verdict"] == "approved",
-                        "note": payload["note"].as_str().unwrap_or_default(),
+                        "approved": payload["verdict"] == "approved" || payload["then"] == "approve",
+                        "note": if timed_out { "timed out" } else { payload["note"].as_str().unwrap_or_default() },
                         "reviewer": reviewer,
                         "seq": entry.seq,
                     });

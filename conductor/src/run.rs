@@ -489,7 +489,11 @@ async fn execute(
         reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
         gates: mission.gates.iter().map(|g| g.name.clone()).collect(),
-        gate_policy: mission.gates.iter().map(|g| (g.name.clone(), (g.reviewers.clone(), g.quorum))).collect(),
+        gate_policy: mission
+            .gates
+            .iter()
+            .map(|g| (g.name.clone(), (g.reviewers.clone(), g.quorum, g.deadline.clone())))
+            .collect(),
         memory_limits: memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes },
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
@@ -810,6 +814,7 @@ fn run_task(
                                 reviewers: gate.reviewers.clone(),
                                 quorum: gate.quorum,
                                 votes: Vec::new(),
+                                deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
                             },
                         )?;
                         record.status = TaskStatus::AwaitingReview;

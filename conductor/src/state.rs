@@ -92,6 +92,9 @@ pub enum GateStatus {
     Pending,
     Approved,
     Rejected,
+    /// Nobody decided before the deadline (its own outcome, never a
+    /// rejection or an approval).
+    TimedOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +127,26 @@ pub struct GateRecord {
     /// Approvals so far, before the quorum was reached.
     #[serde(default)]
     pub votes: Vec<Vote>,
+    /// The gate's clock, when its mission gives it a deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<GateDeadline>,
+}
+
+/// A gate's deadline and what happens at it (see `gates::sweep`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateDeadline {
+    /// The policy's time limit, for an escalation's fresh deadline.
+    pub after_us: i64,
+    /// When the current reviewers' time runs out (Unix µs).
+    pub due_us: i64,
+    /// "deny", "approve" or "escalate".
+    pub on_timeout: String,
+    /// Key ids that take over on escalation.
+    pub escalate_to: Vec<String>,
+    pub remind_before_us: Option<i64>,
+    pub remind_at_us: Option<i64>,
+    pub reminded: bool,
+    pub escalated: bool,
 }
 
 /// One reviewer's approval on the way to a quorum (a `gate.voted` entry).

@@ -315,6 +315,31 @@ pub struct Gate {
     /// How many distinct reviewers must approve (n of m); one rejection
     /// decides. At least 1, at most the number of `reviewers` when listed.
     pub quorum: u32,
+    /// How long reviewers have, and what happens then; `None`: no limit.
+    pub deadline: Option<Deadline>,
+}
+
+/// A gate's time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    /// Microseconds from the request.
+    pub after_us: i64,
+    pub on_timeout: OnTimeout,
+    /// A reminder this long before the deadline, if any (shorter than it).
+    pub remind_before_us: Option<i64>,
+}
+
+/// What a gate nobody decided in time does. "Timed out" is its own
+/// outcome in the journal, never recorded as a denial or approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The case is decided `timed_out` (not `rejected`).
+    Deny,
+    /// The agent's proposal stands, decided by the timeout.
+    Approve,
+    /// The gate passes to these reviewers (key ids) with a fresh deadline;
+    /// if they too let it run out, the case is decided `timed_out`.
+    Escalate(Vec<String>),
 }
 
 /// A gate can ask for at most this many approvals: a quorum is a few

@@ -216,6 +216,10 @@ pub(crate) struct RawGate {
     pub when: Spanned<RawCondition>,
     pub reviewers: Option<Vec<Spanned<String>>>,
     pub quorum: Option<Spanned<u64>>,
+    pub deadline: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<String>>,
+    pub escalate_to: Option<Spanned<String>>,
+    pub remind_before: Option<Spanned<String>>,
 }
 
 /// Every test is optional here; validation requires exactly one.

@@ -870,3 +870,36 @@ fn gate_reviewers_groups_and_quorums_parse_and_bad_ones_are_located() {
     assert!(has("asks for a quorum of 0, outside 1..=16"), "{messages:#?}");
     assert_eq!(found.len(), 4, "{messages:#?}");
 }
+
+#[test]
+fn gate_deadlines_parse_and_bad_ones_are_located() {
+    let scratch = Scratch::with_sample_files();
+    let a = "0123456789abcdef0123456789abcdef";
+    let good = format!(
+        "{MINIMAL}reviewer_groups:\n  seniors: [{a}]\n\
+         gates:\n  - {{ name: g, when: {{ field: case.x, equals: 1 }}, deadline: 48h, remind_before: 4h,\n      \
+         on_timeout: escalate, escalate_to: seniors }}\n"
+    );
+    let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        mission.gates[0].deadline,
+        Some(Deadline { after_us: 48 * 3_600_000_000, on_timeout: OnTimeout::Escalate(vec![a.into()]), remind_before_us: Some(4 * 3_600_000_000) })
+    );
+    let bad = format!(
+        "{MINIMAL}gates:\n\
+         \x20 - {{ name: g1, when: {{ field: case.x, equals: 1 }}, deadline: soon }}\n\
+         \x20 - {{ name: g2, when: {{ field: case.x, equals: 1 }}, deadline: 1h, on_timeout: escalate }}\n\
+         \x20 - {{ name: g3, when: {{ field: case.x, equals: 1 }}, deadline: 1h, remind_before: 2h }}\n\
+         \x20 - {{ name: g4, when: {{ field: case.x, equals: 1 }}, on_timeout: approve }}\n\
+         \x20 - {{ name: g5, when: {{ field: case.x, equals: 1 }}, deadline: 1h, on_timeout: maybe }}\n"
+    );
+    let found = errors(scratch.parse(&bad));
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("`deadline`: `soon` is not a duration"), "{messages:#?}");
+    assert!(has("`on_timeout: escalate` needs `escalate_to: GROUP`"), "{messages:#?}");
+    assert!(has("`remind_before` is not shorter than the `deadline`"), "{messages:#?}");
+    assert!(has("`on_timeout` needs a `deadline`"), "{messages:#?}");
+    assert!(has("`on_timeout` is `maybe`"), "{messages:#?}");
+    assert_eq!(found.len(), 5, "{messages:#?}");
+}

@@ -10,7 +10,7 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, AgentBudget, Budget, Gate, Limits, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
+    Agent, AgentBudget, Budget, Deadline, Gate, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
     OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
@@ -683,16 +683,97 @@ impl Checker<'_> {
                     u32::try_from(q.value).unwrap_or(1).clamp(1, most)
                 }
             };
+            let deadline = self.deadline(gate, groups);
             if let Some(when) = self.condition(&gate.when) {
                 gates.push(Gate {
                     name: gate.name.value.clone(),
                     when,
                     reviewers,
                     quorum,
+                    deadline,
                 });
             }
         }
         gates
+    }
+
+    /// `30s`, `15m`, `48h`, `7d` as microseconds.
+    fn duration(&mut self, field: &str, text: &Spanned<String>) -> Option<i64> {
+        let t = text.value.trim();
+        let unit_us: i64 = match t.chars().last() {
+            Some('s') => 1_000_000,
+            Some('m') => 60_000_000,
+            Some('h') => 3_600_000_000,
+            Some('d') => 86_400_000_000,
+            _ => 0,
+        };
+        let n: Option<i64> = t.get(..t.len().saturating_sub(1)).and_then(|n| n.parse().ok()).filter(|n| *n > 0);
+        match (unit_us, n) {
+            // At most a year: a gate is a person's task, not an archive.
+            (unit, Some(n)) if unit > 0 && n.checked_mul(unit).is_some_and(|us| us <= 366 * 86_400_000_000) => Some(n * unit),
+            _ => {
+                self.error(
+                    pos(text),
+                    format!("`{field}`: {} is not a duration", quoted(&text.value)),
+                    "write a whole number and a unit: `90s`, `30m`, `48h` or `7d` (at most a year)",
+                );
+                None
+            }
+        }
+    }
+
+    fn deadline(&mut self, gate: &RawGate, groups: &BTreeMap<String, Vec<String>>) -> Option<Deadline> {
+        let Some(text) = &gate.deadline else {
+            for (field, given) in [("on_timeout", gate.on_timeout.as_ref()), ("escalate_to", gate.escalate_to.as_ref()), ("remind_before", gate.remind_before.as_ref())] {
+                if let Some(given) = given {
+                    self.error(pos(given), format!("`{field}` needs a `deadline`"), "add `deadline: 48h` (or remove this line)");
+                }
+            }
+            return None;
+        };
+        let after_us = self.duration("deadline", text);
+        let on_timeout = match gate.on_timeout.as_ref().map(|t| t.value.as_str()) {
+            None | Some("deny") => Some(OnTimeout::Deny),
+            Some("approve") => Some(OnTimeout::Approve),
+            Some("escalate") => match &gate.escalate_to {
+                Some(group) => match groups.get(&group.value) {
+                    Some(members) => Some(OnTimeout::Escalate(members.clone())),
+                    None => {
+                        self.error(
+                            pos(group),
+                            format!("`escalate_to` names {}, which is not a reviewer group", quoted(&group.value)),
+                            one_of_help("reviewer_groups", groups.keys()),
+                        );
+                        None
+                    }
+                },
+                None => {
+                    self.error(pos(text), "`on_timeout: escalate` needs `escalate_to: GROUP`", "name the reviewer group that takes over");
+                    None
+                }
+            },
+            Some(other) => {
+                if let Some(t) = &gate.on_timeout {
+                    self.error(pos(t), format!("`on_timeout` is {}", quoted(other)), "use one of: deny, approve, escalate");
+                }
+                None
+            }
+        };
+        if let (Some(group), Some(OnTimeout::Deny | OnTimeout::Approve)) = (&gate.escalate_to, &on_timeout) {
+            self.error(pos(group), "`escalate_to` is only used with `on_timeout: escalate`", "add `on_timeout: escalate` or remove it");
+        }
+        let remind_before_us = match &gate.remind_before {
+            None => None,
+            Some(text) => {
+                let before = self.duration("remind_before", text)?;
+                if after_us.is_some_and(|after| before >= after) {
+                    self.error(pos(text), "`remind_before` is not shorter than the `deadline`", "a reminder comes before the deadline: make it shorter");
+                    return None;
+                }
+                Some(before)
+            }
+        };
+        Some(Deadline { after_us: after_us?, on_timeout: on_timeout?, remind_before_us })
     }
 
     fn condition(&mut self, raw: &Spanned<RawCondition>) -> Option<Condition> {
