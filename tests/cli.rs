@@ -661,6 +661,15 @@ fn a_quorum_gate_needs_distinct_listed_reviewers_and_records_edits_as_a_diff() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = decide("approve", &g2, "a", &[]);
     assert_eq!(out.status.code(), Some(1), "a decided gate takes no more votes");
+    // Every refused attempt (outsider, second approval, closed gate) is
+    // journaled by the conductor with who tried and why.
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.refused", "--data"]).arg(&data));
+    let refused: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let reasons: Vec<&str> = refused.iter().map(|e| e["payload"]["reason"].as_str().unwrap_or_default()).collect();
+    assert_eq!(refused.len(), 3, "{reasons:#?}");
+    assert!(reasons[0].contains("not among") && reasons[1].contains("already approved") && reasons[2].contains("decided once"), "{reasons:#?}");
+    assert_eq!(refused[0]["payload"]["key_id"], ids[2].as_str());
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
 }

@@ -107,8 +107,44 @@ pub fn decide(
     let data = DataDir::open_existing(data)?;
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
+    let attempt = decide_in(&data, gate_id, &reviewer, key_path, verdict, note, edits);
+    if let Err(refusal) = &attempt {
+        // A refused attempt (forged, replayed, out of turn, on a closed or
+        // unknown gate) is journaled by the conductor, with who tried and
+        // why; nothing else is changed. The conductor signs it, so even a
+        // key the journal does not know is recorded.
+        let reason = format!("{refusal:#}");
+        let recorded = data.ledger.write(|t| {
+            t.append(
+                &conductor,
+                "gate.refused",
+                &json!({"gate_id": gate_id, "key_id": reviewer_id,
+                        "public_key": hex::encode(reviewer.public().to_bytes()),
+                        "verdict": match verdict { Verdict::Approve => "approved", Verdict::Reject => "rejected" },
+                        "reason": reason}),
+                now_us(),
+            )
+        });
+        if let Err(e) = recorded {
+            tracing::warn!("could not journal the refused decision: {e}");
+        }
+    }
+    attempt
+}
+
+fn decide_in(
+    data: &DataDir,
+    gate_id: &str,
+    reviewer: &identity::Keypair,
+    key_path: &Path,
+    verdict: Verdict,
+    note: Option<&str>,
+    edits: Option<&Map<String, Value>>,
+) -> Result<Decided> {
+    let conductor = data.conductor.clone();
+    let reviewer_id = reviewer.public().key_id().to_string();
     // The journal would refuse the entry anyway; say why, and what to do.
-    crate::keys::require_registered(&data, &reviewer.public(), key_path)?;
+    crate::keys::require_registered(data, &reviewer.public(), key_path)?;
     data.ledger.write(|t| -> Result<Decided> {
         let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
             bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());

@@ -65,6 +65,7 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("gate.reminder", Role::Conductor),
     ("gate.escalated", Role::Conductor),
     ("gate.timed_out", Role::Conductor),
+    ("gate.refused", Role::Conductor),
     ("host.infer", Role::Agent),
     ("host.recall", Role::Agent),
     ("host.remember", Role::Agent),
