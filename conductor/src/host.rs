@@ -102,7 +102,7 @@ impl TaskHost {
             Ok(query) => self
                 .ctx
                 .ledger
-                .write(|t| -> anyhow::Result<Vec<Fact>> {
+                .write_deferred(|t| -> anyhow::Result<Vec<Fact>> {
                     let recalled = memory::recall(t.redb(), &query)?;
                     let mut listed = Vec::with_capacity(recalled.facts.len());
                     let mut facts = Vec::with_capacity(recalled.facts.len());
@@ -316,7 +316,7 @@ impl CellHost for TaskHost {
     }
 
     fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
-        // The first host call: every space the agent may read, at one
+        // The original recall: every space the agent may read, at one
         // valid time (none: now), as currently known.
         let mut query = memory::Query::new(self.scope.read.clone(), memory::Select::Subject(subject.clone()));
         query.valid_at = Some(valid_at.unwrap_or_else(now_us));

@@ -162,7 +162,11 @@ pub async fn run_mission(
                 "memory_limits": {"facts": mission.memory_limits.facts, "bytes": mission.memory_limits.bytes},
                 "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
                                                              "test": format!("{:?}", g.when.test),
-                                                             "reviewers": g.reviewers, "quorum": g.quorum}))
+                                                             "reviewers": g.reviewers, "quorum": g.quorum,
+                                                             "deadline": g.deadline.as_ref().map(|d| json!({
+                                                                 "after_us": d.after_us,
+                                                                 "on_timeout": format!("{:?}", d.on_timeout),
+                                                                 "remind_before_us": d.remind_before_us}))}))
                     .collect::<Vec<_>>(),
                 "tasks": tasks_total,
             }),
