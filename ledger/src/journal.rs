@@ -255,7 +255,10 @@ impl Ledger {
 /// Opens a database read-only (no lock on writers' work, nothing
 /// written), for auditors' commands and read snapshots of projections.
 pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
-    redb::ReadOnlyDatabase::open(path).map_err(|e| match e {
+    // The same bounded page cache as a writer: auditors' commands scan
+    // journals of millions of entries, and redb's default (1 GiB per
+    // open database) grew with every pass.
+    redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
         redb::DatabaseError::RepairAborted => LedgerError::NeedsRepair(path.to_owned()),
         other => storage(other),
