@@ -171,3 +171,26 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     assert_eq!(verdict("w-seeded"), "match");
     assert_eq!(verdict("r-outside"), "match");
 }
+
+/// What an agent sends cannot grow memory past the mission's limits: a
+/// write over `memory_limits` is refused (and journaled), not stored.
+#[test]
+fn memory_limits_bound_what_agents_can_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hostile = module("cells/guests/hostile-agent/hostile.wasm");
+    let cases = "    - {id: first, behave: memory, subject: s-1, predicate: note, remember: one}\n\
+                 \x20   - {id: second, behave: memory, subject: s-2, predicate: note, remember: two}\n";
+    let mission = write_mission(dir.path(), "bounded", &hostile, 1000, "{}", cases, "memory_limits: { facts: 1 }\n");
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&mission).args(["--json", "--concurrency", "1", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout_json(&out);
+    assert_eq!(by_case(&summary, "first")["outcome"], "recalled");
+    let second = by_case(&summary, "second");
+    assert_eq!(second["outcome"], "memory-refused", "{second}");
+    assert!(second["reason"].as_str().expect("reason").contains("limit"), "{second}");
+    let refused: Vec<Value> = journal(&data, "host.remember").into_iter().filter(|e| e["payload"]["refused"].is_string()).collect();
+    assert_eq!(refused.len(), 1, "the refusal is journaled: {refused:#?}");
+    let found = query(&data, &["--subject", "s-2"]);
+    assert_eq!(found["facts"], serde_json::json!([]), "nothing was stored");
+}
