@@ -1053,7 +1053,7 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
             && g.status == state::GateStatus::Pending
         {
             let left_s = (d.due_us - clock::now_us()) / 1_000_000;
-            println!("  deadline in {left_s} s, then {}", d.on_timeout);
+            println!("  deadline {} (in {left_s} s), then {}", missions::format_timestamp(d.due_us), d.on_timeout);
         }
         if !g.reviewers.is_empty() || g.quorum > 1 {
             let who = if g.reviewers.is_empty() { "any reviewer".to_owned() } else { g.reviewers.join(", ") };
@@ -1137,7 +1137,7 @@ fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
     if found.facts.is_empty() {
         println!("no facts");
     }
-    let time = |t: Option<i64>| t.map_or_else(|| "…".to_owned(), |t| t.to_string());
+    let time = |t: Option<i64>| t.map_or_else(|| "…".to_owned(), missions::format_timestamp);
     for f in &found.facts {
         println!(
             "#{} [{}] {} {} = {}  valid [{}, {})  known [{}, {}){}",
@@ -1146,9 +1146,9 @@ fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
             f.subject,
             f.predicate,
             f.value.plain().map_or_else(|| "<erased>".to_owned(), |v| format!("{v:?}")),
-            f.valid_from,
+            time(Some(f.valid_from)),
             time(f.valid_to),
-            f.recorded_at,
+            time(Some(f.recorded_at)),
             time(f.superseded_at),
             f.source.as_deref().map_or_else(String::new, |s| format!("  source {s}")),
         );

@@ -65,3 +65,9 @@ pub use mission::{
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     time::parse_rfc3339(text).map_err(|e| e.to_string())
 }
+
+/// Unix microseconds as an RFC 3339 UTC timestamp that
+/// [`parse_timestamp`] reads back exactly.
+pub fn format_timestamp(micros: i64) -> String {
+    time::format_rfc3339(micros)
+}

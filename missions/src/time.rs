@@ -120,9 +120,56 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// The inverse of [`days_from_civil`] (Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153; // March = 0
+    let day = u32::try_from(day_of_year - (153 * shifted_month + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 }).unwrap_or(1);
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Unix microseconds as RFC 3339 in UTC, `2026-03-01T12:00:00Z`, with a
+/// fraction only when there is one (`…:00.250000Z`); [`parse_rfc3339`]
+/// reads it back to the same microsecond.
+pub(crate) fn format_rfc3339(micros: i64) -> String {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000);
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+    if fraction != 0 {
+        text.push_str(&format!(".{fraction:06}"));
+    }
+    text.push('Z');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatting_reads_back_to_the_same_microsecond() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(951_782_400 * 1_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339(1_767_225_600 * 1_000_000 + 250_000), "2026-01-01T00:00:00.250000Z");
+        // Every day over eight centuries either side of the epoch, and odd
+        // instants within them.
+        let mut day = -300_000i64;
+        while day < 300_000 {
+            let at = day * 86_400_000_000 + (day.rem_euclid(997)) * 86_400_000 + day.rem_euclid(1_000_000);
+            assert_eq!(parse_rfc3339(&format_rfc3339(at)), Ok(at), "{at}");
+            day += 7;
+        }
+    }
 
     const DAY: i64 = 86_400 * 1_000_000;
 
