@@ -25,6 +25,9 @@ pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
     Ok(gates)
 }
 
+/// What a `gate.refused` entry keeps of the attempt's gate id and reason.
+const REFUSAL_TEXT_BYTES_MAX: usize = 1024;
+
 /// A gate's clock from its mission's policy, started at `requested_us`.
 pub fn deadline_of(policy: Option<&missions::Deadline>, requested_us: i64) -> Option<GateDeadline> {
     let d = policy?;
@@ -113,7 +116,11 @@ pub fn decide(
         // unknown gate) is journaled by the conductor, with who tried and
         // why; nothing else is changed. The conductor signs it, so even a
         // key the journal does not know is recorded.
-        let reason = format!("{refusal:#}");
+        // Both can carry what the caller typed: bounded, like any entry.
+        let mut reason = format!("{refusal:#}");
+        crate::host::truncate_utf8(&mut reason, REFUSAL_TEXT_BYTES_MAX);
+        let mut gate_id = gate_id.to_owned();
+        crate::host::truncate_utf8(&mut gate_id, REFUSAL_TEXT_BYTES_MAX);
         let recorded = data.ledger.write(|t| {
             t.append(
                 &conductor,
