@@ -193,4 +193,10 @@ fn memory_limits_bound_what_agents_can_write() {
     assert_eq!(refused.len(), 1, "the refusal is journaled: {refused:#?}");
     let found = query(&data, &["--subject", "s-2"]);
     assert_eq!(found["facts"], serde_json::json!([]), "nothing was stored");
+    // A subject memory never heard of is said to be unknown, not just empty.
+    let out = run(conductor().args(["memory", "query", "--subject", "s-3", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("memory holds nothing about subject `s-3`"), "{}", stderr(&out));
+    let out = run(conductor().args(["memory", "query", "--subject", "s-1", "--data"]).arg(&data));
+    assert!(!stderr(&out).contains("nothing about"), "s-1 is known: {}", stderr(&out));
 }

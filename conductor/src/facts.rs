@@ -154,8 +154,16 @@ pub struct QueryArgs {
     pub limit: usize,
 }
 
+/// What `memory query` found, and whether memory knows the subject asked
+/// about at all (`None` for a word search).
+#[derive(Debug)]
+pub struct Found {
+    pub recalled: memory::Recalled,
+    pub subject_known: Option<bool>,
+}
+
 /// Reads memory for an operator or auditor, without writing.
-pub fn query(data: &Path, args: &QueryArgs) -> Result<memory::Recalled> {
+pub fn query(data: &Path, args: &QueryArgs) -> Result<Found> {
     let select = match (&args.subject, &args.words) {
         (Some(subject), None) => match &args.predicate {
             Some(predicate) => memory::Select::Predicate { subject: subject.clone(), predicate: predicate.clone() },
@@ -180,7 +188,11 @@ pub fn query(data: &Path, args: &QueryArgs) -> Result<memory::Recalled> {
     q.valid_at = args.valid_at;
     q.known_at = args.known_at;
     q.max_facts = args.limit.clamp(1, memory::RECALL_FACTS_MAX);
-    Ok(memory::recall(&read, &q)?)
+    let subject_known = match &args.subject {
+        Some(subject) => Some(memory::knows_subject(&read, subject)?),
+        None => None,
+    };
+    Ok(Found { recalled: memory::recall(&read, &q)?, subject_known })
 }
 
 /// Crypto-shreds one data subject, signed by an operator's key: the

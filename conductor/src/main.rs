@@ -688,7 +688,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Memory(MemoryCommand::Query { data, subject, predicate, words, spaces, as_of_valid, as_of_tx, limit, json }) => {
             let args = facts::QueryArgs { subject, predicate, words, spaces, valid_at: as_of_valid, known_at: as_of_tx, limit: usize::from(limit) };
             let found = facts::query(&data.data, &args)?;
-            print_facts(&found, json)?;
+            print_facts(&found.recalled, json)?;
+            if !json && found.subject_known == Some(false) {
+                eprintln!(
+                    "memory holds nothing about subject `{}` in any space; check the id",
+                    args.subject.as_deref().unwrap_or_default()
+                );
+            }
             Ok(exit::OK)
         }
         Command::Memory(MemoryCommand::Erase { data, subject, key, reason }) => {

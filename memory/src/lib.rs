@@ -120,7 +120,7 @@ pub use crypt::{ENVELOPE_PREFIX, Opened, SEALED_PLAINTEXT_MAX, open, seal};
 pub use error::MemoryError;
 pub use read::{
     Fact, QUERY_SPACES_MAX, QUERY_TEXT_BYTES_MAX, QUERY_WORDS_MAX, Query, RECALL_BYTES_MAX, RECALL_FACTS_MAX,
-    Recalled, Select, Snapshot, WORD_POSTINGS_SCANNED_MAX, last_transaction_time, recall, spaces,
+    Recalled, Select, Snapshot, WORD_POSTINGS_SCANNED_MAX, knows_subject, last_transaction_time, recall, spaces,
 };
 pub use tables::create_tables;
 pub use write::{

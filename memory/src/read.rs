@@ -238,6 +238,17 @@ pub fn last_transaction_time<S: Snapshot>(txn: &S) -> Result<i64, MemoryError> {
     Ok(meta.get("last_tx").map_err(storage)?.map(|g| g.value()).unwrap_or(0))
 }
 
+/// Whether memory has ever heard of `subject`: it has a key (facts, or
+/// sealed values) or was erased. `false` usually means a mistyped id.
+pub fn knows_subject<S: Snapshot>(txn: &S, subject: &str) -> Result<bool, MemoryError> {
+    let keys = txn.table(crate::tables::KEYS)?;
+    if keys.get(subject).map_err(storage)?.is_some() {
+        return Ok(true);
+    }
+    let erased = txn.table(crate::tables::ERASED)?;
+    Ok(erased.get(subject).map_err(storage)?.is_some())
+}
+
 /// The names of every space that has held a fact, in order (for an
 /// operator's query across all of them).
 pub fn spaces<S: Snapshot>(txn: &S) -> Result<Vec<String>, MemoryError> {
