@@ -30,6 +30,11 @@ pub fn resolve(mission: &str, declared: &str) -> String {
     if declared == missions::OWN_SPACE { own_space(mission) } else { declared.to_owned() }
 }
 
+/// A mission's `memory_limits` as the memory store takes them.
+pub fn limits(declared: &missions::MemoryLimits) -> memory::Limits {
+    memory::Limits { facts: declared.facts, bytes: declared.bytes }
+}
+
 /// What one agent of one mission may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {

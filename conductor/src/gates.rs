@@ -277,6 +277,14 @@ fn wake_parked(t: &mut ledger::Txn, gate: &GateRecord) -> Result<()> {
     Ok(())
 }
 
+/// `base` with `extra`'s fields added (both JSON objects).
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(fields), Value::Object(extra)) = (&mut base, extra) {
+        fields.extend(extra);
+    }
+    base
+}
+
 /// Decides a gated task (`task.decided`, with `extra` fields) and
 /// completes its mission when that was the last open gate.
 #[allow(clippy::too_many_arguments, reason = "one call site each, all named")]
@@ -290,12 +298,9 @@ fn finish_task(
     extra: serde_json::Value,
     now: i64,
 ) -> Result<()> {
-    let mut payload = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                             "outcome": outcome, "decided_by": decided_by});
-    if let (Value::Object(p), Value::Object(extra)) = (&mut payload, extra) {
-        p.extend(extra);
-    }
-    t.append(conductor, "task.decided", &payload, now)?;
+    let payload = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                         "outcome": outcome, "decided_by": decided_by});
+    t.append(conductor, "task.decided", &merged(payload, extra), now)?;
     if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
         task.status = TaskStatus::Decided;
         task.outcome = Some(outcome.to_owned());
@@ -357,13 +362,7 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             let base = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
                               "gate_id": gate.id, "gate": gate.gate});
-            let with = |extra: Value| {
-                let mut p = base.clone();
-                if let (Value::Object(p), Value::Object(extra)) = (&mut p, extra) {
-                    p.extend(extra);
-                }
-                p
-            };
+            let with = |extra: Value| merged(base.clone(), extra);
             if deadline.due_us > now {
                 // Only the reminder is due.
                 t.append(&conductor, "gate.reminder", &with(json!({"deadline_us": deadline.due_us,

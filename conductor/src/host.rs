@@ -42,10 +42,9 @@ pub struct MissionCtx {
     /// Set when a reservation is refused: no new task starts (under every
     /// exhaustion policy; they differ in what happens next).
     pub budget_exhausted: AtomicBool,
-    /// The gates the mission declares: the ones an agent may ask for.
-    pub gates: Vec<String>,
-    /// Each gate's reviewers (key ids; empty: any), quorum and deadline.
-    pub gate_policy: BTreeMap<String, (Vec<String>, u32, Option<missions::Deadline>)>,
+    /// The gates the mission declares, by name: the ones an agent may ask
+    /// for, with their reviewers, quorum and deadline.
+    pub gates: BTreeMap<String, missions::Gate>,
     /// How far this mission's writes may grow a memory space.
     pub memory_limits: memory::Limits,
 }
@@ -166,8 +165,12 @@ impl TaskHost {
     /// refusal is journaled as `kind` (the reason cut to its limit), so a
     /// replay gives the agent the same answer.
     fn refused_review(&self, kind: &str, gate: &str, reason: &str) -> Option<String> {
-        let refused = if !self.ctx.gates.iter().any(|g| g == gate) {
-            let declared = if self.ctx.gates.is_empty() { "none".to_owned() } else { self.ctx.gates.join(", ") };
+        let refused = if !self.ctx.gates.contains_key(gate) {
+            let declared = if self.ctx.gates.is_empty() {
+                "none".to_owned()
+            } else {
+                self.ctx.gates.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            };
             format!("gate `{gate}` is not declared by this mission (declared: {declared})")
         } else if reason.len() > REVIEW_REASON_BYTES_MAX {
             format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len())
@@ -419,6 +422,10 @@ impl CellHost for TaskHost {
         // commit: after a crash either the task is parked or it never
         // asked.
         let gate_id = uuid::Uuid::new_v4().to_string();
+        // Declared: `refused_review` checked.
+        let policy = self.ctx.gates.get(&gate);
+        let reviewers = policy.map(|p| p.reviewers.clone()).unwrap_or_default();
+        let quorum = policy.map_or(1, |p| p.quorum);
         let parked = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
             let now = now_us();
             t.append(
@@ -434,8 +441,7 @@ impl CellHost for TaskHost {
                 &json!({"mission": self.ctx.id, "task": self.task, "case": self.case_id,
                         "gate_id": gate_id, "gate": gate,
                         "why": {"requested_by": "agent", "reason": reason, "waiting": true},
-                        "reviewers": self.ctx.gate_policy.get(&gate).map(|p| p.0.clone()).unwrap_or_default(),
-                        "quorum": self.ctx.gate_policy.get(&gate).map_or(1, |p| p.1)}),
+                        "reviewers": reviewers, "quorum": quorum}),
                 now,
             )?;
             crate::state::put_gate(
@@ -455,10 +461,10 @@ impl CellHost for TaskHost {
                     requested_seq,
                     parked: true,
                     decided_seq: None,
-                    reviewers: self.ctx.gate_policy.get(&gate).map(|p| p.0.clone()).unwrap_or_default(),
-                    quorum: self.ctx.gate_policy.get(&gate).map_or(1, |p| p.1),
+                    reviewers: reviewers.clone(),
+                    quorum,
                     votes: Vec::new(),
-                    deadline: crate::gates::deadline_of(self.ctx.gate_policy.get(&gate).and_then(|p| p.2.as_ref()), now),
+                    deadline: crate::gates::deadline_of(policy.and_then(|p| p.deadline.as_ref()), now),
                 },
             )?;
             Ok(())

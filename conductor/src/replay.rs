@@ -546,27 +546,34 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
         Some(dir) => cells::CellEngine::with_module_cache(dir)?,
         None => cells::CellEngine::new()?,
     };
-    let attempts = attempts(&entries);
     // Memory values in host calls are sealed; they open with the keys in
-    // the memory store (read-only, like everything here).
+    // the memory store (read-only, like everything here), once per chosen
+    // attempt, in place.
     let db = ledger::open_read_only(&crate::data::db_path(request.data)?)?;
     let snapshot = db.begin_read().context("opening a read snapshot")?;
+    let mut attempts = attempts(&entries);
+    let mut erased_in: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, attempt) in attempts.iter_mut().enumerate() {
+        let chosen = request.mission.is_none_or(|m| attempt.mission == m) && request.task.is_none_or(|t| attempt.task == t);
+        if chosen {
+            erased_in.insert(i, attempt.unseal(&snapshot)?);
+        }
+    }
     let mut out = Vec::new();
     for declared in &declarations {
         let mission = declared["mission"].as_str().unwrap_or_default();
-        let chosen: Vec<&Attempt> = attempts
+        let chosen: Vec<(usize, &Attempt)> = attempts
             .iter()
-            .filter(|a| a.mission == mission && request.task.is_none_or(|t| a.task == t))
+            .enumerate()
+            .filter(|(_, a)| a.mission == mission && request.task.is_none_or(|t| a.task == t))
             .collect();
         if chosen.is_empty() {
             continue;
         }
         let modules = ModuleFinder::new(declared, request.module_dirs);
         let mut loaded: BTreeMap<String, cells::AgentModule> = BTreeMap::new();
-        for attempt in chosen {
-            let mut attempt = attempt.clone();
-            let erased = attempt.unseal(&snapshot)?;
-            let attempt = &attempt;
+        for (i, attempt) in chosen {
+            let erased = erased_in.remove(&i).unwrap_or_default();
             let mut verdict = TaskReplay {
                 mission: mission.to_owned(),
                 task: attempt.task,

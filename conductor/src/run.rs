@@ -185,7 +185,7 @@ pub async fn run_mission(
                 now,
             )?;
         }
-        let limits = memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes };
+        let limits = crate::facts::limits(&mission.memory_limits);
         for fact in &mission.memory {
             let space = crate::facts::resolve(&mission_id, &fact.space);
             let at = crate::facts::tx_time(t.redb())?;
@@ -492,13 +492,8 @@ async fn execute(
         prices: mission.models.clone(),
         reservation_ttl_us: ttl_ms.saturating_mul(1000),
         budget_exhausted: AtomicBool::new(false),
-        gates: mission.gates.iter().map(|g| g.name.clone()).collect(),
-        gate_policy: mission
-            .gates
-            .iter()
-            .map(|g| (g.name.clone(), (g.reviewers.clone(), g.quorum, g.deadline.clone())))
-            .collect(),
-        memory_limits: memory::Limits { facts: mission.memory_limits.facts, bytes: mission.memory_limits.bytes },
+        gates: mission.gates.iter().map(|g| (g.name.clone(), g.clone())).collect(),
+        memory_limits: crate::facts::limits(&mission.memory_limits),
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
