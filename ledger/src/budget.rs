@@ -25,7 +25,8 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BudgetError, LedgerError, storage};
-use crate::journal::Txn;
+use crate::journal::{Signer, Txn};
+use crate::remote::RemoteKey;
 
 /// account -> (limit or [`NO_LIMIT`], pending, settled, parent or "").
 const ACCOUNTS: TableDefinition<&str, (u64, u64, u64, &str)> = TableDefinition::new("budget_accounts_v2");
@@ -423,7 +424,7 @@ impl Txn {
     ) -> Result<(), LedgerError> {
         let updates = self.book().plan_open(account, parent, limit)?;
         self.append_budget(
-            signer,
+            signer.into(),
             OPENED,
             &OpenedOut { account, parent, limit },
             time_us,
@@ -465,7 +466,7 @@ impl Txn {
             }
         };
         self.append_budget(
-            signer,
+            signer.into(),
             RESERVED,
             &ReservedOut { reservation: id, account, amount, deadline_us, memo: &memo },
             time_us,
@@ -500,7 +501,7 @@ impl Txn {
         let updates = self.book().plan_release(&hold.account, hold.amount, actual)?;
         let settled = updates.first().map(|(_, a)| a.clone());
         self.append_budget(
-            signer,
+            signer.into(),
             SETTLED_KIND,
             &ClosedOut {
                 reservation: id.0,
@@ -521,7 +522,7 @@ impl Txn {
         let hold = self.pending_hold(id, None)?;
         let updates = self.book().plan_release(&hold.account, hold.amount, 0)?;
         self.append_budget(
-            signer,
+            signer.into(),
             VOIDED_KIND,
             &ClosedOut {
                 reservation: id.0,
@@ -546,7 +547,7 @@ impl Txn {
             let hold = self.pending_hold(id, None)?;
             let updates = self.book().plan_release(&hold.account, hold.amount, 0)?;
             self.append_budget(
-                signer,
+                signer.into(),
                 EXPIRED_KIND,
                 &ClosedOut {
                     reservation: id.0,
@@ -603,6 +604,33 @@ impl Txn {
     pub fn extend(
         &mut self,
         reviewer: &Keypair,
+        account: &str,
+        amount: u64,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<Account, LedgerError> {
+        self.extend_by(reviewer.into(), account, amount, reason, time_us)
+    }
+
+    /// [`Txn::extend`] signed by a reviewer key this process does not hold
+    /// (see [`crate::RemoteKey`]): a capturing `reviewer` records the
+    /// `budget.extended` entry for signing (roll the transaction back
+    /// after), a signed one writes it with the reviewer's signature. The
+    /// posting is always an entry of its own, never part of a batch.
+    pub fn extend_remote(
+        &mut self,
+        reviewer: &RemoteKey,
+        account: &str,
+        amount: u64,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<Account, LedgerError> {
+        self.extend_by(Signer::Remote(reviewer), account, amount, reason, time_us)
+    }
+
+    fn extend_by(
+        &mut self,
+        reviewer: Signer<'_>,
         account: &str,
         amount: u64,
         reason: &str,

@@ -112,7 +112,10 @@ pub(crate) fn hash_of(canonical: &[u8]) -> EntryHash {
     EntryHash(*hasher.finalize().as_bytes())
 }
 
-pub(crate) fn signed_message(hash: &EntryHash) -> Vec<u8> {
+/// The message an entry's signer signs: the domain
+/// `conductor journal signature v1\0` followed by the entry's hash (63
+/// bytes). What a key held elsewhere signs for a [`crate::PreparedEntry`].
+pub fn signed_message(hash: &EntryHash) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 32);
     msg.extend_from_slice(SIGNATURE_DOMAIN);
     msg.extend_from_slice(&hash.0);

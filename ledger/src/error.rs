@@ -39,6 +39,10 @@ pub enum LedgerError {
     /// A budget operation was refused; nothing was changed.
     #[error(transparent)]
     Budget(#[from] BudgetError),
+    /// An entry for a key this process does not hold
+    /// ([`crate::RemoteKey`]) was refused; nothing was written.
+    #[error(transparent)]
+    Remote(#[from] RemoteSignError),
 }
 
 pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> LedgerError {
@@ -94,6 +98,36 @@ pub enum BudgetError {
     /// projection is corrupt (`conductor audit verify` says where).
     #[error("budget account `{0}` holds less pending than it is releasing; the database is inconsistent")]
     Inconsistent(String),
+}
+
+/// Refused entries for a key this process does not hold
+/// ([`crate::RemoteKey`]). Each is returned before the entry is staged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteSignError {
+    /// The entry no longer hashes as it did when it was prepared: other
+    /// entries were written since (or the operations differ), so the
+    /// signature is for an entry that can no longer be written.
+    #[error(
+        "the journal moved since the entries were prepared for signing: the entry prepared as \
+         sequence {expected_seq} is now sequence {actual_seq} (or follows a different entry); \
+         prepare the entries again and have them signed again"
+    )]
+    Moved { expected_seq: u64, actual_seq: u64 },
+    /// The given signature does not pass strict verification under the key.
+    #[error("the signature given for entry {seq} does not verify under key {key}; nothing was written")]
+    BadSignature { seq: u64, key: identity::KeyId },
+    /// More entries are being written for the key than signatures were given.
+    #[error(
+        "no signature was given for entry {seq} by key {key}: more entries are being written than \
+         were prepared; prepare the entries again"
+    )]
+    Missing { seq: u64, key: identity::KeyId },
+    /// A captured entry (prepared, never signed) reached the commit.
+    #[error(
+        "entry {seq} was only prepared for signing by a key this process does not hold and has no \
+         signature; a transaction that captures entries must be rolled back, never committed"
+    )]
+    Unsigned { seq: u64 },
 }
 
 /// Why verification stopped at an entry.

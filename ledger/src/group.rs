@@ -227,6 +227,7 @@ fn replicate(e: &LedgerError) -> LedgerError {
         LedgerError::Corrupt { seq, failure } => LedgerError::Corrupt { seq: *seq, failure: failure.clone() },
         LedgerError::Unauthorized(failure) => LedgerError::Unauthorized(failure.clone()),
         LedgerError::Budget(b) => LedgerError::Budget(b.clone()),
+        LedgerError::Remote(r) => LedgerError::Remote(r.clone()),
     }
 }
 

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use crate::budget::BudgetCache;
 use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash, KIND_BYTES_MAX, PAYLOAD_BYTES_MAX};
-use crate::error::{LedgerError, VerifyFailure, storage};
+use crate::error::{LedgerError, RemoteSignError, VerifyFailure, storage};
+use crate::remote::{Remote, RemoteKey};
 use crate::rules::{self, KeyRecord, KeyStore};
 
 /// seq -> stored record (`canonical ‖ hash ‖ signature`).
@@ -389,8 +390,50 @@ struct Staged {
     seq: u64,
     record: Vec<u8>,
     hash: EntryHash,
-    signer: Keypair,
+    signer: Seal,
     checkpoint: bool,
+}
+
+/// How a staged entry gets its signature at [`Txn::seal`].
+enum Seal {
+    /// Signed there with this key.
+    Key(Keypair),
+    /// Signed already by a [`RemoteKey`], and verified when staged.
+    Given([u8; 64]),
+    /// Captured for a [`RemoteKey`] to sign: the transaction must not
+    /// commit, and sealing it fails.
+    Captured,
+}
+
+/// Who signs an entry being staged: a key this process holds, or a
+/// [`RemoteKey`] that captures the entry or supplies its signature.
+#[derive(Clone, Copy)]
+pub(crate) enum Signer<'a> {
+    Held(&'a Keypair),
+    Remote(&'a RemoteKey),
+}
+
+impl Signer<'_> {
+    fn public(self) -> PublicKey {
+        match self {
+            Signer::Held(key) => key.public(),
+            Signer::Remote(key) => key.public(),
+        }
+    }
+
+    /// The role the key was issued for.
+    pub(crate) fn role(self) -> Role {
+        match self {
+            Signer::Held(key) => key.role(),
+            Signer::Remote(key) => key.role(),
+        }
+    }
+}
+
+impl<'a> From<&'a Keypair> for Signer<'a> {
+    fn from(key: &'a Keypair) -> Self {
+        Signer::Held(key)
+    }
 }
 
 /// Below this many entries a batch is signed on the calling thread:
@@ -419,6 +462,23 @@ impl Txn {
         self.append_one(signer, kind, payload, time_us)
     }
 
+    /// [`Txn::append`] for a key this process does not hold (see
+    /// [`crate::RemoteKey`]): with a capturing `key` the entry is checked,
+    /// hashed and recorded in `key` for signing, and the transaction must
+    /// then be rolled back; with a signed `key` it is written with the next
+    /// given signature, which must be for exactly this entry and verify.
+    /// The same kinds are refused as by [`Txn::append`].
+    pub fn append_remote(
+        &mut self,
+        key: &RemoteKey,
+        kind: &str,
+        payload: &Value,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
+        refuse_reserved_kind(kind)?;
+        self.stage(Signer::Remote(key), kind, payload, time_us)
+    }
+
     /// Appends many entries by one signer, hashing them in order and
     /// signing them on every core; returns each entry's seq and hash.
     /// All are durable together when the transaction commits.
@@ -431,7 +491,7 @@ impl Txn {
         let mut out = Vec::with_capacity(items.len());
         for (kind, payload) in items {
             refuse_reserved_kind(kind)?;
-            out.push(self.stage(signer, kind, payload, time_us)?);
+            out.push(self.stage(signer.into(), kind, payload, time_us)?);
         }
         Ok(out)
     }
@@ -502,7 +562,7 @@ impl Txn {
         self.flush_postings()?;
         let head = self.head()?;
         let payload = json!({"entries": head.0, "head": head.1.to_string()});
-        let (seq, _) = self.stage(conductor, rules::CHECKPOINT, &payload, time_us)?;
+        let (seq, _) = self.stage(conductor.into(), rules::CHECKPOINT, &payload, time_us)?;
         self.seal()?;
         let journal = self.inner.open_table(JOURNAL).map_err(storage)?;
         let stored = journal.get(seq).map_err(storage)?.map(|g| g.value().to_vec());
@@ -515,17 +575,19 @@ impl Txn {
     /// into the transaction's `budget.batch`; only the budget methods,
     /// which update the balances with it, call this. Either way a posting
     /// the journal would refuse (signer, size) is refused here, before the
-    /// caller changes any balance.
+    /// caller changes any balance. A remote key's posting is always its
+    /// own entry: a batch is signed by one held key.
     pub(crate) fn append_budget(
         &mut self,
-        signer: &Keypair,
+        signer: Signer<'_>,
         kind: &'static str,
         payload: &impl serde::Serialize,
         time_us: i64,
     ) -> Result<(), LedgerError> {
-        if !(self.batching && crate::budget::is_batchable(kind)) {
-            return self.stage(signer, kind, payload, time_us).map(|_| ());
-        }
+        let signer = match signer {
+            Signer::Held(key) if self.batching && crate::budget::is_batchable(kind) => key,
+            _ => return self.stage(signer, kind, payload, time_us).map(|_| ()),
+        };
         #[derive(serde::Serialize)]
         struct Item<'a, P> {
             kind: &'a str,
@@ -587,7 +649,7 @@ impl Txn {
             payload.extend_from_slice(item);
         }
         payload.extend_from_slice(b"]}");
-        self.stage_bytes(&batch.signer, crate::budget::BATCH, payload, batch.time_us).map(|_| ())
+        self.stage_bytes(Signer::Held(&batch.signer), crate::budget::BATCH, payload, batch.time_us).map(|_| ())
     }
 
     fn append_one(
@@ -597,7 +659,7 @@ impl Txn {
         payload: &Value,
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
-        self.stage(signer, kind, payload, time_us)
+        self.stage(signer.into(), kind, payload, time_us)
     }
 
     fn head(&mut self) -> Result<(u64, EntryHash), LedgerError> {
@@ -614,7 +676,7 @@ impl Txn {
     /// after it, if one is due); it is signed and written by [`Txn::seal`].
     fn stage(
         &mut self,
-        signer: &Keypair,
+        signer: Signer<'_>,
         kind: &str,
         payload: &impl serde::Serialize,
         time_us: i64,
@@ -627,7 +689,7 @@ impl Txn {
     /// [`Txn::stage`] for a payload already serialised.
     fn stage_bytes(
         &mut self,
-        signer: &Keypair,
+        signer: Signer<'_>,
         kind: &str,
         payload: Vec<u8>,
         time_us: i64,
@@ -657,7 +719,14 @@ impl Txn {
         let record = entry::canonical_bytes(seq, &prev, time_us, &signer_bytes, kind, &payload);
         let hash = entry::hash_of(&record);
         let checkpoint = kind == rules::CHECKPOINT;
-        self.staged.push(Staged { seq, record, hash, signer: signer.clone(), checkpoint });
+        let signer = match signer {
+            Signer::Held(key) => Seal::Key(key.clone()),
+            Signer::Remote(key) => match key.take(seq, kind, time_us, &record, hash)? {
+                Remote::Captured => Seal::Captured,
+                Remote::Signed(signature) => Seal::Given(signature),
+            },
+        };
+        self.staged.push(Staged { seq, record, hash, signer, checkpoint });
         self.head = Some((seq + 1, hash));
         if let Some(auto) = self.checkpoints.clone() {
             // After a conductor rotation the ledger's checkpoint key is no
@@ -667,15 +736,19 @@ impl Txn {
             let keys = RedbKeys { txn: &self.inner, cache: &self.keys };
             if due && keys.conductor()? == Some(auto.signer.public().to_bytes()) {
                 let payload = json!({"entries": seq + 1, "head": hash.to_string()});
-                self.stage(&auto.signer, rules::CHECKPOINT, &payload, time_us)?;
+                self.stage(Signer::Held(&auto.signer), rules::CHECKPOINT, &payload, time_us)?;
             }
         }
         Ok((seq, hash))
     }
 
     /// Signs the staged entries (on every core when there are many) and
-    /// writes them and the new head.
+    /// writes them and the new head. Refuses, writing nothing, if any entry
+    /// was captured for a remote key rather than signed.
     fn seal(&mut self) -> Result<(), LedgerError> {
+        if let Some(captured) = self.staged.iter().find(|s| matches!(s.signer, Seal::Captured)) {
+            return Err(RemoteSignError::Unsigned { seq: captured.seq }.into());
+        }
         self.flush_postings()?;
         self.budget.write_back(&self.inner)?;
         if self.staged.is_empty() {
@@ -684,9 +757,14 @@ impl Txn {
         let mut staged = std::mem::take(&mut self.staged);
         let sign = |chunk: &mut [Staged]| {
             for s in chunk {
-                let sig = s.signer.sign(&entry::signed_message(&s.hash));
+                let sig = match &s.signer {
+                    Seal::Key(key) => key.sign(&entry::signed_message(&s.hash)).to_bytes(),
+                    Seal::Given(signature) => *signature,
+                    // Refused above: such an entry is never written.
+                    Seal::Captured => continue,
+                };
                 s.record.extend_from_slice(&s.hash.0);
-                s.record.extend_from_slice(&sig.to_bytes());
+                s.record.extend_from_slice(&sig);
             }
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -12,6 +12,9 @@
 //!   [`Txn::register_key`], [`Txn::revoke_key`], [`Txn::rotate_key`]);
 //!   [`rules`] says which role may sign which kind, and every append is
 //!   checked against them.
+//! - [`Txn::append_remote`] and [`Txn::extend_remote`] journal entries
+//!   signed by a key this process does not hold (a reviewer's, in their
+//!   browser), in a capture pass and a signed pass ([`RemoteKey`]).
 //! - [`Ledger::verify`] and [`verify_export`] re-walk the chain and check
 //!   every hash, link, signer and signature (batch-verified on every
 //!   core), naming the first bad sequence number; [`Checkpoint`]s held
@@ -29,15 +32,17 @@ mod error;
 mod export;
 mod group;
 mod journal;
+mod remote;
 pub mod rules;
 mod verify;
 
 pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId, available_in};
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
-pub use error::{BudgetError, CheckpointError, LedgerError, VerifyError, VerifyFailure};
+pub use error::{BudgetError, CheckpointError, LedgerError, RemoteSignError, VerifyError, VerifyFailure};
 pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};
+pub use remote::{PreparedEntry, RemoteKey, SignedEntry};
 pub use rules::KeyRecord;
 pub use verify::{VerifyReport, read_journal, scan_journal, verify_database};
