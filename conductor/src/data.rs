@@ -18,7 +18,8 @@ use crate::clock::now_us;
 
 const DB_FILE: &str = "conductor.redb";
 
-#[derive(Debug)]
+/// Cloning shares the open database and key (both are behind `Arc`).
+#[derive(Debug, Clone)]
 pub struct DataDir {
     pub root: PathBuf,
     pub ledger: Arc<Ledger>,

@@ -85,6 +85,63 @@ pub struct Decided {
     pub needed: u32,
 }
 
+/// Who signs a reviewer's entries (`gate.voted`, `gate.decided`).
+#[derive(Debug, Clone, Copy)]
+pub enum ReviewerSigner<'a> {
+    /// The reviewer's key, loaded in this process (`gates approve`).
+    Key(&'a identity::Keypair),
+    /// A key held elsewhere: the reviewer's browser (`conductor serve`),
+    /// which signs the entries this process prepared (see
+    /// [`ledger::RemoteKey`]).
+    Remote(&'a ledger::RemoteKey),
+}
+
+impl ReviewerSigner<'_> {
+    fn public(&self) -> identity::PublicKey {
+        match self {
+            ReviewerSigner::Key(key) => key.public(),
+            ReviewerSigner::Remote(key) => key.public(),
+        }
+    }
+
+    fn append(&self, t: &mut ledger::Txn, kind: &str, payload: &Value, time_us: i64) -> Result<u64> {
+        Ok(match self {
+            ReviewerSigner::Key(key) => t.append(key, kind, payload, time_us)?.0,
+            ReviewerSigner::Remote(key) => t.append_remote(key, kind, payload, time_us)?.0,
+        })
+    }
+}
+
+/// A reviewer's decision as asked for, before anything is checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub gate_id: &'a str,
+    pub verdict: Verdict,
+    pub note: Option<&'a str>,
+    pub edits: Option<&'a Map<String, Value>>,
+}
+
+impl Decision<'_> {
+    /// What can be refused before the gate is even read.
+    fn check(&self) -> Result<()> {
+        if let Some(edits) = self.edits {
+            if self.verdict == Verdict::Reject {
+                bail!("edits go with an approval (`gates approve --edit`); a rejection overrides the proposal");
+            }
+            check_edits(edits)?;
+        }
+        if let Some(note) = self.note
+            && note.len() > NOTE_BYTES_MAX
+        {
+            bail!("the note is {} bytes, more than {NOTE_BYTES_MAX}", note.len());
+        }
+        Ok(())
+    }
+}
+
+/// A reviewer's note is a sentence or a paragraph, not a document.
+pub const NOTE_BYTES_MAX: usize = 4096;
+
 /// Records `verdict` on `gate_id`, signed by the reviewer's own key. One
 /// rejection decides; approvals are counted until the gate's quorum (each
 /// before it is a signed `gate.voted`), and the one that reaches it is the
@@ -100,165 +157,218 @@ pub fn decide(
     note: Option<&str>,
     edits: Option<&Map<String, Value>>,
 ) -> Result<Decided> {
-    if let Some(edits) = edits {
-        if verdict == Verdict::Reject {
-            bail!("edits go with an approval (`gates approve --edit`); a rejection overrides the proposal");
-        }
-        check_edits(edits)?;
-    }
+    let decision = Decision { gate_id, verdict, note, edits };
+    decision.check()?;
     let reviewer = crate::keys::load_reviewer_key(key_path, "gates are decided")?;
     let data = DataDir::open_existing(data)?;
-    let conductor = data.conductor.clone();
-    let reviewer_id = reviewer.public().key_id().to_string();
-    let attempt = decide_in(&data, gate_id, &reviewer, key_path, verdict, note, edits);
+    let attempt = crate::keys::require_registered(&data, &reviewer.public(), key_path)
+        .and_then(|()| decide_in(&data, &decision, ReviewerSigner::Key(&reviewer), now_us(), false));
     if let Err(refusal) = &attempt {
-        // A refused attempt (forged, replayed, out of turn, on a closed or
-        // unknown gate) is journaled by the conductor, with who tried and
-        // why; nothing else is changed. The conductor signs it, so even a
-        // key the journal does not know is recorded.
-        // Both can carry what the caller typed: bounded, like any entry.
-        let mut reason = format!("{refusal:#}");
-        crate::host::truncate_utf8(&mut reason, REFUSAL_TEXT_BYTES_MAX);
-        let mut gate_id = gate_id.to_owned();
-        crate::host::truncate_utf8(&mut gate_id, REFUSAL_TEXT_BYTES_MAX);
-        let recorded = data.ledger.write(|t| {
-            t.append(
-                &conductor,
-                "gate.refused",
-                &json!({"gate_id": gate_id, "key_id": reviewer_id,
-                        "public_key": hex::encode(reviewer.public().to_bytes()),
-                        "verdict": match verdict { Verdict::Approve => "approved", Verdict::Reject => "rejected" },
-                        "reason": reason}),
-                now_us(),
-            )
-        });
-        if let Err(e) = recorded {
-            tracing::warn!("could not journal the refused decision: {e}");
-        }
+        refuse(&data, gate_id, &reviewer.public(), verdict, &format!("{refusal:#}"));
     }
     attempt
 }
 
+/// Journals a refused attempt (forged, replayed, out of turn, on a closed
+/// or unknown gate, malformed) as `gate.refused`, with who tried and why;
+/// nothing else is changed. The conductor signs it, so even a key the
+/// journal does not know is recorded. Both texts can carry what the caller
+/// typed, so both are bounded, like any entry.
+pub fn refuse(data: &DataDir, gate_id: &str, who: &identity::PublicKey, verdict: Verdict, reason: &str) {
+    let mut reason = reason.to_owned();
+    crate::host::truncate_utf8(&mut reason, REFUSAL_TEXT_BYTES_MAX);
+    let mut gate_id = gate_id.to_owned();
+    crate::host::truncate_utf8(&mut gate_id, REFUSAL_TEXT_BYTES_MAX);
+    let conductor = data.conductor.clone();
+    let recorded = data.ledger.write(|t| {
+        t.append(
+            &conductor,
+            "gate.refused",
+            &json!({"gate_id": gate_id, "key_id": who.key_id().to_string(),
+                    "public_key": hex::encode(who.to_bytes()),
+                    "verdict": match verdict { Verdict::Approve => "approved", Verdict::Reject => "rejected" },
+                    "reason": reason}),
+            now_us(),
+        )
+    });
+    if let Err(e) = recorded {
+        tracing::warn!("could not journal the refused decision: {e}");
+    }
+}
+
+/// Checks and records a decision signed by a key held outside this
+/// process, in two steps (see `serve`): with `key` in capture mode and
+/// `dry_run`, the entries are built and captured and the transaction is
+/// rolled back; with `key` holding their signatures, they are journaled.
+/// `now` must be the same both times, so the entries are the same bytes.
+/// The caller journals refusals ([`refuse`]).
+pub fn decide_remote(data: &DataDir, decision: &Decision<'_>, key: &ledger::RemoteKey, now: i64, dry_run: bool) -> Result<Decided> {
+    decision.check()?;
+    let decided = decide_in(data, decision, ReviewerSigner::Remote(key), now, dry_run)?;
+    if !dry_run && key.unused() > 0 {
+        // Unreachable while the journal agrees with the prepared entries
+        // (the transaction took them in order); refuse rather than guess.
+        bail!("{} signature(s) were not used; prepare the decision again", key.unused());
+    }
+    Ok(decided)
+}
+
+/// The decision ran to the end and was rolled back (a dry run).
+#[derive(Debug)]
+struct RolledBack(Decided);
+
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dry run: rolled back")
+    }
+}
+
+impl std::error::Error for RolledBack {}
+
 fn decide_in(
     data: &DataDir,
+    decision: &Decision<'_>,
+    reviewer: ReviewerSigner<'_>,
+    now: i64,
+    dry_run: bool,
+) -> Result<Decided> {
+    let &Decision { gate_id, verdict, note, edits } = decision;
+    let conductor = data.conductor.clone();
+    let reviewer_id = reviewer.public().key_id().to_string();
+    let written = data.ledger.write(|t| -> Result<Decided> {
+        let decided = decide_txn(t, data, &conductor, gate_id, reviewer, &reviewer_id, verdict, note, edits, now)?;
+        if dry_run {
+            // An error rolls the transaction back; the caller unwraps it.
+            return Err(RolledBack(decided).into());
+        }
+        Ok(decided)
+    });
+    match written {
+        Err(e) if e.is::<RolledBack>() => match e.downcast::<RolledBack>() {
+            Ok(RolledBack(decided)) => Ok(decided),
+            Err(e) => Err(e),
+        },
+        other => other,
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one caller; every argument named there")]
+fn decide_txn(
+    t: &mut ledger::Txn,
+    data: &DataDir,
+    conductor: &identity::Keypair,
     gate_id: &str,
-    reviewer: &identity::Keypair,
-    key_path: &Path,
+    reviewer: ReviewerSigner<'_>,
+    reviewer_id: &str,
     verdict: Verdict,
     note: Option<&str>,
     edits: Option<&Map<String, Value>>,
+    now: i64,
 ) -> Result<Decided> {
-    let conductor = data.conductor.clone();
-    let reviewer_id = reviewer.public().key_id().to_string();
-    // The journal would refuse the entry anyway; say why, and what to do.
-    crate::keys::require_registered(data, &reviewer.public(), key_path)?;
-    data.ledger.write(|t| -> Result<Decided> {
-        let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
-            bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());
-        };
-        if gate.status != GateStatus::Pending {
-            bail!(
-                "gate {gate_id} was already {} by reviewer {}; a gate is decided once",
-                match gate.status {
-                    GateStatus::Approved => "approved",
-                    GateStatus::TimedOut => "timed out",
-                    _ => "rejected",
-                },
-                gate.reviewer.as_deref().unwrap_or("?")
-            );
-        }
-        if !gate.reviewers.is_empty() && !gate.reviewers.contains(&reviewer_id) {
-            bail!(
-                "reviewer {reviewer_id} is not among gate `{}`'s reviewers ({}); the mission file names who decides it",
-                gate.gate,
-                gate.reviewers.join(", ")
-            );
-        }
-        if gate.votes.iter().any(|v| v.reviewer == reviewer_id) {
-            bail!("reviewer {reviewer_id} already approved gate {gate_id}; the quorum needs other reviewers");
-        }
-        if gate.parked && edits.is_some() {
-            bail!("gate {gate_id} answers an agent's question (await-review); there is no proposal to edit");
-        }
-        let now = now_us();
-        let edits = edits.cloned().unwrap_or_default();
-        let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
-        if verdict == Verdict::Approve && approvals < gate.quorum {
-            let (seq, _) = t.append(
-                &reviewer,
-                "gate.voted",
-                &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                        "gate_id": gate.id, "gate": gate.gate, "verdict": "approved", "note": note,
-                        "edits": edits, "approvals": approvals, "quorum": gate.quorum,
-                        "requested_seq": gate.requested_seq}),
-                now,
-            )?;
-            gate.votes.push(crate::state::Vote { reviewer: reviewer_id.clone(), seq, edits });
-            state::put_gate(t.redb(), &gate)?;
-            let needed = gate.quorum - approvals;
-            return Ok(Decided { gate, closed: false, needed });
-        }
-        // Every approving reviewer's edits, later ones over earlier ones,
-        // as a diff from the agent's proposal.
-        let mut merged: Map<String, Value> = Map::new();
-        if verdict == Verdict::Approve {
-            for vote in &gate.votes {
-                merged.extend(vote.edits.clone());
-            }
-            merged.extend(edits);
-        }
-        let proposed = |field: &str| match field {
-            "outcome" => json!(gate.proposed_outcome),
-            "reason" => json!(gate.proposed_reason),
-            _ => gate.proposed_details.clone(),
-        };
-        let diff: Map<String, Value> = merged
-            .iter()
-            .filter(|(field, to)| proposed(field) != **to)
-            .map(|(field, to)| (field.clone(), json!({"from": proposed(field), "to": to})))
-            .collect();
-        let verdict_name = match verdict {
-            Verdict::Approve => "approved",
-            Verdict::Reject => "rejected",
-        };
-        let (decided_seq, _) = t.append(
-            &reviewer,
-            "gate.decided",
+    let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
+        bail!("no gate `{gate_id}` in {}; `conductor gates list` shows the pending ones", data.root.display());
+    };
+    if gate.status != GateStatus::Pending {
+        bail!(
+            "gate {gate_id} was already {} by reviewer {}; a gate is decided once",
+            match gate.status {
+                GateStatus::Approved => "approved",
+                GateStatus::TimedOut => "timed out",
+                _ => "rejected",
+            },
+            gate.reviewer.as_deref().unwrap_or("?")
+        );
+    }
+    if !gate.reviewers.is_empty() && !gate.reviewers.iter().any(|r| r == reviewer_id) {
+        bail!(
+            "reviewer {reviewer_id} is not among gate `{}`'s reviewers ({}); the mission file names who decides it",
+            gate.gate,
+            gate.reviewers.join(", ")
+        );
+    }
+    if gate.votes.iter().any(|v| v.reviewer == reviewer_id) {
+        bail!("reviewer {reviewer_id} already approved gate {gate_id}; the quorum needs other reviewers");
+    }
+    if gate.parked && edits.is_some() {
+        bail!("gate {gate_id} answers an agent's question (await-review); there is no proposal to edit");
+    }
+    let edits = edits.cloned().unwrap_or_default();
+    let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
+    if verdict == Verdict::Approve && approvals < gate.quorum {
+        let seq = reviewer.append(
+            t,
+            "gate.voted",
             &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                    "gate_id": gate.id, "gate": gate.gate, "verdict": verdict_name,
-                    "note": note, "requested_seq": gate.requested_seq,
-                    "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>(), "quorum": gate.quorum,
-                    "edits": diff}),
+                    "gate_id": gate.id, "gate": gate.gate, "verdict": "approved", "note": note,
+                    "edits": edits, "approvals": approvals, "quorum": gate.quorum,
+                    "requested_seq": gate.requested_seq}),
             now,
         )?;
-        gate.status = match verdict {
-            Verdict::Approve => GateStatus::Approved,
-            Verdict::Reject => GateStatus::Rejected,
-        };
-        gate.reviewer = Some(reviewer_id.clone());
-        gate.note = note.map(str::to_owned);
-        gate.decided_seq = Some(decided_seq);
+        gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
         state::put_gate(t.redb(), &gate)?;
-        if gate.parked {
-            wake_parked(t, &gate)?;
-            return Ok(Decided { gate, closed: true, needed: 0 });
+        let needed = gate.quorum - approvals;
+        return Ok(Decided { gate, closed: false, needed });
+    }
+    // Every approving reviewer's edits, later ones over earlier ones,
+    // as a diff from the agent's proposal.
+    let mut merged: Map<String, Value> = Map::new();
+    if verdict == Verdict::Approve {
+        for vote in &gate.votes {
+            merged.extend(vote.edits.clone());
         }
-        // Approval adopts the agent's proposal (as edited); rejection
-        // overrides it.
-        let edited = |field: &str| diff.get(field).and_then(|d| d["to"].as_str()).map(str::to_owned);
-        let outcome = match verdict {
-            Verdict::Approve => edited("outcome").unwrap_or_else(|| gate.proposed_outcome.clone()),
-            Verdict::Reject => "rejected".to_owned(),
-        };
-        let decided_by = format!("reviewer:{reviewer_id}");
-        let reason = edited("reason").or_else(|| match verdict {
-            Verdict::Reject => note.map(str::to_owned),
-            Verdict::Approve => None,
-        });
-        let extra = json!({"gate_seq": decided_seq, "edited": !diff.is_empty()});
-        finish_task(t, &conductor, &gate, &outcome, &decided_by, reason, extra, now)?;
-        Ok(Decided { gate, closed: true, needed: 0 })
-    })
+        merged.extend(edits);
+    }
+    let proposed = |field: &str| match field {
+        "outcome" => json!(gate.proposed_outcome),
+        "reason" => json!(gate.proposed_reason),
+        _ => gate.proposed_details.clone(),
+    };
+    let diff: Map<String, Value> = merged
+        .iter()
+        .filter(|(field, to)| proposed(field) != **to)
+        .map(|(field, to)| (field.clone(), json!({"from": proposed(field), "to": to})))
+        .collect();
+    let verdict_name = match verdict {
+        Verdict::Approve => "approved",
+        Verdict::Reject => "rejected",
+    };
+    let decided_seq = reviewer.append(
+        t,
+        "gate.decided",
+        &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                "gate_id": gate.id, "gate": gate.gate, "verdict": verdict_name,
+                "note": note, "requested_seq": gate.requested_seq,
+                "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>(), "quorum": gate.quorum,
+                "edits": diff}),
+        now,
+    )?;
+    gate.status = match verdict {
+        Verdict::Approve => GateStatus::Approved,
+        Verdict::Reject => GateStatus::Rejected,
+    };
+    gate.reviewer = Some(reviewer_id.to_owned());
+    gate.note = note.map(str::to_owned);
+    gate.decided_seq = Some(decided_seq);
+    state::put_gate(t.redb(), &gate)?;
+    if gate.parked {
+        wake_parked(t, &gate)?;
+        return Ok(Decided { gate, closed: true, needed: 0 });
+    }
+    // Approval adopts the agent's proposal (as edited); rejection
+    // overrides it.
+    let edited = |field: &str| diff.get(field).and_then(|d| d["to"].as_str()).map(str::to_owned);
+    let outcome = match verdict {
+        Verdict::Approve => edited("outcome").unwrap_or_else(|| gate.proposed_outcome.clone()),
+        Verdict::Reject => "rejected".to_owned(),
+    };
+    let decided_by = format!("reviewer:{reviewer_id}");
+    let reason = edited("reason").or_else(|| match verdict {
+        Verdict::Reject => note.map(str::to_owned),
+        Verdict::Approve => None,
+    });
+    let extra = json!({"gate_seq": decided_seq, "edited": !diff.is_empty()});
+    finish_task(t, conductor, &gate, &outcome, &decided_by, reason, extra, now)?;
+    Ok(Decided { gate, closed: true, needed: 0 })
 }
 
 /// A parked task's gate was answered (by a reviewer or a timeout): the task

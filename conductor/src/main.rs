@@ -22,6 +22,7 @@ mod registry;
 mod report;
 mod replay;
 mod run;
+mod serve;
 mod state;
 mod summary;
 
@@ -109,6 +110,43 @@ enum Command {
     /// Read the bitemporal memory; erase a data subject.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// Serve the reviewer page (and run missions in the same process).
+    ///
+    /// Reviewers open the page, unlock their own key file in the browser
+    /// (it never leaves it), sign in by signing a challenge, and approve,
+    /// reject or edit pending gates; each decision is a journal entry
+    /// signed in the browser with the reviewer's key. New gates appear
+    /// without reloading. Operator and auditor keys may sign in to look;
+    /// only reviewers decide, and only their own gates.
+    ///
+    /// This process holds the data directory while it runs, so missions
+    /// run here too: `--run FILE` starts one once the server is up, and a
+    /// parked agent's mission resumes here when its gate is decided.
+    #[command(after_help = "Examples:\n  conductor serve --data ./data\n  \
+        conductor serve --data ./data --bind 127.0.0.1:8080 --run missions/examples/casework/mission.yaml\n\n\
+        The server speaks plain HTTP and binds to loopback by default. To serve other hosts, put a \
+        TLS-terminating proxy in front and pass --allow-remote.")]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Address to listen on (port 0: any free port; the chosen address is
+    /// printed as `listening on http://ADDR`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Allow an address other hosts can reach. Without TLS in front,
+    /// session cookies would cross the network in clear.
+    #[arg(long)]
+    allow_remote: bool,
+    /// A mission file to run once the server is up (repeat for several;
+    /// they run one after another).
+    #[arg(long = "run", value_name = "MISSION")]
+    run: Vec<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -620,6 +658,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
         Command::Mission(MissionCommand::Validate { file }) => Ok(validate(&file)),
         Command::Mission(MissionCommand::Resume { mission_id, engine }) => resume(&mission_id, engine),
         Command::Mission(MissionCommand::Show { mission_id, data, json }) => {
@@ -929,6 +968,41 @@ fn run(args: RunArgs) -> Result<u8> {
     })
 }
 
+fn serve(args: ServeArgs) -> Result<u8> {
+    if !args.allow_remote && !serve::is_loopback(&args.bind) {
+        eprintln!(
+            "error: {} is reachable from other hosts; serve on loopback (127.0.0.1), or put TLS in front and pass --allow-remote",
+            args.bind
+        );
+        return Ok(exit::INVALID);
+    }
+    for path in &args.run {
+        // Refuse a bad mission file before anything starts.
+        if let Err(d) = missions::load(path) {
+            eprintln!("{d}");
+            return Ok(exit::INVALID);
+        }
+    }
+    let data = data::DataDir::open_or_create(&args.data.data)?;
+    let registry = match &args.models.models {
+        Some(path) => Registry::from_file(path)?,
+        None => Registry::embedded(&args.models.model_dir)?,
+    };
+    serve::serve(serve::ServeConfig {
+        data,
+        bind: args.bind,
+        run: args.run,
+        run_config: run::RunConfig {
+            data: args.data.data.clone(),
+            concurrency: usize::from(args.models.concurrency),
+            module_cache: run::module_cache_dir(args.models.module_cache.as_deref()),
+            open: None,
+        },
+        router: Arc::new(Router::new(registry)),
+    })?;
+    Ok(exit::OK)
+}
+
 fn resume(mission_id: &str, engine: EngineArgs) -> Result<u8> {
     let id = mission_id.to_owned();
     execute(engine, move |router, cfg, progress| {
@@ -954,6 +1028,7 @@ fn execute(
         data: args.data.data.clone(),
         concurrency: usize::from(args.models.concurrency),
         module_cache: run::module_cache_dir(args.models.module_cache.as_deref()),
+        open: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -32,6 +32,26 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Where compiled modules are cached; `None`: no cache.
     pub module_cache: Option<PathBuf>,
+    /// The data directory already open in this process (`conductor
+    /// serve`, which holds the database for as long as it runs); `None`:
+    /// open `data` for the run.
+    pub open: Option<DataDir>,
+}
+
+impl RunConfig {
+    fn existing(&self) -> Result<DataDir> {
+        match &self.open {
+            Some(data) => Ok(data.clone()),
+            None => DataDir::open_existing(&self.data),
+        }
+    }
+
+    fn existing_or_new(&self) -> Result<DataDir> {
+        match &self.open {
+            Some(data) => Ok(data.clone()),
+            None => DataDir::open_or_create(&self.data),
+        }
+    }
 }
 
 /// The module cache directory: `requested` (`off` for none), else the
@@ -87,7 +107,7 @@ pub async fn run_mission(
     // rather than start the work again. Checked first, so recovery loads
     // the engine and modules once (in `resume_mission`), not twice.
     if crate::data::db_path(&cfg.data).is_ok() {
-        let data = DataDir::open_existing(&cfg.data)?;
+        let data = cfg.existing()?;
         if let Some(interrupted) = interrupted_mission(&data, &mission_bytes)? {
             drop(data);
             eprintln!("mission {interrupted} from this file did not finish (the process stopped); recovering it");
@@ -103,7 +123,7 @@ pub async fn run_mission(
         crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
         modules.push(module);
     }
-    let data = DataDir::open_or_create(&cfg.data)?;
+    let data = cfg.existing_or_new()?;
     let mission_id = uuid::Uuid::new_v4().to_string();
 
     let mut agents = Vec::new();
@@ -266,7 +286,7 @@ pub async fn resume_mission(
     cfg: &RunConfig,
     progress: Arc<Progress>,
 ) -> Result<RunOutcome> {
-    let data = DataDir::open_existing(&cfg.data)?;
+    let data = cfg.existing()?;
     let record = data
         .ledger
         .read()

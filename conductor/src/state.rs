@@ -259,6 +259,11 @@ pub fn mission(txn: &ReadTransaction, id: &str) -> Result<Option<MissionRecord>,
     one(txn, MISSIONS, "mission", id)
 }
 
+/// One task of a mission.
+pub fn task(txn: &ReadTransaction, mission: &str, index: u32) -> Result<Option<TaskRecord>, StateError> {
+    one(txn, TASKS, "task", &task_key(mission, index))
+}
+
 /// The record of `table` at `key`, if any.
 fn one<T: for<'de> Deserialize<'de>>(
     txn: &ReadTransaction,

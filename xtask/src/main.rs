@@ -93,6 +93,7 @@ fn main() -> Result<()> {
             setup(&root)?;
             // Only the tests need them; the demo stays on the Rust agents.
             polyglot::build(&root, &target_dir(&root).join("polyglot"))?;
+            install_browser()?;
             step("running the test suite (release profile, shared with the binary)");
             run(cargo_command().args(test_build_args(&[])))
         }
@@ -104,6 +105,23 @@ fn setup(root: &Path) -> Result<()> {
     run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
     fetch_model(root)?;
     build_agents(root)
+}
+
+/// The reviewer page's tests drive Debian's headless Chromium through
+/// ChromeDriver; install both when they are missing (only the tests need
+/// them, not the demo or a deployment).
+fn install_browser() -> Result<()> {
+    const BROWSER: &str = "/usr/bin/chromium";
+    const DRIVER: &str = "/usr/bin/chromedriver";
+    if Path::new(BROWSER).is_file() && Path::new(DRIVER).is_file() {
+        step("chromium and chromedriver present");
+        return Ok(());
+    }
+    step("installing Debian's chromium and chromium-driver (for the reviewer page's browser test)");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn fetch_model(root: &Path) -> Result<()> {

@@ -1,0 +1,360 @@
+//! The reviewer page in a real browser: Debian's headless Chromium,
+//! driven over WebDriver (chromedriver), against `conductor serve`.
+//!
+//! A reviewer unlocks their own passphrase-sealed key file in the page,
+//! signs in, sees a pending gate, sees a second gate arrive without a
+//! reload (an operator starts another mission on the server meanwhile),
+//! approves the first, and sees its case complete. The journal then holds
+//! the decision signed by the reviewer's key, and verifies. Requests
+//! without a session, an operator's attempt to decide and a replayed
+//! decision are refused. Screenshots go to `test-artefacts/browser/`.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Unlocking a key runs Argon2id (64 MiB, 3 passes) in JavaScript.
+const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
+const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// One HTTP/1.1 request on loopback; returns status, headers and body.
+fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> (u16, String, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the server");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    // Small JSON answers come whole or in one chunk.
+    let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        rest.split_once("\r\n").map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c)).unwrap_or(rest)
+    } else {
+        rest
+    };
+    let value = serde_json::from_str(json_text.trim()).unwrap_or(Value::Null);
+    (status, head.to_owned(), value)
+}
+
+/// Signs in over the API with a key this test holds; returns the cookie.
+fn sign_in(addr: &str, key: &identity::Keypair) -> String {
+    let (status, _, challenge) = http(addr, "GET", "/api/challenge", None, None);
+    assert_eq!(status, 200, "{challenge}");
+    let challenge = challenge["challenge"].as_str().expect("challenge").to_owned();
+    let mut message = b"conductor sign-in v1\0".to_vec();
+    message.extend_from_slice(&hex::decode(&challenge).expect("hex"));
+    let body = json!({"public_key": key.public().to_hex(), "challenge": challenge,
+                      "signature": key.sign(&message).to_hex()});
+    let (status, head, me) = http(addr, "POST", "/api/session", None, Some(&body));
+    assert_eq!(status, 200, "{me}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().expect("name=value").to_owned()
+}
+
+fn new_key(dir: &Path, role: &str, name: &str, data: &Path, sealed: bool) -> PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    let mut cmd = conductor();
+    cmd.args(["keys", "new", "--role", role, "--out"]).arg(&key);
+    if sealed {
+        cmd.arg("--passphrase").env("CONDUCTOR_KEY_PASSPHRASE", PASSPHRASE);
+    }
+    assert_eq!(run(&mut cmd).status.code(), Some(0));
+    let out = run(conductor().args(["keys", "register", "--data"]).arg(data).arg(&key).args(["--name", name]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    key
+}
+
+fn artefacts() -> PathBuf {
+    let dir = std::env::var_os("CONDUCTOR_TEST_ARTEFACTS")
+        .map_or_else(|| repo_root().join("test-artefacts"), PathBuf::from)
+        .join("browser");
+    std::fs::create_dir_all(&dir).expect("artefacts dir");
+    dir
+}
+
+async fn screenshot(client: &fantoccini::Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    let path = artefacts().join(name);
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with
+/// a screenshot of what the page showed.
+async fn wait_for<T, F, Fut>(client: &fantoccini::Client, what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        if start.elapsed() > timeout {
+            screenshot(client, &format!("failed-{}.png", what.replace(' ', "-"))).await;
+            let message = client.find(Locator::Css("#message")).await.ok();
+            let message = match message {
+                Some(m) => m.text().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            panic!("timed out waiting for {what}; #message says: {message:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn gate_card_ids(client: &fantoccini::Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    for card in client.find_all(Locator::Css("section.gate")).await.unwrap_or_default() {
+        if let Ok(Some(id)) = card.attr("data-gate-id").await {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browser() {
+    assert!(
+        Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file(),
+        "{CHROMIUM} and {CHROMEDRIVER} are missing: `cargo xtask test` installs Debian's chromium and chromium-driver"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = module("cells/guests/echo-agent/echo.wasm");
+    let gates = "gates:\n  - name: big\n    when: { field: case.amount, greater_than: 100 }\n";
+    let first = write_mission(dir.path(), "first", &echo, 1000, "{}", "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n", gates);
+    let later = write_mission(dir.path(), "later", &echo, 1000, "{}", "    - {id: late, amount: 900}\n", gates);
+    let data = dir.path().join("data");
+    let out = run(conductor().arg("run").arg(&first).arg("--data").arg(&data).arg("--json"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["status"], "awaiting_review");
+    let reviewer_key = new_key(dir.path(), "reviewer", "Rita Reviewer", &data, true);
+    let operator_key = new_key(dir.path(), "operator", "Otto Operator", &data, false);
+    let operator = identity::Keypair::load(&operator_key).expect("operator key");
+    let reviewer_public = identity::read_public(&reviewer_key).expect("public").1;
+    let reviewer_id = reviewer_public.key_id().to_string();
+
+    // The server, on any free loopback port.
+    let mut server = conductor();
+    server.args(["serve", "--bind", "127.0.0.1:0", "--data"]).arg(&data).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut server = Killed(server.spawn().expect("conductor serve starts"));
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+
+    // No session, no data: every API request is refused, and says why.
+    for path in ["/api/gates", "/api/me", "/api/events"] {
+        let (status, _, body) = http(&addr, "GET", path, None, None);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("sign in")), "{path}: {body}");
+    }
+    let (status, _, _) = http(&addr, "GET", "/api/gates", Some("conductor_session=00ff"), None);
+    assert_eq!(status, 401, "a made-up session is no session");
+    let pending: Vec<String> = {
+        let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
+        // The server holds the database; `gates list` cannot open it.
+        assert_ne!(out.status.code(), Some(0));
+        Vec::new()
+    };
+    assert!(pending.is_empty());
+
+    // The browser.
+    let driver_port = free_port();
+    let _driver = Killed(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let profile = dir.path().join("chromium-profile");
+    let caps = json!({"goog:chromeOptions": {"binary": CHROMIUM, "args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+        "--window-size=1280,1600", format!("--user-data-dir={}", profile.display())]}});
+    let caps: fantoccini::wd::Capabilities = caps.as_object().expect("object").clone();
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let start = Instant::now();
+    let client = loop {
+        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{driver_port}")).await {
+            Ok(client) => break client,
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                eprintln!("waiting for chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("chromedriver did not answer: {e}"),
+        }
+    };
+
+    client.goto(&format!("http://{addr}/")).await.expect("open the page");
+    let state = |c: fantoccini::Client| async move {
+        c.find(Locator::Css("body")).await.ok()?.attr("data-state").await.ok().flatten()
+    };
+    assert_eq!(state(client.clone()).await.as_deref(), Some("signed-out"));
+    screenshot(&client, "1-sign-in.png").await;
+
+    // The key file goes to the page (a file input), never to the server.
+    let key_path = reviewer_key.canonicalize().expect("absolute key path");
+    client.find(Locator::Id("key-file")).await.expect("key file input").send_keys(&key_path.display().to_string()).await.expect("choose file");
+    client.find(Locator::Id("passphrase")).await.expect("passphrase input").send_keys(PASSPHRASE).await.expect("type");
+    client.find(Locator::Id("sign-in")).await.expect("sign-in button").click().await.expect("click");
+    wait_for(&client, "sign in", UNLOCK_TIMEOUT, || {
+        let c = client.clone();
+        async move { (state(c).await.as_deref() == Some("signed-in")).then_some(()) }
+    })
+    .await;
+
+    // The pending gate, with the case and the agent's proposal.
+    let cards = wait_for(&client, "the pending gate", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            let ids = gate_card_ids(&c).await;
+            (ids.len() == 1).then_some(ids)
+        }
+    })
+    .await;
+    let big_gate = cards[0].clone();
+    let card = client.find(Locator::Css(&format!("section.gate[data-gate-id=\"{big_gate}\"]"))).await.expect("card");
+    let text = card.text().await.expect("card text");
+    assert!(text.contains("big") && text.contains("500"), "the card shows the case: {text}");
+    screenshot(&client, "2-pending-gate.png").await;
+
+    // A reload would lose this marker; new gates must arrive without one.
+    client.execute("window.__conductorNoReload = true; return true;", vec![]).await.expect("script");
+    let operator_cookie = sign_in(&addr, &operator);
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": later})));
+    assert_eq!(status, 202, "{body}");
+    let both = wait_for(&client, "the new gate to appear", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            let ids = gate_card_ids(&c).await;
+            (ids.len() == 2).then_some(ids)
+        }
+    })
+    .await;
+    let late_gate = both.iter().find(|id| **id != big_gate).expect("the new gate").clone();
+    let still = client.execute("return window.__conductorNoReload === true;", vec![]).await.expect("script");
+    assert_eq!(still, json!(true), "the new gate arrived without a reload");
+    screenshot(&client, "3-new-gate-arrived.png").await;
+
+    // Role separation: an operator's session cannot decide, and the
+    // attempt is journaled.
+    let (status, _, body) =
+        http(&addr, "POST", &format!("/api/gates/{late_gate}/prepare"), Some(&operator_cookie), Some(&json!({"verdict": "approve"})));
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("operator keys cannot decide")), "{body}");
+    // Oversized requests are refused before they are read whole.
+    let huge = json!({"verdict": "approve", "note": "x".repeat(100_000)});
+    let (status, _, body) = http(&addr, "POST", &format!("/api/gates/{late_gate}/prepare"), Some(&operator_cookie), Some(&huge));
+    assert_eq!(status, 413, "{body}");
+
+    // The reviewer approves in the page; the browser signs.
+    let approve = client
+        .find(Locator::Css(&format!("section.gate[data-gate-id=\"{big_gate}\"] button.approve")))
+        .await
+        .expect("approve button");
+    approve.click().await.expect("click approve");
+    wait_for(&client, "the decision", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        let big_gate = big_gate.clone();
+        async move {
+            let ids = gate_card_ids(&c).await;
+            let message = c.find(Locator::Id("message")).await.ok()?.text().await.ok()?;
+            (!ids.contains(&big_gate) && message.to_lowercase().contains("approved")).then_some(())
+        }
+    })
+    .await;
+    screenshot(&client, "4-approved.png").await;
+
+    // The case is complete, decided by this reviewer.
+    let reviewer_cookie = client.get_named_cookie("conductor_session").await.expect("the page's session cookie");
+    let reviewer_cookie = format!("conductor_session={}", reviewer_cookie.value());
+    let (status, _, gate) = http(&addr, "GET", &format!("/api/gates/{big_gate}"), Some(&reviewer_cookie), None);
+    assert_eq!(status, 200, "{gate}");
+    assert_eq!(gate["status"], "approved", "{gate}");
+    assert_eq!(gate["reviewer"], reviewer_id.as_str(), "{gate}");
+    assert_eq!(gate["case_status"], "decided", "{gate}");
+
+    // A second decision on the same gate is refused (409) and journaled.
+    let (status, _, body) =
+        http(&addr, "POST", &format!("/api/gates/{big_gate}/prepare"), Some(&reviewer_cookie), Some(&json!({"verdict": "reject"})));
+    assert_eq!(status, 409, "{body}");
+    // A forged decision: a made-up token and signature.
+    let forged = json!({"token": "00".repeat(32), "signatures": ["11".repeat(64)]});
+    let (status, _, body) = http(&addr, "POST", &format!("/api/gates/{late_gate}/decide"), Some(&reviewer_cookie), Some(&forged));
+    assert_eq!(status, 409, "{body}");
+    // Signing out ends the session and its event stream.
+    let (status, _, _) = http(&addr, "DELETE", "/api/session", Some(&operator_cookie), None);
+    assert_eq!(status, 200);
+    let (status, _, _) = http(&addr, "GET", "/api/gates", Some(&operator_cookie), None);
+    assert_eq!(status, 401);
+
+    client.close().await.expect("close the browser");
+    // Stopped as an operator would (SIGTERM), so the database is closed
+    // cleanly for the auditor's read-only commands below.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let start = Instant::now();
+    while server.0.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.0.try_wait().expect("wait").is_some_and(|s| s.success()), "serve exits 0 on SIGTERM");
+
+    // The journal: the decision is signed by the reviewer's own key, the
+    // refusals are recorded, and everything verifies.
+    let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let signers = stdout_json(&out)["signers"].clone();
+    assert!(signers.as_array().expect("signers").iter().any(|s| s == reviewer_id.as_str()), "{signers}");
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.refused", "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let refusals = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(refusals >= 4, "operator, oversized, second decision and forgery are journaled: {refusals}");
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.decided", "--data"]).arg(&data));
+    let decided: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+}
