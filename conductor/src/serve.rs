@@ -74,6 +74,8 @@ pub const BODY_BYTES_MAX: usize = 64 << 10;
 const EVENT_POLL: Duration = Duration::from_millis(250);
 /// A comment line on idle event streams, so proxies keep them open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Seconds open requests (event streams) get to finish at shutdown.
+const SHUTDOWN_GRACE_S: u64 = 2;
 /// Reasoning shown per gate: a page, not the whole transcript.
 const REASONING_TEXT_MAX: usize = 8 << 10;
 /// What a reviewer signs to sign in: this domain, then the challenge.
@@ -126,6 +128,7 @@ struct Prepared {
     verdict: Verdict,
     note: Option<String>,
     edits: Option<Map<String, Value>>,
+    amount: Option<u64>,
     time_us: i64,
     entries: Vec<(u64, ledger::EntryHash)>,
     expires: Instant,
@@ -518,13 +521,23 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
     }
     let requested_at = data.ledger.entries(gate.requested_seq, 1)?.pop().map(|e| missions::format_timestamp(e.time_us));
     let why_not = why_not(gate, who);
+    let budget = match &gate.budget {
+        Some(ask) => {
+            // A fresh snapshot, a moment after `read`: balances only.
+            let account = data.ledger.account(&ask.account).ok();
+            json!({"account": ask.account, "limit": account.as_ref().and_then(|a| a.limit),
+                   "settled": account.as_ref().map(|a| a.settled), "requested": ask.amount})
+        }
+        None => Value::Null,
+    };
     Ok(json!({
-        "id": gate.id, "gate": gate.gate, "kind": "case", "status": status_name(gate.status),
+        "id": gate.id, "gate": gate.gate, "kind": if gate.budget.is_some() { "budget" } else { "case" },
+        "status": status_name(gate.status),
         "mission": gate.mission, "task": gate.task, "case_id": gate.case_id, "case": case,
-        "proposal": if gate.parked { Value::Null } else {
+        "proposal": if gate.parked || gate.budget.is_some() { Value::Null } else {
             json!({"outcome": gate.proposed_outcome, "reason": gate.proposed_reason, "details": gate.proposed_details})
         },
-        "question": question, "parked": gate.parked, "budget": Value::Null,
+        "question": question, "parked": gate.parked, "budget": budget,
         "reasoning": reasoning, "memory": memory,
         "reviewers": gate.reviewers, "quorum": gate.quorum, "approvals": gate.votes.len(),
         "requested_at": requested_at,
@@ -542,7 +555,7 @@ struct PrepareBody {
     note: Option<String>,
     #[serde(default)]
     edits: Option<Map<String, Value>>,
-    /// For budget gates (not yet served here); refused when present.
+    /// For a budget gate: the extension to grant (default: what it asks).
     #[serde(default)]
     amount: Option<u64>,
 }
@@ -591,10 +604,6 @@ async fn prepare(
             return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
         }
     };
-    if body.amount.is_some() {
-        let e = ApiError::new(StatusCode::BAD_REQUEST, "`amount` is for budget gates; this gate decides a case");
-        return Err(refused(&state, &who, &gate_id, verdict, e));
-    }
     if who.role != Role::Reviewer {
         let e = ApiError::new(
             StatusCode::FORBIDDEN,
@@ -605,10 +614,10 @@ async fn prepare(
     let public = who.public;
     let time_us = now_us();
     let st = state.clone();
-    let (gid, note, edits) = (gate_id.clone(), body.note.clone(), body.edits.clone());
+    let (gid, note, edits, amount) = (gate_id.clone(), body.note.clone(), body.edits.clone(), body.amount);
     let captured = blocking(move || {
         let key = ledger::RemoteKey::capture(public, Role::Reviewer);
-        let decision = Decision { gate_id: &gid, verdict, note: note.as_deref(), edits: edits.as_ref() };
+        let decision = Decision { gate_id: &gid, verdict, note: note.as_deref(), edits: edits.as_ref(), amount };
         match gates::decide_remote(&st.data, &decision, &key, time_us, true) {
             Ok(_) => Ok(Ok(key.captured())),
             Err(e) => Ok(Err(format!("{e:#}"))),
@@ -637,6 +646,7 @@ async fn prepare(
         verdict,
         note: body.note,
         edits: body.edits,
+        amount: body.amount,
         time_us,
         entries: entries.iter().map(|e| (e.seq, e.hash)).collect(),
         expires: Instant::now() + PREPARED_TTL,
@@ -698,6 +708,7 @@ async fn decide(
             verdict: prepared.verdict,
             note: prepared.note.as_deref(),
             edits: prepared.edits.as_ref(),
+            amount: prepared.amount,
         };
         Ok(gates::decide_remote(&st.data, &decision, &key, prepared.time_us, false))
     })
@@ -717,7 +728,7 @@ async fn decide(
             return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, format!("{e:#}"))));
         }
     };
-    if decided.gate.parked && decided.closed {
+    if gates::resumes_mission(&decided) {
         let jobs = state.jobs.lock().map_err(internal)?;
         if jobs.send(Job::Resume(decided.gate.mission.clone())).is_err() {
             tracing::warn!("the mission runner is gone; resume with `conductor mission resume {}`", decided.gate.mission);
@@ -927,6 +938,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
                 .default_service(web::to(not_found))
         })
         .workers(2)
+        // Event streams never finish on their own; on shutdown they get
+        // this long to close, not actix's default 30 s.
+        .shutdown_timeout(SHUTDOWN_GRACE_S)
         .bind(cfg.bind)
         .with_context(|| format!("binding {}", cfg.bind))?;
         for addr in server.addrs() {
