@@ -67,23 +67,48 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     assert!(names.contains(&mission_id.as_str()));
     assert!(names.contains(&format!("{mission_id}/eligibility").as_str()), "{names:?}");
 
-    // Only a registered reviewer may extend it, and it is their signature.
+    // The mission waits on its budget gate, asking for its limit again.
+    let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
+    let gates = stdout_json(&out);
+    let gate = gates.as_array().expect("gates").iter().find(|g| g["status"] == "pending").expect("a budget gate").clone();
+    assert_eq!(gate["gate"], "budget", "{gate}");
+    assert_eq!(gate["budget"]["account"], mission_id.as_str(), "{gate}");
+    assert_eq!(gate["budget"]["amount"], 330, "{gate}");
+    let gate_id = gate["id"].as_str().expect("id").to_owned();
+
+    // Only a registered reviewer may grant it, and it is their signature.
     let reviewer = dir.path().join("reviewer.key");
     run(conductor().args(["keys", "new", "--role", "reviewer", "--out"]).arg(&reviewer));
-    let extend = |key: &Path| {
-        run(conductor().args(["ledger", "extend", &mission_id, "--amount", "5000", "--reason", "approved", "--key"])
+    let approve = |key: &Path| {
+        run(conductor().args(["gates", "approve", &gate_id, "--amount", "5000", "--note", "approved", "--json", "--concurrency", "1", "--key"])
             .arg(key).arg("--data").arg(&data))
     };
-    assert_ne!(extend(&reviewer).status.code(), Some(0), "unregistered reviewer refused");
+    assert_ne!(approve(&reviewer).status.code(), Some(0), "unregistered reviewer refused");
     let operator = dir.path().join("operator.key");
     run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator));
     run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&operator));
-    assert_ne!(extend(&operator).status.code(), Some(0), "an operator key cannot extend");
+    assert_ne!(approve(&operator).status.code(), Some(0), "an operator key cannot extend");
     run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&reviewer));
-    assert_eq!(extend(&reviewer).status.code(), Some(0));
+    // The gate is the way: a direct extension is refused while it waits.
+    let out = run(conductor().args(["ledger", "extend", &mission_id, "--amount", "5000", "--reason", "r", "--key"])
+        .arg(&reviewer).arg("--data").arg(&data));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("budget gate"), "{}", stderr(&out));
+    // Amounts go with approvals of budget gates only.
+    let out = run(conductor().args(["gates", "reject", &gate_id, "--amount", "5", "--key"]).arg(&reviewer).arg("--data").arg(&data));
+    assert_ne!(out.status.code(), Some(0));
 
-    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--concurrency", "1", "--data"]).arg(&data));
-    assert_eq!(out.status.code(), Some(0));
+    // Approving grants the extension and continues the mission at once.
+    let out = approve(&reviewer);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("extended by 5000"), "{}", stderr(&out));
+    let reviewer_public = identity::read_public(&reviewer).expect("public").1.to_hex();
+    for kind in ["gate.decided", "budget.extended"] {
+        let log = run(conductor().args(["audit", "log", "--json", "--kind", kind, "--data"]).arg(&data));
+        let lines: Vec<Value> = String::from_utf8_lossy(&log.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(lines.len(), 1, "{kind}: {lines:?}");
+        assert_eq!(lines[0]["signer"], reviewer_public.as_str(), "{kind} is signed by the reviewer: {lines:?}");
+    }
     let summary = stdout_json(&out);
     assert_eq!(summary["status"], "completed", "{summary}");
     assert!(statuses(&summary).iter().all(|s| s == "decided"), "{:?}", statuses(&summary));

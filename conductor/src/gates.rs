@@ -104,6 +104,14 @@ impl ReviewerSigner<'_> {
         }
     }
 
+    /// The reviewer's signed `budget.extended` posting.
+    fn extend(&self, t: &mut ledger::Txn, account: &str, amount: u64, reason: &str, time_us: i64) -> Result<ledger::Account> {
+        Ok(match self {
+            ReviewerSigner::Key(key) => t.extend(key, account, amount, reason, time_us)?,
+            ReviewerSigner::Remote(key) => t.extend_remote(key, account, amount, reason, time_us)?,
+        })
+    }
+
     fn append(&self, t: &mut ledger::Txn, kind: &str, payload: &Value, time_us: i64) -> Result<u64> {
         Ok(match self {
             ReviewerSigner::Key(key) => t.append(key, kind, payload, time_us)?.0,
@@ -119,6 +127,8 @@ pub struct Decision<'a> {
     pub verdict: Verdict,
     pub note: Option<&'a str>,
     pub edits: Option<&'a Map<String, Value>>,
+    /// For a budget gate: the extension granted (default: what it asks).
+    pub amount: Option<u64>,
 }
 
 impl Decision<'_> {
@@ -129,6 +139,12 @@ impl Decision<'_> {
                 bail!("edits go with an approval (`gates approve --edit`); a rejection overrides the proposal");
             }
             check_edits(edits)?;
+        }
+        if self.amount.is_some() && self.verdict == Verdict::Reject {
+            bail!("an amount goes with an approval of a budget gate");
+        }
+        if self.amount == Some(0) {
+            bail!("an extension of 0 grants nothing; approve a positive amount, or reject");
         }
         if let Some(note) = self.note
             && note.len() > NOTE_BYTES_MAX
@@ -156,8 +172,9 @@ pub fn decide(
     verdict: Verdict,
     note: Option<&str>,
     edits: Option<&Map<String, Value>>,
+    amount: Option<u64>,
 ) -> Result<Decided> {
-    let decision = Decision { gate_id, verdict, note, edits };
+    let decision = Decision { gate_id, verdict, note, edits, amount };
     decision.check()?;
     let reviewer = crate::keys::load_reviewer_key(key_path, "gates are decided")?;
     let data = DataDir::open_existing(data)?;
@@ -232,11 +249,11 @@ fn decide_in(
     now: i64,
     dry_run: bool,
 ) -> Result<Decided> {
-    let &Decision { gate_id, verdict, note, edits } = decision;
+    let &Decision { gate_id, verdict, note, edits, amount } = decision;
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
     let written = data.ledger.write(|t| -> Result<Decided> {
-        let decided = decide_txn(t, data, &conductor, gate_id, reviewer, &reviewer_id, verdict, note, edits, now)?;
+        let decided = decide_txn(t, data, &conductor, gate_id, reviewer, &reviewer_id, verdict, note, edits, amount, now)?;
         if dry_run {
             // An error rolls the transaction back; the caller unwraps it.
             return Err(RolledBack(decided).into());
@@ -263,6 +280,7 @@ fn decide_txn(
     verdict: Verdict,
     note: Option<&str>,
     edits: Option<&Map<String, Value>>,
+    amount: Option<u64>,
     now: i64,
 ) -> Result<Decided> {
     let Some(mut gate) = state::gate_in(t.redb(), gate_id)? else {
@@ -291,6 +309,15 @@ fn decide_txn(
     }
     if gate.parked && edits.is_some() {
         bail!("gate {gate_id} answers an agent's question (await-review); there is no proposal to edit");
+    }
+    if let Some(ask) = gate.budget.clone() {
+        if edits.is_some() {
+            bail!("gate {gate_id} asks for a budget extension; approve it with an amount (`--amount N`), not edits");
+        }
+        return decide_budget(t, gate, &ask, reviewer, reviewer_id, verdict, note, amount, now);
+    }
+    if amount.is_some() {
+        bail!("gate {gate_id} decides a case; an amount is only for a budget gate");
     }
     let edits = edits.cloned().unwrap_or_default();
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
@@ -369,6 +396,79 @@ fn decide_txn(
     let extra = json!({"gate_seq": decided_seq, "edited": !diff.is_empty()});
     finish_task(t, conductor, &gate, &outcome, &decided_by, reason, extra, now)?;
     Ok(Decided { gate, closed: true, needed: 0 })
+}
+
+/// Decides a budget gate. Approvals before the quorum are votes (with
+/// the amount each would grant); the approval that reaches it is the
+/// reviewer's `gate.decided` followed by the same reviewer's signed
+/// `budget.extended` posting, and the mission waits to be resumed. A
+/// rejection leaves the mission's budget exhausted for good.
+#[allow(clippy::too_many_arguments, reason = "one caller; every argument named there")]
+fn decide_budget(
+    t: &mut ledger::Txn,
+    mut gate: GateRecord,
+    ask: &state::BudgetAsk,
+    reviewer: ReviewerSigner<'_>,
+    reviewer_id: &str,
+    verdict: Verdict,
+    note: Option<&str>,
+    amount: Option<u64>,
+    now: i64,
+) -> Result<Decided> {
+    let granted = amount.unwrap_or(ask.amount);
+    let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
+    let base = json!({"mission": gate.mission, "gate_id": gate.id, "gate": gate.gate, "note": note,
+                      "requested_seq": gate.requested_seq, "quorum": gate.quorum});
+    if verdict == Verdict::Approve && approvals < gate.quorum {
+        let seq = reviewer.append(
+            t,
+            "gate.voted",
+            &merged(base, json!({"verdict": "approved", "approvals": approvals, "budget": {"account": ask.account, "amount": granted}})),
+            now,
+        )?;
+        let mut edits = Map::new();
+        edits.insert("amount".into(), json!(granted));
+        gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
+        state::put_gate(t.redb(), &gate)?;
+        let needed = gate.quorum - approvals;
+        return Ok(Decided { gate, closed: false, needed });
+    }
+    let verdict_name = if verdict == Verdict::Approve { "approved" } else { "rejected" };
+    let budget = (verdict == Verdict::Approve).then(|| json!({"account": ask.account, "amount": granted}));
+    let decided_seq = reviewer.append(
+        t,
+        "gate.decided",
+        &merged(base, json!({"verdict": verdict_name, "budget": budget,
+                             "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>()})),
+        now,
+    )?;
+    gate.status = if verdict == Verdict::Approve { GateStatus::Approved } else { GateStatus::Rejected };
+    gate.reviewer = Some(reviewer_id.to_owned());
+    gate.note = note.map(str::to_owned);
+    gate.decided_seq = Some(decided_seq);
+    state::put_gate(t.redb(), &gate)?;
+    let status = if verdict == Verdict::Approve {
+        let reason = format!("budget gate {} (entry {decided_seq})", gate.id);
+        reviewer.extend(t, &ask.account, granted, &reason, now)?;
+        state::MissionStatus::Paused
+    } else {
+        // The rejection (this gate.decided) is the record of why.
+        state::MissionStatus::BudgetExhausted
+    };
+    if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
+        && mission.status == state::MissionStatus::AwaitingBudget
+    {
+        mission.status = status;
+        state::put_mission(t.redb(), &mission)?;
+    }
+    Ok(Decided { gate, closed: true, needed: 0 })
+}
+
+/// Whether deciding `gate` left its mission ready to continue: a parked
+/// agent got its answer, or a budget gate granted more budget.
+pub fn resumes_mission(decided: &Decided) -> bool {
+    decided.closed
+        && (decided.gate.parked || (decided.gate.budget.is_some() && decided.gate.status == GateStatus::Approved))
 }
 
 /// A parked task's gate was answered (by a reviewer or a timeout): the task
@@ -470,8 +570,12 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             if gate.status != GateStatus::Pending {
                 return Ok(());
             }
-            let base = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                              "gate_id": gate.id, "gate": gate.gate});
+            let base = if gate.budget.is_some() {
+                json!({"mission": gate.mission, "gate_id": gate.id, "gate": gate.gate})
+            } else {
+                json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
+                       "gate_id": gate.id, "gate": gate.gate})
+            };
             let with = |extra: Value| merged(base.clone(), extra);
             if deadline.due_us > now {
                 // Only the reminder is due.
@@ -507,6 +611,17 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             gate.reviewer = Some("timeout".into());
             state::put_gate(t.redb(), &gate)?;
             swept.timed_out.push(gate.id.clone());
+            if gate.budget.is_some() {
+                // A timeout cannot sign an extension: the budget stays
+                // spent (the gate.timed_out entry says why).
+                if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
+                    && mission.status == state::MissionStatus::AwaitingBudget
+                {
+                    mission.status = state::MissionStatus::BudgetExhausted;
+                    state::put_mission(t.redb(), &mission)?;
+                }
+                return Ok(());
+            }
             if gate.parked {
                 wake_parked(t, &gate)?;
                 if !swept.to_resume.contains(&gate.mission) {

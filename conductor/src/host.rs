@@ -465,6 +465,7 @@ impl CellHost for TaskHost {
                     quorum,
                     votes: Vec::new(),
                     deadline: crate::gates::deadline_of(policy.and_then(|p| p.deadline.as_ref()), now),
+                    budget: None,
                 },
             )?;
             Ok(())

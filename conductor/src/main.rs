@@ -535,9 +535,15 @@ struct DecideArgs {
     /// (from, to); the case is decided as edited.
     #[arg(long, value_name = "JSON", value_parser = parse_edits)]
     edit: Option<serde_json::Map<String, serde_json::Value>>,
+    /// For a budget gate (`gate budget` in `gates list`): the budget units
+    /// to grant, if not what the gate asks for. Journaled as your signed
+    /// `budget.extended` posting.
+    #[arg(long, value_name = "UNITS", conflicts_with = "edit")]
+    amount: Option<u64>,
     /// Only record the decision. By default, deciding a gate an agent is
-    /// waiting on (`await-review`) continues its mission at once: the task
-    /// is replayed to the await and finishes live.
+    /// waiting on (`await-review`), or granting a budget extension,
+    /// continues the mission at once (a parked task is replayed to its
+    /// await and finishes live).
     #[arg(long)]
     no_resume: bool,
     /// Print the resumed mission's summary as JSON.
@@ -1128,8 +1134,16 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
         let status = format!("{:?}", g.status).to_lowercase();
         println!();
         println!("gate {}  [{status}]  {}", g.id, g.gate);
-        println!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task);
-        println!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason);
+        match &g.budget {
+            Some(ask) => {
+                println!("  budget   mission {} ran out; asks to extend {} by {}", g.mission, ask.account, ask.amount);
+                println!("  decide   conductor gates approve {} --amount UNITS --key REVIEWER.KEY (default: {})", g.id, ask.amount);
+            }
+            None => {
+                println!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task);
+                println!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason);
+            }
+        }
         if let Some(d) = &g.deadline
             && g.status == state::GateStatus::Pending
         {
@@ -1148,7 +1162,16 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
 }
 
 fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
-    let decided = gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref(), args.edit.as_ref())?;
+    let decided = gates::decide(
+        &args.data.data,
+        &args.gate_id,
+        &args.key,
+        verdict,
+        args.note.as_deref(),
+        args.edit.as_ref(),
+        args.amount,
+    )?;
+    let resumable = gates::resumes_mission(&decided);
     let gate = decided.gate;
     if !decided.closed {
         println!(
@@ -1160,8 +1183,22 @@ fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
         );
         return Ok(exit::OK);
     }
-    let resume_now = gate.parked && !args.no_resume;
-    let then = if resume_now {
+    let resume_now = resumable && !args.no_resume;
+    let then = if let Some(ask) = gate.budget.as_ref().filter(|_| gate.status == state::GateStatus::Approved) {
+        let granted = args.amount.unwrap_or(ask.amount);
+        if resume_now {
+            format!("budget {} extended by {granted}; continuing the mission", ask.account)
+        } else {
+            format!(
+                "budget {} extended by {granted}; continue with `conductor mission resume {} --data {}`",
+                ask.account,
+                gate.mission,
+                args.data.data.display()
+            )
+        }
+    } else if gate.budget.is_some() {
+        format!("mission {}'s budget stays exhausted", gate.mission)
+    } else if resume_now {
         format!("the agent of case {} was waiting for this answer; continuing its mission", gate.case_id)
     } else if gate.parked {
         format!(

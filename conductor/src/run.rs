@@ -575,11 +575,69 @@ async fn execute(
             record.status = status;
             state::put_mission(t.redb(), &record)?;
         }
+        if status == MissionStatus::AwaitingBudget
+            && let Some(extension) = &mission.budget.extension
+            && state::pending_budget_gate_in(t.redb(), &mission_id)?.is_none()
+        {
+            request_budget_gate(t, &conductor, &mission_id, extension, &account)?;
+        }
         Ok(status)
     })?;
     progress.finished();
     Ok(RunOutcome { mission_id, status })
 }
+
+/// Asks reviewers to extend a mission's exhausted budget: a gate like a
+/// case's (reviewers, quorum, deadline), decided with `gates approve
+/// --amount` or on the reviewer page.
+fn request_budget_gate(
+    t: &mut ledger::Txn,
+    conductor: &Keypair,
+    mission_id: &str,
+    extension: &missions::Extension,
+    account: &ledger::Account,
+) -> Result<()> {
+    let gate_id = uuid::Uuid::new_v4().to_string();
+    let now = now_us();
+    let (requested_seq, _) = t.append(
+        conductor,
+        "gate.requested",
+        &json!({"mission": mission_id, "gate_id": gate_id, "gate": BUDGET_GATE,
+                "why": {"budget_exhausted": {"limit": account.limit, "settled": account.settled,
+                                             "pending": account.pending}},
+                "budget": {"account": mission_id, "amount": extension.amount},
+                "reviewers": extension.reviewers, "quorum": extension.quorum}),
+        now,
+    )?;
+    state::put_gate(
+        t.redb(),
+        &GateRecord {
+            id: gate_id,
+            gate: BUDGET_GATE.to_owned(),
+            mission: mission_id.to_owned(),
+            task: state::MISSION_GATE_TASK,
+            case_id: String::new(),
+            status: GateStatus::Pending,
+            proposed_outcome: String::new(),
+            proposed_reason: format!("extend the budget by {}", extension.amount),
+            proposed_details: json!({}),
+            reviewer: None,
+            note: None,
+            requested_seq,
+            parked: false,
+            decided_seq: None,
+            reviewers: extension.reviewers.clone(),
+            quorum: extension.quorum,
+            votes: Vec::new(),
+            deadline: crate::gates::deadline_of(extension.deadline.as_ref(), now),
+            budget: Some(state::BudgetAsk { account: mission_id.to_owned(), amount: extension.amount }),
+        },
+    )?;
+    Ok(())
+}
+
+/// The name of every budget gate.
+pub const BUDGET_GATE: &str = "budget";
 
 /// The budget account of one agent in one mission.
 pub fn agent_account(mission: &str, agent: &str) -> String {
@@ -834,6 +892,7 @@ fn run_task(
                                 quorum: gate.quorum,
                                 votes: Vec::new(),
                                 deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
+                                budget: None,
                             },
                         )?;
                         record.status = TaskStatus::AwaitingReview;

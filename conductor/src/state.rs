@@ -130,6 +130,23 @@ pub struct GateRecord {
     /// The gate's clock, when its mission gives it a deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<GateDeadline>,
+    /// A budget gate (the mission ran out under `on_exhausted: gate`):
+    /// approving it extends `account`. Such a gate belongs to the mission,
+    /// not a task: `task` is [`MISSION_GATE_TASK`] and `case_id` empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetAsk>,
+}
+
+/// The `task` of a gate that belongs to a whole mission (a budget gate).
+pub const MISSION_GATE_TASK: u32 = u32::MAX;
+
+/// What a budget gate asks reviewers for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetAsk {
+    /// The mission's root account.
+    pub account: String,
+    /// Budget units asked for; the approving reviewer may grant another amount.
+    pub amount: u64,
 }
 
 /// A gate's deadline and what happens at it (see `gates::sweep`).
@@ -289,6 +306,19 @@ pub fn gate(txn: &ReadTransaction, id: &str) -> Result<Option<GateRecord>, State
 /// Every gate, in id order.
 pub fn gates(txn: &ReadTransaction) -> Result<Vec<GateRecord>, StateError> {
     all(txn, GATES, "gate")
+}
+
+/// A mission's pending budget gate, read inside a write transaction.
+pub fn pending_budget_gate_in(txn: &WriteTransaction, mission: &str) -> Result<Option<GateRecord>, StateError> {
+    let table = txn.open_table(GATES).map_err(storage)?;
+    for row in table.iter().map_err(storage)? {
+        let (key, value) = row.map_err(storage)?;
+        let gate: GateRecord = decode("gate", key.value(), value.value())?;
+        if gate.mission == mission && gate.budget.is_some() && gate.status == GateStatus::Pending {
+            return Ok(Some(gate));
+        }
+    }
+    Ok(None)
 }
 
 /// Every record of `table`, in key order.

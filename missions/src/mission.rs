@@ -63,6 +63,26 @@ pub struct Budget {
     /// [`Budget::MIN_RESERVATION_TTL_MS`] and [`Budget::MAX_RESERVATION_TTL_MS`];
     /// [`Budget::DEFAULT_RESERVATION_TTL_MS`] when left out.
     pub reservation_ttl_ms: u64,
+    /// With [`OnExhausted::Gate`]: the budget gate's policy (the default
+    /// when the file gives none: any reviewer, one approval, no deadline,
+    /// asking for the mission's `limit` again). `None` for other policies.
+    pub extension: Option<Extension>,
+}
+
+/// The gate a mission waits on when its budget runs out under
+/// [`OnExhausted::Gate`]. Approving it is a reviewer-signed extension of
+/// the mission's budget (by `amount`, or what the approving reviewer
+/// enters), after which the mission resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// Budget units asked for; reviewers may grant another amount.
+    pub amount: u64,
+    /// As [`Gate::reviewers`].
+    pub reviewers: Vec<String>,
+    pub quorum: u32,
+    /// `on_timeout: approve` is refused: an extension is a reviewer's
+    /// signed posting, which no timeout can make.
+    pub deadline: Option<Deadline>,
 }
 
 impl Budget {

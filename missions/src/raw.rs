@@ -43,6 +43,22 @@ pub(crate) struct RawBudget {
     /// problem, instead of a parse error that stops at the first.
     pub on_exhausted: Option<Spanned<String>>,
     pub reservation_ttl_ms: Option<Spanned<u64>>,
+    /// The budget gate (`on_exhausted: gate`): who may extend, and by how much.
+    pub extension: Option<Spanned<RawExtension>>,
+}
+
+/// A budget gate's policy: a gate's reviewers, quorum and deadline, and
+/// the amount reviewers are asked to grant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExtension {
+    pub amount: Option<Spanned<u64>>,
+    pub reviewers: Option<Vec<Spanned<String>>>,
+    pub quorum: Option<Spanned<u64>>,
+    pub deadline: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<String>>,
+    pub escalate_to: Option<Spanned<String>>,
+    pub remind_before: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,6 +124,7 @@ fn sample_mission_parses_into_plain_values() {
             limit: 60_000,
             on_exhausted: OnExhausted::Stop,
             reservation_ttl_ms: Budget::DEFAULT_RESERVATION_TTL_MS,
+            extension: None,
         }
     );
     assert_eq!(
@@ -239,6 +240,8 @@ tasks: { agent: capped, inline: [{ x: 1 }] }
             limit: 1000,
             on_exhausted: OnExhausted::Gate,
             reservation_ttl_ms: Budget::MIN_RESERVATION_TTL_MS,
+            // The default budget gate: anyone, once, the limit again.
+            extension: Some(Extension { amount: 1000, reviewers: Vec::new(), quorum: 1, deadline: None }),
         }
     );
     assert_eq!(
@@ -607,6 +610,7 @@ fn casework_example_loads_with_default_policies() {
             limit: 40_000,
             on_exhausted: OnExhausted::Stop,
             reservation_ttl_ms: Budget::DEFAULT_RESERVATION_TTL_MS,
+            extension: None,
         }
     );
     assert_eq!(
@@ -902,4 +906,37 @@ fn gate_deadlines_parse_and_bad_ones_are_located() {
     assert!(has("`on_timeout` needs a `deadline`"), "{messages:#?}");
     assert!(has("`on_timeout` is `maybe`"), "{messages:#?}");
     assert_eq!(found.len(), 5, "{messages:#?}");
+}
+
+#[test]
+fn a_budget_gate_takes_a_gates_policy_and_refuses_a_timeout_approval() {
+    let scratch = Scratch::with_sample_files();
+    let a = "0123456789abcdef0123456789abcdef";
+    let b = "fedcba9876543210fedcba9876543210";
+    let with_budget = |budget: &str| MINIMAL.replacen("budget: { limit: 10 }", budget, 1);
+    let good = format!(
+        "{}reviewer_groups:\n  finance: [{a}, {b}]\n",
+        with_budget("budget: { limit: 1000, on_exhausted: gate, extension: { amount: 250, reviewers: [finance], quorum: 2, deadline: 4h, on_timeout: deny } }")
+    );
+    let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        mission.budget.extension,
+        Some(Extension {
+            amount: 250,
+            reviewers: vec![a.into(), b.into()],
+            quorum: 2,
+            deadline: Some(Deadline { after_us: 4 * 3_600_000_000, on_timeout: OnTimeout::Deny, remind_before_us: None }),
+        })
+    );
+    let bad = with_budget("budget: { limit: 1000, on_exhausted: gate, extension: { amount: 0, quorum: 0, deadline: 1h, on_timeout: approve } }");
+    let found = errors(scratch.parse(&bad));
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("extension amount 0 is out of range"), "{messages:#?}");
+    assert!(has("asks for a quorum of 0"), "{messages:#?}");
+    assert!(has("a budget extension cannot be approved by a timeout"), "{messages:#?}");
+    assert_eq!(found.len(), 3, "{messages:#?}");
+    let stray = with_budget("budget: { limit: 1000, extension: { amount: 5 } }");
+    let found = errors(scratch.parse(&stray));
+    assert!(found.iter().any(|d| d.to_string().contains("`extension` is only used with `on_exhausted: gate`")), "{found:?}");
 }

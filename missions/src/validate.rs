@@ -10,7 +10,7 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, AgentBudget, Budget, Deadline, Gate, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
+    Agent, AgentBudget, Budget, Deadline, Extension, Gate, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
     OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
@@ -61,6 +61,8 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     let memory_limits = check.memory_limits(raw.memory_limits.as_ref());
     let reviewer_groups = check.reviewer_groups(raw.reviewer_groups.as_ref());
     let gates = check.gates(raw.gates.as_deref().unwrap_or_default(), &reviewer_groups);
+    let mut budget = budget;
+    budget.extension = check.extension(&raw.budget, &budget, &reviewer_groups);
     let trust = check.trust(raw.trust.as_ref());
     check.report.finish(Mission {
         name: raw.name.value,
@@ -75,6 +77,21 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         gates,
         trust,
     })
+}
+
+/// A gate's deadline fields, from a gate or a budget extension.
+#[derive(Clone, Copy)]
+struct DeadlineFields<'a> {
+    deadline: Option<&'a Spanned<String>>,
+    on_timeout: Option<&'a Spanned<String>>,
+    escalate_to: Option<&'a Spanned<String>>,
+    remind_before: Option<&'a Spanned<String>>,
+}
+
+/// The largest amount the ledger accepts (2^53, `ledger::AMOUNT_MAX`),
+/// restated here: the missions crate does not depend on the ledger.
+fn ledger_amount_max() -> u64 {
+    1 << 53
 }
 
 /// Carries the report through the checks; each check records what is wrong
@@ -159,7 +176,51 @@ impl Checker<'_> {
             limit: raw.limit.value,
             on_exhausted,
             reservation_ttl_ms,
+            extension: None,
         }
+    }
+
+    /// The budget gate's policy (once reviewer groups are known).
+    fn extension(&mut self, raw: &RawBudget, budget: &Budget, groups: &BTreeMap<String, Vec<String>>) -> Option<Extension> {
+        if budget.on_exhausted != OnExhausted::Gate {
+            if let Some(ext) = &raw.extension {
+                self.error(
+                    pos(ext),
+                    "`extension` is only used with `on_exhausted: gate`",
+                    "set `on_exhausted: gate`, or remove the `extension` block",
+                );
+            }
+            return None;
+        }
+        let Some(ext) = &raw.extension else {
+            return Some(Extension { amount: budget.limit, reviewers: Vec::new(), quorum: 1, deadline: None });
+        };
+        let name = Spanned { value: "budget".to_owned(), referenced: ext.referenced, defined: ext.defined };
+        let ext = &ext.value;
+        let amount = match &ext.amount {
+            None => budget.limit,
+            Some(a) if a.value == 0 || a.value > ledger_amount_max() => {
+                self.error(pos(a), format!("extension amount {} is out of range", a.value), "ask for a positive amount of budget units, at most 2^53");
+                budget.limit
+            }
+            Some(a) => a.value,
+        };
+        let (reviewers, quorum) = self.reviewers_and_quorum(&name, ext.reviewers.as_deref(), ext.quorum.as_ref(), groups);
+        let fields = DeadlineFields {
+            deadline: ext.deadline.as_ref(),
+            on_timeout: ext.on_timeout.as_ref(),
+            escalate_to: ext.escalate_to.as_ref(),
+            remind_before: ext.remind_before.as_ref(),
+        };
+        let deadline = self.deadline(fields, groups);
+        if let (Some(Deadline { on_timeout: OnTimeout::Approve, .. }), Some(t)) = (&deadline, &ext.on_timeout) {
+            self.error(
+                pos(t),
+                "a budget extension cannot be approved by a timeout",
+                "an extension is a reviewer's signed posting: use `on_timeout: deny` or `escalate`",
+            );
+        }
+        Some(Extension { amount, reviewers, quorum, deadline })
     }
 
     fn models(
@@ -652,38 +713,14 @@ impl Checker<'_> {
         for gate in raw {
             self.name("gate", &gate.name);
             self.unique("gate", &gate.name, &mut seen);
-            let mut reviewers: Vec<String> = Vec::new();
-            for who in gate.reviewers.iter().flatten() {
-                let ids = match groups.get(&who.value) {
-                    Some(members) => members.clone(),
-                    None if self.key_id(who) => vec![who.value.clone()],
-                    None => Vec::new(),
-                };
-                for id in ids {
-                    if !reviewers.contains(&id) {
-                        reviewers.push(id);
-                    }
-                }
-            }
-            let quorum = match &gate.quorum {
-                None => 1,
-                Some(q) => {
-                    let most = if reviewers.is_empty() { QUORUM_MAX } else { QUORUM_MAX.min(u32::try_from(reviewers.len()).unwrap_or(QUORUM_MAX)) };
-                    if q.value == 0 || q.value > u64::from(most) {
-                        self.error(
-                            pos(q),
-                            format!("gate {} asks for a quorum of {}, outside 1..={most}", quoted(&gate.name.value), q.value),
-                            if reviewers.is_empty() {
-                                format!("a quorum is 1 to {QUORUM_MAX} approvals")
-                            } else {
-                                format!("the gate lists {} distinct reviewer(s); a quorum cannot need more", reviewers.len())
-                            },
-                        );
-                    }
-                    u32::try_from(q.value).unwrap_or(1).clamp(1, most)
-                }
+            let (reviewers, quorum) = self.reviewers_and_quorum(&gate.name, gate.reviewers.as_deref(), gate.quorum.as_ref(), groups);
+            let fields = DeadlineFields {
+                deadline: gate.deadline.as_ref(),
+                on_timeout: gate.on_timeout.as_ref(),
+                escalate_to: gate.escalate_to.as_ref(),
+                remind_before: gate.remind_before.as_ref(),
             };
-            let deadline = self.deadline(gate, groups);
+            let deadline = self.deadline(fields, groups);
             if let Some(when) = self.condition(&gate.when) {
                 gates.push(Gate {
                     name: gate.name.value.clone(),
@@ -695,6 +732,49 @@ impl Checker<'_> {
             }
         }
         gates
+    }
+
+    /// A gate's reviewers (key ids, groups expanded, deduplicated) and its
+    /// quorum, checked against each other.
+    fn reviewers_and_quorum(
+        &mut self,
+        name: &Spanned<String>,
+        reviewers_raw: Option<&[Spanned<String>]>,
+        quorum_raw: Option<&Spanned<u64>>,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> (Vec<String>, u32) {
+        let mut reviewers: Vec<String> = Vec::new();
+        for who in reviewers_raw.into_iter().flatten() {
+            let ids = match groups.get(&who.value) {
+                Some(members) => members.clone(),
+                None if self.key_id(who) => vec![who.value.clone()],
+                None => Vec::new(),
+            };
+            for id in ids {
+                if !reviewers.contains(&id) {
+                    reviewers.push(id);
+                }
+            }
+        }
+        let quorum = match quorum_raw {
+            None => 1,
+            Some(q) => {
+                let most = if reviewers.is_empty() { QUORUM_MAX } else { QUORUM_MAX.min(u32::try_from(reviewers.len()).unwrap_or(QUORUM_MAX)) };
+                if q.value == 0 || q.value > u64::from(most) {
+                    self.error(
+                        pos(q),
+                        format!("gate {} asks for a quorum of {}, outside 1..={most}", quoted(&name.value), q.value),
+                        if reviewers.is_empty() {
+                            format!("a quorum is 1 to {QUORUM_MAX} approvals")
+                        } else {
+                            format!("the gate lists {} distinct reviewer(s); a quorum cannot need more", reviewers.len())
+                        },
+                    );
+                }
+                u32::try_from(q.value).unwrap_or(1).clamp(1, most)
+            }
+        };
+        (reviewers, quorum)
     }
 
     /// `30s`, `15m`, `48h`, `7d` as microseconds.
@@ -722,9 +802,9 @@ impl Checker<'_> {
         }
     }
 
-    fn deadline(&mut self, gate: &RawGate, groups: &BTreeMap<String, Vec<String>>) -> Option<Deadline> {
-        let Some(text) = &gate.deadline else {
-            for (field, given) in [("on_timeout", gate.on_timeout.as_ref()), ("escalate_to", gate.escalate_to.as_ref()), ("remind_before", gate.remind_before.as_ref())] {
+    fn deadline(&mut self, gate: DeadlineFields<'_>, groups: &BTreeMap<String, Vec<String>>) -> Option<Deadline> {
+        let Some(text) = gate.deadline else {
+            for (field, given) in [("on_timeout", gate.on_timeout), ("escalate_to", gate.escalate_to), ("remind_before", gate.remind_before)] {
                 if let Some(given) = given {
                     self.error(pos(given), format!("`{field}` needs a `deadline`"), "add `deadline: 48h` (or remove this line)");
                 }
@@ -735,7 +815,7 @@ impl Checker<'_> {
         let on_timeout = match gate.on_timeout.as_ref().map(|t| t.value.as_str()) {
             None | Some("deny") => Some(OnTimeout::Deny),
             Some("approve") => Some(OnTimeout::Approve),
-            Some("escalate") => match &gate.escalate_to {
+            Some("escalate") => match gate.escalate_to {
                 Some(group) => match groups.get(&group.value) {
                     Some(members) => Some(OnTimeout::Escalate(members.clone())),
                     None => {
@@ -753,16 +833,16 @@ impl Checker<'_> {
                 }
             },
             Some(other) => {
-                if let Some(t) = &gate.on_timeout {
+                if let Some(t) = gate.on_timeout {
                     self.error(pos(t), format!("`on_timeout` is {}", quoted(other)), "use one of: deny, approve, escalate");
                 }
                 None
             }
         };
-        if let (Some(group), Some(OnTimeout::Deny | OnTimeout::Approve)) = (&gate.escalate_to, &on_timeout) {
+        if let (Some(group), Some(OnTimeout::Deny | OnTimeout::Approve)) = (gate.escalate_to, &on_timeout) {
             self.error(pos(group), "`escalate_to` is only used with `on_timeout: escalate`", "add `on_timeout: escalate` or remove it");
         }
-        let remind_before_us = match &gate.remind_before {
+        let remind_before_us = match gate.remind_before {
             None => None,
             Some(text) => {
                 let before = self.duration("remind_before", text)?;
