@@ -317,6 +317,54 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert_eq!(gate["reviewer"], reviewer_id.as_str(), "{gate}");
     assert_eq!(gate["case_status"], "decided", "{gate}");
 
+    // A budget gate, on the same page: a mission whose agent spends until
+    // refused runs out under `on_exhausted: gate`; the reviewer grants
+    // the extension it asks for, signing both the decision and the
+    // posting in the browser, and the mission carries on.
+    let greedy = module("cells/guests/greedy-agent/greedy.wasm");
+    model_file();
+    let thrifty = dir.path().join("thrifty.yaml");
+    std::fs::write(
+        &thrifty,
+        format!(
+            "name: thrifty\nbudget: {{ limit: 100, on_exhausted: gate, extension: {{ amount: 150 }} }}\n\
+             models:\n  smollm2-135m: {{ prompt_price: 1, completion_price: 2 }}\n\
+             agents:\n  - {{ name: spender, module: {}, model: smollm2-135m, limits: {{ max_tokens: 16 }} }}\n\
+             tasks:\n  agent: spender\n  inline:\n    - {{ id: spend }}\n",
+            greedy.display()
+        ),
+    )
+    .expect("write mission");
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": thrifty})));
+    assert_eq!(status, 202, "{body}");
+    let budget_gate = wait_for(&client, "the budget gate", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            for card in c.find_all(Locator::Css("section.gate")).await.ok()? {
+                if card.text().await.ok()?.contains("150") && card.find(Locator::Css("button.approve")).await.is_ok() {
+                    return card.attr("data-gate-id").await.ok().flatten();
+                }
+            }
+            None
+        }
+    })
+    .await;
+    screenshot(&client, "5-budget-gate.png").await;
+    client
+        .find(Locator::Css(&format!("section.gate[data-gate-id=\"{budget_gate}\"] button.approve")))
+        .await
+        .expect("approve button")
+        .click()
+        .await
+        .expect("click approve");
+    wait_for(&client, "the budget decision", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        let budget_gate = budget_gate.clone();
+        async move { (!gate_card_ids(&c).await.contains(&budget_gate)).then_some(()) }
+    })
+    .await;
+    screenshot(&client, "6-budget-granted.png").await;
+
     // A second decision on the same gate is refused (409) and journaled.
     let (status, _, body) =
         http(&addr, "POST", &format!("/api/gates/{big_gate}/prepare"), Some(&reviewer_cookie), Some(&json!({"verdict": "reject"})));
@@ -356,5 +404,13 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.decided", "--data"]).arg(&data));
     let decided: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided.len(), 2, "the case gate and the budget gate: {decided:?}");
+    let reviewer_hex = reviewer_public.to_hex();
+    assert!(decided.iter().all(|e| e["signer"] == reviewer_hex.as_str()), "{decided:?}");
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "budget.extended", "--data"]).arg(&data));
+    let extended: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(extended.len(), 1, "{extended:?}");
+    assert_eq!(extended[0]["signer"], reviewer_hex.as_str(), "the reviewer's own posting: {extended:?}");
+    assert_eq!(extended[0]["payload"]["amount"], 150, "{extended:?}");
 }

@@ -450,7 +450,8 @@ fn decided_view(read: &redb::ReadTransaction, gate: &GateRecord) -> Result<Value
     let task = state::task(read, &gate.mission, gate.task)?;
     Ok(json!({
         "id": gate.id, "gate": gate.gate, "status": status_name(gate.status), "mission": gate.mission,
-        "task": gate.task, "case_id": gate.case_id, "reviewer": gate.reviewer, "note": gate.note,
+        "task": gate.budget.is_none().then_some(gate.task), "case_id": gate.budget.is_none().then_some(&gate.case_id),
+        "reviewer": gate.reviewer, "note": gate.note,
         "case_status": task.as_ref().map(|t| json!(t.status)),
         "outcome": task.as_ref().and_then(|t| t.outcome.clone()),
     }))
@@ -533,7 +534,10 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
     Ok(json!({
         "id": gate.id, "gate": gate.gate, "kind": if gate.budget.is_some() { "budget" } else { "case" },
         "status": status_name(gate.status),
-        "mission": gate.mission, "task": gate.task, "case_id": gate.case_id, "case": case,
+        "mission": gate.mission,
+        // A budget gate belongs to the mission, not a task.
+        "task": gate.budget.is_none().then_some(gate.task),
+        "case_id": gate.budget.is_none().then_some(&gate.case_id), "case": case,
         "proposal": if gate.parked || gate.budget.is_some() { Value::Null } else {
             json!({"outcome": gate.proposed_outcome, "reason": gate.proposed_reason, "details": gate.proposed_details})
         },

@@ -33,8 +33,8 @@ pub enum MissionStatus {
     BudgetExhausted,
     /// Out of budget under the `pause` policy; `conductor mission resume`.
     Paused,
-    /// Out of budget under the `gate` policy: a reviewer may extend the
-    /// budget (`conductor ledger extend`), then `conductor mission resume`.
+    /// Out of budget under the `gate` policy: a reviewer approving its
+    /// budget gate extends the budget and resumes the mission.
     AwaitingBudget,
 }
 

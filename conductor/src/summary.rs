@@ -95,7 +95,7 @@ pub fn status_text(status: MissionStatus) -> &'static str {
         MissionStatus::BudgetExhausted => "budget exhausted: stopped before every task could run",
         MissionStatus::Paused => "paused: out of budget; resume with `conductor mission resume`",
         MissionStatus::AwaitingBudget => {
-            "awaiting budget: a reviewer may extend it (`conductor ledger extend`), then `conductor mission resume`"
+            "awaiting budget: a reviewer decides its budget gate (`conductor gates list`), and the mission continues"
         }
     }
 }
