@@ -317,6 +317,56 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert_eq!(gate["reviewer"], reviewer_id.as_str(), "{gate}");
     assert_eq!(gate["case_status"], "decided", "{gate}");
 
+    // What a reviewer judges by: the sample agent on the real model
+    // recalls policy facts and asks the model; its gate's card shows the
+    // model's prompt and completion and the facts it used.
+    let eligibility = module("missions/examples/casework/agent/eligibility.wasm");
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(&cases).expect("cases dir");
+    std::fs::copy(repo_root().join("missions/examples/casework/cases/case-01.json"), cases.join("case-01.json")).expect("copy case");
+    let reviewed = dir.path().join("reviewed.yaml");
+    std::fs::write(
+        &reviewed,
+        format!(
+            "name: reviewed\nbudget: {{ limit: 5000 }}\n\
+             models:\n  smollm2-135m: {{ prompt_price: 1, completion_price: 2 }}\n\
+             agents:\n  - {{ name: eligibility, module: {}, model: smollm2-135m, limits: {{ max_tokens: 48 }} }}\n\
+             tasks:\n  agent: eligibility\n  dir: {}\n\
+             gates:\n  - {{ name: every-case, when: {{ field: case.requested_amount, greater_than: 0 }} }}\n\
+             memory:\n{}",
+            eligibility.display(),
+            cases.display(),
+            [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
+                .iter()
+                .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
+                .collect::<String>()
+        ),
+    )
+    .expect("write mission");
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": reviewed})));
+    assert_eq!(status, 202, "{body}");
+    let card_text = wait_for(&client, "the reviewed case", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            for card in c.find_all(Locator::Css("section.gate")).await.ok()? {
+                let text = card.text().await.ok()?;
+                if text.contains("HS-2026-0001") {
+                    // Open the collapsed reasoning and memory, so their
+                    // text is rendered.
+                    c.execute("document.querySelectorAll('section.gate details').forEach(d => d.open = true); return true;", vec![])
+                        .await
+                        .ok()?;
+                    return Some(card.text().await.ok()?);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    assert!(card_text.contains("income-limit-monthly") && card_text.contains("2400"), "the memory it used: {card_text}");
+    assert!(card_text.contains("smollm2-135m"), "the model it asked: {card_text}");
+    screenshot(&client, "5-reasoning-and-memory.png").await;
+
     // A budget gate, on the same page: a mission whose agent spends until
     // refused runs out under `on_exhausted: gate`; the reviewer grants
     // the extension it asks for, signing both the decision and the
@@ -349,7 +399,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         }
     })
     .await;
-    screenshot(&client, "5-budget-gate.png").await;
+    screenshot(&client, "6-budget-gate.png").await;
     client
         .find(Locator::Css(&format!("section.gate[data-gate-id=\"{budget_gate}\"] button.approve")))
         .await
@@ -363,7 +413,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         async move { (!gate_card_ids(&c).await.contains(&budget_gate)).then_some(()) }
     })
     .await;
-    screenshot(&client, "6-budget-granted.png").await;
+    screenshot(&client, "7-budget-granted.png").await;
 
     // A second decision on the same gate is refused (409) and journaled.
     let (status, _, body) =
@@ -404,7 +454,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.decided", "--data"]).arg(&data));
     let decided: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-    assert_eq!(decided.len(), 2, "the case gate and the budget gate: {decided:?}");
+    assert_eq!(decided.len(), 2, "the case gate and the budget gate (the reviewed case stays pending): {decided:?}");
     let reviewer_hex = reviewer_public.to_hex();
     assert!(decided.iter().all(|e| e["signer"] == reviewer_hex.as_str()), "{decided:?}");
     let out = run(conductor().args(["audit", "log", "--json", "--kind", "budget.extended", "--data"]).arg(&data));
