@@ -72,6 +72,7 @@ impl DataDir {
         ledger.write(|t| -> Result<()> {
             memory::create_tables(t.redb())?;
             crate::state::create_tables(t.redb())?;
+            crate::gateway::create_tables(t.redb())?;
             Ok(())
         })?;
         Ok(DataDir { root: root.to_owned(), ledger: Arc::new(ledger), conductor })

@@ -30,6 +30,8 @@ pub struct Output {
     pub text: String,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// `stop` (the model ended) or `length` (max_tokens reached).
+    pub finish_reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,13 @@ impl Router {
         let model = cell
             .get_or_try_init(|| async {
                 let spec = self.registry.get(name)?.clone();
+                if spec.frontier.is_some() {
+                    return Err(InferenceError::Load {
+                        model: name.to_owned(),
+                        reason: "a frontier model runs off this host; it is called, never loaded".into(),
+                    });
+                }
+                let device = device_for(&spec)?;
                 let check = spec.clone();
                 tokio::task::spawn_blocking(move || check.check_hash())
                     .await
@@ -106,7 +115,7 @@ impl Router {
                     .to_string_lossy()
                     .into_owned();
                 let dir = dir.to_string_lossy().into_owned();
-                let model = tokio::task::spawn_blocking(move || load_gguf_f32(dir, file))
+                let model = tokio::task::spawn_blocking(move || load_gguf_f32(dir, file, &device))
                     .await
                     .map_err(|e| load_err(&e))?
                     .map_err(|e| load_err(&e))?;
@@ -160,13 +169,7 @@ impl Router {
         }
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
-        let gate = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            in_flight
-                .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(MODEL_REQUESTS_IN_FLIGHT_MAX)))
-                .clone()
-        };
+        let gate = self.gate(name);
         let generate = async {
             let _permit = gate.acquire().await.map_err(|e| request_err(&e))?;
             model.send_chat_request(request).await.map_err(|e| request_err(&e))
@@ -183,7 +186,74 @@ impl Router {
             text,
             prompt_tokens: u32::try_from(response.usage.prompt_tokens).unwrap_or(u32::MAX),
             completion_tokens: u32::try_from(response.usage.completion_tokens).unwrap_or(u32::MAX),
+            finish_reason: response.choices.first().map_or_else(|| "stop".to_owned(), |c| c.finish_reason.clone()),
         })
+    }
+
+    /// [`Router::complete`], handing each piece of text to `on_delta` as
+    /// the model produces it (the gateway's `stream: true`).
+    pub async fn stream(
+        &self,
+        name: &str,
+        messages: &[ChatMessage],
+        max_tokens: u32,
+        timeout: Duration,
+        on_delta: impl Fn(String) + Send,
+    ) -> Result<Output, InferenceError> {
+        let model = self.model(name).await?;
+        let mut request = RequestBuilder::new().set_deterministic_sampler().set_sampler_max_len(max_tokens as usize);
+        for m in messages {
+            request = request.add_message(role(&m.role)?, &m.content);
+        }
+        let request_err =
+            |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
+        let gate = self.gate(name);
+        let generate = async {
+            let _permit = gate.acquire().await.map_err(|e| request_err(&e))?;
+            let mut stream = model.stream_chat_request(request).await.map_err(|e| request_err(&e))?;
+            let mut out = Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
+            while let Some(response) = stream.next().await {
+                match response {
+                    mistralrs::Response::Chunk(chunk) => {
+                        for choice in chunk.choices {
+                            if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                                out.text.push_str(&piece);
+                                on_delta(piece);
+                            }
+                            if let Some(reason) = choice.finish_reason {
+                                out.finish_reason = reason;
+                            }
+                        }
+                        if let Some(usage) = chunk.usage {
+                            out.prompt_tokens = u32::try_from(usage.prompt_tokens).unwrap_or(u32::MAX);
+                            out.completion_tokens = u32::try_from(usage.completion_tokens).unwrap_or(u32::MAX);
+                        }
+                    }
+                    mistralrs::Response::Done(done) => {
+                        out.prompt_tokens = u32::try_from(done.usage.prompt_tokens).unwrap_or(u32::MAX);
+                        out.completion_tokens = u32::try_from(done.usage.completion_tokens).unwrap_or(u32::MAX);
+                        break;
+                    }
+                    mistralrs::Response::InternalError(e) | mistralrs::Response::ValidationError(e) => {
+                        return Err(request_err(&e));
+                    }
+                    mistralrs::Response::ModelError(e, _) => return Err(request_err(&e)),
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, generate)
+            .await
+            .map_err(|_| InferenceError::Timeout { model: name.to_owned(), seconds: timeout.as_secs() })?
+    }
+
+    fn gate(&self, name: &str) -> Arc<Semaphore> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(MODEL_REQUESTS_IN_FLIGHT_MAX)))
+            .clone()
     }
 }
 
@@ -209,6 +279,7 @@ fn scheduler() -> SchedulerConfig {
 fn load_gguf_f32(
     dir: String,
     file: String,
+    device: &Device,
 ) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
     let loader = GGUFLoaderBuilder::new(
         None,
@@ -225,12 +296,26 @@ fn load_gguf_f32(
         // Local files only: no hub token is read and nothing is fetched.
         TokenSource::None,
         &ModelDType::F32,
-        &Device::Cpu,
+        device,
         true,
         DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
         None,
         None,
     )
+}
+
+/// The device a registry entry asks for, if this build has it.
+fn device_for(spec: &crate::registry::ModelSpec) -> Result<Device, InferenceError> {
+    match spec.device {
+        crate::registry::Device::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        crate::registry::Device::Cuda => Device::new_cuda(0).map_err(|e| InferenceError::Load {
+            model: spec.name.clone(),
+            reason: format!("no CUDA device 0: {e}"),
+        }),
+        #[cfg(not(feature = "cuda"))]
+        crate::registry::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
+    }
 }
 
 fn role(name: &str) -> Result<TextMessageRole, InferenceError> {

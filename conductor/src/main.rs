@@ -12,6 +12,7 @@ mod clock;
 mod data;
 mod facts;
 mod gates;
+mod gateway;
 mod host;
 mod inference;
 mod keys;
@@ -127,6 +128,37 @@ enum Command {
         The server speaks plain HTTP and binds to loopback by default. To serve other hosts, put a \
         TLS-terminating proxy in front and pass --allow-remote.")]
     Serve(ServeArgs),
+    /// Keys for the metered OpenAI-compatible gateway (`conductor serve`
+    /// answers `POST /v1/chat/completions`).
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GatewayCommand {
+    /// Issue a client key bound to a new budget account `gateway:NAME`
+    /// with LIMIT units, signed by an operator. The key is printed once;
+    /// the database keeps only its hash. Clients use it as an OpenAI API
+    /// key against `http://HOST:PORT/v1`; each call is metered against the
+    /// account (prices from the model registry) and journaled.
+    #[command(after_help = "Example:\n  conductor gateway issue --data ./data --name claims-app --limit 100000 --key operator.key\n  \
+        OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=cgw_… python client.py")]
+    Issue {
+        #[command(flatten)]
+        data: DataArg,
+        /// The client's name (letters, digits, `-`, `_`).
+        #[arg(long)]
+        name: String,
+        /// Budget units the key may spend.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1u64 << 53)))]
+        limit: u64,
+        /// Your operator key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Print the key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +321,10 @@ struct ModelArgs {
     /// ~/.cache/conductor/modules.
     #[arg(long, value_name = "DIR|off", env = "CONDUCTOR_MODULE_CACHE")]
     module_cache: Option<PathBuf>,
+    /// Air-gap mode: a registry naming any frontier (off-host) model is
+    /// refused, so nothing can be configured to leave this host.
+    #[arg(long, env = "CONDUCTOR_AIR_GAP")]
+    air_gap: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -665,6 +701,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
+        Command::Gateway(GatewayCommand::Issue { data, name, limit, key, json }) => {
+            let issued = gateway::issue(&data.data, &name, limit, &key)?;
+            if json {
+                println!("{}", serde_json::json!({"key": issued.key, "key_id": issued.record.key_id,
+                                                  "account": issued.record.account, "limit": issued.limit}));
+            } else {
+                println!("gateway key for `{name}` (shown once; keep it secret):\n{}", issued.key);
+                println!("key id   {}\naccount  {} (limit {})", issued.record.key_id, issued.record.account, issued.limit);
+            }
+            Ok(exit::OK)
+        }
         Command::Mission(MissionCommand::Validate { file }) => Ok(validate(&file)),
         Command::Mission(MissionCommand::Resume { mission_id, engine }) => resume(&mission_id, engine),
         Command::Mission(MissionCommand::Show { mission_id, data, json }) => {
@@ -991,7 +1038,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
     }
     let data = data::DataDir::open_or_create(&args.data.data)?;
     let registry = match &args.models.models {
-        Some(path) => Registry::from_file(path)?,
+        Some(path) => Registry::from_file(path, args.models.air_gap)?,
         None => Registry::embedded(&args.models.model_dir)?,
     };
     serve::serve(serve::ServeConfig {
@@ -1025,7 +1072,7 @@ fn execute(
     work: impl FnOnce(Arc<Router>, run::RunConfig, Arc<progress::Progress>) -> RunFuture,
 ) -> Result<u8> {
     let registry = match &args.models.models {
-        Some(path) => Registry::from_file(path)?,
+        Some(path) => Registry::from_file(path, args.models.air_gap)?,
         None => Registry::embedded(&args.models.model_dir)?,
     };
     let router = Arc::new(Router::new(registry));

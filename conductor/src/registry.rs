@@ -1,4 +1,6 @@
-//! The model registry: model name -> GGUF file with a pinned hash.
+//! The model registry: model name -> a local GGUF file with a pinned hash
+//! (or, where the operator allows it, a frontier endpoint), its device,
+//! context, price and the most sensitive data tier it may see.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,20 +21,96 @@ struct RegistryFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelEntry {
-    file: PathBuf,
-    sha256: String,
+    /// A local GGUF file (relative to the registry's directory).
+    file: Option<PathBuf>,
+    sha256: Option<String>,
     context_tokens: u32,
+    /// `cpu` (default) or `cuda` (needs a build with the `cuda` feature).
+    device: Option<String>,
+    /// Budget units per prompt and per completion token, for calls that
+    /// no mission prices (the gateway's clients).
+    prompt_price: Option<u64>,
+    completion_price: Option<u64>,
+    /// The most sensitive data the model may see: `public`, `internal`
+    /// or `restricted` (a local model's default). A frontier model's
+    /// default is `public`, and it can never be `restricted`.
+    tier: Option<String>,
+    /// An OpenAI-compatible endpoint off this host (`https://…/v1`): a
+    /// frontier model. Refused on an air-gapped host.
+    endpoint: Option<String>,
+    /// The environment variable holding the endpoint's API key.
+    api_key_env: Option<String>,
+    /// The model name the endpoint knows (default: this entry's name).
+    remote_model: Option<String>,
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// How sensitive a task's data is; models are cleared up to a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Public,
+    Internal,
+    Restricted,
+}
+
+impl Tier {
+    pub fn parse(text: &str) -> Option<Tier> {
+        match text {
+            "public" => Some(Tier::Public),
+            "internal" => Some(Tier::Internal),
+            "restricted" => Some(Tier::Restricted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Public => "public",
+            Tier::Internal => "internal",
+            Tier::Restricted => "restricted",
+        }
+    }
+}
+
+/// Integer prices per token (as in a mission's `models`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// A model served off this host, over an OpenAI-compatible API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontier {
+    /// Base URL, e.g. `https://api.example.com/v1`.
+    pub endpoint: String,
+    pub api_key_env: Option<String>,
+    pub remote_model: String,
 }
 
 /// One registered model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
     pub name: String,
+    /// The GGUF file (empty for a frontier model).
     pub path: PathBuf,
-    /// Lower-case hex SHA-256 the file must have before it is loaded.
+    /// Lower-case hex SHA-256 the file must have before it is loaded
+    /// (empty for a frontier model).
     pub sha256: String,
     /// Prompt plus completion tokens the model accepts.
     pub context_tokens: u32,
+    pub device: Device,
+    pub price: Option<Price>,
+    pub tier: Tier,
+    /// Set for a model off this host.
+    pub frontier: Option<Frontier>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +134,11 @@ pub enum RegistryError {
         "model file {path} has sha256 {actual} but the registry pins {expected}; refusing to load it"
     )]
     HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error(
+        "model `{0}` runs on cuda, and this conductor was built without the `cuda` feature; \
+         rebuild with `--features cuda` on a host with CUDA, or set `device: cpu`"
+    )]
+    NoCuda(String),
 }
 
 /// Name -> model spec.
@@ -67,18 +150,20 @@ pub struct Registry {
 impl Registry {
     /// The embedded registry, with file names resolved in `model_dir`.
     pub fn embedded(model_dir: &Path) -> Result<Self, RegistryError> {
-        Self::parse("embedded registry", DEFAULT_REGISTRY, model_dir)
+        Self::parse("embedded registry", DEFAULT_REGISTRY, model_dir, true)
     }
 
-    /// A registry file; relative paths resolve next to the file.
-    pub fn from_file(path: &Path) -> Result<Self, RegistryError> {
+    /// A registry file; relative paths resolve next to the file. On an
+    /// air-gapped host (`air_gap`) a frontier entry is an error: such a
+    /// host cannot be configured to send data anywhere.
+    pub fn from_file(path: &Path, air_gap: bool) -> Result<Self, RegistryError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| RegistryError::Io { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&path.display().to_string(), &text, base)
+        Self::parse(&path.display().to_string(), &text, base, air_gap)
     }
 
-    fn parse(source_name: &str, text: &str, base: &Path) -> Result<Self, RegistryError> {
+    fn parse(source_name: &str, text: &str, base: &Path, air_gap: bool) -> Result<Self, RegistryError> {
         let invalid = |reason: String| RegistryError::Invalid {
             source_name: source_name.to_owned(),
             reason,
@@ -86,19 +171,7 @@ impl Registry {
         let file: RegistryFile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut models = BTreeMap::new();
         for (name, entry) in file.models {
-            let sha256 = entry.sha256.to_ascii_lowercase();
-            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(format!("model `{name}`: sha256 must be 64 hex digits")));
-            }
-            if entry.context_tokens == 0 {
-                return Err(invalid(format!("model `{name}`: context_tokens must be positive")));
-            }
-            let spec = ModelSpec {
-                path: base.join(&entry.file),
-                name: name.clone(),
-                sha256,
-                context_tokens: entry.context_tokens,
-            };
+            let spec = entry_spec(&name, entry, base, air_gap).map_err(|e| invalid(format!("model `{name}`: {e}")))?;
             models.insert(name, spec);
         }
         Ok(Registry { models })
@@ -112,6 +185,84 @@ impl Registry {
             )
         })
     }
+}
+
+/// One entry, checked.
+fn entry_spec(name: &str, entry: ModelEntry, base: &Path, air_gap: bool) -> Result<ModelSpec, String> {
+    if entry.context_tokens == 0 {
+        return Err("context_tokens must be positive".into());
+    }
+    let price = match (entry.prompt_price, entry.completion_price) {
+        (None, None) => None,
+        (Some(prompt), Some(completion)) if prompt + completion > 0 && prompt.max(completion) <= missions::ModelPrice::MAX_PER_TOKEN => {
+            Some(Price { prompt, completion })
+        }
+        (Some(_), Some(_)) => {
+            return Err(format!("prices must be integers up to {} per token, not both zero", missions::ModelPrice::MAX_PER_TOKEN));
+        }
+        _ => return Err("give both prompt_price and completion_price, or neither".into()),
+    };
+    let device = match entry.device.as_deref() {
+        None | Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda,
+        Some(other) => return Err(format!("device `{other}` is neither cpu nor cuda")),
+    };
+    let tier = match entry.tier.as_deref() {
+        None => None,
+        Some(t) => Some(Tier::parse(t).ok_or_else(|| format!("tier `{t}` is none of public, internal, restricted"))?),
+    };
+    if let Some(endpoint) = entry.endpoint {
+        if air_gap {
+            return Err(format!(
+                "is a frontier model ({endpoint}), and this host is air-gapped (--air-gap): nothing may leave it; \
+                 remove the entry, or run without --air-gap"
+            ));
+        }
+        if entry.file.is_some() || entry.sha256.is_some() || entry.device.is_some() {
+            return Err("a frontier model (`endpoint`) has no file, sha256 or device".into());
+        }
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(format!("endpoint `{endpoint}` is not an http(s) URL"));
+        }
+        let tier = tier.unwrap_or(Tier::Public);
+        if tier == Tier::Restricted {
+            return Err("a frontier model can never be cleared for restricted data".into());
+        }
+        return Ok(ModelSpec {
+            name: name.to_owned(),
+            path: PathBuf::new(),
+            sha256: String::new(),
+            context_tokens: entry.context_tokens,
+            device: Device::Cpu,
+            price,
+            tier,
+            frontier: Some(Frontier {
+                endpoint: endpoint.trim_end_matches('/').to_owned(),
+                api_key_env: entry.api_key_env,
+                remote_model: entry.remote_model.unwrap_or_else(|| name.to_owned()),
+            }),
+        });
+    }
+    if entry.api_key_env.is_some() || entry.remote_model.is_some() {
+        return Err("api_key_env and remote_model go with a frontier `endpoint`".into());
+    }
+    let (Some(file), Some(sha256)) = (entry.file, entry.sha256) else {
+        return Err("a local model needs `file` and `sha256` (or an `endpoint` for a frontier model)".into());
+    };
+    let sha256 = sha256.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("sha256 must be 64 hex digits".into());
+    }
+    Ok(ModelSpec {
+        name: name.to_owned(),
+        path: base.join(file),
+        sha256,
+        context_tokens: entry.context_tokens,
+        device,
+        price,
+        tier: tier.unwrap_or(Tier::Restricted),
+        frontier: None,
+    })
 }
 
 impl ModelSpec {
@@ -152,6 +303,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn frontier_entries_are_refused_on_an_air_gapped_host_and_never_cleared_for_restricted_data() {
+        let text = "models:\n  big:\n    endpoint: https://api.example.com/v1\n    context_tokens: 8192\n";
+        let err = Registry::parse("t", text, Path::new("/"), true).expect_err("air-gapped");
+        assert!(err.to_string().contains("air-gapped"), "{err}");
+        let open = Registry::parse("t", text, Path::new("/"), false).expect("allowed off air-gap");
+        let big = open.get("big").expect("big");
+        assert_eq!(big.tier, Tier::Public);
+        assert_eq!(big.frontier.as_ref().map(|f| f.remote_model.as_str()), Some("big"));
+        let restricted = format!("{text}    tier: restricted\n");
+        assert!(Registry::parse("t", &restricted, Path::new("/"), false).is_err());
+    }
+
+    #[test]
+    fn prices_devices_and_tiers_are_checked() {
+        let local = |extra: &str| {
+            format!("models:\n  m:\n    file: m.gguf\n    sha256: {}\n    context_tokens: 16\n{extra}", "a".repeat(64))
+        };
+        let m = Registry::parse("t", &local("    prompt_price: 1\n    completion_price: 2\n    device: cuda\n    tier: internal\n"), Path::new("/"), true)
+            .expect("parses");
+        let spec = m.get("m").expect("m");
+        assert_eq!(spec.price, Some(Price { prompt: 1, completion: 2 }));
+        assert_eq!((spec.device, spec.tier), (Device::Cuda, Tier::Internal));
+        for bad in ["    prompt_price: 1\n", "    prompt_price: 0\n    completion_price: 0\n", "    device: tpu\n", "    tier: secret\n"] {
+            assert!(Registry::parse("t", &local(bad), Path::new("/"), true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn embedded_registry_parses_and_names_the_default_model() {
         let registry = Registry::embedded(Path::new("/models")).expect("embedded registry parses");
         let spec = registry.get("smollm2-135m").expect("default model");
@@ -168,7 +347,7 @@ mod tests {
             "models:\n  m:\n    file: m.gguf\n    sha256: {}\n    context_tokens: 16\n",
             "0".repeat(64)
         );
-        let registry = Registry::parse("test", &text, &dir).expect("parses");
+        let registry = Registry::parse("test", &text, &dir, true).expect("parses");
         let err = registry.get("m").expect("m").check_hash().expect_err("mismatch");
         assert!(matches!(err, RegistryError::HashMismatch { .. }));
         std::fs::remove_dir_all(&dir).expect("cleanup");

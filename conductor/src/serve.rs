@@ -852,14 +852,12 @@ fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, st
 
 /// Runs missions and resumes, one at a time, on a runtime of its own
 /// (the mission engine is not tied to the server's workers).
-fn run_jobs(cfg: crate::run::RunConfig, router: Arc<crate::inference::Router>, jobs: mpsc::Receiver<Job>) {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("serve: cannot start the mission runtime: {e}");
-            return;
-        }
-    };
+fn run_jobs(
+    cfg: crate::run::RunConfig,
+    router: Arc<crate::inference::Router>,
+    jobs: mpsc::Receiver<Job>,
+    runtime: Arc<tokio::runtime::Runtime>,
+) {
     let progress = Arc::new(crate::progress::Progress::new());
     for job in jobs {
         let outcome = match &job {
@@ -883,7 +881,6 @@ fn run_jobs(cfg: crate::run::RunConfig, router: Arc<crate::inference::Router>, j
             Err(e) => eprintln!("{job:?} failed: {e:#}"),
         }
     }
-    runtime.shutdown_background();
 }
 
 /// Whether `addr` is reachable only from this host.
@@ -906,10 +903,21 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     });
     let mut run_config = cfg.run_config;
     run_config.open = Some(cfg.data.clone());
+    // Missions and gateway calls run models here, not on the server's
+    // single-threaded workers.
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the model runtime")?,
+    );
+    let gateway = web::Data::new(crate::gateway::Gateway {
+        data: cfg.data.clone(),
+        router: cfg.router.clone(),
+        runtime: runtime.handle().clone(),
+    });
     let router = cfg.router;
+    let runner_runtime = runtime.clone();
     let runner = std::thread::Builder::new()
         .name("missions".into())
-        .spawn(move || run_jobs(run_config, router, job_queue))
+        .spawn(move || run_jobs(run_config, router, job_queue, runner_runtime))
         .context("starting the mission runner")?;
     let poll_data = cfg.data.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -924,9 +932,12 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let system = actix_web::rt::System::new();
     let served = system.block_on(async move {
         let app_state = state.clone();
+        let app_gateway = gateway.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(app_gateway.clone())
+                .route("/v1/chat/completions", web::post().to(crate::gateway::chat_completions))
                 .route("/", web::get().to(asset))
                 .route("/static/{name}", web::get().to(asset))
                 .route("/api/challenge", web::get().to(challenge))
@@ -965,5 +976,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     eprintln!("stopping: finishing the mission in progress, if any");
     let _ = poller.join();
     let _ = runner.join();
+    // mistral.rs keeps engine threads alive; don't wait for them.
+    if let Ok(runtime) = Arc::try_unwrap(runtime) {
+        runtime.shutdown_background();
+    }
     served
 }

@@ -80,6 +80,14 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     // A data subject's values made unreadable (crypto-shredding), on an
     // operator's own key: a person answers for every erasure.
     ("memory.erased", Role::Operator),
+    // The metered OpenAI-compatible gateway (`conductor serve`): an
+    // operator issues each client key, bound to a budget account; the
+    // conductor records every call it served or refused.
+    ("gateway.key_issued", Role::Operator),
+    ("gateway.completion", Role::Conductor),
+    ("gateway.refused", Role::Conductor),
+    // A prompt sent to a frontier (non-local) model: data left the host.
+    ("data.left_host", Role::Conductor),
 ];
 
 /// The role that may sign `kind`, or `None` for a kind format 1 lacks.

@@ -94,6 +94,7 @@ fn main() -> Result<()> {
             // Only the tests need them; the demo stays on the Rust agents.
             polyglot::build(&root, &target_dir(&root).join("polyglot"))?;
             install_browser()?;
+            install_openai_client(&root)?;
             step("running the test suite (release profile, shared with the binary)");
             run(cargo_command().args(test_build_args(&[])))
         }
@@ -122,6 +123,25 @@ fn install_browser() -> Result<()> {
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The official `openai` Python client, pinned, in a venv of its own: the
+/// gateway's test talks to `conductor serve` through it.
+pub const OPENAI_CLIENT: &str = "openai==3.54.0";
+
+fn install_openai_client(root: &Path) -> Result<()> {
+    let venv = root.join(".cache/venv-openai");
+    let venv_python = venv.join("bin/python");
+    let marker = venv.join(".installed");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == OPENAI_CLIENT) {
+        step(&format!("{OPENAI_CLIENT} present in {}", venv.display()));
+        return Ok(());
+    }
+    step(&format!("installing {OPENAI_CLIENT} from PyPI into {} (for the gateway's test)", venv.display()));
+    run(Command::new(python()).args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(&venv_python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", OPENAI_CLIENT]))?;
+    std::fs::write(&marker, OPENAI_CLIENT)?;
+    Ok(())
 }
 
 fn fetch_model(root: &Path) -> Result<()> {
