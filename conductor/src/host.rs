@@ -47,6 +47,8 @@ pub struct MissionCtx {
     pub gates: BTreeMap<String, missions::Gate>,
     /// How far this mission's writes may grow a memory space.
     pub memory_limits: memory::Limits,
+    /// The mission's opt-in frontier failover rules (usually none).
+    pub failover: Vec<missions::Failover>,
 }
 
 /// Per-task counters, read after the cell is gone.
@@ -75,8 +77,14 @@ pub struct TaskHost {
     /// mission → agent → task tree).
     pub account: String,
     pub agent_key: Arc<Keypair>,
-    /// The one model this agent may use.
-    pub model: String,
+    /// The models this agent may ask for (its own first).
+    pub models: Vec<String>,
+    /// How sensitive this task's data is: a model sees it only if the
+    /// registry clears the model for this tier.
+    pub tier: missions::DataTier,
+    /// A frontier model this task's calls go to instead (the mission's
+    /// opt-in failover for cases like this one); `None`: none.
+    pub failover: Option<String>,
     pub max_tokens_cap: u32,
     pub deadline: Instant,
     pub meter: Arc<TaskMeter>,
@@ -185,8 +193,8 @@ impl TaskHost {
         Some(refused)
     }
 
-    fn price(&self, prompt: u32, completion: u32) -> Option<u64> {
-        let p = self.ctx.prices.get(&self.model)?;
+    fn price(&self, model: &str, prompt: u32, completion: u32) -> Option<u64> {
+        let p = self.ctx.prices.get(model)?;
         u64::from(prompt)
             .checked_mul(p.prompt_price)?
             .checked_add(u64::from(completion).checked_mul(p.completion_price)?)
@@ -195,10 +203,34 @@ impl TaskHost {
 
 impl CellHost for TaskHost {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
-        if request.model != self.model {
+        if !self.models.contains(&request.model) {
             let reason = format!(
-                "model `{}` is not available to this agent; it may use `{}`",
-                request.model, self.model
+                "model `{}` is not available to this agent; it may use {}",
+                request.model,
+                self.models.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            );
+            return self.refuse(&request, reason);
+        }
+        let router = self.ctx.router.clone();
+        // Where the call goes: the model asked for, unless the mission
+        // sends cases like this one to a frontier model. Restricted data
+        // never leaves the host: such a task stays on its own model.
+        let (model, failover_refused) = match &self.failover {
+            Some(to) if self.tier == missions::DataTier::Restricted => {
+                (request.model.clone(), Some(format!("failover to `{to}` refused: restricted data never leaves the host")))
+            }
+            Some(to) => (to.clone(), None),
+            None => (request.model.clone(), None),
+        };
+        let spec = match router.registry().get(&model) {
+            Ok(spec) => spec.clone(),
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        if spec.tier < self.tier {
+            let reason = format!(
+                "this case's data is {}; model `{model}` is cleared for {} data at most (the model registry's `tier`)",
+                self.tier.as_str(),
+                spec.tier.as_str()
             );
             return self.refuse(&request, reason);
         }
@@ -211,19 +243,15 @@ impl CellHost for TaskHost {
             .iter()
             .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
             .collect();
-        let router = self.ctx.router.clone();
         let prompt_tokens = match self
             .ctx
             .runtime
-            .block_on(router.count_prompt_tokens(&self.model, &messages))
+            .block_on(router.count_prompt_tokens(&model, &messages))
         {
             Ok(n) => n,
             Err(e) => return self.refuse(&request, e.to_string()),
         };
-        let context = match router.registry().get(&self.model) {
-            Ok(spec) => spec.context_tokens,
-            Err(e) => return self.refuse(&request, e.to_string()),
-        };
+        let context = spec.context_tokens;
         if u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(context) {
             let reason = format!(
                 "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
@@ -233,10 +261,10 @@ impl CellHost for TaskHost {
         }
         // The most this call can cost: its real prompt plus every token it
         // may generate. Never "whatever is left in the budget".
-        let Some(cost_max) = self.price(prompt_tokens, max_tokens) else {
-            return self.refuse(&request, "price overflow".into());
+        let Some(cost_max) = self.price(&model, prompt_tokens, max_tokens) else {
+            return self.refuse(&request, format!("model `{model}` has no price in this mission, or the price overflows"));
         };
-        let call = json!({"task": self.task, "model": self.model,
+        let call = json!({"task": self.task, "model": model,
                           "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
         let reservation = self.ctx.ledger.write(|t| {
             let now = now_us();
@@ -271,13 +299,28 @@ impl CellHost for TaskHost {
         self.meter.reserved.fetch_add(cost_max, Ordering::Relaxed);
 
         let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let result = self.ctx.runtime.block_on(router.complete(&self.model, &messages, max_tokens, timeout));
         let messages_json: Vec<_> =
             messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        if let Some(frontier) = &spec.frontier {
+            // Recorded, durably, before a byte is sent.
+            let prompt = serde_json::to_vec(&messages_json).unwrap_or_default();
+            let left = json!({"mission": self.ctx.id, "task": self.task, "model": model,
+                              "endpoint": frontier.endpoint, "remote_model": frontier.remote_model,
+                              "tier": self.tier.as_str(), "prompt_bytes": prompt.len(),
+                              "prompt_blake3": blake3::hash(&prompt).to_hex().to_string(),
+                              "reservation": reservation.0});
+            if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us())) {
+                let _ = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us()));
+                return Err(format!("could not journal the frontier call, so it was not made: {e}"));
+            }
+        }
+        let result = self.ctx.runtime.block_on(router.complete(&model, &messages, max_tokens, timeout));
+        let routed = (model != request.model).then(|| model.clone());
         match result {
             Err(e) => {
                 let payload = json!({
-                    "mission": self.ctx.id, "task": self.task, "model": self.model,
+                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
+                    "failover_refused": failover_refused,
                     "messages": messages_json, "max_tokens": max_tokens,
                     "reservation": reservation.0, "error": e.to_string(),
                 });
@@ -288,13 +331,14 @@ impl CellHost for TaskHost {
                 Err(e.to_string())
             }
             Ok(out) => {
-                let actual = self.price(out.prompt_tokens, out.completion_tokens).unwrap_or(u64::MAX);
+                let actual = self.price(&model, out.prompt_tokens, out.completion_tokens).unwrap_or(u64::MAX);
                 // The reservation covered the exact prompt and every allowed
                 // completion token, so `actual` fits; if a tokenizer ever
                 // disagreed, the reservation is the most that may be posted.
                 let posted = actual.min(cost_max);
                 let payload = json!({
-                    "mission": self.ctx.id, "task": self.task, "model": self.model,
+                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
+                    "failover_refused": failover_refused,
                     "messages": messages_json, "max_tokens": max_tokens,
                     "reservation": reservation.0, "text": out.text,
                     "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,

@@ -135,6 +135,9 @@ impl Router {
         name: &str,
         messages: &[ChatMessage],
     ) -> Result<u32, InferenceError> {
+        if self.registry.get(name)?.frontier.is_some() {
+            return Ok(frontier_prompt_bound(messages));
+        }
         let model = self.model(name).await?;
         let mut text = TextMessages::new();
         for m in messages {
@@ -155,6 +158,12 @@ impl Router {
         max_tokens: u32,
         timeout: Duration,
     ) -> Result<Output, InferenceError> {
+        if let Some(frontier) = self.registry.get(name)?.frontier.clone() {
+            let (owned, messages) = (name.to_owned(), messages.to_vec());
+            return tokio::task::spawn_blocking(move || frontier_complete(&owned, &frontier, &messages, max_tokens, timeout))
+                .await
+                .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
+        }
         let model = self.model(name).await?;
         let mut request = RequestBuilder::new()
             // Greedy decoding: the same prompt gives the same text, which is
@@ -316,6 +325,54 @@ fn device_for(spec: &crate::registry::ModelSpec) -> Result<Device, InferenceErro
         #[cfg(not(feature = "cuda"))]
         crate::registry::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
     }
+}
+
+/// An upper bound on a prompt's tokens at a frontier model, whose
+/// tokenizer this host does not have: every token is at least one byte,
+/// and each message's framing a few tokens. The reservation may be
+/// larger than the call's real cost; settlement posts the real cost.
+fn frontier_prompt_bound(messages: &[ChatMessage]) -> u32 {
+    const FRAMING_TOKENS_PER_MESSAGE: usize = 8;
+    let bytes: usize = messages.iter().map(|m| m.content.len() + m.role.len() + FRAMING_TOKENS_PER_MESSAGE).sum();
+    u32::try_from(bytes + FRAMING_TOKENS_PER_MESSAGE).unwrap_or(u32::MAX)
+}
+
+/// One call to an OpenAI-compatible endpoint off this host.
+fn frontier_complete(
+    name: &str,
+    frontier: &crate::registry::Frontier,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+    timeout: Duration,
+) -> Result<Output, InferenceError> {
+    let fail = |reason: String| InferenceError::Request { model: name.to_owned(), reason };
+    let body = serde_json::json!({
+        "model": frontier.remote_model,
+        "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    });
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+    let mut request = agent.post(format!("{}/chat/completions", frontier.endpoint));
+    if let Some(var) = &frontier.api_key_env {
+        let key = std::env::var(var).map_err(|_| fail(format!("the frontier key variable `{var}` is not set")))?;
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    let mut response = request.send_json(&body).map_err(|e| fail(format!("{}: {e}", frontier.endpoint)))?;
+    let status = response.status();
+    let answer: serde_json::Value =
+        response.body_mut().read_json().map_err(|e| fail(format!("{} answered {status} with no JSON: {e}", frontier.endpoint)))?;
+    if !status.is_success() {
+        let message = answer["error"]["message"].as_str().unwrap_or("no message");
+        return Err(fail(format!("{} answered {status}: {message}", frontier.endpoint)));
+    }
+    let tokens = |field: &str| u32::try_from(answer["usage"][field].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+    Ok(Output {
+        text: answer["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned(),
+        prompt_tokens: tokens("prompt_tokens"),
+        completion_tokens: tokens("completion_tokens"),
+        finish_reason: answer["choices"][0]["finish_reason"].as_str().unwrap_or("stop").to_owned(),
+    })
 }
 
 fn role(name: &str) -> Result<TextMessageRole, InferenceError> {

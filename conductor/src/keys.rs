@@ -146,7 +146,9 @@ pub fn resolve(data: &DataDir, spec: &str) -> Result<PublicKey> {
 /// Registers a person's key (public part only) with the role in its file
 /// or the one given.
 pub fn register(data_dir: &Path, spec: &str, role: Option<Role>, name: Option<&str>) -> Result<(PublicKey, Role)> {
-    let data = DataDir::open_existing(data_dir)?;
+    // A new host's people are registered before its first mission: the
+    // data directory is created here if need be.
+    let data = DataDir::open_or_create(data_dir)?;
     let path = Path::new(spec);
     let (file_role, public) = if path.is_file() {
         let (role, public) = identity::read_public(path)?;

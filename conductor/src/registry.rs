@@ -51,33 +51,8 @@ pub enum Device {
     Cuda,
 }
 
-/// How sensitive a task's data is; models are cleared up to a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tier {
-    Public,
-    Internal,
-    Restricted,
-}
-
-impl Tier {
-    pub fn parse(text: &str) -> Option<Tier> {
-        match text {
-            "public" => Some(Tier::Public),
-            "internal" => Some(Tier::Internal),
-            "restricted" => Some(Tier::Restricted),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Public => "public",
-            Tier::Internal => "internal",
-            Tier::Restricted => "restricted",
-        }
-    }
-}
+/// How sensitive data is; a model is cleared up to a tier.
+pub type Tier = missions::DataTier;
 
 /// Integer prices per token (as in a mission's `models`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

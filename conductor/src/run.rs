@@ -98,7 +98,19 @@ pub async fn run_mission(
 ) -> Result<RunOutcome> {
     // Every agent's model must be registered before anything is journaled.
     for agent in &mission.agents {
-        router.registry().get(&agent.model).with_context(|| format!("agent `{}`", agent.name))?;
+        for model in &agent.models {
+            router.registry().get(model).with_context(|| format!("agent `{}`", agent.name))?;
+        }
+    }
+    for rule in &mission.routing.failover {
+        let frontier = router.registry().get(&rule.to).ok().filter(|spec| spec.frontier.is_some());
+        if frontier.is_none() {
+            bail!(
+                "the mission fails cases over to `{}`, which the model registry does not name as a frontier \
+                 model (`endpoint`); an air-gapped host (--air-gap) has none",
+                rule.to
+            );
+        }
     }
     let mission_bytes = std::fs::read(mission_path)
         .with_context(|| format!("reading {}", mission_path.display()))?;
@@ -514,6 +526,7 @@ async fn execute(
         budget_exhausted: AtomicBool::new(false),
         gates: mission.gates.iter().map(|g| (g.name.clone(), g.clone())).collect(),
         memory_limits: crate::facts::limits(&mission.memory_limits),
+        failover: mission.routing.failover.clone(),
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -758,7 +771,9 @@ fn run_task(
         case_id: case.id.clone(),
         account,
         agent_key: agent.key.clone(),
-        model: agent.spec.model.clone(),
+        models: agent.spec.models.clone(),
+        tier: case.tier,
+        failover: ctx.failover.iter().find(|rule| rule.when.matches(&case.input, &serde_json::Value::Null)).map(|rule| rule.to.clone()),
         max_tokens_cap: agent.spec.limits.max_tokens,
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),

@@ -9,14 +9,14 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Pos, Report, quoted};
-use crate::mission::{Case, MAX_CASE_FILE_BYTES, MAX_CASES};
+use crate::mission::{Case, DataTier, MAX_CASE_FILE_BYTES, MAX_CASES};
 use crate::validate::{Source, pos};
 
 /// A case and where to point when reporting a problem with it.
 pub(crate) struct Located {
     pub(crate) case: Case,
-    file: String,
-    at: Pos,
+    pub(crate) file: String,
+    pub(crate) at: Pos,
 }
 
 /// Reads every `*.json` file directly in `dir`, sorted by file name, so the
@@ -95,6 +95,7 @@ pub(crate) fn from_dir(
                 agent: agent.to_owned(),
                 input,
                 origin: file.clone(),
+                tier: DataTier::default(),
             },
             file,
             at: Pos::START,
@@ -154,6 +155,7 @@ pub(crate) fn from_inline(
                 agent: agent.to_owned(),
                 input: item.value.clone(),
                 origin: format!("{mission_file}:{}", at.line),
+                tier: DataTier::default(),
             },
             file: mission_file.to_owned(),
             at,

@@ -55,7 +55,7 @@ pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, AgentBudget, Budget, Case, Deadline, Extension, Gate, Limits, OnTimeout, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
+    Agent, AgentBudget, Budget, Case, DataTier, Deadline, Extension, Failover, Gate, Routing, Limits, OnTimeout, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
     Mission, OWN_SPACE, QUORUM_MAX,
     ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
 };

@@ -38,6 +38,8 @@ pub struct Mission {
     pub gates: Vec<Gate>,
     /// Who must have signed the agents' modules.
     pub trust: Trust,
+    /// Opt-in frontier failover; empty by default.
+    pub routing: Routing,
 }
 
 /// Module trust. With signers listed, every agent's module must carry a
@@ -150,6 +152,9 @@ pub struct Agent {
     pub module: PathBuf,
     /// A key of [`Mission::models`].
     pub model: String,
+    /// Every model the agent may call: `model` first, then any others the
+    /// file lists under `models` (each a key of [`Mission::models`]).
+    pub models: Vec<String>,
     pub limits: Limits,
     /// Spending caps for this agent within the mission budget.
     pub budget: AgentBudget,
@@ -302,6 +307,57 @@ pub struct Case {
     /// Where the case came from: the case file's path, or
     /// `mission-file:LINE` for an inline case.
     pub origin: String,
+    /// How sensitive the case's data is: the case's `_tier`, else its
+    /// group's `tier`, else [`DataTier::Restricted`] (the safe default).
+    pub tier: DataTier,
+}
+
+/// How sensitive a case's data is. A model sees a case only if it is
+/// cleared for the case's tier (the model registry says up to which), and
+/// restricted data never leaves the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DataTier {
+    Public,
+    Internal,
+    #[default]
+    Restricted,
+}
+
+impl DataTier {
+    pub fn parse(text: &str) -> Option<DataTier> {
+        match text {
+            "public" => Some(DataTier::Public),
+            "internal" => Some(DataTier::Internal),
+            "restricted" => Some(DataTier::Restricted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataTier::Public => "public",
+            DataTier::Internal => "internal",
+            DataTier::Restricted => "restricted",
+        }
+    }
+}
+
+/// Where a mission's model calls go besides its agents' own models.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    /// Opt-in, per kind of case: a case matching `when` has its agent's
+    /// model calls sent to `to` (a frontier model off the host) instead.
+    /// Empty by default: nothing leaves the host.
+    pub failover: Vec<Failover>,
+}
+
+/// One failover rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failover {
+    pub when: Condition,
+    /// A key of [`Mission::models`] (priced like any model); the registry
+    /// must name a frontier model by it.
+    pub to: String,
 }
 
 /// A fact in memory before the mission starts, valid over `[valid_from, valid_to)`.

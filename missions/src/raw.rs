@@ -26,6 +26,20 @@ pub(crate) struct RawMission {
     pub reviewer_groups: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
     pub gates: Option<Vec<RawGate>>,
     pub trust: Option<RawTrust>,
+    pub routing: Option<RawRouting>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub failover: Option<Vec<RawFailover>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFailover {
+    pub when: Spanned<RawCondition>,
+    pub to: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +148,8 @@ pub(crate) struct RawAgent {
     pub name: Spanned<String>,
     pub module: Spanned<String>,
     pub model: Spanned<String>,
+    /// Models the agent may call (default: just `model`).
+    pub models: Option<Vec<Spanned<String>>>,
     pub limits: Option<RawLimits>,
     pub budget: Option<RawAgentBudget>,
     pub memory: Option<RawMemoryScope>,
@@ -211,6 +227,8 @@ pub(crate) struct RawTasks {
     pub agent: Spanned<String>,
     pub dir: Option<Spanned<String>>,
     pub inline: Option<Spanned<Vec<Spanned<Value>>>>,
+    /// The data tier of the group's cases (a case's `_tier` overrides).
+    pub tier: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

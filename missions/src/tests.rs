@@ -940,3 +940,48 @@ fn a_budget_gate_takes_a_gates_policy_and_refuses_a_timeout_approval() {
     let found = errors(scratch.parse(&stray));
     assert!(found.iter().any(|d| d.to_string().contains("`extension` is only used with `on_exhausted: gate`")), "{found:?}");
 }
+
+#[test]
+fn routing_tiers_and_agent_models_parse_and_bad_ones_are_located() {
+    let scratch = Scratch::with_sample_files();
+    let good = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 }, big: { prompt_price: 5, completion_price: 9 } }
+agents:
+  - { name: a, module: agent/eligibility.wasm, model: tiny, models: [big, tiny] }
+tasks:
+  agent: a
+  tier: internal
+  inline:
+    - { id: one, kind: appeal }
+    - { id: two, _tier: public }
+routing:
+  failover:
+    - { when: { field: case.kind, equals: appeal }, to: big }
+";
+    let mission = scratch.parse(good).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.agents[0].models, ["tiny", "big"]);
+    let tiers: Vec<DataTier> = mission.tasks.cases.iter().map(|c| c.tier).collect();
+    assert_eq!(tiers, [DataTier::Internal, DataTier::Public]);
+    assert_eq!(mission.routing.failover.len(), 1);
+    assert_eq!(mission.routing.failover[0].to, "big");
+    // By default nothing fails over, and every case is restricted.
+    let plain = scratch.parse(MINIMAL).unwrap_or_else(|d| panic!("{d}"));
+    assert!(plain.routing.failover.is_empty());
+    assert!(plain.tasks.cases.iter().all(|c| c.tier == DataTier::Restricted));
+
+    let bad = good
+        .replace("models: [big, tiny]", "models: [huge]")
+        .replace("tier: internal", "tier: secret")
+        .replace("_tier: public", "_tier: 7")
+        .replace("to: big", "to: nowhere");
+    let found = errors(scratch.parse(&bad));
+    let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+    let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
+    assert!(has("may use model `huge`, which is not in `models`"), "{messages:#?}");
+    assert!(has("`tier` is `secret`"), "{messages:#?}");
+    assert!(has("`_tier` is 7"), "{messages:#?}");
+    assert!(has("failover goes to model `nowhere`"), "{messages:#?}");
+    assert_eq!(found.len(), 4, "{messages:#?}");
+}

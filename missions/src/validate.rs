@@ -10,12 +10,12 @@ use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::mission::{
-    Agent, AgentBudget, Budget, Deadline, Extension, Gate, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
+    Agent, AgentBudget, Budget, DataTier, Deadline, Extension, Failover, Gate, Routing, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
     OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
 use crate::raw::{
-    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawLimits, RawMission,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawRouting, RawLimits, RawMission,
     RawMemoryLimits, RawMemoryScope, RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
 };
 use crate::time::parse_rfc3339;
@@ -64,6 +64,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     let mut budget = budget;
     budget.extension = check.extension(&raw.budget, &budget, &reviewer_groups);
     let trust = check.trust(raw.trust.as_ref());
+    let routing = check.routing(raw.routing.as_ref(), &models);
     check.report.finish(Mission {
         name: raw.name.value,
         description: raw.description,
@@ -76,8 +77,11 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         reviewer_groups,
         gates,
         trust,
+        routing,
     })
 }
+
+const TIER_HELP: &str = "a data tier is `public`, `internal` or `restricted` (the default)";
 
 /// A gate's deadline fields, from a gate or a budget extension.
 #[derive(Clone, Copy)]
@@ -178,6 +182,24 @@ impl Checker<'_> {
             reservation_ttl_ms,
             extension: None,
         }
+    }
+
+    /// Frontier failover rules: each condition valid, each target priced.
+    fn routing(&mut self, raw: Option<&RawRouting>, models: &BTreeMap<String, ModelPrice>) -> Routing {
+        let mut failover = Vec::new();
+        for rule in raw.and_then(|r| r.failover.as_ref()).into_iter().flatten() {
+            if !models.contains_key(&rule.to.value) {
+                self.error(
+                    pos(&rule.to),
+                    format!("failover goes to model {}, which is not in `models`", quoted(&rule.to.value)),
+                    "price the frontier model under `models` like any other (and register it with an `endpoint`)",
+                );
+            }
+            if let Some(when) = self.condition(&rule.when) {
+                failover.push(Failover { when, to: rule.to.value.clone() });
+            }
+        }
+        Routing { failover }
     }
 
     /// The budget gate's policy (once reviewer groups are known).
@@ -311,6 +333,7 @@ impl Checker<'_> {
                 name,
                 module,
                 model,
+                models: may_use,
                 limits,
                 budget: agent_budget,
                 memory,
@@ -336,10 +359,23 @@ impl Checker<'_> {
                     "build the agent modules with `cargo xtask build-agents`; `module` is relative to the mission file's directory",
                 );
             }
+            let mut usable = vec![model.value.clone()];
+            for other in may_use.iter().flatten() {
+                if !models.contains_key(&other.value) {
+                    self.error(
+                        pos(other),
+                        format!("agent {} may use model {}, which is not in `models`", quoted(&name.value), quoted(&other.value)),
+                        one_of_help("models", models.keys()),
+                    );
+                } else if !usable.contains(&other.value) {
+                    usable.push(other.value.clone());
+                }
+            }
             agents.push(Agent {
                 name: name.value.clone(),
                 module: module_path,
                 model: model.value.clone(),
+                models: usable,
                 limits: self.limits(limits.as_ref().unwrap_or(&RawLimits::default())),
                 budget: agent_budget
                     .as_ref()
@@ -533,7 +569,14 @@ impl Checker<'_> {
         name: &str,
         agents: &[Agent],
     ) -> Vec<cases::Located> {
-        let RawTasks { agent, dir, inline } = raw;
+        let RawTasks { agent, dir, inline, tier } = raw;
+        let group_tier = match tier {
+            None => DataTier::default(),
+            Some(t) => DataTier::parse(&t.value).unwrap_or_else(|| {
+                self.error(pos(t), format!("`tier` is {}", quoted(&t.value)), TIER_HELP);
+                DataTier::default()
+            }),
+        };
         if !agents.iter().any(|a| a.name == agent.value) {
             self.error(
                 pos(agent),
@@ -544,7 +587,7 @@ impl Checker<'_> {
                 one_of_help("agents", agents.iter().map(|a| &a.name)),
             );
         }
-        match (dir, inline) {
+        let mut located = match (dir, inline) {
             (Some(dir), None) => cases::from_dir(&mut self.report, self.source, dir, &agent.value),
             (None, Some(inline)) => {
                 cases::from_inline(&mut self.report, self.source.file, inline, &agent.value)
@@ -565,7 +608,20 @@ impl Checker<'_> {
                 );
                 Vec::new()
             }
+        };
+        for located in &mut located {
+            located.case.tier = match located.case.input.get("_tier") {
+                None => group_tier,
+                Some(serde_json::Value::String(t)) if DataTier::parse(t).is_some() => DataTier::parse(t).unwrap_or_default(),
+                Some(other) => {
+                    let at = located.at;
+                    let file = located.file.clone();
+                    self.report.error(&file, at, format!("case {}: `_tier` is {other}", quoted(&located.case.id)), TIER_HELP);
+                    DataTier::default()
+                }
+            };
         }
+        located
     }
 
     /// A space name: [`OWN_SPACE`] or a shared space (a name).
