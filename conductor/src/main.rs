@@ -111,7 +111,8 @@ enum Command {
     /// Read the bitemporal memory; erase a data subject.
     #[command(subcommand)]
     Memory(MemoryCommand),
-    /// Serve the reviewer page (and run missions in the same process).
+    /// Serve the reviewer page and the metered OpenAI-compatible gateway
+    /// (and run missions in the same process).
     ///
     /// Reviewers open the page, unlock their own key file in the browser
     /// (it never leaves it), sign in by signing a challenge, and approve,
@@ -119,6 +120,9 @@ enum Command {
     /// signed in the browser with the reviewer's key. New gates appear
     /// without reloading. Operator and auditor keys may sign in to look;
     /// only reviewers decide, and only their own gates.
+    ///
+    /// `POST /v1/chat/completions` serves programs outside the cells, with
+    /// keys from `conductor gateway issue`, metered and journaled.
     ///
     /// This process holds the data directory while it runs, so missions
     /// run here too: `--run FILE` starts one once the server is up, and a
@@ -306,7 +310,8 @@ struct EngineArgs {
 /// Where models and compiled modules are, and how many cells run at once.
 #[derive(Debug, Clone, Args)]
 struct ModelArgs {
-    /// Cells running at once; concurrent model calls are batched.
+    /// Cells running at once. Their model calls queue per model (see
+    /// ARCHITECTURE.md, "Inference on the CPU").
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
     /// Directory the embedded model registry resolves model files in.
