@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,12 +176,8 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let reviewer_id = reviewer_public.key_id().to_string();
 
     // The server, on any free loopback port.
-    let mut server = conductor();
-    server.args(["serve", "--bind", "127.0.0.1:0", "--data"]).arg(&data).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut server = Killed(server.spawn().expect("conductor serve starts"));
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    let server = Served::start(&data, &[]);
+    let addr = server.addr.clone();
 
     // No session, no data: every API request is refused, and says why.
     for path in ["/api/gates", "/api/me", "/api/events"] {
@@ -336,10 +332,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
              memory:\n{}",
             eligibility.display(),
             cases.display(),
-            [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
-                .iter()
-                .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
-                .collect::<String>()
+            policy_facts()
         ),
     )
     .expect("write mission");
@@ -430,16 +423,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert_eq!(status, 401);
 
     client.close().await.expect("close the browser");
-    // Stopped as an operator would (SIGTERM), so the database is closed
-    // cleanly for the auditor's read-only commands below.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let start = Instant::now();
-    while server.0.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(server.0.try_wait().expect("wait").is_some_and(|s| s.success()), "serve exits 0 on SIGTERM");
+    server.stop();
 
     // The journal: the decision is signed by the reviewer's own key, the
     // refusals are recorded, and everything verifies.
@@ -447,19 +431,13 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let signers = stdout_json(&out)["signers"].clone();
     assert!(signers.as_array().expect("signers").iter().any(|s| s == reviewer_id.as_str()), "{signers}");
-    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.refused", "--data"]).arg(&data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let refusals = String::from_utf8_lossy(&out.stdout).lines().count();
+    let refusals = journal(&data, "gate.refused").len();
     assert!(refusals >= 4, "operator, oversized, second decision and forgery are journaled: {refusals}");
-    let out = run(conductor().args(["audit", "log", "--json", "--kind", "gate.decided", "--data"]).arg(&data));
-    let decided: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let decided = journal(&data, "gate.decided");
     assert_eq!(decided.len(), 2, "the case gate and the budget gate (the reviewed case stays pending): {decided:?}");
     let reviewer_hex = reviewer_public.to_hex();
     assert!(decided.iter().all(|e| e["signer"] == reviewer_hex.as_str()), "{decided:?}");
-    let out = run(conductor().args(["audit", "log", "--json", "--kind", "budget.extended", "--data"]).arg(&data));
-    let extended: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let extended = journal(&data, "budget.extended");
     assert_eq!(extended.len(), 1, "{extended:?}");
     assert_eq!(extended[0]["signer"], reviewer_hex.as_str(), "the reviewer's own posting: {extended:?}");
     assert_eq!(extended[0]["payload"]["amount"], 150, "{extended:?}");

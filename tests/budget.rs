@@ -31,10 +31,7 @@ fn tight_mission(dir: &Path, policy: &str) -> PathBuf {
              memory:\n{}",
             agent.display(),
             cases.display(),
-            [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
-                .iter()
-                .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
-                .collect::<String>()
+            policy_facts()
         ),
     )
     .expect("write mission");
@@ -104,8 +101,7 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     assert!(stderr(&out).contains("extended by 5000"), "{}", stderr(&out));
     let reviewer_public = identity::read_public(&reviewer).expect("public").1.to_hex();
     for kind in ["gate.decided", "budget.extended"] {
-        let log = run(conductor().args(["audit", "log", "--json", "--kind", kind, "--data"]).arg(&data));
-        let lines: Vec<Value> = String::from_utf8_lossy(&log.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines = journal(&data, kind);
         assert_eq!(lines.len(), 1, "{kind}: {lines:?}");
         assert_eq!(lines[0]["signer"], reviewer_public.as_str(), "{kind} is signed by the reviewer: {lines:?}");
     }

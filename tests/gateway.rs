@@ -7,22 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
-use serde_json::Value;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn issue(data: &Path, operator: &Path, name: &str, limit: u64) -> String {
     let out = run(conductor()
@@ -32,12 +20,6 @@ fn issue(data: &Path, operator: &Path, name: &str, limit: u64) -> String {
         .arg(data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     stdout_json(&out)["key"].as_str().expect("key").to_owned()
-}
-
-fn journal(data: &Path, kind: &str) -> Vec<Value> {
-    let out = run(conductor().args(["audit", "log", "--json", "--kind", kind, "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
 
 #[test]
@@ -68,18 +50,8 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     assert!(key.starts_with("cgw_") && key.len() == 68, "{key}");
     let poor = issue(&data, &operator, "poor", 10);
 
-    let mut server = conductor();
-    server
-        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .arg("--models")
-        .arg(&registry)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut server = Killed(server.spawn().expect("serve starts"));
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let server = Served::start(&data, &["--models".as_ref(), registry.as_os_str()]);
+    let addr = server.addr.clone();
 
     let out = run(Command::new(&python)
         .arg(repo_root().join("tests/clients/openai_gateway.py"))
@@ -109,14 +81,7 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     assert_eq!(got["over_budget"]["status"], 429, "{got}");
     assert_eq!(got["over_budget"]["code"], "insufficient_quota", "{got}");
 
-    // Stop it as an operator would; the database closes cleanly.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let start = Instant::now();
-    while server.0.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.stop();
 
     // Each served call is journaled with its cost, and the account's
     // settled spend is exactly their sum; refusals charged nothing.

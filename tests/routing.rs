@@ -7,30 +7,9 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::*;
-use serde_json::Value;
 
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn journal(data: &Path, kind: &str) -> Vec<Value> {
-    let out = run(conductor().args(["audit", "log", "--json", "--kind", kind, "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
-}
 
 #[test]
 fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air_gapped_host_refuses_it() {
@@ -60,18 +39,8 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
         .arg(&remote));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let key = stdout_json(&out)["key"].as_str().expect("key").to_owned();
-    let mut server = conductor();
-    server
-        .args(["serve", "--bind", "127.0.0.1:0", "--data"])
-        .arg(&remote)
-        .arg("--models")
-        .arg(&remote_registry)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut server = Killed(server.spawn().expect("serve starts"));
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    let server = Served::start(&remote, &["--models".as_ref(), remote_registry.as_os_str()]);
+    let addr = server.addr.clone();
 
     // This host: the local model, and the frontier cleared for internal data.
     let registry = dir.path().join("models.yaml");
@@ -91,10 +60,7 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
              residency_months: 26, notes: none{extra}}}\n"
         )
     };
-    let facts: String = [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
-        .iter()
-        .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
-        .collect();
+    let facts = policy_facts();
     let mission = dir.path().join("mission.yaml");
     std::fs::write(
         &mission,
@@ -155,13 +121,7 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
     assert!(by_task(1)["failover_refused"].as_str().is_some_and(|r| r.contains("restricted")), "{}", by_task(1));
     assert!(by_task(2)["routed_to"].is_null() && by_task(2)["failover_refused"].is_null(), "{}", by_task(2));
 
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let start = Instant::now();
-    while server.0.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.stop();
     let served = journal(&remote, "gateway.completion");
     assert_eq!(served.len(), 1, "the remote side saw exactly the one prompt: {served:?}");
     assert_eq!(

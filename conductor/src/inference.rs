@@ -165,17 +165,7 @@ impl Router {
                 .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
         }
         let model = self.model(name).await?;
-        let mut request = RequestBuilder::new()
-            // Greedy decoding: the same prompt gives the same text, which is
-            // what an auditor re-running a decision expects. It must come
-            // before the length limit: it replaces all sampling parameters,
-            // `max_len` included, and an unbounded request generates until
-            // the context is full.
-            .set_deterministic_sampler()
-            .set_sampler_max_len(max_tokens as usize);
-        for m in messages {
-            request = request.add_message(role(&m.role)?, &m.content);
-        }
+        let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let gate = self.gate(name);
@@ -210,10 +200,7 @@ impl Router {
         on_delta: impl Fn(String) + Send,
     ) -> Result<Output, InferenceError> {
         let model = self.model(name).await?;
-        let mut request = RequestBuilder::new().set_deterministic_sampler().set_sampler_max_len(max_tokens as usize);
-        for m in messages {
-            request = request.add_message(role(&m.role)?, &m.content);
-        }
+        let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let gate = self.gate(name);
@@ -325,6 +312,22 @@ fn device_for(spec: &crate::registry::ModelSpec) -> Result<Device, InferenceErro
         #[cfg(not(feature = "cuda"))]
         crate::registry::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
     }
+}
+
+/// A chat request decoded greedily, at most `max_tokens` long.
+fn greedy_request(messages: &[ChatMessage], max_tokens: u32) -> Result<RequestBuilder, InferenceError> {
+    let mut request = RequestBuilder::new()
+        // Greedy decoding: the same prompt gives the same text, which is
+        // what an auditor re-running a decision expects. It must come
+        // before the length limit: it replaces all sampling parameters,
+        // `max_len` included, and an unbounded request generates until
+        // the context is full.
+        .set_deterministic_sampler()
+        .set_sampler_max_len(max_tokens as usize);
+    for m in messages {
+        request = request.add_message(role(&m.role)?, &m.content);
+    }
+    Ok(request)
 }
 
 /// An upper bound on a prompt's tokens at a frontier model, whose

@@ -77,3 +77,72 @@ pub fn write_mission(dir: &Path, name: &str, module: &Path, budget: u64, limits:
 pub fn tasks(summary: &serde_json::Value) -> &Vec<serde_json::Value> {
     summary["tasks"].as_array().expect("tasks array")
 }
+
+/// `conductor serve` on a free loopback port, killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`, as the server printed it.
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts the server on `data` with `extra` arguments and waits for
+    /// its `listening on http://ADDR` line.
+    pub fn start(data: &Path, extra: &[&std::ffi::OsStr]) -> Served {
+        use std::io::BufRead as _;
+        let mut cmd = conductor();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = cmd.spawn().expect("conductor serve starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Served { child, addr }
+    }
+
+    /// Stops it as an operator would (SIGTERM) and requires a clean exit,
+    /// so the database is closed for the auditor's read-only commands.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+                return;
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "serve did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The journal's entries of `kind` (a prefix), as `audit log --json` gives them.
+pub fn journal(data: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", kind, "--data"]).arg(data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+/// The sample mission's policy facts, as `memory:` list items: what the
+/// casework agent recalls before it decides.
+pub fn policy_facts() -> String {
+    [("income-limit-monthly", "2400"), ("income-limit-per-extra-member", "350"), ("min-residency-months", "12")]
+        .iter()
+        .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
+        .collect()
+}
