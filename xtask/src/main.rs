@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_inference;
 mod polyglot;
 
 /// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
@@ -31,6 +32,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("cells/guests/spin-agent", "spin_agent", "cells/guests/spin-agent/spin.wasm"),
     ("cells/guests/greedy-agent", "greedy_agent", "cells/guests/greedy-agent/greedy.wasm"),
     ("cells/guests/hostile-agent", "hostile_agent", "cells/guests/hostile-agent/hostile.wasm"),
+    ("cells/guests/bench-agent", "bench_agent", "cells/guests/bench-agent/bench.wasm"),
     ("cells/guests/triage/rust", "triage_agent", "cells/guests/triage/rust/triage-rs.wasm"),
 ];
 
@@ -75,6 +77,42 @@ enum Cmd {
         #[arg(long, default_value = ".cache/bench-parked")]
         dir: PathBuf,
     },
+    /// Benchmark inference on the default model: llama.cpp
+    /// (llama-cpp-python, installed into .cache/bench-venv), mistral.rs
+    /// called directly, and the conductor running bench-agent cells at
+    /// several concurrencies; same GGUF file, prompt and greedy settings.
+    /// Prints one table (see BENCHMARKS.md).
+    BenchInference {
+        /// Timed requests per engine (the conductor at concurrency 1 runs
+        /// one more case, the untimed warm-up).
+        #[arg(long, default_value_t = 5)]
+        requests: usize,
+        /// Untimed requests first (llama.cpp and mistral.rs direct).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Conductor cell concurrencies to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u16, 8, 32])]
+        concurrency: Vec<u16>,
+        /// Cases per conductor run above concurrency 1: this many times the
+        /// concurrency, so cells queue.
+        #[arg(long, default_value_t = 2)]
+        queue: usize,
+        /// Also send this many requests to mistral.rs at once (batched) and
+        /// compare each answer with the sequential one; 0 skips it.
+        #[arg(long, default_value_t = 8)]
+        batched: usize,
+        /// Leave out llama.cpp (no Python venv, no llama.cpp build).
+        #[arg(long)]
+        skip_llama: bool,
+        /// KEY=VALUE in the environment of mistral.rs direct and the
+        /// conductor, to measure a tuning knob (e.g. RAYON_NUM_THREADS=3).
+        /// Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Where missions, data and binaries' copies go (recreated).
+        #[arg(long, default_value = ".cache/bench-inference")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -89,6 +127,12 @@ fn main() -> Result<()> {
         }
         Cmd::Demo { data } => demo(&root, &data),
         Cmd::BenchParked { tasks, missions, dir } => bench::parked(&root, tasks, missions, &dir),
+        Cmd::BenchInference { requests, warmup, concurrency, queue, batched, skip_llama, env, dir } => {
+            bench_inference::inference(
+                &root,
+                &bench_inference::Options { requests, warmup, concurrency, queue, batched, skip_llama, env, dir },
+            )
+        }
         Cmd::Test => {
             setup(&root)?;
             // Only the tests need them; the demo stays on the Rust agents.
@@ -98,6 +142,13 @@ fn main() -> Result<()> {
             step("running the test suite (release profile, shared with the binary)");
             run(cargo_command().args(test_build_args(&[])))
         }
+    }
+}
+
+fn parse_env(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{arg}` is not KEY=VALUE")),
     }
 }
 
