@@ -682,8 +682,20 @@ enum KeysCommand {
     },
 }
 
+/// Threads in rayon's global pool beyond one per core. candle's CPU
+/// kernels run there, about 200 short parallel matmuls per token, and
+/// with one thread per core a core sits idle while a thread wakes: one
+/// more made a request 6% and the sample mission 11% faster here
+/// (BENCHMARKS.md, "Inference"). `RAYON_NUM_THREADS` still wins.
+const RAYON_EXTRA_THREADS: usize = 1;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        // Fails only if the pool already exists; then it stays as it is.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(cores + RAYON_EXTRA_THREADS).build_global();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
