@@ -332,7 +332,6 @@ async fn prepare_call(
             let now = now_us();
             let deadline = now.saturating_add(i64::try_from(RESERVATION_TTL.as_micros()).unwrap_or(i64::MAX));
             let call = json!({"gateway": key2.key_id, "model": model2, "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
-            let _ = t.expire_due(&conductor, now)?;
             match t.reserve(&conductor, &key2.account, cost_max, deadline, call.clone(), now) {
                 Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
                     t.append(&conductor, "budget.refused", &json!({"account": key2.account, "for": call, "reason": refusal.to_string()}), now)?;

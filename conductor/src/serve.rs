@@ -436,20 +436,11 @@ async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
 }
 
-fn status_name(status: GateStatus) -> &'static str {
-    match status {
-        GateStatus::Pending => "pending",
-        GateStatus::Approved => "approved",
-        GateStatus::Rejected => "rejected",
-        GateStatus::TimedOut => "timed_out",
-    }
-}
-
 /// A decided gate and what became of its case.
 fn decided_view(read: &redb::ReadTransaction, gate: &GateRecord) -> Result<Value> {
     let task = state::task(read, &gate.mission, gate.task)?;
     Ok(json!({
-        "id": gate.id, "gate": gate.gate, "status": status_name(gate.status), "mission": gate.mission,
+        "id": gate.id, "gate": gate.gate, "status": json!(gate.status), "mission": gate.mission,
         "task": gate.budget.is_none().then_some(gate.task), "case_id": gate.budget.is_none().then_some(&gate.case_id),
         "reviewer": gate.reviewer, "note": gate.note,
         "case_status": task.as_ref().map(|t| json!(t.status)),
@@ -533,7 +524,7 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
     };
     Ok(json!({
         "id": gate.id, "gate": gate.gate, "kind": if gate.budget.is_some() { "budget" } else { "case" },
-        "status": status_name(gate.status),
+        "status": json!(gate.status),
         "mission": gate.mission,
         // A budget gate belongs to the mission, not a task.
         "task": gate.budget.is_none().then_some(gate.task),
@@ -742,7 +733,7 @@ async fn decide(
     let task = state::task(&read, &decided.gate.mission, decided.gate.task).map_err(internal)?;
     let mission = state::mission(&read, &decided.gate.mission).map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({
-        "status": status_name(decided.gate.status), "closed": decided.closed, "needed": decided.needed,
+        "status": json!(decided.gate.status), "closed": decided.closed, "needed": decided.needed,
         "gate": decided.gate.gate, "case_id": decided.gate.case_id,
         "case": task.map(|t| json!({"status": json!(t.status), "outcome": t.outcome})),
         "mission_status": mission.map(|m| crate::summary::status_text(m.status)),
@@ -831,21 +822,17 @@ fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, st
         if next == seen {
             continue;
         }
-        let relevant = data
-            .ledger
-            .entries(seen, usize::try_from(next - seen).unwrap_or(usize::MAX))
-            .map(|entries| entries.iter().any(|e| page_relevant(&e.kind)))
-            .unwrap_or(true);
-        seen = next;
-        if relevant && events.receiver_count() > 0 {
-            let pending = data
+        // With no page open, nothing is read.
+        let relevant = events.receiver_count() > 0
+            && data
                 .ledger
-                .read()
-                .ok()
-                .and_then(|r| state::gates(&r).ok())
-                .map_or(0, |g| g.iter().filter(|g| g.status == GateStatus::Pending).count());
-            // No receiver is not an error: nobody is looking.
-            let _ = events.send(json!({"pending": pending, "head": next}).to_string());
+                .entries(seen, usize::try_from(next - seen).unwrap_or(usize::MAX))
+                .map(|entries| entries.iter().any(|e| page_relevant(&e.kind)))
+                .unwrap_or(true);
+        seen = next;
+        if relevant {
+            // Pages refetch what they show; the event only says when.
+            let _ = events.send(json!({"head": next}).to_string());
         }
     }
 }

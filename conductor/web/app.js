@@ -266,7 +266,7 @@ function openEvents() {
   events.onopen = () => {
     $('live').hidden = false;
   };
-  // Events named `gates` ({"pending": n}); unnamed ones too. Either way the
+  // Events named `gates` ({"head": n}); unnamed ones too. Either way the
   // list is fetched again: the event says something changed, not what.
   events.addEventListener('gates', () => refreshGates());
   events.onmessage = () => refreshGates();
