@@ -1,8 +1,9 @@
 //! The inference router: one shared mistral.rs engine per model, loaded on
-//! first use and shared by every cell, so concurrent calls from many cells
-//! are batched by mistral.rs's scheduler.
+//! first use and shared by every cell. Concurrent calls are admitted to
+//! the engine in cohorts of equal prompt length, which mistral.rs then
+//! runs as one batch (see [`Cohorts`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use mistralrs::core::{
     TokenSource,
 };
 use mistralrs::{Device, Model, RequestBuilder, TextMessageRole, TextMessages};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Notify, OnceCell};
 
 use crate::registry::{Registry, RegistryError};
 
@@ -52,20 +53,9 @@ pub enum InferenceError {
 pub struct Router {
     registry: Registry,
     loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
-    /// One permit per model: see [`MODEL_REQUESTS_IN_FLIGHT_MAX`].
-    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Admission to each model's engine: see [`Cohorts`].
+    cohorts: Mutex<HashMap<String, Arc<Cohorts>>>,
 }
-
-/// Generation requests one model runs at a time.
-///
-/// mistral.rs 0.8.1 batches concurrent sequences, but on the CPU its
-/// batched path produced garbled text for prompts of different lengths and
-/// then stopped answering (the engine thread died and later requests got
-/// "channel closed"), reproducibly with the sample mission at 4 cells.
-/// The same prompts one at a time are correct. Until that is fixed
-/// upstream the router hands each model one generation at a time; cells
-/// still run concurrently and queue here, in arrival order.
-const MODEL_REQUESTS_IN_FLIGHT_MAX: usize = 1;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +65,7 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     pub fn new(registry: Registry) -> Self {
-        Router { registry, loaded: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) }
+        Router { registry, loaded: Mutex::new(HashMap::new()), cohorts: Mutex::new(HashMap::new()) }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -139,15 +129,7 @@ impl Router {
             return Ok(frontier_prompt_bound(messages));
         }
         let model = self.model(name).await?;
-        let mut text = TextMessages::new();
-        for m in messages {
-            text = text.add_message(role(&m.role)?, &m.content);
-        }
-        let tokens = model
-            .tokenize(Either::Left(text), None, true, true, None)
-            .await
-            .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
-        Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
+        rendered_tokens(name, &model, messages).await
     }
 
     /// Greedy completion of at most `max_tokens` tokens.
@@ -168,9 +150,9 @@ impl Router {
         let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
-        let gate = self.gate(name);
+        let cohorts = self.cohorts(name);
         let generate = async {
-            let _permit = gate.acquire().await.map_err(|e| request_err(&e))?;
+            let _admitted = cohorts.admit(rendered_tokens(name, &model, messages).await?).await;
             model.send_chat_request(request).await.map_err(|e| request_err(&e))
         };
         let response = tokio::time::timeout(timeout, generate)
@@ -203,9 +185,9 @@ impl Router {
         let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
-        let gate = self.gate(name);
+        let cohorts = self.cohorts(name);
         let generate = async {
-            let _permit = gate.acquire().await.map_err(|e| request_err(&e))?;
+            let _admitted = cohorts.admit(rendered_tokens(name, &model, messages).await?).await;
             let mut stream = model.stream_chat_request(request).await.map_err(|e| request_err(&e))?;
             let mut out = Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
             while let Some(response) = stream.next().await {
@@ -244,12 +226,162 @@ impl Router {
             .map_err(|_| InferenceError::Timeout { model: name.to_owned(), seconds: timeout.as_secs() })?
     }
 
-    fn gate(&self, name: &str) -> Arc<Semaphore> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        in_flight
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(MODEL_REQUESTS_IN_FLIGHT_MAX)))
-            .clone()
+    fn cohorts(&self, name: &str) -> Arc<Cohorts> {
+        let mut cohorts = self.cohorts.lock().unwrap_or_else(|p| p.into_inner());
+        cohorts.entry(name.to_owned()).or_insert_with(|| Arc::new(Cohorts::new(name))).clone()
+    }
+}
+
+/// The exact number of prompt tokens `messages` render to at `model`.
+async fn rendered_tokens(name: &str, model: &Model, messages: &[ChatMessage]) -> Result<u32, InferenceError> {
+    let mut text = TextMessages::new();
+    for m in messages {
+        text = text.add_message(role(&m.role)?, &m.content);
+    }
+    let tokens = model
+        .tokenize(Either::Left(text), None, true, true, None)
+        .await
+        .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
+    Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
+}
+
+/// Admits generations to one model's engine in cohorts of equal prompt
+/// length; a cohort runs as one batch, and the next is admitted when the
+/// whole cohort has finished.
+///
+/// Why cohorts: on the CPU, mistral.rs 0.8.1 (no paged attention there)
+/// can only batch sequences of exactly the same length: its scheduler
+/// buckets running sequences by length and runs one bucket per step,
+/// copying every layer's KV cache in and out whenever the bucket changes.
+/// Measured with `conductor/examples/bench_mistralrs.rs`: 8 requests of
+/// one prompt length at once batch correctly and beat one at a time; 8 of
+/// different lengths at once ran at half the sequential speed, and 4 of
+/// the 8 answers differed from the same prompt run alone (one garbled).
+/// So a cohort is the oldest waiting request and every other waiting
+/// request of its prompt length (up to [`COHORT_MAX`]); requests that
+/// arrive while it runs wait for a later cohort, even of the same length,
+/// because a running cohort's sequences have already grown past it. The
+/// oldest waiter always leads the next cohort, so nothing starves.
+struct Cohorts {
+    model: String,
+    state: Mutex<CohortState>,
+    changed: Notify,
+}
+
+/// Requests one cohort admits at most: mistral.rs's batch size.
+const COHORT_MAX: usize = BATCH_SEQS_MAX;
+
+#[derive(Default)]
+struct CohortState {
+    next_ticket: u64,
+    /// Waiting requests in arrival order: (ticket, prompt tokens).
+    waiting: VecDeque<(u64, u32)>,
+    /// Tickets admitted to the running cohort whose callers have not yet
+    /// taken their place.
+    admitted: HashSet<u64>,
+    /// Members of the running cohort still generating.
+    running: usize,
+}
+
+impl CohortState {
+    /// With nothing running, admits the next cohort; true if it did.
+    fn admit_next(&mut self, model: &str) -> bool {
+        if self.running > 0 {
+            return false;
+        }
+        let Some(&(_, tokens)) = self.waiting.front() else { return false };
+        let mut rest = VecDeque::with_capacity(self.waiting.len());
+        for (ticket, len) in self.waiting.drain(..) {
+            if len == tokens && self.admitted.len() < COHORT_MAX {
+                self.admitted.insert(ticket);
+            } else {
+                rest.push_back((ticket, len));
+            }
+        }
+        self.waiting = rest;
+        self.running = self.admitted.len();
+        tracing::debug!(model, requests = self.running, prompt_tokens = tokens, "model cohort admitted");
+        true
+    }
+
+    /// A member of the running cohort is done (or was never taken up).
+    fn finish_one(&mut self, model: &str) {
+        self.running = self.running.saturating_sub(1);
+        self.admit_next(model);
+    }
+}
+
+impl Cohorts {
+    fn new(model: &str) -> Self {
+        Cohorts { model: model.to_owned(), state: Mutex::new(CohortState::default()), changed: Notify::new() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CohortState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until a request of `prompt_tokens` is admitted; it stays in
+    /// the running cohort until the returned guard is dropped.
+    async fn admit(&self, prompt_tokens: u32) -> Admitted<'_> {
+        let mut ticket = Ticket { cohorts: self, id: 0, taken: false };
+        {
+            let mut state = self.state();
+            ticket.id = state.next_ticket;
+            state.next_ticket += 1;
+            state.waiting.push_back((ticket.id, prompt_tokens));
+            if state.admit_next(&self.model) {
+                self.changed.notify_waiters();
+            }
+        }
+        loop {
+            // Registered before the check, so a wake-up between the check
+            // and the wait is not lost.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state().admitted.remove(&ticket.id) {
+                ticket.taken = true;
+                return Admitted { cohorts: self };
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A waiting request. Dropped before admission (its caller timed out or
+/// went away), it leaves the queue, or gives up the place it was given.
+struct Ticket<'a> {
+    cohorts: &'a Cohorts,
+    id: u64,
+    /// Admitted and handed over as [`Admitted`].
+    taken: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut state = self.cohorts.state();
+        if state.admitted.remove(&self.id) {
+            state.finish_one(&self.cohorts.model);
+        } else {
+            state.waiting.retain(|(ticket, _)| *ticket != self.id);
+        }
+        drop(state);
+        self.cohorts.changed.notify_waiters();
+    }
+}
+
+/// A place in the running cohort, given back on drop.
+struct Admitted<'a> {
+    cohorts: &'a Cohorts,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.cohorts.state().finish_one(&self.cohorts.model);
+        self.cohorts.changed.notify_waiters();
     }
 }
 
@@ -386,3 +518,79 @@ fn role(name: &str) -> Result<TextMessageRole, InferenceError> {
         other => Err(InferenceError::BadRole(other.to_owned())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `admit` once: admitted now, or still waiting.
+    fn try_admit(cohorts: &Cohorts, tokens: u32) -> Option<Admitted<'_>> {
+        use std::future::Future;
+        let mut fut = Box::pin(cohorts.admit(tokens));
+        let waker = std::task::Waker::noop();
+        match fut.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(admitted) => Some(admitted),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cohort_is_the_oldest_waiter_and_its_prompt_length() {
+        let cohorts = Arc::new(Cohorts::new("m"));
+        let first = try_admit(&cohorts, 5).expect("an idle model admits at once");
+        // Arrive while the first runs: two of 10 tokens around one of 20,
+        // and a 5 like the running one (which must still wait).
+        let mut tasks = Vec::new();
+        for (i, tokens) in [10u32, 20, 10, 5].into_iter().enumerate() {
+            let (cohorts, order) = (cohorts.clone(), i);
+            tasks.push(tokio::spawn(async move {
+                let admitted = cohorts.admit(tokens).await;
+                let cohort = cohorts.state().running;
+                // Hold the place until the test lets the cohort go.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(admitted);
+                (order, tokens, cohort)
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cohorts.state().waiting.len(), 4, "nobody joins a running cohort");
+        drop(first);
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.expect("task"));
+        }
+        // The 10s ran together (cohort of 2), then the 20, then the 5.
+        assert_eq!(seen, vec![(0, 10, 2), (1, 20, 1), (2, 10, 2), (3, 5, 1)]);
+        let state = cohorts.state();
+        assert_eq!((state.running, state.waiting.len(), state.admitted.len()), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_frees_its_place() {
+        use std::future::Future;
+        let cohorts = Cohorts::new("m");
+        let running = try_admit(&cohorts, 7).expect("admitted");
+        // Waiting, then abandoned (a timeout): it leaves the queue.
+        assert!(try_admit(&cohorts, 7).is_none());
+        assert_eq!(cohorts.state().waiting.len(), 0);
+        // Admitted when the running cohort ends, but dropped before it
+        // took its place: the place is given back.
+        let mut late = Box::pin(cohorts.admit(9));
+        let waker = std::task::Waker::noop();
+        assert!(late.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_pending());
+        drop(running);
+        let counts = |c: &Cohorts| {
+            let state = c.state();
+            (state.running, state.admitted.len())
+        };
+        assert_eq!(counts(&cohorts), (1, 1));
+        drop(late);
+        assert_eq!(counts(&cohorts), (0, 0));
+        let next = try_admit(&cohorts, 9).expect("the model is free again");
+        assert_eq!(cohorts.state().running, 1);
+        drop(next);
+        assert_eq!(cohorts.state().running, 0);
+    }
+}
+

@@ -89,13 +89,24 @@ impl Served {
     /// Starts the server on `data` with `extra` arguments and waits for
     /// its `listening on http://ADDR` line.
     pub fn start(data: &Path, extra: &[&std::ffi::OsStr]) -> Served {
-        use std::io::BufRead as _;
+        Served::spawn(conductor(), data, extra, std::process::Stdio::inherit())
+    }
+
+    /// [`Served::start`] with the conductor's debug log written to `log`.
+    #[allow(dead_code)]
+    pub fn start_logging(data: &Path, extra: &[&std::ffi::OsStr], log: &Path) -> Served {
         let mut cmd = conductor();
+        cmd.env("RUST_LOG", "warn,conductor=debug");
+        Served::spawn(cmd, data, extra, std::fs::File::create(log).expect("log file").into())
+    }
+
+    fn spawn(mut cmd: Command, data: &Path, extra: &[&std::ffi::OsStr], stderr: std::process::Stdio) -> Served {
+        use std::io::BufRead as _;
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
+            .stderr(stderr);
         let mut child = cmd.spawn().expect("conductor serve starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
