@@ -74,8 +74,9 @@ struct Args {
     no_prefix_cache: bool,
     /// Make each request's prompt distinct and of a different length (a
     /// request number and 0-3 filler sentences in front), as a mission's
-    /// cases are; batched prompts of different lengths is what broke
-    /// mistral.rs 0.8.1's batching on the CPU.
+    /// cases are. Distinct prompts batched is what exposed mistral.rs
+    /// 0.8.1's batched CPU attention bug (fixed in vendor/mistralrs-core);
+    /// different lengths at once are what the router's cohorts avoid.
     #[arg(long)]
     distinct: bool,
     /// Print one JSON summary on stdout (human lines go to stderr).

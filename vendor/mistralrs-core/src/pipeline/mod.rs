@@ -358,6 +358,38 @@ pub enum CacheBackendMetadata {
     },
 }
 
+/// Runs one forward pass, on a CPU model inside rayon's global pool.
+///
+/// conductor patch: candle's CPU kernels fork-join on rayon's global pool,
+/// about 200 times per decoded token for a small llama. Called from the
+/// engine thread, which is not a pool worker, every one of them was a
+/// cross-thread round trip: inject the job, wake a worker, block the
+/// engine thread on a latch, wake it again (a quarter of a decode profile
+/// was the kernel's scheduler). Run from a worker, the nested parallel
+/// loops fork and join inside the pool.
+fn forward_in_cpu_pool<P: Pipeline + ?Sized>(
+    pipeline: &mut P,
+    inputs: Box<dyn Any>,
+    return_raw_logits: bool,
+) -> Result<ForwardInputsResult, candle_core::Error> {
+    if !pipeline.device().is_cpu() {
+        // A GPU context is bound to its thread: stay on this one.
+        return pipeline.forward_inputs(inputs, return_raw_logits);
+    }
+    struct SendInputs(Box<dyn Any>);
+    // SAFETY: the inputs processors build these boxes from tensors and
+    // plain data (`ModelInputs` and friends), all `Send`; the box moves to
+    // one worker, is consumed there, and nothing else refers to it.
+    unsafe impl Send for SendInputs {}
+    impl SendInputs {
+        fn into_inner(self) -> Box<dyn Any> {
+            self.0
+        }
+    }
+    let inputs = SendInputs(inputs);
+    rayon::scope(move |_| pipeline.forward_inputs(inputs.into_inner(), return_raw_logits))
+}
+
 #[derive(Clone, Debug)]
 pub enum ForwardInputsResult {
     RawLogits {
@@ -503,7 +535,7 @@ pub trait Pipeline:
                     }
 
                     let start = Instant::now();
-                    let raw_logits = self.forward_inputs(inputs, return_raw_logits)?;
+                    let raw_logits = forward_in_cpu_pool(self, inputs, return_raw_logits)?;
                     let end = Instant::now();
                     exec_duration += end.duration_since(start);
 
@@ -739,7 +771,7 @@ pub trait Pipeline:
                     } = inputs.map_err(candle_core::Error::msg)?;
 
                     let start = Instant::now();
-                    let raw_logits = self.forward_inputs(inputs, return_raw_logits)?;
+                    let raw_logits = forward_in_cpu_pool(self, inputs, return_raw_logits)?;
                     let end = Instant::now();
                     exec_duration += end.duration_since(start);
 
