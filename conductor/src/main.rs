@@ -310,8 +310,9 @@ struct EngineArgs {
 /// Where models and compiled modules are, and how many cells run at once.
 #[derive(Debug, Clone, Args)]
 struct ModelArgs {
-    /// Cells running at once. Their model calls queue per model (see
-    /// ARCHITECTURE.md, "Inference on the CPU").
+    /// Cells running at once. Their calls to one model run as one batch
+    /// when the prompts have the same token length, otherwise in turn (see
+    /// ARCHITECTURE.md, "Batching in cohorts").
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
     /// Directory the embedded model registry resolves model files in.
