@@ -253,15 +253,18 @@ async fn rendered_tokens(name: &str, model: &Model, messages: &[ChatMessage]) ->
 /// can only batch sequences of exactly the same length: its scheduler
 /// buckets running sequences by length and runs one bucket per step,
 /// copying every layer's KV cache in and out whenever the bucket changes.
-/// Measured with `conductor/examples/bench_mistralrs.rs`: 8 requests of
-/// one prompt length at once batch correctly and beat one at a time; 8 of
-/// different lengths at once ran at half the sequential speed, and 4 of
-/// the 8 answers differed from the same prompt run alone (one garbled).
+/// Measured with `conductor/examples/bench_mistralrs.rs` (8 requests at
+/// once): of one prompt length they batch, 1.35x the throughput of one at
+/// a time; of different lengths they come out right (with the attention
+/// fix in `vendor/mistralrs-core`) but at 0.7x, slower than in turn.
 /// So a cohort is the oldest waiting request and every other waiting
 /// request of its prompt length (up to [`COHORT_MAX`]); requests that
 /// arrive while it runs wait for a later cohort, even of the same length,
 /// because a running cohort's sequences have already grown past it. The
-/// oldest waiter always leads the next cohort, so nothing starves.
+/// oldest waiter always leads the next cohort, so nothing starves. A
+/// caller that times out gives its place back while its sequence may
+/// still be finishing in the engine; the next cohort then overlaps it,
+/// which costs speed, not correctness.
 struct Cohorts {
     model: String,
     state: Mutex<CohortState>,
