@@ -2,7 +2,8 @@
 official `openai` client, compared with the same requests one at a time.
 
 Usage: openai_batch.py BASE_URL KEY
-A long request goes first and keeps the model busy; while it runs, four
+After a warm-up request loads the model, a long request goes first and
+keeps it busy; while it runs, four
 requests whose prompts render to the same number of tokens and one of
 another length arrive together, so the router has a cohort to form. Then
 every request runs again alone. Prints one JSON object.
@@ -47,6 +48,9 @@ def run(i):
         failures.append(repr(e))
 
 
+# Load the model first: otherwise every request waits on the load, and
+# which one is admitted first is a race.
+ask("Hi.", max_tokens=1)
 first = threading.Thread(target=run, args=(None,))
 first.start()
 time.sleep(0.5)
