@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::clock::now_us;
 use crate::data::DataDir;
-use crate::inference::{ChatMessage, Output, Router};
+use crate::inference::{ChatMessage, Output, Prompt, Router};
 
 /// BLAKE3 of a key (hex) -> the key's record (JSON).
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("gateway_keys");
@@ -203,8 +203,7 @@ fn refuse(gw: &Gateway, key: &GatewayKey, status: StatusCode, kind: &str, code: 
 /// What a call needs once it has been checked and paid for.
 struct Paid {
     key: GatewayKey,
-    model: String,
-    messages: Vec<ChatMessage>,
+    prompt: Prompt,
     max_tokens: u32,
     price: crate::registry::Price,
     reservation: ledger::ReservationId,
@@ -302,12 +301,13 @@ async fn prepare_call(
         return bad("invalid_max_tokens", "max_tokens must be at least 1".into());
     }
     let router = gw.router.clone();
-    let (name, counted) = (model.clone(), chat.clone());
-    let prompt_tokens = match gw.runtime.spawn(async move { router.count_prompt_tokens(&name, &counted).await }).await {
-        Ok(Ok(n)) => n,
+    let name = model.clone();
+    let prompt = match gw.runtime.spawn(async move { router.prompt(&name, chat).await }).await {
+        Ok(Ok(prompt)) => prompt,
         Ok(Err(e)) => return Err(refuse(&gw, &key, StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_unavailable", e.to_string())),
         Err(e) => return Err(refuse(&gw, &key, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string())),
     };
+    let prompt_tokens = prompt.tokens();
     let room = spec.context_tokens.saturating_sub(prompt_tokens);
     let max_tokens = max_tokens.unwrap_or(MAX_TOKENS_DEFAULT.min(room));
     if max_tokens == 0 || u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(spec.context_tokens) {
@@ -351,13 +351,13 @@ async fn prepare_call(
         Ok(Err(e)) => return Err(refuse(&gw, &key, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string())),
         Err(e) => return Err(refuse(&gw, &key, StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal", e.to_string())),
     };
-    Ok(Paid { key, model, messages: chat, max_tokens, price, reservation, cost_max })
+    Ok(Paid { key, prompt, max_tokens, price, reservation, cost_max })
 }
 
 /// Settles a call that ran (or voids one that did not) and journals it.
 fn finish(gw: &Gateway, paid: &Paid, result: &Result<Output, String>) -> Result<u64> {
     let conductor = gw.data.conductor.clone();
-    let messages: Vec<Value> = paid.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+    let messages: Vec<Value> = paid.prompt.messages().iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
     Ok(gw.data.ledger.write(|t| -> Result<u64> {
         let now = now_us();
         match result {
@@ -372,7 +372,7 @@ fn finish(gw: &Gateway, paid: &Paid, result: &Result<Output, String>) -> Result<
                 t.append(
                     &conductor,
                     "gateway.completion",
-                    &json!({"key_id": paid.key.key_id, "account": paid.key.account, "model": paid.model,
+                    &json!({"key_id": paid.key.key_id, "account": paid.key.account, "model": paid.prompt.model(),
                             "messages": messages, "max_tokens": paid.max_tokens, "text": out.text,
                             "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
                             "cost": posted, "reservation": paid.reservation.0}),
@@ -406,15 +406,15 @@ fn usage(out: &Output) -> Value {
 
 async fn whole_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
     let router = gw.router.clone();
-    let (model, messages, max_tokens) = (paid.model.clone(), paid.messages.clone(), paid.max_tokens);
-    let result = match gw.runtime.spawn(async move { router.complete(&model, &messages, max_tokens, CALL_TIMEOUT).await }).await {
+    let (prompt, max_tokens) = (paid.prompt.clone(), paid.max_tokens);
+    let result = match gw.runtime.spawn(async move { router.complete(&prompt, max_tokens, CALL_TIMEOUT).await }).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let gw2 = gw.clone();
     let settled = web::block(move || {
         let cost = finish(&gw2, &paid, &result);
-        (cost, result, paid.model)
+        (cost, result, paid.prompt.model().to_owned())
     })
     .await;
     match settled {
@@ -440,7 +440,7 @@ fn stream_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let chunk = {
-        let (id, model) = (id.clone(), paid.model.clone());
+        let (id, model) = (id.clone(), paid.prompt.model().to_owned());
         move |delta: Value, finish: Value, usage: Value| {
             let body = json!({"id": id, "object": "chat.completion.chunk", "created": created(), "model": model,
                               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
@@ -453,11 +453,11 @@ fn stream_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
     let gw2 = gw.clone();
     runtime.spawn(async move {
         let _ = tx.send(chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null));
-        let (model, messages, max_tokens) = (paid.model.clone(), paid.messages.clone(), paid.max_tokens);
+        let (prompt, max_tokens) = (paid.prompt.clone(), paid.max_tokens);
         let sender = tx.clone();
         let piece = chunk.clone();
         let result = router
-            .stream(&model, &messages, max_tokens, CALL_TIMEOUT, move |text| {
+            .stream(&prompt, max_tokens, CALL_TIMEOUT, move |text| {
                 // A client that went away stops reading; the call still ends.
                 let _ = sender.send(piece(json!({"content": text}), Value::Null, Value::Null));
             })

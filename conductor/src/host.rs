@@ -243,14 +243,11 @@ impl CellHost for TaskHost {
             .iter()
             .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
             .collect();
-        let prompt_tokens = match self
-            .ctx
-            .runtime
-            .block_on(router.count_prompt_tokens(&model, &messages))
-        {
-            Ok(n) => n,
+        let prompt = match self.ctx.runtime.block_on(router.prompt(&model, messages)) {
+            Ok(prompt) => prompt,
             Err(e) => return self.refuse(&request, e.to_string()),
         };
+        let prompt_tokens = prompt.tokens();
         let context = spec.context_tokens;
         if u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(context) {
             let reason = format!(
@@ -300,7 +297,7 @@ impl CellHost for TaskHost {
 
         let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         let messages_json: Vec<_> =
-            messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+            prompt.messages().iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
         if let Some(frontier) = &spec.frontier {
             // Recorded, durably, before a byte is sent.
             let prompt = serde_json::to_vec(&messages_json).unwrap_or_default();
@@ -314,7 +311,7 @@ impl CellHost for TaskHost {
                 return Err(format!("could not journal the frontier call, so it was not made: {e}"));
             }
         }
-        let result = self.ctx.runtime.block_on(router.complete(&model, &messages, max_tokens, timeout));
+        let result = self.ctx.runtime.block_on(router.complete(&prompt, max_tokens, timeout));
         let routed = (model != request.model).then(|| model.clone());
         match result {
             Err(e) => {

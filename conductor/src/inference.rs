@@ -49,6 +49,31 @@ pub enum InferenceError {
     Timeout { model: String, seconds: u64 },
 }
 
+/// Messages rendered and counted for one model, by [`Router::prompt`]
+/// only, so the count always belongs to these messages at this model.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    model: String,
+    messages: Vec<ChatMessage>,
+    tokens: u32,
+}
+
+impl Prompt {
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn messages(&self) -> &[ChatMessage] {
+        &self.messages
+    }
+
+    /// Prompt tokens: exact for a local model, an upper bound for a
+    /// frontier one.
+    pub fn tokens(&self) -> u32 {
+        self.tokens
+    }
+}
+
 /// Routes requests to loaded models.
 pub struct Router {
     registry: Registry,
@@ -118,28 +143,32 @@ impl Router {
         Ok(model.clone())
     }
 
-    /// The exact number of prompt tokens `messages` render to, chat template
-    /// and generation prompt included: what a reservation must cover.
-    pub async fn count_prompt_tokens(
-        &self,
-        name: &str,
-        messages: &[ChatMessage],
-    ) -> Result<u32, InferenceError> {
-        if self.registry.get(name)?.frontier.is_some() {
-            return Ok(frontier_prompt_bound(messages));
-        }
-        let model = self.model(name).await?;
-        rendered_tokens(name, &model, messages).await
+    /// `messages` rendered for model `name` and counted: the exact number
+    /// of prompt tokens (chat template and generation prompt included),
+    /// which is what a reservation must cover and what calls batch by. A
+    /// frontier model's tokenizer is not on this host; its count is an
+    /// upper bound.
+    pub async fn prompt(&self, name: &str, messages: Vec<ChatMessage>) -> Result<Prompt, InferenceError> {
+        let tokens = if self.registry.get(name)?.frontier.is_some() {
+            frontier_prompt_bound(&messages)
+        } else {
+            let model = self.model(name).await?;
+            let mut text = TextMessages::new();
+            for m in &messages {
+                text = text.add_message(role(&m.role)?, &m.content);
+            }
+            let tokens = model
+                .tokenize(Either::Left(text), None, true, true, None)
+                .await
+                .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
+            u32::try_from(tokens.len()).unwrap_or(u32::MAX)
+        };
+        Ok(Prompt { model: name.to_owned(), messages, tokens })
     }
 
     /// Greedy completion of at most `max_tokens` tokens.
-    pub async fn complete(
-        &self,
-        name: &str,
-        messages: &[ChatMessage],
-        max_tokens: u32,
-        timeout: Duration,
-    ) -> Result<Output, InferenceError> {
+    pub async fn complete(&self, prompt: &Prompt, max_tokens: u32, timeout: Duration) -> Result<Output, InferenceError> {
+        let (name, messages) = (prompt.model.as_str(), prompt.messages.as_slice());
         if let Some(frontier) = self.registry.get(name)?.frontier.clone() {
             let (owned, messages) = (name.to_owned(), messages.to_vec());
             return tokio::task::spawn_blocking(move || frontier_complete(&owned, &frontier, &messages, max_tokens, timeout))
@@ -152,7 +181,7 @@ impl Router {
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let cohorts = self.cohorts(name);
         let generate = async {
-            let _admitted = cohorts.admit(rendered_tokens(name, &model, messages).await?).await;
+            let _admitted = cohorts.admit(prompt.tokens).await;
             model.send_chat_request(request).await.map_err(|e| request_err(&e))
         };
         let response = tokio::time::timeout(timeout, generate)
@@ -175,19 +204,19 @@ impl Router {
     /// the model produces it (the gateway's `stream: true`).
     pub async fn stream(
         &self,
-        name: &str,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         max_tokens: u32,
         timeout: Duration,
         on_delta: impl Fn(String) + Send,
     ) -> Result<Output, InferenceError> {
+        let (name, messages) = (prompt.model.as_str(), prompt.messages.as_slice());
         let model = self.model(name).await?;
         let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let cohorts = self.cohorts(name);
         let generate = async {
-            let _admitted = cohorts.admit(rendered_tokens(name, &model, messages).await?).await;
+            let _admitted = cohorts.admit(prompt.tokens).await;
             let mut stream = model.stream_chat_request(request).await.map_err(|e| request_err(&e))?;
             let mut out = Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
             while let Some(response) = stream.next().await {
@@ -230,19 +259,6 @@ impl Router {
         let mut cohorts = self.cohorts.lock().unwrap_or_else(|p| p.into_inner());
         cohorts.entry(name.to_owned()).or_insert_with(|| Arc::new(Cohorts::new(name))).clone()
     }
-}
-
-/// The exact number of prompt tokens `messages` render to at `model`.
-async fn rendered_tokens(name: &str, model: &Model, messages: &[ChatMessage]) -> Result<u32, InferenceError> {
-    let mut text = TextMessages::new();
-    for m in messages {
-        text = text.add_message(role(&m.role)?, &m.content);
-    }
-    let tokens = model
-        .tokenize(Either::Left(text), None, true, true, None)
-        .await
-        .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
-    Ok(u32::try_from(tokens.len()).unwrap_or(u32::MAX))
 }
 
 /// Admits generations to one model's engine in cohorts of equal prompt
