@@ -14,29 +14,13 @@ use common::*;
 fn same_length_requests_run_as_one_batch_and_answer_as_they_would_alone() {
     let python = repo_root().join(".cache/venv-openai/bin/python");
     assert!(python.is_file(), "{} is missing: `cargo xtask test` installs the openai client", python.display());
-    let model = model_file();
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("models.yaml");
-    std::fs::write(
-        &registry,
-        format!(
-            "models:\n  smollm2-135m:\n    file: {}\n    sha256: b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53\n    \
-             context_tokens: 2048\n    prompt_price: 1\n    completion_price: 1\n",
-            model.display()
-        ),
-    )
-    .expect("registry");
+    priced_registry(&registry, 1, 1, "");
     let data = dir.path().join("data");
     let operator = dir.path().join("operator.key");
-    assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator)).status.code(), Some(0));
-    assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&operator)).status.code(), Some(0));
-    let out = run(conductor()
-        .args(["gateway", "issue", "--json", "--name", "batch", "--limit", "100000", "--key"])
-        .arg(&operator)
-        .arg("--data")
-        .arg(&data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let key = stdout_json(&out)["key"].as_str().expect("key").to_owned();
+    registered_operator(&data, &operator);
+    let key = issue_gateway_key(&data, &operator, "batch", 100_000);
 
     let log = dir.path().join("serve.log");
     let server = Served::start_logging(&data, &["--models".as_ref(), registry.as_os_str()], &log);

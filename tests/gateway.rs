@@ -7,38 +7,18 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn issue(data: &Path, operator: &Path, name: &str, limit: u64) -> String {
-    let out = run(conductor()
-        .args(["gateway", "issue", "--json", "--name", name, "--limit", &limit.to_string(), "--key"])
-        .arg(operator)
-        .arg("--data")
-        .arg(data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    stdout_json(&out)["key"].as_str().expect("key").to_owned()
-}
 
 #[test]
 fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     let python = repo_root().join(".cache/venv-openai/bin/python");
     assert!(python.is_file(), "{} is missing: `cargo xtask test` installs the openai client", python.display());
-    let model = model_file();
     let dir = tempfile::tempdir().expect("tempdir");
     // The embedded model, priced for the gateway's clients.
     let registry = dir.path().join("models.yaml");
-    std::fs::write(
-        &registry,
-        format!(
-            "models:\n  smollm2-135m:\n    file: {}\n    sha256: b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53\n    \
-             context_tokens: 2048\n    prompt_price: 1\n    completion_price: 2\n",
-            model.display()
-        ),
-    )
-    .expect("registry");
+    priced_registry(&registry, 1, 2, "");
     let data = dir.path().join("data");
     let operator = dir.path().join("operator.key");
     assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator)).status.code(), Some(0));
@@ -46,9 +26,9 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     let out = run(conductor().args(["gateway", "issue", "--name", "app", "--limit", "5000", "--key"]).arg(&operator).arg("--data").arg(&data));
     assert_ne!(out.status.code(), Some(0), "an unregistered operator cannot issue keys");
     assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&operator)).status.code(), Some(0));
-    let key = issue(&data, &operator, "app", 5000);
+    let key = issue_gateway_key(&data, &operator, "app", 5000);
     assert!(key.starts_with("cgw_") && key.len() == 68, "{key}");
-    let poor = issue(&data, &operator, "poor", 10);
+    let poor = issue_gateway_key(&data, &operator, "poor", 10);
 
     let server = Served::start(&data, &["--models".as_ref(), registry.as_os_str()]);
     let addr = server.addr.clone();

@@ -9,8 +9,6 @@ mod common;
 
 use common::*;
 
-const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
 #[test]
 fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air_gapped_host_refuses_it() {
     let model = model_file();
@@ -20,25 +18,10 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
     // The "frontier": a conductor gateway on another data directory.
     let remote = dir.path().join("remote");
     let remote_registry = dir.path().join("remote-models.yaml");
-    std::fs::write(
-        &remote_registry,
-        format!(
-            "models:\n  smollm2-135m:\n    file: {}\n    sha256: {MODEL_SHA256}\n    context_tokens: 2048\n    \
-             prompt_price: 1\n    completion_price: 1\n",
-            model.display()
-        ),
-    )
-    .expect("registry");
+    priced_registry(&remote_registry, 1, 1, "");
     let operator = dir.path().join("operator.key");
-    assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator)).status.code(), Some(0));
-    assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(&remote).arg(&operator)).status.code(), Some(0));
-    let out = run(conductor()
-        .args(["gateway", "issue", "--json", "--name", "peer", "--limit", "100000", "--key"])
-        .arg(&operator)
-        .arg("--data")
-        .arg(&remote));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let key = stdout_json(&out)["key"].as_str().expect("key").to_owned();
+    registered_operator(&remote, &operator);
+    let key = issue_gateway_key(&remote, &operator, "peer", 100_000);
     let server = Served::start(&remote, &["--models".as_ref(), remote_registry.as_os_str()]);
     let addr = server.addr.clone();
 

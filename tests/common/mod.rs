@@ -33,6 +33,41 @@ pub fn module(relative: &str) -> PathBuf {
     path
 }
 
+/// The pinned hash of [`model_file`].
+#[allow(dead_code)]
+pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// A registry at `path` with the default model as `smollm2-135m`, priced
+/// for the gateway, whose YAML the caller may extend with `more`.
+#[allow(dead_code)]
+pub fn priced_registry(path: &Path, prompt_price: u64, completion_price: u64, more: &str) {
+    let text = format!(
+        "models:\n  smollm2-135m:\n    file: {}\n    sha256: {MODEL_SHA256}\n    context_tokens: 2048\n    \
+         prompt_price: {prompt_price}\n    completion_price: {completion_price}\n{more}",
+        model_file().display()
+    );
+    std::fs::write(path, text).expect("registry");
+}
+
+/// A new operator key at `key`, registered on `data`.
+#[allow(dead_code)]
+pub fn registered_operator(data: &Path, key: &Path) {
+    assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
+    assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(data).arg(key)).status.code(), Some(0));
+}
+
+/// A gateway key issued on `data` by `operator` for account `gateway:NAME`.
+#[allow(dead_code)]
+pub fn issue_gateway_key(data: &Path, operator: &Path, name: &str, limit: u64) -> String {
+    let out = run(conductor()
+        .args(["gateway", "issue", "--json", "--name", name, "--limit", &limit.to_string(), "--key"])
+        .arg(operator)
+        .arg("--data")
+        .arg(data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout_json(&out)["key"].as_str().expect("key").to_owned()
+}
+
 pub fn model_file() -> PathBuf {
     let path = repo_root().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(path.is_file(), "{} is missing: run `cargo xtask setup` first", path.display());
