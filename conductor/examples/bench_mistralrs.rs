@@ -25,12 +25,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, MistralRsBuilder, ModelDType, Pipeline, SchedulerConfig, TokenSource,
-};
+use mistralrs::core::{MistralRsBuilder, ModelDType};
 use mistralrs::{Device, Model, RequestBuilder, TextMessageRole, TextMessages};
 use serde_json::json;
+
+#[path = "support/load.rs"]
+mod load;
+use load::{load_gguf, scheduler};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -113,43 +114,6 @@ fn dtype(name: &str) -> Result<ModelDType> {
         "auto" => ModelDType::Auto,
         other => anyhow::bail!("--dtype {other}: expected f32, f16, bf16 or auto"),
     })
-}
-
-/// `conductor/src/inference.rs`'s `load_gguf_f32`, with the dtype a parameter.
-fn load_gguf(
-    dir: String,
-    file: String,
-    device: &Device,
-    dtype: &ModelDType,
-) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
-    let loader = GGUFLoaderBuilder::new(
-        None,
-        None,
-        dir,
-        vec![file],
-        GGUFSpecificConfig { topology: None },
-        false,
-        None,
-    )
-    .build();
-    loader.load_model_from_hf(
-        None,
-        TokenSource::None,
-        dtype,
-        device,
-        true,
-        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-        None,
-        None,
-    )
-}
-
-fn scheduler(batch: usize) -> SchedulerConfig {
-    SchedulerConfig::DefaultScheduler {
-        method: DefaultSchedulerMethod::Fixed(
-            std::num::NonZeroUsize::new(batch).unwrap_or(std::num::NonZeroUsize::MIN),
-        ),
-    }
 }
 
 fn prompt_for(args: &Args, i: usize) -> String {

@@ -85,6 +85,20 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Every completion the model gave in a mission, as (task, text), in task
+/// order, read from the journal's `host.infer` entries.
+pub fn completions(data: &Path) -> Vec<(u64, String)> {
+    let out = run(conductor().args(["audit", "log", "--json", "--kind", "host.infer", "--data"]).arg(data));
+    assert_eq!(out.status.code(), Some(0), "audit log: {}", stderr(&out));
+    let mut completions: Vec<(u64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|e| (e["payload"]["task"].as_u64().unwrap_or(0), e["payload"]["text"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    completions.sort();
+    completions
+}
+
 pub fn stdout_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }

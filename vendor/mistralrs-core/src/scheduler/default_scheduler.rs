@@ -223,8 +223,21 @@ impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
                 };
             }
             (_, 0) => {
+                // conductor patch: 0.8.1 set every waiting sequence to
+                // RunningPrompt here and returned them all as prompts. But
+                // the waiting list also holds sequences that bucketing set
+                // aside in the middle of their completion (another length
+                // ran first). When the running list emptied, those were
+                // prefilled again from their whole text as if new: with a
+                // prefix-cache offset still set, at the wrong positions
+                // (unrelated answers); without one, through the prompt
+                // kernels instead of the decode kernels (slightly different
+                // numbers). Only new sequences become prompts now, as in
+                // the general case below, and set-aside completions resume.
                 for seq in waiting.into_iter() {
-                    seq.set_state(SequenceState::RunningPrompt);
+                    if seq.is_waiting() {
+                        seq.set_state(SequenceState::RunningPrompt);
+                    }
                     self.running.push(seq);
                 }
                 self.waiting = Backer::new();
@@ -232,9 +245,17 @@ impl<Backer: FcfsBacker> DefaultScheduler<Backer> {
                 self.running = self.bucket_and_waitlist_seqs(running);
                 logger.set_num_running(self.running.len());
                 logger.set_num_waiting(self.waiting.len());
+                let (mut completion, mut prompt) = (Vec::new(), Vec::new());
+                for seq in &mut self.running {
+                    if seq.is_completion() {
+                        completion.push(seq);
+                    } else {
+                        prompt.push(seq);
+                    }
+                }
                 return DefaultSchedulerOutput {
-                    prompt: self.running.iter_mut().collect::<Vec<_>>().into(),
-                    completion: vec![].into(),
+                    prompt: prompt.into(),
+                    completion: completion.into(),
                 };
             }
             (0, _) => {

@@ -1,0 +1,52 @@
+//! A mission's answers do not depend on how its cells were scheduled: the
+//! sample mission run with eight cells at once, whose model calls the
+//! router batches, gets every completion exactly as with one cell at a
+//! time. This is what an auditor re-running a decision relies on.
+//!
+//! It failed before the conductor turned mistral.rs's prefix cache off:
+//! batched prompts that reused different lengths of an earlier prompt's
+//! cache got different, sometimes unrelated, answers (ARCHITECTURE.md,
+//! "Batching in cohorts").
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_sample_mission_answers_the_same_with_eight_cells_as_with_one() {
+    model_file();
+    module("missions/examples/casework/agent/eligibility.wasm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mission = repo_root().join("missions/examples/casework/mission.yaml");
+
+    let mut answers = Vec::new();
+    for cells in ["1", "8"] {
+        let data = dir.path().join(format!("cells-{cells}"));
+        let out = run(conductor()
+            .env("RUST_LOG", "warn,conductor=debug")
+            .arg("run")
+            .arg(&mission)
+            .args(["--concurrency", cells, "--json", "--data"])
+            .arg(&data));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // The eight-cell run must really have batched: some cohort held
+        // more than one request.
+        let largest_cohort = stderr(&out)
+            .lines()
+            .filter(|l| l.contains("model cohort admitted"))
+            .filter_map(|l| l.split("requests=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        if cells == "1" {
+            assert_eq!(largest_cohort, 1, "one cell: one request at a time");
+        } else {
+            assert!(largest_cohort > 1, "eight cells batched no calls (largest cohort {largest_cohort})");
+        }
+        answers.push(completions(&data));
+    }
+    assert!(answers[0].len() >= 20, "a completion per case: {:?}", answers[0]);
+    for (one, eight) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(one, eight, "task {}: eight cells at once answered differently", one.0);
+    }
+    assert_eq!(answers[0].len(), answers[1].len());
+}
