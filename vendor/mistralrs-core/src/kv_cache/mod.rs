@@ -304,6 +304,39 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
             let mut dims_v = first_v.dims().to_vec();
             dims_k[0] *= batch_len;
             dims_v[0] *= batch_len;
+            // conductor patch: the sequences of one batch may hold caches
+            // of different capacities (a cache grows in steps of
+            // CACHE_GROW_SIZE, and one taken from the prefix cache keeps
+            // the capacity of the longer sequence it came from). 0.8.1
+            // sized the batch by the first sequence's and panicked on
+            // `slice_set` when another's was larger. The batch now takes
+            // the largest, and smaller caches are copied in at the front
+            // of their slot (the rest is never read: each sequence reads
+            // only its current length).
+            let seq0_caches = if modify_draft_cache {
+                seqs[0].normal_draft_cache()
+            } else {
+                seqs[0].normal_cache()
+            };
+            let normal_dim = match seq0_caches.get(layer).and_then(|c| c.as_ref()) {
+                Some(KvCache::Normal { k, .. }) => Some(k.dim),
+                _ => None,
+            };
+            if let Some(d) = normal_dim {
+                for seq in seqs.iter_mut() {
+                    let src_cache = if modify_draft_cache {
+                        seq.normal_draft_cache()
+                    } else {
+                        seq.normal_cache()
+                    };
+                    if let Some(Some(KvCache::Normal { k, v })) = src_cache.get(layer) {
+                        if let (Some(k), Some(v)) = (k.all_data.as_ref(), v.all_data.as_ref()) {
+                            dims_k[d] = dims_k[d].max(k.dims()[d]);
+                            dims_v[d] = dims_v[d].max(v.dims()[d]);
+                        }
+                    }
+                }
+            }
             let batch_k = Tensor::zeros(dims_k.clone(), first_k.dtype(), first_k.device()).unwrap();
             let batch_v = Tensor::zeros(dims_v.clone(), first_v.dtype(), first_v.device()).unwrap();
             // Fill each sequence's cache slice
@@ -326,6 +359,19 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                     KvCache::Shared { .. } => continue,
                 };
                 let offset = i * first_k.dims()[0];
+                let (src_k, src_v) = match normal_dim {
+                    Some(d) if src_k.dims()[d] < dims_k[d] || src_v.dims()[d] < dims_v[d] => {
+                        let grow = |src: Tensor, full: usize| {
+                            let mut dims = src.dims().to_vec();
+                            dims[d] = full;
+                            let grown = Tensor::zeros(dims, src.dtype(), src.device()).unwrap();
+                            grown.slice_set(&src, d, 0).unwrap();
+                            grown
+                        };
+                        (grow(src_k, dims_k[d]), grow(src_v, dims_v[d]))
+                    }
+                    _ => (src_k, src_v),
+                };
                 batch_k.slice_set(&src_k, 0, offset).unwrap();
                 batch_v.slice_set(&src_v, 0, offset).unwrap();
             }
@@ -354,7 +400,11 @@ impl<T: CacheManagerMixin + MetadataMixin + ?Sized> CacheManager<T> for NormalCa
                     let template_cache_dim = old_k.dim;
                     let template_cache_csl = old_k.current_seq_len;
                     let template_cache_msl = old_k.max_seq_len;
-                    let template_cache_capsl = old_k.capacity_seq_len;
+                    // conductor patch: the batch's capacity, the largest
+                    // of its sequences' (see above), not the first's.
+                    let template_cache_capsl = k_cache
+                        .as_ref()
+                        .map_or(old_k.capacity_seq_len, |k| k.dims()[old_k.dim]);
 
                     caches.push(KvCache::Normal {
                         k: SingleCache {

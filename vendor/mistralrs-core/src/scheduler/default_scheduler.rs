@@ -89,10 +89,18 @@ impl<Backer: FcfsBacker> BucketingManager<Backer> for FixedBucketingManager {
         let mut seq_priorities: HashMap<BucketKey, f64> = HashMap::new();
         for seq in running {
             let len = seq.len();
+            // conductor patch: the prefix-cache offset matters only to a
+            // prompt step (it is where the new tokens start). 0.8.1 kept
+            // it in every sequence's bucket key for good, so completions
+            // of the same length whose prompts reused different lengths
+            // of the cache never shared a step: they ran one bucket at a
+            // time, swapping every layer's KV cache in and out between
+            // steps. A completion's inputs come from its length alone.
+            let offset = if seq.is_prompt() { seq.token_offset() } else { 0 };
             match seq_buckets.get_mut(&(
                 len,
                 seq.images().is_some() && seq.is_prompt(),
-                seq.token_offset(),
+                offset,
             )) {
                 Some(bucket) => {
                     if !discrete {
@@ -100,7 +108,7 @@ impl<Backer: FcfsBacker> BucketingManager<Backer> for FixedBucketingManager {
                             .get_mut(&(
                                 len,
                                 seq.images().is_some() && seq.is_prompt(),
-                                seq.token_offset(),
+                                offset,
                             ))
                             .unwrap() += seq.compute_priority();
                     }
@@ -112,7 +120,7 @@ impl<Backer: FcfsBacker> BucketingManager<Backer> for FixedBucketingManager {
                             (
                                 len,
                                 seq.images().is_some() && seq.is_prompt(),
-                                seq.token_offset(),
+                                offset,
                             ),
                             seq.compute_priority(),
                         );
@@ -121,7 +129,7 @@ impl<Backer: FcfsBacker> BucketingManager<Backer> for FixedBucketingManager {
                         (
                             len,
                             seq.images().is_some() && seq.is_prompt(),
-                            seq.token_offset(),
+                            offset,
                         ),
                         vec![seq],
                     );
