@@ -3,10 +3,11 @@
 //! router batches, gets every completion exactly as with one cell at a
 //! time. This is what an auditor re-running a decision relies on.
 //!
-//! It failed before the conductor turned mistral.rs's prefix cache off:
-//! batched prompts that reused different lengths of an earlier prompt's
-//! cache got different, sometimes unrelated, answers (ARCHITECTURE.md,
-//! "Batching in cohorts").
+//! It failed, 2 runs of 2, before the vendored scheduler fix
+//! (`vendor/README.md`, mistralrs-core 4): completions that the scheduler
+//! had set aside were prefilled again, and those whose prompts had reused
+//! part of an earlier prompt's cache got different, sometimes unrelated,
+//! answers.
 
 mod common;
 
