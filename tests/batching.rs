@@ -48,11 +48,7 @@ fn same_length_requests_run_as_one_batch_and_answer_as_they_would_alone() {
 
     // And they were batched: the four same-length requests arrived while
     // the model was busy, and were admitted together.
-    let cohorts: Vec<(u64, u64)> = log
-        .lines()
-        .filter(|l| l.contains("model cohort admitted"))
-        .map(|l| (field(l, "requests"), field(l, "prompt_tokens")))
-        .collect();
+    let cohorts = cohorts_admitted(&log);
     assert!(
         cohorts.contains(&(4, lengths[0])),
         "the four {}-token prompts formed one cohort: {cohorts:?}\n{log}",
@@ -60,12 +56,4 @@ fn same_length_requests_run_as_one_batch_and_answer_as_they_would_alone() {
     );
     // Nothing of another length ever joined them.
     assert!(cohorts.contains(&(1, lengths[4])), "{cohorts:?}");
-}
-
-/// `name=N` in a log line.
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }

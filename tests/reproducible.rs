@@ -32,12 +32,7 @@ fn the_sample_mission_answers_the_same_with_eight_cells_as_with_one() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         // The eight-cell run must really have batched: some cohort held
         // more than one request.
-        let largest_cohort = stderr(&out)
-            .lines()
-            .filter(|l| l.contains("model cohort admitted"))
-            .filter_map(|l| l.split("requests=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
-            .max()
-            .unwrap_or(0);
+        let largest_cohort = cohorts_admitted(&stderr(&out)).iter().map(|c| c.0).max().unwrap_or(0);
         if cells == "1" {
             assert_eq!(largest_cohort, 1, "one cell: one request at a time");
         } else {

@@ -192,10 +192,11 @@ impl Router {
             .first()
             .and_then(|c| c.message.content.clone())
             .unwrap_or_default();
+        let (prompt_tokens, completion_tokens) = usage_tokens(&response.usage);
         Ok(Output {
             text,
-            prompt_tokens: u32::try_from(response.usage.prompt_tokens).unwrap_or(u32::MAX),
-            completion_tokens: u32::try_from(response.usage.completion_tokens).unwrap_or(u32::MAX),
+            prompt_tokens,
+            completion_tokens,
             finish_reason: response.choices.first().map_or_else(|| "stop".to_owned(), |c| c.finish_reason.clone()),
         })
     }
@@ -232,13 +233,11 @@ impl Router {
                             }
                         }
                         if let Some(usage) = chunk.usage {
-                            out.prompt_tokens = u32::try_from(usage.prompt_tokens).unwrap_or(u32::MAX);
-                            out.completion_tokens = u32::try_from(usage.completion_tokens).unwrap_or(u32::MAX);
+                            (out.prompt_tokens, out.completion_tokens) = usage_tokens(&usage);
                         }
                     }
                     mistralrs::Response::Done(done) => {
-                        out.prompt_tokens = u32::try_from(done.usage.prompt_tokens).unwrap_or(u32::MAX);
-                        out.completion_tokens = u32::try_from(done.usage.completion_tokens).unwrap_or(u32::MAX);
+                        (out.prompt_tokens, out.completion_tokens) = usage_tokens(&done.usage);
                         break;
                     }
                     mistralrs::Response::InternalError(e) | mistralrs::Response::ValidationError(e) => {
@@ -463,6 +462,12 @@ fn device_for(spec: &crate::registry::ModelSpec) -> Result<Device, InferenceErro
         #[cfg(not(feature = "cuda"))]
         crate::registry::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
     }
+}
+
+/// (prompt, completion) tokens of a mistral.rs usage report.
+fn usage_tokens(usage: &mistralrs::Usage) -> (u32, u32) {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    (count(usage.prompt_tokens), count(usage.completion_tokens))
 }
 
 /// A chat request decoded greedily, at most `max_tokens` long.

@@ -34,12 +34,10 @@ pub fn module(relative: &str) -> PathBuf {
 }
 
 /// The pinned hash of [`model_file`].
-#[allow(dead_code)]
 pub const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// A registry at `path` with the default model as `smollm2-135m`, priced
 /// for the gateway, whose YAML the caller may extend with `more`.
-#[allow(dead_code)]
 pub fn priced_registry(path: &Path, prompt_price: u64, completion_price: u64, more: &str) {
     let text = format!(
         "models:\n  smollm2-135m:\n    file: {}\n    sha256: {MODEL_SHA256}\n    context_tokens: 2048\n    \
@@ -50,14 +48,12 @@ pub fn priced_registry(path: &Path, prompt_price: u64, completion_price: u64, mo
 }
 
 /// A new operator key at `key`, registered on `data`.
-#[allow(dead_code)]
 pub fn registered_operator(data: &Path, key: &Path) {
     assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
     assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(data).arg(key)).status.code(), Some(0));
 }
 
 /// A gateway key issued on `data` by `operator` for account `gateway:NAME`.
-#[allow(dead_code)]
 pub fn issue_gateway_key(data: &Path, operator: &Path, name: &str, limit: u64) -> String {
     let out = run(conductor()
         .args(["gateway", "issue", "--json", "--name", name, "--limit", &limit.to_string(), "--key"])
@@ -97,6 +93,21 @@ pub fn completions(data: &Path) -> Vec<(u64, String)> {
         .collect();
     completions.sort();
     completions
+}
+
+/// The cohorts the router admitted, as (requests, prompt tokens), from a
+/// debug log (`RUST_LOG=conductor=debug`).
+pub fn cohorts_admitted(log: &str) -> Vec<(u64, u64)> {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+    };
+    log.lines()
+        .filter(|l| l.contains("model cohort admitted"))
+        .map(|l| (field(l, "requests"), field(l, "prompt_tokens")))
+        .collect()
 }
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
@@ -142,7 +153,6 @@ impl Served {
     }
 
     /// [`Served::start`] with the conductor's debug log written to `log`.
-    #[allow(dead_code)]
     pub fn start_logging(data: &Path, extra: &[&std::ffi::OsStr], log: &Path) -> Served {
         let mut cmd = conductor();
         cmd.env("RUST_LOG", "warn,conductor=debug");
