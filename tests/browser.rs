@@ -3,11 +3,16 @@
 //!
 //! A reviewer unlocks their own passphrase-sealed key file in the page,
 //! signs in, sees a pending gate, sees a second gate arrive without a
-//! reload (an operator starts another mission on the server meanwhile),
-//! approves the first, and sees its case complete. The journal then holds
-//! the decision signed by the reviewer's key, and verifies. Requests
-//! without a session, an operator's attempt to decide and a replayed
-//! decision are refused. Screenshots go to `test-artefacts/browser/`.
+//! reload (an operator uploads another mission to the server meanwhile),
+//! approves the first, and sees its case complete; the second mission
+//! allows three outcomes, so its card offers exactly those in a select
+//! box, and the reviewer approves it with another one. The journal then
+//! holds the decisions signed by the reviewer's key, and verifies.
+//! Requests without a session, an operator's attempt to decide and a
+//! replayed decision are refused. Last, an operator and an auditor sign
+//! in to the same page to look: the operator sees the queue without
+//! decision buttons, the auditor the decided gates. Screenshots go to
+//! `test-artefacts/browser/`.
 
 mod common;
 
@@ -144,6 +149,25 @@ where
     }
 }
 
+/// Signs in through the page with the key file at `key` (unlocked with
+/// `passphrase`), and waits until the page says so.
+async fn sign_in_page(client: &fantoccini::Client, key: &Path, passphrase: &str) {
+    let key_path = key.canonicalize().expect("absolute key path");
+    client.find(Locator::Id("key-file")).await.expect("key file input").send_keys(&key_path.display().to_string()).await.expect("choose file");
+    if !passphrase.is_empty() {
+        client.find(Locator::Id("passphrase")).await.expect("passphrase input").send_keys(passphrase).await.expect("type");
+    }
+    client.find(Locator::Id("sign-in")).await.expect("sign-in button").click().await.expect("click");
+    wait_for(client, "sign in", UNLOCK_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            let state = c.find(Locator::Css("body")).await.ok()?.attr("data-state").await.ok().flatten();
+            (state.as_deref() == Some("signed-in")).then_some(())
+        }
+    })
+    .await;
+}
+
 async fn gate_card_ids(client: &fantoccini::Client) -> Vec<String> {
     let mut ids = Vec::new();
     for card in client.find_all(Locator::Css("section.gate")).await.unwrap_or_default() {
@@ -164,13 +188,25 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let echo = module("cells/guests/echo-agent/echo.wasm");
     let gates = "gates:\n  - name: big\n    when: { field: case.amount, greater_than: 100 }\n";
     let first = write_mission(dir.path(), "first", &echo, 1000, "{}", "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n", gates);
-    let later = write_mission(dir.path(), "later", &echo, 1000, "{}", "    - {id: late, amount: 900}\n", gates);
     let data = dir.path().join("data");
     let out = run(conductor().arg("run").arg(&first).arg("--data").arg(&data).arg("--json"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout_json(&out)["status"], "awaiting_review");
     let reviewer_key = new_key(dir.path(), "reviewer", "Rita Reviewer", &data, true);
     let operator_key = new_key(dir.path(), "operator", "Otto Operator", &data, false);
+    let auditor_key = new_key(dir.path(), "auditor", "Aude Auditor", &data, false);
+    // Missions sent over HTTP name their files inside DATA/missions/ only:
+    // the host's administrator puts there what operators may use.
+    let uploads = data.join("missions");
+    std::fs::create_dir_all(uploads.join("cases")).expect("uploads dir");
+    for wasm in ["cells/guests/echo-agent/echo.wasm", "missions/examples/casework/agent/eligibility.wasm", "cells/guests/greedy-agent/greedy.wasm"] {
+        let from = module(wasm);
+        std::fs::copy(&from, uploads.join(from.file_name().expect("name"))).expect("copy module");
+    }
+    // The later mission allows three outcomes; the page offers only those.
+    let later_gates = format!("{gates}decisions:\n  outcomes: [echo, eligible, ineligible]\n");
+    let later = write_mission(dir.path(), "later", Path::new("echo.wasm"), 1000, "{}", "    - {id: late, amount: 900}\n", &later_gates);
+    let later = std::fs::read_to_string(later).expect("mission text");
     let operator = identity::Keypair::load(&operator_key).expect("operator key");
     let reviewer_public = identity::read_public(&reviewer_key).expect("public").1;
     let reviewer_id = reviewer_public.key_id().to_string();
@@ -232,15 +268,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     screenshot(&client, "1-sign-in.png").await;
 
     // The key file goes to the page (a file input), never to the server.
-    let key_path = reviewer_key.canonicalize().expect("absolute key path");
-    client.find(Locator::Id("key-file")).await.expect("key file input").send_keys(&key_path.display().to_string()).await.expect("choose file");
-    client.find(Locator::Id("passphrase")).await.expect("passphrase input").send_keys(PASSPHRASE).await.expect("type");
-    client.find(Locator::Id("sign-in")).await.expect("sign-in button").click().await.expect("click");
-    wait_for(&client, "sign in", UNLOCK_TIMEOUT, || {
-        let c = client.clone();
-        async move { (state(c).await.as_deref() == Some("signed-in")).then_some(()) }
-    })
-    .await;
+    sign_in_page(&client, &reviewer_key, PASSPHRASE).await;
 
     // The pending gate, with the case and the agent's proposal.
     let cards = wait_for(&client, "the pending gate", PAGE_TIMEOUT, || {
@@ -260,7 +288,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     // A reload would lose this marker; new gates must arrive without one.
     client.execute("window.__conductorNoReload = true; return true;", vec![]).await.expect("script");
     let operator_cookie = sign_in(&addr, &operator);
-    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": later})));
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": later})));
     assert_eq!(status, 202, "{body}");
     let both = wait_for(&client, "the new gate to appear", PAGE_TIMEOUT, || {
         let c = client.clone();
@@ -313,30 +341,62 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert_eq!(gate["reviewer"], reviewer_id.as_str(), "{gate}");
     assert_eq!(gate["case_status"], "decided", "{gate}");
 
+    // The later mission allows three outcomes: the edit box is a select
+    // box of exactly those, and the reviewer approves with another one.
+    let late_card = format!("section.gate[data-gate-id=\"{late_gate}\"]");
+    client.find(Locator::Css(&format!("{late_card} button.edit"))).await.expect("edit button").click().await.expect("open the edits");
+    let offered = wait_for(&client, "the outcome select box", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        let css = format!("{late_card} select.outcome option");
+        async move {
+            let mut values = Vec::new();
+            for option in c.find_all(Locator::Css(&css)).await.ok()? {
+                values.push(option.attr("value").await.ok()??);
+            }
+            (!values.is_empty()).then_some(values)
+        }
+    })
+    .await;
+    assert_eq!(offered, ["echo", "eligible", "ineligible"], "the mission's outcomes, and no free text");
+    client
+        .find(Locator::Css(&format!("{late_card} select.outcome")))
+        .await
+        .expect("select box")
+        .select_by_value("ineligible")
+        .await
+        .expect("choose an outcome");
+    screenshot(&client, "4b-outcome-select.png").await;
+    client.find(Locator::Css(&format!("{late_card} button.edit"))).await.expect("edit button").click().await.expect("approve as edited");
+    wait_for(&client, "the edited decision", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        let late_gate = late_gate.clone();
+        async move { (!gate_card_ids(&c).await.contains(&late_gate)).then_some(()) }
+    })
+    .await;
+    let (status, _, gate) = http(&addr, "GET", &format!("/api/gates/{late_gate}"), Some(&reviewer_cookie), None);
+    assert_eq!(status, 200, "{gate}");
+    assert_eq!((gate["status"].as_str(), gate["outcome"].as_str()), (Some("approved"), Some("ineligible")), "{gate}");
+
     // What a reviewer judges by: the sample agent on the real model
     // recalls policy facts and asks the model; its gate's card shows the
     // model's prompt and completion and the facts it used.
-    let eligibility = module("missions/examples/casework/agent/eligibility.wasm");
-    let cases = dir.path().join("cases");
-    std::fs::create_dir_all(&cases).expect("cases dir");
-    std::fs::copy(repo_root().join("missions/examples/casework/cases/case-01.json"), cases.join("case-01.json")).expect("copy case");
+    std::fs::copy(repo_root().join("missions/examples/casework/cases/case-01.json"), uploads.join("cases/case-01.json")).expect("copy case");
     let reviewed = dir.path().join("reviewed.yaml");
     std::fs::write(
         &reviewed,
         format!(
             "name: reviewed\nbudget: {{ limit: 5000 }}\n\
              models:\n  smollm2-135m: {{ prompt_price: 1, completion_price: 2 }}\n\
-             agents:\n  - {{ name: eligibility, module: {}, model: smollm2-135m, limits: {{ max_tokens: 48 }} }}\n\
-             tasks:\n  agent: eligibility\n  dir: {}\n\
+             agents:\n  - {{ name: eligibility, module: eligibility.wasm, model: smollm2-135m, limits: {{ max_tokens: 48 }} }}\n\
+             tasks:\n  agent: eligibility\n  dir: cases\n\
              gates:\n  - {{ name: every-case, when: {{ field: case.requested_amount, greater_than: 0 }} }}\n\
              memory:\n{}",
-            eligibility.display(),
-            cases.display(),
             policy_facts()
         ),
     )
     .expect("write mission");
-    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": reviewed})));
+    let reviewed = std::fs::read_to_string(&reviewed).expect("mission text");
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": reviewed})));
     assert_eq!(status, 202, "{body}");
     let card_text = wait_for(&client, "the reviewed case", PAGE_TIMEOUT, || {
         let c = client.clone();
@@ -364,7 +424,6 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     // refused runs out under `on_exhausted: gate`; the reviewer grants
     // the extension it asks for, signing both the decision and the
     // posting in the browser, and the mission carries on.
-    let greedy = module("cells/guests/greedy-agent/greedy.wasm");
     model_file();
     let thrifty = dir.path().join("thrifty.yaml");
     std::fs::write(
@@ -372,13 +431,13 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         format!(
             "name: thrifty\nbudget: {{ limit: 100, on_exhausted: gate, extension: {{ amount: 150 }} }}\n\
              models:\n  smollm2-135m: {{ prompt_price: 1, completion_price: 2 }}\n\
-             agents:\n  - {{ name: spender, module: {}, model: smollm2-135m, limits: {{ max_tokens: 16 }} }}\n\
-             tasks:\n  agent: spender\n  inline:\n    - {{ id: spend }}\n",
-            greedy.display()
+             agents:\n  - {{ name: spender, module: greedy.wasm, model: smollm2-135m, limits: {{ max_tokens: 16 }} }}\n\
+             tasks:\n  agent: spender\n  inline:\n    - {{ id: spend }}\n"
         ),
     )
     .expect("write mission");
-    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"file": thrifty})));
+    let thrifty = std::fs::read_to_string(&thrifty).expect("mission text");
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": thrifty})));
     assert_eq!(status, 202, "{body}");
     let budget_gate = wait_for(&client, "the budget gate", PAGE_TIMEOUT, || {
         let c = client.clone();
@@ -422,6 +481,39 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let (status, _, _) = http(&addr, "GET", "/api/gates", Some(&operator_cookie), None);
     assert_eq!(status, 401);
 
+    // Operators and auditors sign in to the same page, to look.
+    client.find(Locator::Id("sign-out")).await.expect("sign-out button").click().await.expect("sign out");
+    sign_in_page(&client, &operator_key, "").await;
+    let looked = wait_for(&client, "the operator's queue", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            let ids = gate_card_ids(&c).await;
+            let looks = c.find_all(Locator::Css("section.gate p.look-only")).await.ok()?.len();
+            let buttons = c.find_all(Locator::Css("section.gate button.approve")).await.ok()?.len();
+            (!ids.is_empty() && looks == ids.len()).then_some((ids, buttons))
+        }
+    })
+    .await;
+    assert_eq!(looked.1, 0, "an operator is offered no decision: {looked:?}");
+    screenshot(&client, "8-operator-looks.png").await;
+    client.find(Locator::Id("sign-out")).await.expect("sign-out button").click().await.expect("sign out");
+    sign_in_page(&client, &auditor_key, "").await;
+    let rows = wait_for(&client, "the auditor's decided gates", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            let rows = c.find_all(Locator::Css("#decided-rows tr")).await.ok()?;
+            let mut ids = Vec::new();
+            for row in rows {
+                ids.push(row.attr("data-gate-id").await.ok()??);
+            }
+            (ids.len() >= 3).then_some(ids)
+        }
+    })
+    .await;
+    assert!(rows.contains(&big_gate) && rows.contains(&late_gate) && rows.contains(&budget_gate), "{rows:?}");
+    assert!(gate_card_ids(&client).await.is_empty(), "an auditor sees no queue");
+    screenshot(&client, "9-auditor-decided.png").await;
+
     client.close().await.expect("close the browser");
     server.stop();
 
@@ -434,7 +526,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let refusals = journal(&data, "gate.refused").len();
     assert!(refusals >= 4, "operator, oversized, second decision and forgery are journaled: {refusals}");
     let decided = journal(&data, "gate.decided");
-    assert_eq!(decided.len(), 2, "the case gate and the budget gate (the reviewed case stays pending): {decided:?}");
+    assert_eq!(decided.len(), 3, "two case gates and the budget gate (the reviewed case stays pending): {decided:?}");
     let reviewer_hex = reviewer_public.to_hex();
     assert!(decided.iter().all(|e| e["signer"] == reviewer_hex.as_str()), "{decided:?}");
     let extended = journal(&data, "budget.extended");

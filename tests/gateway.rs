@@ -21,11 +21,19 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     priced_registry(&registry, 1, 2, "");
     let data = dir.path().join("data");
     let operator = dir.path().join("operator.key");
-    assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&operator)).status.code(), Some(0));
+    let stranger = dir.path().join("stranger.key");
+    for key in [&operator, &stranger] {
+        assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
+    }
+    let issue = |key: &std::path::Path| {
+        run(conductor().args(["gateway", "issue", "--name", "app", "--limit", "5000", "--key"]).arg(key).arg("--data").arg(&data))
+    };
+    // Issuing creates no data directory: registering the first person does.
+    assert_ne!(issue(&operator).status.code(), Some(0), "no data directory yet");
+    assert!(!data.exists(), "a refused issue leaves no data directory");
+    assert_eq!(run(conductor().args(["keys", "register", "--init", "--data"]).arg(&data).arg(&operator)).status.code(), Some(0));
     // Issuing needs a registered operator.
-    let out = run(conductor().args(["gateway", "issue", "--name", "app", "--limit", "5000", "--key"]).arg(&operator).arg("--data").arg(&data));
-    assert_ne!(out.status.code(), Some(0), "an unregistered operator cannot issue keys");
-    assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&operator)).status.code(), Some(0));
+    assert_ne!(issue(&stranger).status.code(), Some(0), "an unregistered operator cannot issue keys");
     let key = issue_gateway_key(&data, &operator, "app", 5000);
     assert!(key.starts_with("cgw_") && key.len() == 68, "{key}");
     let poor = issue_gateway_key(&data, &operator, "poor", 10);
@@ -41,6 +49,8 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = stdout_json(&out);
 
+    let models = got["models"].as_array().expect("models listed");
+    assert!(models.iter().any(|id| id == "smollm2-135m"), "GET /v1/models: {got}");
     let whole = &got["whole"];
     assert!(whole["text"].as_str().is_some_and(|t| !t.trim().is_empty()), "{whole}");
     assert!(whole["prompt_tokens"].as_u64().is_some_and(|n| n > 5), "{whole}");

@@ -137,6 +137,8 @@ pub struct CellEngine {
     live: Arc<AtomicU32>,
     live_max: u32,
     teardown: SyncSender<Store<CellState>>,
+    /// Cells handed to the teardown thread and not yet dropped there.
+    teardown_pending: Arc<AtomicU32>,
 }
 
 impl fmt::Debug for CellEngine {
@@ -238,9 +240,16 @@ impl CellEngine {
         // The teardown thread exits once the engine and every cell that
         // could still send to it are gone; nothing waits for it.
         let (teardown, finished) = std::sync::mpsc::sync_channel::<Store<CellState>>(TEARDOWN_QUEUE as usize);
+        let teardown_pending = Arc::new(AtomicU32::new(0));
+        let torn_down = teardown_pending.clone();
         std::thread::Builder::new()
             .name("cell-teardown".into())
-            .spawn(move || finished.into_iter().for_each(drop))
+            .spawn(move || {
+                for store in finished {
+                    drop(store);
+                    torn_down.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
             .map_err(|e| CellError::Engine(format!("teardown thread: {e}")))?;
         Ok(CellEngine {
             engine,
@@ -251,13 +260,29 @@ impl CellEngine {
             live: Arc::new(AtomicU32::new(0)),
             live_max,
             teardown,
+            teardown_pending,
         })
     }
 
     /// Compiles and links a component from a file.
+    /// Waits (at most `limit`) until every finished cell has been torn
+    /// down. A cell's store holds its host, and so whatever the host holds
+    /// (the embedder's database handle, say): an embedder that must know
+    /// those are released, to reopen the database, waits here first.
+    /// Returns whether the teardown queue emptied in time.
+    pub fn wait_for_teardown(&self, limit: Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        while self.teardown_pending.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     pub fn load_file(&self, path: &Path) -> Result<AgentModule, CellError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| CellError::Read { path: path.to_owned(), source })?;
+        let bytes = read_module(path)?;
         self.load(&path.display().to_string(), &bytes)
     }
 
@@ -346,6 +371,7 @@ impl CellEngine {
                 agent,
                 output_bytes_max: limits.output_bytes_max,
                 teardown: self.teardown.clone(),
+                teardown_pending: self.teardown_pending.clone(),
                 _live: live,
             }),
             Err(error) => Err(classify(store.data(), true, &error)),
@@ -360,6 +386,7 @@ pub struct LiveCell {
     agent: bindings::Agent,
     output_bytes_max: usize,
     teardown: SyncSender<Store<CellState>>,
+    teardown_pending: Arc<AtomicU32>,
     _live: LiveGuard,
 }
 
@@ -375,10 +402,16 @@ impl Drop for LiveGuard {
 impl Drop for LiveCell {
     fn drop(&mut self) {
         if let Some(store) = self.store.take() {
+            // Counted before it is sent, so the count never dips below
+            // what is really queued.
+            self.teardown_pending.fetch_add(1, Ordering::AcqRel);
             match self.teardown.try_send(store) {
                 Ok(()) => {}
                 // Queue full or thread gone: tear down here.
-                Err(TrySendError::Full(store) | TrySendError::Disconnected(store)) => drop(store),
+                Err(TrySendError::Full(store) | TrySendError::Disconnected(store)) => {
+                    drop(store);
+                    self.teardown_pending.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
     }
@@ -619,4 +652,30 @@ impl wit_host::Host for CellState {
         self.host.log(message);
         Ok(())
     }
+}
+
+/// The largest module file read. componentize-py's agents, which carry a
+/// Python interpreter, are about 40 MB; the cap keeps a wrong path (a
+/// device such as /dev/zero, a huge file) from being read whole.
+pub const MODULE_FILE_BYTES_MAX: u64 = 256 << 20;
+
+/// Reads a module file: a regular file (stat first, so a FIFO is refused
+/// rather than blocking) of at most [`MODULE_FILE_BYTES_MAX`] bytes.
+fn read_module(path: &Path) -> Result<Vec<u8>, CellError> {
+    use std::io::Read as _;
+    let error = |source| CellError::Read { path: path.to_owned(), source };
+    let invalid = |what: &str| error(std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned()));
+    if !std::fs::metadata(path).map_err(error)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let file = std::fs::File::open(path).map_err(error)?;
+    if !file.metadata().map_err(error)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MODULE_FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(error)?;
+    if bytes.len() as u64 > MODULE_FILE_BYTES_MAX {
+        return Err(invalid(&format!("larger than {MODULE_FILE_BYTES_MAX} bytes, the most a module may be")));
+    }
+    Ok(bytes)
 }

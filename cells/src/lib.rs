@@ -20,7 +20,7 @@ mod env;
 mod host;
 mod limits;
 
-pub use engine::{AgentModule, CellEngine, EngineSettings, LiveCell, ModuleHash};
+pub use engine::{AgentModule, CellEngine, EngineSettings, LiveCell, MODULE_FILE_BYTES_MAX, ModuleHash};
 pub use env::CellEnv;
 pub use host::{CellHost, Completion, Decision, Fact, InferRequest, MemoryQuery, Message, Review, ReviewAnswer};
 pub use limits::{CellError, CellFailure, CellLimits};

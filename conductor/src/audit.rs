@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::clock::now_us;
 use crate::data::{self, DataDir};
+use crate::stdout::outln;
 
 /// Where the journal to verify comes from.
 #[derive(Debug)]
@@ -27,13 +28,16 @@ pub enum Verdict {
     Tampered { seq: Option<u64>, reason: String },
 }
 
+/// A checkpoint file is one journal record: a few hundred bytes. The cap
+/// keeps a wrong path (a device, a large file) from being read whole.
+const CHECKPOINT_FILE_BYTES_MAX: u64 = 64 * 1024;
+
 /// Reads each held checkpoint file; a bad one is an error, never ignored.
 pub fn load_checkpoints(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     paths
         .iter()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading checkpoint {}", path.display()))?;
+            let text = crate::files::read_text(path, "checkpoint file", CHECKPOINT_FILE_BYTES_MAX)?;
             Checkpoint::parse(&text).with_context(|| format!("checkpoint {}", path.display()))
         })
         .collect()
@@ -62,7 +66,7 @@ pub fn verify(source: Source<'_>, held: &[Checkpoint]) -> Result<Verdict> {
 
 pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
     match verdict {
-        Verdict::Intact(report) if json => println!(
+        Verdict::Intact(report) if json => outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "ok": true,
@@ -76,10 +80,10 @@ pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
                     "pending": a.pending, "settled": a.settled,
                 })).collect::<Vec<_>>(),
             }))?
-        ),
+        )?,
         Verdict::Intact(report) => {
             let revoked = report.keys.iter().filter(|k| k.revoked_seq.is_some()).count();
-            println!(
+            outln!(
                 "journal intact: {} entries, head {}\n  {} keys introduced ({} revoked or rotated), {} distinct signers\n  \
                  {} budget accounts recomputed from the postings\n  {} held checkpoint(s) matched",
                 report.entries,
@@ -89,11 +93,11 @@ pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
                 report.signers.len(),
                 report.budget.len(),
                 report.checkpoints_matched
-            );
+            )?;
         }
         Verdict::Tampered { seq, reason } => {
             if json {
-                println!("{}", json!({"ok": false, "seq": seq, "reason": reason}));
+                outln!("{}", json!({"ok": false, "seq": seq, "reason": reason}))?;
             }
             match seq {
                 Some(seq) => eprintln!("journal verification FAILED at sequence {seq}: {reason}"),
@@ -199,12 +203,17 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 /// Prints journal entries, oldest first, optionally only those of a kind
-/// (prefix) or naming a mission. Reads without writing.
+/// (prefix) or naming a mission. Reads without writing. Times are RFC
+/// 3339, as everywhere else; `--json` also keeps `time_us`.
 pub fn log(dir: &Path, kind: Option<&str>, mission: Option<&str>, json: bool) -> Result<()> {
     use std::io::Write;
     let entries = data::read_journal(dir)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(crate::stdout::stdout());
     for entry in entries {
+        // `audit log | head`: nobody reads the rest.
+        if crate::stdout::reader_gone() {
+            break;
+        }
         if kind.is_some_and(|k| !entry.kind.starts_with(k)) {
             continue;
         }
@@ -213,12 +222,13 @@ pub fn log(dir: &Path, kind: Option<&str>, mission: Option<&str>, json: bool) ->
             continue;
         }
         let signer = hex::encode(&entry.signer[..8]);
+        let time = missions::format_timestamp(entry.time_us);
         if json {
-            let line = json!({"seq": entry.seq, "time_us": entry.time_us, "kind": entry.kind,
+            let line = json!({"seq": entry.seq, "time": time, "time_us": entry.time_us, "kind": entry.kind,
                               "signer": hex::encode(entry.signer), "payload": payload});
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "{:>8}  {}  {:<18} {signer}…  {payload}", entry.seq, entry.time_us, entry.kind)?;
+            writeln!(out, "{:>8}  {time}  {:<18} {signer}…  {payload}", entry.seq, entry.kind)?;
         }
     }
     out.flush()?;

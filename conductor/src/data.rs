@@ -52,13 +52,7 @@ impl DataDir {
 
     /// Opens an existing data directory; never creates one.
     pub fn open_existing(root: &Path) -> Result<Self> {
-        if !root.join(DB_FILE).is_file() {
-            bail!(
-                "{} is not a conductor data directory (no {DB_FILE}); pass the --data DIR \
-                 used with `conductor run`",
-                root.display()
-            );
-        }
+        db_path(root)?;
         Self::open_with_key(root, &root.join("keys/conductor.key"))
     }
 
@@ -119,17 +113,25 @@ pub fn read_journal(root: &Path) -> Result<Vec<ledger::Entry>> {
     ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))
 }
 
-/// The database file of an existing data directory.
+/// The commands that may create a data directory, for the error that
+/// refuses a missing one. Only what starts something new creates one, so
+/// a mistyped --data is an error rather than a second, empty journal.
+const CREATED_BY: &str = "`conductor run` and `conductor serve` create one, and so does \
+     `conductor keys register --init` (to register people before the first mission)";
+
+/// The database file of an existing data directory; never creates one.
 pub fn db_path(root: &Path) -> Result<PathBuf> {
     let db = root.join(DB_FILE);
-    if !db.is_file() {
-        bail!(
-            "{} is not a conductor data directory (no {DB_FILE}); pass the --data DIR used with \
-             `conductor run`",
-            root.display()
-        );
+    if db.is_file() {
+        return Ok(db);
     }
-    Ok(db)
+    if !root.exists() {
+        bail!("there is no data directory at {}: check --data; {CREATED_BY}", root.display());
+    }
+    bail!(
+        "{} is not a conductor data directory (it has no {DB_FILE}): check --data; {CREATED_BY}",
+        root.display()
+    )
 }
 
 fn create_private_dir(path: &Path) -> Result<()> {

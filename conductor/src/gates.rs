@@ -178,12 +178,55 @@ pub fn decide(
     decision.check()?;
     let reviewer = crate::keys::load_reviewer_key(key_path, "gates are decided")?;
     let data = DataDir::open_existing(data)?;
-    let attempt = crate::keys::require_registered(&data, &reviewer.public(), key_path)
-        .and_then(|()| decide_in(&data, &decision, ReviewerSigner::Key(&reviewer), now_us(), false));
+    if let Err(refusal) = crate::keys::require_registered(&data, &reviewer.public(), key_path) {
+        refuse(&data, gate_id, &reviewer.public(), verdict, &format!("{refusal:#}"));
+        return Err(refusal);
+    }
+    // A decision outside the mission's `decisions` is refused like a
+    // malformed `--edit`: before anything is journaled, so a typo costs
+    // the reviewer a retry and the journal nothing.
+    check_rules_now(&data, &decision)?;
+    let attempt = decide_in(&data, &decision, ReviewerSigner::Key(&reviewer), now_us(), false);
     if let Err(refusal) = &attempt {
         refuse(&data, gate_id, &reviewer.public(), verdict, &format!("{refusal:#}"));
     }
     attempt
+}
+
+/// [`check_rules`] against the gate as it stands now (outside the
+/// decision's transaction, which checks again). An unknown or closed
+/// gate is left to the decision itself to refuse.
+fn check_rules_now(data: &DataDir, decision: &Decision<'_>) -> Result<()> {
+    let read = data.ledger.read()?;
+    match state::gate(&read, decision.gate_id)? {
+        Some(gate) if gate.status == GateStatus::Pending => check_rules(&gate, decision.verdict, decision.edits),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an approval whose decision, the agent's proposal with every
+/// approving reviewer's edits (earlier votes', then `edits`), is outside
+/// the rules the gate was raised under: an outcome the mission does not
+/// list, or `details` fields it does not declare. A rejection records the
+/// conductor's own `rejected` and is always allowed; so are gates with no
+/// proposal (a budget gate, an agent's question).
+fn check_rules(gate: &GateRecord, verdict: Verdict, edits: Option<&Map<String, Value>>) -> Result<()> {
+    let Some(rules) = &gate.decision_rules else { return Ok(()) };
+    if verdict == Verdict::Reject || gate.budget.is_some() || gate.parked {
+        return Ok(());
+    }
+    let mut decision = Map::new();
+    decision.insert("outcome".into(), json!(gate.proposed_outcome));
+    decision.insert("reason".into(), json!(gate.proposed_reason));
+    decision.insert("details".into(), gate.proposed_details.clone());
+    for earlier in &gate.votes {
+        decision.extend(earlier.edits.clone());
+    }
+    decision.extend(edits.cloned().unwrap_or_default());
+    rules.check(&Value::Object(decision)).map_err(|e| {
+        let what = if edits.is_some_and(|e| !e.is_empty()) { "the edited decision" } else { "the agent's proposal" };
+        anyhow::Error::new(e).context(format!("gate {}: {what} is outside the mission's `decisions`", gate.id))
+    })
 }
 
 /// Journals a refused attempt (forged, replayed, out of turn, on a closed
@@ -210,6 +253,7 @@ pub fn refuse(data: &DataDir, gate_id: &str, who: &identity::PublicKey, verdict:
     });
     if let Err(e) = recorded {
         tracing::warn!("could not journal the refused decision: {e}");
+        crate::health::note(&anyhow::Error::from(e));
     }
 }
 
@@ -319,6 +363,7 @@ fn decide_txn(
     if amount.is_some() {
         bail!("gate {gate_id} decides a case; an amount is only for a budget gate");
     }
+    check_rules(&gate, verdict, edits)?;
     let edits = edits.cloned().unwrap_or_default();
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
     if verdict == Verdict::Approve && approvals < gate.quorum {
@@ -526,7 +571,7 @@ fn finish_task(
     {
         let tasks = state::tasks_in(t.redb(), &gate.mission)?;
         mission.status = state::settle_status(&tasks, false);
-        if mission.status == state::MissionStatus::Completed {
+        if matches!(mission.status, state::MissionStatus::Completed | state::MissionStatus::CompletedWithFailures) {
             t.append(conductor, "mission.completed", &json!({"mission": mission.id}), now)?;
         }
         state::put_mission(t.redb(), &mission)?;

@@ -28,6 +28,49 @@ use crate::inference::{ChatMessage, Router};
 /// Log lines are for operators, not a data channel: 2 KiB each.
 pub const LOG_BYTES_MAX: usize = 2048;
 
+/// The longest a call waits for other tasks' reservations to settle when
+/// only they keep its own from fitting (and never past the cell's wall
+/// clock). Longer than a batched model call on a CPU (seconds), short
+/// enough that a stuck call elsewhere cannot hold a task for long.
+const RESERVATION_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often a waiting call looks at the account again, at most.
+const RESERVATION_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Whether a refused reservation may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Only pending reservations stand in the way: wait for them.
+    Waiting,
+    /// Settled spending leaves no room: journaled as `budget.refused`.
+    Final,
+}
+
+/// A refusal that other calls' pending reservations alone caused: the
+/// account's settled spending plus this call's worst case fits its limit.
+fn others_pending_in_the_way(refusal: &BudgetError) -> bool {
+    matches!(refusal, BudgetError::Insufficient { requested, limit, settled, pending, .. }
+        if *pending > 0 && settled.saturating_add(*requested) <= *limit)
+}
+
+/// Sleeps until the refusing account's pending or settled amounts change
+/// (a reservation closed) or `until` passes. Reads only, so waiting costs
+/// no commit.
+fn wait_for_settlements(ledger: &Ledger, refusal: &BudgetError, until: Instant) {
+    let BudgetError::Insufficient { account, settled, pending, .. } = refusal else {
+        return;
+    };
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < until {
+        std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(RESERVATION_POLL_MAX);
+        match ledger.account(account) {
+            Ok(now) if now.pending == *pending && now.settled == *settled => {}
+            // Changed, or unreadable: let the next reservation decide.
+            _ => return,
+        }
+    }
+}
+
 /// What every task of one mission shares.
 #[derive(Debug)]
 pub struct MissionCtx {
@@ -49,6 +92,9 @@ pub struct MissionCtx {
     pub memory_limits: memory::Limits,
     /// The mission's opt-in frontier failover rules (usually none).
     pub failover: Vec<missions::Failover>,
+    /// What a decision may say (the mission's `decisions:`), copied into
+    /// every gate's record.
+    pub decision_rules: Option<crate::decisions::DecisionRules>,
 }
 
 /// Per-task counters, read after the cell is gone.
@@ -263,22 +309,36 @@ impl CellHost for TaskHost {
         };
         let call = json!({"task": self.task, "model": model,
                           "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
-        let reservation = self.ctx.ledger.write(|t| {
-            let now = now_us();
-            let deadline = now.saturating_add(self.ctx.reservation_ttl_us);
-            match t.reserve(&self.ctx.conductor, &self.account, cost_max, deadline, call.clone(), now) {
-                Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
-                    t.append(
-                        &self.ctx.conductor,
-                        "budget.refused",
-                        &json!({"account": self.account, "for": call, "reason": refusal.to_string()}),
-                        now,
-                    )?;
-                    Ok(Err(refusal))
+        // Other tasks' reservations in flight may be all that stands in the
+        // way: those calls settle at their real cost, usually well below
+        // their worst case. Waiting for them (bounded) is not exhaustion.
+        let wait_until = (Instant::now() + RESERVATION_WAIT_MAX).min(self.deadline);
+        let reservation = loop {
+            let may_wait = Instant::now() < wait_until;
+            let attempt = self.ctx.ledger.write(|t| {
+                let now = now_us();
+                let deadline = now.saturating_add(self.ctx.reservation_ttl_us);
+                match t.reserve(&self.ctx.conductor, &self.account, cost_max, deadline, call.clone(), now) {
+                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
+                        if may_wait && others_pending_in_the_way(&refusal) {
+                            return Ok(Err((refusal, Refused::Waiting)));
+                        }
+                        t.append(
+                            &self.ctx.conductor,
+                            "budget.refused",
+                            &json!({"account": self.account, "for": call, "reason": refusal.to_string()}),
+                            now,
+                        )?;
+                        Ok(Err((refusal, Refused::Final)))
+                    }
+                    other => other.map(Ok),
                 }
-                other => other.map(Ok),
+            });
+            match attempt {
+                Ok(Err((refusal, Refused::Waiting))) => wait_for_settlements(&self.ctx.ledger, &refusal, wait_until),
+                other => break other.map(|r| r.map_err(|(refusal, _)| refusal)),
             }
-        });
+        };
         let reservation = match reservation {
             Ok(Ok(id)) => id,
             Ok(Err(refusal)) => {
@@ -507,6 +567,7 @@ impl CellHost for TaskHost {
                     votes: Vec::new(),
                     deadline: crate::gates::deadline_of(policy.and_then(|p| p.deadline.as_ref()), now),
                     budget: None,
+                    decision_rules: self.ctx.decision_rules.clone(),
                 },
             )?;
             Ok(())

@@ -1,12 +1,14 @@
 //! Key management: people's key files, and the key events (registration,
 //! rotation, revocation) that make a key count in a journal.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use identity::{IdentityError, Keypair, PublicKey, Role};
-use ledger::KeyRecord;
+use ledger::{KeyRecord, Ledger};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::now_us;
@@ -143,12 +145,26 @@ pub fn resolve(data: &DataDir, spec: &str) -> Result<PublicKey> {
     }
 }
 
+/// What `keys register` records, and where.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    pub data_dir: &'a Path,
+    /// A key file, or a public key (64 hex digits).
+    pub spec: &'a str,
+    /// The role, when `spec` is not a key file that says it.
+    pub role: Option<Role>,
+    /// Whose key it is (`--name`).
+    pub name: Option<&'a str>,
+    /// Create the data directory if it does not exist (`--init`): a new
+    /// host's people may be registered before its first mission.
+    pub init: bool,
+}
+
 /// Registers a person's key (public part only) with the role in its file
 /// or the one given.
-pub fn register(data_dir: &Path, spec: &str, role: Option<Role>, name: Option<&str>) -> Result<(PublicKey, Role)> {
-    // A new host's people are registered before its first mission: the
-    // data directory is created here if need be.
-    let data = DataDir::open_or_create(data_dir)?;
+pub fn register(r: &Registration<'_>) -> Result<(PublicKey, Role)> {
+    let &Registration { data_dir, spec, role, name, init } = r;
+    let data = if init { DataDir::open_or_create(data_dir)? } else { DataDir::open_existing(data_dir)? };
     let path = Path::new(spec);
     let (file_role, public) = if path.is_file() {
         let (role, public) = identity::read_public(path)?;
@@ -229,6 +245,66 @@ pub fn rotate_conductor(data_dir: &Path, reason: &str) -> Result<(PublicKey, Pub
     Ok((old.public(), new.public()))
 }
 
-pub fn list(data_dir: &Path) -> Result<Vec<KeyRecord>> {
-    Ok(data::open_ledger_only(data_dir)?.keys()?)
+/// One key as `keys list` shows it: the journal's record, with its id and
+/// the name it was registered with.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    pub key_id: String,
+    pub name: Option<String>,
+}
+
+pub fn list(data_dir: &Path) -> Result<Vec<Listed>> {
+    let ledger = data::open_ledger_only(data_dir)?;
+    let names = names(&ledger)?;
+    ledger
+        .keys()?
+        .into_iter()
+        .map(|record| {
+            let key_id = PublicKey::from_hex(&record.public_key)?.key_id().to_string();
+            Ok(Listed { name: names.get(&key_id).cloned(), key_id, record })
+        })
+        .collect()
+}
+
+/// The journal kinds that introduce a person's key (the ledger's own
+/// constants are private to it).
+const KIND_REGISTERED: &str = "key.registered";
+const KIND_ROTATED: &str = "key.rotated";
+
+/// Key id -> the name its key was registered with (`keys register
+/// --name`); a rotated key's successor keeps its predecessor's name.
+/// Reads the one entry that introduced each key, not the whole journal.
+pub fn names(ledger: &Ledger) -> Result<BTreeMap<String, String>> {
+    // Public key (hex) -> name, for successors to inherit.
+    let mut by_public: BTreeMap<String, String> = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    // In registration order, so a predecessor comes before its successor.
+    for record in ledger.keys()? {
+        let Some(entry) = ledger.entries(record.registered_seq, 1)?.into_iter().next() else { continue };
+        if entry.seq != record.registered_seq {
+            continue;
+        }
+        let payload = entry.payload_json();
+        let name = match entry.kind.as_str() {
+            KIND_REGISTERED => payload["name"].as_str().map(str::to_owned),
+            KIND_ROTATED => payload["old_key"].as_str().and_then(|old| by_public.get(old).cloned()),
+            _ => None,
+        };
+        let Some(name) = name.filter(|n| !n.is_empty()) else { continue };
+        let key_id = PublicKey::from_hex(&record.public_key)?.key_id().to_string();
+        by_public.insert(record.public_key, name.clone());
+        names.insert(key_id, name);
+    }
+    Ok(names)
+}
+
+/// A key id as people read it: `Name (id)` when it was registered with a
+/// name, else the id.
+pub fn display(names: &BTreeMap<String, String>, key_id: &str) -> String {
+    match names.get(key_id) {
+        Some(name) => format!("{name} ({key_id})"),
+        None => key_id.to_owned(),
+    }
 }

@@ -10,9 +10,12 @@ mod audit;
 mod budget;
 mod clock;
 mod data;
+mod decisions;
 mod facts;
+mod files;
 mod gates;
 mod gateway;
+mod health;
 mod host;
 mod inference;
 mod keys;
@@ -24,7 +27,9 @@ mod report;
 mod replay;
 mod run;
 mod serve;
+mod serve_cli;
 mod state;
+mod stdout;
 mod summary;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +41,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::inference::Router;
 use crate::registry::Registry;
+use crate::stdout::outln;
 
 // Budget postings, journal entries and host calls are many small
 // allocations made on one thread and freed on another; mimalloc handles
@@ -55,7 +61,55 @@ mod exit {
     pub const TAMPERED: u8 = 4;
     /// A replayed task did not do what the journal says it did.
     pub const DIVERGED: u8 = 5;
+    /// The mission ran to its end, but some of its tasks failed.
+    pub const TASKS_FAILED: u8 = 6;
+    /// The host could not do the work (a model file missing or not the
+    /// pinned one): nothing was charged and no task was marked; fix the
+    /// cause and run the same command again.
+    pub const INFRASTRUCTURE: u8 = 7;
+
+    /// Every status with its meaning, for `--help`: the one list, so the
+    /// help cannot leave a status out.
+    const MEANINGS: [(u8, &str); 8] = [
+        (OK, "success"),
+        (ERROR, "error (the message says what went wrong)"),
+        (INVALID, "invalid input (a mission file, the arguments): nothing ran"),
+        (BUDGET_EXHAUSTED, "out of budget: the mission is budget exhausted, paused or awaiting budget"),
+        (TAMPERED, "the journal (or a module's signature) failed verification"),
+        (DIVERGED, "a replayed task diverged from what the journal says it did"),
+        (
+            TASKS_FAILED,
+            "the mission ran to its end but some tasks failed (status completed_with_failures)",
+        ),
+        (
+            INFRASTRUCTURE,
+            "infrastructure: a model file is missing or not the pinned one; nothing was charged; \
+             fix it and run the same command again",
+        ),
+    ];
+
+    /// The "Exit status" paragraph of `--help`.
+    pub fn help() -> String {
+        let mut text = String::from("Exit status:");
+        for (code, meaning) in MEANINGS {
+            text.push_str(&format!("\n  {code}  {meaning}"));
+        }
+        text
+    }
 }
+
+/// The top-level `--help`'s example; [`parse_cli`] adds the exit statuses.
+const TYPICAL_SESSION: &str = "Typical session:\n  \
+    conductor mission validate missions/examples/casework/mission.yaml\n  \
+    conductor run missions/examples/casework/mission.yaml --data ./data\n  \
+    conductor mission list --data ./data\n  \
+    conductor keys new --role reviewer --out reviewer.key --passphrase\n  \
+    conductor keys register --data ./data reviewer.key --name \"A. Reviewer\"\n  \
+    conductor gates list --data ./data\n  \
+    conductor gates approve GATE_ID --key reviewer.key --data ./data\n  \
+    conductor audit verify --data ./data\n  \
+    conductor audit export --data ./data --out journal.cjx\n  \
+    conductor audit verify --bundle journal.cjx --checkpoint held.ckpt";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,17 +118,6 @@ mod exit {
     about = "Run missions of AI agents in isolated wasm cells on local models, within a token \
              budget, with every action signed into a tamper-evident journal.",
     long_about = None,
-    after_help = "Typical session:\n  \
-        conductor mission validate missions/examples/casework/mission.yaml\n  \
-        conductor run missions/examples/casework/mission.yaml --data ./data\n  \
-        conductor keys new --role reviewer --out reviewer.key --passphrase\n  \
-        conductor keys register --data ./data reviewer.key --name \"A. Reviewer\"\n  \
-        conductor gates list --data ./data\n  \
-        conductor gates approve GATE_ID --key reviewer.key --data ./data\n  \
-        conductor audit verify --data ./data\n  \
-        conductor audit export --data ./data --out journal.cjx\n  \
-        conductor audit verify --bundle journal.cjx --checkpoint held.ckpt\n\n\
-        Exit status: 0 success, 1 error, 2 invalid input, 3 budget exhausted, 4 journal tampered."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -118,8 +161,12 @@ enum Command {
     /// (it never leaves it), sign in by signing a challenge, and approve,
     /// reject or edit pending gates; each decision is a journal entry
     /// signed in the browser with the reviewer's key. New gates appear
-    /// without reloading. Operator and auditor keys may sign in to look;
-    /// only reviewers decide, and only their own gates.
+    /// without reloading. Operators may sign in to see the queue and
+    /// auditors the decided gates; only reviewers decide, and only their
+    /// own gates. An operator submits a mission with `POST /api/missions`
+    /// (`{"yaml": "...", "new": false}`); the files it names must be inside
+    /// `DATA/missions/`. `GET /health` answers 503 once storage has failed,
+    /// and the server then exits 1 so that a supervisor restarts it.
     ///
     /// `POST /v1/chat/completions` serves programs outside the cells, with
     /// keys from `conductor gateway issue`, metered and journaled.
@@ -131,58 +178,11 @@ enum Command {
         conductor serve --data ./data --bind 127.0.0.1:8080 --run missions/examples/casework/mission.yaml\n\n\
         The server speaks plain HTTP and binds to loopback by default. To serve other hosts, put a \
         TLS-terminating proxy in front and pass --allow-remote.")]
-    Serve(ServeArgs),
+    Serve(serve_cli::ServeArgs),
     /// Keys for the metered OpenAI-compatible gateway (`conductor serve`
     /// answers `POST /v1/chat/completions`).
     #[command(subcommand)]
-    Gateway(GatewayCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum GatewayCommand {
-    /// Issue a client key bound to a new budget account `gateway:NAME`
-    /// with LIMIT units, signed by an operator. The key is printed once;
-    /// the database keeps only its hash. Clients use it as an OpenAI API
-    /// key against `http://HOST:PORT/v1`; each call is metered against the
-    /// account (prices from the model registry) and journaled.
-    #[command(after_help = "Example:\n  conductor gateway issue --data ./data --name claims-app --limit 100000 --key operator.key\n  \
-        OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=cgw_… python client.py")]
-    Issue {
-        #[command(flatten)]
-        data: DataArg,
-        /// The client's name (letters, digits, `-`, `_`).
-        #[arg(long)]
-        name: String,
-        /// Budget units the key may spend.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1u64 << 53)))]
-        limit: u64,
-        /// Your operator key file.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
-        /// Print the key and its record as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    data: DataArg,
-    /// Address to listen on (port 0: any free port; the chosen address is
-    /// printed as `listening on http://ADDR`).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    bind: std::net::SocketAddr,
-    /// Allow an address other hosts can reach. Without TLS in front,
-    /// session cookies would cross the network in clear.
-    #[arg(long)]
-    allow_remote: bool,
-    /// A mission file to run once the server is up (repeat for several;
-    /// they run one after another).
-    #[arg(long = "run", value_name = "MISSION")]
-    run: Vec<PathBuf>,
-    #[command(flatten)]
-    models: ModelArgs,
+    Gateway(serve_cli::GatewayCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +291,11 @@ struct DataArg {
 struct RunArgs {
     /// The mission YAML file.
     mission: PathBuf,
+    /// Start a separate mission even though this file already ran in this
+    /// data directory (a fresh budget; cases already decided are decided
+    /// again). Without it, `run` reports the earlier mission and exits 2.
+    #[arg(long)]
+    new: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -348,6 +353,16 @@ enum MissionCommand {
         mission_id: String,
         #[command(flatten)]
         engine: EngineArgs,
+    },
+    /// The missions in a data directory, oldest first: id, name, status,
+    /// spend (settled of limit) and how many tasks are decided, awaiting
+    /// review, failed, skipped and pending. Read-only.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a mission's status, budget and tasks.
     Show {
@@ -554,11 +569,32 @@ enum GatesCommand {
         models: ModelArgs,
     },
     /// Approve the agent's proposed decision, signed with your reviewer key.
-    Approve(DecideArgs),
+    Approve(ApproveArgs),
     /// Reject the agent's proposed decision, signed with your reviewer key.
     Reject(DecideArgs),
 }
 
+/// `gates approve`: a decision, with what only an approval may carry.
+#[derive(Debug, Args)]
+struct ApproveArgs {
+    #[command(flatten)]
+    decide: DecideArgs,
+    /// Approve with edits to the agent's proposal, as a JSON object of
+    /// the fields to change: `{"outcome": "...", "reason": "...",
+    /// "details": {...}}`. Recorded in the journal as a signed diff
+    /// (from, to); the case is decided as edited.
+    #[arg(long, value_name = "JSON", value_parser = parse_edits)]
+    edit: Option<serde_json::Map<String, serde_json::Value>>,
+    /// For a budget gate (`gate budget` in `gates list`): the budget units
+    /// to grant, if not what the gate asks for. Journaled as your signed
+    /// `budget.extended` posting.
+    #[arg(long, value_name = "UNITS", conflicts_with = "edit")]
+    amount: Option<u64>,
+}
+
+/// What approving and rejecting a gate share. A rejection carries no
+/// edits and no amount: it overrides the proposal, and a rejected budget
+/// gate grants nothing.
 #[derive(Debug, Args)]
 struct DecideArgs {
     /// The gate id from `conductor gates list`.
@@ -571,17 +607,6 @@ struct DecideArgs {
     /// A note recorded with the decision.
     #[arg(long)]
     note: Option<String>,
-    /// Approve with edits to the agent's proposal, as a JSON object of
-    /// the fields to change: `{"outcome": "...", "reason": "...",
-    /// "details": {...}}`. Recorded in the journal as a signed diff
-    /// (from, to); the case is decided as edited.
-    #[arg(long, value_name = "JSON", value_parser = parse_edits)]
-    edit: Option<serde_json::Map<String, serde_json::Value>>,
-    /// For a budget gate (`gate budget` in `gates list`): the budget units
-    /// to grant, if not what the gate asks for. Journaled as your signed
-    /// `budget.extended` posting.
-    #[arg(long, value_name = "UNITS", conflicts_with = "edit")]
-    amount: Option<u64>,
     /// Only record the decision. By default, deciding a gate an agent is
     /// waiting on (`await-review`), or granting a budget extension,
     /// continues the mission at once (a parked task is replayed to its
@@ -638,9 +663,17 @@ enum KeysCommand {
         /// The key's role; read from the key file when one is given.
         #[arg(long, value_enum)]
         role: Option<HumanRole>,
-        /// Whose key it is, recorded with the registration.
+        /// Whose key it is, recorded with the registration and shown
+        /// wherever the key is (`keys list`, `mission show`, `gates list`).
         #[arg(long)]
         name: Option<String>,
+        /// Create the data directory if it does not exist yet: a new
+        /// deployment registers its people (an operator for the gateway,
+        /// reviewers) before its first mission. Without it, a --data DIR
+        /// that does not exist is an error, so a mistyped path cannot start
+        /// a second, empty journal.
+        #[arg(long)]
+        init: bool,
     },
     /// Revoke a key: nothing it signs after this verifies.
     Revoke {
@@ -690,8 +723,21 @@ enum KeysCommand {
 /// (BENCHMARKS.md, "Inference"). `RAYON_NUM_THREADS` still wins.
 const RAYON_EXTRA_THREADS: usize = 1;
 
+/// Parses the command line, with the exit statuses in the `--help` of
+/// the commands that end in them (added here, from [`exit::help`], so the
+/// list is written once).
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let statuses = exit::help();
+    let command = Cli::command()
+        .after_help(format!("{TYPICAL_SESSION}\n\n{statuses}"))
+        .mut_subcommand("run", |c| c.after_help(statuses.clone()))
+        .mut_subcommand("mission", |c| c.mut_subcommand("resume", |c| c.after_help(statuses.clone())));
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         // Fails only if the pool already exists; then it stays as it is.
@@ -712,7 +758,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::ERROR)
+            ExitCode::from(error_code(&e))
         }
     }
 }
@@ -720,20 +766,19 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Serve(args) => serve(args),
-        Command::Gateway(GatewayCommand::Issue { data, name, limit, key, json }) => {
-            let issued = gateway::issue(&data.data, &name, limit, &key)?;
+        Command::Serve(args) => serve_cli::serve(args),
+        Command::Gateway(command) => serve_cli::gateway_command(command),
+        Command::Mission(MissionCommand::Validate { file }) => validate(&file),
+        Command::Mission(MissionCommand::Resume { mission_id, engine }) => resume(&mission_id, engine),
+        Command::Mission(MissionCommand::List { data, json }) => {
+            let missions = summary::list(&data::open_ledger_only(&data.data)?)?;
             if json {
-                println!("{}", serde_json::json!({"key": issued.key, "key_id": issued.record.key_id,
-                                                  "account": issued.record.account, "limit": issued.limit}));
+                outln!("{}", serde_json::to_string_pretty(&missions)?)?;
             } else {
-                println!("gateway key for `{name}` (shown once; keep it secret):\n{}", issued.key);
-                println!("key id   {}\naccount  {} (limit {})", issued.record.key_id, issued.record.account, issued.limit);
+                summary::print_list(&missions)?;
             }
             Ok(exit::OK)
         }
-        Command::Mission(MissionCommand::Validate { file }) => Ok(validate(&file)),
-        Command::Mission(MissionCommand::Resume { mission_id, engine }) => resume(&mission_id, engine),
         Command::Mission(MissionCommand::Show { mission_id, data, json }) => {
             let ledger = data::open_ledger_only(&data.data)?;
             let summary = summary::build(&ledger, &mission_id)?;
@@ -743,9 +788,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Mission(MissionCommand::Report { mission_id, data, json }) => {
             let doc = report::build(&data.data, &mission_id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                outln!("{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
-                print!("{}", report::render(&doc));
+                stdout::text(&report::render(&doc))?;
             }
             Ok(exit::OK)
         }
@@ -753,12 +798,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Ledger(LedgerCommand::Show { data, tasks, json }) => show_ledger(&data.data, tasks, json),
         Command::Ledger(LedgerCommand::Extend { account, amount, key, data, reason }) => {
             let raised = budget::extend(&data.data, &account, amount, &key, &reason)?;
-            println!(
+            outln!(
                 "budget `{account}` extended by {amount} to {}; resume the mission with \
                  `conductor mission resume {account} --data {}`",
                 raised.limit.unwrap_or_default(),
                 data.data.display()
-            );
+            )?;
             Ok(exit::OK)
         }
         Command::Gates(GatesCommand::List { data, json }) => {
@@ -783,7 +828,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Gates(GatesCommand::Sweep { data, no_resume, json, models }) => {
             let swept = gates::sweep(&data::DataDir::open_existing(&data.data)?, clock::now_us())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&swept)?);
+                outln!("{}", serde_json::to_string_pretty(&swept)?)?;
             }
             report_sweep(&swept, &data.data, no_resume || json);
             if !(no_resume || json) {
@@ -794,8 +839,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Gates(GatesCommand::Approve(args)) => decide(args, gates::Verdict::Approve),
-        Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject),
+        Command::Gates(GatesCommand::Approve(ApproveArgs { decide: args, edit, amount })) => {
+            decide(args, gates::Verdict::Approve, edit.as_ref(), amount)
+        }
+        Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject, None, None),
         Command::Keys(command) => keys_command(command),
         Command::Memory(MemoryCommand::Query { data, subject, predicate, words, spaces, as_of_valid, as_of_tx, limit, json }) => {
             let args = facts::QueryArgs { subject, predicate, words, spaces, valid_at: as_of_valid, known_at: as_of_tx, limit: usize::from(limit) };
@@ -811,22 +858,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Memory(MemoryCommand::Erase { data, subject, key, reason }) => {
             let erasure = facts::erase(&data.data, &subject, &key, &reason)?;
-            println!(
+            outln!(
                 "subject `{subject}` erased: {} fact versions can no longer be read, here or in any copy of the \
                  journal; the erasure is journaled as memory.erased",
                 erasure.versions
-            );
+            )?;
             Ok(exit::OK)
         }
         Command::Modules(ModulesCommand::Sign { module, key }) => {
             let key = keys::load_human_key(&key)?;
             let path = modules::sign(&module, &key)?;
-            println!("{}: signed by {} ({})", module.display(), key.public().to_hex(), path.display());
+            outln!("{}: signed by {} ({})", module.display(), key.public().to_hex(), path.display())?;
             Ok(exit::OK)
         }
         Command::Modules(ModulesCommand::Verify { module, trusted }) => match modules::verify(&module) {
             Ok(signer) if trusted.is_empty() || trusted.iter().any(|t| t.eq_ignore_ascii_case(&signer.to_hex())) => {
-                println!("{}: signature ok, signed by {}", module.display(), signer.to_hex());
+                outln!("{}: signature ok, signed by {}", module.display(), signer.to_hex())?;
                 Ok(exit::OK)
             }
             Ok(signer) => {
@@ -857,7 +904,7 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
         AuditCommand::Export { data, out, json } => {
             let (summary, verdict) = audit::export(&data.data, &out)?;
             if !json {
-                println!("exported {} entries ({} bytes) to {}", summary.entries, summary.bytes, out.display());
+                outln!("exported {} entries ({} bytes) to {}", summary.entries, summary.bytes, out.display())?;
             }
             audit::print_verdict(&verdict, json)?;
             Ok(verdict_code(&verdict))
@@ -874,7 +921,7 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
             let replays = replay::audit_replay(&request)?;
             let diverged = replays.iter().filter(|r| r.verdict == "diverged").count();
             if json {
-                println!("{}", serde_json::to_string_pretty(&replays)?);
+                outln!("{}", serde_json::to_string_pretty(&replays)?)?;
             } else {
                 for r in &replays {
                     let mut line = format!(
@@ -889,25 +936,25 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
                         line.push_str(&format!("
     note: {n}"));
                     }
-                    println!("{line}");
+                    outln!("{line}")?;
                 }
                 let matched = replays.iter().filter(|r| r.verdict == "match").count();
                 let erased = replays.iter().filter(|r| r.verdict == "erased").count();
-                println!(
+                outln!(
                     "{} task runs replayed from the journal: {matched} match, {diverged} diverged, {erased} touched \
                      erased subjects, {} unfinished; no model was called and nothing was written",
                     replays.len(),
                     replays.len() - matched - diverged - erased
-                );
+                )?;
             }
             Ok(if diverged > 0 { exit::DIVERGED } else { exit::OK })
         }
         AuditCommand::Show { data, decision, json } => {
             let doc = provenance::show(&data.data, &decision)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&doc)?);
+                outln!("{}", serde_json::to_string_pretty(&doc)?)?;
             } else {
-                print!("{}", provenance::render(&doc));
+                stdout::text(&provenance::render(&doc))?;
             }
             Ok(if doc["signatures"]["all_valid"] == true { exit::OK } else { exit::TAMPERED })
         }
@@ -917,14 +964,14 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
         }
         AuditCommand::Checkpoint { data, out, latest } => {
             let checkpoint = audit::checkpoint(&data.data, &out, latest)?;
-            println!(
+            outln!(
                 "checkpoint at entry {} (head {}) written to {}\nkeep it where this host cannot \
                  change it; check a journal against it with `conductor audit verify --checkpoint {}`",
                 checkpoint.seq(),
                 checkpoint.hash(),
                 out.display(),
                 out.display()
-            );
+            )?;
             Ok(exit::OK)
         }
     }
@@ -949,42 +996,55 @@ fn keys_command(command: KeysCommand) -> Result<u8> {
         KeysCommand::New { out, role, passphrase } => {
             let role = identity::Role::from(role);
             let key = keys::create(&out, role, passphrase)?;
-            println!("created {role} key {}{}", out.display(), if passphrase { " (passphrase-sealed)" } else { "" });
-            println!("key id     {}", key.public().key_id());
-            println!("public key {}", key.public().to_hex());
-            println!("register it: conductor keys register --data DIR {}", out.display());
+            outln!("created {role} key {}{}", out.display(), if passphrase { " (passphrase-sealed)" } else { "" })?;
+            outln!("key id     {}", key.public().key_id())?;
+            outln!("public key {}", key.public().to_hex())?;
+            outln!(
+                "register it: conductor keys register --data DIR {} (with --init if DIR is a new data directory)",
+                out.display()
+            )?;
         }
-        KeysCommand::Register { data, key, role, name } => {
-            let (public, role) = keys::register(&data.data, &key, role.map(Into::into), name.as_deref())?;
-            println!("registered {role} key {} ({})", public.key_id(), public.to_hex());
+        KeysCommand::Register { data, key, role, name, init } => {
+            let (public, role) = keys::register(&keys::Registration {
+                data_dir: &data.data,
+                spec: &key,
+                role: role.map(Into::into),
+                name: name.as_deref(),
+                init,
+            })?;
+            let whose = name.map(|n| format!(" for {n}")).unwrap_or_default();
+            outln!("registered {role} key {}{whose} ({})", public.key_id(), public.to_hex())?;
         }
         KeysCommand::Revoke { data, key, reason } => {
             let public = keys::revoke(&data.data, &key, &reason)?;
-            println!("revoked key {}; nothing it signs from now on verifies", public.key_id());
+            outln!("revoked key {}; nothing it signs from now on verifies", public.key_id())?;
         }
         KeysCommand::Rotate { data, old, new, reason } => {
             let (old, new) = keys::rotate(&data.data, &old, &new, &reason)?;
-            println!("rotated key {} -> {}", old.key_id(), new.key_id());
+            outln!("rotated key {} -> {}", old.key_id(), new.key_id())?;
         }
         KeysCommand::RotateConductor { data, reason } => {
             let (old, new) = keys::rotate_conductor(&data.data, &reason)?;
-            println!("conductor key rotated {} -> {}", old.key_id(), new.key_id());
+            outln!("conductor key rotated {} -> {}", old.key_id(), new.key_id())?;
         }
         KeysCommand::List { data, json } => {
             let keys = keys::list(&data.data)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                outln!("{}", serde_json::to_string_pretty(&keys)?)?;
             } else {
-                println!("{:<10} {:<33} {:>11}  status", "role", "key id", "registered");
+                outln!("{:<10} {:<33} {:>11}  {:<17} name", "role", "key id", "registered", "status")?;
                 for k in &keys {
-                    let id = identity::PublicKey::from_hex(&k.public_key)
-                        .map(|p| p.key_id().to_string())
-                        .unwrap_or_else(|_| "?".into());
-                    let status = match k.revoked_seq {
+                    let status = match k.record.revoked_seq {
                         Some(seq) => format!("revoked at {seq}"),
                         None => "in force".into(),
                     };
-                    println!("{:<10} {:<33} {:>11}  {status}", k.role.as_str(), id, k.registered_seq);
+                    outln!(
+                        "{:<10} {:<33} {:>11}  {status:<17} {}",
+                        k.record.role.as_str(),
+                        k.key_id,
+                        k.record.registered_seq,
+                        k.name.as_deref().unwrap_or("-")
+                    )?;
                 }
             }
         }
@@ -992,14 +1052,14 @@ fn keys_command(command: KeysCommand) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn validate(file: &Path) -> u8 {
-    match missions::load(file) {
+fn validate(file: &Path) -> Result<u8> {
+    Ok(match missions::load(file) {
         Ok(m) => {
             if let Err(e) = modules::check_mission(&m) {
                 eprintln!("{}: {e:#}", file.display());
-                return exit::INVALID;
+                return Ok(exit::INVALID);
             }
-            println!(
+            outln!(
                 "{}: ok: mission `{}`, {} agent(s), {} case(s), {} gate(s), budget {}",
                 file.display(),
                 m.name,
@@ -1007,7 +1067,7 @@ fn validate(file: &Path) -> u8 {
                 m.tasks.cases.len(),
                 m.gates.len(),
                 m.budget.limit
-            );
+            )?;
             exit::OK
         }
         Err(diagnostics) => {
@@ -1015,7 +1075,7 @@ fn validate(file: &Path) -> u8 {
             eprintln!("{} problem(s) found in {}", diagnostics.len(), file.display());
             exit::INVALID
         }
-    }
+    })
 }
 
 fn run(args: RunArgs) -> Result<u8> {
@@ -1036,44 +1096,24 @@ fn run(args: RunArgs) -> Result<u8> {
         return Ok(exit::INVALID);
     }
     let path = args.mission;
-    execute(args.engine, move |router, cfg, progress| {
+    let again = if args.new { run::Again::StartNew } else { run::Again::Refuse };
+    execute(args.engine, move |router, mut cfg, progress| {
+        cfg.again = again;
         Box::pin(async move { run::run_mission(&path, mission, router, &cfg, progress).await })
     })
 }
 
-fn serve(args: ServeArgs) -> Result<u8> {
-    if !args.allow_remote && !serve::is_loopback(&args.bind) {
-        eprintln!(
-            "error: {} is reachable from other hosts; serve on loopback (127.0.0.1), or put TLS in front and pass --allow-remote",
-            args.bind
-        );
-        return Ok(exit::INVALID);
+/// The exit status of a command that failed with `error`: the typed
+/// errors that mean "invalid input" or "the host cannot do this" have
+/// their own, so scripts can tell them from other failures.
+fn error_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<run::InfrastructureError>().is_some() {
+        exit::INFRASTRUCTURE
+    } else if error.downcast_ref::<run::RunError>().is_some() {
+        exit::INVALID
+    } else {
+        exit::ERROR
     }
-    for path in &args.run {
-        // Refuse a bad mission file before anything starts.
-        if let Err(d) = missions::load(path) {
-            eprintln!("{d}");
-            return Ok(exit::INVALID);
-        }
-    }
-    let data = data::DataDir::open_or_create(&args.data.data)?;
-    let registry = match &args.models.models {
-        Some(path) => Registry::from_file(path, args.models.air_gap)?,
-        None => Registry::embedded(&args.models.model_dir)?,
-    };
-    serve::serve(serve::ServeConfig {
-        data,
-        bind: args.bind,
-        run: args.run,
-        run_config: run::RunConfig {
-            data: args.data.data.clone(),
-            concurrency: usize::from(args.models.concurrency),
-            module_cache: run::module_cache_dir(args.models.module_cache.as_deref()),
-            open: None,
-        },
-        router: Arc::new(Router::new(registry)),
-    })?;
-    Ok(exit::OK)
 }
 
 fn resume(mission_id: &str, engine: EngineArgs) -> Result<u8> {
@@ -1102,6 +1142,7 @@ fn execute(
         concurrency: usize::from(args.models.concurrency),
         module_cache: run::module_cache_dir(args.models.module_cache.as_deref()),
         open: None,
+        again: run::Again::Refuse,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1118,15 +1159,16 @@ fn execute(
         state::MissionStatus::BudgetExhausted
         | state::MissionStatus::Paused
         | state::MissionStatus::AwaitingBudget => exit::BUDGET_EXHAUSTED,
+        state::MissionStatus::CompletedWithFailures => exit::TASKS_FAILED,
         _ => exit::OK,
     })
 }
 
 fn print_summary(summary: &summary::Summary, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(summary)?);
+        outln!("{}", serde_json::to_string_pretty(summary)?)?;
     } else {
-        summary::print_human(summary);
+        summary::print_human(summary)?;
     }
     Ok(())
 }
@@ -1144,10 +1186,10 @@ fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
                                       "available": ledger::available_in(&accounts, name)?}))
             })
             .collect::<Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(exit::OK);
     }
-    println!("{:<52} {:>12} {:>12} {:>12} {:>12}", "account", "limit", "pending", "settled", "available");
+    outln!("{:<52} {:>12} {:>12} {:>12} {:>12}", "account", "limit", "pending", "settled", "available")?;
     let mut hidden = 0usize;
     for (name, a) in &accounts {
         let depth = name.matches('/').count();
@@ -1158,15 +1200,15 @@ fn show_ledger(data: &Path, tasks: bool, json: bool) -> Result<u8> {
         // Children sort after their parent (names are paths); indent them.
         let label = format!("{}{}", "  ".repeat(depth), name.rsplit('/').next().unwrap_or(name));
         let limit = a.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
-        println!(
+        outln!(
             "{label:<52} {limit:>12} {:>12} {:>12} {:>12}",
             a.pending,
             a.settled,
             ledger::available_in(&accounts, name)?
-        );
+        )?;
     }
     if hidden > 0 {
-        println!("({hidden} task accounts not shown; --tasks lists them)");
+        outln!("({hidden} task accounts not shown; --tasks lists them)")?;
     }
     Ok(exit::OK)
 }
@@ -1192,67 +1234,78 @@ fn report_sweep(swept: &gates::Swept, data: &Path, say_resume: bool) {
 fn list_gates(data: &Path, json: bool) -> Result<u8> {
     let gates = gates::list(data)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&gates)?);
+        outln!("{}", serde_json::to_string_pretty(&gates)?)?;
         return Ok(exit::OK);
     }
+    let names = keys::names(&data::open_ledger_only(data)?)?;
+    let who = |id: &str| keys::display(&names, id);
     let pending = gates.iter().filter(|g| g.status == state::GateStatus::Pending).count();
-    println!("{pending} pending gate(s), {} decided", gates.len() - pending);
+    outln!("{pending} pending gate(s), {} decided", gates.len() - pending)?;
     for g in &gates {
         let status = format!("{:?}", g.status).to_lowercase();
-        println!();
-        println!("gate {}  [{status}]  {}", g.id, g.gate);
+        outln!()?;
+        outln!("gate {}  [{status}]  {}", g.id, g.gate)?;
         match &g.budget {
             Some(ask) => {
-                println!("  budget   mission {} ran out; asks to extend {} by {}", g.mission, ask.account, ask.amount);
-                println!("  decide   conductor gates approve {} --amount UNITS --key REVIEWER.KEY (default: {})", g.id, ask.amount);
+                outln!("  budget   mission {} ran out; asks to extend {} by {}", g.mission, ask.account, ask.amount)?;
+                outln!("  decide   conductor gates approve {} --amount UNITS --key REVIEWER.KEY (default: {})", g.id, ask.amount)?;
             }
             None => {
-                println!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task);
-                println!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason);
+                outln!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task)?;
+                outln!("  proposed {}: {}", g.proposed_outcome, g.proposed_reason)?;
             }
         }
         if let Some(d) = &g.deadline
             && g.status == state::GateStatus::Pending
         {
             let left_s = (d.due_us - clock::now_us()) / 1_000_000;
-            println!("  deadline {} (in {left_s} s), then {}", missions::format_timestamp(d.due_us), d.on_timeout);
+            outln!("  deadline {} (in {left_s} s), then {}", missions::format_timestamp(d.due_us), d.on_timeout)?;
         }
         if !g.reviewers.is_empty() || g.quorum > 1 {
-            let who = if g.reviewers.is_empty() { "any reviewer".to_owned() } else { g.reviewers.join(", ") };
-            println!("  needs    {} approval(s), {} so far; decided by: {who}", g.quorum, g.votes.len());
+            let deciders = if g.reviewers.is_empty() {
+                "any reviewer".to_owned()
+            } else {
+                g.reviewers.iter().map(|r| who(r)).collect::<Vec<_>>().join(", ")
+            };
+            outln!("  needs    {} approval(s), {} so far; decided by: {deciders}", g.quorum, g.votes.len())?;
         }
         if let Some(r) = &g.reviewer {
-            println!("  decided by reviewer {r}{}", g.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default());
+            outln!("  decided by reviewer {}{}", who(r), g.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default())?;
         }
     }
     Ok(exit::OK)
 }
 
-fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
-    let decided = gates::decide(
-        &args.data.data,
-        &args.gate_id,
-        &args.key,
-        verdict,
-        args.note.as_deref(),
-        args.edit.as_ref(),
-        args.amount,
-    )?;
+/// Approves or rejects a gate; only an approval carries `edits` or an
+/// `amount` (`gates reject` has neither argument).
+fn decide(
+    args: DecideArgs,
+    verdict: gates::Verdict,
+    edits: Option<&serde_json::Map<String, serde_json::Value>>,
+    amount: Option<u64>,
+) -> Result<u8> {
+    let decided =
+        gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref(), edits, amount)?;
     let resumable = gates::resumes_mission(&decided);
     let gate = decided.gate;
+    // The decision is recorded by now: a name that cannot be read is
+    // left out rather than reported as a failure.
+    let names = data::open_ledger_only(&args.data.data)
+        .and_then(|ledger| keys::names(&ledger))
+        .unwrap_or_default();
     if !decided.closed {
-        println!(
+        outln!(
             "gate {} approval recorded for reviewer {}; {} more approval(s) needed (quorum {})",
             gate.id,
-            gate.votes.last().map_or("?", |v| v.reviewer.as_str()),
+            gate.votes.last().map_or_else(|| "?".to_owned(), |v| keys::display(&names, &v.reviewer)),
             decided.needed,
             gate.quorum
-        );
+        )?;
         return Ok(exit::OK);
     }
     let resume_now = resumable && !args.no_resume;
     let then = if let Some(ask) = gate.budget.as_ref().filter(|_| gate.status == state::GateStatus::Approved) {
-        let granted = args.amount.unwrap_or(ask.amount);
+        let granted = amount.unwrap_or(ask.amount);
         if resume_now {
             format!("budget {} extended by {granted}; continuing the mission", ask.account)
         } else {
@@ -1285,13 +1338,13 @@ fn decide(args: DecideArgs, verdict: gates::Verdict) -> Result<u8> {
             gates::Verdict::Approve => "approved",
             gates::Verdict::Reject => "rejected",
         },
-        gate.reviewer.as_deref().unwrap_or("?"),
+        gate.reviewer.as_deref().map_or_else(|| "?".to_owned(), |r| keys::display(&names, r)),
     );
     // With --json, stdout is the resumed mission's summary alone.
     if resume_now && args.json {
         eprintln!("{line}");
     } else {
-        println!("{line}");
+        outln!("{line}")?;
     }
     if resume_now {
         let engine = EngineArgs { data: args.data, json: args.json, models: args.models };
@@ -1316,15 +1369,15 @@ fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
                                    "score": found.scores.get(i)})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"facts": facts, "truncated": found.truncated}))?);
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"facts": facts, "truncated": found.truncated}))?)?;
         return Ok(());
     }
     if found.facts.is_empty() {
-        println!("no facts");
+        outln!("no facts")?;
     }
     let time = |t: Option<i64>| t.map_or_else(|| "…".to_owned(), missions::format_timestamp);
     for f in &found.facts {
-        println!(
+        outln!(
             "#{} [{}] {} {} = {}  valid [{}, {})  known [{}, {}){}",
             f.id.0,
             f.space,
@@ -1336,10 +1389,10 @@ fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
             time(Some(f.recorded_at)),
             time(f.superseded_at),
             f.source.as_deref().map_or_else(String::new, |s| format!("  source {s}")),
-        );
+        )?;
     }
     if found.truncated {
-        println!("(more facts match; narrow the query or raise --limit)");
+        outln!("(more facts match; narrow the query or raise --limit)")?;
     }
     Ok(())
 }

@@ -39,7 +39,7 @@ fn message(module_hash: &blake3::Hash) -> [u8; 32] {
 }
 
 fn module_hash(module: &Path) -> Result<blake3::Hash> {
-    let bytes = std::fs::read(module).with_context(|| format!("reading module {}", module.display()))?;
+    let bytes = crate::files::read_regular(module, "module", cells::MODULE_FILE_BYTES_MAX)?;
     Ok(blake3::hash(&bytes))
 }
 
@@ -84,7 +84,7 @@ pub fn verify_content(module: &Path, hash: &blake3::Hash) -> Result<PublicKey> {
     if meta.len() > SIGNATURE_FILE_BYTES_MAX {
         bail!("{} is {} bytes: not a module signature", path.display(), meta.len());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::files::read_text(&path, "module signature", SIGNATURE_FILE_BYTES_MAX)?;
     let bad = |what: &str| anyhow::anyhow!("{}: {what}", path.display());
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {

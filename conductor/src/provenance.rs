@@ -191,27 +191,34 @@ fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
 }
 
 /// Notes a registered key's role and the name given when it was
-/// registered, if `e` registers one.
+/// registered, if `e` introduces a key. A rotated key's successor is the
+/// same person's (or the conductor's) key: it keeps the role and name.
 fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
-    let role = match e.kind.as_str() {
-        "conductor.genesis" => Some("conductor"),
-        "key.registered" | "key.rotated" => p["role"].as_str(),
-        _ => None,
-    };
-    let Some(role) = role else { return };
-    let Some(public) = p["public_key"].as_str().or_else(|| p["new_public_key"].as_str()) else {
-        if e.kind == "conductor.genesis" {
-            names.insert(hex::encode(e.signer), json!({"role": "conductor", "public_key": hex::encode(e.signer)}));
+    match e.kind.as_str() {
+        "conductor.genesis" => {
+            let public = hex::encode(e.signer);
+            names.insert(public.clone(), json!({"role": "conductor", "public_key": public, "key_id": p["key_id"]}));
         }
-        return;
-    };
-    let mut who = json!({"role": role, "public_key": public, "key_id": p["key_id"], "registered_seq": e.seq});
-    for field in ["name", "agent", "mission"] {
-        if !p[field].is_null() {
-            who[field] = p[field].clone();
+        "key.registered" => {
+            let (Some(role), Some(public)) = (p["role"].as_str(), p["public_key"].as_str()) else { return };
+            let mut who = json!({"role": role, "public_key": public, "key_id": p["key_id"], "registered_seq": e.seq});
+            for field in ["name", "agent", "mission"] {
+                if !p[field].is_null() {
+                    who[field] = p[field].clone();
+                }
+            }
+            names.insert(public.to_owned(), who);
         }
+        "key.rotated" => {
+            let (Some(old), Some(new)) = (p["old_key"].as_str(), p["new_key"].as_str()) else { return };
+            let Some(mut who) = names.get(old).cloned() else { return };
+            who["public_key"] = json!(new);
+            who["key_id"] = p["new_key_id"].clone();
+            who["registered_seq"] = json!(e.seq);
+            names.insert(new.to_owned(), who);
+        }
+        _ => {}
     }
-    names.insert(public.to_owned(), who);
 }
 
 /// One host call as an auditor reads it.
@@ -248,10 +255,11 @@ pub fn render(doc: &Value) -> String {
     let _ = writeln!(s, "agent     {} module blake3 {}", a["name"].as_str().unwrap_or("?"), a["module_blake3"].as_str().unwrap_or("?"));
     let md = &doc["model"];
     let _ = writeln!(s, "model     {} sha256 {}", md["name"].as_str().unwrap_or("?"), md["sha256"].as_str().unwrap_or("?"));
-    let _ = writeln!(s, "cell      clock starts {} µs, seed {}", doc["cell"]["clock_start_us"], doc["cell"]["seed"].as_str().unwrap_or("?"));
+    let _ = writeln!(s, "cell      clock starts {}, seed {}", time(&doc["cell"]["clock_start_us"]), doc["cell"]["seed"].as_str().unwrap_or("?"));
     let _ = writeln!(s, "\nhost calls");
     for c in doc["host_calls"].as_array().into_iter().flatten() {
-        let seq = &c["entry"]["seq"];
+        // `#SEQ TIME`: where the entry is in the journal, and when.
+        let seq = format!("{} {}", c["entry"]["seq"], time(&c["entry"]["time_us"]));
         match c["kind"].as_str().unwrap_or_default() {
             "host.infer" => {
                 let _ = writeln!(s, "  #{seq} infer {} (max_tokens {})", c["model"].as_str().unwrap_or("?"), c["max_tokens"]);
@@ -268,7 +276,7 @@ pub fn render(doc: &Value) -> String {
                 }
             }
             "host.recall" => {
-                let _ = writeln!(s, "  #{seq} recall {} valid at {} as known at {}: {}", c["subject"].as_str().unwrap_or("?"), c["valid_at"], c["known_at"], c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
+                let _ = writeln!(s, "  #{seq} recall {} valid at {} as known at {}: {}", c["subject"].as_str().unwrap_or("?"), time(&c["valid_at"]), time(&c["known_at"]), c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
             }
             "host.query" => {
                 let _ = writeln!(s, "  #{seq} query memory {}: {}", c["query"], c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
@@ -294,11 +302,11 @@ pub fn render(doc: &Value) -> String {
             (Some(role), None) => format!("{role} {}", by["key_id"].as_str().unwrap_or(by["public_key"].as_str().unwrap_or("?"))),
             _ => by["public_key"].as_str().unwrap_or("?").to_owned(),
         };
-        let _ = writeln!(s, "  #{} {} by {who}: {}", e["entry"]["seq"], e["kind"].as_str().unwrap_or("?"), e.get("payload").map_or_else(String::new, Value::to_string));
+        let _ = writeln!(s, "  #{} {} {} by {who}: {}", e["entry"]["seq"], time(&e["entry"]["time_us"]), e["kind"].as_str().unwrap_or("?"), e.get("payload").map_or_else(String::new, Value::to_string));
     }
     let _ = writeln!(s, "\nbudget postings on {}", doc["budget"]["account"].as_str().unwrap_or("?"));
     for p in doc["budget"]["postings"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "  #{} {} {}", p["seq"], p["kind"].as_str().unwrap_or("?"), p["payload"]);
+        let _ = writeln!(s, "  #{} {} {} {}", p["seq"], time(&p["time_us"]), p["kind"].as_str().unwrap_or("?"), p["payload"]);
     }
     let sig = &doc["signatures"];
     if sig["all_valid"] == true {
@@ -307,6 +315,12 @@ pub fn render(doc: &Value) -> String {
         let _ = writeln!(s, "\nsignatures: NOT VALID from entry {} on ({}); entries shown at or after it: {}", sig["first_bad_seq"], sig["reason"].as_str().unwrap_or("?"), sig["entries_shown_at_or_after_it"]);
     }
     s
+}
+
+/// A time in the document (Unix microseconds) as RFC 3339, as the other
+/// commands print times; `-` where there is none.
+fn time(micros: &Value) -> String {
+    micros.as_i64().map_or_else(|| "-".to_owned(), missions::format_timestamp)
 }
 
 #[cfg(test)]

@@ -152,6 +152,11 @@ impl Registry {
         Ok(Registry { models })
     }
 
+    /// Every registered model, in name order.
+    pub fn models(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.models.values()
+    }
+
     pub fn get(&self, name: &str) -> Result<&ModelSpec, RegistryError> {
         self.models.get(name).ok_or_else(|| {
             RegistryError::Unknown(
@@ -310,6 +315,8 @@ mod tests {
         let registry = Registry::embedded(Path::new("/models")).expect("embedded registry parses");
         let spec = registry.get("smollm2-135m").expect("default model");
         assert_eq!(spec.path, Path::new("/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+        // Priced, so the gateway serves it out of the box (1 unit a token).
+        assert_eq!(spec.price, Some(Price { prompt: 1, completion: 1 }));
         assert!(matches!(registry.get("gpt-9"), Err(RegistryError::Unknown(..))));
     }
 

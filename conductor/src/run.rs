@@ -25,6 +25,9 @@ use crate::state::{self, GateRecord, GateStatus, MissionRecord, MissionStatus, T
 
 /// Cells alive at once is bounded by the engine's pool; stay well below.
 pub const CONCURRENCY_MAX: usize = 64;
+/// How long the end of a run waits for finished cells to be torn down
+/// (microseconds each; the queue holds at most a few hundred).
+const TEARDOWN_WAIT_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -36,6 +39,21 @@ pub struct RunConfig {
     /// serve`, which holds the database for as long as it runs); `None`:
     /// open `data` for the run.
     pub open: Option<DataDir>,
+    /// What to do when this data directory already holds a finished run
+    /// of the same mission file.
+    pub again: Again,
+}
+
+/// Whether `run` may start a mission whose file already ran to its end
+/// in the same data directory. Running it again starts a separate
+/// mission with a fresh budget and re-gates cases already decided, which
+/// an operator must ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// Report the earlier mission and run nothing.
+    Refuse,
+    /// Start a new mission (`conductor run --new`).
+    StartNew,
 }
 
 impl RunConfig {
@@ -112,18 +130,32 @@ pub async fn run_mission(
             );
         }
     }
-    let mission_bytes = std::fs::read(mission_path)
-        .with_context(|| format!("reading {}", mission_path.display()))?;
+    let mission_bytes = crate::files::read_regular(mission_path, "mission file", missions::MISSION_FILE_BYTES_MAX)?;
+    // A model that cannot be used is the host's fault, not any task's:
+    // found before anything is written, so the same command runs cleanly
+    // once the file is fixed.
+    check_models(&mission, &router).await?;
     // The same mission file on the same data, and the last run of it
     // stopped without finishing (killed, power lost): carry that run on
     // rather than start the work again. Checked first, so recovery loads
     // the engine and modules once (in `resume_mission`), not twice.
-    if crate::data::db_path(&cfg.data).is_ok() {
+    if crate::data::db_path(&cfg.data).is_ok() || cfg.open.is_some() {
         let data = cfg.existing()?;
-        if let Some(interrupted) = interrupted_mission(&data, &mission_bytes)? {
-            drop(data);
-            eprintln!("mission {interrupted} from this file did not finish (the process stopped); recovering it");
-            return resume_mission(&interrupted, router, cfg, progress).await;
+        match earlier_run(&data, &mission_bytes)? {
+            Some(earlier) if earlier.status == MissionStatus::Running => {
+                drop(data);
+                eprintln!("mission {} from this file did not finish (the process stopped); recovering it", earlier.id);
+                return resume_mission(&earlier.id, router, cfg, progress).await;
+            }
+            Some(earlier) if cfg.again == Again::Refuse => {
+                return Err(RunError::AlreadyRan {
+                    mission: earlier.id,
+                    status: crate::summary::status_text(earlier.status),
+                    data: cfg.data.clone(),
+                }
+                .into());
+            }
+            _ => {}
         }
     }
     let engine = Arc::new(cell_engine(cfg)?);
@@ -268,22 +300,81 @@ pub async fn run_mission(
     execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending, Arc::default()).await
 }
 
-/// A mission declared from these exact file bytes whose status is still
-/// "running": no process runs it (this one holds the database's lock), so
-/// the one that did stopped without finishing.
-fn interrupted_mission(data: &DataDir, mission_bytes: &[u8]) -> Result<Option<String>> {
+/// The latest mission declared from these exact file bytes, preferring
+/// one whose status is still "running": no process runs it (this one
+/// holds the database's lock), so the one that did stopped without
+/// finishing.
+fn earlier_run(data: &DataDir, mission_bytes: &[u8]) -> Result<Option<MissionRecord>> {
     let hash = blake3::hash(mission_bytes).to_hex().to_string();
     let read = data.ledger.read()?;
+    let mut latest: Option<MissionRecord> = None;
     for record in state::missions(&read)? {
-        if record.status != MissionStatus::Running {
+        let declared = data.ledger.entries(record.declared_seq, 1)?.pop().map(|e| e.payload_json());
+        if !declared.is_some_and(|d| d["file_blake3"] == hash.as_str()) {
             continue;
         }
-        let declared = data.ledger.entries(record.declared_seq, 1)?.pop().map(|e| e.payload_json());
-        if declared.is_some_and(|d| d["file_blake3"] == hash.as_str()) {
-            return Ok(Some(record.id));
+        if record.status == MissionStatus::Running {
+            return Ok(Some(record));
+        }
+        if latest.as_ref().is_none_or(|l| l.declared_seq < record.declared_seq) {
+            latest = Some(record);
         }
     }
-    Ok(None)
+    Ok(latest)
+}
+
+/// Why `run` refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The same mission file already ran here.
+    #[error(
+        "mission {mission} from this file already ran in {} ({status}); nothing was run. \
+         `conductor mission show {mission} --data {}` shows it; pass --new to start a separate \
+         mission with a fresh budget (cases already decided are then decided again)",
+        data.display(), data.display()
+    )]
+    AlreadyRan { mission: String, status: &'static str, data: PathBuf },
+}
+
+/// A fault of this host rather than of any task: nothing was run or
+/// charged, and the same command runs cleanly once it is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum InfrastructureError {
+    #[error("agent `{agent}` cannot use model `{model}`, so nothing was run or charged; fix it and run the same command again")]
+    Model {
+        agent: String,
+        model: String,
+        #[source]
+        source: crate::registry::RegistryError,
+    },
+}
+
+/// Checks every local model the agents may call: its file is there and
+/// has the pinned hash. Frontier models are called, never loaded.
+async fn check_models(mission: &Mission, router: &Router) -> Result<(), InfrastructureError> {
+    let mut checked = std::collections::BTreeSet::new();
+    for agent in &mission.agents {
+        for model in &agent.models {
+            let spec = match router.registry().get(model) {
+                Ok(spec) if spec.frontier.is_none() => spec.clone(),
+                _ => continue,
+            };
+            if !checked.insert(model.clone()) {
+                continue;
+            }
+            let fault = |source| InfrastructureError::Model { agent: agent.name.clone(), model: model.clone(), source };
+            match tokio::task::spawn_blocking(move || spec.check_hash()).await {
+                Ok(result) => result.map_err(fault)?,
+                Err(join) => {
+                    return Err(fault(crate::registry::RegistryError::Io {
+                        path: PathBuf::from(model),
+                        source: std::io::Error::other(join.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Continues a mission that paused, waits for budget, or was interrupted:
@@ -335,11 +426,13 @@ pub async fn resume_mission(
         .context("the mission's declaration is missing from the journal")?;
     let declared = declared.payload_json();
     let file = PathBuf::from(declared["file"].as_str().context("declaration names no file")?);
-    let bytes = std::fs::read(&file).with_context(|| format!("re-reading the mission file {}", file.display()))?;
+    let bytes = crate::files::read_regular(&file, "mission file", missions::MISSION_FILE_BYTES_MAX)
+        .context("re-reading the mission file")?;
     if Some(blake3::hash(&bytes).to_hex().as_str()) != declared["file_blake3"].as_str() {
         bail!("{} changed since the mission was declared; resume needs the same file", file.display());
     }
     let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    check_models(&mission, &router).await?;
     let engine = Arc::new(cell_engine(cfg)?);
     let mut agents = Vec::new();
     for spec in &mission.agents {
@@ -527,6 +620,7 @@ async fn execute(
         gates: mission.gates.iter().map(|g| (g.name.clone(), g.clone())).collect(),
         memory_limits: crate::facts::limits(&mission.memory_limits),
         failover: mission.routing.failover.clone(),
+        decision_rules: crate::decisions::DecisionRules::from_mission(&mission),
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -537,6 +631,11 @@ async fn execute(
             // Pause and gate: leave the rest pending, to run on resume.
             break;
         }
+        if crate::health::failure().is_some() {
+            // The database refuses writes after an I/O error: nothing more
+            // can be recorded, so nothing more starts (the rest stay pending).
+            break;
+        }
         let (ctx, mission, agents, engine, progress, recovering) =
             (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone(), recovering.clone());
         running.spawn_blocking(move || {
@@ -545,10 +644,12 @@ async fn execute(
             let record = match result {
                 Ok(record) => record,
                 Err(e) => {
-                    // Storage failed under this task; record what we can.
+                    // Storage failed under this task; record what we can,
+                    // and tell a long-lived process (the server) to stop.
+                    crate::health::note(&e);
                     let mut r = new_task(&ctx.id, index, "?", "?");
                     r.status = TaskStatus::Failed;
-                    r.failure = Some(format!("{e:#}"));
+                    r.failure = Some(crate::health::describe(&e));
                     r
                 }
             };
@@ -562,6 +663,12 @@ async fn execute(
     }
     while let Some(done) = running.join_next().await {
         done.context("a task thread panicked")?;
+    }
+    // Finished cells are dropped on the engine's teardown thread, and each
+    // holds its task's host (and so the database): the caller reopens the
+    // database for the summary once this returns.
+    if !engine.wait_for_teardown(TEARDOWN_WAIT_MAX) {
+        tracing::warn!("finished cells were still being torn down after {TEARDOWN_WAIT_MAX:?}");
     }
 
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
@@ -598,6 +705,14 @@ async fn execute(
     })?;
     progress.finished();
     Ok(RunOutcome { mission_id, status })
+}
+
+/// An agent's decision as the journal and the gates see it: `details` is
+/// the JSON object the agent gave, or empty.
+fn proposal_of(decision: &cells::Decision) -> Value {
+    let details: Value =
+        serde_json::from_str(&decision.details).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+    json!({"outcome": decision.outcome, "reason": decision.reason, "details": details})
 }
 
 /// Asks reviewers to extend a mission's exhausted budget: a gate like a
@@ -644,6 +759,7 @@ fn request_budget_gate(
             votes: Vec::new(),
             deadline: crate::gates::deadline_of(extension.deadline.as_ref(), now),
             budget: Some(state::BudgetAsk { account: mission_id.to_owned(), amount: extension.amount }),
+            decision_rules: None,
         },
     )?;
     Ok(())
@@ -817,6 +933,17 @@ fn run_task(
         (Some(d), _) => Err(("recovery_diverged".into(), format!("recovery did not retrace the journal: {d}"))),
         (None, r) => r.map_err(|f| (f.code().to_owned(), f.to_string())),
     };
+    // A proposal outside the mission's `decisions:` (an outcome it does not
+    // list, a detail of the wrong type) is not a decision: the task fails
+    // with the reason, and nothing is proposed or gated.
+    let rules = ctx.decision_rules.clone();
+    let result = result.and_then(|decision| match &rules {
+        Some(rules) => rules
+            .check(&proposal_of(&decision))
+            .map(|()| decision)
+            .map_err(|e| ("decision_refused".to_owned(), format!("the agent's proposal was refused: {e}"))),
+        None => Ok(decision),
+    });
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
@@ -849,12 +976,8 @@ fn run_task(
                 )?;
             }
             Ok(decision) => {
-                let details: Value = serde_json::from_str(&decision.details)
-                    .ok()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                let proposal = json!({"outcome": decision.outcome, "reason": decision.reason,
-                                      "details": details});
+                let proposal = proposal_of(&decision);
+                let details = proposal["details"].clone();
                 let (proposed_seq, _) = t.append(
                     &agent.key,
                     "task.proposed",
@@ -866,16 +989,25 @@ fn run_task(
                 // The agent's own request for review comes first; otherwise
                 // the first gate whose condition the proposal meets.
                 let requested = meter.review.lock().ok().and_then(|r| r.clone());
+                // A condition that cannot be evaluated (its field is missing
+                // from this case or proposal) is an exception in itself:
+                // the case goes to that gate's reviewers, never decided on
+                // a test that did not run.
                 let gate = match &requested {
-                    Some((name, _)) => mission.gates.iter().find(|g| &g.name == name),
-                    None => mission.gates.iter().find(|g| g.when.matches(&case.input, &proposal)),
+                    Some((name, _)) => mission.gates.iter().find(|g| &g.name == name).map(|g| (g, None)),
+                    None => mission.gates.iter().find_map(|g| match g.when.evaluate(&case.input, &proposal) {
+                        Ok(true) => Some((g, None)),
+                        Ok(false) => None,
+                        Err(unevaluable) => Some((g, Some(unevaluable))),
+                    }),
                 };
                 match gate {
-                    Some(gate) => {
+                    Some((gate, unevaluable)) => {
                         let gate_id = uuid::Uuid::new_v4().to_string();
-                        let why = match &requested {
-                            Some((_, reason)) => json!({"requested_by": "agent", "reason": reason}),
-                            None => json!({"field": gate.when.field.as_str()}),
+                        let why = match (&requested, unevaluable) {
+                            (Some((_, reason)), _) => json!({"requested_by": "agent", "reason": reason}),
+                            (None, Some(e)) => json!({"field": gate.when.field.as_str(), "unevaluable": e.to_string()}),
+                            (None, None) => json!({"field": gate.when.field.as_str()}),
                         };
                         let (requested_seq, _) = t.append(
                             &ctx.conductor,
@@ -908,6 +1040,7 @@ fn run_task(
                                 votes: Vec::new(),
                                 deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
                                 budget: None,
+                                decision_rules: rules.clone(),
                             },
                         )?;
                         record.status = TaskStatus::AwaitingReview;

@@ -11,10 +11,20 @@
 //! challenge with a key the journal has registered and not revoked
 //! (reviewer, operator or auditor; agent and conductor keys cannot sign
 //! in), so the server learns who is there without ever holding a
-//! password or a private key. Only reviewer keys decide gates, and only
-//! the gates whose reviewers include them; anything else is refused and
-//! journaled (`gate.refused`). The page itself and its scripts are served
-//! to anyone: they hold no data.
+//! password or a private key. Challenges are not stored until answered
+//! (`challenge.rs`), so unauthenticated requests cannot fill anything.
+//! People look by role: reviewers and operators see the queue of pending
+//! gates, auditors the decided ones (all three see recent decisions).
+//! Only reviewer keys decide gates, and only the gates whose reviewers
+//! include them; anything else is refused and journaled (`gate.refused`,
+//! rate-limited per key: `refusals.rs`). Operators start missions by
+//! sending their YAML (`upload.rs`). The page itself and its scripts are
+//! served to anyone: they hold no data.
+//!
+//! **Storage failures.** After a failed write the database refuses every
+//! other until it is reopened, so the server stops, with the first
+//! failure as its error and a non-zero exit status, for a supervisor to
+//! restart it (see `health.rs`).
 //!
 //! **Signing in the browser.** The reviewer opens their own key file in
 //! the page; it is unlocked there (Argon2id + XChaCha20-Poly1305, as
@@ -59,15 +69,28 @@ use crate::data::DataDir;
 use crate::gates::{self, Decision, Verdict};
 use crate::state::{self, GateRecord, GateStatus};
 
+mod challenge;
+mod refusals;
+mod upload;
+
+use challenge::{CHALLENGE_BYTES, CHALLENGE_TTL, Challenges};
+use refusals::{Admit, Attempt, Refusals, Repeated};
+
 /// How long a session lasts: a working day.
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-/// How long a sign-in challenge may be answered.
-const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// How long prepared entries wait for their signatures.
 const PREPARED_TTL: Duration = Duration::from_secs(60);
-/// Most challenges, sessions or prepared decisions held at once (each
-/// map); past it, expired ones are dropped, then new ones refused.
+/// Most sessions or prepared decisions held at once (each map); past it,
+/// expired ones are dropped, then new ones refused. Only people who
+/// signed in add to either.
 const PENDING_MAX: usize = 4096;
+/// Sessions one key may hold at once (tabs, browsers, a script); signing
+/// in again past it ends that key's oldest session, so no one key can
+/// fill the session table and keep everyone else out.
+const SESSIONS_PER_KEY_MAX: usize = 16;
+/// How often the server looks for a storage failure reported by any of
+/// its parts (missions, gateway, decisions), to stop.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
 /// The largest request body: a decision with edits is a few KiB.
 pub const BODY_BYTES_MAX: usize = 64 << 10;
 /// How often the event poller looks at the journal head.
@@ -106,12 +129,17 @@ pub struct ServeConfig {
     /// How missions run here (models, concurrency); `open` is `data`.
     pub run_config: crate::run::RunConfig,
     pub router: Arc<crate::inference::Router>,
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// Work for the mission runner thread.
 #[derive(Debug)]
 enum Job {
+    /// A mission file named on the command line (`--run`).
     Run(PathBuf),
+    /// A mission an operator uploaded, kept in the uploads directory:
+    /// the files it names are checked again before it runs.
+    Upload { file: PathBuf, again: crate::run::Again },
     Resume(String),
 }
 
@@ -137,13 +165,16 @@ struct Prepared {
 /// The server's state, shared by every worker.
 struct State {
     data: DataDir,
+    challenges: Challenges,
     /// Keyed by the BLAKE3 hash of the secret, so a lookup's timing
     /// says nothing about the secret itself.
-    challenges: Mutex<HashMap<[u8; 32], Instant>>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     prepared: Mutex<HashMap<[u8; 32], Prepared>>,
     events: tokio::sync::broadcast::Sender<String>,
     jobs: Mutex<mpsc::Sender<Job>>,
+    refusals: Arc<Refusals>,
+    /// Where uploaded missions are kept (`upload.rs`).
+    uploads: PathBuf,
 }
 
 /// An API error: a status and a sentence saying what to do.
@@ -153,11 +184,23 @@ struct ApiError {
     message: String,
     /// The journal moved under a prepared decision: prepare again.
     retry: bool,
+    /// For `429`: when to try again (the `Retry-After` header).
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry: false }
+        ApiError { status, message: message.into(), retry: false, retry_after: None }
+    }
+
+    /// The data directory can no longer be written: the server is
+    /// stopping (see `health.rs`).
+    fn storage_failed(e: &anyhow::Error) -> Self {
+        tracing::error!("serve: storage failed: {}", crate::health::describe(e));
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server can no longer write to its data directory and is stopping; try again once it is restarted",
+        )
     }
 }
 
@@ -176,7 +219,13 @@ impl ResponseError for ApiError {
         if self.retry {
             body["retry"] = json!(true);
         }
-        HttpResponse::build(self.status).insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: never earlier than allowed.
+            response.insert_header((header::RETRY_AFTER, (after.as_secs() + u64::from(after.subsec_nanos() > 0)).to_string()));
+        }
+        response.json(body)
     }
 }
 
@@ -199,6 +248,15 @@ fn hex32(text: &str, what: &str) -> Result<[u8; 32], ApiError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("`{what}` must be 64 hex digits")))?;
+    Ok(out)
+}
+
+/// A sign-in challenge as the client sent it back.
+fn challenge_bytes(text: &str) -> Result<[u8; CHALLENGE_BYTES], ApiError> {
+    let mut out = [0u8; CHALLENGE_BYTES];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("`challenge` must be {} hex digits", 2 * CHALLENGE_BYTES))
+    })?;
     Ok(out)
 }
 
@@ -298,11 +356,10 @@ async fn asset(req: HttpRequest) -> HttpResponse {
     }
 }
 
+/// A sign-in challenge. Nothing is stored (see `challenge.rs`), so any
+/// number of these requests leaves sign-in working for everyone else.
 async fn challenge(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let challenge = random_secret();
-    let expires = Instant::now() + CHALLENGE_TTL;
-    let mut challenges = state.challenges.lock().map_err(internal)?;
-    insert_bounded(&mut challenges, secret_key(&challenge), expires, |at| *at <= Instant::now())?;
+    let challenge = state.challenges.issue(Instant::now());
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({"challenge": hex::encode(challenge), "expires_in_s": CHALLENGE_TTL.as_secs()})))
@@ -324,16 +381,9 @@ fn registered_name(state: &State, record: &ledger::KeyRecord) -> Option<String> 
 
 async fn sign_in(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body: SignIn = read_json(&req, payload).await?;
-    let challenge = hex32(&body.challenge, "challenge")?;
-    let fresh = state
-        .challenges
-        .lock()
-        .map_err(internal)?
-        .remove(&secret_key(&challenge))
-        .is_some_and(|expires| expires > Instant::now());
-    if !fresh {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "that challenge is unknown, used or expired; ask for a new one"));
-    }
+    let challenge = challenge_bytes(&body.challenge)?;
+    let unauthorized = |e: challenge::ChallengeError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
+    let expires = state.challenges.check(&challenge, Instant::now()).map_err(unauthorized)?;
     let public = PublicKey::from_bytes(&hex32(&body.public_key, "public_key")?)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("public_key: {e}")))?;
     let signature = Signature::from_hex(&body.signature)
@@ -358,11 +408,24 @@ async fn sign_in(state: web::Data<State>, req: HttpRequest, payload: web::Payloa
             format!("{} keys do not sign in; use a reviewer, operator or auditor key", record.role),
         ));
     }
+    // Used once: of two sign-ins with one challenge, the second fails.
+    state.challenges.spend(&challenge, expires, Instant::now()).map_err(|e| match e {
+        challenge::ChallengeError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        other => unauthorized(other),
+    })?;
     let name = registered_name(&state, &record);
     let token = hex::encode(random_secret());
     let session = Session { public, role: record.role, name: name.clone(), expires: Instant::now() + SESSION_TTL };
     {
         let mut sessions = state.sessions.lock().map_err(internal)?;
+        let mut own: Vec<([u8; 32], Instant)> =
+            sessions.iter().filter(|(_, s)| s.public == public).map(|(k, s)| (*k, s.expires)).collect();
+        if own.len() >= SESSIONS_PER_KEY_MAX {
+            own.sort_by_key(|(_, expires)| *expires);
+            for (key, _) in &own[..=own.len() - SESSIONS_PER_KEY_MAX] {
+                sessions.remove(key);
+            }
+        }
         insert_bounded(&mut sessions, secret_key(token.as_bytes()), session, |s| s.expires <= Instant::now())?;
     }
     let cookie = Cookie::build(COOKIE, token)
@@ -395,6 +458,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
     web::block(f).await.map_err(internal)?
 }
 
+/// Whether `role` sees the queue of pending gates: reviewers, to decide
+/// them, and operators, to run the work. Auditors see what was decided.
+fn sees_queue(role: Role) -> bool {
+    matches!(role, Role::Reviewer | Role::Operator)
+}
+
 async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
     let body = blocking(move || {
         let read = state.data.ledger.read().map_err(internal)?;
@@ -404,9 +473,11 @@ async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse
         let mut decided = Vec::new();
         for gate in &all {
             if gate.status == GateStatus::Pending {
-                pending.push(gate_view(&state.data, &read, gate, &who).map_err(internal)?);
+                if sees_queue(who.role) {
+                    pending.push(gate_view(&state.data, &read, gate, &who).map_err(internal)?);
+                }
             } else if decided.len() < RECENT_DECIDED {
-                decided.push(decided_view(&read, gate).map_err(internal)?);
+                decided.push(decided_view(&state.data, &read, gate).map_err(internal)?);
             }
         }
         pending.reverse();
@@ -417,7 +488,7 @@ async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse
 }
 
 /// Decided gates listed beside the pending ones, newest first.
-const RECENT_DECIDED: usize = 20;
+const RECENT_DECIDED: usize = 50;
 
 async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -426,10 +497,15 @@ async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -
         let gate = state::gate(&read, &id)
             .map_err(internal)?
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no gate `{id}`")))?;
-        if gate.status == GateStatus::Pending {
+        if gate.status != GateStatus::Pending {
+            decided_view(&state.data, &read, &gate).map_err(internal)
+        } else if sees_queue(who.role) {
             gate_view(&state.data, &read, &gate, &who).map_err(internal)
         } else {
-            decided_view(&read, &gate).map_err(internal)
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("gate `{id}` is still pending; {} keys see gates once they are decided", who.role),
+            ))
         }
     })
     .await?;
@@ -437,12 +513,18 @@ async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -
 }
 
 /// A decided gate and what became of its case.
-fn decided_view(read: &redb::ReadTransaction, gate: &GateRecord) -> Result<Value> {
+fn decided_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord) -> Result<Value> {
     let task = state::task(read, &gate.mission, gate.task)?;
+    let decided_at = match gate.decided_seq {
+        Some(seq) => data.ledger.entries(seq, 1)?.pop().map(|e| missions::format_timestamp(e.time_us)),
+        None => None,
+    };
     Ok(json!({
         "id": gate.id, "gate": gate.gate, "status": json!(gate.status), "mission": gate.mission,
+        "kind": if gate.budget.is_some() { "budget" } else { "case" },
         "task": gate.budget.is_none().then_some(gate.task), "case_id": gate.budget.is_none().then_some(&gate.case_id),
-        "reviewer": gate.reviewer, "note": gate.note,
+        "reviewer": gate.reviewer, "note": gate.note, "decided_at": decided_at,
+        "proposed_outcome": gate.budget.is_none().then_some(&gate.proposed_outcome),
         "case_status": task.as_ref().map(|t| json!(t.status)),
         "outcome": task.as_ref().and_then(|t| t.outcome.clone()),
     }))
@@ -535,6 +617,8 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
         "question": question, "parked": gate.parked, "budget": budget,
         "reasoning": reasoning, "memory": memory,
         "reviewers": gate.reviewers, "quorum": gate.quorum, "approvals": gate.votes.len(),
+        // The outcomes a decision may have (the page offers only these).
+        "decision_rules": gate.decision_rules,
         "requested_at": requested_at,
         "deadline": gate.deadline.as_ref().map(|d| missions::format_timestamp(d.due_us)),
         "on_timeout": gate.deadline.as_ref().map(|d| d.on_timeout.clone()),
@@ -562,11 +646,50 @@ struct DecideBody {
     signatures: Vec<String>,
 }
 
-/// Journals a refused decision attempt by a signed-in person, and returns
-/// the error to answer with.
+/// Records a refused decision attempt by a signed-in person, and returns
+/// the error to answer with: journaled as its own `gate.refused` while
+/// the key is within its limit, else counted for a summary entry and
+/// answered `429` (`refusals.rs`).
 fn refused(state: &State, who: &Signed, gate_id: &str, verdict: Verdict, error: ApiError) -> ApiError {
-    gates::refuse(&state.data, gate_id, &who.public, verdict, &error.message);
-    error
+    let attempt = Attempt { public: &who.public, gate_id, verdict, reason: &error.message, time_us: now_us() };
+    let (admit, closed) = state.refusals.admit(&attempt, Instant::now());
+    if let Some(summary) = closed {
+        journal_repeated(&state.data, &summary);
+    }
+    match admit {
+        Admit::Journal => {
+            gates::refuse(&state.data, gate_id, &who.public, verdict, &error.message);
+            error
+        }
+        Admit::Counted { retry_after } => ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "{} (and too many refused attempts from your key: until the minute is over, they are counted in one \
+                 journal entry instead of one each)",
+                error.message
+            ),
+            retry: false,
+            retry_after: Some(retry_after),
+        },
+    }
+}
+
+/// Journals one key's counted refusals as a single `gate.refused` entry
+/// (with `repeated`), signed by the conductor. A failure is logged and,
+/// if the storage failed, stops the server (`health.rs`).
+fn journal_repeated(data: &DataDir, repeated: &Repeated) {
+    let conductor = data.conductor.clone();
+    let written = data.ledger.write(|t| t.append(&conductor, "gate.refused", &repeated.payload(), now_us()).map(|_| ()));
+    if let Err(e) = written {
+        let e = anyhow::Error::from(e);
+        crate::health::note(&e);
+        tracing::error!(
+            "could not journal {} refused attempts by key {}: {}",
+            repeated.count,
+            repeated.public.key_id(),
+            crate::health::describe(&e)
+        );
+    }
 }
 
 /// The status a refused decision answers with.
@@ -615,7 +738,8 @@ async fn prepare(
         let decision = Decision { gate_id: &gid, verdict, note: note.as_deref(), edits: edits.as_ref(), amount };
         match gates::decide_remote(&st.data, &decision, &key, time_us, true) {
             Ok(_) => Ok(Ok(key.captured())),
-            Err(e) => Ok(Err(format!("{e:#}"))),
+            Err(e) if crate::health::note(&e) => Err(ApiError::storage_failed(&e)),
+            Err(e) => Ok(Err(crate::health::describe(&e))),
         }
     })
     .await?;
@@ -713,14 +837,18 @@ async fn decide(
         Err(e) if journal_moved(&e) => {
             // Not a refusal: another entry took the prepared seq first.
             return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                message: "the journal moved on since this decision was prepared; prepare and sign it again".to_owned(),
                 retry: true,
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the journal moved on since this decision was prepared; prepare and sign it again",
+                )
             });
         }
+        // Not the reviewer's doing, and nothing more can be journaled.
+        Err(e) if crate::health::note(&e) => return Err(ApiError::storage_failed(&e)),
         Err(e) => {
             let status = if bad_signature(&e) { StatusCode::BAD_REQUEST } else { refusal_status(&state, &gate_id) };
-            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, format!("{e:#}"))));
+            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, crate::health::describe(&e))));
         }
     };
     if gates::resumes_mission(&decided) {
@@ -776,31 +904,44 @@ async fn event_stream(state: web::Data<State>, who: Signed) -> HttpResponse {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartMission {
-    /// A mission file on this host.
-    file: PathBuf,
+    /// The mission file's text (YAML). Files it names are relative to
+    /// the server's `DATA/missions/` and must be inside it (`upload.rs`).
+    yaml: String,
+    /// Start it even if the same mission already ran to its end here
+    /// (`conductor run --new`).
+    #[serde(default)]
+    new: bool,
 }
 
-/// An operator starts a mission on this host (it runs after any before it).
+/// An operator starts a mission on this host by sending its YAML (it
+/// runs after any before it).
 async fn start_mission(state: web::Data<State>, who: Signed, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     if who.role != Role::Operator {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} keys cannot start missions; an operator key can", who.role)));
     }
     let body: StartMission = read_json(&req, payload).await?;
-    let file = body.file;
-    // Checked here so the operator hears about a bad file, not the log.
-    let checked = blocking({
-        let file = file.clone();
-        move || {
-            let mission = missions::load(&file).map_err(|d| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, d.to_string()))?;
-            crate::modules::check_mission(&mission)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{}: {e:#}", file.display())))
-        }
+    let uploads = state.uploads.clone();
+    // Checked here so the operator hears about a bad mission, not the log.
+    let file = blocking(move || {
+        let unusable = |e: upload::UploadError| match e {
+            upload::UploadError::Store(e) => {
+                tracing::error!("serve: storing an uploaded mission: {e}");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("the server could not store the mission: {e}"))
+            }
+            refused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
+        };
+        let mission = upload::check(&uploads, &body.yaml).map_err(unusable)?;
+        // What fails here names a module and its signature, never content.
+        crate::modules::check_mission(&mission)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, crate::health::describe(&e)))?;
+        upload::store(&uploads, &body.yaml).map_err(unusable)
     })
-    .await;
-    checked?;
+    .await?;
+    let again = if body.new { crate::run::Again::StartNew } else { crate::run::Again::Refuse };
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     tracing::info!("serve: operator {} starts {}", who.public.key_id(), file.display());
-    state.jobs.lock().map_err(internal)?.send(Job::Run(file.clone())).map_err(internal)?;
-    Ok(HttpResponse::Accepted().json(json!({"queued": file})))
+    state.jobs.lock().map_err(internal)?.send(Job::Upload { file, again }).map_err(internal)?;
+    Ok(HttpResponse::Accepted().json(json!({"queued": format!("{}/{name}", upload::UPLOADS_DIR)})))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -812,12 +953,16 @@ fn page_relevant(kind: &str) -> bool {
     kind.starts_with("gate.") || kind == "task.decided" || kind.starts_with("mission.")
 }
 
-/// Watches the journal head; tells event streams when gates or cases
-/// changed (until `stop`).
-fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, stop: &AtomicBool) {
+/// Watches the journal head and tells event streams when gates or cases
+/// changed; journals the summaries of refusal windows that closed (all of
+/// them once `stop` is set, before the database closes).
+fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, refusals: &Refusals, stop: &AtomicBool) {
     let mut seen = data.ledger.head().map(|(next, _)| next).unwrap_or(0);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(EVENT_POLL);
+        for repeated in refusals.closed(Some(Instant::now())) {
+            journal_repeated(&data, &repeated);
+        }
         let Ok((next, _)) = data.ledger.head() else { continue };
         if next == seen {
             continue;
@@ -831,9 +976,13 @@ fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, st
                 .unwrap_or(true);
         seen = next;
         if relevant {
-            // Pages refetch what they show; the event only says when.
+            // Pages refetch what they show; the event only says when. A
+            // send fails only when no page listens, which is fine.
             let _ = events.send(json!({"head": next}).to_string());
         }
+    }
+    for repeated in refusals.closed(None) {
+        journal_repeated(&data, &repeated);
     }
 }
 
@@ -848,26 +997,75 @@ fn run_jobs(
     let progress = Arc::new(crate::progress::Progress::new());
     for job in jobs {
         let outcome = match &job {
-            Job::Run(path) => match missions::load(path) {
-                Ok(mission) => {
-                    if let Err(e) = crate::modules::check_mission(&mission) {
-                        eprintln!("{}: {e:#}; not run", path.display());
-                        continue;
-                    }
-                    runtime.block_on(crate::run::run_mission(path, mission, router.clone(), &cfg, progress.clone()))
-                }
-                Err(d) => {
-                    eprintln!("{d}");
-                    continue;
-                }
-            },
-            Job::Resume(mission) => runtime.block_on(crate::run::resume_mission(mission, router.clone(), &cfg, progress.clone())),
+            Job::Run(path) => runtime.block_on(run_file(path, None, router.clone(), &cfg, progress.clone())),
+            Job::Upload { file, again } => {
+                let cfg = crate::run::RunConfig { again: *again, ..cfg.clone() };
+                runtime.block_on(run_file(file, file.parent(), router.clone(), &cfg, progress.clone()))
+            }
+            Job::Resume(mission) => {
+                runtime.block_on(crate::run::resume_mission(mission, router.clone(), &cfg, progress.clone())).map(Some)
+            }
         };
         match outcome {
-            Ok(done) => eprintln!("mission {}: {}", done.mission_id, crate::summary::status_text(done.status)),
-            Err(e) => eprintln!("{job:?} failed: {e:#}"),
+            Ok(Some(done)) => eprintln!("mission {}: {}", done.mission_id, crate::summary::status_text(done.status)),
+            Ok(None) => {}
+            Err(e) => {
+                // A full disk here stops the server (`health.rs`).
+                crate::health::note(&e);
+                eprintln!("{job:?} failed: {}", crate::health::describe(&e));
+            }
         }
     }
+}
+
+/// Loads and runs the mission file at `path`; with `confined_to`, only if
+/// every file it names is inside that directory (an upload). `None` if it
+/// was refused before anything ran (the reason is logged).
+async fn run_file(
+    path: &std::path::Path,
+    confined_to: Option<&std::path::Path>,
+    router: Arc<crate::inference::Router>,
+    cfg: &crate::run::RunConfig,
+    progress: Arc<crate::progress::Progress>,
+) -> Result<Option<crate::run::RunOutcome>> {
+    let mission = match missions::load(path) {
+        Ok(mission) => mission,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(None);
+        }
+    };
+    if let Some(dir) = confined_to
+        && let Err(e) = upload::confined(&mission, dir, &path.display().to_string())
+    {
+        eprintln!("{}: {e}; not run", path.display());
+        return Ok(None);
+    }
+    if let Err(e) = crate::modules::check_mission(&mission) {
+        eprintln!("{}: {}; not run", path.display(), crate::health::describe(&e));
+        return Ok(None);
+    }
+    crate::run::run_mission(path, mission, router, cfg, progress).await.map(Some)
+}
+
+/// The server's health for a supervisor: `503` once storage failed (the
+/// server is then stopping). Says nothing else, so anyone may ask.
+async fn health() -> HttpResponse {
+    let body = |status| json!({"status": status});
+    match crate::health::failure() {
+        None => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body("ok")),
+        Some(_) => HttpResponse::ServiceUnavailable().insert_header((header::CACHE_CONTROL, "no-store")).json(body("failing")),
+    }
+}
+
+/// Stops the server (as SIGTERM would) once any part of the process
+/// reports a storage failure.
+async fn stop_when_storage_fails(server: actix_web::dev::ServerHandle) {
+    while crate::health::failure().is_none() {
+        actix_web::rt::time::sleep(HEALTH_POLL).await;
+    }
+    eprintln!("stopping: the data directory can no longer be written");
+    server.stop(true).await;
 }
 
 /// Whether `addr` is reachable only from this host.
@@ -880,13 +1078,18 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 pub fn serve(cfg: ServeConfig) -> Result<()> {
     let (events, _) = tokio::sync::broadcast::channel(64);
     let (jobs, job_queue) = mpsc::channel();
+    upload::create_dir(&cfg.data.root)
+        .with_context(|| format!("creating {}", upload::dir(&cfg.data.root).display()))?;
+    let refusals = Arc::new(Refusals::default());
     let state = web::Data::new(State {
         data: cfg.data.clone(),
-        challenges: Mutex::new(HashMap::new()),
+        challenges: Challenges::new(),
         sessions: Mutex::new(HashMap::new()),
         prepared: Mutex::new(HashMap::new()),
         events: events.clone(),
         jobs: Mutex::new(jobs.clone()),
+        refusals: refusals.clone(),
+        uploads: upload::dir(&cfg.data.root),
     });
     let mut run_config = cfg.run_config;
     run_config.open = Some(cfg.data.clone());
@@ -895,11 +1098,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the model runtime")?,
     );
-    let gateway = web::Data::new(crate::gateway::Gateway {
-        data: cfg.data.clone(),
-        router: cfg.router.clone(),
-        runtime: runtime.handle().clone(),
-    });
+    let gateway = web::Data::new(crate::gateway::Gateway::new(cfg.data.clone(), cfg.router.clone(), runtime.handle().clone(), cfg.gateway));
     let router = cfg.router;
     let runner_runtime = runtime.clone();
     let runner = std::thread::Builder::new()
@@ -912,7 +1111,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .name("events".into())
         .spawn({
             let stop = stop.clone();
-            move || poll_events(poll_data, events, &stop)
+            move || poll_events(poll_data, events, &refusals, &stop)
         })
         .context("starting the event poller")?;
     drop(cfg.data);
@@ -924,9 +1123,10 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(app_gateway.clone())
-                .route("/v1/chat/completions", web::post().to(crate::gateway::chat_completions))
+                .configure(crate::gateway::routes)
                 .route("/", web::get().to(asset))
                 .route("/static/{name}", web::get().to(asset))
+                .route("/health", web::get().to(health))
                 .route("/api/challenge", web::get().to(challenge))
                 .route("/api/session", web::post().to(sign_in))
                 .route("/api/session", web::delete().to(sign_out))
@@ -953,7 +1153,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         for path in cfg.run {
             jobs.send(Job::Run(path)).ok();
         }
-        server.run().await.context("serving")
+        let running = server.run();
+        actix_web::rt::spawn(stop_when_storage_fails(running.handle()));
+        running.await.context("serving")
     });
     // Every handle on the database must be gone before the process ends,
     // so redb closes it cleanly (a reader would otherwise find it in need
@@ -967,5 +1169,14 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     if let Ok(runtime) = Arc::try_unwrap(runtime) {
         runtime.shutdown_background();
     }
-    served
+    served?;
+    match crate::health::failure() {
+        // Exits non-zero, so that a supervisor restarts the server (redb
+        // takes writes again only once the database is reopened).
+        Some(failure) => anyhow::bail!(
+            "the server stopped because its data directory can no longer be written ({failure}); fix the cause and \
+             start it again"
+        ),
+        None => Ok(()),
+    }
 }

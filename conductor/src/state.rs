@@ -28,7 +28,11 @@ fn storage<E: Into<redb::Error>>(e: E) -> StateError {
 #[serde(rename_all = "snake_case")]
 pub enum MissionStatus {
     Running,
+    /// Every task ended and none failed.
     Completed,
+    /// Every task ended, and at least one failed (`task.failed`): the
+    /// mission did not do all its work, so it is not `completed`.
+    CompletedWithFailures,
     AwaitingReview,
     BudgetExhausted,
     /// Out of budget under the `pause` policy; `conductor mission resume`.
@@ -135,6 +139,10 @@ pub struct GateRecord {
     /// not a task: `task` is [`MISSION_GATE_TASK`] and `case_id` empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetAsk>,
+    /// What the decision may say (the mission's `decisions:`), copied when
+    /// the gate is requested; `None` for gates recorded before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_rules: Option<crate::decisions::DecisionRules>,
 }
 
 /// The `task` of a gate that belongs to a whole mission (a budget gate).
@@ -345,6 +353,8 @@ pub fn settle_status(tasks: &[TaskRecord], budget_exhausted: bool) -> MissionSta
     } else if tasks.iter().any(|t| t.status == TaskStatus::Pending) {
         // A parked task whose gate was decided waits for `mission resume`.
         MissionStatus::Paused
+    } else if tasks.iter().any(|t| t.status == TaskStatus::Failed) {
+        MissionStatus::CompletedWithFailures
     } else {
         MissionStatus::Completed
     }

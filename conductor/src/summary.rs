@@ -1,10 +1,15 @@
-//! The mission summary printed by `conductor run` and `conductor mission show`.
+//! The mission summary printed by `conductor run` and `conductor mission
+//! show`, and the table of `conductor mission list`.
+
+use std::collections::BTreeMap;
+use std::io;
 
 use anyhow::{Context, Result};
 use ledger::Ledger;
 use serde::Serialize;
 
 use crate::state::{self, MissionStatus, TaskRecord, TaskStatus};
+use crate::stdout::outln;
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -16,6 +21,10 @@ pub struct Summary {
     pub counts: Counts,
     pub tasks: Vec<TaskRecord>,
     pub journal: Journal,
+    /// Key id -> the name it was registered with, for the reviewers named
+    /// in `tasks` (`decided_by: reviewer:<key id>`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +51,22 @@ pub struct Counts {
     pub unfinished: u32,
 }
 
+impl Counts {
+    pub fn of(tasks: &[TaskRecord]) -> Self {
+        let mut counts = Counts::default();
+        for t in tasks {
+            match t.status {
+                TaskStatus::Decided => counts.decided += 1,
+                TaskStatus::AwaitingReview => counts.awaiting_review += 1,
+                TaskStatus::Failed => counts.failed += 1,
+                TaskStatus::Skipped => counts.skipped += 1,
+                TaskStatus::Pending | TaskStatus::Running => counts.unfinished += 1,
+            }
+        }
+        counts
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Journal {
     pub entries: u64,
@@ -55,16 +80,9 @@ pub fn build(ledger: &Ledger, mission_id: &str) -> Result<Summary> {
     let tasks = state::tasks(&read, mission_id)?;
     let account = ledger.account(mission_id)?;
     let (entries, head) = ledger.head()?;
-    let mut counts = Counts::default();
-    for t in &tasks {
-        match t.status {
-            TaskStatus::Decided => counts.decided += 1,
-            TaskStatus::AwaitingReview => counts.awaiting_review += 1,
-            TaskStatus::Failed => counts.failed += 1,
-            TaskStatus::Skipped => counts.skipped += 1,
-            TaskStatus::Pending | TaskStatus::Running => counts.unfinished += 1,
-        }
-    }
+    let counts = Counts::of(&tasks);
+    let mut names = crate::keys::names(ledger)?;
+    names.retain(|id, _| tasks.iter().any(|t| t.decided_by.as_deref().and_then(reviewer_of) == Some(id.as_str())));
     Ok(Summary {
         mission_id: mission.id,
         name: mission.name,
@@ -83,7 +101,87 @@ pub fn build(ledger: &Ledger, mission_id: &str) -> Result<Summary> {
         counts,
         tasks,
         journal: Journal { entries, head: head.to_string() },
+        names,
     })
+}
+
+/// The reviewer's key id in a task's `decided_by` (`reviewer:<key id>`).
+fn reviewer_of(decided_by: &str) -> Option<&str> {
+    decided_by.strip_prefix("reviewer:")
+}
+
+/// One mission of `mission list`.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    pub mission_id: String,
+    pub name: String,
+    pub status: MissionStatus,
+    /// Settled spend and the limit in force (extensions included).
+    pub settled: u64,
+    pub limit: u64,
+    pub tasks: u32,
+    pub counts: Counts,
+}
+
+/// Every mission in the data directory, oldest first.
+pub fn list(ledger: &Ledger) -> Result<Vec<Listed>> {
+    let read = ledger.read()?;
+    let mut missions = state::missions(&read)?;
+    missions.sort_by_key(|m| m.declared_seq);
+    missions
+        .into_iter()
+        .map(|m| {
+            let tasks = state::tasks(&read, &m.id)?;
+            let account = ledger.account(&m.id)?;
+            Ok(Listed {
+                settled: account.settled,
+                limit: account.limit.unwrap_or(m.budget_limit),
+                tasks: m.tasks_total,
+                counts: Counts::of(&tasks),
+                mission_id: m.id,
+                name: m.name,
+                status: m.status,
+            })
+        })
+        .collect()
+}
+
+/// A status as one word, as in `--json` (`completed_with_failures`).
+fn status_word(status: MissionStatus) -> String {
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "?".into())
+}
+
+pub fn print_list(missions: &[Listed]) -> io::Result<()> {
+    if missions.is_empty() {
+        return outln!("no missions yet");
+    }
+    outln!(
+        "{:<36}  {:<20} {:<24} {:>21}  {:>7} {:>6} {:>6} {:>7} {:>7}",
+        "mission",
+        "name",
+        "status",
+        "spend (settled/limit)",
+        "decided",
+        "review",
+        "failed",
+        "skipped",
+        "pending"
+    )?;
+    for m in missions {
+        outln!(
+            "{:<36}  {:<20} {:<24} {:>21}  {:>7} {:>6} {:>6} {:>7} {:>7}",
+            m.mission_id,
+            truncate(&m.name, 20),
+            status_word(m.status),
+            format!("{} / {}", m.settled, m.limit),
+            m.counts.decided,
+            m.counts.awaiting_review,
+            m.counts.failed,
+            m.counts.skipped,
+            m.counts.unfinished
+        )?;
+    }
+    Ok(())
 }
 
 /// A mission status in words.
@@ -91,6 +189,7 @@ pub fn status_text(status: MissionStatus) -> &'static str {
     match status {
         MissionStatus::Running => "running (interrupted?)",
         MissionStatus::Completed => "completed",
+        MissionStatus::CompletedWithFailures => "completed with failures: some tasks failed (`conductor ledger show --tasks`)",
         MissionStatus::AwaitingReview => "awaiting review",
         MissionStatus::BudgetExhausted => "budget exhausted: stopped before every task could run",
         MissionStatus::Paused => "paused: out of budget; resume with `conductor mission resume`",
@@ -100,19 +199,19 @@ pub fn status_text(status: MissionStatus) -> &'static str {
     }
 }
 
-pub fn print_human(s: &Summary) {
-    println!("mission {} ({})", s.name, s.mission_id);
-    println!("status  {}", status_text(s.status));
-    println!(
+pub fn print_human(s: &Summary) -> io::Result<()> {
+    outln!("mission {} ({})", s.name, s.mission_id)?;
+    outln!("status  {}", status_text(s.status))?;
+    outln!(
         "budget  {} of {} settled, {} pending, {} available",
         s.budget.settled, s.budget.limit, s.budget.pending, s.budget.available
-    );
-    println!(
+    )?;
+    outln!(
         "tasks   {} decided, {} awaiting review, {} failed, {} skipped",
         s.counts.decided, s.counts.awaiting_review, s.counts.failed, s.counts.skipped
-    );
-    println!();
-    println!("{:>4}  {:<16} {:<16} {:<14} detail", "#", "case", "status", "outcome");
+    )?;
+    outln!()?;
+    outln!("{:>4}  {:<16} {:<16} {:<14} detail", "#", "case", "status", "outcome")?;
     for t in &s.tasks {
         let status = match t.status {
             TaskStatus::Pending => "pending",
@@ -125,19 +224,28 @@ pub fn print_human(s: &Summary) {
         let detail = match t.status {
             TaskStatus::Failed | TaskStatus::Skipped => t.failure.clone().unwrap_or_default(),
             TaskStatus::AwaitingReview => format!("gate {}", t.gate.as_deref().unwrap_or("?")),
-            _ => t.decided_by.clone().map(|d| format!("by {d}")).unwrap_or_default(),
+            _ => t.decided_by.as_deref().map(|d| format!("by {}", decider(d, &s.names))).unwrap_or_default(),
         };
-        println!(
+        outln!(
             "{:>4}  {:<16} {:<16} {:<14} {}",
             t.index,
             truncate(&t.case_id, 16),
             status,
             truncate(t.outcome.as_deref().unwrap_or("-"), 14),
             truncate(&detail, 80)
-        );
+        )?;
     }
-    println!();
-    println!("journal {} entries, head {}", s.journal.entries, s.journal.head);
+    outln!()?;
+    outln!("journal {} entries, head {}", s.journal.entries, s.journal.head)?;
+    Ok(())
+}
+
+/// `agent`, or `reviewer NAME (KEY ID)` for a registered name.
+fn decider(decided_by: &str, names: &BTreeMap<String, String>) -> String {
+    match reviewer_of(decided_by) {
+        Some(id) => format!("reviewer {}", crate::keys::display(names, id)),
+        None => decided_by.to_owned(),
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

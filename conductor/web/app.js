@@ -1,5 +1,8 @@
 // The conductor's reviewer page: sign in with your own key, see the gates
 // waiting for you, and decide them with signatures made in this tab.
+// Operators and auditors sign in the same way to look: operators see the
+// queue, auditors the decided gates; only reviewers decide (the server
+// enforces it; the page just does not offer what would be refused).
 //
 // Trust model, in short:
 //  - the private key is unlocked here and kept only as a non-extractable
@@ -30,6 +33,25 @@ const encoder = new TextEncoder();
 const DECIDE_ATTEMPTS = 5;
 /** The server's bound on a note (gates.rs NOTE_BYTES_MAX). */
 const NOTE_BYTES_MAX = 4096;
+/** The keys that sign in here (serve.rs allows these and no others). */
+const SIGN_IN_ROLES = ['reviewer', 'operator', 'auditor'];
+
+/** What each role sees: the queue of pending gates, or only decided ones. */
+const VIEWS = {
+  reviewer: { queue: true, heading: 'Gates waiting for you', empty: 'No gates are waiting for you.', note: null },
+  operator: {
+    queue: true,
+    heading: 'Gates waiting for review',
+    empty: 'No gates are waiting for review.',
+    note: 'You signed in with an operator key: you see the queue as reviewers do; only reviewers decide.',
+  },
+  auditor: {
+    queue: false,
+    heading: 'Decided gates',
+    empty: null,
+    note: 'You signed in with an auditor key: you see the gates once they are decided. The journal that records them is checked offline, with conductor audit verify.',
+  },
+};
 
 const state = {
   /** {publicKey, publicHex, signingKey, name, keyId, role} once signed in. */
@@ -66,6 +88,7 @@ function el(tag, attrs = {}, ...children) {
 
 function setState(name) {
   document.body.dataset.state = name;
+  if (name !== 'signed-in') delete document.body.dataset.role;
   const signedIn = name === 'signed-in';
   $('signin-view').hidden = signedIn;
   $('gates-view').hidden = !signedIn;
@@ -184,7 +207,7 @@ async function onSignIn(event) {
   event.preventDefault();
   clearMessage();
   const file = $('key-file').files?.[0];
-  if (!file) return say('Choose your reviewer key file first.', 'error');
+  if (!file) return say('Choose your key file first.', 'error');
   if (file.size > KEY_FILE_BYTES_MAX) return say('That file is larger than any conductor key file.', 'error');
   const passphrase = $('passphrase').value;
   setState('unlocking');
@@ -194,7 +217,7 @@ async function onSignIn(event) {
   try {
     const text = await file.text();
     const me = await unlockKeyFile(text, passphrase, {
-      requireRole: 'reviewer',
+      roles: SIGN_IN_ROLES,
       onProgress: (fraction) => {
         progress.value = fraction;
       },
@@ -215,8 +238,9 @@ async function onSignIn(event) {
     if (session?.public_key && session.public_key.toLowerCase() !== me.publicHex) {
       throw new Error('the conductor signed in a different key than this one');
     }
-    state.me = { ...me, name: session?.name || 'reviewer', keyId: session?.key_id || me.publicHex.slice(0, 32), role: session?.role || me.role };
+    state.me = { ...me, name: session?.name || me.role, keyId: session?.key_id || me.publicHex.slice(0, 32), role: session?.role || me.role };
     $('sign-in-form').reset();
+    showView(state.me.role);
     $('who-name').textContent = state.me.name;
     $('who-key').textContent = state.me.keyId;
     $('who-key').title = `public key ${me.publicHex}`;
@@ -250,7 +274,9 @@ function signOutLocally(text, kind = 'error') {
   state.shown.clear();
   state.busy.clear();
   $('gates').replaceChildren();
+  $('decided-rows').replaceChildren();
   $('gate-count').textContent = '';
+  $('decided-count').textContent = '';
   $('empty').hidden = true;
   setState('signed-out');
   if (text) say(text, kind);
@@ -297,7 +323,25 @@ function closeEvents() {
 
 // ---------------------------------------------------------------- gates
 
-/** Fetches the pending gates and re-renders; coalesces overlapping calls. */
+/** The signed-in role's view: headings, the note, and which lists show. */
+function view() {
+  return VIEWS[state.me?.role] ?? VIEWS.auditor;
+}
+
+function showView(role) {
+  document.body.dataset.role = role;
+  const v = view();
+  $('gates-heading').textContent = v.heading;
+  $('empty').textContent = v.empty ?? '';
+  $('role-note').textContent = v.note ?? '';
+  $('role-note').hidden = !v.note;
+  $('queue').hidden = !v.queue;
+  // Without the queue, the decided list is the page: its heading is the page's.
+  $('decided-title').hidden = !v.queue;
+  $('decided-view').hidden = false;
+}
+
+/** Fetches the gates and re-renders; coalesces overlapping calls. */
 async function refreshGates() {
   if (!state.me) return;
   if (state.refreshing) {
@@ -310,7 +354,8 @@ async function refreshGates() {
       state.refreshAgain = false;
       const data = await api('GET', '/api/gates');
       if (!state.me) return;
-      renderGates(Array.isArray(data?.gates) ? data.gates : []);
+      if (view().queue) renderGates(Array.isArray(data?.gates) ? data.gates : []);
+      renderDecided(Array.isArray(data?.decided) ? data.decided : []);
     } while (state.refreshAgain && state.me);
   } catch (e) {
     if (state.me || e.status !== 401) say(`Could not load the gates: ${e.message}`, 'error');
@@ -347,13 +392,16 @@ function renderGates(gates) {
   const active = document.activeElement;
   const activeCard = active?.closest?.('.gate');
   const activeField = activeCard && ['note', 'outcome', 'reason', 'amount'].find((c) => active.classList.contains(c));
-  const selection = activeField && active.type !== 'number' ? [active.selectionStart, active.selectionEnd] : null;
+  // Text fields keep their caret; a select box has none.
+  const selection = activeField && typeof active.setSelectionRange === 'function' && active.type !== 'number'
+    ? [active.selectionStart, active.selectionEnd]
+    : null;
   list.replaceChildren(...cards);
   if (activeField && !activeCard.isConnected) {
     const again = cards.find((c) => c.dataset.gateId === activeCard.dataset.gateId)?.querySelector(`.${activeField}`);
     if (again) {
       again.focus();
-      if (selection) again.setSelectionRange(...selection);
+      if (selection && typeof again.setSelectionRange === 'function') again.setSelectionRange(...selection);
     }
   }
   for (const card of cards) setBusy(card, state.busy.has(card.dataset.gateId));
@@ -361,11 +409,23 @@ function renderGates(gates) {
   $('gate-count').textContent = cards.length ? `(${cards.length})` : '';
 }
 
+/** Whether the reviewer changed a field from what the card first showed. */
+function changed(field) {
+  if (field instanceof HTMLSelectElement) {
+    const first = [...field.options].find((o) => o.defaultSelected) ?? field.options[0];
+    return field.value !== (first?.value ?? '');
+  }
+  return field.value !== field.defaultValue;
+}
+
 function carryInput(from, to) {
   for (const selector of ['.note', '.outcome', '.reason', '.amount']) {
     const a = from.querySelector(selector);
     const b = to.querySelector(selector);
-    if (a && b && a.value !== a.defaultValue) b.value = a.value;
+    if (!a || !b || !changed(a)) continue;
+    // A choice the rebuilt card no longer offers is dropped, not forced.
+    if (b instanceof HTMLSelectElement && ![...b.options].some((o) => o.value === a.value && !o.disabled)) continue;
+    b.value = a.value;
   }
   const panel = from.querySelector('.edit-fields');
   if (panel && !panel.hidden) openEditPanel(to, true, false);
@@ -459,7 +519,7 @@ function gateCard(gate) {
   if (editable) {
     editFields.push(
       el('div', { class: 'field' }, el('label', { for: `${slug}-outcome`, text: 'Outcome' }),
-        el('input', { type: 'text', id: `${slug}-outcome`, class: 'outcome', name: 'outcome', value: plain(gate.proposal.outcome), maxlength: 200 })),
+        outcomeField(`${slug}-outcome`, gate.proposal.outcome, allowedOutcomes(gate))),
       el('div', { class: 'field' }, el('label', { for: `${slug}-reason`, text: 'Reason' }),
         el('textarea', { id: `${slug}-reason`, class: 'reason', name: 'reason', rows: 3 }, plain(gate.proposal.reason))));
   }
@@ -477,24 +537,26 @@ function gateCard(gate) {
     el('div', { class: 'buttons' },
       el('button', { type: 'button', class: 'cancel-edits secondary', onclick: (e) => openEditPanel(e.target.closest('.gate'), false) }, 'Cancel edits')));
 
-  const controls = el('div', { class: 'decide' },
-    el('div', { class: 'field' },
-      el('label', { for: noteId, text: 'Note (optional, recorded with your decision)' }),
-      el('textarea', { id: noteId, class: 'note', name: 'note', rows: 2, maxlength: NOTE_BYTES_MAX, disabled: !canDecide })),
-    canEdit ? panel : null,
-    el('div', { class: 'buttons main' },
-      button('approve primary', 'Approve', () => decide(gate, 'approve', false)),
-      canEdit
-        ? button('edit secondary', 'Approve with edits', (e) => {
-            // First press opens the fields; with them open, it approves as edited.
-            const card = e.target.closest('.gate');
-            if (card.classList.contains('editing')) decide(gate, 'approve', true);
-            else openEditPanel(card, true);
-          }, { 'aria-expanded': 'false', 'aria-controls': `${slug}-edits` })
-        : null,
-      button('reject danger', 'Reject', () => decide(gate, 'reject', false))),
-    canDecide ? null : el('p', { class: 'why-not', text: `You cannot decide this gate: ${whyNot}` }),
-    el('p', { class: 'status', 'aria-live': 'polite' }));
+  const controls = state.me?.role !== 'reviewer'
+    ? el('p', { class: 'look-only', text: 'Only reviewers decide gates; you are here to look.' })
+    : el('div', { class: 'decide' },
+      el('div', { class: 'field' },
+        el('label', { for: noteId, text: 'Note (optional, recorded with your decision)' }),
+        el('textarea', { id: noteId, class: 'note', name: 'note', rows: 2, maxlength: NOTE_BYTES_MAX, disabled: !canDecide })),
+      canEdit ? panel : null,
+      el('div', { class: 'buttons main' },
+        button('approve primary', 'Approve', () => decide(gate, 'approve', false)),
+        canEdit
+          ? button('edit secondary', 'Approve with edits', (e) => {
+              // First press opens the fields; with them open, it approves as edited.
+              const card = e.target.closest('.gate');
+              if (card.classList.contains('editing')) decide(gate, 'approve', true);
+              else openEditPanel(card, true);
+            }, { 'aria-expanded': 'false', 'aria-controls': `${slug}-edits` })
+          : null,
+        button('reject danger', 'Reject', () => decide(gate, 'reject', false))),
+      canDecide ? null : el('p', { class: 'why-not', text: `You cannot decide this gate: ${whyNot}` }),
+      el('p', { class: 'status', 'aria-live': 'polite' }));
 
   return el('section', { class: `gate kind-${isBudget ? 'budget' : 'case'}`, 'data-gate-id': id, 'aria-labelledby': `${slug}-title` },
     el('header', { class: 'gate-head' },
@@ -503,6 +565,48 @@ function gateCard(gate) {
     deadline,
     sections,
     controls);
+}
+
+/** The outcomes the gate's mission allows, or null when it lists none. */
+function allowedOutcomes(gate) {
+  const outcomes = gate.decision_rules?.outcomes;
+  if (!Array.isArray(outcomes)) return null;
+  const strings = outcomes.filter((o) => typeof o === 'string' && o !== '');
+  return strings.length ? strings : null;
+}
+
+/**
+ * The outcome to approve with: a select box of the allowed outcomes when
+ * the mission lists them (the server refuses any other), else free text.
+ * A proposal outside the list is not offered: the reviewer must choose.
+ */
+function outcomeField(id, proposed, allowed) {
+  if (!allowed) {
+    return el('input', { type: 'text', id, class: 'outcome', name: 'outcome', value: plain(proposed), maxlength: 200 });
+  }
+  const listed = allowed.includes(proposed);
+  return el('select', { id, class: 'outcome', name: 'outcome' },
+    listed ? null : el('option', { value: '', selected: true, disabled: true, text: `choose (the agent proposed ${plain(proposed)})` }),
+    allowed.map((outcome) => el('option', { value: outcome, selected: outcome === proposed, text: outcome })));
+}
+
+/** The decided gates, newest first, as table rows (text only). */
+function renderDecided(decided) {
+  const rows = decided
+    .filter((g) => g && typeof g.id === 'string')
+    .map((g) => el('tr', { 'data-gate-id': g.id },
+      el('td', {}, el('strong', { text: plain(g.gate) }), g.mission ? el('div', { class: 'muted' }, el('code', { text: g.mission })) : null),
+      el('td', {}, g.kind === 'budget' ? el('span', { class: 'muted', text: 'budget' }) : el('code', { text: plain(g.case_id) })),
+      el('td', {}, el('span', { class: `verdict verdict-${String(g.status).replace(/[^a-z_]/g, '')}`, text: plain(g.status) })),
+      el('td', { text: plain(g.outcome) }),
+      el('td', {}, g.reviewer ? el('code', { text: g.reviewer }) : '—'),
+      el('td', { class: 'text', text: plain(g.note) }),
+      el('td', {}, formatTime(g.decided_at) ?? '—')));
+  $('decided-rows').replaceChildren(...rows);
+  $('decided').hidden = rows.length === 0;
+  $('decided-empty').hidden = rows.length > 0;
+  $('decided-count').textContent = rows.length ? `(${rows.length})` : '';
+  if (!view().queue) $('gate-count').textContent = rows.length ? `(${rows.length})` : '';
 }
 
 /**
@@ -560,7 +664,9 @@ function readDecision(gate, verdict, withEdits) {
   if (verdict === 'approve' && withEdits && gate.proposal && !gate.question) {
     edits = {};
     for (const field of ['outcome', 'reason']) {
-      const value = card?.querySelector(`.${field}`)?.value.trim() ?? '';
+      const input = card?.querySelector(`.${field}`);
+      const value = input?.value.trim() ?? '';
+      if (value === '' && input instanceof HTMLSelectElement) throw new Error('Choose the outcome to approve with.');
       if (value === '') throw new Error(`The ${field} cannot be empty; use Reject to overrule the agent.`);
       if (value !== gate.proposal[field]) edits[field] = value;
     }

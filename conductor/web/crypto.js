@@ -274,13 +274,13 @@ export function importPublicKey(publicKey) {
 /**
  * The whole unlock: text of a key file and its passphrase to
  * `{role, publicKey, publicHex, signingKey}` where `signingKey` is a
- * non-extractable CryptoKey. `requireRole` refuses other roles before the
- * (slow) KDF runs.
+ * non-extractable CryptoKey. `roles` (a list) refuses other roles before
+ * the (slow) KDF runs.
  */
-export async function unlockKeyFile(text, passphrase, { onProgress, requireRole } = {}) {
+export async function unlockKeyFile(text, passphrase, { onProgress, roles } = {}) {
   const file = parseKeyFile(text);
-  if (requireRole && file.role !== requireRole) {
-    throw new Error(`this is a ${file.role} key; only a ${requireRole} key signs in here`);
+  if (roles && !roles.includes(file.role)) {
+    throw new Error(`this is ${/^[aeiou]/.test(file.role) ? 'an' : 'a'} ${file.role} key; sign in with a ${roles.join(', ').replace(/, ([^,]*)$/, ' or $1')} key`);
   }
   const seed = await unsealSecret(file, passphrase, onProgress);
   if (!file.sealed) file.secret.fill(0);

@@ -16,6 +16,31 @@ pub enum LedgerError {
          writing (e.g. `conductor ledger show --data COPY_DIR`) repairs it if it can"
     )]
     NeedsRepair(PathBuf),
+    /// The database file exists but is not a complete redb database: it
+    /// was never completely created (a full disk or a crash while the data
+    /// directory was first set up, by a version that did not create it
+    /// atomically), or something else overwrote it.
+    #[error(
+        "{path} is not a usable ledger database: {found}. It was probably never completely created \
+         (for example, the disk filled while the data directory was first set up). If this data \
+         directory is new and holds nothing else of value, delete the directory and run the command \
+         again; otherwise move this file aside and restore it from a backup"
+    )]
+    NotADatabase { path: PathBuf, found: DamagedFile },
+    /// Creating a new database failed. It is built under a temporary name
+    /// and renamed into place only when complete, so nothing was left at
+    /// `path` and the same command creates it once the cause is fixed.
+    #[error(
+        "could not create the ledger database {path} (nothing was left in its place; fix the cause, \
+         for example free disk space or the directory's permissions, and run the same command again)"
+    )]
+    CreateFailed {
+        path: PathBuf,
+        /// Why, as the error's source only (not repeated in the message),
+        /// so a chain printer (`{:#}`) says it once.
+        #[source]
+        cause: redb::Error,
+    },
     /// Writing an export or other output failed.
     #[error("{what}: {source}")]
     Io {
@@ -43,6 +68,21 @@ pub enum LedgerError {
     /// ([`crate::RemoteKey`]) was refused; nothing was written.
     #[error(transparent)]
     Remote(#[from] RemoteSignError),
+}
+
+/// What was found in a database file that is not a redb database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DamagedFile {
+    /// The file has no bytes at all.
+    #[error("the file is empty")]
+    Empty,
+    /// The file's first page (where redb's header belongs) holds only
+    /// zeros: space was allocated but the header was never written.
+    #[error("the file holds only zero bytes where the database header belongs")]
+    Zeros,
+    /// Something else: the header is missing or damaged.
+    #[error("the file does not begin with a redb database header")]
+    NoHeader,
 }
 
 pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> LedgerError {
@@ -171,6 +211,18 @@ pub enum VerifyFailure {
     BudgetRule(String),
     #[error("the database's projections disagree with the journal: {0}")]
     ProjectionDiffers(String),
+    /// A second terminal entry for one task (see [`crate::outcomes`]).
+    #[error(
+        "task {task} of mission `{mission}` already ended at sequence {first_seq}: a task has exactly \
+         one terminal entry (`task.decided`, `task.failed` or `task.skipped`), and this one contradicts it"
+    )]
+    TaskEndedTwice { mission: String, task: u64, first_seq: u64 },
+    /// A second decision for one gate (see [`crate::outcomes`]).
+    #[error(
+        "gate `{gate_id}` was already decided at sequence {first_seq}: a gate has exactly one decision \
+         (`gate.decided` or `gate.timed_out`), and this one contradicts it"
+    )]
+    GateDecidedTwice { gate_id: String, first_seq: u64 },
 }
 
 /// Verification found a bad entry.

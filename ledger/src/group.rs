@@ -216,18 +216,27 @@ fn replicate(e: &LedgerError) -> LedgerError {
         LedgerError::Busy(path) => LedgerError::Busy(path.clone()),
         LedgerError::NeedsRepair(path) => LedgerError::NeedsRepair(path.clone()),
         LedgerError::Io { what, source } => LedgerError::Io { what, source: io_copy(source) },
-        LedgerError::Storage(inner) => LedgerError::Storage(match inner {
-            redb::Error::Io(source) => redb::Error::Io(io_copy(source)),
-            redb::Error::Corrupted(text) => redb::Error::Corrupted(text.clone()),
-            redb::Error::TransactionPoisoned => redb::Error::TransactionPoisoned,
-            redb::Error::DatabaseAlreadyOpen => redb::Error::DatabaseAlreadyOpen,
-            other => redb::Error::Io(io::Error::other(other.to_string())),
-        }),
+        LedgerError::Storage(inner) => LedgerError::Storage(storage_copy(inner)),
+        LedgerError::NotADatabase { path, found } => LedgerError::NotADatabase { path: path.clone(), found: *found },
+        LedgerError::CreateFailed { path, cause } => {
+            LedgerError::CreateFailed { path: path.clone(), cause: storage_copy(cause) }
+        }
         LedgerError::BadEntry(text) => LedgerError::BadEntry(text.clone()),
         LedgerError::Corrupt { seq, failure } => LedgerError::Corrupt { seq: *seq, failure: failure.clone() },
         LedgerError::Unauthorized(failure) => LedgerError::Unauthorized(failure.clone()),
         LedgerError::Budget(b) => LedgerError::Budget(b.clone()),
         LedgerError::Remote(r) => LedgerError::Remote(r.clone()),
+    }
+}
+
+fn storage_copy(e: &redb::Error) -> redb::Error {
+    let io_copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+    match e {
+        redb::Error::Io(source) => redb::Error::Io(io_copy(source)),
+        redb::Error::Corrupted(text) => redb::Error::Corrupted(text.clone()),
+        redb::Error::TransactionPoisoned => redb::Error::TransactionPoisoned,
+        redb::Error::DatabaseAlreadyOpen => redb::Error::DatabaseAlreadyOpen,
+        other => redb::Error::Io(io::Error::other(other.to_string())),
     }
 }
 

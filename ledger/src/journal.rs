@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::budget::BudgetCache;
 use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash, KIND_BYTES_MAX, PAYLOAD_BYTES_MAX};
-use crate::error::{LedgerError, RemoteSignError, VerifyFailure, storage};
+use crate::error::{DamagedFile, LedgerError, RemoteSignError, VerifyFailure, storage};
 use crate::remote::{Remote, RemoteKey};
 use crate::rules::{self, KeyRecord, KeyStore};
 
@@ -25,6 +25,13 @@ const KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("journal_keys");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("journal_meta");
 /// seq of every `journal.checkpoint` entry.
 const CHECKPOINTS: TableDefinition<u64, ()> = TableDefinition::new("journal_checkpoints");
+/// Projection of the outcome entries (see [`crate::outcomes`]): subject
+/// key -> seq of the entry that ended the task or decided the gate.
+const OUTCOMES: TableDefinition<&[u8], u64> = TableDefinition::new("journal_outcomes");
+/// The [`META`] row present once [`OUTCOMES`] holds every outcome in the
+/// journal: set when a database is created, or when one written before
+/// the table existed is first opened (and the table filled from it).
+const OUTCOMES_INDEXED: &str = "outcomes_indexed";
 
 /// How many entries may pass between automatic checkpoints by default.
 pub const CHECKPOINT_EVERY_DEFAULT: u64 = 1024;
@@ -54,30 +61,47 @@ struct AutoCheckpoint {
 /// journal and the projections' hot rows, which fit well within this.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// How long [`Ledger::open`] waits for another process that is creating
+/// the same database: creation takes milliseconds, so a process still at
+/// it after this long is stuck, and waiting longer helps nobody.
+const CREATE_WAIT_MS_MAX: u64 = 10_000;
+/// How often the wait above looks again.
+const CREATE_POLL_MS: u64 = 10;
+/// How much of a file [`Ledger::open`] reads to say what it holds when it
+/// is not a database: redb's header lives in the first page.
+const HEADER_PROBE_BYTES: u64 = 4096;
+
 impl Ledger {
-    /// Opens the ledger at `path`, creating an empty one if it does not exist.
+    /// Opens the ledger at `path`, creating an empty one if it does not
+    /// exist. Creation is atomic: the database is built complete under a
+    /// temporary name in the same directory, synced, renamed to `path`,
+    /// and the directory synced, so a full disk or a crash leaves either
+    /// no file or a complete database, never a file that later fails.
+    /// An existing file that is not a redb database is
+    /// [`LedgerError::NotADatabase`], which says what to do.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
-            other => storage(other),
-        })?;
-        let ledger = Ledger {
+        if let Err(e) = std::fs::symlink_metadata(path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            create_database(path)?;
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        let ledger = Ledger::over(db, path);
+        ledger.write(|txn| create_tables(&txn.inner))?;
+        Ok(ledger)
+    }
+
+    fn over(db: Database, path: &Path) -> Self {
+        Ledger {
             db,
             path: path.to_owned(),
             checkpoints: None,
             batch_postings: false,
             budget_cache: std::sync::Mutex::default(),
-        };
-        // Create the tables up front so readers never see "table missing".
-        ledger.write(|txn| {
-            txn.inner.open_table(JOURNAL).map_err(storage)?;
-            txn.inner.open_table(HEAD).map_err(storage)?;
-            txn.inner.open_table(KEYS).map_err(storage)?;
-            txn.inner.open_table(META).map_err(storage)?;
-            txn.inner.open_table(CHECKPOINTS).map_err(storage)?;
-            crate::budget::create_tables(&txn.inner)
-        })?;
-        Ok(ledger)
+        }
     }
 
     /// From now on, whenever an append brings the journal to a multiple
@@ -251,19 +275,161 @@ impl Ledger {
     }
 }
 
-/// Opens an existing database for reading only (auditing and export):
-/// nothing is created, repaired or written.
 /// Opens a database read-only (no lock on writers' work, nothing
-/// written), for auditors' commands and read snapshots of projections.
+/// written, nothing created or repaired), for auditors' commands and read
+/// snapshots of projections.
 pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
     // The same bounded page cache as a writer: auditors' commands scan
     // journals of millions of entries, and redb's default (1 GiB per
     // open database) grew with every pass.
-    redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path).map_err(|e| match e {
+    redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path).map_err(|e| open_error(path, e))
+}
+
+/// The error for a database at `path` that redb would not open: a file
+/// that is not a redb database is named as such, with what it holds.
+fn open_error(path: &Path, e: redb::DatabaseError) -> LedgerError {
+    match e {
         redb::DatabaseError::DatabaseAlreadyOpen => LedgerError::Busy(path.to_owned()),
         redb::DatabaseError::RepairAborted => LedgerError::NeedsRepair(path.to_owned()),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            // redb's "not a database" (no magic number, or an empty file
+            // it was not asked to initialise). Say what the file holds.
+            match damage_of(path) {
+                Some(found) => LedgerError::NotADatabase { path: path.to_owned(), found },
+                None => storage(redb::DatabaseError::Storage(redb::StorageError::Io(io))),
+            }
+        }
         other => storage(other),
+    }
+}
+
+/// What the start of a file that redb refused holds; `None` when it
+/// cannot be read (the caller reports redb's own error then).
+fn damage_of(path: &Path) -> Option<DamagedFile> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut head = Vec::new();
+    file.take(HEADER_PROBE_BYTES).read_to_end(&mut head).ok()?;
+    Some(if head.is_empty() {
+        DamagedFile::Empty
+    } else if head.iter().all(|b| *b == 0) {
+        DamagedFile::Zeros
+    } else {
+        DamagedFile::NoHeader
     })
+}
+
+/// Every table the ledger keeps, created up front so readers never see
+/// "table missing"; and the outcomes projection filled from the journal
+/// if this database was written before it existed.
+fn create_tables(txn: &redb::WriteTransaction) -> Result<(), LedgerError> {
+    txn.open_table(JOURNAL).map_err(storage)?;
+    txn.open_table(HEAD).map_err(storage)?;
+    txn.open_table(KEYS).map_err(storage)?;
+    txn.open_table(CHECKPOINTS).map_err(storage)?;
+    txn.open_table(OUTCOMES).map_err(storage)?;
+    crate::budget::create_tables(txn)?;
+    let mut meta = txn.open_table(META).map_err(storage)?;
+    if meta.get(OUTCOMES_INDEXED).map_err(storage)?.is_none() {
+        index_outcomes(txn)?;
+        meta.insert(OUTCOMES_INDEXED, [1u8].as_slice()).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Fills [`OUTCOMES`] from the journal, once per database: the first
+/// outcome of each subject. An entry that does not decode, or an outcome
+/// that does not name its subject, is skipped: opening must not fail on
+/// what `verify` exists to report.
+fn index_outcomes(txn: &redb::WriteTransaction) -> Result<(), LedgerError> {
+    let journal = txn.open_table(JOURNAL).map_err(storage)?;
+    let mut outcomes = txn.open_table(OUTCOMES).map_err(storage)?;
+    for row in journal.iter().map_err(storage)? {
+        let (seq, record) = row.map_err(storage)?;
+        let Ok(entry) = entry::decode(record.value()) else { continue };
+        let Some(key) = crate::outcomes::key_of(&entry.kind, &entry.payload) else { continue };
+        if outcomes.get(key.as_slice()).map_err(storage)?.is_none() {
+            outcomes.insert(key.as_slice(), seq.value()).map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty database at `path` atomically (see [`Ledger::open`]).
+/// Creators of the same path take turns under a lock on the directory;
+/// one that finds the database made meanwhile returns at once.
+fn create_database(path: &Path) -> Result<(), LedgerError> {
+    let failed = |cause: redb::Error| LedgerError::CreateFailed { path: path.to_owned(), cause };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let _turn = lock_directory(dir, path)?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(path.file_name().unwrap_or_default());
+    temp_name.push(".creating");
+    let temp = dir.join(temp_name);
+    // Left by a creator that crashed (the turn is ours, so none is at
+    // work on it): it was never renamed into place, so it holds nothing.
+    if let Err(e) = std::fs::remove_file(&temp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(failed(e.into()));
+    }
+    if let Err(cause) = build_database(&temp).and_then(|()| Ok(std::fs::rename(&temp, path)?)) {
+        // Not at `path`, so nothing will open it; and should removing it
+        // fail too, the next creator removes it first (above).
+        std::fs::remove_file(&temp).ok();
+        return Err(failed(cause));
+    }
+    // The database is complete and in place; only whether its name
+    // survives a power cut is in doubt until the directory is synced.
+    sync_directory(dir).map_err(storage)
+}
+
+/// Builds a complete, empty ledger database at `temp`, durably.
+fn build_database(temp: &Path) -> Result<(), redb::Error> {
+    let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(temp)?;
+    let ledger = Ledger::over(db, temp);
+    // A durable commit: redb syncs the file before it returns.
+    ledger.write(|txn| create_tables(&txn.inner)).map_err(|e| match e {
+        LedgerError::Storage(e) => e,
+        other => redb::Error::Io(std::io::Error::other(other.to_string())),
+    })?;
+    drop(ledger);
+    std::fs::File::open(temp)?.sync_all()?;
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable (the directory entry is data too).
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Waits (bounded) for an exclusive lock on `dir`, held while the guard
+/// lives, so two processes never build the same database at once; a
+/// crashed holder's lock ends with it. Where the directory cannot be
+/// locked at all (another OS, some network file systems), creation goes
+/// ahead unlocked: it is still atomic, and only two first runs at the same
+/// instant could collide.
+fn lock_directory(dir: &Path, path: &Path) -> Result<Option<std::fs::File>, LedgerError> {
+    let Ok(handle) = std::fs::File::open(dir) else { return Ok(None) };
+    let started = std::time::Instant::now();
+    loop {
+        match handle.try_lock() {
+            Ok(()) => return Ok(Some(handle)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= std::time::Duration::from_millis(CREATE_WAIT_MS_MAX) {
+                    return Err(LedgerError::Busy(path.to_owned()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(CREATE_POLL_MS));
+            }
+            Err(std::fs::TryLockError::Error(_)) => return Ok(None),
+        }
+    }
 }
 
 fn decode_key_record(text: &str) -> Result<KeyRecord, LedgerError> {
@@ -381,6 +547,25 @@ impl KeyStore for RedbKeys<'_> {
         let mut table = self.txn.open_table(META).map_err(storage)?;
         table.insert("conductor", public.as_slice()).map_err(storage)?;
         self.cache.borrow_mut().conductor = Some(Some(*public));
+        Ok(())
+    }
+}
+
+/// The ended tasks and decided gates as the redb projection, for the
+/// exactly-once check at append time.
+struct RedbOutcomes<'a> {
+    txn: &'a redb::WriteTransaction,
+}
+
+impl crate::outcomes::OutcomeStore for RedbOutcomes<'_> {
+    type Error = LedgerError;
+    fn closed_at(&self, key: &crate::outcomes::SubjectKey) -> Result<Option<u64>, LedgerError> {
+        let table = self.txn.open_table(OUTCOMES).map_err(storage)?;
+        Ok(table.get(key.as_slice()).map_err(storage)?.map(|g| g.value()))
+    }
+    fn close(&mut self, key: &crate::outcomes::SubjectKey, seq: u64) -> Result<(), LedgerError> {
+        let mut table = self.txn.open_table(OUTCOMES).map_err(storage)?;
+        table.insert(key.as_slice(), seq).map_err(storage)?;
         Ok(())
     }
 }
@@ -726,6 +911,9 @@ impl Txn {
                 Remote::Signed(signature) => Seal::Given(signature),
             },
         };
+        // Last before staging: a refusal after it would leave the outcome
+        // recorded for an entry that was never staged.
+        crate::outcomes::admit(&mut RedbOutcomes { txn: &self.inner }, seq, kind, &payload)?;
         self.staged.push(Staged { seq, record, hash, signer, checkpoint });
         self.head = Some((seq + 1, hash));
         if let Some(auto) = self.checkpoints.clone() {
@@ -902,16 +1090,16 @@ mod tests {
             .expect("register reviewer");
         ledger.write(|t| t.append(&agent, "host.log", &json!({}), 3)).expect("agent logs");
         // Wrong role for the kind.
-        let wrong = ledger.write(|t| t.append(&agent, "gate.decided", &json!({}), 3));
+        let wrong = ledger.write(|t| t.append(&agent, "gate.decided", &json!({"gate_id": "g1"}), 3));
         assert!(matches!(wrong, Err(LedgerError::Unauthorized(VerifyFailure::WrongRole { .. }))));
-        ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({}), 3)).expect("reviewer decides");
+        ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({"gate_id": "g1"}), 3)).expect("reviewer decides");
         // A second registration, and registering a conductor, are refused.
         assert!(ledger.write(|t| t.register_key(&conductor, &agent.public(), Role::Agent, json!({}), 4)).is_err());
         let other = Keypair::generate(Role::Conductor);
         assert!(ledger.write(|t| t.register_key(&conductor, &other.public(), Role::Conductor, json!({}), 4)).is_err());
         // Revocation ends a key.
         ledger.write(|t| t.revoke_key(&conductor, &reviewer.public(), "left", 5)).expect("revoke");
-        let revoked = ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({}), 6));
+        let revoked = ledger.write(|t| t.append(&reviewer, "gate.decided", &json!({"gate_id": "g2"}), 6));
         assert!(matches!(revoked, Err(LedgerError::Unauthorized(VerifyFailure::RevokedKey { .. }))));
         // Rotation hands the role on.
         let agent2 = Keypair::generate(Role::Agent);

@@ -17,8 +17,15 @@
 //!   browser), in a capture pass and a signed pass ([`RemoteKey`]).
 //! - [`Ledger::verify`] and [`verify_export`] re-walk the chain and check
 //!   every hash, link, signer and signature (batch-verified on every
-//!   core), naming the first bad sequence number; [`Checkpoint`]s held
-//!   elsewhere pin the head against truncation and rewrites.
+//!   core), replay the budget postings and hold every task and gate to
+//!   one outcome (`outcomes`), naming the first bad sequence number;
+//!   [`Checkpoint`]s held elsewhere pin the head against truncation and
+//!   rewrites. The same key, budget and outcome rules run at append time,
+//!   so the ledger never writes an entry its verifier would reject.
+//! - [`Ledger::open`] creates a new database atomically (complete under a
+//!   temporary name, then renamed into place), and names a file that is
+//!   not a database ([`LedgerError::NotADatabase`]) instead of failing
+//!   deep inside the storage engine.
 //!
 //! This crate knows nothing about wasm, models or HTTP. Other crates that
 //! keep projections in the same file (memory, the conductor's task state)
@@ -32,6 +39,7 @@ mod error;
 mod export;
 mod group;
 mod journal;
+mod outcomes;
 mod remote;
 pub mod rules;
 mod verify;
@@ -39,7 +47,7 @@ mod verify;
 pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId, available_in};
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
-pub use error::{BudgetError, CheckpointError, LedgerError, RemoteSignError, VerifyError, VerifyFailure};
+pub use error::{BudgetError, CheckpointError, DamagedFile, LedgerError, RemoteSignError, VerifyError, VerifyFailure};
 pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};

@@ -212,9 +212,9 @@ mod tests {
     /// A gate decision: the reviewer's verdict, then the conductor's
     /// bookkeeping after it in the same transaction.
     fn decide(t: &mut Txn, reviewer: &RemoteKey, conductor: &Keypair) -> Result<(u64, u64), LedgerError> {
-        let verdict = json!({"gate": "deploy", "verdict": "approve"});
+        let verdict = json!({"gate_id": "g-deploy", "gate": "deploy", "verdict": "approve"});
         let (gate, _) = t.append_remote(reviewer, "gate.decided", &verdict, 20)?;
-        let (task, _) = t.append(conductor, "task.decided", &json!({"task": "t1"}), 20)?;
+        let (task, _) = t.append(conductor, "task.decided", &json!({"mission": "m", "task": 1}), 20)?;
         Ok((gate, task))
     }
 
@@ -356,7 +356,7 @@ mod tests {
         let head = ledger.head().expect("head");
         let verdicts = |t: &mut Txn, key: &RemoteKey| -> Result<(), LedgerError> {
             t.append_remote(key, "gate.voted", &json!({"vote": 1}), 30)?;
-            t.append_remote(key, "gate.decided", &json!({"verdict": "approve"}), 30)?;
+            t.append_remote(key, "gate.decided", &json!({"gate_id": "g-count", "verdict": "approve"}), 30)?;
             Ok(())
         };
         let key = RemoteKey::capture(reviewer.public(), Role::Reviewer);

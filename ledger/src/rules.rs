@@ -86,6 +86,10 @@ const KIND_SIGNERS: &[(&str, Role)] = &[
     ("gateway.key_issued", Role::Operator),
     ("gateway.completion", Role::Conductor),
     ("gateway.refused", Role::Conductor),
+    ("gateway.key_revoked", Role::Operator),
+    ("gateway.started", Role::Conductor),
+    ("gateway.interrupted", Role::Conductor),
+    ("gateway.refusals", Role::Conductor),
     // A prompt sent to a frontier (non-local) model: data left the host.
     ("data.left_host", Role::Conductor),
 ];

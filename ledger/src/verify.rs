@@ -1,11 +1,12 @@
 //! Verification: one streaming verifier for the database and for exports.
 //!
 //! Entries are checked in order for everything but their signatures
-//! (framing, sequence, hash, chain link, signer authorization, held
-//! checkpoints); signatures are collected and checked in windows with
-//! batch verification on every core. When a batch fails, its entries are
-//! checked one by one with strict verification to name the first bad one,
-//! and the earliest failure of either kind is what is reported.
+//! (framing, sequence, hash, chain link, signer authorization, budget
+//! postings, exactly-once outcomes, held checkpoints); signatures are
+//! collected and checked in windows with batch verification on every core.
+//! When a batch fails, its entries are checked one by one with strict
+//! verification to name the first bad one, and the earliest failure of
+//! either kind is what is reported.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,6 +18,7 @@ use crate::entry::{self, Entry, EntryHash};
 use crate::error::{VerifyError, VerifyFailure, storage};
 use crate::journal::{HEAD, JOURNAL, Ledger, read_head};
 use crate::budget::{self, Account, BudgetBook};
+use crate::outcomes::{self, OutcomeBook};
 use crate::rules::{self, KeyBook, KeyRecord};
 
 /// Signatures per batch-verification call. Larger batches amortise more
@@ -55,6 +57,9 @@ struct PendingSig {
 pub(crate) struct Verifier {
     book: KeyBook,
     budget: BudgetBook,
+    /// Every ended task and decided gate so far (see [`OutcomeBook`] for
+    /// its cost).
+    outcomes: OutcomeBook,
     next: u64,
     prev: EntryHash,
     pending: Vec<PendingSig>,
@@ -70,6 +75,7 @@ impl Verifier {
         Verifier {
             book: KeyBook::default(),
             budget: BudgetBook::default(),
+            outcomes: OutcomeBook::default(),
             next: 0,
             prev: EntryHash::default(),
             pending: Vec::new(),
@@ -165,6 +171,7 @@ impl Verifier {
         if budget::is_posting(&entry.kind) {
             self.budget.apply_posting(&entry.kind, &entry.payload, entry.time_us).map_err(VerifyFailure::BudgetRule)?;
         }
+        outcomes::admit(&mut self.outcomes, entry.seq, &entry.kind, &entry.payload)?;
         if let Some(held) = self.held.get(&entry.seq) {
             if let Some(other) = held.iter().find(|h| **h != entry.hash) {
                 return Err(VerifyFailure::CheckpointMismatch { expected: *other });

@@ -226,7 +226,7 @@ fn task_round(
             t.append(
                 &keys.conductor,
                 "gate.requested",
-                &json!({"task": task, "gate": "publish"}),
+                &json!({"gate_id": format!("g-{r:03}"), "task": task, "gate": "publish"}),
                 clock.tick(),
             )?;
         }
@@ -237,15 +237,16 @@ fn task_round(
             t.append(
                 reviewer,
                 "gate.decided",
-                &json!({"task": task, "gate": "publish", "approve": true}),
+                &json!({"gate_id": format!("g-{r:03}"), "task": task, "gate": "publish", "approve": true}),
                 clock.tick(),
             )
         });
     }
+    // Outcomes name their task as the conductor does: mission and index.
     let (kind, payload) = match r % 6 {
-        4 => ("task.failed", json!({"task": task, "error": "model timed out"})),
-        5 => ("task.skipped", json!({"task": task, "why": "already summarised"})),
-        _ => ("task.decided", json!({"task": task, "decision": "publish"})),
+        4 => ("task.failed", json!({"mission": MISSION, "task": r, "error": "model timed out"})),
+        5 => ("task.skipped", json!({"mission": MISSION, "task": r, "why": "already summarised"})),
+        _ => ("task.decided", json!({"mission": MISSION, "task": r, "decision": "publish"})),
     };
     write(ledger, |t| t.append(&keys.conductor, kind, &payload, clock.tick()));
 }
@@ -1202,7 +1203,7 @@ fn a_key_holding_attacker_is_stopped_by_the_key_rules_and_checkpoints() {
             let mut records = fx.records.clone();
             let prev = hash_of_record(&records[k - 1]);
             let time = fx.entries[k - 1].time_us + 1;
-            let payload = br#"{"task":"t-999","gate":"publish","approve":true}"#;
+            let payload = br#"{"gate_id":"g-999","task":"t-999","gate":"publish","approve":true}"#;
             records.insert(k, entry::signed_record(k as u64, &prev, time, key, kind, payload));
             rechain(&fx.keys, &mut records, k + 1);
             let bytes = assemble(n64 + 1, &records);
@@ -1618,7 +1619,7 @@ fn database_tampering_is_caught_by_ledger_verify() {
         keys.insert(old.as_slice(), text.as_str()).expect("insert");
     });
     let (seq, _) = l
-        .write(|t| t.append(&fx.keys.reviewer_old, "gate.decided", &json!({"approve": true}), 1))
+        .write(|t| t.append(&fx.keys.reviewer_old, "gate.decided", &json!({"gate_id": "g-new", "approve": true}), 1))
         .expect("the tampered projection admits the revoked key");
     assert_eq!(seq, n64);
     projection.record(

@@ -1,8 +1,6 @@
 //! Task cases: read from a directory of JSON files or written inline.
 
 use std::collections::{BTreeMap, btree_map::Entry};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -10,6 +8,7 @@ use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Pos, Report, quoted};
 use crate::mission::{Case, DataTier, MAX_CASE_FILE_BYTES, MAX_CASES};
+use crate::read::{ReadError, read_regular};
 use crate::validate::{Source, pos};
 
 /// A case and where to point when reporting a problem with it.
@@ -55,7 +54,10 @@ pub(crate) fn from_dir(
                 return Vec::new();
             }
         };
-        if path.extension().is_some_and(|ext| ext == "json") && path.is_file() {
+        // Every `*.json` entry is read as a case, so one that is not a
+        // regular file (a FIFO, a device, a directory) is reported there
+        // rather than skipped in silence.
+        if path.extension().is_some_and(|ext| ext == "json") {
             files.push(path);
         }
         if files.len() > MAX_CASES {
@@ -166,51 +168,40 @@ pub(crate) fn from_inline(
 
 /// Reads and parses one case file; problems are reported in that file.
 fn read_case_file(report: &mut Report, path: &Path, file: &str) -> Option<Value> {
-    let mut bytes = Vec::new();
-    // Read one byte past the cap: enough to tell "too large" without
-    // trusting metadata that could change between stat and read.
-    let read =
-        File::open(path).and_then(|f| f.take(MAX_CASE_FILE_BYTES + 1).read_to_end(&mut bytes));
-    if let Err(e) = read {
-        report.error(
-            file,
-            Pos::START,
-            format!("cannot read case file: {e}"),
-            "check the file's permissions",
-        );
-        return None;
-    }
-    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_CASE_FILE_BYTES) {
-        report.error(
-            file,
-            Pos::START,
-            format!("case file is larger than {MAX_CASE_FILE_BYTES} bytes"),
-            "keep each case to the data the agent needs; move bulky documents out of the case",
-        );
-        return None;
-    }
+    let bytes = match read_regular(path, MAX_CASE_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e @ ReadError::TooLarge { .. }) => {
+            report.plain_error(
+                file,
+                Pos::START,
+                format!("cannot read case file: {e}"),
+                "keep each case to the data the agent needs; move bulky documents out of the case",
+            );
+            return None;
+        }
+        Err(e @ ReadError::NotRegular { .. }) => {
+            report.plain_error(
+                file,
+                Pos::START,
+                format!("cannot read case file: {e}"),
+                "a case is a regular `*.json` file; move anything else out of the case directory",
+            );
+            return None;
+        }
+        Err(ReadError::Io(e)) => {
+            report.plain_error(file, Pos::START, format!("cannot read case file: {e}"), "check the file's permissions");
+            return None;
+        }
+    };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(e) => {
-            let at = Pos {
-                line: e.line().max(1),
-                column: e.column().max(1),
-            };
-            // serde_json's Display appends the position, which the diagnostic already carries.
-            let full = e.to_string();
-            let suffix = format!(" at line {} column {}", e.line(), e.column());
-            let message = full.strip_suffix(&suffix).unwrap_or(&full);
-            report.error(
-                file,
-                at,
-                format!("invalid JSON: {message}"),
-                "fix the JSON at this position",
-            );
+            report_json_error(report, file, &e);
             return None;
         }
     };
     if !value.is_object() {
-        report.error(
+        report.plain_error(
             file,
             first_token(&bytes),
             format!("case file holds {}, not a JSON object", kind(&value)),
@@ -219,6 +210,20 @@ fn read_case_file(report: &mut Report, path: &Path, file: &str) -> Option<Value>
         return None;
     }
     Some(value)
+}
+
+/// Reports JSON that does not parse, at the position serde_json gives.
+pub(crate) fn report_json_error(report: &mut Report, file: &str, e: &serde_json::Error) {
+    let at = Pos {
+        line: e.line().max(1),
+        column: e.column().max(1),
+    };
+    // serde_json's Display appends the position, which the diagnostic already carries.
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    // serde_json's messages name what it expected, not the text.
+    report.plain_error(file, at, format!("invalid JSON: {message}"), "fix the JSON at this position");
 }
 
 /// The case's `"id"` string if it has one, else `fallback`.
@@ -233,7 +238,7 @@ fn case_id(
         None => Some(fallback),
         Some(Value::String(id)) if !id.trim().is_empty() => Some(id.clone()),
         Some(other) => {
-            report.error(
+            report.plain_error(
                 file,
                 at,
                 format!("case `id` is {}, not a non-empty string", kind(other)),

@@ -60,6 +60,16 @@ impl FieldPath {
         &self.text
     }
 
+    /// Whether the path reads the case (`case.*`) rather than the decision.
+    pub fn reads_case(&self) -> bool {
+        self.root == Root::Case
+    }
+
+    /// The keys after the root: `["a", "b"]` for `case.a.b`.
+    pub(crate) fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
     /// The value at this path, or `None` where any step is missing or not
     /// an object.
     pub fn lookup<'a>(&self, case: &'a Value, decision: &'a Value) -> Option<&'a Value> {
@@ -92,20 +102,67 @@ pub enum Test {
     OneOf(Vec<Value>),
 }
 
+/// Why a condition could not say true or false: the data it tests is not
+/// there, or not of a kind the test can compare. For a gate this is an
+/// exception in its own right: the case goes to review rather than be
+/// decided on a test that never ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unevaluable {
+    /// A step of the path is absent (or not an object to step into).
+    #[error("`{field}` is missing")]
+    Missing { field: String },
+    /// `greater_than` / `less_than` found a value that is not a number
+    /// (`found` says what it is, e.g. "a string").
+    #[error("`{field}` is {found}, not a number")]
+    NotANumber { field: String, found: &'static str },
+}
+
+impl Unevaluable {
+    /// The field path the condition reads, as written in the mission.
+    pub fn field(&self) -> &str {
+        match self {
+            Unevaluable::Missing { field } | Unevaluable::NotANumber { field, .. } => field,
+        }
+    }
+}
+
 impl Condition {
-    /// Whether the condition holds. A missing field never matches, not even
-    /// `not_equals`: a gate should not fire on data that is not there.
-    pub fn matches(&self, case: &Value, decision: &Value) -> bool {
+    /// Whether the condition holds, or why it cannot be told: a missing
+    /// field (`Unevaluable::Missing`, even for `not_equals`) or a
+    /// comparison with something that is not a number. A gate treats
+    /// both as a reason for review, never as "does not hold".
+    pub fn evaluate(&self, case: &Value, decision: &Value) -> Result<bool, Unevaluable> {
+        let field = || self.field.as_str().to_owned();
         let Some(actual) = self.field.lookup(case, decision) else {
-            return false;
+            return Err(Unevaluable::Missing { field: field() });
         };
-        match &self.test {
+        let number = || actual.as_f64().ok_or_else(|| Unevaluable::NotANumber { field: field(), found: kind(actual) });
+        Ok(match &self.test {
             Test::Equals(expected) => same(actual, expected),
             Test::NotEquals(expected) => !same(actual, expected),
-            Test::GreaterThan(bound) => actual.as_f64().is_some_and(|n| n > *bound),
-            Test::LessThan(bound) => actual.as_f64().is_some_and(|n| n < *bound),
+            Test::GreaterThan(bound) => number()? > *bound,
+            Test::LessThan(bound) => number()? < *bound,
             Test::OneOf(options) => options.iter().any(|option| same(actual, option)),
-        }
+        })
+    }
+
+    /// Whether the condition holds, where anything [`Condition::evaluate`]
+    /// cannot tell counts as "no". Right only where not acting is the safe
+    /// side: frontier failover keeps a case on the host.
+    pub fn matches(&self, case: &Value, decision: &Value) -> bool {
+        self.evaluate(case, decision).unwrap_or(false)
+    }
+}
+
+/// What a JSON value is, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -206,6 +263,42 @@ mod tests {
         for (field, test, want) in table {
             let c = condition(field, test);
             assert_eq!(c.matches(&case, &decision), want, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn evaluation_tells_a_missing_or_non_numeric_field_from_false() {
+        let case = json!({"amount": 6000, "name": "x", "nested": {"n": null}});
+        let decision = json!({"outcome": "eligible"});
+        let missing = |f: &str| Err(Unevaluable::Missing { field: f.to_owned() });
+        let table = [
+            ("case.amount", Test::GreaterThan(5000.0), Ok(true)),
+            ("case.amount", Test::GreaterThan(7000.0), Ok(false)),
+            ("case.requested_amout", Test::GreaterThan(5000.0), missing("case.requested_amout")),
+            ("case.requested_amout", Test::NotEquals(json!(1)), missing("case.requested_amout")),
+            ("case.amount.deeper", Test::Equals(json!(1)), missing("case.amount.deeper")),
+            ("decision.details.x", Test::Equals(json!(1)), missing("decision.details.x")),
+            (
+                "case.name",
+                Test::LessThan(1.0),
+                Err(Unevaluable::NotANumber { field: "case.name".into(), found: "a string" }),
+            ),
+            (
+                "case.nested.n",
+                Test::GreaterThan(0.0),
+                Err(Unevaluable::NotANumber { field: "case.nested.n".into(), found: "null" }),
+            ),
+            ("case.nested.n", Test::Equals(Value::Null), Ok(true)),
+            ("decision.outcome", Test::OneOf(vec![json!("eligible")]), Ok(true)),
+        ];
+        for (field, test, want) in table {
+            let c = condition(field, test);
+            let got = c.evaluate(&case, &decision);
+            assert_eq!(got, want, "{c:?}");
+            if let Err(e) = &got {
+                assert_eq!(e.field(), field);
+                assert!(!c.matches(&case, &decision), "matches stays false where evaluate cannot tell");
+            }
         }
     }
 }

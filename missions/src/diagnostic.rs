@@ -20,6 +20,17 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it.
     pub help: Option<String>,
+    /// Whether `message` or `help` may quote text read from a file (a
+    /// value, a key, the parser's view of a line): see
+    /// [`Diagnostics::without_source_text`].
+    echoes_input: bool,
+}
+
+impl Diagnostic {
+    /// Whether this problem's text may quote what a file contains.
+    pub fn echoes_input(&self) -> bool {
+        self.echoes_input
+    }
 }
 
 /// Renders the optional second line of a diagnostic.
@@ -67,7 +78,8 @@ impl Diagnostics {
         self.0.len()
     }
 
-    /// For failures that stop everything else, such as an unreadable file.
+    /// For failures that stop everything else, such as a parse error;
+    /// the text may quote the file.
     pub(crate) fn one(
         file: &str,
         pos: Pos,
@@ -78,7 +90,60 @@ impl Diagnostics {
         report.error(file, pos, message, help);
         Diagnostics(report.found)
     }
+
+    /// As [`Diagnostics::one`], for text that quotes nothing from any file
+    /// (an unreadable file, a missing field named by the format).
+    pub(crate) fn one_plain(
+        file: &str,
+        pos: Pos,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Diagnostics {
+        let mut report = Report::default();
+        report.plain_error(file, pos, message, help);
+        Diagnostics(report.found)
+    }
+
+    /// The same problems, where each one whose text may quote a file's
+    /// contents says only where it is. For a caller who named a file they
+    /// may not be able to read (a server asked to load a path): a parse
+    /// error would otherwise show them part of it, e.g. the first line of
+    /// `/etc/shadow` as an "unknown field". The command line, whose user
+    /// can read the file anyway, shows everything.
+    pub fn without_source_text(&self) -> Diagnostics {
+        self.withholding(|_| true)
+    }
+
+    /// As [`Diagnostics::without_source_text`], except for problems in
+    /// `own_file`, which are shown in full: for a mission the caller sent
+    /// as text (its own words), whose case files or schema are read from
+    /// the host.
+    pub fn without_source_text_except(&self, own_file: &str) -> Diagnostics {
+        self.withholding(|d| d.file != own_file)
+    }
+
+    fn withholding(&self, applies: impl Fn(&Diagnostic) -> bool) -> Diagnostics {
+        let shown = self
+            .0
+            .iter()
+            .map(|d| {
+                if !d.echoes_input || !applies(d) {
+                    return d.clone();
+                }
+                Diagnostic {
+                    message: WITHHELD_MESSAGE.to_owned(),
+                    help: Some(WITHHELD_HELP.to_owned()),
+                    ..d.clone()
+                }
+            })
+            .collect();
+        Diagnostics(shown)
+    }
 }
+
+/// What [`Diagnostics::without_source_text`] says instead of the problem.
+const WITHHELD_MESSAGE: &str = "this is not valid here (the details are withheld: they would quote the file)";
+const WITHHELD_HELP: &str = "run `conductor mission validate` on the file on its host to see the problem";
 
 impl<'a> IntoIterator for &'a Diagnostics {
     type Item = &'a Diagnostic;
@@ -125,12 +190,29 @@ impl Report {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
+        self.push(file, pos, message.into(), help.into(), true);
+    }
+
+    /// As [`Report::error`], for text that quotes nothing read from a file
+    /// (only what the mission format itself names, counts and sizes).
+    pub fn plain_error(
+        &mut self,
+        file: &str,
+        pos: Pos,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.push(file, pos, message.into(), help.into(), false);
+    }
+
+    fn push(&mut self, file: &str, pos: Pos, message: String, help: String, echoes_input: bool) {
         self.found.push(Diagnostic {
             file: file.to_owned(),
             line: pos.line,
             column: pos.column,
-            message: message.into(),
-            help: Some(help.into()),
+            message,
+            help: Some(help),
+            echoes_input,
         });
     }
 
@@ -150,7 +232,18 @@ pub(crate) fn from_yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagno
     let original = unwrap_yaml_error(error);
     let pos = error.location().map_or(Pos::START, Pos::from_location);
     let (message, help) = describe_yaml_error(original);
-    Diagnostics::one(file, pos, message, help)
+    // These name only what the format expects, never the text found.
+    let plain = matches!(
+        original,
+        serde_saphyr::Error::SerdeMissingField { .. }
+            | serde_saphyr::Error::InvalidScalar { .. }
+            | serde_saphyr::Error::Eof { .. }
+    );
+    if plain {
+        Diagnostics::one_plain(file, pos, message, help)
+    } else {
+        Diagnostics::one(file, pos, message, help)
+    }
 }
 
 /// Peels the wrappers that only add a snippet or alias context.
@@ -212,7 +305,7 @@ fn describe_yaml_error(error: &serde_saphyr::Error) -> (String, String) {
 
 /// Parser messages may quote input text; keep control characters (which
 /// could break the one-line layout or drive a terminal) out of the output.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     let mut clean = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -230,9 +323,16 @@ const MAX_QUOTED_CHARS: usize = 80;
 /// User text as it appears in a message: backquoted, control characters
 /// escaped, and cut short so one pasted blob cannot flood the report.
 pub(crate) fn quoted(text: &str) -> String {
-    let mut shown: String = text.chars().take(MAX_QUOTED_CHARS).collect();
+    format!("`{}`", clipped(text, MAX_QUOTED_CHARS))
+}
+
+/// Text from elsewhere (another library's message, which may quote input)
+/// as it appears in a message: control characters escaped, cut short
+/// after `max_chars`.
+pub(crate) fn clipped(text: &str, max_chars: usize) -> String {
+    let mut shown: String = text.chars().take(max_chars).collect();
     if shown.len() < text.len() {
         shown.push('…');
     }
-    format!("`{}`", sanitize(&shown))
+    sanitize(&shown)
 }

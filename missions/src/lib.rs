@@ -25,10 +25,26 @@
 //! memory:
 //!   - { subject: "policy:housing-support", predicate: income-limit-monthly,
 //!       value: "2400", valid_from: 2026-01-01T00:00:00Z }
+//! cases_schema: cases.schema.json    # optional: a JSON Schema every case must meet
 //! gates:
 //!   - name: large-award
 //!     when: { field: case.requested_amount, greater_than: 5000 }
+//! decisions:                          # optional: what a decision may say
+//!   outcomes: [eligible, ineligible, undetermined]
+//!   details: { requested_amount: integer, eligible_by_rule: boolean }
 //! ```
+//!
+//! A condition's `case.*` field must be one the cases have (or, with
+//! `cases_schema`, one the schema declares), and with `decisions` a
+//! `decision.*` field one a decision has: a misspelt field would otherwise
+//! make a gate that never fires. At run time [`Condition::evaluate`] tells
+//! a field missing from a case from a test that is false.
+//!
+//! Files are read as regular files only, each within a named limit
+//! ([`MISSION_FILE_BYTES_MAX`], [`MAX_CASE_FILE_BYTES`],
+//! [`CASES_SCHEMA_FILE_BYTES_MAX`]); [`Diagnostics::without_source_text`]
+//! gives problems without the file text they would quote, for a caller
+//! who may not read the file.
 //!
 //! [`load`] and [`parse`] either return a fully validated [`Mission`] or
 //! [`Diagnostics`] listing every problem found, each as
@@ -40,23 +56,26 @@
 mod cases;
 mod condition;
 mod diagnostic;
+mod fields;
 mod load;
 mod mission;
 mod raw;
+mod read;
+mod schema;
 mod time;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
-pub use condition::{Condition, FieldPath, Test};
+pub use condition::{Condition, FieldPath, Test, Unevaluable};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, AgentBudget, Budget, Case, DataTier, Deadline, Extension, Failover, Gate, Routing, Limits, OnTimeout, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
-    Mission, OWN_SPACE, QUORUM_MAX,
+    Agent, AgentBudget, Budget, Case, CASES_SCHEMA_FILE_BYTES_MAX, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Routing, Limits, OnTimeout, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
+    Mission, MISSION_FILE_BYTES_MAX, OWN_SPACE, QUORUM_MAX,
     ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
 };
 

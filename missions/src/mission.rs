@@ -14,6 +14,18 @@ pub const MAX_CASES: usize = 100_000;
 /// being loaded into memory and prompts.
 pub const MAX_CASE_FILE_BYTES: u64 = 1024 * 1024;
 
+/// Largest mission file read. A mission is configuration plus, at most, a
+/// queue of inline cases; 8 MiB holds tens of thousands of them (a larger
+/// queue belongs in a case directory). The YAML parser builds structures
+/// several times the text's size, so the text itself must be bounded: a
+/// path such as `/dev/zero` would otherwise be read until memory runs out.
+pub const MISSION_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// Largest `cases_schema` file read. A JSON Schema for one kind of case is
+/// a few kilobytes; 1 MiB, like a case file, leaves room for a generated
+/// one while bounding what one mistaken path can load.
+pub const CASES_SCHEMA_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
 /// A validated mission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mission {
@@ -40,6 +52,94 @@ pub struct Mission {
     pub trust: Trust,
     /// Opt-in frontier failover; empty by default.
     pub routing: Routing,
+    /// What a decision may say (`decisions:`): the outcomes an agent may
+    /// propose and a reviewer may record, and the types of the decision's
+    /// `details`. `None`: any outcome, any details (as before it existed).
+    pub decisions: Option<Decisions>,
+    /// The JSON Schema every case was checked against when the mission was
+    /// loaded (`cases_schema:`), resolved against the mission file's
+    /// directory; gate fields were checked against its properties.
+    pub cases_schema: Option<PathBuf>,
+}
+
+/// The allowed decisions of a mission. A decision is `{outcome, reason,
+/// details}`: `outcome` must be one of [`Decisions::outcomes`]; `reason`
+/// is free text; with [`Decisions::details`], `details` may hold only
+/// those fields, each null or of its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decisions {
+    /// At least one, unique, at most [`Decisions::OUTCOMES_MAX`]; never
+    /// `rejected` or `timed_out`, which the conductor itself records.
+    pub outcomes: Vec<String>,
+    /// The fields `details` may carry and their types; `None`: any.
+    pub details: Option<BTreeMap<String, FieldType>>,
+}
+
+impl Decisions {
+    /// A reviewer picks one outcome from a list: a closed set of labels,
+    /// not a vocabulary.
+    pub const OUTCOMES_MAX: usize = 64;
+    /// A decision's details are a few typed fields, not a document.
+    pub const DETAILS_FIELDS_MAX: usize = 64;
+    /// Outcomes the conductor records itself: a reviewer's rejection
+    /// (`rejected`) and a gate nobody decided in time (`timed_out`). An
+    /// agent proposing one would be indistinguishable from them.
+    pub const RESERVED_OUTCOMES: [&str; 2] = ["rejected", "timed_out"];
+}
+
+/// The type of one decision `details` field, from a small closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FieldType {
+    String,
+    /// A whole number (`3` or `3.0`).
+    Integer,
+    Number,
+    Boolean,
+    /// A JSON array.
+    List,
+    /// A JSON object.
+    Object,
+}
+
+impl FieldType {
+    /// Every type, in the order help texts list them.
+    pub const ALL: [FieldType; 6] =
+        [FieldType::String, FieldType::Integer, FieldType::Number, FieldType::Boolean, FieldType::List, FieldType::Object];
+
+    /// The type written `name` in a mission file.
+    pub fn parse(name: &str) -> Option<FieldType> {
+        FieldType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// How the type is written in a mission file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+            FieldType::List => "list",
+            FieldType::Object => "object",
+        }
+    }
+
+    /// Whether `value` may stand in a field of this type. `null` may stand
+    /// in any: it says "no value", as leaving the field out does.
+    pub fn admits(self, value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (self, value) {
+            (_, Value::Null) => true,
+            (FieldType::String, Value::String(_)) => true,
+            (FieldType::Integer, Value::Number(n)) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+            }
+            (FieldType::Number, Value::Number(_)) => true,
+            (FieldType::Boolean, Value::Bool(_)) => true,
+            (FieldType::List, Value::Array(_)) => true,
+            (FieldType::Object, Value::Object(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Module trust. With signers listed, every agent's module must carry a

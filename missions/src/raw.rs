@@ -27,6 +27,18 @@ pub(crate) struct RawMission {
     pub gates: Option<Vec<RawGate>>,
     pub trust: Option<RawTrust>,
     pub routing: Option<RawRouting>,
+    pub decisions: Option<Spanned<RawDecisions>>,
+    pub cases_schema: Option<Spanned<String>>,
+}
+
+/// `decisions: { outcomes: [...], details: { field: type, ... } }`. Types
+/// are strings here so an unknown one gets a located message listing the
+/// choices.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDecisions {
+    pub outcomes: Spanned<Vec<Spanned<String>>>,
+    pub details: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

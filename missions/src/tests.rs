@@ -618,18 +618,24 @@ fn casework_example_loads_with_default_policies() {
         [AgentBudget::default()]
     );
     assert_eq!(mission.tasks.cases.len(), 24);
+    // The outcomes its agent proposes (see agent/src/lib.rs).
+    let decisions = mission.decisions.clone().expect("the sample declares its decisions");
+    assert_eq!(decisions.outcomes, ["eligible", "ineligible", "undetermined"]);
+    assert_eq!(decisions.details.map(|d| d.len()), Some(9));
 
     // The options shown in comments are valid once uncommented.
     let text = std::fs::read_to_string(&path).expect("read example");
     let uncommented = text
         .replace("  # reservation_ttl_ms:", "  reservation_ttl_ms:")
         .replace("    # budget:", "    budget:")
+        .replace("# cases_schema:", "cases_schema:")
         .replace("on_exhausted: stop", "on_exhausted: pause");
     assert_ne!(uncommented, text);
     let dir = path.parent().expect("example dir");
     let mission = parse("mission.yaml", dir, &uncommented).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(mission.budget.on_exhausted, OnExhausted::Pause);
     assert_eq!(mission.budget.reservation_ttl_ms, 600_000);
+    assert_eq!(mission.cases_schema, Some(dir.join("cases.schema.json")), "every sample case meets the schema");
     assert_eq!(
         mission.agents.first().map(|a| a.budget),
         Some(AgentBudget {
@@ -984,4 +990,368 @@ routing:
     assert!(has("`_tier` is 7"), "{messages:#?}");
     assert!(has("failover goes to model `nowhere`"), "{messages:#?}");
     assert_eq!(found.len(), 4, "{messages:#?}");
+}
+
+/// Where `needle` first appears in `text`, as a 1-based (line, column).
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in the text"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, column)
+}
+
+#[test]
+fn a_gate_on_a_field_no_case_has_is_refused_with_the_nearest_field() {
+    let scratch = Scratch::with_sample_files();
+    let typo = SAMPLE.replace("field: case.requested_amount", "field: case.requested_amout");
+    let found = errors(scratch.parse(&typo));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = &found[0];
+    assert_eq!((d.line, d.column), position_of(&typo, "case.requested_amout"), "{d}");
+    assert_eq!(d.file, "mission.yaml");
+    assert_eq!(d.message, "gate `large-award` reads `case.requested_amout`, which no case has");
+    assert!(d.help.as_deref().is_some_and(|h| h.starts_with("did you mean `case.requested_amount`?")), "{d}");
+
+    // Nothing close: the help lists the fields the cases do have.
+    let far = SAMPLE.replace("field: case.requested_amount", "field: case.colour");
+    let found = errors(scratch.parse(&far));
+    let help = found[0].help.clone().unwrap_or_default();
+    assert!(help.contains("`case.id`") && help.contains("`case.requested_amount`"), "{help}");
+
+    // A field one case has is known (the other case goes to review at
+    // run time); so is a nested one. Fields of any task group count.
+    let groups = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 } }
+agents:
+  - { name: a, module: agent/eligibility.wasm, model: tiny }
+tasks:
+  - { agent: a, inline: [ { id: one, amount: 1 } ] }
+  - { agent: a, inline: [ { id: two, applicant: { income: 3 } } ] }
+gates:
+  - { name: big, when: { field: case.amount, greater_than: 5 } }
+  - { name: rich, when: { field: case.applicant.income, greater_than: 5 } }
+";
+    let mission = scratch.parse(groups).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.gates.len(), 2);
+    let nested_typo = groups.replace("case.applicant.income", "case.applicant.incme");
+    let found = errors(scratch.parse(&nested_typo));
+    assert!(found[0].to_string().contains("did you mean `case.applicant.income`?"), "{found:#?}");
+    // Inside a value that is not an object there is no field.
+    let too_deep = groups.replace("case.amount,", "case.amount.value,");
+    assert_eq!(errors(scratch.parse(&too_deep)).len(), 1);
+}
+
+#[test]
+fn a_failover_rule_reads_only_case_fields_the_cases_have() {
+    let scratch = Scratch::with_sample_files();
+    let mission = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 }, big: { prompt_price: 5, completion_price: 9 } }
+agents:
+  - { name: a, module: agent/eligibility.wasm, model: tiny }
+tasks:
+  agent: a
+  inline:
+    - { id: one, kind: appeal }
+routing:
+  failover:
+    - { when: { field: case.kind, equals: appeal }, to: big }
+";
+    scratch.parse(mission).unwrap_or_else(|d| panic!("{d}"));
+    let typo = mission.replace("case.kind", "case.knd");
+    let found = errors(scratch.parse(&typo));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].to_string().contains("a failover rule reads `case.knd`, which no case has"), "{}", found[0]);
+    assert!(found[0].to_string().contains("did you mean `case.kind`?"), "{}", found[0]);
+    let decision = mission.replace("case.kind", "decision.outcome");
+    let found = errors(scratch.parse(&decision));
+    assert!(found[0].message.contains("failover is chosen before the agent decides"), "{}", found[0]);
+}
+
+const SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["requested_amount"],
+  "properties": {
+    "id": { "type": "string" },
+    "requested_amount": { "type": "integer", "minimum": 0 },
+    "applicant": { "$ref": "#/$defs/applicant" }
+  },
+  "$defs": {
+    "applicant": { "type": "object", "properties": { "income": { "type": "number" } } }
+  }
+}"##;
+
+#[test]
+fn a_cases_schema_checks_every_case_and_the_gate_fields() {
+    let scratch = Scratch::with_sample_files();
+    scratch.write("cases.schema.json", SCHEMA);
+    let with_schema = SAMPLE.replace("tasks:\n", "cases_schema: cases.schema.json\ntasks:\n");
+    let mission = scratch.parse(&with_schema).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.cases_schema, Some(scratch.0.join("cases.schema.json")));
+
+    // A field the schema declares is known even if no case has it yet;
+    // one the schema does not declare is refused, with a suggestion.
+    let declared = with_schema.replace("case.requested_amount", "case.applicant.income");
+    scratch.parse(&declared).unwrap_or_else(|d| panic!("{d}"));
+    let typo = with_schema.replace("case.requested_amount", "case.requested_amout");
+    let found = errors(scratch.parse(&typo));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), position_of(&typo, "case.requested_amout"));
+    assert_eq!(found[0].message, "gate `large-award` reads `case.requested_amout`, which the cases schema does not declare");
+    assert!(found[0].help.as_deref().is_some_and(|h| h.starts_with("did you mean `case.requested_amount`?")), "{}", found[0]);
+
+    // Each case is checked, and a failure names the case file and where.
+    scratch.write("cases/c.json", r#"{"id": "case-c", "requested_amount": "lots"}"#);
+    scratch.write("cases/d.json", r#"{"id": "case-d"}"#);
+    let found = errors(scratch.parse(&with_schema));
+    let case_file = |name: &str| scratch.0.join("cases").join(name).display().to_string();
+    let summary: Vec<(String, String)> = found.iter().map(|d| (d.file.clone(), d.message.clone())).collect();
+    assert_eq!(summary.len(), 2, "{found:#?}");
+    assert_eq!(summary[0].0, case_file("c.json"));
+    assert!(summary[0].1.starts_with("case `case-c` does not match the cases schema at `/requested_amount`: "), "{summary:?}");
+    assert!(summary[0].1.contains("integer"), "{summary:?}");
+    assert_eq!(summary[1].0, case_file("d.json"));
+    assert!(summary[1].1.contains("requested_amount"), "{summary:?}");
+    std::fs::remove_file(scratch.0.join("cases/c.json")).expect("remove");
+    std::fs::remove_file(scratch.0.join("cases/d.json")).expect("remove");
+
+    // Inline cases are reported where they are written.
+    let inline = MINIMAL.replace("tasks:\n", "cases_schema: cases.schema.json\ntasks:\n");
+    let found = errors(scratch.parse(&inline));
+    assert_eq!((found[0].file.as_str(), found[0].line), ("mission.yaml", position_of(&inline, "{ x: 1 }").0), "{found:#?}");
+}
+
+#[test]
+fn a_cases_schema_that_cannot_be_used_is_located() {
+    let scratch = Scratch::with_sample_files();
+    let with_schema = SAMPLE.replace("tasks:\n", "cases_schema: cases.schema.json\ntasks:\n");
+    let at = position_of(&with_schema, "cases.schema.json");
+    let first = |scratch: &Scratch| {
+        let found = errors(scratch.parse(&with_schema));
+        found.first().cloned().expect("a diagnostic")
+    };
+
+    // Missing: reported at `cases_schema:`, and the gate is not refused
+    // on top of it (there is nothing to check it against).
+    let found = errors(scratch.parse(&with_schema));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), at);
+    assert!(found[0].message.starts_with("cannot read cases schema"), "{}", found[0]);
+
+    // Not JSON: reported in the schema file, at the position.
+    scratch.write("cases.schema.json", "{\n  \"type\": }");
+    let d = first(&scratch);
+    assert_eq!((d.file.clone(), d.line), (scratch.0.join("cases.schema.json").display().to_string(), 2), "{d}");
+
+    // Not a schema; and a reference outside the file, which is not loaded.
+    scratch.write("cases.schema.json", r#"{"type": "objekt"}"#);
+    let d = first(&scratch);
+    assert!(d.message.contains("is not a valid JSON Schema"), "{d}");
+    scratch.write("cases.schema.json", r#"{"properties": {"a": {"$ref": "/etc/passwd"}}}"#);
+    let d = first(&scratch);
+    assert!(d.message.contains("is not a valid JSON Schema") && d.message.contains("refer only within itself"), "{d}");
+
+    // A directory is not a schema file.
+    std::fs::remove_file(scratch.0.join("cases.schema.json")).expect("remove");
+    std::fs::create_dir(scratch.0.join("cases.schema.json")).expect("dir");
+    let d = first(&scratch);
+    assert!(d.message.contains("a directory, not a regular file"), "{d}");
+}
+
+const DECISIONS: &str = "\
+decisions:
+  outcomes: [eligible, ineligible, undetermined]
+  details: { requested_amount: integer, eligible_by_rule: boolean, note: string, extra: object }
+";
+
+#[test]
+fn decisions_declare_outcomes_and_detail_types() {
+    let scratch = Scratch::with_sample_files();
+    let declared = format!("{SAMPLE}{DECISIONS}");
+    let mission = scratch.parse(&declared).unwrap_or_else(|d| panic!("{d}"));
+    let decisions = mission.decisions.expect("decisions");
+    assert_eq!(decisions.outcomes, ["eligible", "ineligible", "undetermined"]);
+    let details = decisions.details.expect("details");
+    assert_eq!(details.get("requested_amount"), Some(&FieldType::Integer));
+    assert_eq!(details.get("extra"), Some(&FieldType::Object));
+    // Without the section, anything goes, as before.
+    assert_eq!(scratch.parse(SAMPLE).map(|m| m.decisions), Ok(None));
+    // Without `details`, only outcomes are closed.
+    let outcomes_only = format!("{SAMPLE}decisions: {{ outcomes: [undetermined, done] }}\n");
+    let mission = scratch.parse(&outcomes_only).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.decisions.and_then(|d| d.details), None);
+
+    // Gate fields are checked against the decision's shape.
+    // SAMPLE ends with its gates: one more goes after them.
+    let gate = |field: &str, test: &str| format!("{SAMPLE}  - {{ name: extra-gate, when: {{ field: {field}, {test} }} }}\n{DECISIONS}");
+    for (field, test) in [
+        ("decision.details.requested_amount", "greater_than: 5000"),
+        ("decision.details.extra.anything", "equals: 1"),
+        ("decision.reason", "equals: x"),
+        ("decision.outcome", "one_of: [eligible, ineligible]"),
+        ("decision.outcome", "not_equals: eligible"),
+    ] {
+        scratch.parse(&gate(field, test)).unwrap_or_else(|d| panic!("{field} {test}: {d}"));
+    }
+    let refused = [
+        ("decision.outcom", "equals: eligible", "which a decision does not have", "did you mean `decision.outcome`?"),
+        ("decision.details.requested_amout", "greater_than: 1", "which `decisions.details` does not declare", "did you mean `decision.details.requested_amount`?"),
+        ("decision.details.note.deeper", "equals: 1", "which `decisions.details` does not declare", ""),
+        ("decision.outcome", "equals: undetermind", "compares `decision.outcome` with `undetermind`, which is not one of the mission's outcomes", "did you mean `undetermined`?"),
+        ("decision.outcome", "one_of: [eligible, maybe]", "`maybe`, which is not one of the mission's outcomes", "the outcomes are `eligible`, `ineligible`, `undetermined`"),
+        ("decision.outcome", "equals: 7", "`7`, which is not one of", ""),
+    ];
+    for (field, test, message, help) in refused {
+        let text = gate(field, test);
+        let found = errors(scratch.parse(&text));
+        assert_eq!(found.len(), 1, "{field} {test}: {found:#?}");
+        let d = &found[0];
+        assert!(d.message.contains(message), "{field} {test}: {d}");
+        assert!(d.help.as_deref().is_some_and(|h| h.contains(help)), "{field} {test}: {d}");
+        assert_eq!(d.line, position_of(&text, "extra-gate").0, "{d}");
+    }
+}
+
+#[test]
+fn each_broken_decisions_rule_is_located() {
+    let scratch = Scratch::with_sample_files();
+    let table = [
+        ("outcomes: []", "`decisions.outcomes` lists no outcomes", "[]"),
+        ("outcomes: [eligible, eligible]", "duplicate outcome name `eligible`", "eligible]"),
+        ("outcomes: [rejected]", "outcome `rejected` is one the conductor records itself", "rejected"),
+        ("outcomes: [timed_out]", "outcome `timed_out` is one the conductor records itself", "timed_out"),
+        ("outcomes: [\"not ok\"]", "outcome `not ok` is not a valid name", "\"not ok\""),
+        ("outcomes: [a], details: { amount: float }", "details field `amount` has type `float`, which is not a type", "float"),
+        ("outcomes: [a], details: { \"a b\": string }", "details field `a b` is not a valid name", "string"),
+    ];
+    for (body, message, at) in table {
+        let text = format!("{MINIMAL}decisions: {{ {body} }}\n");
+        let found = errors(scratch.parse(&text));
+        assert_eq!(found.len(), 1, "{body}: {found:#?}");
+        let d = &found[0];
+        assert_eq!(d.message, message, "{body}: {d}");
+        assert_eq!((d.line, d.column), position_of(&text, at), "{body}: {d}");
+    }
+    let many: Vec<String> = (0..=Decisions::OUTCOMES_MAX).map(|i| format!("o{i}")).collect();
+    let text = format!("{MINIMAL}decisions: {{ outcomes: [{}] }}\n", many.join(", "));
+    assert!(errors(scratch.parse(&text))[0].message.contains("more than 64"));
+    let unknown = format!("{MINIMAL}decisions: {{ outcomes: [a], kinds: [b] }}\n");
+    assert!(errors(scratch.parse(&unknown))[0].message.contains("unknown field `kinds`"));
+}
+
+#[test]
+fn field_types_admit_their_values_and_null() {
+    let table = [
+        (FieldType::String, json!("x"), true),
+        (FieldType::String, json!(1), false),
+        (FieldType::Integer, json!(3), true),
+        (FieldType::Integer, json!(-3), true),
+        (FieldType::Integer, json!(3.0), true),
+        (FieldType::Integer, json!(3.5), false),
+        (FieldType::Integer, json!("3"), false),
+        (FieldType::Number, json!(3.5), true),
+        (FieldType::Boolean, json!(false), true),
+        (FieldType::Boolean, json!("false"), false),
+        (FieldType::List, json!([1]), true),
+        (FieldType::Object, json!({}), true),
+        (FieldType::Object, json!([]), false),
+    ];
+    for (field_type, value, want) in table {
+        assert_eq!(field_type.admits(&value), want, "{field_type:?} {value}");
+    }
+    for field_type in FieldType::ALL {
+        assert!(field_type.admits(&serde_json::Value::Null), "null is no value, as an absent field");
+        assert_eq!(FieldType::parse(field_type.as_str()), Some(field_type));
+    }
+    assert_eq!(FieldType::parse("float"), None);
+}
+
+/// Runs `f` on another thread and waits for it, so a read that blocks
+/// (the bug under test) fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    finished.recv_timeout(std::time::Duration::from_secs(60)).expect("the read returned instead of blocking")
+}
+
+#[cfg(unix)]
+fn fifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn mission_and_case_files_are_read_as_regular_files_within_a_limit() {
+    let scratch = Scratch::with_sample_files();
+    let message = |path: PathBuf| within_a_minute(move || errors(load(&path))[0].message.clone());
+
+    // A device that never ends, a FIFO nobody writes to and a directory
+    // are refused at once, from their metadata.
+    assert_eq!(message("/dev/zero".into()), "cannot read mission file: it is a device, not a regular file");
+    let pipe = scratch.0.join("pipe.yaml");
+    fifo(&pipe);
+    assert_eq!(message(pipe), "cannot read mission file: it is a FIFO (named pipe), not a regular file");
+    assert_eq!(message(scratch.0.join("cases")), "cannot read mission file: it is a directory, not a regular file");
+    // A file over the limit is refused without reading past it.
+    let large = scratch.write("large.yaml", vec![b'#'; usize::try_from(MISSION_FILE_BYTES_MAX).expect("fits") + 1]);
+    assert_eq!(message(large), format!("cannot read mission file: it is larger than {MISSION_FILE_BYTES_MAX} bytes"));
+    let text = "#".repeat(usize::try_from(MISSION_FILE_BYTES_MAX).expect("fits") + 1);
+    assert!(errors(scratch.parse(&text))[0].message.contains("larger than"));
+
+    // A case file that is a FIFO or a directory is reported where it is.
+    let path = scratch.write("mission.yaml", SAMPLE);
+    fifo(&scratch.0.join("cases/pipe.json"));
+    std::fs::create_dir(scratch.0.join("cases/folder.json")).expect("dir");
+    let found = within_a_minute(move || errors(load(&path)));
+    let summary: Vec<(String, String)> = found.iter().map(|d| (d.file.clone(), d.message.clone())).collect();
+    let case_file = |name: &str| scratch.0.join("cases").join(name).display().to_string();
+    assert_eq!(
+        summary,
+        [
+            (case_file("folder.json"), "cannot read case file: it is a directory, not a regular file".to_owned()),
+            (case_file("pipe.json"), "cannot read case file: it is a FIFO (named pipe), not a regular file".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn diagnostics_can_withhold_what_would_quote_the_file() {
+    let scratch = Scratch::with_sample_files();
+    let secret = scratch.write("shadow", "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+    let found = load(&secret).expect_err("not a mission");
+    assert!(found.to_string().contains("root"), "the command line shows the problem: {found}");
+    let withheld = found.without_source_text();
+    assert_eq!(withheld.len(), found.len());
+    let text = withheld.to_string();
+    assert!(!text.contains("root") && !text.contains("19000") && !text.contains("daemon"), "{text}");
+    for (kept, full) in withheld.iter().zip(found.iter()) {
+        assert_eq!((&kept.file, kept.line, kept.column), (&full.file, full.line, full.column));
+        assert!(kept.message.contains("withheld"), "{kept}");
+    }
+
+    // What quotes nothing from the file stays as it is.
+    let missing = errors(load(&scratch.0.join("absent.yaml")));
+    assert!(!missing[0].echoes_input());
+    let empty = scratch.write("empty.yaml", "");
+    let found = load(&empty).expect_err("empty");
+    assert_eq!(found.without_source_text(), found);
+    // Values from a mission are withheld too, unless the caller sent the
+    // mission's text (its own words); a case file's are withheld still.
+    let typo = SAMPLE.replace("case.requested_amount", "case.requested_amout");
+    let found = scratch.parse(&typo).expect_err("typo");
+    assert!(!found.without_source_text().to_string().contains("requested_amout"));
+    assert_eq!(found.without_source_text_except("mission.yaml"), found);
+    scratch.write("cases.schema.json", r#"{"properties": {"requested_amount": {"type": "string"}}}"#);
+    let with_schema = SAMPLE.replace("tasks:\n", "cases_schema: cases.schema.json\ntasks:\n");
+    let found = scratch.parse(&with_schema).expect_err("cases are not strings");
+    assert!(found.to_string().contains("case-b"), "{found}");
+    assert!(!found.without_source_text_except("mission.yaml").to_string().contains("case-b"));
 }

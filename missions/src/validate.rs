@@ -9,15 +9,17 @@ use serde_saphyr::Spanned;
 use crate::cases;
 use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
+use crate::fields::{self, CaseFields};
 use crate::mission::{
-    Agent, AgentBudget, Budget, DataTier, Deadline, Extension, Failover, Gate, Routing, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
+    Agent, AgentBudget, Budget, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Routing, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
     OnExhausted, SeedFact,
     MAX_CASES, TaskSource, Trust,
 };
 use crate::raw::{
-    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawGate, RawRouting, RawLimits, RawMission,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawGate, RawRouting, RawLimits, RawMission,
     RawMemoryLimits, RawMemoryScope, RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
 };
+use crate::schema::CasesSchema;
 use crate::time::parse_rfc3339;
 
 /// Longest mission, agent or gate name. Names are identifiers that other
@@ -51,7 +53,8 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     let budget = check.budget(&raw.budget);
     let models = check.models(&raw.models);
     let agents = check.agents(&raw.agents, &models, &budget);
-    let tasks = check.tasks(&raw.tasks, &agents);
+    let cases_schema = raw.cases_schema.as_ref().map(|path| CasesSchema::load(&mut check.report, source, path));
+    let tasks = check.tasks(&raw.tasks, &agents, cases_schema.as_ref().and_then(Option::as_ref));
     let memory = raw
         .memory
         .iter()
@@ -65,6 +68,23 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     budget.extension = check.extension(&raw.budget, &budget, &reviewer_groups);
     let trust = check.trust(raw.trust.as_ref());
     let routing = check.routing(raw.routing.as_ref(), &models);
+    let decisions = raw.decisions.as_ref().map(|d| check.decisions(d));
+    // Fields are checked against the schema when there is one, else the
+    // cases; with neither (a schema or every case failed to load, which
+    // is reported on its own) there is nothing to check against.
+    let case_fields = match &cases_schema {
+        Some(Some(schema)) => CaseFields::Schema(schema),
+        Some(None) => CaseFields::Unknown,
+        None if tasks.cases.is_empty() => CaseFields::Unknown,
+        None => CaseFields::Cases(&tasks.cases),
+    };
+    for gate in raw.gates.iter().flatten() {
+        let reader = format!("gate {}", quoted(&gate.name.value));
+        check.condition_fields(&reader, &gate.when, &case_fields, decisions.as_ref());
+    }
+    for rule in raw.routing.iter().flat_map(|r| r.failover.iter().flatten()) {
+        check.failover_fields(&rule.when, &case_fields);
+    }
     check.report.finish(Mission {
         name: raw.name.value,
         description: raw.description,
@@ -78,8 +98,16 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         gates,
         trust,
         routing,
+        decisions,
+        cases_schema: raw.cases_schema.map(|path| source.base_dir.join(path.value)),
     })
 }
+
+/// Longest outcome label or details field name: labels a reviewer picks
+/// from a list and a gate tests, short like every name in a mission.
+const DECISION_NAME_LEN_MAX: usize = 64;
+
+const DECISION_NAME_HELP: &str = "use 1 to 64 ASCII letters, digits, `_`, `-` or `.`";
 
 const TIER_HELP: &str = "a data tier is `public`, `internal` or `restricted` (the default)";
 
@@ -531,7 +559,7 @@ impl Checker<'_> {
         value.value
     }
 
-    fn tasks(&mut self, raw: &Spanned<RawTaskGroups>, agents: &[Agent]) -> TaskSource {
+    fn tasks(&mut self, raw: &Spanned<RawTaskGroups>, agents: &[Agent], schema: Option<&CasesSchema>) -> TaskSource {
         let mut located = Vec::new();
         match &raw.value {
             RawTaskGroups::One(group) => {
@@ -555,6 +583,11 @@ impl Checker<'_> {
                 format!("the task groups hold {} cases, more than {MAX_CASES}", located.len()),
                 "split the cases over several missions",
             );
+        }
+        if let Some(schema) = schema {
+            for case in &located {
+                schema.check(&mut self.report, case);
+            }
         }
         TaskSource {
             cases: cases::unique_ids(&mut self.report, located),
@@ -975,6 +1008,140 @@ impl Checker<'_> {
             return None;
         }
         Some(Condition { field: path?, test })
+    }
+
+    /// `decisions:`: the outcomes (a non-empty set of labels) and the
+    /// types of the decision's `details`.
+    fn decisions(&mut self, raw: &Spanned<RawDecisions>) -> Decisions {
+        let RawDecisions { outcomes: raw_outcomes, details: raw_details } = &raw.value;
+        if raw_outcomes.value.is_empty() {
+            self.error(
+                pos(raw_outcomes),
+                "`decisions.outcomes` lists no outcomes",
+                "list the outcomes a decision may have, e.g. `outcomes: [eligible, ineligible, undetermined]`",
+            );
+        }
+        if raw_outcomes.value.len() > Decisions::OUTCOMES_MAX {
+            self.error(
+                pos(raw_outcomes),
+                format!("`decisions.outcomes` lists {} outcomes, more than {}", raw_outcomes.value.len(), Decisions::OUTCOMES_MAX),
+                "outcomes are a short closed set a reviewer picks from; put detail in `reason` or `details`",
+            );
+        }
+        let mut seen = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(raw_outcomes.value.len());
+        for outcome in &raw_outcomes.value {
+            self.decision_name("outcome", outcome);
+            if Decisions::RESERVED_OUTCOMES.contains(&outcome.value.as_str()) {
+                self.error(
+                    pos(outcome),
+                    format!("outcome {} is one the conductor records itself", quoted(&outcome.value)),
+                    "`rejected` is what a reviewer's rejection records and `timed_out` what a gate nobody decided records; name the agent's outcome otherwise, e.g. `ineligible`",
+                );
+            }
+            self.unique("outcome", outcome, &mut seen);
+            if !outcomes.contains(&outcome.value) {
+                outcomes.push(outcome.value.clone());
+            }
+        }
+        let details = raw_details.as_ref().map(|raw_details| {
+            if raw_details.value.len() > Decisions::DETAILS_FIELDS_MAX {
+                self.error(
+                    pos(raw_details),
+                    format!("`decisions.details` declares {} fields, more than {}", raw_details.value.len(), Decisions::DETAILS_FIELDS_MAX),
+                    "a decision's details are a few typed fields; keep documents out of decisions",
+                );
+            }
+            let mut types = BTreeMap::new();
+            for (name, type_name) in &raw_details.value {
+                // The field's name is reported where its type is written.
+                let located = Spanned { value: name.clone(), referenced: type_name.referenced, defined: type_name.defined };
+                self.decision_name("details field", &located);
+                match FieldType::parse(&type_name.value) {
+                    Some(field_type) => {
+                        types.insert(name.clone(), field_type);
+                    }
+                    None => {
+                        let choices: Vec<&str> = FieldType::ALL.iter().map(|t| t.as_str()).collect();
+                        self.error(
+                            pos(type_name),
+                            format!("details field {} has type {}, which is not a type", quoted(name), quoted(&type_name.value)),
+                            format!("use one of: {}", choices.join(", ")),
+                        );
+                    }
+                }
+            }
+            types
+        });
+        Decisions { outcomes, details }
+    }
+
+    /// An outcome label or a details field name.
+    fn decision_name(&mut self, what: &str, name: &Spanned<String>) {
+        let text = &name.value;
+        let well_formed = (1..=DECISION_NAME_LEN_MAX).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !well_formed {
+            self.error(pos(name), format!("{what} {} is not a valid name", quoted(text)), DECISION_NAME_HELP);
+        }
+    }
+
+    /// Refuses a gate condition's field that no case (or the cases schema)
+    /// has, or that decisions do not have, and a comparison of
+    /// `decision.outcome` with a value that is not an outcome.
+    fn condition_fields(
+        &mut self,
+        reader: &str,
+        raw: &Spanned<RawCondition>,
+        cases: &CaseFields<'_>,
+        decisions: Option<&Decisions>,
+    ) {
+        let field = &raw.value.field;
+        // A path that does not parse is reported by `condition`.
+        let Ok(path) = FieldPath::parse(&field.value) else { return };
+        if path.reads_case() {
+            if !cases.knows(path.keys()) {
+                let (message, help) = cases.unknown(reader, path.as_str());
+                self.error(pos(field), message, help);
+            }
+            return;
+        }
+        let Some(decisions) = decisions else { return };
+        if !fields::decision_knows(decisions, path.keys()) {
+            let (message, help) = fields::decision_unknown(decisions, reader, path.as_str());
+            self.error(pos(field), message, help);
+            return;
+        }
+        if path.keys() != ["outcome"] {
+            return;
+        }
+        let RawCondition { equals, not_equals, one_of, .. } = &raw.value;
+        let compared = equals.iter().chain(not_equals).map(|v| (pos(v), std::slice::from_ref(&v.value)));
+        let listed = one_of.iter().map(|v| (pos(v), v.value.as_slice()));
+        for (at, values) in compared.chain(listed).collect::<Vec<_>>() {
+            for value in values {
+                if let Some((message, help)) = fields::unknown_outcome(&decisions.outcomes, value) {
+                    self.error(at, format!("{reader} compares `decision.outcome` with {message}"), help);
+                }
+            }
+        }
+    }
+
+    /// A failover rule is applied before the agent runs: it can read the
+    /// case only, and only fields the cases have.
+    fn failover_fields(&mut self, raw: &Spanned<RawCondition>, cases: &CaseFields<'_>) {
+        let field = &raw.value.field;
+        let Ok(path) = FieldPath::parse(&field.value) else { return };
+        if !path.reads_case() {
+            self.error(
+                pos(field),
+                format!("a failover rule reads {}, but failover is chosen before the agent decides", quoted(path.as_str())),
+                "test a `case.*` field",
+            );
+        } else if !cases.knows(path.keys()) {
+            let (message, help) = cases.unknown("a failover rule", path.as_str());
+            self.error(pos(field), message, help);
+        }
     }
 
     fn finite(&mut self, field: &str, bound: &Spanned<f64>) {

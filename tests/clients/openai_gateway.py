@@ -13,6 +13,9 @@ client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300)
 messages = [{"role": "user", "content": "Name one colour of the sky."}]
 out = {}
 
+# OpenAI clients list the models first (GET /v1/models).
+out["models"] = [m.id for m in client.models.list()]
+
 whole = client.chat.completions.create(model="smollm2-135m", messages=messages, max_tokens=16)
 out["whole"] = {
     "text": whole.choices[0].message.content,

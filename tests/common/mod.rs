@@ -50,7 +50,7 @@ pub fn priced_registry(path: &Path, prompt_price: u64, completion_price: u64, mo
 /// A new operator key at `key`, registered on `data`.
 pub fn registered_operator(data: &Path, key: &Path) {
     assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
-    assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(data).arg(key)).status.code(), Some(0));
+    assert_eq!(run(conductor().args(["keys", "register", "--init", "--data"]).arg(data).arg(key)).status.code(), Some(0));
 }
 
 /// A gateway key issued on `data` by `operator` for account `gateway:NAME`.
