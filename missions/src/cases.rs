@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use crate::condition::kind;
 use crate::diagnostic::{Pos, Report, quoted};
 use crate::mission::{Case, DataTier, MAX_CASE_FILE_BYTES, MAX_CASES};
 use crate::read::{ReadError, read_regular};
@@ -288,13 +289,3 @@ fn first_token(bytes: &[u8]) -> Pos {
     at
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}

@@ -155,7 +155,7 @@ impl Condition {
 }
 
 /// What a JSON value is, for messages.
-fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
