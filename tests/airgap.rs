@@ -34,7 +34,13 @@ fn results(data: &Path, summary: &Value) -> (Vec<(String, String, String, String
         .iter()
         .map(|t| {
             let text = |f: &str| t[f].as_str().unwrap_or_default().to_owned();
-            (text("case_id"), text("status"), text("outcome"), text("reason"), t["tokens_settled"].as_u64().unwrap_or(0))
+            (
+                text("case_id"),
+                text("status"),
+                text("outcome"),
+                text("reason"),
+                t["tokens_settled"].as_u64().unwrap_or(0),
+            )
         })
         .collect();
     tasks.sort();

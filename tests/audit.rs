@@ -58,18 +58,26 @@ fn verify_json(args: &[&str], paths: &[&Path]) -> (Option<i32>, Value) {
 fn reviewer_keys_are_sealed_registered_rotated_and_revoked_in_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mission = gated_mission(dir.path(), "keys", "    - {id: a, amount: 500}\n    - {id: b, amount: 600}\n    - {id: c, amount: 700}\n");
+    let mission = gated_mission(
+        dir.path(),
+        "keys",
+        "    - {id: a, amount: 500}\n    - {id: b, amount: 600}\n    - {id: c, amount: 700}\n",
+    );
     assert_eq!(run_mission(&mission, &data)["status"], "awaiting_review");
     let gates = pending_gates(&data);
     assert_eq!(gates.len(), 3);
 
     // A passphrase-sealed reviewer key; a short passphrase is refused.
     let r1 = dir.path().join("r1.key");
-    let out = run(conductor().args(["keys", "new", "--role", "reviewer", "--passphrase", "--out"]).arg(&r1)
+    let out = run(conductor()
+        .args(["keys", "new", "--role", "reviewer", "--passphrase", "--out"])
+        .arg(&r1)
         .env("CONDUCTOR_KEY_PASSPHRASE", "short"));
     assert_ne!(out.status.code(), Some(0));
     assert!(!r1.exists(), "nothing is written on a refused passphrase");
-    let out = run(conductor().args(["keys", "new", "--role", "reviewer", "--passphrase", "--out"]).arg(&r1)
+    let out = run(conductor()
+        .args(["keys", "new", "--role", "reviewer", "--passphrase", "--out"])
+        .arg(&r1)
         .env("CONDUCTOR_KEY_PASSPHRASE", PASSPHRASE));
     assert_eq!(out.status.code(), Some(0));
     let text = std::fs::read_to_string(&r1).expect("key file");
@@ -81,7 +89,10 @@ fn reviewer_keys_are_sealed_registered_rotated_and_revoked_in_the_journal() {
     assert!(stderr(&out).contains("keys register"), "{}", stderr(&out));
 
     // Registration reads only the public part: no passphrase needed.
-    let out = run(conductor().args(["keys", "register", "--name", "Rita Reviewer", "--data"]).arg(&data).arg(&r1)
+    let out = run(conductor()
+        .args(["keys", "register", "--name", "Rita Reviewer", "--data"])
+        .arg(&data)
+        .arg(&r1)
         .env_remove("CONDUCTOR_KEY_PASSPHRASE"));
     assert_eq!(out.status.code(), Some(0));
 
@@ -153,7 +164,8 @@ fn reviewer_keys_are_sealed_registered_rotated_and_revoked_in_the_journal() {
     let out = run(conductor().args(["keys", "rotate-conductor", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
     assert_ne!(std::fs::read_to_string(data.join("keys/conductor.key")).expect("key"), old_key);
-    let retired = std::fs::read_dir(data.join("keys")).expect("keys dir")
+    let retired = std::fs::read_dir(data.join("keys"))
+        .expect("keys dir")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".key.retired"))
         .count();
@@ -201,7 +213,9 @@ fn exports_and_checkpoints_verify_offline_and_catch_a_cut_tail() {
     let held = dir.path().join("held.ckpt");
     let out = run(conductor().args(["audit", "checkpoint", "--data"]).arg(&data).arg("--out").arg(&held));
     assert_eq!(out.status.code(), Some(0));
-    let held_seq: u64 = std::fs::read_to_string(&held).expect("checkpoint").lines()
+    let held_seq: u64 = std::fs::read_to_string(&held)
+        .expect("checkpoint")
+        .lines()
         .find_map(|l| l.strip_prefix("seq: ").map(|s| s.parse().expect("seq")))
         .expect("seq line");
     let out = run(conductor().args(["audit", "checkpoint", "--data"]).arg(&data).arg("--out").arg(&held));

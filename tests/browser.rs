@@ -69,7 +69,9 @@ fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
     // Small JSON answers come whole or in one chunk.
     let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        rest.split_once("\r\n").map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c)).unwrap_or(rest)
+        rest.split_once("\r\n")
+            .map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c))
+            .unwrap_or(rest)
     } else {
         rest
     };
@@ -153,9 +155,21 @@ where
 /// `passphrase`), and waits until the page says so.
 async fn sign_in_page(client: &fantoccini::Client, key: &Path, passphrase: &str) {
     let key_path = key.canonicalize().expect("absolute key path");
-    client.find(Locator::Id("key-file")).await.expect("key file input").send_keys(&key_path.display().to_string()).await.expect("choose file");
+    client
+        .find(Locator::Id("key-file"))
+        .await
+        .expect("key file input")
+        .send_keys(&key_path.display().to_string())
+        .await
+        .expect("choose file");
     if !passphrase.is_empty() {
-        client.find(Locator::Id("passphrase")).await.expect("passphrase input").send_keys(passphrase).await.expect("type");
+        client
+            .find(Locator::Id("passphrase"))
+            .await
+            .expect("passphrase input")
+            .send_keys(passphrase)
+            .await
+            .expect("type");
     }
     client.find(Locator::Id("sign-in")).await.expect("sign-in button").click().await.expect("click");
     wait_for(client, "sign in", UNLOCK_TIMEOUT, || {
@@ -187,7 +201,15 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = module("cells/guests/echo-agent/echo.wasm");
     let gates = "gates:\n  - name: big\n    when: { field: case.amount, greater_than: 100 }\n";
-    let first = write_mission(dir.path(), "first", &echo, 1000, "{}", "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n", gates);
+    let first = write_mission(
+        dir.path(),
+        "first",
+        &echo,
+        1000,
+        "{}",
+        "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n",
+        gates,
+    );
     let data = dir.path().join("data");
     let out = run(conductor().arg("run").arg(&first).arg("--data").arg(&data).arg("--json"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -199,13 +221,25 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     // the host's administrator puts there what operators may use.
     let uploads = data.join("missions");
     std::fs::create_dir_all(uploads.join("cases")).expect("uploads dir");
-    for wasm in ["cells/guests/echo-agent/echo.wasm", "missions/examples/casework/agent/eligibility.wasm", "cells/guests/greedy-agent/greedy.wasm"] {
+    for wasm in [
+        "cells/guests/echo-agent/echo.wasm",
+        "missions/examples/casework/agent/eligibility.wasm",
+        "cells/guests/greedy-agent/greedy.wasm",
+    ] {
         let from = module(wasm);
         std::fs::copy(&from, uploads.join(from.file_name().expect("name"))).expect("copy module");
     }
     // The later mission allows three outcomes; the page offers only those.
     let later_gates = format!("{gates}decisions:\n  outcomes: [echo, eligible, ineligible]\n");
-    let later = write_mission(dir.path(), "later", Path::new("echo.wasm"), 1000, "{}", "    - {id: late, amount: 900}\n", &later_gates);
+    let later = write_mission(
+        dir.path(),
+        "later",
+        Path::new("echo.wasm"),
+        1000,
+        "{}",
+        "    - {id: late, amount: 900}\n",
+        &later_gates,
+    );
     let later = std::fs::read_to_string(later).expect("mission text");
     let operator = identity::Keypair::load(&operator_key).expect("operator key");
     let reviewer_public = identity::read_public(&reviewer_key).expect("public").1;
@@ -250,7 +284,11 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let start = Instant::now();
     let client = loop {
-        match ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{driver_port}")).await {
+        match ClientBuilder::new(connector.clone())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{driver_port}"))
+            .await
+        {
             Ok(client) => break client,
             Err(e) if start.elapsed() < Duration::from_secs(30) => {
                 eprintln!("waiting for chromedriver: {e}");
@@ -305,13 +343,19 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
 
     // Role separation: an operator's session cannot decide, and the
     // attempt is journaled.
-    let (status, _, body) =
-        http(&addr, "POST", &format!("/api/gates/{late_gate}/prepare"), Some(&operator_cookie), Some(&json!({"verdict": "approve"})));
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        &format!("/api/gates/{late_gate}/prepare"),
+        Some(&operator_cookie),
+        Some(&json!({"verdict": "approve"})),
+    );
     assert_eq!(status, 403, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("operator keys cannot decide")), "{body}");
     // Oversized requests are refused before they are read whole.
     let huge = json!({"verdict": "approve", "note": "x".repeat(100_000)});
-    let (status, _, body) = http(&addr, "POST", &format!("/api/gates/{late_gate}/prepare"), Some(&operator_cookie), Some(&huge));
+    let (status, _, body) =
+        http(&addr, "POST", &format!("/api/gates/{late_gate}/prepare"), Some(&operator_cookie), Some(&huge));
     assert_eq!(status, 413, "{body}");
 
     // The reviewer approves in the page; the browser signs.
@@ -344,7 +388,13 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     // The later mission allows three outcomes: the edit box is a select
     // box of exactly those, and the reviewer approves with another one.
     let late_card = format!("section.gate[data-gate-id=\"{late_gate}\"]");
-    client.find(Locator::Css(&format!("{late_card} button.edit"))).await.expect("edit button").click().await.expect("open the edits");
+    client
+        .find(Locator::Css(&format!("{late_card} button.edit")))
+        .await
+        .expect("edit button")
+        .click()
+        .await
+        .expect("open the edits");
     let offered = wait_for(&client, "the outcome select box", PAGE_TIMEOUT, || {
         let c = client.clone();
         let css = format!("{late_card} select.outcome option");
@@ -366,7 +416,13 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         .await
         .expect("choose an outcome");
     screenshot(&client, "4b-outcome-select.png").await;
-    client.find(Locator::Css(&format!("{late_card} button.edit"))).await.expect("edit button").click().await.expect("approve as edited");
+    client
+        .find(Locator::Css(&format!("{late_card} button.edit")))
+        .await
+        .expect("edit button")
+        .click()
+        .await
+        .expect("approve as edited");
     wait_for(&client, "the edited decision", PAGE_TIMEOUT, || {
         let c = client.clone();
         let late_gate = late_gate.clone();
@@ -380,7 +436,11 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     // What a reviewer judges by: the sample agent on the real model
     // recalls policy facts and asks the model; its gate's card shows the
     // model's prompt and completion and the facts it used.
-    std::fs::copy(repo_root().join("missions/examples/casework/cases/case-01.json"), uploads.join("cases/case-01.json")).expect("copy case");
+    std::fs::copy(
+        repo_root().join("missions/examples/casework/cases/case-01.json"),
+        uploads.join("cases/case-01.json"),
+    )
+    .expect("copy case");
     let reviewed = dir.path().join("reviewed.yaml");
     std::fs::write(
         &reviewed,
@@ -396,7 +456,8 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     )
     .expect("write mission");
     let reviewed = std::fs::read_to_string(&reviewed).expect("mission text");
-    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": reviewed})));
+    let (status, _, body) =
+        http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": reviewed})));
     assert_eq!(status, 202, "{body}");
     let card_text = wait_for(&client, "the reviewed case", PAGE_TIMEOUT, || {
         let c = client.clone();
@@ -406,9 +467,12 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
                 if text.contains("HS-2026-0001") {
                     // Open the collapsed reasoning and memory, so their
                     // text is rendered.
-                    c.execute("document.querySelectorAll('section.gate details').forEach(d => d.open = true); return true;", vec![])
-                        .await
-                        .ok()?;
+                    c.execute(
+                        "document.querySelectorAll('section.gate details').forEach(d => d.open = true); return true;",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
                     return Some(card.text().await.ok()?);
                 }
             }
@@ -416,7 +480,10 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         }
     })
     .await;
-    assert!(card_text.contains("income-limit-monthly") && card_text.contains("2400"), "the memory it used: {card_text}");
+    assert!(
+        card_text.contains("income-limit-monthly") && card_text.contains("2400"),
+        "the memory it used: {card_text}"
+    );
     assert!(card_text.contains("smollm2-135m"), "the model it asked: {card_text}");
     screenshot(&client, "5-reasoning-and-memory.png").await;
 
@@ -437,7 +504,8 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     )
     .expect("write mission");
     let thrifty = std::fs::read_to_string(&thrifty).expect("mission text");
-    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": thrifty})));
+    let (status, _, body) =
+        http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": thrifty})));
     assert_eq!(status, 202, "{body}");
     let budget_gate = wait_for(&client, "the budget gate", PAGE_TIMEOUT, || {
         let c = client.clone();
@@ -468,12 +536,18 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     screenshot(&client, "7-budget-granted.png").await;
 
     // A second decision on the same gate is refused (409) and journaled.
-    let (status, _, body) =
-        http(&addr, "POST", &format!("/api/gates/{big_gate}/prepare"), Some(&reviewer_cookie), Some(&json!({"verdict": "reject"})));
+    let (status, _, body) = http(
+        &addr,
+        "POST",
+        &format!("/api/gates/{big_gate}/prepare"),
+        Some(&reviewer_cookie),
+        Some(&json!({"verdict": "reject"})),
+    );
     assert_eq!(status, 409, "{body}");
     // A forged decision: a made-up token and signature.
     let forged = json!({"token": "00".repeat(32), "signatures": ["11".repeat(64)]});
-    let (status, _, body) = http(&addr, "POST", &format!("/api/gates/{late_gate}/decide"), Some(&reviewer_cookie), Some(&forged));
+    let (status, _, body) =
+        http(&addr, "POST", &format!("/api/gates/{late_gate}/decide"), Some(&reviewer_cookie), Some(&forged));
     assert_eq!(status, 409, "{body}");
     // Signing out ends the session and its event stream.
     let (status, _, _) = http(&addr, "DELETE", "/api/session", Some(&operator_cookie), None);

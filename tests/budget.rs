@@ -60,14 +60,16 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     // The account tree: the mission and its agent.
     let out = run(conductor().args(["ledger", "show", "--json", "--data"]).arg(&data));
     let accounts = stdout_json(&out);
-    let names: Vec<&str> = accounts.as_array().expect("accounts").iter().map(|a| a["account"].as_str().expect("name")).collect();
+    let names: Vec<&str> =
+        accounts.as_array().expect("accounts").iter().map(|a| a["account"].as_str().expect("name")).collect();
     assert!(names.contains(&mission_id.as_str()));
     assert!(names.contains(&format!("{mission_id}/eligibility").as_str()), "{names:?}");
 
     // The mission waits on its budget gate, asking for its limit again.
     let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
     let gates = stdout_json(&out);
-    let gate = gates.as_array().expect("gates").iter().find(|g| g["status"] == "pending").expect("a budget gate").clone();
+    let gate =
+        gates.as_array().expect("gates").iter().find(|g| g["status"] == "pending").expect("a budget gate").clone();
     assert_eq!(gate["gate"], "budget", "{gate}");
     assert_eq!(gate["budget"]["account"], mission_id.as_str(), "{gate}");
     assert_eq!(gate["budget"]["amount"], 330, "{gate}");
@@ -77,8 +79,23 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     let reviewer = dir.path().join("reviewer.key");
     run(conductor().args(["keys", "new", "--role", "reviewer", "--out"]).arg(&reviewer));
     let approve = |key: &Path| {
-        run(conductor().args(["gates", "approve", &gate_id, "--amount", "5000", "--note", "approved", "--json", "--concurrency", "1", "--key"])
-            .arg(key).arg("--data").arg(&data))
+        run(conductor()
+            .args([
+                "gates",
+                "approve",
+                &gate_id,
+                "--amount",
+                "5000",
+                "--note",
+                "approved",
+                "--json",
+                "--concurrency",
+                "1",
+                "--key",
+            ])
+            .arg(key)
+            .arg("--data")
+            .arg(&data))
     };
     assert_ne!(approve(&reviewer).status.code(), Some(0), "unregistered reviewer refused");
     let operator = dir.path().join("operator.key");
@@ -87,12 +104,19 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     assert_ne!(approve(&operator).status.code(), Some(0), "an operator key cannot extend");
     run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(&reviewer));
     // The gate is the way: a direct extension is refused while it waits.
-    let out = run(conductor().args(["ledger", "extend", &mission_id, "--amount", "5000", "--reason", "r", "--key"])
-        .arg(&reviewer).arg("--data").arg(&data));
+    let out = run(conductor()
+        .args(["ledger", "extend", &mission_id, "--amount", "5000", "--reason", "r", "--key"])
+        .arg(&reviewer)
+        .arg("--data")
+        .arg(&data));
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("budget gate"), "{}", stderr(&out));
     // Amounts go with approvals of budget gates only.
-    let out = run(conductor().args(["gates", "reject", &gate_id, "--amount", "5", "--key"]).arg(&reviewer).arg("--data").arg(&data));
+    let out = run(conductor()
+        .args(["gates", "reject", &gate_id, "--amount", "5", "--key"])
+        .arg(&reviewer)
+        .arg("--data")
+        .arg(&data));
     assert_ne!(out.status.code(), Some(0));
 
     // Approving grants the extension and continues the mission at once.
@@ -120,8 +144,13 @@ fn a_gated_budget_waits_for_a_signed_extension_then_resumes_and_finishes() {
     let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
     let report = stdout_json(&out);
-    let root = report["budget"].as_array().expect("budget").iter()
-        .find(|row| row["account"] == mission_id.as_str()).expect("mission account").clone();
+    let root = report["budget"]
+        .as_array()
+        .expect("budget")
+        .iter()
+        .find(|row| row["account"] == mission_id.as_str())
+        .expect("mission account")
+        .clone();
     assert_eq!(root["limit"], 5330);
     assert_eq!(root["settled"], settled);
 }
@@ -139,7 +168,8 @@ fn a_paused_mission_stays_within_budget_until_given_more() {
     let before = summary["budget"]["settled"].as_u64().expect("settled");
 
     // Resuming with nothing new pauses again at once and spends nothing.
-    let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--concurrency", "1", "--data"]).arg(&data));
+    let out =
+        run(conductor().args(["mission", "resume", &mission_id, "--json", "--concurrency", "1", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(3));
     let summary = stdout_json(&out);
     assert_eq!(summary["status"], "paused");

@@ -91,9 +91,7 @@ fn trapping_and_looping_agents_are_contained_and_other_tasks_finish() {
     // Exit 6: the mission ran to its end, and some tasks failed.
     assert_eq!(out.status.code(), Some(6), "the conductor survives hostile agents: {}", stderr(&out));
     let summary = stdout_json(&out);
-    let by_case = |id: &str| {
-        tasks(&summary).iter().find(|t| t["case_id"] == id).cloned().expect("task present")
-    };
+    let by_case = |id: &str| tasks(&summary).iter().find(|t| t["case_id"] == id).cloned().expect("task present");
     for ok in ["ok-1", "ok-2", "ok-3"] {
         let t = by_case(ok);
         assert_eq!(t["status"], "decided", "{ok}: {t}");
@@ -159,12 +157,8 @@ fn operator_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Strin
     let out = run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(&path));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let public = text
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .expect("the public key is printed")
-        .trim()
-        .to_owned();
+    let public =
+        text.lines().find_map(|l| l.strip_prefix("public key ")).expect("the public key is printed").trim().to_owned();
     (path, public)
 }
 
@@ -298,8 +292,10 @@ fn a_tampered_journal_is_detected_and_the_sequence_named() {
 #[test]
 fn a_gate_is_decided_by_a_reviewer_key_and_the_case_completes() {
     let gates = "gates:\n  - name: big\n    when: { field: case.amount, greater_than: 100 }\n";
-    let (dir, data, summary) =
-        quick_mission(gates, "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n    - {id: big2, amount: 900}\n");
+    let (dir, data, summary) = quick_mission(
+        gates,
+        "    - {id: small, amount: 5}\n    - {id: big, amount: 500}\n    - {id: big2, amount: 900}\n",
+    );
     assert_eq!(summary["status"], "awaiting_review");
     assert_eq!(summary["counts"]["awaiting_review"], 2);
     let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
@@ -344,14 +340,17 @@ fn a_gate_is_decided_by_a_reviewer_key_and_the_case_completes() {
     let out = run(conductor().args(["gates", "approve", "no-such-gate", "--key"]).arg(&key).arg("--data").arg(&data));
     assert_ne!(out.status.code(), Some(0));
 
-    let out = run(conductor().args(["gates", "reject", &second, "--note", "income proof missing", "--key"]).arg(&key).arg("--data").arg(&data));
+    let out = run(conductor()
+        .args(["gates", "reject", &second, "--note", "income proof missing", "--key"])
+        .arg(&key)
+        .arg("--data")
+        .arg(&data));
     assert_eq!(out.status.code(), Some(0));
 
     let out = run(conductor().args(["mission", "show", &mission_id, "--json", "--data"]).arg(&data));
     let summary = stdout_json(&out);
     assert_eq!(summary["status"], "completed");
-    let decided_by: Vec<&str> =
-        tasks(&summary).iter().filter_map(|t| t["decided_by"].as_str()).collect();
+    let decided_by: Vec<&str> = tasks(&summary).iter().filter_map(|t| t["decided_by"].as_str()).collect();
     assert_eq!(decided_by.iter().filter(|d| **d == format!("reviewer:{key_id}")).count(), 2);
     let rejected = tasks(&summary).iter().find(|t| t["gate"] == second.as_str()).expect("task");
     assert_eq!(rejected["outcome"], "rejected");
@@ -387,10 +386,7 @@ fn rust_python_and_javascript_agents_run_side_by_side_and_agree() {
     let dir = tempfile::tempdir().expect("tempdir");
     let langs = [
         ("rust", module("cells/guests/triage/rust/triage-rs.wasm")),
-        (
-            "python",
-            module("cells/guests/triage/python/triage-py.wasm"),
-        ),
+        ("python", module("cells/guests/triage/python/triage-py.wasm")),
         ("js", module("cells/guests/triage/js/triage-js.wasm")),
     ];
     let mut agents = String::new();
@@ -418,66 +414,37 @@ fn rust_python_and_javascript_agents_run_side_by_side_and_agree() {
     let mission = dir.path().join("triage.yaml");
     std::fs::write(&mission, text).expect("mission");
     let data = dir.path().join("data");
-    let out = run(conductor()
-        .arg("run")
-        .arg(&mission)
-        .arg("--data")
-        .arg(&data)
-        .arg("--json"));
+    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = stdout_json(&out);
-    let by_case = |id: &str| {
-        tasks(&summary)
-            .iter()
-            .find(|t| t["case_id"] == id)
-            .cloned()
-            .expect("task")
-    };
+    let by_case = |id: &str| tasks(&summary).iter().find(|t| t["case_id"] == id).cloned().expect("task");
     for (lang, _) in &langs {
         let small = by_case(&format!("{lang}-small"));
         assert_eq!(small["agent"], *lang, "{small}");
         assert_eq!(small["status"], "decided", "{small}");
         assert_eq!(small["outcome"], "accept", "{small}");
         assert_eq!(small["reason"], "amount 120 vs limit 5000", "{small}");
-        assert_eq!(
-            small["model_calls"], 1,
-            "{lang} reached the real model: {small}"
-        );
+        assert_eq!(small["model_calls"], 1, "{lang} reached the real model: {small}");
         assert!(small["tokens_settled"].as_u64().unwrap_or(0) > 0, "{small}");
 
         let large = by_case(&format!("{lang}-large"));
-        assert_eq!(
-            large["status"], "awaiting_review",
-            "{lang} asked for review: {large}"
-        );
+        assert_eq!(large["status"], "awaiting_review", "{lang} asked for review: {large}");
         assert!(large["gate"].is_string(), "a gate was opened: {large}");
 
         let bad = by_case(&format!("{lang}-bad"));
         assert_eq!(bad["status"], "failed", "{bad}");
         let failure = bad["failure"].as_str().unwrap_or_default();
-        assert!(
-            failure.contains("input: `amount` is not an integer"),
-            "{lang}: {failure}"
-        );
+        assert!(failure.contains("input: `amount` is not an integer"), "{lang}: {failure}");
     }
     assert_eq!(summary["budget"]["pending"], 0, "every reservation settled");
 
-    let out = run(conductor()
-        .args(["gates", "list", "--json", "--data"])
-        .arg(&data));
+    let out = run(conductor().args(["gates", "list", "--json", "--data"]).arg(&data));
     let gates = stdout_json(&out);
     let listed = gates.as_array().expect("gates");
     assert_eq!(listed.len(), 3, "one review per language: {gates}");
-    assert!(
-        listed.iter().all(|g| g["gate"] == "large-amount"),
-        "{gates}"
-    );
+    assert!(listed.iter().all(|g| g["gate"] == "large-amount"), "{gates}");
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "every language's host calls are valid signed entries"
-    );
+    assert_eq!(out.status.code(), Some(0), "every language's host calls are valid signed entries");
 }
 
 /// `await-review` parks a task: its cell is gone while the gate is open.
@@ -529,7 +496,8 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
 
     // `--no-resume` only records the decision; `mission resume` continues.
     let other = by_case(&summary, "waits-too")["gate"].as_str().expect("gate").to_owned();
-    let out = run(conductor().args(["gates", "reject", &other, "--no-resume", "--key"]).arg(&key).arg("--data").arg(&data));
+    let out =
+        run(conductor().args(["gates", "reject", &other, "--no-resume", "--key"]).arg(&key).arg("--data").arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("mission resume"), "says how to continue");
     let out = run(conductor().args(["mission", "resume", &mission_id, "--json", "--data"]).arg(&data));
@@ -560,7 +528,10 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
     assert_eq!(report["exceptions"]["tasks_sent_to_a_gate"], 2, "{report}");
     let gate = &report["gates"][0];
     assert_eq!((gate["gate"].as_str(), gate["requested"].as_u64()), (Some("second-look"), Some(2)), "{report}");
-    assert_eq!((gate["approved"].as_u64(), gate["rejected"].as_u64(), gate["pending"].as_u64()), (Some(1), Some(1), Some(0)));
+    assert_eq!(
+        (gate["approved"].as_u64(), gate["rejected"].as_u64(), gate["pending"].as_u64()),
+        (Some(1), Some(1), Some(0))
+    );
     let worst = gate["time_to_decision_us"]["worst"].as_i64().expect("a worst wait");
     assert!(worst > 0 && worst >= gate["time_to_decision_us"]["median"].as_i64().expect("median"), "{report}");
     assert_eq!(report["timeouts"], 0);
@@ -575,12 +546,14 @@ fn a_parked_task_resumes_with_the_reviewers_answer_when_its_gate_is_decided() {
     assert_eq!(stdout_json(&out)[0]["verdict"], "match");
 
     // Its provenance names the reviewer who answered.
-    let out = run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/waits")));
+    let out =
+        run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/waits")));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc = stdout_json(&out);
     assert_eq!(doc["task"]["case"], "waits");
     assert_eq!(doc["signatures"]["all_valid"], true);
-    let decided = doc["gates"].as_array().expect("gates").iter().find(|g| g["kind"] == "gate.decided").cloned().expect("decided");
+    let decided =
+        doc["gates"].as_array().expect("gates").iter().find(|g| g["kind"] == "gate.decided").cloned().expect("decided");
     assert_eq!(decided["entry"]["signed_by"]["name"], "Ada", "{decided}");
     assert!(doc["host_calls"].as_array().expect("calls").iter().any(|c| c["kind"] == "host.await"));
 }
@@ -614,14 +587,27 @@ fn a_quorum_gate_needs_distinct_listed_reviewers_and_records_edits_as_a_diff() {
     let summary = stdout_json(&out);
     let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
     let gate_of = |case: &str| {
-        tasks(&summary).iter().find(|t| t["case_id"] == case).and_then(|t| t["gate"].as_str()).expect("gated").to_owned()
+        tasks(&summary)
+            .iter()
+            .find(|t| t["case_id"] == case)
+            .and_then(|t| t["gate"].as_str())
+            .expect("gated")
+            .to_owned()
     };
     for name in ["a", "b", "c"] {
-        let out = run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(dir.path().join(format!("{name}.key"))));
+        let out = run(conductor()
+            .args(["keys", "register", "--data"])
+            .arg(&data)
+            .arg(dir.path().join(format!("{name}.key"))));
         assert_eq!(out.status.code(), Some(0));
     }
     let decide = |verb: &str, gate: &str, key: &str, extra: &[&str]| {
-        run(conductor().args(["gates", verb, gate, "--key"]).arg(dir.path().join(format!("{key}.key"))).args(extra).arg("--data").arg(&data))
+        run(conductor()
+            .args(["gates", verb, gate, "--key"])
+            .arg(dir.path().join(format!("{key}.key")))
+            .args(extra)
+            .arg("--data")
+            .arg(&data))
     };
     let g1 = gate_of("c1");
     let out = decide("approve", &g1, "c", &[]);
@@ -670,7 +656,12 @@ fn a_quorum_gate_needs_distinct_listed_reviewers_and_records_edits_as_a_diff() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let reasons: Vec<&str> = refused.iter().map(|e| e["payload"]["reason"].as_str().unwrap_or_default()).collect();
     assert_eq!(refused.len(), 3, "{reasons:#?}");
-    assert!(reasons[0].contains("not among") && reasons[1].contains("already approved") && reasons[2].contains("decided once"), "{reasons:#?}");
+    assert!(
+        reasons[0].contains("not among")
+            && reasons[1].contains("already approved")
+            && reasons[2].contains("decided once"),
+        "{reasons:#?}"
+    );
     assert_eq!(refused[0]["payload"]["key_id"], ids[2].as_str());
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));

@@ -110,7 +110,10 @@ fn check_mission(data: &Path, summary: &Value) {
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
     assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash");
-    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(data).env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
+    let out = run(conductor()
+        .args(["audit", "replay", "--json", "--data"])
+        .arg(data)
+        .env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
     assert_eq!(out.status.code(), Some(0), "every task replays from the journal: {}", stderr(&out));
     let replays = stdout_json(&out);
     assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
@@ -119,8 +122,7 @@ fn check_mission(data: &Path, summary: &Value) {
 #[test]
 fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() {
     model_file();
-    let kills_wanted: usize =
-        std::env::var("CONDUCTOR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let kills_wanted: usize = std::env::var("CONDUCTOR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let seed = std::env::var("CONDUCTOR_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
@@ -144,7 +146,8 @@ fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() 
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("conductor starts");
-            let deadline = Instant::now() + if kills < kills_wanted { rng.kill_after() } else { Duration::from_secs(600) };
+            let deadline =
+                Instant::now() + if kills < kills_wanted { rng.kill_after() } else { Duration::from_secs(600) };
             let status = loop {
                 if let Some(status) = child.try_wait().expect("wait") {
                     break Some(status);

@@ -30,7 +30,8 @@ fn mission_validate_refuses_a_gate_on_a_field_no_case_has_and_names_the_nearest(
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = module("cells/guests/echo-agent/echo.wasm");
     let cases = "    - {id: small, requested_amount: 100}\n    - {id: large, requested_amount: 9000}\n";
-    let gate = |field: &str| format!("gates:\n  - name: large-award\n    when: {{ field: {field}, greater_than: 5000 }}\n");
+    let gate =
+        |field: &str| format!("gates:\n  - name: large-award\n    when: {{ field: {field}, greater_than: 5000 }}\n");
     let good = write_mission(dir.path(), "good", &echo, 1000, "{}", cases, &gate("case.requested_amount"));
     assert_eq!(validate(&good).status.code(), Some(0), "the right field validates");
 
@@ -137,14 +138,21 @@ fn a_reviewer_cannot_record_an_outcome_or_detail_the_mission_does_not_allow() {
     let gate_id = gate["id"].as_str().expect("gate id").to_owned();
     let key = reviewer(dir.path(), &data);
     let approve = |edit: &str| {
-        run(conductor().args(["gates", "approve", &gate_id, "--key"]).arg(&key).args(["--edit", edit, "--data"]).arg(&data))
+        run(conductor()
+            .args(["gates", "approve", &gate_id, "--key"])
+            .arg(&key)
+            .args(["--edit", edit, "--data"])
+            .arg(&data))
     };
 
     let before = entries(&data);
     let out = approve(r#"{"outcome": "eligble"}"#);
     assert_ne!(out.status.code(), Some(0), "a misspelt outcome is refused");
     let err = stderr(&out);
-    assert!(err.contains("outcome `eligble` is not one of this mission's outcomes: echo, eligible, ineligible"), "{err}");
+    assert!(
+        err.contains("outcome `eligble` is not one of this mission's outcomes: echo, eligible, ineligible"),
+        "{err}"
+    );
     let out = approve(r#"{"outcome": "eligible", "details": {"amount": "lots"}}"#);
     assert_ne!(out.status.code(), Some(0), "a detail of the wrong type is refused");
     assert!(stderr(&out).contains("`details.amount` must be a whole number"), "{}", stderr(&out));

@@ -61,7 +61,10 @@ async fn sequences_whose_caches_differ_in_capacity_batch_correctly() {
     let opening = "Case file for review. ";
     let note = "Short note: the roof needs repairs. State the verdict and why.";
     let prompts = vec![
-        format!("{opening}Beta case. {}State the verdict and why.", "The tenant reports a leaking roof and asks for repairs. ".repeat(8)),
+        format!(
+            "{opening}Beta case. {}State the verdict and why.",
+            "The tenant reports a leaking roof and asks for repairs. ".repeat(8)
+        ),
         format!(
             "{opening}Alpha case. {}State the verdict and why.",
             "The applicant lists monthly income, rent, household members and residency. ".repeat(50)

@@ -23,15 +23,25 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     let operator = dir.path().join("operator.key");
     let stranger = dir.path().join("stranger.key");
     for key in [&operator, &stranger] {
-        assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
+        assert_eq!(
+            run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(),
+            Some(0)
+        );
     }
     let issue = |key: &std::path::Path| {
-        run(conductor().args(["gateway", "issue", "--name", "app", "--limit", "5000", "--key"]).arg(key).arg("--data").arg(&data))
+        run(conductor()
+            .args(["gateway", "issue", "--name", "app", "--limit", "5000", "--key"])
+            .arg(key)
+            .arg("--data")
+            .arg(&data))
     };
     // Issuing creates no data directory: registering the first person does.
     assert_ne!(issue(&operator).status.code(), Some(0), "no data directory yet");
     assert!(!data.exists(), "a refused issue leaves no data directory");
-    assert_eq!(run(conductor().args(["keys", "register", "--init", "--data"]).arg(&data).arg(&operator)).status.code(), Some(0));
+    assert_eq!(
+        run(conductor().args(["keys", "register", "--init", "--data"]).arg(&data).arg(&operator)).status.code(),
+        Some(0)
+    );
     // Issuing needs a registered operator.
     assert_ne!(issue(&stranger).status.code(), Some(0), "an unregistered operator cannot issue keys");
     let key = issue_gateway_key(&data, &operator, "app", 5000);
@@ -86,7 +96,8 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     }
     let out = run(conductor().args(["ledger", "show", "--json", "--data"]).arg(&data));
     let accounts = stdout_json(&out);
-    let account = |name: &str| accounts.as_array().expect("accounts").iter().find(|a| a["account"] == name).cloned().expect(name);
+    let account =
+        |name: &str| accounts.as_array().expect("accounts").iter().find(|a| a["account"] == name).cloned().expect(name);
     assert_eq!(account("gateway:app")["settled"].as_u64(), Some(cost), "{accounts}");
     assert_eq!(account("gateway:app")["pending"], 0, "{accounts}");
     assert_eq!(account("gateway:poor")["settled"], 0, "the refused call cost nothing: {accounts}");

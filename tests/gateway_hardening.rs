@@ -93,7 +93,13 @@ fn account(data: &Path, name: &str) -> Value {
     let out = run(conductor().args(["ledger", "show", "--json", "--data"]).arg(data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let accounts = stdout_json(&out);
-    accounts.as_array().expect("accounts").iter().find(|a| a["account"] == name).cloned().unwrap_or_else(|| panic!("{name}: {accounts}"))
+    accounts
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .find(|a| a["account"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: {accounts}"))
 }
 
 fn verify(data: &Path) {
@@ -137,7 +143,8 @@ fn the_embedded_registry_prices_the_gateway_and_lists_its_models() {
     assert_eq!(get(&agent, &format!("{base}/models/smollm2-135m"), Some(&key)).body["id"], "smollm2-135m");
     assert_eq!(get(&agent, &format!("{base}/models/gpt-9"), Some(&key)).status, 404);
 
-    let answer = post(&agent, &format!("{base}/chat/completions"), &key, &chat("Name one colour of the sky.", 4, false));
+    let answer =
+        post(&agent, &format!("{base}/chat/completions"), &key, &chat("Name one colour of the sky.", 4, false));
     assert_eq!(answer.status, 200, "the embedded model is priced: {answer:?}");
     server.stop();
 
@@ -164,10 +171,15 @@ fn operators_list_and_revoke_keys_and_a_revoked_key_is_refused() {
     };
     let keys = list();
     assert_eq!(keys.len(), 2, "{keys:?}");
-    let row = |keys: &[Value], name: &str| keys.iter().find(|k| k["name"] == name).cloned().unwrap_or_else(|| panic!("{name}: {keys:?}"));
+    let row = |keys: &[Value], name: &str| {
+        keys.iter().find(|k| k["name"] == name).cloned().unwrap_or_else(|| panic!("{name}: {keys:?}"))
+    };
     let app_row = row(&keys, "app");
     assert_eq!(app_row["account"], "gateway:app");
-    assert_eq!((app_row["limit"].as_u64(), app_row["settled"].as_u64(), app_row["pending"].as_u64()), (Some(500), Some(0), Some(0)));
+    assert_eq!(
+        (app_row["limit"].as_u64(), app_row["settled"].as_u64(), app_row["pending"].as_u64()),
+        (Some(500), Some(0), Some(0))
+    );
     let app_id = app_row["key_id"].as_str().expect("key id").to_owned();
     assert!(app_id.len() == 16 && app_id.bytes().all(|b| b.is_ascii_hexdigit()), "{app_row}");
     assert!(app_row["issued"].as_str().is_some_and(|t| t.ends_with('Z')), "RFC 3339: {app_row}");
@@ -287,7 +299,9 @@ fn a_server_killed_during_a_call_does_not_lock_its_client_out() {
     let key = issue_gateway_key(&data, &operator, "app", limit);
 
     // The reservation TTL is bounded.
-    let out = run(conductor().args(["serve", "--bind", "127.0.0.1:0", "--gateway-reservation-ttl-s", "1", "--data"]).arg(&data));
+    let out = run(conductor()
+        .args(["serve", "--bind", "127.0.0.1:0", "--gateway-reservation-ttl-s", "1", "--data"])
+        .arg(&data));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     let log = dir.path().join("serve.log");
@@ -297,7 +311,13 @@ fn a_server_killed_during_a_call_does_not_lock_its_client_out() {
     // the model has taken it up (its reservation is committed before).
     let caller = {
         let (url, key) = (url.clone(), key.clone());
-        std::thread::spawn(move || agent().post(&url).header("Authorization", &format!("Bearer {key}")).send(chat(LONG_ANSWER, 1200, false).to_string()).is_err())
+        std::thread::spawn(move || {
+            agent()
+                .post(&url)
+                .header("Authorization", &format!("Bearer {key}"))
+                .send(chat(LONG_ANSWER, 1200, false).to_string())
+                .is_err()
+        })
     };
     let start = Instant::now();
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("model cohort admitted") {
@@ -371,9 +391,14 @@ fn a_stream_cut_by_a_crash_is_recorded_as_interrupted_and_charged_its_reservatio
     let interrupted = journal(&data, "gateway.interrupted");
     assert_eq!(interrupted.len(), 1, "{interrupted:?}");
     let i = &interrupted[0]["payload"];
-    assert_eq!((&i["reservation"], i["cost"].as_u64(), &i["started_seq"]), (&reservation, Some(reserved), &started[0]["seq"]), "{i}");
+    assert_eq!(
+        (&i["reservation"], i["cost"].as_u64(), &i["started_seq"]),
+        (&reservation, Some(reserved), &started[0]["seq"]),
+        "{i}"
+    );
     let settled = journal(&data, "budget.settled");
-    let charge = settled.iter().find(|e| e["payload"]["reservation"] == reservation).unwrap_or_else(|| panic!("{settled:?}"));
+    let charge =
+        settled.iter().find(|e| e["payload"]["reservation"] == reservation).unwrap_or_else(|| panic!("{settled:?}"));
     assert_eq!(charge["payload"]["amount"].as_u64(), Some(reserved), "{charge}");
     let after = account(&data, "gateway:streamer");
     assert_eq!((after["settled"].as_u64(), after["pending"].as_u64()), (Some(reserved), Some(0)), "{after}");

@@ -54,7 +54,13 @@ impl Answer {
 
 /// One request on its own connection; `Err` if the server does not
 /// answer within [`REQUEST_TIMEOUT`].
-fn try_request(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&str>) -> std::io::Result<Answer> {
+fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
@@ -75,7 +81,8 @@ fn try_request(addr: &str, method: &str, path: &str, cookie: Option<&str>, body:
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_owned() };
     Ok(Answer { status, head: head.to_owned(), body })
 }
 
@@ -94,7 +101,8 @@ fn dechunk(mut rest: &str) -> String {
 
 fn request(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> Answer {
     let body = body.map(Value::to_string);
-    try_request(addr, method, path, cookie, body.as_deref()).unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"))
+    try_request(addr, method, path, cookie, body.as_deref())
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"))
 }
 
 /// Signs in over the API with `key`; returns the session cookie.
@@ -112,7 +120,8 @@ fn sign_in(addr: &str, key: &identity::Keypair) -> String {
 fn answer_challenge(addr: &str, key: &identity::Keypair, challenge: &str) -> Answer {
     let mut message = b"conductor sign-in v1\0".to_vec();
     message.extend_from_slice(&hex::decode(challenge).expect("hex"));
-    let body = json!({"public_key": key.public().to_hex(), "challenge": challenge, "signature": key.sign(&message).to_hex()});
+    let body =
+        json!({"public_key": key.public().to_hex(), "challenge": challenge, "signature": key.sign(&message).to_hex()});
     request(addr, "POST", "/api/session", None, Some(&body))
 }
 
@@ -191,7 +200,11 @@ fn item_6_operators_see_the_queue_auditors_the_decided_gates_and_only_reviewers_
         all.iter().find(|g| g["case_id"] == case).and_then(|g| g["id"].as_str()).expect("gate").to_owned()
     };
     let (decided, pending) = (id_of("big"), id_of("huge"));
-    let out = run(conductor().args(["gates", "approve", &decided, "--no-resume", "--key"]).arg(dir.path().join("Rita.key")).arg("--data").arg(&data));
+    let out = run(conductor()
+        .args(["gates", "approve", &decided, "--no-resume", "--key"])
+        .arg(dir.path().join("Rita.key"))
+        .arg("--data")
+        .arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let server = Served::start(&data, &[]);
@@ -207,7 +220,13 @@ fn item_6_operators_see_the_queue_auditors_the_decided_gates_and_only_reviewers_
     assert_eq!(seen["gates"][0]["can_decide"], false, "{seen}");
     assert_eq!(ids(&seen["decided"]), [decided.clone()], "{seen}");
     assert_eq!(request(&addr, "GET", &format!("/api/gates/{pending}"), Some(&operator_cookie), None).status, 200);
-    let tried = request(&addr, "POST", &format!("/api/gates/{pending}/prepare"), Some(&operator_cookie), Some(&json!({"verdict": "approve"})));
+    let tried = request(
+        &addr,
+        "POST",
+        &format!("/api/gates/{pending}/prepare"),
+        Some(&operator_cookie),
+        Some(&json!({"verdict": "approve"})),
+    );
     assert_eq!(tried.status, 403, "{}", tried.body);
 
     // Auditors see the decided gates, and not the queue.
@@ -221,7 +240,13 @@ fn item_6_operators_see_the_queue_auditors_the_decided_gates_and_only_reviewers_
     let one = request(&addr, "GET", &format!("/api/gates/{pending}"), Some(&auditor_cookie), None);
     assert_eq!(one.status, 403, "{}", one.body);
     assert_eq!(request(&addr, "GET", &format!("/api/gates/{decided}"), Some(&auditor_cookie), None).status, 200);
-    let tried = request(&addr, "POST", &format!("/api/gates/{pending}/prepare"), Some(&auditor_cookie), Some(&json!({"verdict": "reject"})));
+    let tried = request(
+        &addr,
+        "POST",
+        &format!("/api/gates/{pending}/prepare"),
+        Some(&auditor_cookie),
+        Some(&json!({"verdict": "reject"})),
+    );
     assert_eq!(tried.status, 403, "{}", tried.body);
 
     // The reviewer may decide what is theirs.
@@ -276,7 +301,11 @@ fn item_13_a_mission_over_http_is_uploaded_text_and_names_files_only_inside_data
     for (what, yaml) in &outside {
         let answer = upload(&addr, &cookie, yaml);
         assert_eq!(answer.status, 422, "{what}: {}", answer.body);
-        assert!(answer.json()["error"].as_str().is_some_and(|e| e.contains("inside the server's DATA/missions/")), "{what}: {}", answer.body);
+        assert!(
+            answer.json()["error"].as_str().is_some_and(|e| e.contains("inside the server's DATA/missions/")),
+            "{what}: {}",
+            answer.body
+        );
     }
     // Within the request cap only.
     let huge = format!("{}# {}\n", mission_text("m", "echo.wasm", TWO_CASES), "x".repeat(70 << 10));
@@ -331,10 +360,13 @@ fn item_14_errors_over_http_never_quote_a_file_the_caller_could_not_read() {
     // A path outside DATA/missions is refused before it is opened, so the
     // answer is the same whether the file exists or not.
     let existing = upload(&addr, &cookie, &mission_text("m", &secret.display().to_string(), TWO_CASES));
-    let missing = upload(&addr, &cookie, &mission_text("m", &dir.path().join("absent").display().to_string(), TWO_CASES));
+    let missing =
+        upload(&addr, &cookie, &mission_text("m", &dir.path().join("absent").display().to_string(), TWO_CASES));
     assert_eq!((existing.status, missing.status), (422, 422), "{} / {}", existing.body, missing.body);
     assert!(!existing.body.contains(MARKER), "{}", existing.body);
-    let shape = |a: &Answer, path: &Path| a.json()["error"].as_str().expect("error").replace(&path.display().to_string(), "PATH");
+    let shape = |a: &Answer, path: &Path| {
+        a.json()["error"].as_str().expect("error").replace(&path.display().to_string(), "PATH")
+    };
     assert_eq!(shape(&existing, &secret), shape(&missing, &dir.path().join("absent")), "existence is not revealed");
 
     // A bad case file is located, its text withheld.
@@ -409,11 +441,13 @@ fn item_15_a_flood_of_anonymous_challenges_leaves_sign_in_working() {
     assert_eq!(request(&addr, "GET", "/api/me", Some(&cookie), None).status, 200);
 
     // Challenges are still single-use, unforgeable and the server's own.
-    let challenge = request(&addr, "GET", "/api/challenge", None, None).json()["challenge"].as_str().expect("challenge").to_owned();
+    let challenge =
+        request(&addr, "GET", "/api/challenge", None, None).json()["challenge"].as_str().expect("challenge").to_owned();
     assert_eq!(answer_challenge(&addr, &reviewer, &challenge).status, 200);
     let again = answer_challenge(&addr, &reviewer, &challenge);
     assert_eq!(again.status, 401, "a used challenge: {}", again.body);
-    let fresh = request(&addr, "GET", "/api/challenge", None, None).json()["challenge"].as_str().expect("challenge").to_owned();
+    let fresh =
+        request(&addr, "GET", "/api/challenge", None, None).json()["challenge"].as_str().expect("challenge").to_owned();
     let mut bytes = hex::decode(&fresh).expect("hex");
     bytes[13] ^= 1; // a later expiry, written in by the client
     let tampered = answer_challenge(&addr, &reviewer, &hex::encode(&bytes));
@@ -449,8 +483,13 @@ fn item_16_a_reviewers_refused_attempts_are_rate_limited_and_counted_in_one_entr
     let mut statuses = std::collections::BTreeMap::new();
     let mut retry_after = None;
     for i in 0..300 {
-        let answer = request(&addr, "POST", &format!("/api/gates/no-such-gate-{i}/prepare"), Some(&cookie),
-            Some(&json!({"verdict": "approve", "note": note})));
+        let answer = request(
+            &addr,
+            "POST",
+            &format!("/api/gates/no-such-gate-{i}/prepare"),
+            Some(&cookie),
+            Some(&json!({"verdict": "approve", "note": note})),
+        );
         *statuses.entry(answer.status).or_insert(0usize) += 1;
         if answer.status == 429 {
             retry_after = retry_after.or(answer.header("retry-after"));
@@ -458,13 +497,18 @@ fn item_16_a_reviewers_refused_attempts_are_rate_limited_and_counted_in_one_entr
     }
     assert_eq!(statuses.get(&404), Some(&10), "the first ten are refused as usual: {statuses:?}");
     assert_eq!(statuses.get(&429), Some(&290), "the rest are rate-limited: {statuses:?}");
-    assert!(retry_after.and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| (1..=60).contains(&s)), "429 says when to retry");
+    assert!(
+        retry_after.and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| (1..=60).contains(&s)),
+        "429 says when to retry"
+    );
     // Stopping the server journals the open window's summary.
     server.stop();
 
     let key_id = reviewer.public().key_id().to_string();
-    let refused: Vec<Value> = journal(&data, "gate.refused").into_iter().filter(|e| e["payload"]["key_id"] == key_id.as_str()).collect();
-    let (summaries, single): (Vec<&Value>, Vec<&Value>) = refused.iter().partition(|e| e["payload"].get("repeated").is_some());
+    let refused: Vec<Value> =
+        journal(&data, "gate.refused").into_iter().filter(|e| e["payload"]["key_id"] == key_id.as_str()).collect();
+    let (summaries, single): (Vec<&Value>, Vec<&Value>) =
+        refused.iter().partition(|e| e["payload"].get("repeated").is_some());
     assert_eq!(single.len(), 10, "{refused:?}");
     assert_eq!(summaries.len(), 1, "{refused:?}");
     let summary = &summaries[0]["payload"];
@@ -565,7 +609,12 @@ fn fill_while_serving(dir: &Path, disk: &Path, headroom_bytes: u64) -> (std::pro
 
     let filler = disk.join("filler");
     let size = fill(&filler);
-    std::fs::OpenOptions::new().write(true).open(&filler).expect("filler").set_len(size.saturating_sub(headroom_bytes)).expect("free a little");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .expect("filler")
+        .set_len(size.saturating_sub(headroom_bytes))
+        .expect("free a little");
     let cases: String = (0..400).map(|i| format!("    - {{id: case-{i}, amount: {}}}\n", i % 50)).collect();
     let yaml = mission_text("fills-the-disk", "echo.wasm", &format!("  agent: worker\n  inline:\n{cases}"));
     let answer = upload(&server.addr, &cookie, &yaml);

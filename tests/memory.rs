@@ -63,11 +63,8 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     )
     .expect("write mission");
     let data = dir.path().join("data");
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros()
-        .to_string();
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros().to_string();
     let out = run(conductor().arg("run").arg(&mission).args(["--json", "--concurrency", "1", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = stdout_json(&out);
@@ -111,12 +108,14 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     assert_eq!(found["facts"], serde_json::json!([]), "{found}");
     let found = query(&data, &["--subject", "claimant-9", "--as-of-valid", "2025-06-01T00:00:00Z"]);
     assert_eq!(found["facts"], serde_json::json!([]), "not yet valid in 2025: {found}");
-    let bad = run(conductor().args(["memory", "query", "--subject", "x", "--as-of-tx", "yesterday", "--data"]).arg(&data));
+    let bad =
+        run(conductor().args(["memory", "query", "--subject", "x", "--as-of-tx", "yesterday", "--data"]).arg(&data));
     assert_eq!(bad.status.code(), Some(2), "a malformed time is a usage error");
     assert!(stderr(&bad).contains("RFC 3339"), "{}", stderr(&bad));
 
     // Provenance and replay open the sealed values.
-    let out = run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/w-words")));
+    let out =
+        run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/w-words")));
     assert_eq!(out.status.code(), Some(0));
     let doc = stdout_json(&out);
     let call = doc["host_calls"].as_array().expect("calls").iter().find(|c| c["kind"] == "host.query").expect("query");
@@ -135,9 +134,17 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
         assert_eq!(run(conductor().args(["keys", "register", "--data"]).arg(&data).arg(key)).status.code(), Some(0));
     }
     let erase = |key: &std::path::Path| {
-        run(conductor().args(["memory", "erase", "--subject", "claimant-4411", "--key"]).arg(key).arg("--data").arg(&data))
+        run(conductor()
+            .args(["memory", "erase", "--subject", "claimant-4411", "--key"])
+            .arg(key)
+            .arg("--data")
+            .arg(&data))
     };
-    let unknown = run(conductor().args(["memory", "erase", "--subject", "claimant-44II", "--key"]).arg(&op).arg("--data").arg(&data));
+    let unknown = run(conductor()
+        .args(["memory", "erase", "--subject", "claimant-44II", "--key"])
+        .arg(&op)
+        .arg("--data")
+        .arg(&data));
     assert_ne!(unknown.status.code(), Some(0));
     assert!(stderr(&unknown).contains("nothing about subject `claimant-44II`"), "{}", stderr(&unknown));
     let refused = erase(&reviewer);
@@ -153,19 +160,30 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     // auditors read them; the journal still verifies; replay says which
     // runs can no longer be re-run and why, and the others still match.
     let found = query(&data, &["--subject", "claimant-4411"]);
-    assert_eq!((found["facts"][0]["value"].clone(), found["facts"][0]["erased"].clone()), (Value::Null, Value::Bool(true)));
+    assert_eq!(
+        (found["facts"][0]["value"].clone(), found["facts"][0]["erased"].clone()),
+        (Value::Null, Value::Bool(true))
+    );
     let found = query(&data, &["--words", "late payment"]);
     assert!(found["facts"].as_array().expect("facts").iter().all(|f| f["subject"] != "claimant-4411"), "{found}");
     let verify = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(verify.status.code(), Some(0), "the journal verifies after erasure");
-    let out = run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/w-remember")));
+    let out =
+        run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/w-remember")));
     let doc = stdout_json(&out);
-    let remembered = doc["host_calls"].as_array().expect("calls").iter().find(|c| c["kind"] == "host.remember").expect("remember");
-    assert_eq!((remembered["value"].clone(), remembered["erased"].clone()), (Value::Null, Value::Bool(true)), "{remembered}");
+    let remembered =
+        doc["host_calls"].as_array().expect("calls").iter().find(|c| c["kind"] == "host.remember").expect("remember");
+    assert_eq!(
+        (remembered["value"].clone(), remembered["erased"].clone()),
+        (Value::Null, Value::Bool(true)),
+        "{remembered}"
+    );
     let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0), "erased runs are reported, not divergences");
     let verdicts = stdout_json(&out);
-    let verdict = |case: &str| verdicts.as_array().expect("list").iter().find(|v| v["case"] == case).expect("case")["verdict"].clone();
+    let verdict = |case: &str| {
+        verdicts.as_array().expect("list").iter().find(|v| v["case"] == case).expect("case")["verdict"].clone()
+    };
     assert_eq!(verdict("w-remember"), "erased");
     assert_eq!(verdict("w-words"), "erased");
     assert_eq!(verdict("w-seeded"), "match");
@@ -189,7 +207,8 @@ fn memory_limits_bound_what_agents_can_write() {
     let second = by_case(&summary, "second");
     assert_eq!(second["outcome"], "memory-refused", "{second}");
     assert!(second["reason"].as_str().expect("reason").contains("limit"), "{second}");
-    let refused: Vec<Value> = journal(&data, "host.remember").into_iter().filter(|e| e["payload"]["refused"].is_string()).collect();
+    let refused: Vec<Value> =
+        journal(&data, "host.remember").into_iter().filter(|e| e["payload"]["refused"].is_string()).collect();
     assert_eq!(refused.len(), 1, "the refusal is journaled: {refused:#?}");
     let found = query(&data, &["--subject", "s-2"]);
     assert_eq!(found["facts"], serde_json::json!([]), "nothing was stored");

@@ -27,7 +27,8 @@ fn a_missing_model_stops_the_mission_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mission = echo_mission(dir.path(), "missing-model");
     let data = dir.path().join("data");
-    let out = run(conductor().env("CONDUCTOR_MODEL_DIR", "/nonexistent").arg("run").arg(&mission).arg("--data").arg(&data));
+    let out =
+        run(conductor().env("CONDUCTOR_MODEL_DIR", "/nonexistent").arg("run").arg(&mission).arg("--data").arg(&data));
     assert_eq!(out.status.code(), Some(7), "an infrastructure fault has its own exit status");
     let err = stderr(&out);
     assert!(err.contains("/nonexistent/SmolLM2-135M-Instruct.Q4_1.gguf"), "names the file: {err}");
@@ -185,7 +186,10 @@ fn a_gate_field_missing_from_a_case_sends_it_to_review() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = stdout_json(&out);
     let status = |id: &str| {
-        tasks(&summary).iter().find(|t| t["case_id"] == id).expect("task")["status"].as_str().expect("status").to_owned()
+        tasks(&summary).iter().find(|t| t["case_id"] == id).expect("task")["status"]
+            .as_str()
+            .expect("status")
+            .to_owned()
     };
     assert_eq!(status("small"), "decided");
     assert_eq!(status("unknown"), "awaiting_review", "a missing field is an exception, not false");
@@ -228,8 +232,22 @@ fn devices_and_fifos_are_refused_where_files_are_expected() {
         vec!["run".into(), "/dev/zero".into(), "--data".into(), data.clone().into()],
         vec!["run".into(), fifo.clone().into(), "--data".into(), data.clone().into()],
         vec!["mission".into(), "validate".into(), fifo.clone().into()],
-        vec!["audit".into(), "verify".into(), "--data".into(), data.clone().into(), "--checkpoint".into(), fifo.clone().into()],
-        vec!["audit".into(), "verify".into(), "--data".into(), data.clone().into(), "--checkpoint".into(), "/dev/zero".into()],
+        vec![
+            "audit".into(),
+            "verify".into(),
+            "--data".into(),
+            data.clone().into(),
+            "--checkpoint".into(),
+            fifo.clone().into(),
+        ],
+        vec![
+            "audit".into(),
+            "verify".into(),
+            "--data".into(),
+            data.clone().into(),
+            "--checkpoint".into(),
+            "/dev/zero".into(),
+        ],
     ];
     for args in attempts {
         let mut child = conductor()

@@ -90,14 +90,16 @@ fn help_lists_every_exit_status_and_reject_offers_only_what_it_takes() {
     };
     for args in [&["--help"][..], &["run", "--help"], &["mission", "resume", "--help"]] {
         let text = help(args);
-        let section = text.split("Exit status:").nth(1).unwrap_or_else(|| panic!("{args:?} has no exit statuses:\n{text}"));
+        let section =
+            text.split("Exit status:").nth(1).unwrap_or_else(|| panic!("{args:?} has no exit statuses:\n{text}"));
         for code in 0..=7 {
             assert!(
                 section.lines().any(|l| l.trim_start().starts_with(&format!("{code}  "))),
                 "{args:?} does not explain exit status {code}:\n{section}"
             );
         }
-        for words in ["replay", "completed_with_failures", "model file", "budget exhausted, paused or awaiting budget"] {
+        for words in ["replay", "completed_with_failures", "model file", "budget exhausted, paused or awaiting budget"]
+        {
             assert!(section.contains(words), "{args:?}: no `{words}` in\n{section}");
         }
     }
@@ -143,7 +145,8 @@ fn audit_log_and_show_print_rfc3339_times() {
     let clock = text.lines().find_map(|l| l.strip_prefix("cell      clock starts ")).expect("cell line");
     let clock = clock.split(',').next().expect("time");
     assert_eq!(missions::parse_timestamp(clock).ok(), doc["cell"]["clock_start_us"].as_i64(), "{text}");
-    let started = doc["lifecycle"].as_array().expect("lifecycle").iter().find(|e| e["kind"] == "task.started").expect("started");
+    let started =
+        doc["lifecycle"].as_array().expect("lifecycle").iter().find(|e| e["kind"] == "task.started").expect("started");
     let at = missions::format_timestamp(started["entry"]["time_us"].as_i64().expect("time"));
     assert!(text.contains(&format!("#{} {at} task.started", started["entry"]["seq"])), "{text}");
     assert!(!text.contains("µs"), "no raw microseconds: {text}");
@@ -159,7 +162,12 @@ fn registered_names_show_beside_key_ids() {
     let summary = run_echo(dir.path(), &data, "named", "    - {id: big, amount: 500}\n    - {id: big2, amount: 600}\n");
     let mission_id = summary["mission_id"].as_str().expect("id").to_owned();
     let gate = |case: &str| {
-        tasks(&summary).iter().find(|t| t["case_id"] == case).and_then(|t| t["gate"].as_str()).expect("gated").to_owned()
+        tasks(&summary)
+            .iter()
+            .find(|t| t["case_id"] == case)
+            .and_then(|t| t["gate"].as_str())
+            .expect("gated")
+            .to_owned()
     };
     let (rita, rita_id) = new_key(dir.path(), "rita", "reviewer");
     let out = run(conductor().args(["keys", "register", "--name", "Rita Reviewer", "--data"]).arg(&data).arg(&rita));
@@ -227,7 +235,10 @@ fn only_commands_that_start_something_create_a_data_directory() {
     refused(&["audit", "log"], &[]);
 
     let data = dir.path().join("data");
-    let out = run(conductor().args(["keys", "register", "--init", "--name", "First Reviewer", "--data"]).arg(&data).arg(&key));
+    let out = run(conductor()
+        .args(["keys", "register", "--init", "--name", "First Reviewer", "--data"])
+        .arg(&data)
+        .arg(&key));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(data.join("conductor.redb").is_file());
     // --init on a data directory that exists just registers.
@@ -264,7 +275,10 @@ fn mission_list_shows_status_spend_and_counts() {
         assert_eq!(row["counts"], summary["counts"]);
     }
     assert_eq!(listed[0]["status"], "awaiting_review");
-    assert_eq!((listed[0]["counts"]["decided"].as_u64(), listed[0]["counts"]["awaiting_review"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (listed[0]["counts"]["decided"].as_u64(), listed[0]["counts"]["awaiting_review"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(listed[1]["status"], "completed");
 
     let out = run(conductor().args(["mission", "list", "--data"]).arg(&data));

@@ -96,7 +96,8 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
     assert_eq!(left[0]["payload"]["model"], "frontier-big");
     assert_eq!(left[0]["payload"]["tier"], "internal");
     let calls = journal(&data, "host.infer");
-    let by_task = |task: u64| calls.iter().find(|c| c["payload"]["task"] == task).map(|c| c["payload"].clone()).expect("call");
+    let by_task =
+        |task: u64| calls.iter().find(|c| c["payload"]["task"] == task).map(|c| c["payload"].clone()).expect("call");
     assert_eq!(left[0]["payload"]["task"], 0, "{left:?}");
     assert_eq!(by_task(0)["routed_to"], "frontier-big", "{}", by_task(0));
     assert!(by_task(0)["text"].as_str().is_some_and(|t| !t.is_empty()), "{}", by_task(0));
@@ -107,10 +108,7 @@ fn opted_in_cases_fail_over_to_a_frontier_model_restricted_ones_never_and_an_air
     server.stop();
     let served = journal(&remote, "gateway.completion");
     assert_eq!(served.len(), 1, "the remote side saw exactly the one prompt: {served:?}");
-    assert_eq!(
-        served[0]["payload"]["text"], by_task(0)["text"],
-        "what came back is what the agent got"
-    );
+    assert_eq!(served[0]["payload"]["text"], by_task(0)["text"], "what came back is what the agent got");
     // Both journals verify; the frontier call is paid at the frontier's price.
     for d in [&data, &remote] {
         let out = run(conductor().args(["audit", "verify", "--data"]).arg(d));

@@ -22,11 +22,7 @@ fn the_sample_mission_runs_on_the_real_model_and_a_reviewer_decides_a_gate() {
 
     // Every case was handled by the model in its own cell; none failed.
     for t in all {
-        assert!(
-            t["status"] == "decided" || t["status"] == "awaiting_review",
-            "task ended {}: {t}",
-            t["status"]
-        );
+        assert!(t["status"] == "decided" || t["status"] == "awaiting_review", "task ended {}: {t}", t["status"]);
         assert_eq!(t["model_calls"], 1, "one real model call per case: {t}");
         assert!(t["tokens_settled"].as_u64().expect("settled") > 0);
     }
@@ -79,7 +75,10 @@ fn the_sample_mission_runs_on_the_real_model_and_a_reviewer_decides_a_gate() {
     // each host call and decision matches, and nothing is written.
     let no_models = dir.path().join("no-models");
     std::fs::create_dir_all(&no_models).expect("dir");
-    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(&data).env("CONDUCTOR_MODEL_DIR", &no_models));
+    let out = run(conductor()
+        .args(["audit", "replay", "--json", "--data"])
+        .arg(&data)
+        .env("CONDUCTOR_MODEL_DIR", &no_models));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let replays = stdout_json(&out);
     let replays = replays.as_array().expect("list");
@@ -119,7 +118,8 @@ fn a_budget_too_small_stops_the_mission_within_budget_and_says_why() {
     )
     .expect("write");
     let data = dir.path().join("data");
-    let out = run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json").args(["--concurrency", "1"]));
+    let out =
+        run(conductor().arg("run").arg(&mission).arg("--data").arg(&data).arg("--json").args(["--concurrency", "1"]));
     assert_eq!(out.status.code(), Some(3), "budget exhaustion has its own exit status");
     let summary = stdout_json(&out);
     assert_eq!(summary["status"], "budget_exhausted");

@@ -218,8 +218,7 @@ impl CellEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        wit_host::add_to_linker::<CellState, HasSelf<CellState>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        wit_host::add_to_linker::<CellState, HasSelf<CellState>>(&mut linker, |s| s).map_err(engine_err)?;
 
         // One thread advances the epoch for every store; a store whose
         // deadline (in ticks) has passed traps at its next check.
@@ -293,15 +292,10 @@ impl CellEngine {
         // A core module (version 1) is valid wasm but not a component; say so
         // plainly rather than surfacing a parser message.
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
-            return Err(CellError::NotAComponent {
-                name: name.to_owned(),
-                reason: "it is a core wasm module".into(),
-            });
+            return Err(CellError::NotAComponent { name: name.to_owned(), reason: "it is a core wasm module".into() });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| CellError::NotAComponent {
-            name: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| CellError::NotAComponent { name: name.to_owned(), reason: format!("{e:#}") })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -493,12 +487,7 @@ impl WasiView for CellState {
 }
 
 impl ResourceLimiter for CellState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes_max {
             // Refusing (rather than trapping) lets a careful agent recover;
             // the flag still names the cause if the agent then traps.
@@ -508,12 +497,7 @@ impl ResourceLimiter for CellState {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; 100k entries is far beyond any
         // agent and bounds what a hostile one can make the host allocate.
         const TABLE_ELEMENTS_MAX: usize = 100_000;
@@ -571,10 +555,7 @@ impl wit_host::Host for CellState {
         self.admit(bytes)?;
         let request = crate::InferRequest {
             model,
-            messages: messages
-                .into_iter()
-                .map(|m| crate::Message { role: m.role, content: m.content })
-                .collect(),
+            messages: messages.into_iter().map(|m| crate::Message { role: m.role, content: m.content }).collect(),
             max_tokens,
         };
         Ok(self.host.infer(request).map(|c| wit_types::Completion {
@@ -593,10 +574,7 @@ impl wit_host::Host for CellState {
         Ok(self.host.recall(subject, valid_at).map(|facts| facts.into_iter().map(wit_fact).collect()))
     }
 
-    fn query_memory(
-        &mut self,
-        q: wit_types::MemoryQuery,
-    ) -> wasmtime::Result<Result<Vec<wit_types::Fact>, String>> {
+    fn query_memory(&mut self, q: wit_types::MemoryQuery) -> wasmtime::Result<Result<Vec<wit_types::Fact>, String>> {
         self.admit(q.space.len() + q.subject.len() + q.predicate.len() + q.words.len())?;
         let query = crate::MemoryQuery {
             space: q.space,
@@ -626,11 +604,7 @@ impl wit_host::Host for CellState {
         Ok(self.host.request_review(gate, reason))
     }
 
-    fn await_review(
-        &mut self,
-        gate: String,
-        reason: String,
-    ) -> wasmtime::Result<Result<wit_types::Review, String>> {
+    fn await_review(&mut self, gate: String, reason: String) -> wasmtime::Result<Result<wit_types::Review, String>> {
         self.admit(gate.len() + reason.len())?;
         match self.host.await_review(gate, reason) {
             crate::ReviewAnswer::Decided(r) => {

@@ -117,7 +117,11 @@ fn dtype(name: &str) -> Result<ModelDType> {
 }
 
 fn prompt_for(args: &Args, i: usize) -> String {
-    if args.distinct { format!("{}Request {i}. {}", "Please. ".repeat(i % 4), args.prompt) } else { args.prompt.clone() }
+    if args.distinct {
+        format!("{}Request {i}. {}", "Please. ".repeat(i % 4), args.prompt)
+    } else {
+        args.prompt.clone()
+    }
 }
 
 async fn one(model: &Model, prompt: &str, max_tokens: usize) -> Result<Sample> {
@@ -183,7 +187,13 @@ async fn main() -> Result<()> {
     );
     let load_s = load_start.elapsed().as_secs_f64();
     let rendered = model
-        .tokenize(either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, &args.prompt)), None, true, true, None)
+        .tokenize(
+            either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, &args.prompt)),
+            None,
+            true,
+            true,
+            None,
+        )
         .await?
         .len();
     eprintln!(
@@ -208,7 +218,13 @@ async fn main() -> Result<()> {
         let s = one(&model, &prompt_for(&args, i), args.max_tokens).await?;
         eprintln!(
             "request {i}: wall {:.3} s, prompt {} tok in {:.3} s, completion {} tok in {:.3} s ({:.1} decode tok/s), finish {}",
-            s.wall_s, s.prompt_tokens, s.prompt_s, s.completion_tokens, s.decode_s, s.decode_tok_s(), s.finish_reason
+            s.wall_s,
+            s.prompt_tokens,
+            s.prompt_s,
+            s.completion_tokens,
+            s.decode_s,
+            s.decode_tok_s(),
+            s.finish_reason
         );
         sequential.push(s);
     }

@@ -88,7 +88,10 @@ async fn main() -> Result<()> {
         None => default_plan(prompts.len()),
     };
     let path = std::fs::canonicalize(&args.model).with_context(|| {
-        format!("model file {}: run from the repository root after `cargo xtask setup`, or pass --model", args.model.display())
+        format!(
+            "model file {}: run from the repository root after `cargo xtask setup`, or pass --model",
+            args.model.display()
+        )
     })?;
 
     let reference = probe::references(&path, &prompts, args.max_tokens).await?;
@@ -100,7 +103,9 @@ async fn main() -> Result<()> {
     );
     let answers = probe::run_plan(&model, &prompts, &plan, args.max_tokens).await?;
 
-    println!("| step | prompt | sent | tokens | same text | log-probs bit-equal | max abs diff | first differing token |");
+    println!(
+        "| step | prompt | sent | tokens | same text | log-probs bit-equal | max abs diff | first differing token |"
+    );
     println!("|---:|---:|---|---:|---|---|---:|---:|");
     let mut differing = 0;
     for (step, i, at_once, answer) in &answers {
@@ -126,7 +131,10 @@ async fn main() -> Result<()> {
     for (i, answer) in reference.iter().enumerate() {
         eprintln!("prompt {i}: reference digest {} {:?}", answer.digest(), answer.text);
     }
-    println!("{differing} of {} answers differ from the same prompt answered alone without a prefix cache", answers.len());
+    println!(
+        "{differing} of {} answers differ from the same prompt answered alone without a prefix cache",
+        answers.len()
+    );
     if args.strict && differing > 0 {
         std::process::exit(1);
     }

@@ -142,9 +142,9 @@ pub fn checkpoint(data_dir: &Path, out: &Path, latest: bool) -> Result<Checkpoin
     }
     let checkpoint = if latest {
         let ledger = data::open_ledger_only(data_dir)?;
-        ledger.latest_checkpoint()?.with_context(|| {
-            format!("{} has no checkpoint yet; run without --latest to cut one", data_dir.display())
-        })?
+        ledger
+            .latest_checkpoint()?
+            .with_context(|| format!("{} has no checkpoint yet; run without --latest to cut one", data_dir.display()))?
     } else {
         let data = DataDir::open_existing(data_dir)?;
         let key = data.conductor.clone();
@@ -171,7 +171,9 @@ fn contain_storage_panics<T>(db: &Path, f: impl FnOnce() -> T) -> Result<T> {
         if let Ok(mut m) = sink.lock() {
             let what = info.payload_as_str().unwrap_or("unknown failure");
             *m = match info.location() {
-                Some(at) => format!("{what} at {}:{}", at.file().rsplit("/src/").next().unwrap_or(at.file()), at.line()),
+                Some(at) => {
+                    format!("{what} at {}:{}", at.file().rsplit("/src/").next().unwrap_or(at.file()), at.line())
+                }
                 None => what.to_owned(),
             };
         }

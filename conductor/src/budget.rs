@@ -17,10 +17,9 @@ pub fn extend(data_dir: &Path, account: &str, amount: u64, key_path: &Path, reas
     // A mission waiting on its budget gate is extended through the gate,
     // so the gate's reviewers, quorum and deadline are what decide.
     let read = data.ledger.read()?;
-    if let Some(gate) = crate::state::gates(&read)?
-        .into_iter()
-        .find(|g| g.status == crate::state::GateStatus::Pending && g.budget.as_ref().is_some_and(|b| b.account == account))
-    {
+    if let Some(gate) = crate::state::gates(&read)?.into_iter().find(|g| {
+        g.status == crate::state::GateStatus::Pending && g.budget.as_ref().is_some_and(|b| b.account == account)
+    }) {
         bail!(
             "mission {} is waiting on its budget gate {}; decide it with `conductor gates approve {} --amount {amount} --key {}`",
             gate.mission,

@@ -40,8 +40,7 @@ impl DataDir {
         let data = Self::open_with_key(root, &key_path)?;
         if data.ledger.head()?.0 == 0 {
             let key = data.conductor.clone();
-            data.ledger
-                .write(|t| t.genesis(&key, json!({"version": env!("CARGO_PKG_VERSION")}), now_us()))?;
+            data.ledger.write(|t| t.genesis(&key, json!({"version": env!("CARGO_PKG_VERSION")}), now_us()))?;
         }
         // Reservations left pending by a run that died return their funds
         // once their deadline passes; do it before any new work.
@@ -58,8 +57,8 @@ impl DataDir {
 
     fn open_with_key(root: &Path, key_path: &Path) -> Result<Self> {
         finish_conductor_rotation(root, key_path)?;
-        let conductor = Keypair::load(key_path)
-            .with_context(|| format!("loading the conductor key of {}", root.display()))?;
+        let conductor =
+            Keypair::load(key_path).with_context(|| format!("loading the conductor key of {}", root.display()))?;
         let conductor = Arc::new(conductor);
         let mut ledger = Ledger::open(&root.join(DB_FILE))?;
         ledger.checkpoint_every(conductor.clone(), ledger::CHECKPOINT_EVERY_DEFAULT);
@@ -128,10 +127,7 @@ pub fn db_path(root: &Path) -> Result<PathBuf> {
     if !root.exists() {
         bail!("there is no data directory at {}: check --data; {CREATED_BY}", root.display());
     }
-    bail!(
-        "{} is not a conductor data directory (it has no {DB_FILE}): check --data; {CREATED_BY}",
-        root.display()
-    )
+    bail!("{} is not a conductor data directory (it has no {DB_FILE}): check --data; {CREATED_BY}", root.display())
 }
 
 fn create_private_dir(path: &Path) -> Result<()> {

@@ -102,13 +102,20 @@ impl DecisionRules {
         let Some(types) = &self.details else { return Ok(()) };
         for (field, value) in details {
             let Some(type_name) = types.get(field) else {
-                return Err(DecisionError::UnknownField { field: shown(field), known: types.keys().cloned().collect() });
+                return Err(DecisionError::UnknownField {
+                    field: shown(field),
+                    known: types.keys().cloned().collect(),
+                });
             };
             let Some(field_type) = FieldType::parse(type_name) else {
                 return Err(DecisionError::UnknownType { field: field.clone(), type_name: type_name.clone() });
             };
             if !field_type.admits(value) {
-                return Err(DecisionError::FieldType { field: field.clone(), expected: type_phrase(field_type), found: kind(value) });
+                return Err(DecisionError::FieldType {
+                    field: field.clone(),
+                    expected: type_phrase(field_type),
+                    found: kind(value),
+                });
             }
         }
         Ok(())
@@ -180,12 +187,21 @@ mod tests {
         let rules = rules();
         let allowed = vec!["eligible".to_owned(), "ineligible".to_owned()];
         let table = [
-            (json!({"outcome": "eligble"}), DecisionError::Outcome { outcome: "eligble".into(), allowed: allowed.clone() }),
+            (
+                json!({"outcome": "eligble"}),
+                DecisionError::Outcome { outcome: "eligble".into(), allowed: allowed.clone() },
+            ),
             (json!({"reason": "x"}), DecisionError::NoOutcome { allowed: allowed.clone() }),
             (json!([1]), DecisionError::NoOutcome { allowed: allowed.clone() }),
             (json!({"outcome": "eligible", "amount": 1}), DecisionError::UnknownPart { field: "amount".into() }),
-            (json!({"outcome": "eligible", "reason": 1}), DecisionError::PartType { part: "reason", expected: "text", found: "a whole number" }),
-            (json!({"outcome": "eligible", "details": "x"}), DecisionError::PartType { part: "details", expected: "an object", found: "text" }),
+            (
+                json!({"outcome": "eligible", "reason": 1}),
+                DecisionError::PartType { part: "reason", expected: "text", found: "a whole number" },
+            ),
+            (
+                json!({"outcome": "eligible", "details": "x"}),
+                DecisionError::PartType { part: "details", expected: "an object", found: "text" },
+            ),
             (
                 json!({"outcome": "eligible", "details": {"amuont": 1}}),
                 DecisionError::UnknownField { field: "amuont".into(), known: vec!["amount".into(), "note".into()] },
@@ -196,7 +212,11 @@ mod tests {
             ),
             (
                 json!({"outcome": "eligible", "details": {"amount": 1.5}}),
-                DecisionError::FieldType { field: "amount".into(), expected: "a whole number", found: "a fractional number" },
+                DecisionError::FieldType {
+                    field: "amount".into(),
+                    expected: "a whole number",
+                    found: "a fractional number",
+                },
             ),
         ];
         for (decision, want) in table {

@@ -105,7 +105,14 @@ impl ReviewerSigner<'_> {
     }
 
     /// The reviewer's signed `budget.extended` posting.
-    fn extend(&self, t: &mut ledger::Txn, account: &str, amount: u64, reason: &str, time_us: i64) -> Result<ledger::Account> {
+    fn extend(
+        &self,
+        t: &mut ledger::Txn,
+        account: &str,
+        amount: u64,
+        reason: &str,
+        time_us: i64,
+    ) -> Result<ledger::Account> {
         Ok(match self {
             ReviewerSigner::Key(key) => t.extend(key, account, amount, reason, time_us)?,
             ReviewerSigner::Remote(key) => t.extend_remote(key, account, amount, reason, time_us)?,
@@ -263,7 +270,13 @@ pub fn refuse(data: &DataDir, gate_id: &str, who: &identity::PublicKey, verdict:
 /// rolled back; with `key` holding their signatures, they are journaled.
 /// `now` must be the same both times, so the entries are the same bytes.
 /// The caller journals refusals ([`refuse`]).
-pub fn decide_remote(data: &DataDir, decision: &Decision<'_>, key: &ledger::RemoteKey, now: i64, dry_run: bool) -> Result<Decided> {
+pub fn decide_remote(
+    data: &DataDir,
+    decision: &Decision<'_>,
+    key: &ledger::RemoteKey,
+    now: i64,
+    dry_run: bool,
+) -> Result<Decided> {
     decision.check()?;
     let decided = decide_in(data, decision, ReviewerSigner::Remote(key), now, dry_run)?;
     if !dry_run && key.unused() > 0 {
@@ -297,7 +310,8 @@ fn decide_in(
     let conductor = data.conductor.clone();
     let reviewer_id = reviewer.public().key_id().to_string();
     let written = data.ledger.write(|t| -> Result<Decided> {
-        let decided = decide_txn(t, data, &conductor, gate_id, reviewer, &reviewer_id, verdict, note, edits, amount, now)?;
+        let decided =
+            decide_txn(t, data, &conductor, gate_id, reviewer, &reviewer_id, verdict, note, edits, amount, now)?;
         if dry_run {
             // An error rolls the transaction back; the caller unwraps it.
             return Err(RolledBack(decided).into());
@@ -483,8 +497,11 @@ fn decide_budget(
     let decided_seq = reviewer.append(
         t,
         "gate.decided",
-        &merged(base, json!({"verdict": verdict_name, "budget": budget,
-                             "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>()})),
+        &merged(
+            base,
+            json!({"verdict": verdict_name, "budget": budget,
+                             "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>()}),
+        ),
         now,
     )?;
     gate.status = if verdict == Verdict::Approve { GateStatus::Approved } else { GateStatus::Rejected };
@@ -602,7 +619,11 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
         state::gates(&read)?
             .into_iter()
             .filter(|g| g.status == GateStatus::Pending)
-            .filter(|g| g.deadline.as_ref().is_some_and(|d| d.due_us <= now || d.remind_at_us.is_some_and(|r| r <= now && !d.reminded)))
+            .filter(|g| {
+                g.deadline
+                    .as_ref()
+                    .is_some_and(|d| d.due_us <= now || d.remind_at_us.is_some_and(|r| r <= now && !d.reminded))
+            })
             .collect()
     };
     let conductor = data.conductor.clone();
@@ -624,8 +645,13 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             let with = |extra: Value| merged(base.clone(), extra);
             if deadline.due_us > now {
                 // Only the reminder is due.
-                t.append(&conductor, "gate.reminder", &with(json!({"deadline_us": deadline.due_us,
-                                                                     "reviewers": gate.reviewers})), now)?;
+                t.append(
+                    &conductor,
+                    "gate.reminder",
+                    &with(json!({"deadline_us": deadline.due_us,
+                                                                     "reviewers": gate.reviewers})),
+                    now,
+                )?;
                 deadline.reminded = true;
                 gate.deadline = Some(deadline);
                 state::put_gate(t.redb(), &gate)?;
@@ -634,8 +660,13 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             if deadline.on_timeout == "escalate" && !deadline.escalated {
                 let due_us = now.saturating_add(deadline.after_us);
-                t.append(&conductor, "gate.escalated", &with(json!({"from": gate.reviewers, "to": deadline.escalate_to,
-                                                                     "deadline_us": due_us})), now)?;
+                t.append(
+                    &conductor,
+                    "gate.escalated",
+                    &with(json!({"from": gate.reviewers, "to": deadline.escalate_to,
+                                                                     "deadline_us": due_us})),
+                    now,
+                )?;
                 gate.reviewers = deadline.escalate_to.clone();
                 gate.votes.clear();
                 deadline.escalated = true;
@@ -649,8 +680,13 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             // An escalated gate that ran out again is denied by the timeout.
             let approve = deadline.on_timeout == "approve";
-            let (seq, _) = t.append(&conductor, "gate.timed_out", &with(json!({"then": if approve { "approve" } else { "deny" },
-                                                                             "deadline_us": deadline.due_us})), now)?;
+            let (seq, _) = t.append(
+                &conductor,
+                "gate.timed_out",
+                &with(json!({"then": if approve { "approve" } else { "deny" },
+                                                                             "deadline_us": deadline.due_us})),
+                now,
+            )?;
             gate.status = GateStatus::TimedOut;
             gate.decided_seq = Some(seq);
             gate.reviewer = Some("timeout".into());

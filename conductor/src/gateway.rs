@@ -314,7 +314,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// An OpenAI-style error answer.
 fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": {"message": message.into(), "type": kind, "code": code, "param": null}}))
+    HttpResponse::build(status)
+        .json(json!({"error": {"message": message.into(), "type": kind, "code": code, "param": null}}))
 }
 
 fn internal(message: impl Into<String>) -> HttpResponse {
@@ -323,9 +324,11 @@ fn internal(message: impl Into<String>) -> HttpResponse {
 
 /// A key over its refusal allowance: counted, not journaled.
 fn rate_limited(retry_after_s: u64) -> HttpResponse {
-    HttpResponse::TooManyRequests().insert_header((header::RETRY_AFTER, retry_after_s.to_string())).json(json!({"error": {
+    HttpResponse::TooManyRequests().insert_header((header::RETRY_AFTER, retry_after_s.to_string())).json(
+        json!({"error": {
         "message": format!("too many refused requests with this key; retry in {retry_after_s} s"),
-        "type": "requests", "code": RATE_LIMITED, "param": null}}))
+        "type": "requests", "code": RATE_LIMITED, "param": null}}),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,7 +374,8 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 /// The key a request presents, if it is valid and in force; otherwise the
 /// 401 (never journaled: anyone can send it).
 async fn authenticate(gw: &web::Data<Gateway>, req: &HttpRequest) -> Result<GatewayKey, HttpResponse> {
-    let unauthorized = |message: &str| error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", message);
+    let unauthorized =
+        |message: &str| error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", message);
     let Some(token) = bearer(req).map(str::to_owned) else {
         return Err(unauthorized("send your gateway key as `Authorization: Bearer cgw_…`"));
     };
@@ -414,7 +418,12 @@ async fn one_model(gw: web::Data<Gateway>, req: HttpRequest, id: web::Path<Strin
     }
     match gw.served_models().find(|m| m.name == *id) {
         Some(spec) => HttpResponse::Ok().json(model_object(spec, gw.started_s)),
-        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", format!("this gateway serves no model `{id}`")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("this gateway serves no model `{id}`"),
+        ),
     }
 }
 
@@ -473,7 +482,10 @@ fn journal_refusal(gw: &Gateway, key: &GatewayKey, refusal: &Refusal) -> Result<
         reason: &refusal.message,
         reservation: None,
     };
-    gw.data.ledger.write(|t| append(t, &conductor, kind::REFUSED, &payload, now_us())).context("journaling a refused gateway call")?;
+    gw.data
+        .ledger
+        .write(|t| append(t, &conductor, kind::REFUSED, &payload, now_us()))
+        .context("journaling a refused gateway call")?;
     Ok(())
 }
 
@@ -554,13 +566,19 @@ fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, Refu
     let mut chat = Vec::with_capacity(messages.len());
     for m in messages {
         if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-            return Err(Refusal::bad("invalid_role", format!("role `{}` is not one of system, user, assistant", m.role)));
+            return Err(Refusal::bad(
+                "invalid_role",
+                format!("role `{}` is not one of system, user, assistant", m.role),
+            ));
         }
         let content = match m.content {
             MessageContent::Text(text) => text,
             MessageContent::Parts(parts) => {
                 if let Some(other) = parts.iter().find(|p| p.kind != "text") {
-                    return Err(Refusal::bad("unsupported", format!("content part `{}`: these models read text only", other.kind)));
+                    return Err(Refusal::bad(
+                        "unsupported",
+                        format!("content part `{}`: these models read text only", other.kind),
+                    ));
                 }
                 parts.into_iter().filter_map(|p| p.text).collect::<Vec<_>>().join("")
             }
@@ -580,16 +598,26 @@ async fn check_call(gw: &web::Data<Gateway>, key: GatewayKey, request: ChatReque
     let spec = match gw.router.registry().get(&model) {
         Ok(spec) => spec.clone(),
         Err(e) => {
-            return Err(Refusal { status: StatusCode::NOT_FOUND, kind: "invalid_request_error", code: "model_not_found", message: e.to_string() });
+            return Err(Refusal {
+                status: StatusCode::NOT_FOUND,
+                kind: "invalid_request_error",
+                code: "model_not_found",
+                message: e.to_string(),
+            });
         }
     };
     if spec.frontier.is_some() {
-        return Err(Refusal::bad("model_not_found", format!("model `{model}` runs off this host; the gateway serves local models only")));
+        return Err(Refusal::bad(
+            "model_not_found",
+            format!("model `{model}` runs off this host; the gateway serves local models only"),
+        ));
     }
     let Some(price) = spec.price else {
         return Err(Refusal::bad(
             "model_not_priced",
-            format!("model `{model}` has no prompt_price/completion_price in the registry; the gateway meters every call"),
+            format!(
+                "model `{model}` has no prompt_price/completion_price in the registry; the gateway meters every call"
+            ),
         ));
     };
     let max_tokens = request.max_completion_tokens.or(request.max_tokens);
@@ -615,7 +643,9 @@ async fn check_call(gw: &web::Data<Gateway>, key: GatewayKey, request: ChatReque
             ),
         ));
     }
-    let cost = |p: u32, c: u32| u64::from(p).checked_mul(price.prompt)?.checked_add(u64::from(c).checked_mul(price.completion)?);
+    let cost = |p: u32, c: u32| {
+        u64::from(p).checked_mul(price.prompt)?.checked_add(u64::from(c).checked_mul(price.completion)?)
+    };
     let Some(cost_max) = cost(prompt_tokens, max_tokens) else {
         return Err(Refusal::bad("invalid_max_tokens", "the call's price overflows"));
     };
@@ -670,7 +700,9 @@ fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
                           "max_tokens": call.max_tokens, "stream": call.stream});
         let reservation = match t.reserve(&conductor, &key.account, call.cost_max, deadline, memo, now) {
             Ok(id) => id,
-            Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => return Err(Unaffordable(refusal).into()),
+            Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
+                return Err(Unaffordable(refusal).into());
+            }
             Err(e) => return Err(e.into()),
         };
         if !call.stream {
@@ -687,7 +719,12 @@ fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
             reserved: call.cost_max,
         };
         let started_seq = append(t, &conductor, kind::STARTED, &started, now)?;
-        let open = OpenStream { started_seq, key_id: key.key_id.clone(), account: key.account.clone(), reserved: call.cost_max };
+        let open = OpenStream {
+            started_seq,
+            key_id: key.key_id.clone(),
+            account: key.account.clone(),
+            reserved: call.cost_max,
+        };
         recovery::opened(t.redb(), reservation, &open)?;
         Ok((reservation, Some(started_seq)))
     })
@@ -854,9 +891,18 @@ fn stream_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
         .await;
         let tail = match finished {
             Ok((Ok(_), Ok(out))) => chunk(json!({}), json!(out.finish_reason), usage(&out)),
-            Ok((_, Err(reason))) => Bytes::from(format!("data: {}\n\n", json!({"error": {"message": reason, "type": "server_error", "code": "model_error"}}))),
-            Ok((Err(e), _)) => Bytes::from(format!("data: {}\n\n", json!({"error": {"message": format!("{e:#}"), "type": "server_error"}}))),
-            Err(e) => Bytes::from(format!("data: {}\n\n", json!({"error": {"message": e.to_string(), "type": "server_error"}}))),
+            Ok((_, Err(reason))) => Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"error": {"message": reason, "type": "server_error", "code": "model_error"}})
+            )),
+            Ok((Err(e), _)) => Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"error": {"message": format!("{e:#}"), "type": "server_error"}})
+            )),
+            Err(e) => Bytes::from(format!(
+                "data: {}\n\n",
+                json!({"error": {"message": e.to_string(), "type": "server_error"}})
+            )),
         };
         tx.send(tail).ok();
         tx.send(Bytes::from_static(b"data: [DONE]\n\n")).ok();

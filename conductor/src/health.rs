@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn the_cause_is_kept_over_its_consequences() {
         let previous = anyhow::Error::from(ledger::LedgerError::Storage(redb::Error::PreviousIo));
-        let full = anyhow::Error::from(ledger::LedgerError::Storage(redb::Error::Io(std::io::Error::from_raw_os_error(28))));
+        let full =
+            anyhow::Error::from(ledger::LedgerError::Storage(redb::Error::Io(std::io::Error::from_raw_os_error(28))));
         storage_failed(&previous);
         assert!(failure().is_some_and(|f| f.contains("Previous I/O error")));
         storage_failed(&full);

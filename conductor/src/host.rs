@@ -204,8 +204,7 @@ impl TaskHost {
     fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
         // The request is recorded whole, like an answered one: replay
         // checks that a re-run asks exactly the same before answering.
-        let messages: Vec<_> =
-            request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        let messages: Vec<_> = request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
         let payload = json!({
             "mission": self.ctx.id, "task": self.task, "model": request.model,
             "messages": messages, "max_tokens": request.max_tokens, "refused": reason,
@@ -262,9 +261,10 @@ impl CellHost for TaskHost {
         // sends cases like this one to a frontier model. Restricted data
         // never leaves the host: such a task stays on its own model.
         let (model, failover_refused) = match &self.failover {
-            Some(to) if self.tier == missions::DataTier::Restricted => {
-                (request.model.clone(), Some(format!("failover to `{to}` refused: restricted data never leaves the host")))
-            }
+            Some(to) if self.tier == missions::DataTier::Restricted => (
+                request.model.clone(),
+                Some(format!("failover to `{to}` refused: restricted data never leaves the host")),
+            ),
             Some(to) => (to.clone(), None),
             None => (request.model.clone(), None),
         };
@@ -284,11 +284,8 @@ impl CellHost for TaskHost {
             return self.refuse(&request, "max_tokens must be at least 1".into());
         }
         let max_tokens = request.max_tokens.min(self.max_tokens_cap);
-        let messages: Vec<ChatMessage> = request
-            .messages
-            .iter()
-            .map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() })
-            .collect();
+        let messages: Vec<ChatMessage> =
+            request.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
         let prompt = match self.ctx.runtime.block_on(router.prompt(&model, messages)) {
             Ok(prompt) => prompt,
             Err(e) => return self.refuse(&request, e.to_string()),
@@ -305,7 +302,8 @@ impl CellHost for TaskHost {
         // The most this call can cost: its real prompt plus every token it
         // may generate. Never "whatever is left in the budget".
         let Some(cost_max) = self.price(&model, prompt_tokens, max_tokens) else {
-            return self.refuse(&request, format!("model `{model}` has no price in this mission, or the price overflows"));
+            return self
+                .refuse(&request, format!("model `{model}` has no price in this mission, or the price overflows"));
         };
         let call = json!({"task": self.task, "model": model,
                           "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
@@ -344,7 +342,8 @@ impl CellHost for TaskHost {
             Ok(Err(refusal)) => {
                 // A task's own cap ends only that task's spending; the
                 // agent's or the mission's means no new task can pay.
-                let task_cap = matches!(&refusal, BudgetError::Insufficient { account, .. } if *account == self.account);
+                let task_cap =
+                    matches!(&refusal, BudgetError::Insufficient { account, .. } if *account == self.account);
                 if !task_cap {
                     self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
                     self.meter.refused.store(true, Ordering::SeqCst);
@@ -366,7 +365,8 @@ impl CellHost for TaskHost {
                               "tier": self.tier.as_str(), "prompt_bytes": prompt.len(),
                               "prompt_blake3": blake3::hash(&prompt).to_hex().to_string(),
                               "reservation": reservation.0});
-            if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us())) {
+            if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us()))
+            {
                 let _ = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us()));
                 return Err(format!("could not journal the frontier call, so it was not made: {e}"));
             }
@@ -492,7 +492,8 @@ impl CellHost for TaskHost {
             let reason = format!("{e:#}");
             let _ = self.ctx.ledger.write_deferred(|t| {
                 let mut refused = base.clone();
-                refused["value"] = memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
+                refused["value"] =
+                    memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
                 refused["refused"] = json!(reason);
                 t.append(&self.agent_key, "host.remember", &refused, now_us())
             });

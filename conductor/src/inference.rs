@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use either::Either;
 use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, MistralRsBuilder, ModelDType, Pipeline, SchedulerConfig,
-    TokenSource,
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder, GGUFSpecificConfig,
+    MistralRsBuilder, ModelDType, Pipeline, SchedulerConfig, TokenSource,
 };
 use mistralrs::{Device, Model, RequestBuilder, TextMessageRole, TextMessages};
 use tokio::sync::{Notify, OnceCell};
@@ -118,10 +117,8 @@ impl Router {
                 tokio::task::spawn_blocking(move || check.check_hash())
                     .await
                     .map_err(|e| InferenceError::Load { model: name.to_owned(), reason: e.to_string() })??;
-                let load_err = |e: &dyn std::fmt::Display| InferenceError::Load {
-                    model: name.to_owned(),
-                    reason: e.to_string(),
-                };
+                let load_err =
+                    |e: &dyn std::fmt::Display| InferenceError::Load { model: name.to_owned(), reason: e.to_string() };
                 let dir = spec.path.parent().ok_or_else(|| load_err(&"path has no directory"))?;
                 let file = spec
                     .path
@@ -134,9 +131,7 @@ impl Router {
                     .await
                     .map_err(|e| load_err(&e))?
                     .map_err(|e| load_err(&e))?;
-                let model = Model::new(
-                    MistralRsBuilder::new(model, scheduler(), false, None).build().await,
-                );
+                let model = Model::new(MistralRsBuilder::new(model, scheduler(), false, None).build().await);
                 Ok::<_, InferenceError>(Arc::new(model))
             })
             .await?;
@@ -167,13 +162,20 @@ impl Router {
     }
 
     /// Greedy completion of at most `max_tokens` tokens.
-    pub async fn complete(&self, prompt: &Prompt, max_tokens: u32, timeout: Duration) -> Result<Output, InferenceError> {
+    pub async fn complete(
+        &self,
+        prompt: &Prompt,
+        max_tokens: u32,
+        timeout: Duration,
+    ) -> Result<Output, InferenceError> {
         let (name, messages) = (prompt.model.as_str(), prompt.messages.as_slice());
         if let Some(frontier) = self.registry.get(name)?.frontier.clone() {
             let (owned, messages) = (name.to_owned(), messages.to_vec());
-            return tokio::task::spawn_blocking(move || frontier_complete(&owned, &frontier, &messages, max_tokens, timeout))
-                .await
-                .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
+            return tokio::task::spawn_blocking(move || {
+                frontier_complete(&owned, &frontier, &messages, max_tokens, timeout)
+            })
+            .await
+            .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
         }
         let model = self.model(name).await?;
         let request = greedy_request(messages, max_tokens)?;
@@ -187,11 +189,7 @@ impl Router {
         let response = tokio::time::timeout(timeout, generate)
             .await
             .map_err(|_| InferenceError::Timeout { model: name.to_owned(), seconds: timeout.as_secs() })??;
-        let text = response
-            .choices
-            .first()
-            .and_then(|c| c.message.content.clone())
-            .unwrap_or_default();
+        let text = response.choices.first().and_then(|c| c.message.content.clone()).unwrap_or_default();
         let (prompt_tokens, completion_tokens) = usage_tokens(&response.usage);
         Ok(Output {
             text,
@@ -219,7 +217,8 @@ impl Router {
         let generate = async {
             let _admitted = cohorts.admit(prompt.tokens).await;
             let mut stream = model.stream_chat_request(request).await.map_err(|e| request_err(&e))?;
-            let mut out = Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
+            let mut out =
+                Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
             while let Some(response) = stream.next().await {
                 match response {
                     mistralrs::Response::Chunk(chunk) => {
@@ -427,16 +426,8 @@ fn load_gguf_f32(
     file: String,
     device: &Device,
 ) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
-    let loader = GGUFLoaderBuilder::new(
-        None,
-        None,
-        dir,
-        vec![file],
-        GGUFSpecificConfig { topology: None },
-        false,
-        None,
-    )
-    .build();
+    let loader =
+        GGUFLoaderBuilder::new(None, None, dir, vec![file], GGUFSpecificConfig { topology: None }, false, None).build();
     loader.load_model_from_hf(
         None,
         // Local files only: no hub token is read and nothing is fetched.
@@ -455,10 +446,8 @@ fn device_for(spec: &crate::registry::ModelSpec) -> Result<Device, InferenceErro
     match spec.device {
         crate::registry::Device::Cpu => Ok(Device::Cpu),
         #[cfg(feature = "cuda")]
-        crate::registry::Device::Cuda => Device::new_cuda(0).map_err(|e| InferenceError::Load {
-            model: spec.name.clone(),
-            reason: format!("no CUDA device 0: {e}"),
-        }),
+        crate::registry::Device::Cuda => Device::new_cuda(0)
+            .map_err(|e| InferenceError::Load { model: spec.name.clone(), reason: format!("no CUDA device 0: {e}") }),
         #[cfg(not(feature = "cuda"))]
         crate::registry::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
     }
@@ -511,7 +500,8 @@ fn frontier_complete(
         "max_tokens": max_tokens,
         "temperature": 0,
     });
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
     let mut request = agent.post(format!("{}/chat/completions", frontier.endpoint));
     if let Some(var) = &frontier.api_key_env {
         let key = std::env::var(var).map_err(|_| fail(format!("the frontier key variable `{var}` is not set")))?;
@@ -519,8 +509,10 @@ fn frontier_complete(
     }
     let mut response = request.send_json(&body).map_err(|e| fail(format!("{}: {e}", frontier.endpoint)))?;
     let status = response.status();
-    let answer: serde_json::Value =
-        response.body_mut().read_json().map_err(|e| fail(format!("{} answered {status} with no JSON: {e}", frontier.endpoint)))?;
+    let answer: serde_json::Value = response
+        .body_mut()
+        .read_json()
+        .map_err(|e| fail(format!("{} answered {status} with no JSON: {e}", frontier.endpoint)))?;
     if !status.is_success() {
         let message = answer["error"]["message"].as_str().unwrap_or("no message");
         return Err(fail(format!("{} answered {status}: {message}", frontier.endpoint)));
@@ -617,4 +609,3 @@ mod tests {
         assert_eq!(cohorts.state().running, 0);
     }
 }
-

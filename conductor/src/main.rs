@@ -23,8 +23,8 @@ mod modules;
 mod progress;
 mod provenance;
 mod registry;
-mod report;
 mod replay;
+mod report;
 mod run;
 mod serve;
 mod serve_cli;
@@ -77,10 +77,7 @@ mod exit {
         (BUDGET_EXHAUSTED, "out of budget: the mission is budget exhausted, paused or awaiting budget"),
         (TAMPERED, "the journal (or a module's signature) failed verification"),
         (DIVERGED, "a replayed task diverged from what the journal says it did"),
-        (
-            TASKS_FAILED,
-            "the mission ran to its end but some tasks failed (status completed_with_failures)",
-        ),
+        (TASKS_FAILED, "the mission ran to its end but some tasks failed (status completed_with_failures)"),
         (
             INFRASTRUCTURE,
             "infrastructure: a model file is missing or not the pinned one; nothing was charged; \
@@ -833,7 +830,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             report_sweep(&swept, &data.data, no_resume || json);
             if !(no_resume || json) {
                 for mission in &swept.to_resume {
-                    let engine = EngineArgs { data: DataArg { data: data.data.clone() }, json: false, models: models.clone() };
+                    let engine =
+                        EngineArgs { data: DataArg { data: data.data.clone() }, json: false, models: models.clone() };
                     resume(mission, engine)?;
                 }
             }
@@ -844,8 +842,26 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Gates(GatesCommand::Reject(args)) => decide(args, gates::Verdict::Reject, None, None),
         Command::Keys(command) => keys_command(command),
-        Command::Memory(MemoryCommand::Query { data, subject, predicate, words, spaces, as_of_valid, as_of_tx, limit, json }) => {
-            let args = facts::QueryArgs { subject, predicate, words, spaces, valid_at: as_of_valid, known_at: as_of_tx, limit: usize::from(limit) };
+        Command::Memory(MemoryCommand::Query {
+            data,
+            subject,
+            predicate,
+            words,
+            spaces,
+            as_of_valid,
+            as_of_tx,
+            limit,
+            json,
+        }) => {
+            let args = facts::QueryArgs {
+                subject,
+                predicate,
+                words,
+                spaces,
+                valid_at: as_of_valid,
+                known_at: as_of_tx,
+                limit: usize::from(limit),
+            };
             let found = facts::query(&data.data, &args)?;
             print_facts(&found.recalled, json)?;
             if !json && found.subject_known == Some(false) {
@@ -929,12 +945,16 @@ fn audit_command(command: AuditCommand) -> Result<u8> {
                         r.mission, r.task, r.case, r.host_calls, r.verdict
                     );
                     if let Some(d) = &r.divergence {
-                        line.push_str(&format!("
-    {d}"));
+                        line.push_str(&format!(
+                            "
+    {d}"
+                        ));
                     }
                     if let Some(n) = &r.note {
-                        line.push_str(&format!("
-    note: {n}"));
+                        line.push_str(&format!(
+                            "
+    note: {n}"
+                        ));
                     }
                     outln!("{line}")?;
                 }
@@ -1144,10 +1164,8 @@ fn execute(
         open: None,
         again: run::Again::Refuse,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let outcome = runtime.block_on(work(router, cfg, progress))?;
     let ledger = data::open_ledger_only(&args.data.data);
     // The run's DataDir is dropped, so the database can be reopened here.
@@ -1156,9 +1174,9 @@ fn execute(
     // mistral.rs keeps engine threads alive; don't wait for them.
     runtime.shutdown_background();
     Ok(match outcome.status {
-        state::MissionStatus::BudgetExhausted
-        | state::MissionStatus::Paused
-        | state::MissionStatus::AwaitingBudget => exit::BUDGET_EXHAUSTED,
+        state::MissionStatus::BudgetExhausted | state::MissionStatus::Paused | state::MissionStatus::AwaitingBudget => {
+            exit::BUDGET_EXHAUSTED
+        }
         state::MissionStatus::CompletedWithFailures => exit::TASKS_FAILED,
         _ => exit::OK,
     })
@@ -1226,7 +1244,10 @@ fn report_sweep(swept: &gates::Swept, data: &Path, say_resume: bool) {
     }
     if say_resume {
         for mission in &swept.to_resume {
-            eprintln!("a parked task of mission {mission} got its timed-out answer: `conductor mission resume {mission} --data {}`", data.display());
+            eprintln!(
+                "a parked task of mission {mission} got its timed-out answer: `conductor mission resume {mission} --data {}`",
+                data.display()
+            );
         }
     }
 }
@@ -1248,7 +1269,11 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
         match &g.budget {
             Some(ask) => {
                 outln!("  budget   mission {} ran out; asks to extend {} by {}", g.mission, ask.account, ask.amount)?;
-                outln!("  decide   conductor gates approve {} --amount UNITS --key REVIEWER.KEY (default: {})", g.id, ask.amount)?;
+                outln!(
+                    "  decide   conductor gates approve {} --amount UNITS --key REVIEWER.KEY (default: {})",
+                    g.id,
+                    ask.amount
+                )?;
             }
             None => {
                 outln!("  case     {} (mission {}, task {})", g.case_id, g.mission, g.task)?;
@@ -1270,7 +1295,11 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
             outln!("  needs    {} approval(s), {} so far; decided by: {deciders}", g.quorum, g.votes.len())?;
         }
         if let Some(r) = &g.reviewer {
-            outln!("  decided by reviewer {}{}", who(r), g.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default())?;
+            outln!(
+                "  decided by reviewer {}{}",
+                who(r),
+                g.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+            )?;
         }
     }
     Ok(exit::OK)
@@ -1290,9 +1319,7 @@ fn decide(
     let gate = decided.gate;
     // The decision is recorded by now: a name that cannot be read is
     // left out rather than reported as a failure.
-    let names = data::open_ledger_only(&args.data.data)
-        .and_then(|ledger| keys::names(&ledger))
-        .unwrap_or_default();
+    let names = data::open_ledger_only(&args.data.data).and_then(|ledger| keys::names(&ledger)).unwrap_or_default();
     if !decided.closed {
         outln!(
             "gate {} approval recorded for reviewer {}; {} more approval(s) needed (quorum {})",
@@ -1369,7 +1396,10 @@ fn print_facts(found: &memory::Recalled, json: bool) -> Result<()> {
                                    "score": found.scores.get(i)})
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"facts": facts, "truncated": found.truncated}))?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"facts": facts, "truncated": found.truncated}))?
+        )?;
         return Ok(());
     }
     if found.facts.is_empty() {

@@ -47,7 +47,10 @@ fn module_hash(module: &Path) -> Result<blake3::Hash> {
 /// replacing an older signature. Returns the signature file's path.
 pub fn sign(module: &Path, key: &Keypair) -> Result<PathBuf> {
     if key.role() != Role::Operator {
-        bail!("modules are signed with an operator key (`conductor keys new --role operator`), not a {} key", key.role());
+        bail!(
+            "modules are signed with an operator key (`conductor keys new --role operator`), not a {} key",
+            key.role()
+        );
     }
     let hash = module_hash(module)?;
     let signature = key.sign(&message(&hash));

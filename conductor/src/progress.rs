@@ -68,10 +68,9 @@ impl Progress {
                     bar.println(format!("task {} {}: {what}", task.index, task.case_id));
                 }
             }
-            None if self.plain => eprintln!(
-                "[{done}/{total}] task {} {}: {what} (tokens {spent}/{limit})",
-                task.index, task.case_id
-            ),
+            None if self.plain => {
+                eprintln!("[{done}/{total}] task {} {}: {what} (tokens {spent}/{limit})", task.index, task.case_id)
+            }
             None => {}
         }
     }

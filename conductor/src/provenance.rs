@@ -127,7 +127,9 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
     let model = agent["model"].as_str().unwrap_or_default();
     let account = crate::run::task_account(&mission, agent_name, task);
     let signatures = match verified["first_bad_seq"].as_u64() {
-        None => json!({"all_valid": true, "checked": "every entry of the journal: sequence, hash chain, signature, signer's role"}),
+        None => {
+            json!({"all_valid": true, "checked": "every entry of the journal: sequence, hash chain, signature, signer's role"})
+        }
         Some(bad) => json!({
             "all_valid": false,
             "first_bad_seq": bad,
@@ -185,8 +187,12 @@ fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
     found.with_context(|| match target {
         Target::Seq(seq) if seq_seen => format!("entry {seq} is not part of any task"),
         Target::Seq(seq) => format!("entry {seq} is not in the journal"),
-        Target::Gate(gate) => format!("no gate `{gate}`; give a gate id, MISSION/TASK, MISSION/CASE_ID or an entry number"),
-        Target::Task { mission, task } => format!("mission `{mission}` has no started task `{task}` (a task index or case id)"),
+        Target::Gate(gate) => {
+            format!("no gate `{gate}`; give a gate id, MISSION/TASK, MISSION/CASE_ID or an entry number")
+        }
+        Target::Task { mission, task } => {
+            format!("mission `{mission}` has no started task `{task}` (a task index or case id)")
+        }
     })
 }
 
@@ -225,12 +231,23 @@ fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
 fn host_call(kind: &str, p: &Value, at: Value) -> Value {
     let mut call = json!({"entry": at, "kind": kind});
     let fields: &[&str] = match kind {
-        "host.infer" => &["model", "messages", "max_tokens", "text", "prompt_tokens", "completion_tokens", "cost",
-                          "reservation", "refused", "error"],
+        "host.infer" => &[
+            "model",
+            "messages",
+            "max_tokens",
+            "text",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "reservation",
+            "refused",
+            "error",
+        ],
         "host.recall" => &["subject", "asked_valid_at", "valid_at", "known_at", "spaces", "facts", "erased", "refused"],
         "host.query" => &["query", "spaces", "facts", "truncated", "erased", "refused"],
-        "host.remember" => &["subject", "predicate", "value", "erased", "space", "fact", "superseded", "valid_from",
-                             "refused"],
+        "host.remember" => {
+            &["subject", "predicate", "value", "erased", "space", "fact", "superseded", "valid_from", "refused"]
+        }
         "host.review" => &["gate", "reason", "refused"],
         _ => &["message"],
     };
@@ -248,44 +265,109 @@ pub fn render(doc: &Value) -> String {
     let mut s = String::new();
     let m = &doc["mission"];
     let t = &doc["task"];
-    let _ = writeln!(s, "mission   {} ({}), file blake3 {}", m["id"].as_str().unwrap_or("?"), m["name"].as_str().unwrap_or("?"), m["file_blake3"].as_str().unwrap_or("?"));
-    let _ = writeln!(s, "task      {} case {} from {}", t["index"], t["case"].as_str().unwrap_or("?"), t["origin"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "mission   {} ({}), file blake3 {}",
+        m["id"].as_str().unwrap_or("?"),
+        m["name"].as_str().unwrap_or("?"),
+        m["file_blake3"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        s,
+        "task      {} case {} from {}",
+        t["index"],
+        t["case"].as_str().unwrap_or("?"),
+        t["origin"].as_str().unwrap_or("?")
+    );
     let _ = writeln!(s, "input     {}", t["input"]);
     let a = &doc["agent"];
-    let _ = writeln!(s, "agent     {} module blake3 {}", a["name"].as_str().unwrap_or("?"), a["module_blake3"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "agent     {} module blake3 {}",
+        a["name"].as_str().unwrap_or("?"),
+        a["module_blake3"].as_str().unwrap_or("?")
+    );
     let md = &doc["model"];
-    let _ = writeln!(s, "model     {} sha256 {}", md["name"].as_str().unwrap_or("?"), md["sha256"].as_str().unwrap_or("?"));
-    let _ = writeln!(s, "cell      clock starts {}, seed {}", time(&doc["cell"]["clock_start_us"]), doc["cell"]["seed"].as_str().unwrap_or("?"));
+    let _ =
+        writeln!(s, "model     {} sha256 {}", md["name"].as_str().unwrap_or("?"), md["sha256"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "cell      clock starts {}, seed {}",
+        time(&doc["cell"]["clock_start_us"]),
+        doc["cell"]["seed"].as_str().unwrap_or("?")
+    );
     let _ = writeln!(s, "\nhost calls");
     for c in doc["host_calls"].as_array().into_iter().flatten() {
         // `#SEQ TIME`: where the entry is in the journal, and when.
         let seq = format!("{} {}", c["entry"]["seq"], time(&c["entry"]["time_us"]));
         match c["kind"].as_str().unwrap_or_default() {
             "host.infer" => {
-                let _ = writeln!(s, "  #{seq} infer {} (max_tokens {})", c["model"].as_str().unwrap_or("?"), c["max_tokens"]);
+                let _ = writeln!(
+                    s,
+                    "  #{seq} infer {} (max_tokens {})",
+                    c["model"].as_str().unwrap_or("?"),
+                    c["max_tokens"]
+                );
                 for msg in c["messages"].as_array().into_iter().flatten() {
-                    let _ = writeln!(s, "      {}: {}", msg["role"].as_str().unwrap_or("?"), msg["content"].as_str().unwrap_or(""));
+                    let _ = writeln!(
+                        s,
+                        "      {}: {}",
+                        msg["role"].as_str().unwrap_or("?"),
+                        msg["content"].as_str().unwrap_or("")
+                    );
                 }
                 match c.get("refused").or_else(|| c.get("error")) {
                     Some(why) => {
                         let _ = writeln!(s, "      refused: {}", why.as_str().unwrap_or("?"));
                     }
                     None => {
-                        let _ = writeln!(s, "      completion ({}+{} tokens, cost {}): {}", c["prompt_tokens"], c["completion_tokens"], c["cost"], c["text"].as_str().unwrap_or(""));
+                        let _ = writeln!(
+                            s,
+                            "      completion ({}+{} tokens, cost {}): {}",
+                            c["prompt_tokens"],
+                            c["completion_tokens"],
+                            c["cost"],
+                            c["text"].as_str().unwrap_or("")
+                        );
                     }
                 }
             }
             "host.recall" => {
-                let _ = writeln!(s, "  #{seq} recall {} valid at {} as known at {}: {}", c["subject"].as_str().unwrap_or("?"), time(&c["valid_at"]), time(&c["known_at"]), c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
+                let _ = writeln!(
+                    s,
+                    "  #{seq} recall {} valid at {} as known at {}: {}",
+                    c["subject"].as_str().unwrap_or("?"),
+                    time(&c["valid_at"]),
+                    time(&c["known_at"]),
+                    c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string())
+                );
             }
             "host.query" => {
-                let _ = writeln!(s, "  #{seq} query memory {}: {}", c["query"], c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string()));
+                let _ = writeln!(
+                    s,
+                    "  #{seq} query memory {}: {}",
+                    c["query"],
+                    c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string())
+                );
             }
             "host.remember" => {
-                let _ = writeln!(s, "  #{seq} remember {} {} = {}{}", c["subject"].as_str().unwrap_or("?"), c["predicate"].as_str().unwrap_or("?"), c["value"], c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})")));
+                let _ = writeln!(
+                    s,
+                    "  #{seq} remember {} {} = {}{}",
+                    c["subject"].as_str().unwrap_or("?"),
+                    c["predicate"].as_str().unwrap_or("?"),
+                    c["value"],
+                    c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})"))
+                );
             }
             "host.review" => {
-                let _ = writeln!(s, "  #{seq} review requested under {}: {}{}", c["gate"], c["reason"], c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})")));
+                let _ = writeln!(
+                    s,
+                    "  #{seq} review requested under {}: {}{}",
+                    c["gate"],
+                    c["reason"],
+                    c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})"))
+                );
             }
             _ => {
                 let _ = writeln!(s, "  #{seq} log {}", c["message"]);
@@ -293,26 +375,53 @@ pub fn render(doc: &Value) -> String {
         }
     }
     let _ = writeln!(s, "\nlifecycle and gates");
-    let mut events: Vec<&Value> = doc["lifecycle"].as_array().into_iter().flatten().chain(doc["gates"].as_array().into_iter().flatten()).collect();
+    let mut events: Vec<&Value> = doc["lifecycle"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(doc["gates"].as_array().into_iter().flatten())
+        .collect();
     events.sort_by_key(|e| e["entry"]["seq"].as_u64());
     for e in events {
         let by = &e["entry"]["signed_by"];
         let who = match (by["role"].as_str(), by["name"].as_str()) {
             (Some(role), Some(name)) => format!("{role} {name}"),
-            (Some(role), None) => format!("{role} {}", by["key_id"].as_str().unwrap_or(by["public_key"].as_str().unwrap_or("?"))),
+            (Some(role), None) => {
+                format!("{role} {}", by["key_id"].as_str().unwrap_or(by["public_key"].as_str().unwrap_or("?")))
+            }
             _ => by["public_key"].as_str().unwrap_or("?").to_owned(),
         };
-        let _ = writeln!(s, "  #{} {} {} by {who}: {}", e["entry"]["seq"], time(&e["entry"]["time_us"]), e["kind"].as_str().unwrap_or("?"), e.get("payload").map_or_else(String::new, Value::to_string));
+        let _ = writeln!(
+            s,
+            "  #{} {} {} by {who}: {}",
+            e["entry"]["seq"],
+            time(&e["entry"]["time_us"]),
+            e["kind"].as_str().unwrap_or("?"),
+            e.get("payload").map_or_else(String::new, Value::to_string)
+        );
     }
     let _ = writeln!(s, "\nbudget postings on {}", doc["budget"]["account"].as_str().unwrap_or("?"));
     for p in doc["budget"]["postings"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "  #{} {} {} {}", p["seq"], time(&p["time_us"]), p["kind"].as_str().unwrap_or("?"), p["payload"]);
+        let _ = writeln!(
+            s,
+            "  #{} {} {} {}",
+            p["seq"],
+            time(&p["time_us"]),
+            p["kind"].as_str().unwrap_or("?"),
+            p["payload"]
+        );
     }
     let sig = &doc["signatures"];
     if sig["all_valid"] == true {
         let _ = writeln!(s, "\nsignatures: every entry of the journal verifies (chain, signatures, signer roles)");
     } else {
-        let _ = writeln!(s, "\nsignatures: NOT VALID from entry {} on ({}); entries shown at or after it: {}", sig["first_bad_seq"], sig["reason"].as_str().unwrap_or("?"), sig["entries_shown_at_or_after_it"]);
+        let _ = writeln!(
+            s,
+            "\nsignatures: NOT VALID from entry {} on ({}); entries shown at or after it: {}",
+            sig["first_bad_seq"],
+            sig["reason"].as_str().unwrap_or("?"),
+            sig["entries_shown_at_or_after_it"]
+        );
     }
     s
 }
@@ -331,10 +440,7 @@ mod tests {
     fn decision_ids_name_a_task_a_gate_or_an_entry() {
         assert_eq!(parse_target("#42"), Target::Seq(42));
         assert_eq!(parse_target("42"), Target::Seq(42));
-        assert_eq!(
-            parse_target("m-1/case-7"),
-            Target::Task { mission: "m-1".into(), task: "case-7".into() }
-        );
+        assert_eq!(parse_target("m-1/case-7"), Target::Task { mission: "m-1".into(), task: "case-7".into() });
         assert_eq!(parse_target("5f0c-gate"), Target::Gate("5f0c-gate".into()));
     }
 }

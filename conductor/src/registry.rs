@@ -105,9 +105,7 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "model file {path} has sha256 {actual} but the registry pins {expected}; refusing to load it"
-    )]
+    #[error("model file {path} has sha256 {actual} but the registry pins {expected}; refusing to load it")]
     HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error(
         "model `{0}` runs on cuda, and this conductor was built without the `cuda` feature; \
@@ -132,17 +130,14 @@ impl Registry {
     /// air-gapped host (`air_gap`) a frontier entry is an error: such a
     /// host cannot be configured to send data anywhere.
     pub fn from_file(path: &Path, air_gap: bool) -> Result<Self, RegistryError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RegistryError::Io { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RegistryError::Io { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&path.display().to_string(), &text, base, air_gap)
     }
 
     fn parse(source_name: &str, text: &str, base: &Path, air_gap: bool) -> Result<Self, RegistryError> {
-        let invalid = |reason: String| RegistryError::Invalid {
-            source_name: source_name.to_owned(),
-            reason,
-        };
+        let invalid = |reason: String| RegistryError::Invalid { source_name: source_name.to_owned(), reason };
         let file: RegistryFile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut models = BTreeMap::new();
         for (name, entry) in file.models {
@@ -159,10 +154,7 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Result<&ModelSpec, RegistryError> {
         self.models.get(name).ok_or_else(|| {
-            RegistryError::Unknown(
-                name.to_owned(),
-                self.models.keys().cloned().collect::<Vec<_>>().join(", "),
-            )
+            RegistryError::Unknown(name.to_owned(), self.models.keys().cloned().collect::<Vec<_>>().join(", "))
         })
     }
 }
@@ -174,11 +166,16 @@ fn entry_spec(name: &str, entry: ModelEntry, base: &Path, air_gap: bool) -> Resu
     }
     let price = match (entry.prompt_price, entry.completion_price) {
         (None, None) => None,
-        (Some(prompt), Some(completion)) if prompt + completion > 0 && prompt.max(completion) <= missions::ModelPrice::MAX_PER_TOKEN => {
+        (Some(prompt), Some(completion))
+            if prompt + completion > 0 && prompt.max(completion) <= missions::ModelPrice::MAX_PER_TOKEN =>
+        {
             Some(Price { prompt, completion })
         }
         (Some(_), Some(_)) => {
-            return Err(format!("prices must be integers up to {} per token, not both zero", missions::ModelPrice::MAX_PER_TOKEN));
+            return Err(format!(
+                "prices must be integers up to {} per token, not both zero",
+                missions::ModelPrice::MAX_PER_TOKEN
+            ));
         }
         _ => return Err("give both prompt_price and completion_price, or neither".into()),
     };
@@ -268,11 +265,7 @@ impl ModelSpec {
         }
         let actual = hex::encode(hasher.finalize());
         if actual != self.sha256 {
-            return Err(RegistryError::HashMismatch {
-                path: self.path.clone(),
-                expected: self.sha256.clone(),
-                actual,
-            });
+            return Err(RegistryError::HashMismatch { path: self.path.clone(), expected: self.sha256.clone(), actual });
         }
         Ok(())
     }
@@ -300,12 +293,22 @@ mod tests {
         let local = |extra: &str| {
             format!("models:\n  m:\n    file: m.gguf\n    sha256: {}\n    context_tokens: 16\n{extra}", "a".repeat(64))
         };
-        let m = Registry::parse("t", &local("    prompt_price: 1\n    completion_price: 2\n    device: cuda\n    tier: internal\n"), Path::new("/"), true)
-            .expect("parses");
+        let m = Registry::parse(
+            "t",
+            &local("    prompt_price: 1\n    completion_price: 2\n    device: cuda\n    tier: internal\n"),
+            Path::new("/"),
+            true,
+        )
+        .expect("parses");
         let spec = m.get("m").expect("m");
         assert_eq!(spec.price, Some(Price { prompt: 1, completion: 2 }));
         assert_eq!((spec.device, spec.tier), (Device::Cuda, Tier::Internal));
-        for bad in ["    prompt_price: 1\n", "    prompt_price: 0\n    completion_price: 0\n", "    device: tpu\n", "    tier: secret\n"] {
+        for bad in [
+            "    prompt_price: 1\n",
+            "    prompt_price: 0\n    completion_price: 0\n",
+            "    device: tpu\n",
+            "    tier: secret\n",
+        ] {
             assert!(Registry::parse("t", &local(bad), Path::new("/"), true).is_err(), "{bad}");
         }
     }
@@ -325,10 +328,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("registry-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("m.gguf"), b"not a model").expect("write");
-        let text = format!(
-            "models:\n  m:\n    file: m.gguf\n    sha256: {}\n    context_tokens: 16\n",
-            "0".repeat(64)
-        );
+        let text = format!("models:\n  m:\n    file: m.gguf\n    sha256: {}\n    context_tokens: 16\n", "0".repeat(64));
         let registry = Registry::parse("test", &text, &dir, true).expect("parses");
         let err = registry.get("m").expect("m").check_hash().expect_err("mismatch");
         assert!(matches!(err, RegistryError::HashMismatch { .. }));

@@ -97,8 +97,10 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
     let mut out: Vec<Attempt> = Vec::new();
     for entry in entries {
         let kind = entry.kind.as_str();
-        let interesting =
-            kind.starts_with("task.") || kind == "gate.decided" || kind == "gate.timed_out" || HOST_KINDS.contains(&kind);
+        let interesting = kind.starts_with("task.")
+            || kind == "gate.decided"
+            || kind == "gate.timed_out"
+            || HOST_KINDS.contains(&kind);
         if !interesting {
             continue;
         }
@@ -113,7 +115,14 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
         match kind {
             "task.started" => {
                 open.insert(key, out.len());
-                out.push(Attempt { mission, task, started_seq: entry.seq, started: payload, calls: Vec::new(), end: None });
+                out.push(Attempt {
+                    mission,
+                    task,
+                    started_seq: entry.seq,
+                    started: payload,
+                    calls: Vec::new(),
+                    end: None,
+                });
             }
             _ if HOST_KINDS.contains(&kind) => {
                 if let Some(&i) = open.get(&key) {
@@ -163,7 +172,10 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
                         code: payload["code"].as_str().unwrap_or_default().to_owned(),
                         message: payload["message"].as_str().unwrap_or_default().to_owned(),
                     },
-                    _ => End::Deferred { seq: entry.seq, result: payload["result"].as_str().unwrap_or_default().to_owned() },
+                    _ => End::Deferred {
+                        seq: entry.seq,
+                        result: payload["result"].as_str().unwrap_or_default().to_owned(),
+                    },
                 });
             }
             _ => {}
@@ -286,7 +298,8 @@ impl CellHost for ReplayHost {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
         let messages: Vec<Value> =
             request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
-        let asked = format!("model {} with {} messages, max_tokens {}", request.model, messages.len(), request.max_tokens);
+        let asked =
+            format!("model {} with {} messages, max_tokens {}", request.model, messages.len(), request.max_tokens);
         let cap = request.max_tokens.min(self.max_tokens_cap);
         let call = self.next("host.infer", &asked, |p| {
             differs("model", &p["model"], &json!(request.model))
@@ -345,7 +358,13 @@ impl CellHost for ReplayHost {
         Ok(journaled_facts(&call.payload))
     }
 
-    fn remember(&mut self, subject: String, predicate: String, value: String, valid_from: Option<i64>) -> Result<(), String> {
+    fn remember(
+        &mut self,
+        subject: String,
+        predicate: String,
+        value: String,
+        valid_from: Option<i64>,
+    ) -> Result<(), String> {
         let asked = format!("`{subject}` {predicate} = {value:?} from {valid_from:?}");
         let call = self.next("host.remember", &asked, |p| {
             differs("subject", &p["subject"], &json!(subject))
@@ -397,7 +416,9 @@ impl CellHost for ReplayHost {
                 reviewer: d["reviewer"].as_str().unwrap_or_default().to_owned(),
             }),
             // Still undecided: the task parks again on the same gate.
-            None => cells::ReviewAnswer::Park { gate_id: call.payload["gate_id"].as_str().unwrap_or_default().to_owned() },
+            None => {
+                cells::ReviewAnswer::Park { gate_id: call.payload["gate_id"].as_str().unwrap_or_default().to_owned() }
+            }
         }
     }
 
@@ -440,7 +461,13 @@ impl CellHost for RecoveringHost {
     fn query_memory(&mut self, query: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
         if self.replaying() { self.replay.query_memory(query) } else { self.live.query_memory(query) }
     }
-    fn remember(&mut self, subject: String, predicate: String, value: String, valid_from: Option<i64>) -> Result<(), String> {
+    fn remember(
+        &mut self,
+        subject: String,
+        predicate: String,
+        value: String,
+        valid_from: Option<i64>,
+    ) -> Result<(), String> {
         if self.replaying() {
             self.replay.remember(subject, predicate, value, valid_from)
         } else {
@@ -464,7 +491,8 @@ pub fn compare_end(end: &End, result: &Result<cells::Decision, cells::CellFailur
         Ok(d) => format!("decision {} / {:?}", d.outcome, d.reason),
         Err(f) => format!("failure {}: {f}", f.code()),
     };
-    let mismatch = |seq: u64, expected: String| Some(Divergence { call: 0, seq: Some(seq), expected, got: got.clone() });
+    let mismatch =
+        |seq: u64, expected: String| Some(Divergence { call: 0, seq: Some(seq), expected, got: got.clone() });
     match (end, result) {
         (End::Proposed { seq, outcome, reason, details }, Ok(d)) => {
             let re_details: Value =
@@ -475,7 +503,9 @@ pub fn compare_end(end: &End, result: &Result<cells::Decision, cells::CellFailur
                 mismatch(*seq, format!("decision {outcome} / {reason:?} {details}"))
             }
         }
-        (End::Proposed { seq, outcome, reason, .. }, Err(_)) => mismatch(*seq, format!("decision {outcome} / {reason:?}")),
+        (End::Proposed { seq, outcome, reason, .. }, Err(_)) => {
+            mismatch(*seq, format!("decision {outcome} / {reason:?}"))
+        }
         (End::Failed { seq, code, message }, Err(f)) => {
             if f.code() == code && (f.to_string() == *message || code == "wall_clock_exceeded") {
                 None
@@ -489,7 +519,12 @@ pub fn compare_end(end: &End, result: &Result<cells::Decision, cells::CellFailur
                 Ok(d) => d.outcome.clone(),
                 Err(f) => f.code().to_owned(),
             };
-            (re != *journaled).then(|| Divergence { call: 0, seq: Some(*seq), expected: format!("result {journaled}"), got })
+            (re != *journaled).then(|| Divergence {
+                call: 0,
+                seq: Some(*seq),
+                expected: format!("result {journaled}"),
+                got,
+            })
         }
     }
 }
@@ -554,7 +589,8 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
     let mut attempts = attempts(&entries);
     let mut erased_in: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, attempt) in attempts.iter_mut().enumerate() {
-        let chosen = request.mission.is_none_or(|m| attempt.mission == m) && request.task.is_none_or(|t| attempt.task == t);
+        let chosen =
+            request.mission.is_none_or(|m| attempt.mission == m) && request.task.is_none_or(|t| attempt.task == t);
         if chosen {
             erased_in.insert(i, attempt.unseal(&snapshot)?);
         }
@@ -604,7 +640,9 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
             let agent = declared["agents"]
                 .as_array()
                 .and_then(|list| list.iter().find(|a| a["name"] == agent_name))
-                .with_context(|| format!("task {}: agent `{agent_name}` is not in the mission's declaration", attempt.task))?;
+                .with_context(|| {
+                    format!("task {}: agent `{agent_name}` is not in the mission's declaration", attempt.task)
+                })?;
             let mut hash = attempt.started["module_blake3"].as_str().unwrap_or_default().to_owned();
             if let Some((_, file)) = request.swaps.iter().find(|(name, _)| name == agent_name) {
                 let swapped = engine.load_file(file)?;
@@ -725,9 +763,10 @@ impl ModuleFinder {
     }
 
     fn find(&self, blake3_hex: &str) -> Option<std::path::PathBuf> {
-        self.candidates.iter().find(|p| {
-            std::fs::read(p).is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == blake3_hex)
-        }).cloned()
+        self.candidates
+            .iter()
+            .find(|p| std::fs::read(p).is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == blake3_hex))
+            .cloned()
     }
 
     fn looked_at(&self) -> String {
@@ -760,14 +799,26 @@ mod tests {
     fn journal(limit: &str, summary: &str) -> Vec<Call> {
         vec![
             call(10, "host.log", json!({"message": "triage[rust] c-1"})),
-            call(11, "host.recall", json!({"subject": "policy:triage", "asked_valid_at": null,
-                "facts": [{"predicate": "review-above", "value": limit, "valid_from": 1, "valid_to": null, "recorded_at": 2}]})),
-            call(12, "host.infer", json!({"model": "m", "max_tokens": 8, "messages": [
+            call(
+                11,
+                "host.recall",
+                json!({"subject": "policy:triage", "asked_valid_at": null,
+                "facts": [{"predicate": "review-above", "value": limit, "valid_from": 1, "valid_to": null, "recorded_at": 2}]}),
+            ),
+            call(
+                12,
+                "host.infer",
+                json!({"model": "m", "max_tokens": 8, "messages": [
                 {"role": "system", "content": "Summarise the case in five words."},
                 {"role": "user", "content": "Case c-1: amount 120"}],
-                "text": summary, "prompt_tokens": 20, "completion_tokens": 5, "cost": 30})),
-            call(13, "host.remember", json!({"subject": "case:c-1", "predicate": "triaged-by", "value": "rust",
-                "asked_valid_from": null})),
+                "text": summary, "prompt_tokens": 20, "completion_tokens": 5, "cost": 30}),
+            ),
+            call(
+                13,
+                "host.remember",
+                json!({"subject": "case:c-1", "predicate": "triaged-by", "value": "rust",
+                "asked_valid_from": null}),
+            ),
         ]
     }
 
@@ -802,7 +853,8 @@ mod tests {
             details: json!({"lang": "rust", "limit": 5000, "prompt_tokens": 20, "completion_tokens": 5}),
         };
         assert_eq!(compare_end(&end, &Ok(decision.clone())), None);
-        let edited = End::Proposed { seq: 20, outcome: "refer".into(), reason: decision.reason.clone(), details: json!({}) };
+        let edited =
+            End::Proposed { seq: 20, outcome: "refer".into(), reason: decision.reason.clone(), details: json!({}) };
         let d = compare_end(&edited, &Ok(decision)).expect("an edited outcome is caught");
         assert_eq!((d.call, d.seq), (0, Some(20)));
     }
@@ -854,7 +906,11 @@ mod tests {
             entry(4, "host.log", json!({"mission": "m", "task": 0, "message": "a1"})),
             entry(5, "task.failed", json!({"mission": "m", "task": 0, "code": "trap", "message": "x"})),
             entry(6, "host.log", json!({"mission": "other", "task": 1, "message": "elsewhere"})),
-            entry(7, "task.proposed", json!({"mission": "m", "task": 1, "decision": {"outcome": "o", "reason": "r", "details": {}}})),
+            entry(
+                7,
+                "task.proposed",
+                json!({"mission": "m", "task": 1, "decision": {"outcome": "o", "reason": "r", "details": {}}}),
+            ),
             entry(8, "task.started", json!({"mission": "m", "task": 2, "case": "c"})),
         ];
         let found = attempts(&entries);

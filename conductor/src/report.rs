@@ -188,7 +188,11 @@ pub fn render(doc: &Value) -> String {
         e["rate"].as_f64().unwrap_or(0.0) * 100.0
     );
     let _ = writeln!(s, "timeouts    {}; escalations {}", doc["timeouts"], doc["escalations"]);
-    let _ = writeln!(s, "\n{:<24} {:>9} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12}", "gate", "requested", "approved", "rejected", "pending", "timed out", "median wait", "worst wait");
+    let _ = writeln!(
+        s,
+        "\n{:<24} {:>9} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12}",
+        "gate", "requested", "approved", "rejected", "pending", "timed out", "median wait", "worst wait"
+    );
     for g in doc["gates"].as_array().into_iter().flatten() {
         let w = &g["time_to_decision_us"];
         let _ = writeln!(

@@ -191,9 +191,12 @@ pub async fn run_mission(
             .iter()
             .map(|(name, price)| {
                 let sha = router.registry().get(name).map(|s| s.sha256.clone()).ok();
-                (name.clone(), json!({"prompt_price": price.prompt_price,
+                (
+                    name.clone(),
+                    json!({"prompt_price": price.prompt_price,
                                       "completion_price": price.completion_price,
-                                      "sha256": sha}))
+                                      "sha256": sha}),
+                )
             })
             .collect();
         let (declared_seq, _) = t.append(
@@ -238,7 +241,13 @@ pub async fn run_mission(
         )?;
         t.open_account(&conductor, &mission_id, None, Some(mission.budget.limit), now)?;
         for a in agents.iter() {
-            t.open_account(&conductor, &agent_account(&mission_id, &a.spec.name), Some(&mission_id), a.spec.budget.limit, now)?;
+            t.open_account(
+                &conductor,
+                &agent_account(&mission_id, &a.spec.name),
+                Some(&mission_id),
+                a.spec.budget.limit,
+                now,
+            )?;
         }
         for a in agents.iter() {
             t.register_key(
@@ -340,7 +349,9 @@ pub enum RunError {
 /// charged, and the same command runs cleanly once it is fixed.
 #[derive(Debug, thiserror::Error)]
 pub enum InfrastructureError {
-    #[error("agent `{agent}` cannot use model `{model}`, so nothing was run or charged; fix it and run the same command again")]
+    #[error(
+        "agent `{agent}` cannot use model `{model}`, so nothing was run or charged; fix it and run the same command again"
+    )]
     Model {
         agent: String,
         model: String,
@@ -546,7 +557,8 @@ fn open_attempts(
         let mut entries = Vec::new();
         for (i, (first, last)) in task.spans.iter().enumerate() {
             let last = last.or_else(|| task.spans.get(i + 1).map(|next| next.0));
-            let count = last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
+            let count =
+                last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
             entries.extend(data.ledger.entries(*first, count)?);
         }
         let awaited: Vec<String> = entries
@@ -824,10 +836,7 @@ fn run_task(
     recovering: Option<&Attempt>,
 ) -> Result<TaskRecord> {
     let case = &mission.tasks.cases[index as usize];
-    let agent = agents
-        .iter()
-        .find(|a| a.spec.name == case.agent)
-        .context("validated mission names a known agent")?;
+    let agent = agents.iter().find(|a| a.spec.name == case.agent).context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
 
     let exhausted = recovering.is_none() && ctx.budget_exhausted.load(Ordering::SeqCst);
@@ -889,7 +898,11 @@ fn run_task(
         agent_key: agent.key.clone(),
         models: agent.spec.models.clone(),
         tier: case.tier,
-        failover: ctx.failover.iter().find(|rule| rule.when.matches(&case.input, &serde_json::Value::Null)).map(|rule| rule.to.clone()),
+        failover: ctx
+            .failover
+            .iter()
+            .find(|rule| rule.when.matches(&case.input, &serde_json::Value::Null))
+            .map(|rule| rule.to.clone()),
         max_tokens_cap: agent.spec.limits.max_tokens,
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),

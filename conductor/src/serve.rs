@@ -139,7 +139,10 @@ enum Job {
     Run(PathBuf),
     /// A mission an operator uploaded, kept in the uploads directory:
     /// the files it names are checked again before it runs.
-    Upload { file: PathBuf, again: crate::run::Again },
+    Upload {
+        file: PathBuf,
+        again: crate::run::Again,
+    },
     Resume(String),
 }
 
@@ -223,7 +226,10 @@ impl ResponseError for ApiError {
         response.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Some(after) = self.retry_after {
             // Whole seconds, rounded up: never earlier than allowed.
-            response.insert_header((header::RETRY_AFTER, (after.as_secs() + u64::from(after.subsec_nanos() > 0)).to_string()));
+            response.insert_header((
+                header::RETRY_AFTER,
+                (after.as_secs() + u64::from(after.subsec_nanos() > 0)).to_string(),
+            ));
         }
         response.json(body)
     }
@@ -271,7 +277,10 @@ fn insert_bounded<V>(
         map.retain(|_, v| !expired(v));
     }
     if map.len() >= PENDING_MAX {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many sign-ins or decisions in progress; try again in a minute"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many sign-ins or decisions in progress; try again in a minute",
+        ));
     }
     map.insert(key, value);
     Ok(())
@@ -312,13 +321,19 @@ fn signed(req: &HttpRequest) -> Result<Signed, ApiError> {
     let record = state.data.ledger.key(&public).map_err(internal)?;
     if record.is_none_or(|r| r.revoked_seq.is_some()) {
         state.sessions.lock().map_err(internal)?.remove(&key);
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "your key was revoked in the journal; the session is closed"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "your key was revoked in the journal; the session is closed",
+        ));
     }
     Ok(Signed { key, public, role, name })
 }
 
 /// Reads a JSON request body of at most [`BODY_BYTES_MAX`] bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(req: &HttpRequest, mut payload: web::Payload) -> Result<T, ApiError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, ApiError> {
     let json_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -327,7 +342,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: &HttpRequest, mut payloa
     if !json_type {
         // A cross-site form cannot send this type without the browser
         // asking first, which this server never allows.
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the request as Content-Type: application/json"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as Content-Type: application/json",
+        ));
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -396,7 +414,10 @@ async fn sign_in(state: web::Data<State>, req: HttpRequest, payload: web::Payloa
     let record = state.data.ledger.key(&public).map_err(internal)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("key {} is not registered in this journal; an operator registers it (`conductor keys register`)", public.key_id()),
+            format!(
+                "key {} is not registered in this journal; an operator registers it (`conductor keys register`)",
+                public.key_id()
+            ),
         )
     })?;
     if record.revoked_seq.is_some() {
@@ -443,7 +464,11 @@ fn me_json(public: &PublicKey, role: Role, name: Option<&str>) -> Value {
 }
 
 async fn me(who: Signed) -> HttpResponse {
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(&who.public, who.role, who.name.as_deref()))
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(
+        &who.public,
+        who.role,
+        who.name.as_deref(),
+    ))
 }
 
 async fn sign_out(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
@@ -679,7 +704,8 @@ fn refused(state: &State, who: &Signed, gate_id: &str, verdict: Verdict, error: 
 /// if the storage failed, stops the server (`health.rs`).
 fn journal_repeated(data: &DataDir, repeated: &Repeated) {
     let conductor = data.conductor.clone();
-    let written = data.ledger.write(|t| t.append(&conductor, "gate.refused", &repeated.payload(), now_us()).map(|_| ()));
+    let written =
+        data.ledger.write(|t| t.append(&conductor, "gate.refused", &repeated.payload(), now_us()).map(|_| ()));
     if let Err(e) = written {
         let e = anyhow::Error::from(e);
         crate::health::note(&e);
@@ -718,7 +744,8 @@ async fn prepare(
         "approve" => Verdict::Approve,
         "reject" => Verdict::Reject,
         other => {
-            let e = ApiError::new(StatusCode::BAD_REQUEST, format!("verdict `{other}` is neither `approve` nor `reject`"));
+            let e =
+                ApiError::new(StatusCode::BAD_REQUEST, format!("verdict `{other}` is neither `approve` nor `reject`"));
             return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
         }
     };
@@ -795,7 +822,8 @@ async fn decide(
     // Used once, whatever happens next: a replayed request finds nothing.
     let prepared = state.prepared.lock().map_err(internal)?.remove(&secret_key(&token));
     let Some(prepared) = prepared.filter(|p| p.expires > Instant::now()) else {
-        let e = ApiError::new(StatusCode::CONFLICT, "that prepared decision is unknown, used or expired; prepare it again");
+        let e =
+            ApiError::new(StatusCode::CONFLICT, "that prepared decision is unknown, used or expired; prepare it again");
         return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
     };
     let verdict = prepared.verdict;
@@ -854,7 +882,10 @@ async fn decide(
     if gates::resumes_mission(&decided) {
         let jobs = state.jobs.lock().map_err(internal)?;
         if jobs.send(Job::Resume(decided.gate.mission.clone())).is_err() {
-            tracing::warn!("the mission runner is gone; resume with `conductor mission resume {}`", decided.gate.mission);
+            tracing::warn!(
+                "the mission runner is gone; resume with `conductor mission resume {}`",
+                decided.gate.mission
+            );
         }
     }
     let read = state.data.ledger.read().map_err(internal)?;
@@ -869,32 +900,40 @@ async fn decide(
 }
 
 fn journal_moved(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<ledger::LedgerError>(), Some(ledger::LedgerError::Remote(ledger::RemoteSignError::Moved { .. })))
+    matches!(
+        e.downcast_ref::<ledger::LedgerError>(),
+        Some(ledger::LedgerError::Remote(ledger::RemoteSignError::Moved { .. }))
+    )
 }
 
 fn bad_signature(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<ledger::LedgerError>(), Some(ledger::LedgerError::Remote(ledger::RemoteSignError::BadSignature { .. })))
+    matches!(
+        e.downcast_ref::<ledger::LedgerError>(),
+        Some(ledger::LedgerError::Remote(ledger::RemoteSignError::BadSignature { .. }))
+    )
 }
 
 async fn event_stream(state: web::Data<State>, who: Signed) -> HttpResponse {
     let rx = state.events.subscribe();
     let first = Bytes::from_static(b"retry: 2000\nevent: gates\ndata: {}\n\n");
-    let stream = futures_util::stream::unfold((rx, Some(first), state, who.key), |(mut rx, first, state, key)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, Infallible>(first), (rx, None, state, key)));
-        }
-        let message = tokio::select! {
-            got = rx.recv() => match got {
-                Ok(data) => format!("event: gates\ndata: {data}\n\n"),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "event: gates\ndata: {}\n\n".to_owned(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            },
-            () = tokio::time::sleep(KEEPALIVE) => ": keep-alive\n\n".to_owned(),
-        };
-        // A stream outlives no session: sign-out or expiry ends it.
-        let alive = state.sessions.lock().ok().is_some_and(|s| s.get(&key).is_some_and(|s| s.expires > Instant::now()));
-        alive.then(|| (Ok(Bytes::from(message)), (rx, None, state, key)))
-    });
+    let stream =
+        futures_util::stream::unfold((rx, Some(first), state, who.key), |(mut rx, first, state, key)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, Infallible>(first), (rx, None, state, key)));
+            }
+            let message = tokio::select! {
+                got = rx.recv() => match got {
+                    Ok(data) => format!("event: gates\ndata: {data}\n\n"),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "event: gates\ndata: {}\n\n".to_owned(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                () = tokio::time::sleep(KEEPALIVE) => ": keep-alive\n\n".to_owned(),
+            };
+            // A stream outlives no session: sign-out or expiry ends it.
+            let alive =
+                state.sessions.lock().ok().is_some_and(|s| s.get(&key).is_some_and(|s| s.expires > Instant::now()));
+            alive.then(|| (Ok(Bytes::from(message)), (rx, None, state, key)))
+        });
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -915,9 +954,17 @@ struct StartMission {
 
 /// An operator starts a mission on this host by sending its YAML (it
 /// runs after any before it).
-async fn start_mission(state: web::Data<State>, who: Signed, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn start_mission(
+    state: web::Data<State>,
+    who: Signed,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     if who.role != Role::Operator {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} keys cannot start missions; an operator key can", who.role)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} keys cannot start missions; an operator key can", who.role),
+        ));
     }
     let body: StartMission = read_json(&req, payload).await?;
     let uploads = state.uploads.clone();
@@ -1054,7 +1101,9 @@ async fn health() -> HttpResponse {
     let body = |status| json!({"status": status});
     match crate::health::failure() {
         None => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body("ok")),
-        Some(_) => HttpResponse::ServiceUnavailable().insert_header((header::CACHE_CONTROL, "no-store")).json(body("failing")),
+        Some(_) => {
+            HttpResponse::ServiceUnavailable().insert_header((header::CACHE_CONTROL, "no-store")).json(body("failing"))
+        }
     }
 }
 
@@ -1098,7 +1147,12 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the model runtime")?,
     );
-    let gateway = web::Data::new(crate::gateway::Gateway::new(cfg.data.clone(), cfg.router.clone(), runtime.handle().clone(), cfg.gateway));
+    let gateway = web::Data::new(crate::gateway::Gateway::new(
+        cfg.data.clone(),
+        cfg.router.clone(),
+        runtime.handle().clone(),
+        cfg.gateway,
+    ));
     let router = cfg.router;
     let runner_runtime = runtime.clone();
     let runner = std::thread::Builder::new()

@@ -18,8 +18,10 @@ pub(crate) enum GatewayCommand {
     /// the database keeps only its hash. Clients use it as an OpenAI API
     /// key against `http://HOST:PORT/v1`; each call is metered against the
     /// account (prices from the model registry) and journaled.
-    #[command(after_help = "Example:\n  conductor gateway issue --data ./data --name claims-app --limit 100000 --key operator.key\n  \
-        OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=cgw_… python client.py")]
+    #[command(
+        after_help = "Example:\n  conductor gateway issue --data ./data --name claims-app --limit 100000 --key operator.key\n  \
+        OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=cgw_… python client.py"
+    )]
     Issue {
         #[command(flatten)]
         data: DataArg,
@@ -103,11 +105,17 @@ pub(crate) fn gateway_command(command: GatewayCommand) -> Result<u8> {
         GatewayCommand::Issue { data, name, limit, key, json } => {
             let issued = gateway::issue(&data.data, &name, limit, &key)?;
             if json {
-                println!("{}", serde_json::json!({"key": issued.key, "key_id": issued.record.key_id,
-                                                  "account": issued.record.account, "limit": issued.limit}));
+                println!(
+                    "{}",
+                    serde_json::json!({"key": issued.key, "key_id": issued.record.key_id,
+                                                  "account": issued.record.account, "limit": issued.limit})
+                );
             } else {
                 println!("gateway key for `{name}` (shown once; keep it secret):\n{}", issued.key);
-                println!("key id   {}\naccount  {} (limit {})", issued.record.key_id, issued.record.account, issued.limit);
+                println!(
+                    "key id   {}\naccount  {} (limit {})",
+                    issued.record.key_id, issued.record.account, issued.limit
+                );
             }
             Ok(exit::OK)
         }
@@ -186,8 +194,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
             again: run::Again::Refuse,
         },
         router: Arc::new(Router::new(registry)),
-        gateway: gateway::GatewayConfig { reservation_ttl: std::time::Duration::from_secs(args.gateway_reservation_ttl_s) },
+        gateway: gateway::GatewayConfig {
+            reservation_ttl: std::time::Duration::from_secs(args.gateway_reservation_ttl_s),
+        },
     })?;
     Ok(exit::OK)
 }
-

@@ -216,11 +216,7 @@ fn put<T: Serialize>(
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, key: &str, bytes: &[u8]) -> Result<T, StateError> {
-    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
-        what,
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt { what, key: key.to_owned(), reason: e.to_string() })
 }
 
 pub fn put_mission(txn: &WriteTransaction, m: &MissionRecord) -> Result<(), StateError> {

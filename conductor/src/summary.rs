@@ -189,7 +189,9 @@ pub fn status_text(status: MissionStatus) -> &'static str {
     match status {
         MissionStatus::Running => "running (interrupted?)",
         MissionStatus::Completed => "completed",
-        MissionStatus::CompletedWithFailures => "completed with failures: some tasks failed (`conductor ledger show --tasks`)",
+        MissionStatus::CompletedWithFailures => {
+            "completed with failures: some tasks failed (`conductor ledger show --tasks`)"
+        }
         MissionStatus::AwaitingReview => "awaiting review",
         MissionStatus::BudgetExhausted => "budget exhausted: stopped before every task could run",
         MissionStatus::Paused => "paused: out of budget; resume with `conductor mission resume`",
@@ -204,11 +206,17 @@ pub fn print_human(s: &Summary) -> io::Result<()> {
     outln!("status  {}", status_text(s.status))?;
     outln!(
         "budget  {} of {} settled, {} pending, {} available",
-        s.budget.settled, s.budget.limit, s.budget.pending, s.budget.available
+        s.budget.settled,
+        s.budget.limit,
+        s.budget.pending,
+        s.budget.available
     )?;
     outln!(
         "tasks   {} decided, {} awaiting review, {} failed, {} skipped",
-        s.counts.decided, s.counts.awaiting_review, s.counts.failed, s.counts.skipped
+        s.counts.decided,
+        s.counts.awaiting_review,
+        s.counts.failed,
+        s.counts.skipped
     )?;
     outln!()?;
     outln!("{:>4}  {:<16} {:<16} {:<14} detail", "#", "case", "status", "outcome")?;

@@ -1,7 +1,6 @@
 //! Batch verification: many signatures checked in one multi-scalar
 //! multiplication, with the encoding checks of strict verification first.
 
-
 use crate::{IdentityError, PublicKey, Signature};
 
 /// Verifies every `(key, message, signature)` item at once; `Ok` only if
@@ -48,15 +47,9 @@ use crate::{IdentityError, PublicKey, Signature};
 /// verification ([`IdentityError::BadSignatureInBatch`]): the encoding
 /// checks find it directly, and when the batch equation fails each item is
 /// verified alone to find it.
-pub fn verify_batch<M: AsRef<[u8]>>(
-    items: &[(PublicKey, M, Signature)],
-) -> Result<(), IdentityError> {
+pub fn verify_batch<M: AsRef<[u8]>>(items: &[(PublicKey, M, Signature)]) -> Result<(), IdentityError> {
     let len = items.len();
-    let bad = |index: usize, key: &PublicKey| IdentityError::BadSignatureInBatch {
-        index,
-        len,
-        key_id: key.key_id(),
-    };
+    let bad = |index: usize, key: &PublicKey| IdentityError::BadSignatureInBatch { index, len, key_id: key.key_id() };
     for (index, (key, _, signature)) in items.iter().enumerate() {
         if !signature.s_is_canonical() || !r_is_strict(&signature.r_bytes()) {
             return Err(bad(index, key));
@@ -261,13 +254,9 @@ mod tests {
         for i in 0u64..64 {
             let message = i.to_le_bytes();
             let r = Scalar::from(1000 + i);
-            let big_r =
-                (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two).compress();
+            let big_r = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + order_two).compress();
             let k = Scalar::from_hash(
-                Sha512::new()
-                    .chain_update(big_r.as_bytes())
-                    .chain_update(public.to_bytes())
-                    .chain_update(message),
+                Sha512::new().chain_update(big_r.as_bytes()).chain_update(public.to_bytes()).chain_update(message),
             );
             let s = r + k * a;
             let mut bytes = [0u8; 64];
@@ -285,8 +274,8 @@ mod tests {
 
     /// L = 2^252 + 27742317777372353535851937790883648493, little-endian.
     const GROUP_ORDER_LE: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
     ];
 
     /// Adds two little-endian 256-bit numbers (no overflow for S + L here).

@@ -15,9 +15,7 @@ pub enum IdentityError {
     #[error("key file {0} already exists; choose another path or remove it first")]
     Exists(PathBuf),
     /// Group or others may read the key file.
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     /// The key file is not a conductor key file.
     #[error("key file {path} is malformed: {reason}")]
@@ -66,5 +64,3 @@ pub enum IdentityError {
     #[error("passphrase key derivation (Argon2id) failed: {reason}")]
     Kdf { reason: String },
 }
-
-

@@ -117,8 +117,7 @@ impl Keypair {
         }
         write_new_owner_only(path, || {
             let associated = associated_data(self.role, &self.public().to_bytes(), kdf);
-            let sealed =
-                sealed::seal(self.signing.as_bytes(), passphrase, kdf, associated.as_bytes())?;
+            let sealed = sealed::seal(self.signing.as_bytes(), passphrase, kdf, associated.as_bytes())?;
             Ok(Zeroizing::new(format!(
                 "{associated}salt: {}\nnonce: {}\nsealed-secret: {}\n",
                 hex::encode(sealed.salt),
@@ -168,12 +167,7 @@ fn associated_data(role: Role, public: &[u8; 32], kdf: KdfParams) -> String {
 
 /// Builds the key and checks the `public` line against it. For a plain
 /// file the line is redundant, and the check catches a hand-edited file.
-fn keypair(
-    path: &Path,
-    role: Role,
-    public: &[u8; 32],
-    secret: &[u8; SECRET_BYTES],
-) -> Result<Keypair, IdentityError> {
+fn keypair(path: &Path, role: Role, public: &[u8; 32], secret: &[u8; SECRET_BYTES]) -> Result<Keypair, IdentityError> {
     let key = Keypair { signing: SigningKey::from_bytes(secret), role };
     if key.public().to_bytes() != *public {
         return Err(IdentityError::Malformed {
@@ -201,11 +195,7 @@ fn write_new_owner_only(
         options.mode(0o600);
     }
     let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            IdentityError::Exists(path.to_owned())
-        } else {
-            io(e)
-        }
+        if e.kind() == std::io::ErrorKind::AlreadyExists { IdentityError::Exists(path.to_owned()) } else { io(e) }
     })?;
     let written = text().and_then(|text| {
         file.write_all(text.as_bytes()).map_err(io)?;
@@ -222,10 +212,7 @@ fn write_new_owner_only(
 /// Opens, checks and parses a key file of either kind.
 fn read_key_file(path: &Path) -> Result<KeyFile, IdentityError> {
     let io = |source| IdentityError::Io { path: path.to_owned(), source };
-    let malformed = |reason: &str| IdentityError::Malformed {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let malformed = |reason: &str| IdentityError::Malformed { path: path.to_owned(), reason: reason.to_owned() };
     // Refuse FIFOs and devices before opening: reading one could block forever.
     if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Err(malformed("not a regular file"));
@@ -300,12 +287,7 @@ fn parse_key_file(path: &Path, text: &str) -> Result<KeyFile, IdentityError> {
         (None, Some(kdf), Some(salt), Some(nonce), Some(sealed)) => {
             // Bounds are checked here, before anything runs the KDF.
             let kdf = KdfParams::parse(kdf).map_err(malformed)?;
-            let mut parsed = Sealed {
-                kdf,
-                salt: [0; SALT_BYTES],
-                nonce: [0; NONCE_BYTES],
-                sealed: [0; SEALED_BYTES],
-            };
+            let mut parsed = Sealed { kdf, salt: [0; SALT_BYTES], nonce: [0; NONCE_BYTES], sealed: [0; SEALED_BYTES] };
             hex_field(path, "salt", salt, &mut parsed.salt)?;
             hex_field(path, "nonce", nonce, &mut parsed.nonce)?;
             hex_field(path, "sealed-secret", sealed, &mut parsed.sealed)?;
@@ -316,14 +298,12 @@ fn parse_key_file(path: &Path, text: &str) -> Result<KeyFile, IdentityError> {
         }
         (Some(_), ..) => {
             return Err(malformed(
-                "has both a plain `secret` and encryption fields; which one is meant is unclear"
-                    .to_owned(),
+                "has both a plain `secret` and encryption fields; which one is meant is unclear".to_owned(),
             ));
         }
         _ => {
             return Err(malformed(
-                "an encrypted key file needs all of `kdf`, `salt`, `nonce` and `sealed-secret`"
-                    .to_owned(),
+                "an encrypted key file needs all of `kdf`, `salt`, `nonce` and `sealed-secret`".to_owned(),
             ));
         }
     };
@@ -349,8 +329,7 @@ mod tests {
     const FAST: KdfParams = KdfParams { memory_kib: 64, passes: 1, lanes: 1 };
 
     fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("identity-test-{}-{}", std::process::id(), name));
+        let dir = std::env::temp_dir().join(format!("identity-test-{}-{}", std::process::id(), name));
         let _ = std::fs::remove_file(&dir);
         dir
     }
@@ -419,10 +398,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains(&hex::encode(key.signing.as_bytes())), "secret not in clear");
         let names: Vec<&str> = text.lines().map(|l| l.split(": ").next().unwrap_or(l)).collect();
-        assert_eq!(
-            names,
-            ["conductor-key v1", "role", "public", "kdf", "salt", "nonce", "sealed-secret"]
-        );
+        assert_eq!(names, ["conductor-key v1", "role", "public", "kdf", "salt", "nonce", "sealed-secret"]);
         let loaded = Keypair::load_with_passphrase(&path, "correct horse").expect("load");
         assert_eq!(loaded.public(), key.public());
         assert_eq!(loaded.role(), Role::Reviewer);
@@ -576,14 +552,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("\nkdf: argon2id m=65536 t=3 p=1\n"));
         let start = Instant::now();
-        let loaded =
-            Keypair::load_with_passphrase(&path, "correct horse battery staple").expect("load");
+        let loaded = Keypair::load_with_passphrase(&path, "correct horse battery staple").expect("load");
         eprintln!("default-cost encrypted key load took {:?}", start.elapsed());
         assert_eq!(loaded.public(), key.public());
-        assert!(matches!(
-            Keypair::load_with_passphrase(&path, "wrong"),
-            Err(IdentityError::WrongPassphrase { .. })
-        ));
+        assert!(matches!(Keypair::load_with_passphrase(&path, "wrong"), Err(IdentityError::WrongPassphrase { .. })));
         std::fs::remove_file(&path).expect("cleanup");
     }
 }

@@ -53,9 +53,7 @@ impl FromStr for Role {
             other => {
                 return Err(IdentityError::Encoding {
                     what: "role",
-                    reason: format!(
-                        "`{other}` is not one of conductor, agent, reviewer, operator, auditor"
-                    ),
+                    reason: format!("`{other}` is not one of conductor, agent, reviewer, operator, auditor"),
                 });
             }
         })
@@ -104,8 +102,7 @@ impl PublicKey {
     /// encoded bytes, so a second spelling of one point would be a second
     /// identity for the same key.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, IdentityError> {
-        let key = VerifyingKey::from_bytes(bytes)
-            .map_err(|_| IdentityError::BadPublicKey(hex::encode(bytes)))?;
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| IdentityError::BadPublicKey(hex::encode(bytes)))?;
         if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
             return Err(IdentityError::BadPublicKey(hex::encode(bytes)));
         }
@@ -141,9 +138,7 @@ impl PublicKey {
             return Err(IdentityError::BadSignature(self.key_id()));
         }
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0
-            .verify_strict(message, &sig)
-            .map_err(|_| IdentityError::BadSignature(self.key_id()))
+        self.0.verify_strict(message, &sig).map_err(|_| IdentityError::BadSignature(self.key_id()))
     }
 
     pub(crate) fn dalek(&self) -> VerifyingKey {
@@ -236,15 +231,10 @@ impl Keypair {
     }
 }
 
-pub(crate) fn decode_hex_array<const N: usize>(
-    what: &'static str,
-    text: &str,
-) -> Result<[u8; N], IdentityError> {
+pub(crate) fn decode_hex_array<const N: usize>(what: &'static str, text: &str) -> Result<[u8; N], IdentityError> {
     let mut out = [0u8; N];
-    hex::decode_to_slice(text.trim(), &mut out).map_err(|e| IdentityError::Encoding {
-        what,
-        reason: format!("expected {} hex digits: {e}", N * 2),
-    })?;
+    hex::decode_to_slice(text.trim(), &mut out)
+        .map_err(|e| IdentityError::Encoding { what, reason: format!("expected {} hex digits: {e}", N * 2) })?;
     Ok(out)
 }
 
@@ -304,9 +294,8 @@ mod tests {
     #[test]
     fn rfc8032_test_vector_1_verifies() {
         // RFC 8032 section 7.1, TEST 1 (empty message).
-        let public =
-            PublicKey::from_hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
-                .expect("vector key");
+        let public = PublicKey::from_hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+            .expect("vector key");
         let sig = Signature::from_hex(concat!(
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155",
             "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"

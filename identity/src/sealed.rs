@@ -42,8 +42,7 @@ impl KdfParams {
     /// an attacker the same 64 MiB and three passes. One lane because the
     /// argon2 crate computes lanes one after another here: more lanes would
     /// cost us time without costing an attacker more.
-    pub(crate) const DEFAULT: KdfParams =
-        KdfParams { memory_kib: 64 * KIB_PER_MIB, passes: 3, lanes: 1 };
+    pub(crate) const DEFAULT: KdfParams = KdfParams { memory_kib: 64 * KIB_PER_MIB, passes: 3, lanes: 1 };
 
     /// Largest memory a key file may ask for (1 GiB, 16x the default). The
     /// parameters come from the file, so a hostile or corrupted file could
@@ -69,11 +68,7 @@ impl KdfParams {
             ));
         }
         if self.passes == 0 || self.passes > Self::PASSES_MAX {
-            return Err(format!(
-                "kdf passes t={} is outside 1..={}",
-                self.passes,
-                Self::PASSES_MAX
-            ));
+            return Err(format!("kdf passes t={} is outside 1..={}", self.passes, Self::PASSES_MAX));
         }
         if self.lanes == 0 || self.lanes > Self::LANES_MAX {
             return Err(format!("kdf lanes p={} is outside 1..={}", self.lanes, Self::LANES_MAX));
@@ -110,8 +105,7 @@ impl KdfParams {
                 .and_then(parse_decimal)
                 .ok_or_else(|| format!("kdf `{value}`: {expected}"))
         };
-        let params =
-            KdfParams { memory_kib: number("m=")?, passes: number("t=")?, lanes: number("p=")? };
+        let params = KdfParams { memory_kib: number("m=")?, passes: number("t=")?, lanes: number("p=")? };
         if words.next().is_some() {
             return Err(format!("kdf `{value}`: {expected}"));
         }
@@ -176,12 +170,7 @@ pub(crate) fn open(
     buffer.copy_from_slice(&sealed.sealed[..SECRET_BYTES]);
     let tag = Tag::from_slice(&sealed.sealed[SECRET_BYTES..]);
     cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&sealed.nonce),
-            associated,
-            buffer.as_mut_slice(),
-            tag,
-        )
+        .decrypt_in_place_detached(XNonce::from_slice(&sealed.nonce), associated, buffer.as_mut_slice(), tag)
         .map_err(|_| IdentityError::WrongPassphrase { path: path.to_owned() })?;
     Ok(buffer)
 }
@@ -208,12 +197,7 @@ fn derive_key(
     blocks.resize(blocks_needed, Block::default());
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     argon
-        .hash_password_into_with_memory(
-            passphrase.as_bytes(),
-            salt,
-            key.as_mut_slice(),
-            blocks.as_mut_slice(),
-        )
+        .hash_password_into_with_memory(passphrase.as_bytes(), salt, key.as_mut_slice(), blocks.as_mut_slice())
         .map_err(|e| IdentityError::Kdf { reason: e.to_string() })?;
     Ok(key)
 }
@@ -255,26 +239,14 @@ mod tests {
         let path = Path::new("k");
         let sealed = seal(&secret, "pw", kdf, b"ad").expect("seal");
         assert_eq!(*open(&sealed, "pw", b"ad", path).expect("open"), secret);
-        assert!(matches!(
-            open(&sealed, "pW", b"ad", path),
-            Err(IdentityError::WrongPassphrase { .. })
-        ));
-        assert!(matches!(
-            open(&sealed, "pw", b"aD", path),
-            Err(IdentityError::WrongPassphrase { .. })
-        ));
+        assert!(matches!(open(&sealed, "pW", b"ad", path), Err(IdentityError::WrongPassphrase { .. })));
+        assert!(matches!(open(&sealed, "pw", b"aD", path), Err(IdentityError::WrongPassphrase { .. })));
         let mut flipped = sealed.clone();
         flipped.sealed[SEALED_BYTES - 1] ^= 1;
-        assert!(matches!(
-            open(&flipped, "pw", b"ad", path),
-            Err(IdentityError::WrongPassphrase { .. })
-        ));
+        assert!(matches!(open(&flipped, "pw", b"ad", path), Err(IdentityError::WrongPassphrase { .. })));
         let mut other_salt = sealed.clone();
         other_salt.salt[0] ^= 1;
-        assert!(matches!(
-            open(&other_salt, "pw", b"ad", path),
-            Err(IdentityError::WrongPassphrase { .. })
-        ));
+        assert!(matches!(open(&other_salt, "pw", b"ad", path), Err(IdentityError::WrongPassphrase { .. })));
         let again = seal(&secret, "pw", kdf, b"ad").expect("seal");
         assert_ne!(again.salt, sealed.salt, "fresh salt every time");
         assert_ne!(again.nonce, sealed.nonce, "fresh nonce every time");

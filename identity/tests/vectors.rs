@@ -70,8 +70,7 @@ fn rfc8032_signing_gives_exactly_the_vector_signature() {
         assert_eq!(sig.to_hex(), v.signature, "{}: signature", v.name);
         let public = PublicKey::from_hex(&v.public_key).expect("vector key");
         public.verify(&message, &sig).unwrap_or_else(|e| panic!("{}: {e}", v.name));
-        verify_batch(&[(public, message.as_slice(), sig)])
-            .unwrap_or_else(|e| panic!("{}: batch: {e}", v.name));
+        verify_batch(&[(public, message.as_slice(), sig)]).unwrap_or_else(|e| panic!("{}: batch: {e}", v.name));
     }
 }
 
@@ -180,13 +179,7 @@ fn wycheproof_cases() -> Vec<Parsed> {
                 (Err(e), _) => (None, Some(format!("key refused: {e}"))),
                 (_, Err(e)) => (None, Some(format!("signature refused: {e}"))),
             };
-            cases.push(Parsed {
-                tc_id: case.tc_id,
-                comment: case.comment.clone(),
-                expect_valid,
-                item,
-                why_unparsed,
-            });
+            cases.push(Parsed { tc_id: case.tc_id, comment: case.comment.clone(), expect_valid, item, why_unparsed });
         }
     }
     assert_eq!(cases.len(), file.number_of_tests, "numberOfTests");
@@ -196,9 +189,7 @@ fn wycheproof_cases() -> Vec<Parsed> {
 fn check_mismatches(what: &str, mismatches: Vec<String>) {
     let unexplained: Vec<&String> = mismatches
         .iter()
-        .filter(|m| {
-            !STRICTER_THAN_WYCHEPROOF.iter().any(|(id, _)| m.starts_with(&format!("tcId {id} ")))
-        })
+        .filter(|m| !STRICTER_THAN_WYCHEPROOF.iter().any(|(id, _)| m.starts_with(&format!("tcId {id} "))))
         .collect();
     assert!(unexplained.is_empty(), "{what}: verdicts differ from Wycheproof:\n{unexplained:#?}");
 }

@@ -72,7 +72,6 @@ struct Args {
     rows: Vec<String>,
 }
 
-
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -216,7 +215,14 @@ fn one_commit_per_posting(dir: &tempfile::TempDir, seconds: f64) -> Row {
 
 /// (b) `callers` threads, each submitting reserve then settle through one
 /// committer, for `seconds`.
-fn group_commit(dir: &tempfile::TempDir, seconds: f64, callers: usize, batch: usize, batched: bool, tasks: bool) -> Row {
+fn group_commit(
+    dir: &tempfile::TempDir,
+    seconds: f64,
+    callers: usize,
+    batch: usize,
+    batched: bool,
+    tasks: bool,
+) -> Row {
     let (ledger, key) = fresh(dir, &format!("group-{callers}-{batched}-{tasks}.redb"), batched);
     let group = Arc::new(GroupCommitter::new(ledger.clone(), batch));
     let before = group.stats();
@@ -357,7 +363,11 @@ fn one_transaction(dir: &tempfile::TempDir, seconds: f64, batched: bool) -> Row 
     ledger.verify().expect("benchmark journal verifies");
     latencies.sort_unstable();
     Row {
-        what: format!("({}) {} pairs per transaction", if batched { "c2" } else { "c1" }, thousands(PAIRS_PER_TXN as f64)),
+        what: format!(
+            "({}) {} pairs per transaction",
+            if batched { "c2" } else { "c1" },
+            thousands(PAIRS_PER_TXN as f64)
+        ),
         rate: pairs as f64 / elapsed.as_secs_f64(),
         unit: "pairs/s",
         p50: None,
@@ -416,7 +426,10 @@ fn main() {
     }
     println!();
     if let Some(a) = a {
-        println!("anchor: {REDB_COMMIT_ANCHOR}; (a) measured {:.3} ms per commit (a pair is two commits)", 1e3 / (2.0 * a));
+        println!(
+            "anchor: {REDB_COMMIT_ANCHOR}; (a) measured {:.3} ms per commit (a pair is two commits)",
+            1e3 / (2.0 * a)
+        );
     }
     println!("target: ≥ {} pairs/s with group commit (rows b)", thousands(GROUP_TARGET));
     if let Some(ceiling) = ceiling {

@@ -51,7 +51,6 @@ struct Args {
     only: Option<String>,
 }
 
-
 /// The keys of one benchmark journal.
 struct Keys {
     conductor: Arc<Keypair>,
@@ -64,22 +63,13 @@ fn fresh(dir: &Path, name: &str) -> (Ledger, Keys) {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
     let mut ledger = Ledger::open(&path).expect("open ledger");
-    let keys = Keys {
-        conductor: Arc::new(Keypair::generate(Role::Conductor)),
-        agent: Keypair::generate(Role::Agent),
-    };
+    let keys = Keys { conductor: Arc::new(Keypair::generate(Role::Conductor)), agent: Keypair::generate(Role::Agent) };
     ledger.checkpoint_every(keys.conductor.clone(), ledger::CHECKPOINT_EVERY_DEFAULT);
     let c = keys.conductor.clone();
     ledger
         .write(|t| {
             t.genesis(&c, json!({"bench": true}), now_us())?;
-            t.register_key(
-                &c,
-                &keys.agent.public(),
-                Role::Agent,
-                json!({"mission": "bench", "agent": "a"}),
-                now_us(),
-            )
+            t.register_key(&c, &keys.agent.public(), Role::Agent, json!({"mission": "bench", "agent": "a"}), now_us())
         })
         .expect("genesis");
     (ledger, keys)
@@ -165,13 +155,7 @@ fn durable_batches(args: &Args, batch: usize, commits: usize) -> Row {
     );
     drop(ledger);
     let _ = std::fs::remove_file(args.dir.join(format!("bench-batch-{batch}.redb")));
-    Row {
-        what: format!("durable append_batch, B = {batch}"),
-        entries,
-        elapsed,
-        target: Some(DURABLE_TARGET),
-        note,
-    }
+    Row { what: format!("durable append_batch, B = {batch}"), entries, elapsed, target: Some(DURABLE_TARGET), note }
 }
 
 /// One `append` per durable transaction.
@@ -199,13 +183,7 @@ fn single_appends(args: &Args) -> Row {
     let entries = latencies.len() as u64;
     drop(ledger);
     let _ = std::fs::remove_file(args.dir.join("bench-single.redb"));
-    Row {
-        what: "durable append, 1 per transaction".into(),
-        entries,
-        elapsed,
-        target: Some(DURABLE_TARGET),
-        note,
-    }
+    Row { what: "durable append, 1 per transaction".into(), entries, elapsed, target: Some(DURABLE_TARGET), note }
 }
 
 /// Many `append`s in one durable transaction (each signed in turn).
@@ -251,9 +229,8 @@ fn strict_baseline(export: &[u8]) -> (u64, Duration) {
         assert_eq!(hasher.finalize().as_bytes(), &entry.hash.0, "hash of entry {}", entry.seq);
         assert_eq!(entry.prev, prev, "link of entry {}", entry.seq);
         assert_eq!(entry.seq, n);
-        let key = *keys
-            .entry(entry.signer)
-            .or_insert_with(|| PublicKey::from_bytes(&entry.signer).expect("valid signer"));
+        let key =
+            *keys.entry(entry.signer).or_insert_with(|| PublicKey::from_bytes(&entry.signer).expect("valid signer"));
         let mut message = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 32);
         message.extend_from_slice(SIGNATURE_DOMAIN);
         message.extend_from_slice(&entry.hash.0);
@@ -370,13 +347,13 @@ fn main() {
         let build = Instant::now();
         let agent_items: Vec<(&str, Value)> = (0..8192).map(|i| ("host.infer", infer_payload(i))).collect();
         let conductor_items: Vec<(&str, Value)> = (0..8192u64)
-        .map(|i| {
-            (
-                "task.started",
-                json!({"mission": "m-2024-017", "task": format!("t-{i:05}"), "cell": "summarise", "attempt": 1}),
-            )
-        })
-        .collect();
+            .map(|i| {
+                (
+                    "task.started",
+                    json!({"mission": "m-2024-017", "task": format!("t-{i:05}"), "cell": "summarise", "attempt": 1}),
+                )
+            })
+            .collect();
         let mut round = 0;
         while ledger.head().expect("head").0 < args.entries {
             if round % 2 == 0 {
@@ -441,8 +418,7 @@ fn main() {
 
         eprintln!("  verify_export ...");
         let t0 = Instant::now();
-        let report =
-            ledger::verify_export(&mut &export[..], std::slice::from_ref(&held)).expect("export verifies");
+        let report = ledger::verify_export(&mut &export[..], std::slice::from_ref(&held)).expect("export verifies");
         let export_verify = Row {
             what: "verify_export (in memory)".into(),
             entries: report.entries,

@@ -31,8 +31,7 @@ use crate::remote::RemoteKey;
 /// account -> (limit or [`NO_LIMIT`], pending, settled, parent or "").
 const ACCOUNTS: TableDefinition<&str, (u64, u64, u64, &str)> = TableDefinition::new("budget_accounts_v2");
 /// reservation id -> (account, amount, state, deadline in Unix µs).
-const RESERVATIONS: TableDefinition<u64, (&str, u64, u8, i64)> =
-    TableDefinition::new("budget_reservations_v2");
+const RESERVATIONS: TableDefinition<u64, (&str, u64, u8, i64)> = TableDefinition::new("budget_reservations_v2");
 /// (deadline, reservation id) for every *pending* reservation, so expiry
 /// finds what is due without scanning every reservation ever made.
 const DEADLINES: TableDefinition<(i64, u64), ()> = TableDefinition::new("budget_deadlines");
@@ -423,12 +422,7 @@ impl Txn {
         time_us: i64,
     ) -> Result<(), LedgerError> {
         let updates = self.book().plan_open(account, parent, limit)?;
-        self.append_budget(
-            signer.into(),
-            OPENED,
-            &OpenedOut { account, parent, limit },
-            time_us,
-        )?;
+        self.append_budget(signer.into(), OPENED, &OpenedOut { account, parent, limit }, time_us)?;
         self.book().apply(updates)
     }
 
@@ -640,13 +634,9 @@ impl Txn {
             return Err(LedgerError::BadEntry("a budget extension is signed by a reviewer key".into()));
         }
         let updates = self.book().plan_raise(account, amount)?;
-        let raised = updates.first().map(|(_, a)| a.clone()).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()))?;
-        self.append_budget(
-            reviewer,
-            EXTENDED,
-            &ExtendedOut { account, amount, limit: raised.limit, reason },
-            time_us,
-        )?;
+        let raised =
+            updates.first().map(|(_, a)| a.clone()).ok_or_else(|| BudgetError::UnknownAccount(account.to_owned()))?;
+        self.append_budget(reviewer, EXTENDED, &ExtendedOut { account, amount, limit: raised.limit, reason }, time_us)?;
         self.book().apply(updates)?;
         Ok(raised)
     }
@@ -953,8 +943,7 @@ impl BudgetBook {
 
     /// Compares the replayed budget with the database's tables.
     pub fn compare(&self, read: &redb::ReadTransaction) -> Result<(), String> {
-        let stored: BTreeMap<String, Account> =
-            read_accounts(read).map_err(|e| e.to_string())?.into_iter().collect();
+        let stored: BTreeMap<String, Account> = read_accounts(read).map_err(|e| e.to_string())?.into_iter().collect();
         if stored != self.accounts {
             let differing = stored
                 .keys()
@@ -1080,9 +1069,7 @@ mod tests {
     fn a_reviewer_extends_a_limit_with_a_signed_posting() {
         let (ledger, path, key) = setup("extend", 100);
         let reviewer = Keypair::generate(Role::Reviewer);
-        ledger
-            .write(|t| t.register_key(&key, &reviewer.public(), Role::Reviewer, json!({}), 1))
-            .expect("register");
+        ledger.write(|t| t.register_key(&key, &reviewer.public(), Role::Reviewer, json!({}), 1)).expect("register");
         ledger.write(|t| t.reserve(&key, "m", 100, FAR, json!({}), 2)).expect("all of it");
         assert!(ledger.write(|t| t.extend(&key, "m", 50, "more", 3)).is_err(), "not by the conductor");
         let raised = ledger.write(|t| t.extend(&reviewer, "m", 50, "approved overrun", 3)).expect("extend");
@@ -1134,10 +1121,7 @@ mod tests {
             })
             .expect("edit the projection behind the journal's back");
         let err = ledger.verify().expect_err("drift detected");
-        assert!(
-            matches!(&err, crate::VerifyError::Bad { failure: VerifyFailure::ProjectionDiffers(_), .. }),
-            "{err}"
-        );
+        assert!(matches!(&err, crate::VerifyError::Bad { failure: VerifyFailure::ProjectionDiffers(_), .. }), "{err}");
         std::fs::remove_file(path).expect("cleanup");
     }
 

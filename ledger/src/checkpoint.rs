@@ -69,12 +69,7 @@ impl Checkpoint {
 
     /// The file text.
     pub fn to_text(&self) -> String {
-        format!(
-            "{HEADER}\nseq: {}\nhash: {}\nrecord: {}\n",
-            self.entry.seq,
-            self.entry.hash,
-            hex::encode(&self.record)
-        )
+        format!("{HEADER}\nseq: {}\nhash: {}\nrecord: {}\n", self.entry.seq, self.entry.hash, hex::encode(&self.record))
     }
 
     /// Parses a checkpoint file; every line is checked against the record.
@@ -102,13 +97,10 @@ impl Checkpoint {
                 return Err(bad("a field appears twice"));
             }
         }
-        let seq: u64 = seq
-            .ok_or_else(|| bad("missing `seq`"))?
-            .parse()
-            .map_err(|_| bad("`seq` is not a number"))?;
+        let seq: u64 = seq.ok_or_else(|| bad("missing `seq`"))?.parse().map_err(|_| bad("`seq` is not a number"))?;
         let hash = hash.ok_or_else(|| bad("missing `hash`"))?;
-        let record = hex::decode(record.ok_or_else(|| bad("missing `record`"))?)
-            .map_err(|_| bad("`record` is not hex"))?;
+        let record =
+            hex::decode(record.ok_or_else(|| bad("missing `record`"))?).map_err(|_| bad("`record` is not hex"))?;
         let checkpoint = Self::from_record(record)?;
         if checkpoint.seq() != seq || checkpoint.hash().to_string() != hash {
             return Err(bad("`seq` or `hash` line does not match the record"));

@@ -151,9 +151,7 @@ pub fn decode(record: &[u8]) -> Result<Entry, VerifyFailure> {
     if record.len() < kind_end + 4 + TRAILER_BYTES {
         return Err(bad("record shorter than its kind length says"));
     }
-    let kind = std::str::from_utf8(&record[86..kind_end])
-        .map_err(|_| bad("kind is not UTF-8"))?
-        .to_owned();
+    let kind = std::str::from_utf8(&record[86..kind_end]).map_err(|_| bad("kind is not UTF-8"))?.to_owned();
     let mut len4 = [0u8; 4];
     len4.copy_from_slice(&record[kind_end..kind_end + 4]);
     let payload_len = u32::from_be_bytes(len4) as usize;
@@ -237,8 +235,7 @@ mod tests {
     fn record() -> Vec<u8> {
         let key = identity::Keypair::generate(identity::Role::Conductor);
         let signer = key.public().to_bytes();
-        let canonical =
-            canonical_bytes(3, &EntryHash([7; 32]), 1_700_000, &signer, "task.started", b"{}");
+        let canonical = canonical_bytes(3, &EntryHash([7; 32]), 1_700_000, &signer, "task.started", b"{}");
         let hash = hash_of(&canonical);
         let sig = key.sign(&signed_message(&hash));
         let mut rec = canonical;

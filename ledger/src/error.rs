@@ -4,9 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// Another process has the database open (redb takes an exclusive lock).
-    #[error(
-        "{0} is in use by another conductor process; wait for it to finish or stop it, then retry"
-    )]
+    #[error("{0} is in use by another conductor process; wait for it to finish or stop it, then retry")]
     Busy(PathBuf),
     /// The database was not closed cleanly, and a read-only open cannot
     /// repair it.

@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::entry::RECORD_BYTES_MAX;
 use crate::error::{LedgerError, VerifyError, VerifyFailure, storage};
 use crate::journal::{JOURNAL, Ledger};
-use crate::verify::{VerifyReport, Verifier};
+use crate::verify::{Verifier, VerifyReport};
 
 pub const EXPORT_MAGIC: &[u8; 8] = b"CJEXPORT";
 pub const EXPORT_VERSION: u32 = 1;
@@ -62,30 +62,30 @@ fn export_snapshot(
     out: &mut impl Write,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportSummary, LedgerError> {
-        let journal = read.open_table(JOURNAL).map_err(storage)?;
-        let count = journal.len().map_err(storage)?;
-        let io = |source: io::Error| LedgerError::Io { what: "writing the export", source };
-        out.write_all(EXPORT_MAGIC).map_err(io)?;
-        out.write_all(&EXPORT_VERSION.to_be_bytes()).map_err(io)?;
-        out.write_all(&count.to_be_bytes()).map_err(io)?;
-        let mut bytes = 20u64;
-        let mut written = 0u64;
-        for row in journal.iter().map_err(storage)? {
-            let (_, record) = row.map_err(storage)?;
-            let record = record.value();
-            let len = u32::try_from(record.len())
-                .map_err(|_| LedgerError::BadEntry("a stored record exceeds 4 GiB".into()))?;
-            out.write_all(&len.to_be_bytes()).map_err(io)?;
-            out.write_all(record).map_err(io)?;
-            bytes += 4 + u64::from(len);
-            written += 1;
-            if written.is_multiple_of(4096) {
-                progress(written, count);
-            }
+    let journal = read.open_table(JOURNAL).map_err(storage)?;
+    let count = journal.len().map_err(storage)?;
+    let io = |source: io::Error| LedgerError::Io { what: "writing the export", source };
+    out.write_all(EXPORT_MAGIC).map_err(io)?;
+    out.write_all(&EXPORT_VERSION.to_be_bytes()).map_err(io)?;
+    out.write_all(&count.to_be_bytes()).map_err(io)?;
+    let mut bytes = 20u64;
+    let mut written = 0u64;
+    for row in journal.iter().map_err(storage)? {
+        let (_, record) = row.map_err(storage)?;
+        let record = record.value();
+        let len =
+            u32::try_from(record.len()).map_err(|_| LedgerError::BadEntry("a stored record exceeds 4 GiB".into()))?;
+        out.write_all(&len.to_be_bytes()).map_err(io)?;
+        out.write_all(record).map_err(io)?;
+        bytes += 4 + u64::from(len);
+        written += 1;
+        if written.is_multiple_of(4096) {
+            progress(written, count);
         }
-        out.flush().map_err(io)?;
-        progress(written, count);
-        Ok(ExportSummary { entries: written, bytes })
+    }
+    out.flush().map_err(io)?;
+    progress(written, count);
+    Ok(ExportSummary { entries: written, bytes })
 }
 
 /// Verifies an export read from `input` (buffer it), with no database.
@@ -112,9 +112,8 @@ pub fn verify_export(input: &mut impl Read, held: &[Checkpoint]) -> Result<Verif
     let mut record = Vec::new();
     for seq in 0..declared {
         let mut len = [0u8; 4];
-        let short = |verifier: &mut Verifier| {
-            verifier.fail(seq, VerifyFailure::Truncated { expected: declared, found: seq })
-        };
+        let short =
+            |verifier: &mut Verifier| verifier.fail(seq, VerifyFailure::Truncated { expected: declared, found: seq });
         match read_full(input, &mut len) {
             Ok(true) => {}
             Ok(false) => return Err(short(&mut verifier)),
@@ -158,4 +157,3 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     }
     Ok(true)
 }
-

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use tokio::sync::oneshot;
 use std::thread::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::error::{BudgetError, LedgerError};
 use crate::journal::{Ledger, Txn};
@@ -400,10 +400,10 @@ fn commit_loop(ledger: &Ledger, jobs: &Receiver<Box<dyn Job>>, max_batch: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::SyncSender;
     use crate::{Account, ReservationId};
     use identity::{Keypair, Role};
     use serde_json::json;
+    use std::sync::mpsc::SyncSender;
     use std::time::Duration;
 
     const FAR: i64 = 1_000_000_000;
@@ -617,10 +617,8 @@ mod tests {
                     let (group, key) = (group.clone(), f.key.clone());
                     tokio::spawn(async move {
                         let id = group.submit_async(reserve(&key, amount)).await.expect("reserved");
-                        let after = group
-                            .submit_async(move |t| t.settle(&key, id, amount / 2, 2))
-                            .await
-                            .expect("settled");
+                        let after =
+                            group.submit_async(move |t| t.settle(&key, id, amount / 2, 2)).await.expect("settled");
                         (amount, id, after)
                     })
                 })
@@ -636,7 +634,10 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len() as u64, TASKS, "every caller got its own reservation");
         let total: u64 = (1..=TASKS).map(|a| a / 2).sum();
-        assert_eq!(f.ledger.account("m").expect("m"), Account { limit: Some(1_000_000), pending: 0, settled: total, parent: None });
+        assert_eq!(
+            f.ledger.account("m").expect("m"),
+            Account { limit: Some(1_000_000), pending: 0, settled: total, parent: None }
+        );
         assert!(f.ledger.pending_reservations().expect("pending").is_empty());
         // The postings travelled in shared, signed batch entries.
         let entries = f.ledger.entries(0, usize::MAX).expect("entries");

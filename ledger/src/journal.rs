@@ -85,10 +85,7 @@ impl Ledger {
         {
             create_database(path)?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .open(path)
-            .map_err(|e| open_error(path, e))?;
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).open(path).map_err(|e| open_error(path, e))?;
         let ledger = Ledger::over(db, path);
         ledger.write(|txn| create_tables(&txn.inner))?;
         Ok(ledger)
@@ -205,8 +202,8 @@ impl Ledger {
         let mut out = Vec::new();
         for row in table.range(from..).map_err(storage)?.take(limit) {
             let (seq, record) = row.map_err(storage)?;
-            let entry = entry::decode(record.value())
-                .map_err(|failure| LedgerError::Corrupt { seq: seq.value(), failure })?;
+            let entry =
+                entry::decode(record.value()).map_err(|failure| LedgerError::Corrupt { seq: seq.value(), failure })?;
             out.push(entry);
         }
         Ok(out)
@@ -237,10 +234,9 @@ impl Ledger {
             seq: 0,
             failure: VerifyFailure::Malformed("stored conductor key is not 32 bytes".into()),
         })?;
-        PublicKey::from_bytes(&bytes).map(Some).map_err(|_| LedgerError::Corrupt {
-            seq: 0,
-            failure: VerifyFailure::BadSigner,
-        })
+        PublicKey::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| LedgerError::Corrupt { seq: 0, failure: VerifyFailure::BadSigner })
     }
 
     /// Every key the journal knows, in registration order.
@@ -683,7 +679,12 @@ impl Txn {
 
     /// Writes `conductor.genesis`, entry 0, declaring `conductor` as the
     /// conductor key. `extra` fields (a JSON object) are recorded with it.
-    pub fn genesis(&mut self, conductor: &Keypair, extra: Value, time_us: i64) -> Result<(u64, EntryHash), LedgerError> {
+    pub fn genesis(
+        &mut self,
+        conductor: &Keypair,
+        extra: Value,
+        time_us: i64,
+    ) -> Result<(u64, EntryHash), LedgerError> {
         if conductor.role() != Role::Conductor {
             return Err(LedgerError::BadEntry("genesis must be signed by a conductor key".into()));
         }
@@ -1029,12 +1030,8 @@ mod tests {
     fn appends_chain_and_survive_reopen() {
         let (ledger, path) = temp_ledger("chain");
         let key = with_genesis(&ledger);
-        let (a, ha) = ledger
-            .write(|t| t.append(&key, "mission.declared", &json!({"n": 1}), 10))
-            .expect("append");
-        let (b, _) = ledger
-            .write(|t| t.append(&key, "task.started", &json!({"n": 2}), 11))
-            .expect("append");
+        let (a, ha) = ledger.write(|t| t.append(&key, "mission.declared", &json!({"n": 1}), 10)).expect("append");
+        let (b, _) = ledger.write(|t| t.append(&key, "task.started", &json!({"n": 2}), 11)).expect("append");
         assert_eq!((a, b), (1, 2));
         drop(ledger);
         let ledger = Ledger::open(&path).expect("reopen");

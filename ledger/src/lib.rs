@@ -48,8 +48,8 @@ pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, Reser
 pub use checkpoint::Checkpoint;
 pub use entry::{Entry, EntryHash};
 pub use error::{BudgetError, CheckpointError, DamagedFile, LedgerError, RemoteSignError, VerifyError, VerifyFailure};
-pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
+pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};
 pub use remote::{PreparedEntry, RemoteKey, SignedEntry};
 pub use rules::KeyRecord;

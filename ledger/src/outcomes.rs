@@ -77,7 +77,9 @@ impl Subject {
         }
         if GATE_DECISIONS.contains(&kind) {
             let p: GateFields = serde_json::from_slice(payload).map_err(|e| {
-                VerifyFailure::BadPayload(format!("`{kind}` decides a gate and must name it: `gate_id` (a string): {e}"))
+                VerifyFailure::BadPayload(format!(
+                    "`{kind}` decides a gate and must name it: `gate_id` (a string): {e}"
+                ))
             })?;
             return Ok(Some(Subject::Gate { gate_id: p.gate_id }));
         }
@@ -209,10 +211,7 @@ mod tests {
         ];
         assert_eq!(run(&ok), Ok(()));
         let twice = [("task.decided", r#"{"mission":"m","task":3}"#), ("task.skipped", r#"{"task":3,"mission":"m"}"#)];
-        assert_eq!(
-            run(&twice),
-            Err((1, VerifyFailure::TaskEndedTwice { mission: "m".into(), task: 3, first_seq: 0 }))
-        );
+        assert_eq!(run(&twice), Err((1, VerifyFailure::TaskEndedTwice { mission: "m".into(), task: 3, first_seq: 0 })));
         let gate = [("gate.timed_out", r#"{"gate_id":"g"}"#), ("gate.decided", r#"{"gate_id":"g"}"#)];
         assert_eq!(run(&gate), Err((1, VerifyFailure::GateDecidedTwice { gate_id: "g".into(), first_seq: 0 })));
     }

@@ -234,11 +234,7 @@ mod tests {
     }
 
     /// Runs `decide` with a signed key, refusing leftover signatures.
-    fn run_signed(
-        ledger: &Ledger,
-        conductor: &Keypair,
-        key: &RemoteKey,
-    ) -> Result<(u64, u64), LedgerError> {
+    fn run_signed(ledger: &Ledger, conductor: &Keypair, key: &RemoteKey) -> Result<(u64, u64), LedgerError> {
         ledger.write(|t| {
             let seqs = decide(t, key, conductor)?;
             if key.unused() != 0 {
@@ -324,8 +320,8 @@ mod tests {
         // signature for one message, as the verifier does.
         let mut s_plus_l = sign_all(&reviewer, &prepared);
         const L: [u8; 32] = [
-            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
         let mut carry = 0u16;
         for (s, l) in s_plus_l[0].signature[32..].iter_mut().zip(L) {
@@ -431,10 +427,7 @@ mod tests {
         let key = RemoteKey::capture(reviewer.public(), Role::Reviewer);
         // A caller that forgets to roll back.
         let err = ledger.write(|t| decide(t, &key, &conductor)).expect_err("refused at commit");
-        assert!(
-            matches!(err, LedgerError::Remote(RemoteSignError::Unsigned { seq }) if seq == head.0),
-            "{err}"
-        );
+        assert!(matches!(err, LedgerError::Remote(RemoteSignError::Unsigned { seq }) if seq == head.0), "{err}");
         // Nor through an on-demand checkpoint, which seals early.
         let err = ledger
             .write(|t| {
@@ -501,10 +494,7 @@ mod tests {
         let kinds: Vec<(String, [u8; 32])> =
             ledger.entries(head.0, 10).expect("entries").into_iter().map(|e| (e.kind, e.signer)).collect();
         let (c, r) = (conductor.public().to_bytes(), reviewer.public().to_bytes());
-        assert_eq!(
-            kinds,
-            vec![("budget.batch".into(), c), ("budget.extended".into(), r), ("budget.batch".into(), c)]
-        );
+        assert_eq!(kinds, vec![("budget.batch".into(), c), ("budget.extended".into(), r), ("budget.batch".into(), c)]);
         let m = ledger.account("m").expect("m");
         assert_eq!((m.limit, m.pending, m.settled), (Some(150), 140, 0));
         let report = ledger.verify().expect("the balances replay");

@@ -211,14 +211,11 @@ fn key_event(why: impl Into<String>) -> VerifyFailure {
 }
 
 fn parse<'a, T: Deserialize<'a>>(kind: &str, payload: &'a [u8]) -> Result<T, VerifyFailure> {
-    serde_json::from_slice(payload)
-        .map_err(|e| VerifyFailure::BadPayload(format!("`{kind}` payload: {e}")))
+    serde_json::from_slice(payload).map_err(|e| VerifyFailure::BadPayload(format!("`{kind}` payload: {e}")))
 }
 
 fn public_from_hex(text: &str) -> Result<[u8; 32], VerifyFailure> {
-    PublicKey::from_hex(text)
-        .map(|k| k.to_bytes())
-        .map_err(|e| key_event(format!("{e}")))
+    PublicKey::from_hex(text).map(|k| k.to_bytes()).map_err(|e| key_event(format!("{e}")))
 }
 
 /// The parts of an entry the rules look at; an entry not yet written has
@@ -259,12 +256,7 @@ pub(crate) fn admit<S: KeyStore>(store: &mut S, e: Head<'_>) -> Result<(), S::Er
         return Err(VerifyFailure::UnknownKey(signer.public_key).into());
     }
     if signer.role != required {
-        return Err(VerifyFailure::WrongRole {
-            kind: e.kind.to_owned(),
-            required,
-            actual: signer.role,
-        }
-        .into());
+        return Err(VerifyFailure::WrongRole { kind: e.kind.to_owned(), required, actual: signer.role }.into());
     }
     if required == Role::Conductor && store.conductor()?.as_ref() != Some(e.signer) {
         // A rotated-away conductor key is revoked, so this is only reached
@@ -277,10 +269,9 @@ pub(crate) fn admit<S: KeyStore>(store: &mut S, e: Head<'_>) -> Result<(), S::Er
             let public = public_from_hex(&p.public_key)?;
             let role: Role = p.role.parse().map_err(|err| key_event(format!("{err}")))?;
             if role == Role::Conductor {
-                return Err(key_event(
-                    "a conductor key is introduced only by genesis or rotation, not registration",
-                )
-                .into());
+                return Err(
+                    key_event("a conductor key is introduced only by genesis or rotation, not registration").into()
+                );
             }
             if store.get(&public)?.is_some() {
                 return Err(key_event(format!("key {} is already known to the journal", p.public_key)).into());
@@ -317,10 +308,7 @@ pub(crate) fn admit<S: KeyStore>(store: &mut S, e: Head<'_>) -> Result<(), S::Er
             let role = record.role;
             record.revoked_seq = Some(e.seq);
             store.put(&old, &record)?;
-            store.put(
-                &new,
-                &KeyRecord { public_key: hex::encode(new), role, registered_seq: e.seq, revoked_seq: None },
-            )
+            store.put(&new, &KeyRecord { public_key: hex::encode(new), role, registered_seq: e.seq, revoked_seq: None })
         }
         CHECKPOINT => {
             let p: CheckpointPayload = parse(e.kind, e.payload)?;
@@ -369,9 +357,7 @@ fn genesis<S: KeyStore>(store: &mut S, e: Head<'_>) -> Result<(), S::Error> {
 fn active<S: KeyStore>(store: &S, public: &[u8; 32], seq: u64) -> Result<KeyRecord, S::Error> {
     match store.get(public)? {
         None => Err(key_event(format!("key {} is not known to the journal", hex::encode(public))).into()),
-        Some(r) if !r.in_force_at(seq) => {
-            Err(key_event(format!("key {} is already revoked", r.public_key)).into())
-        }
+        Some(r) if !r.in_force_at(seq) => Err(key_event(format!("key {} is already revoked", r.public_key)).into()),
         Some(r) => Ok(r),
     }
 }

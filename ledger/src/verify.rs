@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use identity::{KeyId, PublicKey, Signature};
 use redb::{ReadableDatabase, ReadableTable};
 
+use crate::budget::{self, Account, BudgetBook};
 use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash};
 use crate::error::{VerifyError, VerifyFailure, storage};
 use crate::journal::{HEAD, JOURNAL, Ledger, read_head};
-use crate::budget::{self, Account, BudgetBook};
 use crate::outcomes::{self, OutcomeBook};
 use crate::rules::{self, KeyBook, KeyRecord};
 
@@ -205,17 +205,12 @@ impl Verifier {
             first_bad_signature(&pending)
         } else {
             std::thread::scope(|scope| {
-                let workers: Vec<_> = pending
-                    .chunks(per_thread)
-                    .map(|part| scope.spawn(move || first_bad_signature(part)))
-                    .collect();
+                let workers: Vec<_> =
+                    pending.chunks(per_thread).map(|part| scope.spawn(move || first_bad_signature(part))).collect();
                 // Parts are in order, so the first part with a bad
                 // signature holds the earliest one. A worker that panicked
                 // counts as a failure, never as success.
-                workers
-                    .into_iter()
-                    .map(|w| w.join().unwrap_or(Some(0)))
-                    .find_map(|bad| bad)
+                workers.into_iter().map(|w| w.join().unwrap_or(Some(0))).find_map(|bad| bad)
             })
         };
         match first_bad {

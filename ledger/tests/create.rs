@@ -35,7 +35,10 @@ fn not_a_database(path: &Path) -> DamagedFile {
             let message = LedgerError::NotADatabase { path: named, found }.to_string();
             assert!(message.contains(&path.display().to_string()), "names the file: {message}");
             assert!(message.contains("never completely created"), "says why: {message}");
-            assert!(message.contains("delete the directory") && message.contains("backup"), "says what to do: {message}");
+            assert!(
+                message.contains("delete the directory") && message.contains("backup"),
+                "says what to do: {message}"
+            );
             // Auditors' read-only opens, and verification, say the same.
             assert!(matches!(ledger::open_read_only(path), Err(LedgerError::NotADatabase { .. })));
             assert!(matches!(
@@ -194,7 +197,8 @@ fn a_creation_cut_short_by_a_full_disk_leaves_nothing_behind() {
             assert!(said.contains("nothing was left in its place"), "{blocks} blocks: {said}");
             // The cause, once.
             assert_eq!(said.matches("File too large").count(), 1, "{blocks} blocks: {said}");
-            let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+            let left: Vec<_> =
+                std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
             assert!(left.is_empty(), "{blocks} blocks: a failed creation left {left:?}");
             // Once there is room, the same call creates it.
             assert_usable(&path);

@@ -73,68 +73,89 @@ fn append(ledger: &Ledger, steps: &[(&Keypair, &str, Value)]) {
 fn legitimate_flows(ledger: &Ledger, k: &Keys) {
     let (c, a, r, r2) = (&k.conductor, &k.agent, &k.reviewer, &k.reviewer2);
     // The agent decides: no gate.
-    append(ledger, &[
-        (c, "task.started", task(0)),
-        (a, "task.proposed", task(0)),
-        (c, "task.decided", with(task(0), json!({"outcome": "eligible", "decided_by": "agent"}))),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(0)),
+            (a, "task.proposed", task(0)),
+            (c, "task.decided", with(task(0), json!({"outcome": "eligible", "decided_by": "agent"}))),
+        ],
+    );
     // A gate with a quorum of two: a vote, then the decision, then the task's.
-    append(ledger, &[
-        (c, "task.started", task(1)),
-        (a, "task.proposed", task(1)),
-        (c, "gate.requested", with(task(1), json!({"gate_id": "g-1", "quorum": 2}))),
-        (r, "gate.voted", with(task(1), json!({"gate_id": "g-1", "verdict": "approved"}))),
-        (r2, "gate.decided", with(task(1), json!({"gate_id": "g-1", "verdict": "approved"}))),
-        (c, "task.decided", with(task(1), json!({"outcome": "eligible"}))),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(1)),
+            (a, "task.proposed", task(1)),
+            (c, "gate.requested", with(task(1), json!({"gate_id": "g-1", "quorum": 2}))),
+            (r, "gate.voted", with(task(1), json!({"gate_id": "g-1", "verdict": "approved"}))),
+            (r2, "gate.decided", with(task(1), json!({"gate_id": "g-1", "verdict": "approved"}))),
+            (c, "task.decided", with(task(1), json!({"outcome": "eligible"}))),
+        ],
+    );
     // An agent awaits a reviewer: parked, the gate decided, resumed (the
     // same attempt continues), then proposes and is decided.
-    append(ledger, &[
-        (c, "task.started", task(2)),
-        (a, "host.await", with(task(2), json!({"gate_id": "g-2"}))),
-        (c, "gate.requested", with(task(2), json!({"gate_id": "g-2"}))),
-        (c, "task.parked", with(task(2), json!({"gate_id": "g-2"}))),
-        (r, "gate.decided", with(task(2), json!({"gate_id": "g-2", "verdict": "approved"}))),
-        (c, "mission.resumed", json!({"mission": MISSION})),
-        (c, "task.recovered", with(task(2), json!({"started_seq": 0}))),
-        (a, "task.proposed", task(2)),
-        (c, "task.decided", task(2)),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(2)),
+            (a, "host.await", with(task(2), json!({"gate_id": "g-2"}))),
+            (c, "gate.requested", with(task(2), json!({"gate_id": "g-2"}))),
+            (c, "task.parked", with(task(2), json!({"gate_id": "g-2"}))),
+            (r, "gate.decided", with(task(2), json!({"gate_id": "g-2", "verdict": "approved"}))),
+            (c, "mission.resumed", json!({"mission": MISSION})),
+            (c, "task.recovered", with(task(2), json!({"started_seq": 0}))),
+            (a, "task.proposed", task(2)),
+            (c, "task.decided", task(2)),
+        ],
+    );
     // Deferred for lack of budget, started again on `mission resume`, and
     // failed the second time.
-    append(ledger, &[
-        (c, "task.started", task(3)),
-        (c, "task.deferred", with(task(3), json!({"reason": "budget_exhausted"}))),
-        (c, "mission.finished", json!({"mission": MISSION, "status": "paused"})),
-        (c, "mission.resumed", json!({"mission": MISSION})),
-        (c, "task.started", task(3)),
-        (c, "task.failed", with(task(3), json!({"code": "trap"}))),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(3)),
+            (c, "task.deferred", with(task(3), json!({"reason": "budget_exhausted"}))),
+            (c, "mission.finished", json!({"mission": MISSION, "status": "paused"})),
+            (c, "mission.resumed", json!({"mission": MISSION})),
+            (c, "task.started", task(3)),
+            (c, "task.failed", with(task(3), json!({"code": "trap"}))),
+        ],
+    );
     // Interrupted by a crash, recovered, decided.
-    append(ledger, &[
-        (c, "task.started", task(4)),
-        (c, "mission.recovered", json!({"mission": MISSION})),
-        (c, "task.recovered", with(task(4), json!({"started_seq": 0}))),
-        (a, "task.proposed", task(4)),
-        (c, "task.decided", task(4)),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(4)),
+            (c, "mission.recovered", json!({"mission": MISSION})),
+            (c, "task.recovered", with(task(4), json!({"started_seq": 0}))),
+            (a, "task.proposed", task(4)),
+            (c, "task.decided", task(4)),
+        ],
+    );
     // A gate reminded, escalated, then timed out (never a gate.decided),
     // and the task decided by the timeout.
-    append(ledger, &[
-        (c, "task.started", task(5)),
-        (a, "task.proposed", task(5)),
-        (c, "gate.requested", with(task(5), json!({"gate_id": "g-5"}))),
-        (c, "gate.reminder", with(task(5), json!({"gate_id": "g-5"}))),
-        (c, "gate.escalated", with(task(5), json!({"gate_id": "g-5"}))),
-        (c, "gate.timed_out", with(task(5), json!({"gate_id": "g-5", "then": "deny"}))),
-        (c, "task.decided", with(task(5), json!({"outcome": "timed_out", "decided_by": "timeout"}))),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.started", task(5)),
+            (a, "task.proposed", task(5)),
+            (c, "gate.requested", with(task(5), json!({"gate_id": "g-5"}))),
+            (c, "gate.reminder", with(task(5), json!({"gate_id": "g-5"}))),
+            (c, "gate.escalated", with(task(5), json!({"gate_id": "g-5"}))),
+            (c, "gate.timed_out", with(task(5), json!({"gate_id": "g-5", "then": "deny"}))),
+            (c, "task.decided", with(task(5), json!({"outcome": "timed_out", "decided_by": "timeout"}))),
+        ],
+    );
     // Skipped; and the same index in another mission is another task.
-    append(ledger, &[
-        (c, "task.skipped", with(task(6), json!({"reason": "budget_exhausted"}))),
-        (c, "task.started", json!({"mission": "another", "task": 0})),
-        (c, "task.decided", json!({"mission": "another", "task": 0})),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "task.skipped", with(task(6), json!({"reason": "budget_exhausted"}))),
+            (c, "task.started", json!({"mission": "another", "task": 0})),
+            (c, "task.decided", json!({"mission": "another", "task": 0})),
+        ],
+    );
     // A budget gate (no task): decided with the reviewer's extension; the
     // next exhaustion asks again under a new gate id.
     append(ledger, &[(c, "gate.requested", json!({"mission": MISSION, "gate_id": "g-budget-1"}))]);
@@ -144,10 +165,13 @@ fn legitimate_flows(ledger: &Ledger, k: &Keys) {
             t.extend(r, MISSION, 500, "budget gate g-budget-1", 11).map(|_| ())
         })
         .expect("budget gate");
-    append(ledger, &[
-        (c, "gate.requested", json!({"mission": MISSION, "gate_id": "g-budget-2"})),
-        (c, "gate.timed_out", json!({"mission": MISSION, "gate_id": "g-budget-2", "then": "deny"})),
-    ]);
+    append(
+        ledger,
+        &[
+            (c, "gate.requested", json!({"mission": MISSION, "gate_id": "g-budget-2"})),
+            (c, "gate.timed_out", json!({"mission": MISSION, "gate_id": "g-budget-2", "then": "deny"})),
+        ],
+    );
     // Reservations, each closed once: settled, voided, expired.
     ledger
         .write(|t| -> Result<(), LedgerError> {
@@ -349,7 +373,12 @@ fn a_reservation_settled_twice_fails_at_its_seq() {
     let forged_export = export_plus(&export(&ledger), &record);
     let ledger = write_behind(ledger, seq, &record);
     let closed = format!("reservation {} is already settled", id.0);
-    assert_fails_at(&ledger, &forged_export, seq, &|f| matches!(f, VerifyFailure::BudgetRule(why) if why.contains(&closed)));
+    assert_fails_at(
+        &ledger,
+        &forged_export,
+        seq,
+        &|f| matches!(f, VerifyFailure::BudgetRule(why) if why.contains(&closed)),
+    );
     // And through the API it is refused.
     let err = ledger.write(|t| t.settle(c, id, 30, 22)).expect_err("settled already");
     assert!(matches!(err, LedgerError::Budget(ledger::BudgetError::AlreadyClosed { .. })), "{err}");

@@ -90,8 +90,7 @@ struct Keys {
 
 impl Keys {
     fn new(seed: u8) -> Self {
-        let key =
-            |i: u8, role| Keypair::from_secret_bytes(role, &[seed.wrapping_mul(16).wrapping_add(i); 32]);
+        let key = |i: u8, role| Keypair::from_secret_bytes(role, &[seed.wrapping_mul(16).wrapping_add(i); 32]);
         Keys {
             conductor: Arc::new(key(1, Role::Conductor)),
             agent_a: key(2, Role::Agent),
@@ -195,14 +194,8 @@ fn task_round(
         )?;
         let now = clock.tick();
         let deadline = now + 60_000_000;
-        let id = t.reserve(
-            &keys.conductor,
-            MISSION,
-            1_500,
-            deadline,
-            json!({"task": task, "call": "host.infer"}),
-            now,
-        )?;
+        let id =
+            t.reserve(&keys.conductor, MISSION, 1_500, deadline, json!({"task": task, "call": "host.infer"}), now)?;
         t.append(agent, "host.infer", &infer_payload(r, tag), clock.tick())?;
         Ok(id)
     });
@@ -298,20 +291,8 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
         )
     });
     write(&ledger, |t| {
-        t.register_key(
-            &c,
-            &keys.reviewer.public(),
-            Role::Reviewer,
-            json!({"name": "A. Reviewer"}),
-            clock.tick(),
-        )?;
-        t.register_key(
-            &c,
-            &keys.reviewer_old.public(),
-            Role::Reviewer,
-            json!({"name": "B. Former"}),
-            clock.tick(),
-        )?;
+        t.register_key(&c, &keys.reviewer.public(), Role::Reviewer, json!({"name": "A. Reviewer"}), clock.tick())?;
+        t.register_key(&c, &keys.reviewer_old.public(), Role::Reviewer, json!({"name": "B. Former"}), clock.tick())?;
         t.append(
             &c,
             "mission.declared",
@@ -324,22 +305,13 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
     for r in 0..rounds {
         if r == revoke_round {
             revoked_at = Some(
-                write(&ledger, |t| {
-                    t.revoke_key(&c, &keys.reviewer_old.public(), "left the team", clock.tick())
-                })
-                .0,
+                write(&ledger, |t| t.revoke_key(&c, &keys.reviewer_old.public(), "left the team", clock.tick())).0,
             );
         }
         if r == rotate_round {
             rotated_at = Some(
                 write(&ledger, |t| {
-                    t.rotate_key(
-                        &c,
-                        &keys.agent_a.public(),
-                        &keys.agent_a2.public(),
-                        "scheduled",
-                        clock.tick(),
-                    )
+                    t.rotate_key(&c, &keys.agent_a.public(), &keys.agent_a2.public(), "scheduled", clock.tick())
                 })
                 .0,
             );
@@ -407,9 +379,8 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
         };
         if !written.contains(kind) {
             // Kinds with their own methods refuse a plain append; fine.
-            let _ = ledger.write(|t| {
-                t.append(signer, kind, &json!({"mission": MISSION, "note": "coverage"}), clock.tick())
-            });
+            let _ = ledger
+                .write(|t| t.append(signer, kind, &json!({"mission": MISSION, "note": "coverage"}), clock.tick()));
         }
     }
     // The last entry must not be a checkpoint, so "after the last held
@@ -483,8 +454,7 @@ fn split_export(bytes: &[u8]) -> (u64, Vec<Vec<u8>>) {
 }
 
 fn assemble<R: AsRef<[u8]>>(count: u64, records: &[R]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(HEADER_BYTES + records.iter().map(|r| r.as_ref().len() + 4).sum::<usize>());
+    let mut out = Vec::with_capacity(HEADER_BYTES + records.iter().map(|r| r.as_ref().len() + 4).sum::<usize>());
     out.extend_from_slice(ledger::EXPORT_MAGIC);
     out.extend_from_slice(&ledger::EXPORT_VERSION.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
@@ -677,8 +647,7 @@ fn rechain(keys: &Keys, records: &mut [Vec<u8>], from: usize) {
         } else {
             e.payload.clone()
         };
-        records[j] =
-            entry::signed_record(j as u64, &prev, e.time_us, keys.holder_of(&e.signer), &e.kind, &payload);
+        records[j] = entry::signed_record(j as u64, &prev, e.time_us, keys.holder_of(&e.signer), &e.kind, &payload);
     }
 }
 
@@ -739,8 +708,7 @@ fn clean_exports_verify_and_match_the_database() {
         assert!(kinds.contains(kind), "journal lacks `{kind}`");
     }
     let plain = ledger::verify_export(&mut &fx.export[..], &[]).expect("clean export verifies");
-    let against =
-        ledger::verify_export(&mut &fx.export[..], &fx.held).expect("clean export verifies against held");
+    let against = ledger::verify_export(&mut &fx.export[..], &fx.held).expect("clean export verifies against held");
     assert_eq!(plain.entries, n);
     assert_eq!(against.checkpoints_matched, 2);
     let db = ledger.verify_against(&fx.held).expect("database verifies");
@@ -761,16 +729,13 @@ fn clean_exports_verify_and_match_the_database() {
     }
     let newer = write(&ledger, |t| t.checkpoint(&fx.keys.conductor, clock.tick()));
     let grown = export_of(&ledger);
-    let report = ledger::verify_export(&mut &grown[..], &fx.held)
-        .expect("grown export verifies against old checkpoints");
+    let report =
+        ledger::verify_export(&mut &grown[..], &fx.held).expect("grown export verifies against old checkpoints");
     assert!(report.entries > n);
     assert_eq!(report.checkpoints_matched, 2);
     let mut all = fx.held.clone();
     all.push(newer);
-    assert_eq!(
-        ledger::verify_export(&mut &grown[..], &all).expect("and the newer one").checkpoints_matched,
-        3
-    );
+    assert_eq!(ledger::verify_export(&mut &grown[..], &all).expect("and the newer one").checkpoints_matched, 3);
     assert_eq!(ledger.verify_against(&all).expect("database too").entries, report.entries);
     // ...and the old export is now caught as a truncation by the new one.
     let stale = ledger::verify_export(&mut &fx.export[..], &all);
@@ -891,23 +856,22 @@ fn every_byte_flip_and_early_ends_are_detected_at_the_right_seq() {
             k < 6 || k + 2 >= fx.n() || rel < 12 || rel == len / 2 || rel + 1 == len
         })
         .collect();
-    let cuts =
-        par_tally("cut: export ends early (header, boundaries, inside records)", cut_points.len(), |i, t| {
-            let cut = cut_points[i];
-            let want = if cut < HEADER_BYTES {
-                Want::BadExport
+    let cuts = par_tally("cut: export ends early (header, boundaries, inside records)", cut_points.len(), |i, t| {
+        let cut = cut_points[i];
+        let want = if cut < HEADER_BYTES {
+            Want::BadExport
+        } else {
+            let (k, rel) = locate(cut);
+            if rel < 4 {
+                // At a frame boundary or inside a length prefix: the file
+                // ends where record k should be.
+                Want::Exact(k as u64, VerifyFailure::Truncated { expected: n, found: k as u64 })
             } else {
-                let (k, rel) = locate(cut);
-                if rel < 4 {
-                    // At a frame boundary or inside a length prefix: the file
-                    // ends where record k should be.
-                    Want::Exact(k as u64, VerifyFailure::Truncated { expected: n, found: k as u64 })
-                } else {
-                    Want::Variant(k as u64, &["Malformed"])
-                }
-            };
-            t.check(|| format!("cut at {cut}"), &fx.export[..cut], &[], want);
-        });
+                Want::Variant(k as u64, &["Malformed"])
+            }
+        };
+        t.check(|| format!("cut at {cut}"), &fx.export[..cut], &[], want);
+    });
 
     let mut all = vec![header];
     all.extend(field_tallies);
@@ -958,9 +922,8 @@ fn reordering_dropping_duplicating_and_splicing_fail_at_the_right_seq() {
     let n64 = n as u64;
     assert_eq!(other.n(), n, "the foreign journal has the same shape");
     let recs = &fx.records;
-    let without = |k: usize| -> Vec<&Vec<u8>> {
-        recs.iter().enumerate().filter(|(i, _)| *i != k).map(|(_, r)| r).collect()
-    };
+    let without =
+        |k: usize| -> Vec<&Vec<u8>> { recs.iter().enumerate().filter(|(i, _)| *i != k).map(|(_, r)| r).collect() };
     let inserted = |k: usize, extra: &'static Vec<u8>| -> Vec<&Vec<u8>> {
         let mut v: Vec<&Vec<u8>> = recs.iter().collect();
         v.insert(k, extra);
@@ -971,12 +934,7 @@ fn reordering_dropping_duplicating_and_splicing_fail_at_the_right_seq() {
     let drop_adjusted = par_tally("drop entry k, count N-1", n - 1, |k, t| {
         // Dropping the last entry with the count adjusted is a truncation
         // (see the truncation test); every other drop breaks the sequence.
-        t.check(
-            || format!("drop {k}"),
-            &assemble(n64 - 1, &without(k)),
-            &[],
-            Want::Exact(k as u64, missing(k)),
-        );
+        t.check(|| format!("drop {k}"), &assemble(n64 - 1, &without(k)), &[], Want::Exact(k as u64, missing(k)));
     });
     let drop_kept = par_tally("drop entry k, count N", n, |k, t| {
         let want = if k == n - 1 {
@@ -1035,8 +993,7 @@ fn reordering_dropping_duplicating_and_splicing_fail_at_the_right_seq() {
         }
     };
     let misplaced_replace = par_tally("same-journal record j replacing position k", n, misplaced(false));
-    let misplaced_insert =
-        par_tally("same-journal record j inserted at position k, count N+1", n, misplaced(true));
+    let misplaced_insert = par_tally("same-journal record j inserted at position k, count N+1", n, misplaced(true));
     // Foreign record with the right seq: hash, signature, signer and role
     // are all valid; only the chain link betrays it.
     let splice = |insert: bool| {
@@ -1057,17 +1014,11 @@ fn reordering_dropping_duplicating_and_splicing_fail_at_the_right_seq() {
                 Want::Exact(at, VerifyFailure::BrokenLink)
             };
             let count = if insert { n64 + 1 } else { n64 };
-            t.check(
-                || format!("foreign record {k} at {k} (insert: {insert})"),
-                &assemble(count, &records),
-                &[],
-                want,
-            );
+            t.check(|| format!("foreign record {k} at {k} (insert: {insert})"), &assemble(count, &records), &[], want);
         }
     };
     let splice_replace = par_tally("foreign record (same seq, same keys) replacing k", n, splice(false));
-    let splice_insert =
-        par_tally("foreign record (same seq, same keys) inserted at k, count N+1", n, splice(true));
+    let splice_insert = par_tally("foreign record (same seq, same keys) inserted at k, count N+1", n, splice(true));
     report(vec![
         drop_adjusted,
         drop_kept,
@@ -1101,10 +1052,8 @@ fn truncation_is_caught_by_the_count_or_a_held_checkpoint() {
     // Documented gap, by design: a truncation to k entries with the count
     // rewritten is a valid shorter journal. Only a checkpoint at or after
     // k held elsewhere can tell; that is what checkpoints are for.
-    let undetectable_held = par_tally(
-        "truncate after last held cp, count k (UNDETECTABLE)",
-        n - last_held as usize - 1,
-        |i, t| {
+    let undetectable_held =
+        par_tally("truncate after last held cp, count k (UNDETECTABLE)", n - last_held as usize - 1, |i, t| {
             let k = last_held as usize + 1 + i;
             t.check(
                 || format!("truncate to {k}"),
@@ -1112,8 +1061,7 @@ fn truncation_is_caught_by_the_count_or_a_held_checkpoint() {
                 &fx.held,
                 Want::Accept(k as u64),
             );
-        },
-    );
+        });
     let undetectable_plain = par_tally("truncate to k, count k, no held cp (UNDETECTABLE)", n, |k, t| {
         // Except k = 0: an empty journal vouches for nothing and is refused.
         let want = if k == 0 { Want::Exact(0, VerifyFailure::Empty) } else { Want::Accept(k as u64) };
@@ -1175,12 +1123,7 @@ fn a_key_holding_attacker_is_stopped_by_the_key_rules_and_checkpoints() {
                 k as u64,
                 VerifyFailure::RevokedKey { key: hex::encode(key.public().to_bytes()), revoked_seq: at },
             );
-            t.check(
-                || format!("entry {k} re-signed by key revoked at {at}"),
-                &assemble(n64, &records),
-                &[],
-                want,
-            );
+            t.check(|| format!("entry {k} re-signed by key revoked at {at}"), &assemble(n64, &records), &[], want);
         }
     };
     let revoked = par_tally(
@@ -1209,8 +1152,7 @@ fn a_key_holding_attacker_is_stopped_by_the_key_rules_and_checkpoints() {
             let bytes = assemble(n64 + 1, &records);
             let k64 = k as u64;
             if revoked {
-                let f =
-                    VerifyFailure::RevokedKey { key: hex::encode(key.public().to_bytes()), revoked_seq: at };
+                let f = VerifyFailure::RevokedKey { key: hex::encode(key.public().to_bytes()), revoked_seq: at };
                 t.check(|| format!("insert at {k}"), &bytes, &[], Want::Exact(k64, f.clone()));
                 t.check(|| format!("insert at {k}, held"), &bytes, &fx.held, Want::Exact(k64, f));
             } else {
@@ -1245,16 +1187,9 @@ fn a_key_holding_attacker_is_stopped_by_the_key_rules_and_checkpoints() {
     let forged = par_tally("forge k with its own signer, no re-chain", n, |k, t| {
         let e = &fx.entries[k];
         let mut records = fx.records.clone();
-        records[k] = entry::signed_record(
-            k as u64,
-            &e.prev,
-            e.time_us + 1,
-            keys.holder_of(&e.signer),
-            &e.kind,
-            &e.payload,
-        );
-        let want =
-            if k + 1 < n { Want::Exact(k as u64 + 1, VerifyFailure::BrokenLink) } else { Want::Accept(n64) };
+        records[k] =
+            entry::signed_record(k as u64, &e.prev, e.time_us + 1, keys.holder_of(&e.signer), &e.kind, &e.payload);
+        let want = if k + 1 < n { Want::Exact(k as u64 + 1, VerifyFailure::BrokenLink) } else { Want::Accept(n64) };
         t.check(|| format!("forge {k}"), &assemble(n64, &records), &[], want);
     });
     // Rewrite the whole tail from k with every signer valid: a consistent
@@ -1270,12 +1205,11 @@ fn a_key_holding_attacker_is_stopped_by_the_key_rules_and_checkpoints() {
         };
         t.check(|| format!("rewrite from {k}"), &bytes, &fx.held, want);
     });
-    let rewrite_plain =
-        par_tally("rewrite tail from k, all signers valid, no held cp (UNDETECTABLE)", n, |k, t| {
-            let e = &fx.entries[k];
-            let records = resign_and_rechain(fx, k, keys.holder_of(&e.signer), 1);
-            t.check(|| format!("rewrite from {k}"), &assemble(n64, &records), &[], Want::Accept(n64));
-        });
+    let rewrite_plain = par_tally("rewrite tail from k, all signers valid, no held cp (UNDETECTABLE)", n, |k, t| {
+        let e = &fx.entries[k];
+        let records = resign_and_rechain(fx, k, keys.holder_of(&e.signer), 1);
+        t.check(|| format!("rewrite from {k}"), &assemble(n64, &records), &[], Want::Accept(n64));
+    });
     report(vec![
         wrong_role,
         unknown,
@@ -1345,12 +1279,7 @@ fn garbage_and_absurd_inputs_are_errors_never_panics() {
             let mut bad = prefix.clone();
             bad.extend_from_slice(&len.to_be_bytes());
             bad.extend_from_slice(&rng.bytes(len.min(100) as usize));
-            fixed.check(
-                || format!("record {k} length {len}"),
-                &bad,
-                &[],
-                Want::Variant(k as u64, &["Malformed"]),
-            );
+            fixed.check(|| format!("record {k} length {len}"), &bad, &[], Want::Variant(k as u64, &["Malformed"]));
         }
         // The largest allowed length, with the file far shorter.
         let mut bad = prefix.clone();
@@ -1513,11 +1442,7 @@ fn database_tampering_is_caught_by_ledger_verify() {
             record[last_payload_byte] ^= 0x04;
             j.insert(k64, record.as_slice()).expect("insert");
         });
-        edits.record(
-            || format!("edit row {k}"),
-            verify_db(&l, &[]),
-            Want::Exact(k64, VerifyFailure::HashMismatch),
-        );
+        edits.record(|| format!("edit row {k}"), verify_db(&l, &[]), Want::Exact(k64, VerifyFailure::HashMismatch));
 
         let (_d, l) = tampered_copy(&original, "swap.redb", |_, j, _| {
             j.insert(k64, fx.records[k + 1].as_slice()).expect("insert");
@@ -1542,8 +1467,7 @@ fn database_tampering_is_caught_by_ledger_verify() {
         // rewrites those unsigned tables defeats that. Only a held
         // checkpoint at or after k really pins the length.
         let removes_posting = fx.entries[k..].iter().any(|e| is_budget_posting(&e.kind));
-        let unpinned =
-            if removes_posting { Want::Variant(k64 - 1, &["ProjectionDiffers"]) } else { Want::Accept(k64) };
+        let unpinned = if removes_posting { Want::Variant(k64 - 1, &["ProjectionDiffers"]) } else { Want::Accept(k64) };
         cut_plain.record(|| format!("cut at {k}"), verify_db(&l, &[]), unpinned.clone());
         let want = match held_at_or_after(&fx, k64) {
             Some(c) => Want::Exact(k64, VerifyFailure::Truncated { expected: c.seq() + 1, found: k64 }),
@@ -1563,11 +1487,7 @@ fn database_tampering_is_caught_by_ledger_verify() {
             None => Want::Accept(n64),
         };
         rewrite.record(|| format!("rewrite from {k}, held"), verify_db(&l, &fx.held), want);
-        rewrite.record(
-            || format!("rewrite from {k}, no held (undetectable)"),
-            verify_db(&l, &[]),
-            Want::Accept(n64),
-        );
+        rewrite.record(|| format!("rewrite from {k}, no held (undetectable)"), verify_db(&l, &[]), Want::Accept(n64));
     }
     let (_d, l) = tampered_copy(&original, "last.redb", |_, j, _| {
         j.remove(n64 - 1).expect("remove");

@@ -36,7 +36,8 @@ const PREDICATES: [&str; 8] = ["status", "owner", "address", "limit", "note", "t
 const MISSION_SPACES: u64 = 8;
 const VOCABULARY: usize = 2_000;
 const SYLLABLES: [&str; 20] = [
-    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fe", "gu", "ha", "ji", "be", "co", "wy", "xi", "qu",
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fe", "gu", "ha", "ji", "be", "co", "wy", "xi",
+    "qu",
 ];
 /// Valid times and transaction times start at 2024-01-01 (Unix µs).
 const EPOCH: i64 = 1_704_067_200_000_000;
@@ -189,7 +190,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let last_tx = tx;
     let size = std::fs::metadata(&path)?.len();
 
-    println!("memory benchmark: {} asserts, {subjects} subjects, {} predicates, {} spaces", a.facts, PREDICATES.len(), MISSION_SPACES + 1);
+    println!(
+        "memory benchmark: {} asserts, {subjects} subjects, {} predicates, {} spaces",
+        a.facts,
+        PREDICATES.len(),
+        MISSION_SPACES + 1
+    );
     println!("{versions} versions stored ({superseded} superseded), batches of {} facts per durable commit", a.batch);
     println!();
     println!("| measure | n | p50 | p99 | max | note |");
@@ -202,7 +208,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         write_time.as_secs_f64() * 1e6 / a.facts as f64
     );
 
-    let mut run = |name: &str, note: &str, n: usize, make: &mut dyn FnMut(&mut Rng) -> Query| -> Result<(), Box<dyn std::error::Error>> {
+    let mut run = |name: &str,
+                   note: &str,
+                   n: usize,
+                   make: &mut dyn FnMut(&mut Rng) -> Query|
+     -> Result<(), Box<dyn std::error::Error>> {
         let mut lat = Vec::with_capacity(n);
         let mut facts = 0usize;
         for _ in 0..n {
@@ -271,7 +281,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "erase subject + commit",
         &format!("{:.1} versions each, durable commit included", erased_versions as f64 / a.erasures.max(1) as f64),
     );
-    println!("| DB size | | {:.1} MiB | | | {:.0} bytes/version, as written |", size as f64 / (1 << 20) as f64, size as f64 / versions.max(1) as f64);
+    println!(
+        "| DB size | | {:.1} MiB | | | {:.0} bytes/version, as written |",
+        size as f64 / (1 << 20) as f64,
+        size as f64 / versions.max(1) as f64
+    );
     // redb keeps freed pages in the file; compaction shows the live size.
     let mut db = db;
     let t = Instant::now();

@@ -77,20 +77,13 @@ pub(crate) fn check_source(source: Option<&str>) -> Result<(), MemoryError> {
         });
     }
     if source.chars().any(char::is_control) {
-        return Err(MemoryError::Invalid {
-            field: "source",
-            reason: "contains a control character".into(),
-        });
+        return Err(MemoryError::Invalid { field: "source", reason: "contains a control character".into() });
     }
     Ok(())
 }
 
 pub(crate) fn check_time(field: &'static str, t: i64) -> Result<(), MemoryError> {
-    if (TIME_MIN..=TIME_MAX).contains(&t) {
-        Ok(())
-    } else {
-        Err(MemoryError::TimeOutOfRange { field, value: t })
-    }
+    if (TIME_MIN..=TIME_MAX).contains(&t) { Ok(()) } else { Err(MemoryError::TimeOutOfRange { field, value: t }) }
 }
 
 /// Checks a valid interval and returns its end with [`OPEN`] for none.
@@ -165,9 +158,8 @@ pub(crate) fn decode_key(key: &[u8]) -> Result<FactKey<'_>, MemoryError> {
     }
     let (names, tail) = key.split_at(key.len() - 16);
     let mut parts = names.split(|b| *b == 0);
-    let mut next = || -> Result<&str, MemoryError> {
-        std::str::from_utf8(parts.next().ok_or_else(bad)?).map_err(|_| bad())
-    };
+    let mut next =
+        || -> Result<&str, MemoryError> { std::str::from_utf8(parts.next().ok_or_else(bad)?).map_err(|_| bad()) };
     let (space, subject, predicate) = (next()?, next()?, next()?);
     let mut vf = [0u8; 8];
     vf.copy_from_slice(&tail[..8]);
@@ -222,13 +214,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record<'_>, MemoryError> {
     } else {
         Some(std::str::from_utf8(source).map_err(|_| corrupt("a fact source is not UTF-8"))?)
     };
-    Ok(Record {
-        recorded_at: le(bytes, 1),
-        valid_to: le(bytes, 9),
-        superseded_at: le(bytes, 17),
-        source,
-        sealed,
-    })
+    Ok(Record { recorded_at: le(bytes, 1), valid_to: le(bytes, 9), superseded_at: le(bytes, 17), source, sealed })
 }
 
 /// The record with its superseded time set.
@@ -374,7 +360,10 @@ mod tests {
         });
         let superseded = with_superseded(&bytes, 11);
         let r = decode_record(&superseded).expect("decodes");
-        assert_eq!((r.recorded_at, r.valid_to, r.superseded_at, r.source, r.sealed), (7, OPEN, 11, Some("journal:9"), &b"xyz"[..]));
+        assert_eq!(
+            (r.recorded_at, r.valid_to, r.superseded_at, r.source, r.sealed),
+            (7, OPEN, 11, Some("journal:9"), &b"xyz"[..])
+        );
     }
 
     #[test]

@@ -208,9 +208,7 @@ pub fn seal(txn: &WriteTransaction, subject: &str, plaintext: &str) -> Result<St
 /// had a key.
 pub fn open<S: Snapshot>(txn: &S, subject: &str, envelope: &str) -> Result<Opened, MemoryError> {
     crate::codec::check_name("subject", subject)?;
-    let hex = envelope
-        .strip_prefix(ENVELOPE_PREFIX)
-        .ok_or(MemoryError::Envelope("not a sealed:v1 envelope"))?;
+    let hex = envelope.strip_prefix(ENVELOPE_PREFIX).ok_or(MemoryError::Envelope("not a sealed:v1 envelope"))?;
     if hex.len() > 2 * (NONCE_BYTES + SEALED_PLAINTEXT_MAX + TAG_BYTES) {
         return Err(MemoryError::Envelope("longer than any sealed value"));
     }

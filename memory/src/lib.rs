@@ -119,13 +119,11 @@ pub use codec::{NAME_BYTES_MAX, SOURCE_BYTES_MAX, TIME_MAX, TIME_MIN, VALUE_BYTE
 pub use crypt::{ENVELOPE_PREFIX, Opened, SEALED_PLAINTEXT_MAX, open, seal};
 pub use error::MemoryError;
 pub use read::{
-    Fact, QUERY_SPACES_MAX, QUERY_TEXT_BYTES_MAX, QUERY_WORDS_MAX, Query, RECALL_BYTES_MAX, RECALL_FACTS_MAX,
-    Recalled, Select, Snapshot, WORD_POSTINGS_SCANNED_MAX, knows_subject, last_transaction_time, recall, spaces,
+    Fact, QUERY_SPACES_MAX, QUERY_TEXT_BYTES_MAX, QUERY_WORDS_MAX, Query, RECALL_BYTES_MAX, RECALL_FACTS_MAX, Recalled,
+    Select, Snapshot, WORD_POSTINGS_SCANNED_MAX, knows_subject, last_transaction_time, recall, spaces,
 };
 pub use tables::create_tables;
-pub use write::{
-    Change, Correction, Erasure, Interval, Limits, NewFact, SPACE_BYTES_MAX, SPACE_FACTS_MAX, Writer,
-};
+pub use write::{Change, Correction, Erasure, Interval, Limits, NewFact, SPACE_BYTES_MAX, SPACE_FACTS_MAX, Writer};
 
 /// Identifier of one stored fact version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

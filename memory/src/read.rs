@@ -6,15 +6,15 @@ use std::iter::{Peekable, Rev};
 
 use redb::{Key, Range, ReadTransaction, ReadableTable, TableDefinition, Value, WriteTransaction};
 
+use crate::FactId;
 use crate::codec::{
-    self, Posting, check_name, check_time, decode_key, decode_record, open_to_option, posting_id, prefix,
-    prefix_end, visible,
+    self, Posting, check_name, check_time, decode_key, decode_record, open_to_option, posting_id, prefix, prefix_end,
+    visible,
 };
 use crate::crypt::{self, Opened, SubjectKey};
 use crate::error::{MemoryError, corrupt, storage};
 use crate::tables::{CURRENT, ERASED, HISTORY, IDS, KEYS, META, SPACES, WORDS_CURRENT, WORDS_HISTORY};
 use crate::write::SpaceStats;
-use crate::FactId;
 
 /// A recall returns at most this many facts, so an agent cannot make the
 /// host build (and journal) an unbounded answer.
@@ -423,9 +423,13 @@ fn by_words<S: Snapshot>(
         for space in spaces {
             let p = prefix(&[word, space]);
             let end = prefix_end(&p);
-            sources.push((true, words_current.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(storage)?.rev().peekable()));
+            sources.push((
+                true,
+                words_current.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(storage)?.rev().peekable(),
+            ));
             if let Some(h) = &words_history {
-                sources.push((false, h.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(storage)?.rev().peekable()));
+                sources
+                    .push((false, h.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(storage)?.rev().peekable()));
             }
         }
         for _ in 0..WORD_POSTINGS_SCANNED_MAX {
@@ -451,7 +455,14 @@ fn by_words<S: Snapshot>(
             let Some(row) = rows.next() else { break };
             let (_, v) = row.map_err(storage)?;
             let posting = Posting::decode(v.value())?;
-            if !visible(posting.valid_from, posting.valid_to, posting.recorded_at, posting.superseded_at, q.valid_at, q.known_at) {
+            if !visible(
+                posting.valid_from,
+                posting.valid_to,
+                posting.recorded_at,
+                posting.superseded_at,
+                q.valid_at,
+                q.known_at,
+            ) {
                 continue;
             }
             df[wi] += 1;

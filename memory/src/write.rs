@@ -6,16 +6,14 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::FactId;
 use crate::codec::{
-    self, OPEN, POSTING_BYTES, Posting, Record, check_interval, check_name, check_source, check_value,
-    decode_key, decode_record, encode_record, fact_key, posting_key, prefix, prefix_end, time_bytes,
+    self, OPEN, POSTING_BYTES, Posting, Record, check_interval, check_name, check_source, check_value, decode_key,
+    decode_record, encode_record, fact_key, posting_key, prefix, prefix_end, time_bytes,
 };
 use crate::crypt::{self, SubjectKey};
 use crate::error::{MemoryError, corrupt, storage};
-use crate::tables::{
-    CURRENT, ERASED, HISTORY, IDS, KEYS, META, SPACES, SUBJECT_SPACES, WORDS_CURRENT, WORDS_HISTORY,
-};
-use crate::FactId;
+use crate::tables::{CURRENT, ERASED, HISTORY, IDS, KEYS, META, SPACES, SUBJECT_SPACES, WORDS_CURRENT, WORDS_HISTORY};
 
 /// Most fact versions one space may hold (history included, since it is
 /// never deleted). Far above a mission's working memory, low enough that
@@ -232,14 +230,8 @@ impl Planned {
                 counts
                     .iter()
                     .map(|(term, tf)| {
-                        let posting = Posting {
-                            tf: *tf,
-                            len: *len,
-                            valid_from,
-                            valid_to,
-                            recorded_at,
-                            superseded_at: OPEN,
-                        };
+                        let posting =
+                            Posting { tf: *tf, len: *len, valid_from, valid_to, recorded_at, superseded_at: OPEN };
                         (posting_key(term, space, id), posting.encode())
                     })
                     .collect()
@@ -297,10 +289,7 @@ impl<'t> Writer<'t> {
 
     /// Lowers the per-space limits (never above [`Limits::MAX`]).
     pub fn with_limits(mut self, limits: Limits) -> Writer<'t> {
-        self.limits = Limits {
-            facts: limits.facts.min(Limits::MAX.facts),
-            bytes: limits.bytes.min(Limits::MAX.bytes),
-        };
+        self.limits = Limits { facts: limits.facts.min(Limits::MAX.facts), bytes: limits.bytes.min(Limits::MAX.bytes) };
         self
     }
 
@@ -397,10 +386,15 @@ impl<'t> Writer<'t> {
             let by_subject = prefix(&[subject]);
             let spaces: Vec<String> = {
                 let mut spaces = Vec::new();
-                for item in t.subject_spaces.range::<&[u8]>(by_subject.as_slice()..prefix_end(&by_subject).as_slice()).map_err(storage)? {
+                for item in t
+                    .subject_spaces
+                    .range::<&[u8]>(by_subject.as_slice()..prefix_end(&by_subject).as_slice())
+                    .map_err(storage)?
+                {
                     let (k, _) = item.map_err(storage)?;
                     let rest = &k.value()[by_subject.len()..];
-                    let space = rest.strip_suffix(&[0]).ok_or_else(|| corrupt("a subject-space row does not decode"))?;
+                    let space =
+                        rest.strip_suffix(&[0]).ok_or_else(|| corrupt("a subject-space row does not decode"))?;
                     spaces.push(String::from_utf8(space.to_vec()).map_err(|_| corrupt("a space name is not UTF-8"))?);
                 }
                 spaces
@@ -485,10 +479,28 @@ impl<'t> Writer<'t> {
             let words = t.words_of(subject_key.as_ref(), &key, &record)?;
             if Some(k.id) != whole_id {
                 if k.valid_from < from {
-                    planned.push(Planned::new(take_id(), names, k.valid_from, from, self.at, r.source, r.sealed, words.as_ref()));
+                    planned.push(Planned::new(
+                        take_id(),
+                        names,
+                        k.valid_from,
+                        from,
+                        self.at,
+                        r.source,
+                        r.sealed,
+                        words.as_ref(),
+                    ));
                 }
                 if r.valid_to > to {
-                    planned.push(Planned::new(take_id(), names, to, r.valid_to, self.at, r.source, r.sealed, words.as_ref()));
+                    planned.push(Planned::new(
+                        take_id(),
+                        names,
+                        to,
+                        r.valid_to,
+                        self.at,
+                        r.source,
+                        r.sealed,
+                        words.as_ref(),
+                    ));
                 }
             }
             change.superseded.push(FactId(k.id));
@@ -538,7 +550,9 @@ impl<'t> Writer<'t> {
             t.subject_spaces.insert(row.as_slice(), ()).map_err(storage)?;
         }
         t.spaces.insert(space, stats.encode().as_slice()).map_err(storage)?;
-        t.meta.insert("next_id", i64::try_from(next_id).map_err(|_| corrupt("fact ids exhausted"))?).map_err(storage)?;
+        t.meta
+            .insert("next_id", i64::try_from(next_id).map_err(|_| corrupt("fact ids exhausted"))?)
+            .map_err(storage)?;
         t.meta.insert("last_tx", self.at).map_err(storage)?;
         Ok(change)
     }

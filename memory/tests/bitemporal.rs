@@ -3,8 +3,8 @@
 mod common;
 
 use common::{SPACE, db, fact, v, value};
-use redb::ReadableDatabase;
 use memory::{Correction, FactId, Interval, MemoryError, Query, Select};
+use redb::ReadableDatabase;
 
 #[test]
 fn the_worked_example_in_the_crate_docs_holds() {
@@ -20,19 +20,13 @@ fn the_worked_example_in_the_crate_docs_holds() {
     assert_eq!(db.seen(Some(150), Some(15)), [v("2400", 0, None)], "as believed before the change");
     assert_eq!(db.seen(Some(150), Some(20)), [v("2600", 100, Some(200))], "tx intervals are half-open");
     assert_eq!(db.seen(None, Some(15)), [v("2400", 0, None)]);
-    assert_eq!(
-        db.seen(None, None),
-        [v("2400", 0, Some(100)), v("2600", 100, Some(200)), v("2400", 200, None)]
-    );
+    assert_eq!(db.seen(None, None), [v("2400", 0, Some(100)), v("2600", 100, Some(200)), v("2400", 200, None)]);
     assert_eq!(db.seen(Some(50), Some(5)), [], "nothing was known before tx 10");
 
     db.write(30, |w| w.retract(SPACE, "policy", "limit", Interval { from: 150, to: Some(300) })).expect("retract");
     assert_eq!(db.seen(Some(160), None), []);
     assert_eq!(db.seen(Some(160), Some(25)), [v("2600", 100, Some(200))]);
-    assert_eq!(
-        db.seen(None, None),
-        [v("2400", 0, Some(100)), v("2600", 100, Some(150)), v("2400", 300, None)]
-    );
+    assert_eq!(db.seen(None, None), [v("2400", 0, Some(100)), v("2600", 100, Some(150)), v("2400", 300, None)]);
 }
 
 #[test]
@@ -114,7 +108,9 @@ fn supersede_corrects_one_version_and_keeps_the_old_belief() {
     let db = db();
     let id = db.assert(1, fact("2400", 0, Some(100))).id.expect("id");
     let change = db
-        .write(2, |w| w.supersede(SPACE, id, Correction { value: "2500".into(), source: Some("audit:7".into()), valid: None }))
+        .write(2, |w| {
+            w.supersede(SPACE, id, Correction { value: "2500".into(), source: Some("audit:7".into()), valid: None })
+        })
         .expect("supersede");
     assert_eq!(change.superseded, [id]);
     assert!(change.remainders.is_empty());
@@ -153,7 +149,8 @@ fn supersede_refuses_unknown_foreign_and_superseded_versions() {
 fn retract_stops_believing_an_interval_and_keeps_the_rest() {
     let db = db();
     db.assert(1, fact("a", 0, None));
-    let change = db.write(2, |w| w.retract(SPACE, "policy", "limit", Interval { from: 10, to: Some(20) })).expect("retract");
+    let change =
+        db.write(2, |w| w.retract(SPACE, "policy", "limit", Interval { from: 10, to: Some(20) })).expect("retract");
     assert_eq!((change.id, change.superseded.len(), change.remainders.len()), (None, 1, 2));
     assert_eq!(db.seen(None, None), [v("a", 0, Some(10)), v("a", 20, None)]);
     assert_eq!(db.seen(Some(15), None), []);

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{SPACE, db, fact, value};
-use redb::ReadableDatabase;
 use memory::{MemoryError, Opened, Query, Select};
+use redb::ReadableDatabase;
 
 const SECRET: &str = "alice-lives-at-42-rue-des-lilas";
 

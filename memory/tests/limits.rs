@@ -3,8 +3,8 @@
 mod common;
 
 use common::{SPACE, db, fact};
-use redb::ReadableDatabase;
 use memory::{Limits, MemoryError, NewFact, Query, Select, TIME_MAX, TIME_MIN, Writer};
+use redb::ReadableDatabase;
 
 fn refused(f: NewFact) -> MemoryError {
     let db = db();

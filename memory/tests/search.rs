@@ -3,8 +3,8 @@
 mod common;
 
 use common::{SPACE, db, fact, value};
-use redb::ReadableDatabase;
 use memory::{MemoryError, NewFact, Query, Select};
+use redb::ReadableDatabase;
 
 fn note(subject: &str, value: &str) -> NewFact {
     NewFact { subject: subject.into(), predicate: "note".into(), ..fact(value, 0, None) }

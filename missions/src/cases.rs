@@ -21,12 +21,7 @@ pub(crate) struct Located {
 
 /// Reads every `*.json` file directly in `dir`, sorted by file name, so the
 /// order of work does not depend on the filesystem.
-pub(crate) fn from_dir(
-    report: &mut Report,
-    source: &Source<'_>,
-    dir: &Spanned<String>,
-    agent: &str,
-) -> Vec<Located> {
+pub(crate) fn from_dir(report: &mut Report, source: &Source<'_>, dir: &Spanned<String>, agent: &str) -> Vec<Located> {
     let dir_path = source.base_dir.join(&dir.value);
     let shown_dir = quoted(&dir_path.display().to_string());
     let entries = match std::fs::read_dir(&dir_path) {
@@ -93,13 +88,7 @@ pub(crate) fn from_dir(
             continue;
         };
         cases.push(Located {
-            case: Case {
-                id,
-                agent: agent.to_owned(),
-                input,
-                origin: file.clone(),
-                tier: DataTier::default(),
-            },
+            case: Case { id, agent: agent.to_owned(), input, origin: file.clone(), tier: DataTier::default() },
             file,
             at: Pos::START,
         });
@@ -139,11 +128,7 @@ pub(crate) fn from_inline(
             report.error(
                 mission_file,
                 at,
-                format!(
-                    "inline case {} is {}, not a mapping",
-                    index + 1,
-                    kind(&item.value)
-                ),
+                format!("inline case {} is {}, not a mapping", index + 1, kind(&item.value)),
                 "write each case as a mapping of its fields, e.g. `- { id: case-1, amount: 100 }`",
             );
             continue;
@@ -215,10 +200,7 @@ fn read_case_file(report: &mut Report, path: &Path, file: &str) -> Option<Value>
 
 /// Reports JSON that does not parse, at the position serde_json gives.
 pub(crate) fn report_json_error(report: &mut Report, file: &str, e: &serde_json::Error) {
-    let at = Pos {
-        line: e.line().max(1),
-        column: e.column().max(1),
-    };
+    let at = Pos { line: e.line().max(1), column: e.column().max(1) };
     // serde_json's Display appends the position, which the diagnostic already carries.
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -228,13 +210,7 @@ pub(crate) fn report_json_error(report: &mut Report, file: &str, e: &serde_json:
 }
 
 /// The case's `"id"` string if it has one, else `fallback`.
-fn case_id(
-    report: &mut Report,
-    input: &Value,
-    fallback: String,
-    file: &str,
-    at: Pos,
-) -> Option<String> {
+fn case_id(report: &mut Report, input: &Value, fallback: String, file: &str, at: Pos) -> Option<String> {
     match input.get("id") {
         None => Some(fallback),
         Some(Value::String(id)) if !id.trim().is_empty() => Some(id.clone()),
@@ -288,4 +264,3 @@ fn first_token(bytes: &[u8]) -> Pos {
     }
     at
 }
-

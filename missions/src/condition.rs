@@ -48,11 +48,7 @@ impl FieldPath {
         if keys.iter().any(String::is_empty) {
             return Err(FieldPathError::EmptySegment(text.to_owned()));
         }
-        Ok(FieldPath {
-            text: text.to_owned(),
-            root,
-            keys,
-        })
+        Ok(FieldPath { text: text.to_owned(), root, keys })
     }
 
     /// The path as written in the mission, e.g. `case.requested_amount`.
@@ -77,9 +73,7 @@ impl FieldPath {
             Root::Case => case,
             Root::Decision => decision,
         };
-        self.keys
-            .iter()
-            .try_fold(start, |value, key| value.get(key.as_str()))
+        self.keys.iter().try_fold(start, |value, key| value.get(key.as_str()))
     }
 }
 
@@ -170,9 +164,7 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 /// mission author should not need to match the case file's number style.
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            x.as_f64() == y.as_f64()
-        }
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => x.as_f64() == y.as_f64(),
         _ => a == b,
     }
 }
@@ -189,32 +181,14 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_paths() {
-        assert_eq!(
-            FieldPath::parse("case.a.b").map(|p| p.as_str().to_owned()),
-            Ok("case.a.b".to_owned())
-        );
+        assert_eq!(FieldPath::parse("case.a.b").map(|p| p.as_str().to_owned()), Ok("case.a.b".to_owned()));
         assert!(FieldPath::parse("decision.outcome").is_ok());
-        assert!(matches!(
-            FieldPath::parse("outcome"),
-            Err(FieldPathError::Root(_))
-        ));
-        assert!(matches!(
-            FieldPath::parse("cases.x"),
-            Err(FieldPathError::Root(_))
-        ));
+        assert!(matches!(FieldPath::parse("outcome"), Err(FieldPathError::Root(_))));
+        assert!(matches!(FieldPath::parse("cases.x"), Err(FieldPathError::Root(_))));
         assert!(matches!(FieldPath::parse(""), Err(FieldPathError::Root(_))));
-        assert!(matches!(
-            FieldPath::parse("case"),
-            Err(FieldPathError::NoField(..))
-        ));
-        assert!(matches!(
-            FieldPath::parse("case..x"),
-            Err(FieldPathError::EmptySegment(_))
-        ));
-        assert!(matches!(
-            FieldPath::parse("decision.x."),
-            Err(FieldPathError::EmptySegment(_))
-        ));
+        assert!(matches!(FieldPath::parse("case"), Err(FieldPathError::NoField(..))));
+        assert!(matches!(FieldPath::parse("case..x"), Err(FieldPathError::EmptySegment(_))));
+        assert!(matches!(FieldPath::parse("decision.x."), Err(FieldPathError::EmptySegment(_))));
     }
 
     #[test]
@@ -223,10 +197,7 @@ mod tests {
         let decision = json!({"outcome": "approve", "details": {"x": true}});
         let path = |p: &str| FieldPath::parse(p).expect("valid path in test");
         assert_eq!(path("case.a.b").lookup(&case, &decision), Some(&json!(7)));
-        assert_eq!(
-            path("decision.details.x").lookup(&case, &decision),
-            Some(&json!(true))
-        );
+        assert_eq!(path("decision.details.x").lookup(&case, &decision), Some(&json!(true)));
         assert_eq!(path("case.a.missing").lookup(&case, &decision), None);
         assert_eq!(path("case.a.b.deeper").lookup(&case, &decision), None);
         assert_eq!(path("case.list.0").lookup(&case, &decision), None);
@@ -243,21 +214,13 @@ mod tests {
             ("case.ratio", Test::LessThan(0.5), false),
             ("case.name", Test::GreaterThan(0.0), false),
             ("case.missing", Test::LessThan(1.0), false),
-            (
-                "decision.outcome",
-                Test::Equals(json!("undetermined")),
-                true,
-            ),
+            ("decision.outcome", Test::Equals(json!("undetermined")), true),
             ("decision.outcome", Test::Equals(json!("approve")), false),
             ("decision.outcome", Test::NotEquals(json!("approve")), true),
             ("decision.missing", Test::NotEquals(json!("approve")), false),
             ("case.amount", Test::Equals(json!(6000.0)), true),
             ("case.amount", Test::Equals(json!("6000")), false),
-            (
-                "decision.outcome",
-                Test::OneOf(vec![json!("deny"), json!("undetermined")]),
-                true,
-            ),
+            ("decision.outcome", Test::OneOf(vec![json!("deny"), json!("undetermined")]), true),
             ("decision.outcome", Test::OneOf(vec![json!("deny")]), false),
         ];
         for (field, test, want) in table {

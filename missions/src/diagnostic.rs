@@ -80,12 +80,7 @@ impl Diagnostics {
 
     /// For failures that stop everything else, such as a parse error;
     /// the text may quote the file.
-    pub(crate) fn one(
-        file: &str,
-        pos: Pos,
-        message: impl Into<String>,
-        help: impl Into<String>,
-    ) -> Diagnostics {
+    pub(crate) fn one(file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) -> Diagnostics {
         let mut report = Report::default();
         report.error(file, pos, message, help);
         Diagnostics(report.found)
@@ -93,12 +88,7 @@ impl Diagnostics {
 
     /// As [`Diagnostics::one`], for text that quotes nothing from any file
     /// (an unreadable file, a missing field named by the format).
-    pub(crate) fn one_plain(
-        file: &str,
-        pos: Pos,
-        message: impl Into<String>,
-        help: impl Into<String>,
-    ) -> Diagnostics {
+    pub(crate) fn one_plain(file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) -> Diagnostics {
         let mut report = Report::default();
         report.plain_error(file, pos, message, help);
         Diagnostics(report.found)
@@ -130,11 +120,7 @@ impl Diagnostics {
                 if !d.echoes_input || !applies(d) {
                     return d.clone();
                 }
-                Diagnostic {
-                    message: WITHHELD_MESSAGE.to_owned(),
-                    help: Some(WITHHELD_HELP.to_owned()),
-                    ..d.clone()
-                }
+                Diagnostic { message: WITHHELD_MESSAGE.to_owned(), help: Some(WITHHELD_HELP.to_owned()), ..d.clone() }
             })
             .collect();
         Diagnostics(shown)
@@ -169,10 +155,7 @@ impl Pos {
     /// of the file rather than at an impossible line 0.
     pub fn from_location(location: Location) -> Pos {
         let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).max(1);
-        Pos {
-            line: to_usize(location.line()),
-            column: to_usize(location.column()),
-        }
+        Pos { line: to_usize(location.line()), column: to_usize(location.column()) }
     }
 }
 
@@ -183,25 +166,13 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub fn error(
-        &mut self,
-        file: &str,
-        pos: Pos,
-        message: impl Into<String>,
-        help: impl Into<String>,
-    ) {
+    pub fn error(&mut self, file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) {
         self.push(file, pos, message.into(), help.into(), true);
     }
 
     /// As [`Report::error`], for text that quotes nothing read from a file
     /// (only what the mission format itself names, counts and sizes).
-    pub fn plain_error(
-        &mut self,
-        file: &str,
-        pos: Pos,
-        message: impl Into<String>,
-        help: impl Into<String>,
-    ) {
+    pub fn plain_error(&mut self, file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) {
         self.push(file, pos, message.into(), help.into(), false);
     }
 
@@ -218,11 +189,7 @@ impl Report {
 
     /// `Ok(value)` when nothing was reported, otherwise every problem.
     pub fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.found.is_empty() {
-            Ok(value)
-        } else {
-            Err(Diagnostics(self.found))
-        }
+        if self.found.is_empty() { Ok(value) } else { Err(Diagnostics(self.found)) }
     }
 }
 
@@ -239,19 +206,13 @@ pub(crate) fn from_yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagno
             | serde_saphyr::Error::InvalidScalar { .. }
             | serde_saphyr::Error::Eof { .. }
     );
-    if plain {
-        Diagnostics::one_plain(file, pos, message, help)
-    } else {
-        Diagnostics::one(file, pos, message, help)
-    }
+    if plain { Diagnostics::one_plain(file, pos, message, help) } else { Diagnostics::one(file, pos, message, help) }
 }
 
 /// Peels the wrappers that only add a snippet or alias context.
 fn unwrap_yaml_error(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
     use serde_saphyr::Error;
-    while let Error::AliasError { error: inner, .. } | Error::WithSnippet { error: inner, .. } =
-        error
-    {
+    while let Error::AliasError { error: inner, .. } | Error::WithSnippet { error: inner, .. } = error {
         error = inner;
     }
     error
@@ -260,9 +221,7 @@ fn unwrap_yaml_error(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
 fn describe_yaml_error(error: &serde_saphyr::Error) -> (String, String) {
     use serde_saphyr::Error;
     match error {
-        Error::SerdeUnknownField {
-            field, expected, ..
-        } => (
+        Error::SerdeUnknownField { field, expected, .. } => (
             format!("unknown field {}", quoted(field)),
             if expected.is_empty() {
                 "remove it: this mapping takes no fields".to_owned()
@@ -270,10 +229,9 @@ fn describe_yaml_error(error: &serde_saphyr::Error) -> (String, String) {
                 format!("expected one of: {}", expected.join(", "))
             },
         ),
-        Error::SerdeMissingField { field, .. } => (
-            format!("missing required field `{field}`"),
-            format!("add `{field}:` to the mapping this position is in"),
-        ),
+        Error::SerdeMissingField { field, .. } => {
+            (format!("missing required field `{field}`"), format!("add `{field}:` to the mapping this position is in"))
+        }
         Error::DuplicateMappingKey { .. } => (
             sanitize(&UserMessageFormatter.format_message(error)),
             "each key may appear once in a mapping; remove or merge the repeated one".to_owned(),
@@ -285,20 +243,15 @@ fn describe_yaml_error(error: &serde_saphyr::Error) -> (String, String) {
                 "f64" => "a number",
                 other => other,
             };
-            (
-                format!("expected {wanted} here"),
-                format!("write {wanted}, without quotes or units"),
-            )
+            (format!("expected {wanted} here"), format!("write {wanted}, without quotes or units"))
         }
         Error::Eof { .. } => (
             "the mission file is empty or ends too early".to_owned(),
-            "a mission is a YAML mapping with `name`, `budget`, `models`, `agents` and `tasks`"
-                .to_owned(),
+            "a mission is a YAML mapping with `name`, `budget`, `models`, `agents` and `tasks`".to_owned(),
         ),
         other => (
             sanitize(&UserMessageFormatter.format_message(other)),
-            "fix the YAML at this position; see the `missions` crate docs for the mission format"
-                .to_owned(),
+            "fix the YAML at this position; see the `missions` crate docs for the mission format".to_owned(),
         ),
     }
 }

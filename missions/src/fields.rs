@@ -36,9 +36,9 @@ impl CaseFields<'_> {
     pub(crate) fn knows(&self, keys: &[String]) -> bool {
         match self {
             CaseFields::Schema(schema) => schema.declares(keys),
-            CaseFields::Cases(cases) => cases.iter().any(|case| {
-                keys.iter().try_fold(&case.input, |value, key| value.get(key.as_str())).is_some()
-            }),
+            CaseFields::Cases(cases) => cases
+                .iter()
+                .any(|case| keys.iter().try_fold(&case.input, |value, key| value.get(key.as_str())).is_some()),
             CaseFields::Unknown => true,
         }
     }
@@ -50,8 +50,12 @@ impl CaseFields<'_> {
             CaseFields::Schema(schema) => (
                 format!("{reader} reads {}, which the cases schema does not declare", quoted(field)),
                 match suggestion(field, &schema.field_paths()) {
-                    Some(hint) => format!("{hint}, or declare the field under `properties` in {}", quoted(&schema.shown)),
-                    None => format!("declare the field under `properties` in {}, or fix the name", quoted(&schema.shown)),
+                    Some(hint) => {
+                        format!("{hint}, or declare the field under `properties` in {}", quoted(&schema.shown))
+                    }
+                    None => {
+                        format!("declare the field under `properties` in {}, or fix the name", quoted(&schema.shown))
+                    }
                 },
             ),
             CaseFields::Cases(cases) => (

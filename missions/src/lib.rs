@@ -74,9 +74,9 @@ pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, AgentBudget, Budget, Case, CASES_SCHEMA_FILE_BYTES_MAX, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Routing, Limits, OnTimeout, MAX_CASE_FILE_BYTES, MAX_CASES, MemoryLimits, MemoryScope,
-    Mission, MISSION_FILE_BYTES_MAX, OWN_SPACE, QUORUM_MAX,
-    ModelPrice, OnExhausted, SeedFact, TaskSource, Trust,
+    Agent, AgentBudget, Budget, CASES_SCHEMA_FILE_BYTES_MAX, Case, DataTier, Deadline, Decisions, Extension, Failover,
+    FieldType, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, MISSION_FILE_BYTES_MAX, MemoryLimits, MemoryScope,
+    Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
 };
 
 /// Parses an RFC 3339 timestamp (`2026-01-01T00:00:00Z`) into Unix

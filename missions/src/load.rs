@@ -55,13 +55,6 @@ pub fn parse(file_name: &str, base_dir: &Path, text: &str) -> Result<Mission, Di
             "a mission file is configuration; put a large queue of cases in a case directory (`tasks: { dir: ... }`)",
         ));
     }
-    let raw: RawMission =
-        serde_saphyr::from_str(text).map_err(|e| diagnostic::from_yaml_error(file_name, &e))?;
-    validate::validate(
-        raw,
-        &Source {
-            file: file_name,
-            base_dir,
-        },
-    )
+    let raw: RawMission = serde_saphyr::from_str(text).map_err(|e| diagnostic::from_yaml_error(file_name, &e))?;
+    validate::validate(raw, &Source { file: file_name, base_dir })
 }

@@ -103,8 +103,14 @@ pub enum FieldType {
 
 impl FieldType {
     /// Every type, in the order help texts list them.
-    pub const ALL: [FieldType; 6] =
-        [FieldType::String, FieldType::Integer, FieldType::Number, FieldType::Boolean, FieldType::List, FieldType::Object];
+    pub const ALL: [FieldType; 6] = [
+        FieldType::String,
+        FieldType::Integer,
+        FieldType::Number,
+        FieldType::Boolean,
+        FieldType::List,
+        FieldType::Object,
+    ];
 
     /// The type written `name` in a mission file.
     pub fn parse(name: &str) -> Option<FieldType> {

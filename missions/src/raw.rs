@@ -148,9 +148,7 @@ impl Visitor<'_> for PriceVisitor {
     /// Quoted numbers were accepted when prices were read as `u64`; they
     /// still are.
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPrice, E> {
-        Ok(v.trim()
-            .parse()
-            .map_or_else(|_| RawPrice::Text(v.to_owned()), RawPrice::Whole))
+        Ok(v.trim().parse().map_or_else(|_| RawPrice::Text(v.to_owned()), RawPrice::Whole))
     }
 }
 

@@ -39,11 +39,7 @@ pub(crate) fn read_regular(path: &Path, limit_bytes: u64) -> Result<Vec<u8>, Rea
 }
 
 fn regular(metadata: &Metadata) -> Result<(), ReadError> {
-    if metadata.is_file() {
-        Ok(())
-    } else {
-        Err(ReadError::NotRegular { kind: kind(metadata) })
-    }
+    if metadata.is_file() { Ok(()) } else { Err(ReadError::NotRegular { kind: kind(metadata) }) }
 }
 
 /// What a file that is not a regular file is, for the message.

@@ -110,7 +110,11 @@ impl CasesSchema {
                 report.error(
                     source.file,
                     pos(raw),
-                    format!("cases schema {} is not a valid JSON Schema: {}", quoted(&shown), clipped(&format!("{e:#}"), SCHEMA_MESSAGE_CHARS_MAX)),
+                    format!(
+                        "cases schema {} is not a valid JSON Schema: {}",
+                        quoted(&shown),
+                        clipped(&format!("{e:#}"), SCHEMA_MESSAGE_CHARS_MAX)
+                    ),
                     "fix the schema (drafts 4 to 2020-12 are understood; `$ref` only within the file)",
                 );
                 None
@@ -192,7 +196,10 @@ impl CasesSchema {
 }
 
 /// The errors at the tips of boon's tree: the specific ones.
-fn collect_leaves<'e, 's, 'v>(error: &'e boon::ValidationError<'s, 'v>, out: &mut Vec<&'e boon::ValidationError<'s, 'v>>) {
+fn collect_leaves<'e, 's, 'v>(
+    error: &'e boon::ValidationError<'s, 'v>,
+    out: &mut Vec<&'e boon::ValidationError<'s, 'v>>,
+) {
     if error.causes.is_empty() {
         out.push(error);
     } else {
@@ -207,14 +214,16 @@ fn collect_leaves<'e, 's, 'v>(error: &'e boon::ValidationError<'s, 'v>, out: &mu
 fn properties<'a>(root: &'a Value, node: &'a Value, budget: &mut usize) -> Vec<(&'a String, &'a Value)> {
     let mut applicable = Vec::new();
     collect_applicable(root, node, 0, budget, &mut applicable);
-    applicable
-        .into_iter()
-        .filter_map(|schema| schema.get("properties").and_then(Value::as_object))
-        .flatten()
-        .collect()
+    applicable.into_iter().filter_map(|schema| schema.get("properties").and_then(Value::as_object)).flatten().collect()
 }
 
-fn collect_applicable<'a>(root: &'a Value, node: &'a Value, depth: usize, budget: &mut usize, out: &mut Vec<&'a Value>) {
+fn collect_applicable<'a>(
+    root: &'a Value,
+    node: &'a Value,
+    depth: usize,
+    budget: &mut usize,
+    out: &mut Vec<&'a Value>,
+) {
     if depth > SCHEMA_DEPTH_MAX || *budget == 0 || !node.is_object() {
         return;
     }

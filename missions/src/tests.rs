@@ -35,10 +35,7 @@ impl Scratch {
     fn with_sample_files() -> Scratch {
         let scratch = Scratch::new();
         scratch.write("agent/eligibility.wasm", b"\0asm");
-        scratch.write(
-            "cases/b.json",
-            r#"{"id": "case-b", "requested_amount": 6000}"#,
-        );
+        scratch.write("cases/b.json", r#"{"id": "case-b", "requested_amount": 6000}"#);
         scratch.write("cases/a.json", r#"{"requested_amount": 100}"#);
         scratch.write("cases/notes.txt", "not a case");
         scratch
@@ -114,10 +111,7 @@ fn sample_mission_parses_into_plain_values() {
     let mission = scratch.parse(SAMPLE).unwrap_or_else(|d| panic!("{d}"));
 
     assert_eq!(mission.name, "eligibility-casework");
-    assert_eq!(
-        mission.description.as_deref(),
-        Some("Housing-support eligibility queue")
-    );
+    assert_eq!(mission.description.as_deref(), Some("Housing-support eligibility queue"));
     assert_eq!(
         mission.budget,
         Budget {
@@ -127,37 +121,18 @@ fn sample_mission_parses_into_plain_values() {
             extension: None,
         }
     );
-    assert_eq!(
-        mission.models.get("smollm2-135m"),
-        Some(&ModelPrice {
-            prompt_price: 1,
-            completion_price: 2
-        })
-    );
+    assert_eq!(mission.models.get("smollm2-135m"), Some(&ModelPrice { prompt_price: 1, completion_price: 2 }));
     let agent = mission.agents.first().expect("one agent");
     assert_eq!(agent.name, "eligibility");
     assert_eq!(agent.module, scratch.0.join("agent/eligibility.wasm"));
-    assert_eq!(
-        agent.limits,
-        Limits {
-            max_tokens: 96,
-            ..Limits::DEFAULT
-        }
-    );
+    assert_eq!(agent.limits, Limits { max_tokens: 96, ..Limits::DEFAULT });
 
     assert!(mission.tasks.cases.iter().all(|c| c.agent == "eligibility"));
     let ids: Vec<&str> = mission.tasks.cases.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["a", "case-b"],
-        "sorted by file name, .txt ignored, id field wins"
-    );
+    assert_eq!(ids, ["a", "case-b"], "sorted by file name, .txt ignored, id field wins");
     let first = mission.tasks.cases.first().expect("a case");
     assert_eq!(first.input, json!({"requested_amount": 100}));
-    assert_eq!(
-        first.origin,
-        scratch.0.join("cases/a.json").display().to_string()
-    );
+    assert_eq!(first.origin, scratch.0.join("cases/a.json").display().to_string());
 
     assert_eq!(
         mission.memory,
@@ -172,19 +147,13 @@ fn sample_mission_parses_into_plain_values() {
         }]
     );
 
-    let [large, unsure] = mission.gates.as_slice() else {
-        panic!("two gates expected: {:?}", mission.gates)
-    };
+    let [large, unsure] = mission.gates.as_slice() else { panic!("two gates expected: {:?}", mission.gates) };
     assert_eq!(large.name, "large-award");
     assert_eq!(large.when.field.as_str(), "case.requested_amount");
     assert_eq!(large.when.test, Test::GreaterThan(5000.0));
     assert_eq!(unsure.when.test, Test::Equals(json!("undetermined")));
     let decision = json!({"outcome": "undetermined"});
-    assert!(
-        large
-            .when
-            .matches(&json!({"requested_amount": 6000}), &decision)
-    );
+    assert!(large.when.matches(&json!({"requested_amount": 6000}), &decision));
     assert!(unsure.when.matches(&json!({}), &decision));
 }
 
@@ -194,21 +163,12 @@ fn optional_sections_default() {
     let mission = scratch.parse(MINIMAL).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(mission.budget.on_exhausted, OnExhausted::Stop);
     assert_eq!(mission.budget.reservation_ttl_ms, 600_000);
-    assert_eq!(
-        mission.agents.first().map(|a| a.budget),
-        Some(AgentBudget {
-            limit: None,
-            task_limit: None
-        })
-    );
+    assert_eq!(mission.agents.first().map(|a| a.budget), Some(AgentBudget { limit: None, task_limit: None }));
     assert_eq!(mission.description, None);
     assert!(mission.memory.is_empty() && mission.gates.is_empty());
     assert_eq!(mission.memory_limits, MemoryLimits::DEFAULT);
     assert_eq!(mission.agents.first().map(|a| a.memory.clone()), Some(MemoryScope::default()));
-    assert_eq!(
-        mission.agents.first().map(|a| a.limits),
-        Some(Limits::DEFAULT)
-    );
+    assert_eq!(mission.agents.first().map(|a| a.limits), Some(Limits::DEFAULT));
     let case = mission.tasks.cases.first().expect("one inline case");
     assert_eq!(case.id, "case-1");
     assert_eq!(case.origin, "mission.yaml:9");
@@ -244,49 +204,18 @@ tasks: { agent: capped, inline: [{ x: 1 }] }
             extension: Some(Extension { amount: 1000, reviewers: Vec::new(), quorum: 1, deadline: None }),
         }
     );
-    assert_eq!(
-        mission.models.get("cheap-prompt"),
-        Some(&ModelPrice {
-            prompt_price: 0,
-            completion_price: 3
-        })
-    );
+    assert_eq!(mission.models.get("cheap-prompt"), Some(&ModelPrice { prompt_price: 0, completion_price: 3 }));
     assert_eq!(
         mission.models.get("quoted"),
-        Some(&ModelPrice {
-            prompt_price: 2,
-            completion_price: ModelPrice::MAX_PER_TOKEN
-        })
+        Some(&ModelPrice { prompt_price: 2, completion_price: ModelPrice::MAX_PER_TOKEN })
     );
-    let budgets: Vec<(&str, AgentBudget)> = mission
-        .agents
-        .iter()
-        .map(|a| (a.name.as_str(), a.budget))
-        .collect();
+    let budgets: Vec<(&str, AgentBudget)> = mission.agents.iter().map(|a| (a.name.as_str(), a.budget)).collect();
     assert_eq!(
         budgets,
         [
-            (
-                "capped",
-                AgentBudget {
-                    limit: Some(1000),
-                    task_limit: Some(1000)
-                }
-            ),
-            (
-                "per-task",
-                AgentBudget {
-                    limit: None,
-                    task_limit: Some(50)
-                }
-            ),
-            (
-                "overall",
-                AgentBudget {
-                    limit: Some(400),
-                    task_limit: None
-                }
-            ),
+            ("capped", AgentBudget { limit: Some(1000), task_limit: Some(1000) }),
+            ("per-task", AgentBudget { limit: None, task_limit: Some(50) }),
+            ("overall", AgentBudget { limit: Some(400), task_limit: None }),
             ("uncapped", AgentBudget::default()),
         ]
     );
@@ -298,14 +227,9 @@ tasks: { agent: capped, inline: [{ x: 1 }] }
         ("gate", OnExhausted::Gate),
     ];
     for (written, policy) in policies {
-        let text = MINIMAL.replace(
-            "limit: 10",
-            &format!("limit: 10, on_exhausted: {written}, reservation_ttl_ms: 86400000"),
-        );
-        let budget = scratch
-            .parse(&text)
-            .unwrap_or_else(|d| panic!("{d}"))
-            .budget;
+        let text =
+            MINIMAL.replace("limit: 10", &format!("limit: 10, on_exhausted: {written}, reservation_ttl_ms: 86400000"));
+        let budget = scratch.parse(&text).unwrap_or_else(|d| panic!("{d}")).budget;
         assert_eq!(budget.on_exhausted, policy, "{written}");
         assert_eq!(budget.reservation_ttl_ms, Budget::MAX_RESERVATION_TTL_MS);
     }
@@ -316,10 +240,7 @@ fn unknown_policy_help_lists_every_choice() {
     let scratch = Scratch::with_sample_files();
     let text = MINIMAL.replace("limit: 10", "limit: 10, on_exhausted: wait");
     let found = errors(scratch.parse(&text));
-    let help = found
-        .first()
-        .and_then(|d| d.help.clone())
-        .unwrap_or_default();
+    let help = found.first().and_then(|d| d.help.clone()).unwrap_or_default();
     for choice in ["`stop`", "`pause`", "`gate`"] {
         assert!(help.contains(choice), "{help}");
     }
@@ -334,23 +255,13 @@ fn agent_caps_are_reported_once_each() {
     let caps = |mission_limit: u64, caps: &str| {
         let text = MINIMAL
             .replace("limit: 10", &format!("limit: {mission_limit}"))
-            .replace(
-                "model: tiny }",
-                &format!("model: tiny, budget: {{ {caps} }} }}"),
-            );
+            .replace("model: tiny }", &format!("model: tiny, budget: {{ {caps} }} }}"));
         let found = scratch.parse(&text).err();
-        found
-            .iter()
-            .flatten()
-            .map(|d| d.message.clone())
-            .collect::<Vec<_>>()
+        found.iter().flatten().map(|d| d.message.clone()).collect::<Vec<_>>()
     };
     assert_eq!(
         caps(0, "limit: 5, task_limit: 6"),
-        [
-            "budget limit is zero",
-            "agent `a` budget `task_limit` is 6, more than its `limit` of 5"
-        ]
+        ["budget limit is zero", "agent `a` budget `task_limit` is 6, more than its `limit` of 5"]
     );
     assert_eq!(
         caps(10, "limit: 20, task_limit: 15"),
@@ -359,23 +270,15 @@ fn agent_caps_are_reported_once_each() {
             "agent `a` budget `task_limit` is 15, more than the mission budget limit of 10",
         ]
     );
-    assert_eq!(
-        caps(10, "limit: 0, task_limit: 5"),
-        ["agent `a` budget `limit` is zero"]
-    );
+    assert_eq!(caps(10, "limit: 0, task_limit: 5"), ["agent `a` budget `limit` is zero"]);
     assert!(caps(10, "limit: 10, task_limit: 10").is_empty());
 }
 
 #[test]
 fn display_is_file_line_column_error_and_help() {
     let scratch = Scratch::with_sample_files();
-    let text = MINIMAL
-        .replace("name: m\n", "name: M\n")
-        .replace("limit: 10", "limit: 0");
-    let shown = errors(scratch.parse(&text))
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>();
+    let text = MINIMAL.replace("name: m\n", "name: M\n").replace("limit: 10", "limit: 0");
+    let shown = errors(scratch.parse(&text)).iter().map(ToString::to_string).collect::<Vec<_>>();
     assert_eq!(
         shown,
         [
@@ -475,10 +378,7 @@ fn each_broken_rule_is_located() {
     // Check every row before failing, so one run shows all mismatches.
     let mut mismatches = Vec::new();
     for (from, to, (line, column), fragment) in table {
-        assert!(
-            MINIMAL.contains(from),
-            "row {from:?} does not match MINIMAL"
-        );
+        assert!(MINIMAL.contains(from), "row {from:?} does not match MINIMAL");
         let text = MINIMAL.replacen(from, to, 1);
         let found = errors(scratch.parse(&text));
         let as_expected = found.first().is_some_and(|first| {
@@ -488,9 +388,7 @@ fn each_broken_rule_is_located() {
                 && first.help.as_deref().is_some_and(|h| !h.is_empty())
         });
         if !as_expected {
-            mismatches.push(format!(
-                "{to:?}: want {line}:{column} {fragment:?}, got {found:?}"
-            ));
+            mismatches.push(format!("{to:?}: want {line}:{column} {fragment:?}, got {found:?}"));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
@@ -535,16 +433,8 @@ gates:
         ],
         "{found:#?}"
     );
-    let module = found
-        .iter()
-        .find(|d| d.message.contains("module"))
-        .expect("module error");
-    assert!(
-        module
-            .help
-            .as_deref()
-            .is_some_and(|h| h.contains("cargo xtask build-agents"))
-    );
+    let module = found.iter().find(|d| d.message.contains("module")).expect("module error");
+    assert!(module.help.as_deref().is_some_and(|h| h.contains("cargo xtask build-agents")));
 }
 
 #[test]
@@ -557,10 +447,7 @@ fn case_file_problems_point_into_the_case_file() {
     scratch.write("cases/g.json", "");
     let found = errors(scratch.parse(SAMPLE));
     let file = |name: &str| scratch.0.join("cases").join(name).display().to_string();
-    let summary: Vec<(String, usize, usize)> = found
-        .iter()
-        .map(|d| (d.file.clone(), d.line, d.column))
-        .collect();
+    let summary: Vec<(String, usize, usize)> = found.iter().map(|d| (d.file.clone(), d.line, d.column)).collect();
     assert_eq!(
         summary,
         [
@@ -574,25 +461,12 @@ fn case_file_problems_point_into_the_case_file() {
     );
     let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(messages.first(), Some(&"invalid JSON: expected `:`"));
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("a list, not a JSON object"))
-    );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("larger than 1048576 bytes"))
-    );
+    assert!(messages.iter().any(|m| m.contains("a list, not a JSON object")));
+    assert!(messages.iter().any(|m| m.contains("larger than 1048576 bytes")));
     assert!(messages.iter().any(|m| m.contains("EOF")));
     let duplicate = found.last().expect("duplicate id error");
     assert!(duplicate.message.contains("duplicate case id `case-b`"));
-    assert!(
-        duplicate
-            .help
-            .as_deref()
-            .is_some_and(|h| h.contains("b.json"))
-    );
+    assert!(duplicate.help.as_deref().is_some_and(|h| h.contains("b.json")));
 }
 
 /// The shipped example must stay valid, and its commented-out options
@@ -613,10 +487,7 @@ fn casework_example_loads_with_default_policies() {
             extension: None,
         }
     );
-    assert_eq!(
-        mission.agents.iter().map(|a| a.budget).collect::<Vec<_>>(),
-        [AgentBudget::default()]
-    );
+    assert_eq!(mission.agents.iter().map(|a| a.budget).collect::<Vec<_>>(), [AgentBudget::default()]);
     assert_eq!(mission.tasks.cases.len(), 24);
     // The outcomes its agent proposes (see agent/src/lib.rs).
     let decisions = mission.decisions.clone().expect("the sample declares its decisions");
@@ -638,10 +509,7 @@ fn casework_example_loads_with_default_policies() {
     assert_eq!(mission.cases_schema, Some(dir.join("cases.schema.json")), "every sample case meets the schema");
     assert_eq!(
         mission.agents.first().map(|a| a.budget),
-        Some(AgentBudget {
-            limit: Some(30_000),
-            task_limit: Some(2000)
-        })
+        Some(AgentBudget { limit: Some(30_000), task_limit: Some(2000) })
     );
 }
 
@@ -651,22 +519,12 @@ fn load_resolves_paths_against_the_mission_file() {
     let path = scratch.write("mission.yaml", SAMPLE);
     let mission = load(&path).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(mission.tasks.cases.len(), 2);
-    assert_eq!(
-        mission.agents.first().map(|a| a.module.clone()),
-        Some(scratch.0.join("agent/eligibility.wasm"))
-    );
+    assert_eq!(mission.agents.first().map(|a| a.module.clone()), Some(scratch.0.join("agent/eligibility.wasm")));
 
     let missing = scratch.0.join("absent.yaml");
     let found = errors(load(&missing));
-    assert_eq!(
-        found.first().map(|d| (d.file.clone(), d.line)),
-        Some((missing.display().to_string(), 1))
-    );
-    assert!(
-        found
-            .first()
-            .is_some_and(|d| d.message.starts_with("cannot read mission file"))
-    );
+    assert_eq!(found.first().map(|d| (d.file.clone(), d.line)), Some((missing.display().to_string(), 1)));
+    assert!(found.first().is_some_and(|d| d.message.starts_with("cannot read mission file")));
 
     let binary = scratch.write("binary.yaml", [0xff, 0xfe, 0x00, 0x80]);
     assert_eq!(errors(load(&binary)).len(), 1);
@@ -712,42 +570,25 @@ fn garbage_and_truncated_input_never_panics() {
     for seed in 0..300 {
         let bytes = noise(seed, 1 + (seed as usize * 7) % 400);
         scratch.parse(&String::from_utf8_lossy(&bytes)).ok();
-        let punctuation: Vec<u8> = bytes
-            .iter()
-            .map(|b| {
-                YAML_BYTES
-                    .get(usize::from(*b) % YAML_BYTES.len())
-                    .copied()
-                    .unwrap_or(b' ')
-            })
-            .collect();
+        let punctuation: Vec<u8> =
+            bytes.iter().map(|b| YAML_BYTES.get(usize::from(*b) % YAML_BYTES.len()).copied().unwrap_or(b' ')).collect();
         scratch.parse(&String::from_utf8_lossy(&punctuation)).ok();
     }
     // Lines of the sample shuffled in or out: valid YAML, wrong shape.
     let lines: Vec<&str> = SAMPLE.lines().collect();
     for seed in 0..200 {
         let keep = noise(seed + 1000, lines.len());
-        let text: String = lines
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k % 4 != 0)
-            .map(|(line, _)| format!("{line}\n"))
-            .collect();
+        let text: String =
+            lines.iter().zip(&keep).filter(|(_, k)| **k % 4 != 0).map(|(line, _)| format!("{line}\n")).collect();
         scratch.parse(&text).ok();
     }
     // Deep nesting and alias bombs are refused by the parser's budgets.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(
-        scratch
-            .parse(&MINIMAL.replace("{ x: 1 }", &format!("{{ x: {deep} }}")))
-            .is_err()
-    );
+    assert!(scratch.parse(&MINIMAL.replace("{ x: 1 }", &format!("{{ x: {deep} }}"))).is_err());
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = i - 1;
-        bomb.push_str(&format!(
-            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
-        ));
+        bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
     }
     assert!(scratch.parse(&bomb).is_err());
 }
@@ -755,9 +596,7 @@ fn garbage_and_truncated_input_never_panics() {
 #[test]
 fn equals_null_is_a_test_not_a_missing_one() {
     let scratch = Scratch::with_sample_files();
-    let text = format!(
-        "{MINIMAL}gates:\n  - {{ name: g, when: {{ field: decision.note, equals: null }} }}\n"
-    );
+    let text = format!("{MINIMAL}gates:\n  - {{ name: g, when: {{ field: decision.note, equals: null }} }}\n");
     let mission = scratch.parse(&text).unwrap_or_else(|d| panic!("{d}"));
     let gate = mission.gates.first().expect("gate");
     assert_eq!(gate.when.test, Test::Equals(serde_json::Value::Null));
@@ -767,9 +606,7 @@ fn equals_null_is_a_test_not_a_missing_one() {
 #[test]
 fn alias_values_are_reported_where_used() {
     let scratch = Scratch::with_sample_files();
-    let text = MINIMAL
-        .replace("name: m\n", "name: &n Bad\n")
-        .replace("{ name: a,", "{ name: *n,");
+    let text = MINIMAL.replace("name: m\n", "name: &n Bad\n").replace("{ name: a,", "{ name: *n,");
     let found = errors(scratch.parse(&text));
     let located: Vec<(usize, usize)> = found.iter().map(|d| (d.line, d.column)).collect();
     assert_eq!(located, [(1, 10), (5, 13), (7, 10)], "{found:#?}");
@@ -790,22 +627,14 @@ agents:
         "{head}tasks:\n  - {{ agent: rust, inline: [{{ id: a }}, {{ id: b }}] }}\n  - {{ agent: python, inline: [{{ id: c }}] }}\n"
     );
     let mission = scratch.parse(&text).unwrap_or_else(|d| panic!("{d}"));
-    let routed: Vec<(&str, &str)> = mission
-        .tasks
-        .cases
-        .iter()
-        .map(|c| (c.id.as_str(), c.agent.as_str()))
-        .collect();
+    let routed: Vec<(&str, &str)> = mission.tasks.cases.iter().map(|c| (c.id.as_str(), c.agent.as_str())).collect();
     assert_eq!(routed, [("a", "rust"), ("b", "rust"), ("c", "python")]);
 
     let text = format!(
         "{head}tasks:\n  - {{ agent: rust, inline: [{{ id: a }}] }}\n  - {{ agent: nobody, inline: [{{ id: a }}] }}\n  - {{ agent: python }}\n"
     );
     let found = errors(scratch.parse(&text));
-    let summary: Vec<(usize, &str)> = found
-        .iter()
-        .map(|d| (d.line, d.message.as_str()))
-        .collect();
+    let summary: Vec<(usize, &str)> = found.iter().map(|d| (d.line, d.message.as_str())).collect();
     let has = |line: usize, text: &str| summary.iter().any(|(l, m)| *l == line && m.contains(text));
     assert!(has(9, "`tasks[1].agent` names `nobody`"), "{found:#?}");
     assert!(has(9, "duplicate case id `a`"), "{found:#?}");
@@ -813,10 +642,7 @@ agents:
 
     let text = format!("{head}tasks: []\n");
     let found = errors(scratch.parse(&text));
-    assert!(
-        found.iter().any(|d| d.message.contains("`tasks` is an empty list")),
-        "{found:#?}"
-    );
+    assert!(found.iter().any(|d| d.message.contains("`tasks` is an empty list")), "{found:#?}");
 }
 
 #[test]
@@ -893,7 +719,11 @@ fn gate_deadlines_parse_and_bad_ones_are_located() {
     let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(
         mission.gates[0].deadline,
-        Some(Deadline { after_us: 48 * 3_600_000_000, on_timeout: OnTimeout::Escalate(vec![a.into()]), remind_before_us: Some(4 * 3_600_000_000) })
+        Some(Deadline {
+            after_us: 48 * 3_600_000_000,
+            on_timeout: OnTimeout::Escalate(vec![a.into()]),
+            remind_before_us: Some(4 * 3_600_000_000)
+        })
     );
     let bad = format!(
         "{MINIMAL}gates:\n\
@@ -922,7 +752,9 @@ fn a_budget_gate_takes_a_gates_policy_and_refuses_a_timeout_approval() {
     let with_budget = |budget: &str| MINIMAL.replacen("budget: { limit: 10 }", budget, 1);
     let good = format!(
         "{}reviewer_groups:\n  finance: [{a}, {b}]\n",
-        with_budget("budget: { limit: 1000, on_exhausted: gate, extension: { amount: 250, reviewers: [finance], quorum: 2, deadline: 4h, on_timeout: deny } }")
+        with_budget(
+            "budget: { limit: 1000, on_exhausted: gate, extension: { amount: 250, reviewers: [finance], quorum: 2, deadline: 4h, on_timeout: deny } }"
+        )
     );
     let mission = scratch.parse(&good).unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(
@@ -931,10 +763,16 @@ fn a_budget_gate_takes_a_gates_policy_and_refuses_a_timeout_approval() {
             amount: 250,
             reviewers: vec![a.into(), b.into()],
             quorum: 2,
-            deadline: Some(Deadline { after_us: 4 * 3_600_000_000, on_timeout: OnTimeout::Deny, remind_before_us: None }),
+            deadline: Some(Deadline {
+                after_us: 4 * 3_600_000_000,
+                on_timeout: OnTimeout::Deny,
+                remind_before_us: None
+            }),
         })
     );
-    let bad = with_budget("budget: { limit: 1000, on_exhausted: gate, extension: { amount: 0, quorum: 0, deadline: 1h, on_timeout: approve } }");
+    let bad = with_budget(
+        "budget: { limit: 1000, on_exhausted: gate, extension: { amount: 0, quorum: 0, deadline: 1h, on_timeout: approve } }",
+    );
     let found = errors(scratch.parse(&bad));
     let messages: Vec<String> = found.iter().map(|d| d.to_string()).collect();
     let has = |needle: &str| messages.iter().any(|m| m.contains(needle));
@@ -944,7 +782,10 @@ fn a_budget_gate_takes_a_gates_policy_and_refuses_a_timeout_approval() {
     assert_eq!(found.len(), 3, "{messages:#?}");
     let stray = with_budget("budget: { limit: 1000, extension: { amount: 5 } }");
     let found = errors(scratch.parse(&stray));
-    assert!(found.iter().any(|d| d.to_string().contains("`extension` is only used with `on_exhausted: gate`")), "{found:?}");
+    assert!(
+        found.iter().any(|d| d.to_string().contains("`extension` is only used with `on_exhausted: gate`")),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -1102,8 +943,15 @@ fn a_cases_schema_checks_every_case_and_the_gate_fields() {
     let found = errors(scratch.parse(&typo));
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!((found[0].line, found[0].column), position_of(&typo, "case.requested_amout"));
-    assert_eq!(found[0].message, "gate `large-award` reads `case.requested_amout`, which the cases schema does not declare");
-    assert!(found[0].help.as_deref().is_some_and(|h| h.starts_with("did you mean `case.requested_amount`?")), "{}", found[0]);
+    assert_eq!(
+        found[0].message,
+        "gate `large-award` reads `case.requested_amout`, which the cases schema does not declare"
+    );
+    assert!(
+        found[0].help.as_deref().is_some_and(|h| h.starts_with("did you mean `case.requested_amount`?")),
+        "{}",
+        found[0]
+    );
 
     // Each case is checked, and a failure names the case file and where.
     scratch.write("cases/c.json", r#"{"id": "case-c", "requested_amount": "lots"}"#);
@@ -1113,7 +961,10 @@ fn a_cases_schema_checks_every_case_and_the_gate_fields() {
     let summary: Vec<(String, String)> = found.iter().map(|d| (d.file.clone(), d.message.clone())).collect();
     assert_eq!(summary.len(), 2, "{found:#?}");
     assert_eq!(summary[0].0, case_file("c.json"));
-    assert!(summary[0].1.starts_with("case `case-c` does not match the cases schema at `/requested_amount`: "), "{summary:?}");
+    assert!(
+        summary[0].1.starts_with("case `case-c` does not match the cases schema at `/requested_amount`: "),
+        "{summary:?}"
+    );
     assert!(summary[0].1.contains("integer"), "{summary:?}");
     assert_eq!(summary[1].0, case_file("d.json"));
     assert!(summary[1].1.contains("requested_amount"), "{summary:?}");
@@ -1123,7 +974,11 @@ fn a_cases_schema_checks_every_case_and_the_gate_fields() {
     // Inline cases are reported where they are written.
     let inline = MINIMAL.replace("tasks:\n", "cases_schema: cases.schema.json\ntasks:\n");
     let found = errors(scratch.parse(&inline));
-    assert_eq!((found[0].file.as_str(), found[0].line), ("mission.yaml", position_of(&inline, "{ x: 1 }").0), "{found:#?}");
+    assert_eq!(
+        (found[0].file.as_str(), found[0].line),
+        ("mission.yaml", position_of(&inline, "{ x: 1 }").0),
+        "{found:#?}"
+    );
 }
 
 #[test]
@@ -1188,7 +1043,9 @@ fn decisions_declare_outcomes_and_detail_types() {
 
     // Gate fields are checked against the decision's shape.
     // SAMPLE ends with its gates: one more goes after them.
-    let gate = |field: &str, test: &str| format!("{SAMPLE}  - {{ name: extra-gate, when: {{ field: {field}, {test} }} }}\n{DECISIONS}");
+    let gate = |field: &str, test: &str| {
+        format!("{SAMPLE}  - {{ name: extra-gate, when: {{ field: {field}, {test} }} }}\n{DECISIONS}")
+    };
     for (field, test) in [
         ("decision.details.requested_amount", "greater_than: 5000"),
         ("decision.details.extra.anything", "equals: 1"),
@@ -1200,10 +1057,25 @@ fn decisions_declare_outcomes_and_detail_types() {
     }
     let refused = [
         ("decision.outcom", "equals: eligible", "which a decision does not have", "did you mean `decision.outcome`?"),
-        ("decision.details.requested_amout", "greater_than: 1", "which `decisions.details` does not declare", "did you mean `decision.details.requested_amount`?"),
+        (
+            "decision.details.requested_amout",
+            "greater_than: 1",
+            "which `decisions.details` does not declare",
+            "did you mean `decision.details.requested_amount`?",
+        ),
         ("decision.details.note.deeper", "equals: 1", "which `decisions.details` does not declare", ""),
-        ("decision.outcome", "equals: undetermind", "compares `decision.outcome` with `undetermind`, which is not one of the mission's outcomes", "did you mean `undetermined`?"),
-        ("decision.outcome", "one_of: [eligible, maybe]", "`maybe`, which is not one of the mission's outcomes", "the outcomes are `eligible`, `ineligible`, `undetermined`"),
+        (
+            "decision.outcome",
+            "equals: undetermind",
+            "compares `decision.outcome` with `undetermind`, which is not one of the mission's outcomes",
+            "did you mean `undetermined`?",
+        ),
+        (
+            "decision.outcome",
+            "one_of: [eligible, maybe]",
+            "`maybe`, which is not one of the mission's outcomes",
+            "the outcomes are `eligible`, `ineligible`, `undetermined`",
+        ),
         ("decision.outcome", "equals: 7", "`7`, which is not one of", ""),
     ];
     for (field, test, message, help) in refused {
@@ -1226,7 +1098,11 @@ fn each_broken_decisions_rule_is_located() {
         ("outcomes: [rejected]", "outcome `rejected` is one the conductor records itself", "rejected"),
         ("outcomes: [timed_out]", "outcome `timed_out` is one the conductor records itself", "timed_out"),
         ("outcomes: [\"not ok\"]", "outcome `not ok` is not a valid name", "\"not ok\""),
-        ("outcomes: [a], details: { amount: float }", "details field `amount` has type `float`, which is not a type", "float"),
+        (
+            "outcomes: [a], details: { amount: float }",
+            "details field `amount` has type `float`, which is not a type",
+            "float",
+        ),
         ("outcomes: [a], details: { \"a b\": string }", "details field `a b` is not a valid name", "string"),
     ];
     for (body, message, at) in table {

@@ -49,11 +49,8 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<i64, TimestampError> {
             return Err(format());
         }
         // Keep the first six digits, right-padded: ".5" is 500_000 micros.
-        micros = fraction
-            .iter()
-            .chain(std::iter::repeat(&b'0'))
-            .take(6)
-            .fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
+        micros =
+            fraction.iter().chain(std::iter::repeat(&b'0')).take(6).fold(0, |acc, d| acc * 10 + u32::from(d - b'0'));
         rest = tail;
     }
     let offset_seconds = match rest {
@@ -81,17 +78,14 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<i64, TimestampError> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err(TimestampError::Time(hour, minute, second));
     }
-    let local_seconds =
-        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let local_seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Ok((local_seconds - offset_seconds) * 1_000_000 + i64::from(micros))
 }
 
 /// Exactly `len` ASCII digits at `at` (no signs, unlike `str::parse`).
 fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
     let field = b.get(at..at.checked_add(len)?)?;
-    field.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
+    field.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
 fn is_leap_year(year: i64) -> bool {
@@ -185,14 +179,8 @@ mod tests {
             ("2026-01-01T02:00:00+02:00", 1_767_225_600 * 1_000_000),
             ("2025-12-31T19:30:00-04:30", 1_767_225_600 * 1_000_000),
             ("2026-01-01t00:00:00z", 1_767_225_600 * 1_000_000),
-            (
-                "2026-01-01T00:00:00.5Z",
-                1_767_225_600 * 1_000_000 + 500_000,
-            ),
-            (
-                "2026-01-01T00:00:00.123456789Z",
-                1_767_225_600 * 1_000_000 + 123_456,
-            ),
+            ("2026-01-01T00:00:00.5Z", 1_767_225_600 * 1_000_000 + 500_000),
+            ("2026-01-01T00:00:00.123456789Z", 1_767_225_600 * 1_000_000 + 123_456),
             ("0000-03-01T00:00:00Z", -62_162_035_200 * 1_000_000),
             ("9999-12-31T23:59:59Z", 253_402_300_799 * 1_000_000),
         ];
@@ -205,15 +193,8 @@ mod tests {
     fn leap_years_follow_the_gregorian_rules() {
         assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
         assert!(parse_rfc3339("2000-02-29T00:00:00Z").is_ok());
-        for not_leap in [
-            "2023-02-29T00:00:00Z",
-            "1900-02-29T00:00:00Z",
-            "2100-02-29T00:00:00Z",
-        ] {
-            assert!(
-                matches!(parse_rfc3339(not_leap), Err(TimestampError::Day { .. })),
-                "{not_leap}"
-            );
+        for not_leap in ["2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2100-02-29T00:00:00Z"] {
+            assert!(matches!(parse_rfc3339(not_leap), Err(TimestampError::Day { .. })), "{not_leap}");
         }
     }
 

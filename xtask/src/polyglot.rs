@@ -37,27 +37,16 @@ fn build_python(root: &Path, venv: &Path) -> Result<()> {
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         step("installing componentize-py (PyPI, hash-pinned) into a private virtual environment");
         if venv.exists() {
-            std::fs::remove_dir_all(venv)
-                .with_context(|| format!("clearing {}", venv.display()))?;
+            std::fs::remove_dir_all(venv).with_context(|| format!("clearing {}", venv.display()))?;
         }
         run(Command::new(python()).args(["-m", "venv"]).arg(venv))?;
         run(Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--require-hashes",
-                "-r",
-            ])
+            .args(["install", "--quiet", "--disable-pip-version-check", "--require-hashes", "-r"])
             .arg(&requirements))?;
         std::fs::write(&stamp, &wanted)?;
     }
     let out = root.join(PY_OUT);
-    let inputs = [
-        root.join(PY_DIR).join("app.py"),
-        root.join(WIT_DIR).join("agent.wit"),
-        stamp,
-    ];
+    let inputs = [root.join(PY_DIR).join("app.py"), root.join(WIT_DIR).join("agent.wit"), stamp];
     if up_to_date(&out, &inputs) {
         step(&format!("{PY_OUT} is up to date"));
         return Ok(());
@@ -89,46 +78,31 @@ fn build_js(root: &Path, tools: &Path) -> Result<()> {
         // `npm ci` refuses this lockfile on registries that lack some
         // foreign-platform optional packages; `npm install` installs the
         // identical tree from it and leaves it unchanged.
-        run(Command::new("npm").current_dir(tools).args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ]))?;
+        run(Command::new("npm").current_dir(tools).args(["install", "--no-audit", "--no-fund", "--loglevel=error"]))?;
         std::fs::write(&stamp, &wanted)?;
     }
     let out = root.join(JS_OUT);
     let source = root.join(JS_DIR).join("agent.js");
-    if up_to_date(
-        &out,
-        &[source.clone(), root.join(WIT_DIR).join("agent.wit"), stamp],
-    ) {
+    if up_to_date(&out, &[source.clone(), root.join(WIT_DIR).join("agent.wit"), stamp]) {
         step(&format!("{JS_OUT} is up to date"));
         return Ok(());
     }
     step(&format!("building {JS_DIR} (componentize-js)"));
     // Without `http fetch-event` disabled the component imports wasi:http,
     // which no cell is given.
-    run(
-        Command::new(tools.join("node_modules/.bin/componentize-js"))
-            .arg(&source)
-            .arg("--wit")
-            .arg(root.join(WIT_DIR))
-            .args([
-                "--world-name",
-                "agent",
-                "--disable",
-                "http",
-                "fetch-event",
-                "-o",
-            ])
-            .arg(&out),
-    )
+    run(Command::new(tools.join("node_modules/.bin/componentize-js"))
+        .arg(&source)
+        .arg("--wit")
+        .arg(root.join(WIT_DIR))
+        .args(["--world-name", "agent", "--disable", "http", "fetch-event", "-o"])
+        .arg(&out))
 }
 
 fn check_node() -> Result<()> {
     let out = Command::new("node").arg("--version").output().map_err(|e| {
-        anyhow::anyhow!("Node.js {NODE_MAJOR_MIN} or later is needed to build the JavaScript agent, and `node` did not start: {e}")
+        anyhow::anyhow!(
+            "Node.js {NODE_MAJOR_MIN} or later is needed to build the JavaScript agent, and `node` did not start: {e}"
+        )
     })?;
     let version = String::from_utf8_lossy(&out.stdout);
     let major: u32 = version
@@ -139,10 +113,7 @@ fn check_node() -> Result<()> {
         .and_then(|m| m.parse().ok())
         .with_context(|| format!("cannot read the Node.js version from {version:?}"))?;
     if major < NODE_MAJOR_MIN {
-        bail!(
-            "Node.js {} is too old to build the JavaScript agent; install {NODE_MAJOR_MIN} or later",
-            version.trim()
-        );
+        bail!("Node.js {} is too old to build the JavaScript agent; install {NODE_MAJOR_MIN} or later", version.trim());
     }
     Ok(())
 }
@@ -153,9 +124,7 @@ fn up_to_date(out: &Path, inputs: &[PathBuf]) -> bool {
     let Some(built) = modified(out) else {
         return false;
     };
-    inputs
-        .iter()
-        .all(|i| modified(i).is_some_and(|t: SystemTime| t < built))
+    inputs.iter().all(|i| modified(i).is_some_and(|t: SystemTime| t < built))
 }
 
 #[cfg(test)]
@@ -168,10 +137,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let (input, out) = (dir.join("in"), dir.join("out.wasm"));
         std::fs::write(&input, "a").expect("input");
-        assert!(
-            !up_to_date(&out, std::slice::from_ref(&input)),
-            "missing output"
-        );
+        assert!(!up_to_date(&out, std::slice::from_ref(&input)), "missing output");
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&out, "b").expect("out");
         assert!(up_to_date(&out, std::slice::from_ref(&input)));

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder, GGUFSpecificConfig,
-    ModelDType, Pipeline, SchedulerConfig, TokenSource,
-};
 use mistralrs::Device;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder, GGUFSpecificConfig, ModelDType,
+    Pipeline, SchedulerConfig, TokenSource,
+};
 
 /// `inference.rs`'s `load_gguf_f32`, with the dtype a parameter.
 pub fn load_gguf(
@@ -17,8 +17,8 @@ pub fn load_gguf(
     device: &Device,
     dtype: &ModelDType,
 ) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
-    let loader = GGUFLoaderBuilder::new(None, None, dir, vec![file], GGUFSpecificConfig { topology: None }, false, None)
-        .build();
+    let loader =
+        GGUFLoaderBuilder::new(None, None, dir, vec![file], GGUFSpecificConfig { topology: None }, false, None).build();
     loader.load_model_from_hf(
         None,
         TokenSource::None,
@@ -34,6 +34,8 @@ pub fn load_gguf(
 /// `inference.rs`'s scheduler, with the batch size a parameter.
 pub fn scheduler(batch: usize) -> SchedulerConfig {
     SchedulerConfig::DefaultScheduler {
-        method: DefaultSchedulerMethod::Fixed(std::num::NonZeroUsize::new(batch).unwrap_or(std::num::NonZeroUsize::MIN)),
+        method: DefaultSchedulerMethod::Fixed(
+            std::num::NonZeroUsize::new(batch).unwrap_or(std::num::NonZeroUsize::MIN),
+        ),
     }
 }

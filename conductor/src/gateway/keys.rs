@@ -94,7 +94,8 @@ pub fn issue(data_dir: &Path, name: &str, limit: u64, operator_key: &Path) -> Re
         let key_id = hash[..16].to_owned();
         let payload = KeyIssuedPayload { key_id: &key_id, name, account: &account, limit };
         let seq = append(t, &operator, kind::KEY_ISSUED, &payload, now)?;
-        let record = GatewayKey { key_id, name: name.to_owned(), account: account.clone(), issued_seq: seq, revoked: None };
+        let record =
+            GatewayKey { key_id, name: name.to_owned(), account: account.clone(), issued_seq: seq, revoked: None };
         let mut table = t.redb().open_table(KEYS)?;
         table.insert(hash.as_str(), serde_json::to_string(&record)?.as_str())?;
         Ok(record)
@@ -218,7 +219,8 @@ pub fn revoke(data_dir: &Path, which: &str, reason: &str, operator_key: &Path) -
             bail!("gateway key `{}` ({}) was already revoked at journal entry {}", record.name, record.key_id, r.seq);
         }
         let now = now_us();
-        let payload = KeyRevokedPayload { key_id: &record.key_id, name: &record.name, account: &record.account, reason };
+        let payload =
+            KeyRevokedPayload { key_id: &record.key_id, name: &record.name, account: &record.account, reason };
         let seq = append(t, &operator, kind::KEY_REVOKED, &payload, now)?;
         let mut record = record.clone();
         record.revoked = Some(Revocation { seq, time_us: now, reason: reason.to_owned(), by: by.clone() });

@@ -156,7 +156,12 @@ impl RefusalLog {
             .keys
             .into_iter()
             .filter(|(_, c)| !c.counted.is_empty())
-            .map(|(key_id, c)| KeyCounts { count: c.counted.values().sum(), key_id, account: c.account, codes: c.counted })
+            .map(|(key_id, c)| KeyCounts {
+                count: c.counted.values().sum(),
+                key_id,
+                account: c.account,
+                codes: c.counted,
+            })
             .collect();
         keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         let payload = RefusalsPayload {
@@ -208,7 +213,9 @@ mod tests {
             assert_eq!(window.refusal("a", "gateway:a", "insufficient_quota"), Verdict::Journal);
         }
         assert!(window.limited("a").is_some(), "over its allowance, refused before any work");
-        assert!(matches!(window.refusal("a", "gateway:a", "invalid_json"), Verdict::Limited { retry_after_s } if retry_after_s >= 1));
+        assert!(
+            matches!(window.refusal("a", "gateway:a", "invalid_json"), Verdict::Limited { retry_after_s } if retry_after_s >= 1)
+        );
         assert_eq!(window.counted(), 2);
         assert_eq!(window.limited("b"), None, "another key is not limited");
         assert_eq!(window.refusal("b", "gateway:b", "invalid_json"), Verdict::Journal);

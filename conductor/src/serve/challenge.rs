@@ -116,7 +116,12 @@ impl Challenges {
     /// Records that `challenge` (checked, expiring at `expires`) was
     /// answered by a key allowed to sign in. Exactly one of two
     /// concurrent sign-ins with the same challenge gets `Ok`.
-    pub(super) fn spend(&self, challenge: &[u8; CHALLENGE_BYTES], expires: Instant, now: Instant) -> Result<(), ChallengeError> {
+    pub(super) fn spend(
+        &self,
+        challenge: &[u8; CHALLENGE_BYTES],
+        expires: Instant,
+        now: Instant,
+    ) -> Result<(), ChallengeError> {
         let mut used = self.used_map();
         let key: [u8; 32] = blake3::hash(challenge).into();
         if used.contains_key(&key) {
@@ -162,7 +167,10 @@ mod tests {
         let now = Instant::now();
         let challenge = challenges.issue(now);
         let expires = challenges.check(&challenge, now).expect("fresh");
-        assert_eq!(challenges.check(&challenge, now + CHALLENGE_TTL + Duration::from_secs(1)), Err(ChallengeError::Expired));
+        assert_eq!(
+            challenges.check(&challenge, now + CHALLENGE_TTL + Duration::from_secs(1)),
+            Err(ChallengeError::Expired)
+        );
         challenges.spend(&challenge, expires, now).expect("first use");
         assert_eq!(challenges.check(&challenge, now), Err(ChallengeError::Used));
         assert_eq!(challenges.spend(&challenge, expires, now), Err(ChallengeError::Used));

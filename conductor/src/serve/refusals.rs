@@ -177,7 +177,8 @@ mod tests {
         let key = identity::Keypair::generate(identity::Role::Reviewer);
         let public = key.public();
         let start = Instant::now();
-        let attempt = |i: i64| Attempt { public: &public, gate_id: "g", verdict: Verdict::Approve, reason: "no", time_us: i };
+        let attempt =
+            |i: i64| Attempt { public: &public, gate_id: "g", verdict: Verdict::Approve, reason: "no", time_us: i };
         for i in 0..i64::from(REFUSALS_JOURNALED_PER_WINDOW) {
             assert_eq!(refusals.admit(&attempt(i), start).0, Admit::Journal);
         }

@@ -144,7 +144,11 @@ fn inside(uploads: &Path, what: &'static str, path: &str) -> Result<(), UploadEr
     let outside = |why| UploadError::Outside { what, path: path.to_owned(), why };
     let relative = Path::new(path);
     if path.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(outside(if relative.is_absolute() { "an absolute path" } else { "a path that climbs out with `..`" }));
+        return Err(outside(if relative.is_absolute() {
+            "an absolute path"
+        } else {
+            "a path that climbs out with `..`"
+        }));
     }
     let root = std::fs::canonicalize(uploads).map_err(UploadError::Store)?;
     let mut at = uploads.to_owned();
@@ -176,12 +180,20 @@ pub(super) fn confined(mission: &Mission, uploads: &Path, label: &str) -> Result
     if let Some(schema) = &mission.cases_schema
         && !within(schema)
     {
-        return Err(UploadError::Outside { what: "cases schema", path: schema.display().to_string(), why: "it resolves outside" });
+        return Err(UploadError::Outside {
+            what: "cases schema",
+            path: schema.display().to_string(),
+            why: "it resolves outside",
+        });
     }
     let inline = format!("{label}:");
     for case in &mission.tasks.cases {
         if !case.origin.starts_with(&inline) && !within(Path::new(&case.origin)) {
-            return Err(UploadError::Outside { what: "case file", path: case.origin.clone(), why: "it resolves outside" });
+            return Err(UploadError::Outside {
+                what: "case file",
+                path: case.origin.clone(),
+                why: "it resolves outside",
+            });
         }
     }
     Ok(())
