@@ -1,6 +1,6 @@
 //! Same prompt, same answer, bit for bit, whatever ran before it and
 //! whatever it was batched with. mistral.rs loaded on the real model as
-//! `conductor/src/inference.rs` loads it; each answer's every token and
+//! `inference/src/lib.rs` loads it; each answer's every token and
 //! log-probability must equal the same prompt answered alone by a fresh
 //! engine without a prefix cache. (`examples/determinism.rs` prints the
 //! same comparison as a table.)
@@ -13,9 +13,9 @@
 //! the engine); mistralrs-core 6 sizes the batch for the largest.
 
 mod common;
-#[path = "../conductor/examples/support/load.rs"]
+#[path = "../inference/examples/support/load.rs"]
 mod load;
-#[path = "../conductor/examples/support/probe.rs"]
+#[path = "../inference/examples/support/probe.rs"]
 mod probe;
 
 /// Runs `plan` on an engine with the prefix cache (as the conductor's) and

@@ -24,7 +24,7 @@ fn the_sample_mission_answers_the_same_with_eight_cells_as_with_one() {
     for cells in ["1", "8"] {
         let data = dir.path().join(format!("cells-{cells}"));
         let out = run(conductor()
-            .env("RUST_LOG", "warn,conductor=debug")
+            .env("RUST_LOG", "warn,conductor=debug,inference=debug,engine=debug,server=debug")
             .arg("run")
             .arg(&mission)
             .args(["--concurrency", cells, "--json", "--data"])

@@ -10,9 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ledger::{Checkpoint, VerifyError, VerifyReport};
 use serde_json::json;
 
-use crate::clock::now_us;
-use crate::data::{self, DataDir};
 use crate::stdout::outln;
+use engine::clock::now_us;
+use engine::data::{self, DataDir};
 
 /// Where the journal to verify comes from.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ pub fn load_checkpoints(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     paths
         .iter()
         .map(|path| {
-            let text = crate::files::read_text(path, "checkpoint file", CHECKPOINT_FILE_BYTES_MAX)?;
+            let text = engine::files::read_text(path, "checkpoint file", CHECKPOINT_FILE_BYTES_MAX)?;
             Checkpoint::parse(&text).with_context(|| format!("checkpoint {}", path.display()))
         })
         .collect()

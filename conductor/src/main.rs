@@ -7,30 +7,10 @@
 //! (mistral.rs), the scheduler and the gates.
 
 mod audit;
-mod budget;
-mod clock;
-mod data;
-mod decisions;
-mod facts;
-mod files;
-mod gates;
-mod gateway;
-mod health;
-mod host;
-mod inference;
-mod keys;
-mod modules;
 mod progress;
-mod provenance;
-mod registry;
-mod replay;
-mod report;
-mod run;
-mod serve;
+mod render;
 mod serve_cli;
-mod state;
 mod stdout;
-mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,8 +19,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::inference::Router;
-use crate::registry::Registry;
+use engine::{budget, clock, data, facts, gates, keys, modules, provenance, replay, report, run, state, summary};
+use inference::Router;
+use models::Registry;
+
 use crate::stdout::outln;
 
 // Budget postings, journal entries and host calls are many small
@@ -312,10 +294,10 @@ struct EngineArgs {
 /// Where models and compiled modules are, and how many cells run at once.
 #[derive(Debug, Clone, Args)]
 struct ModelArgs {
-    /// Cells running at once. Their calls to one model run as one batch
-    /// when the prompts have the same token length, otherwise in turn (see
-    /// ARCHITECTURE.md, "Batching in cohorts").
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Cells running at once (1 to 1,024). Their calls to one model run as
+    /// one batch when the prompts have the same token length, otherwise in
+    /// turn (see ARCHITECTURE.md, "Batching in cohorts").
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
     /// Directory the embedded model registry resolves model files in.
     #[arg(long, value_name = "DIR", env = "CONDUCTOR_MODEL_DIR", default_value = ".cache/models")]
@@ -729,7 +711,11 @@ fn parse_cli() -> Cli {
     let command = Cli::command()
         .after_help(format!("{TYPICAL_SESSION}\n\n{statuses}"))
         .mut_subcommand("run", |c| c.after_help(statuses.clone()))
-        .mut_subcommand("mission", |c| c.mut_subcommand("resume", |c| c.after_help(statuses.clone())));
+        .mut_subcommand("mission", |c| c.mut_subcommand("resume", |c| c.after_help(statuses.clone())))
+        .mut_subcommand("audit", |c| {
+            c.mut_subcommand("verify", |c| c.after_help(statuses.clone()))
+                .mut_subcommand("replay", |c| c.after_help(statuses.clone()))
+        });
     Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
@@ -772,7 +758,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             if json {
                 outln!("{}", serde_json::to_string_pretty(&missions)?)?;
             } else {
-                summary::print_list(&missions)?;
+                render::summary::print_list(&missions)?;
             }
             Ok(exit::OK)
         }
@@ -1149,14 +1135,14 @@ type RunFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<run::
 /// mission summary; shared by `run` and `mission resume`.
 fn execute(
     args: EngineArgs,
-    work: impl FnOnce(Arc<Router>, run::RunConfig, Arc<progress::Progress>) -> RunFuture,
+    work: impl FnOnce(Arc<dyn models::Models>, run::RunConfig, Arc<dyn run::Observer>) -> RunFuture,
 ) -> Result<u8> {
     let registry = match &args.models.models {
         Some(path) => Registry::from_file(path, args.models.air_gap)?,
         None => Registry::embedded(&args.models.model_dir)?,
     };
-    let router = Arc::new(Router::new(registry));
-    let progress = Arc::new(progress::Progress::new());
+    let router: Arc<dyn models::Models> = Arc::new(Router::new(registry));
+    let progress: Arc<dyn run::Observer> = Arc::new(progress::Progress::new());
     let cfg = run::RunConfig {
         data: args.data.data.clone(),
         concurrency: usize::from(args.models.concurrency),
@@ -1186,7 +1172,7 @@ fn print_summary(summary: &summary::Summary, json: bool) -> Result<()> {
     if json {
         outln!("{}", serde_json::to_string_pretty(summary)?)?;
     } else {
-        summary::print_human(summary)?;
+        render::summary::print_human(summary)?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::state::{TaskRecord, TaskStatus};
+use engine::state::{TaskRecord, TaskStatus};
 
 #[derive(Debug)]
 pub struct Progress {
@@ -27,8 +27,10 @@ impl Progress {
             done: Mutex::new(0),
         }
     }
+}
 
-    pub fn started(&self, name: &str, id: &str, total: u32, limit: u64) {
+impl engine::run::Observer for Progress {
+    fn started(&self, name: &str, id: &str, total: u32, limit: u64) {
         *lock(&self.limit) = limit;
         *lock(&self.total) = total;
         eprintln!("mission {name} ({id}): {total} tasks, budget {limit}");
@@ -43,7 +45,7 @@ impl Progress {
         }
     }
 
-    pub fn task_finished(&self, task: &TaskRecord, spent: u64) {
+    fn task_finished(&self, task: &TaskRecord, spent: u64) {
         let limit = *lock(&self.limit);
         let done = {
             let mut done = lock(&self.done);
@@ -75,7 +77,7 @@ impl Progress {
         }
     }
 
-    pub fn finished(&self) {
+    fn finished(&self) {
         if let Some(bar) = lock(&self.bar).take() {
             bar.finish_and_clear();
         }

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::inference::Router;
-use crate::registry::Registry;
-use crate::{DataArg, ModelArgs, data, exit, gateway, run, serve};
+use engine::{data, gateway, run};
+use inference::Router;
+use models::Registry;
+use server::gateway as http_gateway;
+
+use crate::{DataArg, ModelArgs, exit};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayCommand {
@@ -94,8 +97,8 @@ pub(crate) struct ServeArgs {
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = gateway::RESERVATION_TTL_DEFAULT_S,
-        value_parser = clap::value_parser!(u64).range(gateway::RESERVATION_TTL_MIN_S..=gateway::RESERVATION_TTL_MAX_S)
+        default_value_t = http_gateway::RESERVATION_TTL_DEFAULT_S,
+        value_parser = clap::value_parser!(u64).range(http_gateway::RESERVATION_TTL_MIN_S..=http_gateway::RESERVATION_TTL_MAX_S)
     )]
     gateway_reservation_ttl_s: u64,
 }
@@ -152,7 +155,7 @@ pub(crate) fn gateway_command(command: GatewayCommand) -> Result<u8> {
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
-    if !args.allow_remote && !serve::is_loopback(&args.bind) {
+    if !args.allow_remote && !server::serve::is_loopback(&args.bind) {
         eprintln!(
             "error: {} is reachable from other hosts; serve on loopback (127.0.0.1), or put TLS in front and pass --allow-remote",
             args.bind
@@ -182,7 +185,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
         Some(path) => Registry::from_file(path, args.models.air_gap)?,
         None => Registry::embedded(&args.models.model_dir)?,
     };
-    serve::serve(serve::ServeConfig {
+    server::serve(server::ServeConfig {
         data,
         bind: args.bind,
         run: args.run,
@@ -194,7 +197,8 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
             again: run::Again::Refuse,
         },
         router: Arc::new(Router::new(registry)),
-        gateway: gateway::GatewayConfig {
+        observer: Arc::new(crate::progress::Progress::new()),
+        gateway: http_gateway::GatewayConfig {
             reservation_ttl: std::time::Duration::from_secs(args.gateway_reservation_ttl_s),
         },
     })?;

@@ -355,7 +355,7 @@ impl Accounts for CachedAccounts<'_> {
 
 // Posting payloads as written. Serialised straight from these (no
 // intermediate `serde_json::Value`): a busy group commit writes hundreds
-// of thousands a second. `docs/journal-format.md` §8 lists the fields.
+// of thousands a second. `docs/journal-format.md` §6 lists the fields.
 
 #[derive(Serialize)]
 struct OpenedOut<'a> {
@@ -789,12 +789,21 @@ struct ReservedPayload {
     deadline_us: i64,
 }
 
+/// `budget.settled`: `amount` is required (an absent one is not 0).
 #[derive(Deserialize)]
-struct ClosedPayload {
+struct SettledPayload {
     reservation: u64,
     account: String,
-    #[serde(default)]
     amount: u64,
+    released: u64,
+}
+
+/// `budget.voided` and `budget.expired`: nothing is posted, so an
+/// `amount` field, if any, is not read.
+#[derive(Deserialize)]
+struct ReleasedPayload {
+    reservation: u64,
+    account: String,
     released: u64,
 }
 
@@ -819,14 +828,17 @@ pub(crate) fn is_batchable(kind: &str) -> bool {
 
 #[derive(Deserialize)]
 struct BatchPayload {
-    postings: Vec<BatchItem>,
+    postings: Vec<crate::json::Obj<BatchItem>>,
 }
 
+/// One posting of a batch. Its payload is decoded refusing any repeated
+/// name ([`crate::json::Unique`]), then read as an entry's payload would
+/// be (an object, integers only).
 #[derive(Deserialize)]
 struct BatchItem {
     kind: String,
     time_us: i64,
-    payload: serde_json::Value,
+    payload: crate::json::Unique,
 }
 
 /// A posting's payload, as an entry's bytes or as one item of a batch.
@@ -838,8 +850,8 @@ enum Source<'a> {
 impl Source<'_> {
     fn parse<T: serde::de::DeserializeOwned>(self, kind: &str) -> Result<T, String> {
         match self {
-            Source::Bytes(bytes) => serde_json::from_slice(bytes),
-            Source::Value(value) => serde_json::from_value(value),
+            Source::Bytes(bytes) => crate::json::object(bytes),
+            Source::Value(value) => crate::json::object_of(value),
         }
         .map_err(|e| format!("`{kind}` payload: {e}"))
     }
@@ -858,14 +870,14 @@ impl BudgetBook {
             if batch.postings.is_empty() {
                 return Err("a `budget.batch` entry holds no postings".into());
             }
-            for (i, item) in batch.postings.into_iter().enumerate() {
+            for (i, crate::json::Obj(item)) in batch.postings.into_iter().enumerate() {
                 if !is_batchable(&item.kind) {
                     return Err(format!("posting {i} of the batch: `{}` cannot be batched", item.kind));
                 }
                 if item.time_us > time_us {
                     return Err(format!("posting {i} of the batch is later than the entry"));
                 }
-                self.apply_one(&item.kind, Source::Value(item.payload), item.time_us)
+                self.apply_one(&item.kind, Source::Value(item.payload.0), item.time_us)
                     .map_err(|e| format!("posting {i} of the batch: {e}"))?;
             }
             return Ok(());
@@ -898,7 +910,18 @@ impl BudgetBook {
                 Ok(())
             }
             SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND => {
-                let p: ClosedPayload = payload.parse(kind)?;
+                let p = match kind {
+                    SETTLED_KIND => payload.parse::<SettledPayload>(kind)?,
+                    _ => {
+                        let p: ReleasedPayload = payload.parse(kind)?;
+                        SettledPayload {
+                            reservation: p.reservation,
+                            account: p.account,
+                            amount: 0,
+                            released: p.released,
+                        }
+                    }
+                };
                 let hold = self
                     .reservations
                     .get(&p.reservation)

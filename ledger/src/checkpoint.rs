@@ -73,34 +73,58 @@ impl Checkpoint {
     }
 
     /// Parses a checkpoint file; every line is checked against the record.
+    ///
+    /// The syntax is exact (`docs/journal-format.md`, section 4): the
+    /// header line, then the `seq`, `hash` and `record` lines, each once,
+    /// in any order; each line ends with LF or CR LF, the last one may end
+    /// with none; the single space after each `:` is the only whitespace;
+    /// `seq` is decimal without sign or leading zeros; `hash` and `record`
+    /// are lower-case hex. Anything else is [`CheckpointError::Malformed`];
+    /// a record that does not decode, or whose hash or signature is
+    /// invalid, is [`CheckpointError::Invalid`].
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
         let bad = |why: &str| CheckpointError::Malformed(why.to_owned());
         if text.len() > CHECKPOINT_FILE_BYTES_MAX {
             return Err(bad("larger than any checkpoint file"));
         }
-        let mut lines = text.lines();
+        // Each line ends with LF or CR LF, the last one possibly with
+        // neither; a CR anywhere else stays in its line and fails it.
+        let mut lines = text.split_inclusive('\n').map(|line| match line.strip_suffix('\n') {
+            Some(line) => line.strip_suffix('\r').unwrap_or(line),
+            None => line,
+        });
         if lines.next() != Some(HEADER) {
             return Err(bad("first line is not `conductor-checkpoint v1`"));
         }
         let (mut seq, mut hash, mut record) = (None, None, None);
         for line in lines {
             let Some((name, value)) = line.split_once(": ") else {
-                return Err(bad("expected `name: value` lines"));
+                return Err(bad("expected `name: value` lines (and no blank lines)"));
             };
             let slot = match name {
                 "seq" => &mut seq,
                 "hash" => &mut hash,
                 "record" => &mut record,
-                _ => return Err(bad("unknown field")),
+                _ => return Err(bad("unknown field (the fields are `seq`, `hash` and `record`)")),
             };
-            if slot.replace(value.trim()).is_some() {
+            if slot.replace(value).is_some() {
                 return Err(bad("a field appears twice"));
             }
         }
-        let seq: u64 = seq.ok_or_else(|| bad("missing `seq`"))?.parse().map_err(|_| bad("`seq` is not a number"))?;
+        let seq = seq.ok_or_else(|| bad("missing `seq`"))?;
+        let canonical_decimal =
+            !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) && (seq == "0" || !seq.starts_with('0'));
+        let seq: u64 = seq
+            .parse()
+            .ok()
+            .filter(|_| canonical_decimal)
+            .ok_or_else(|| bad("`seq` is not a decimal number (digits only, no leading zeros)"))?;
         let hash = hash.ok_or_else(|| bad("missing `hash`"))?;
-        let record =
-            hex::decode(record.ok_or_else(|| bad("missing `record`"))?).map_err(|_| bad("`record` is not hex"))?;
+        if hash.len() != 64 || crate::json::lower_hex(hash).is_none() {
+            return Err(bad("`hash` is not 64 lower-case hex digits"));
+        }
+        let record = record.ok_or_else(|| bad("missing `record`"))?;
+        let record = crate::json::lower_hex(record).ok_or_else(|| bad("`record` is not lower-case hex"))?;
         let checkpoint = Self::from_record(record)?;
         if checkpoint.seq() != seq || checkpoint.hash().to_string() != hash {
             return Err(bad("`seq` or `hash` line does not match the record"));

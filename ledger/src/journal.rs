@@ -640,6 +640,7 @@ impl Txn {
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
         refuse_reserved_kind(kind)?;
+        require_object(kind, payload)?;
         self.append_one(signer, kind, payload, time_us)
     }
 
@@ -657,6 +658,7 @@ impl Txn {
         time_us: i64,
     ) -> Result<(u64, EntryHash), LedgerError> {
         refuse_reserved_kind(kind)?;
+        require_object(kind, payload)?;
         self.stage(Signer::Remote(key), kind, payload, time_us)
     }
 
@@ -672,6 +674,7 @@ impl Txn {
         let mut out = Vec::with_capacity(items.len());
         for (kind, payload) in items {
             refuse_reserved_kind(kind)?;
+            require_object(kind, payload)?;
             out.push(self.stage(signer.into(), kind, payload, time_us)?);
         }
         Ok(out)
@@ -981,6 +984,15 @@ impl Txn {
         }
         Ok(())
     }
+}
+
+/// Every payload of format 1 is a JSON object (`docs/journal-format.md`,
+/// section 1); the entries this crate writes itself are built as objects.
+fn require_object(kind: &str, payload: &Value) -> Result<(), LedgerError> {
+    if !payload.is_object() {
+        return Err(LedgerError::BadEntry(format!("the payload of `{kind}` must be a JSON object")));
+    }
+    Ok(())
 }
 
 fn refuse_reserved_kind(kind: &str) -> Result<(), LedgerError> {

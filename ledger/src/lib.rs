@@ -39,6 +39,7 @@ mod error;
 mod export;
 mod group;
 mod journal;
+mod json;
 mod outcomes;
 mod remote;
 pub mod rules;

@@ -68,7 +68,7 @@ impl Subject {
     /// The subject `kind` closes, or `None` for a kind that closes nothing.
     fn of(kind: &str, payload: &[u8]) -> Result<Option<Subject>, VerifyFailure> {
         if TASK_ENDS.contains(&kind) {
-            let p: TaskFields = serde_json::from_slice(payload).map_err(|e| {
+            let p: TaskFields = crate::json::object(payload).map_err(|e| {
                 VerifyFailure::BadPayload(format!(
                     "`{kind}` ends a task and must name it: `mission` (a string) and `task` (an integer): {e}"
                 ))
@@ -76,7 +76,7 @@ impl Subject {
             return Ok(Some(Subject::Task { mission: p.mission, task: p.task }));
         }
         if GATE_DECISIONS.contains(&kind) {
-            let p: GateFields = serde_json::from_slice(payload).map_err(|e| {
+            let p: GateFields = crate::json::object(payload).map_err(|e| {
                 VerifyFailure::BadPayload(format!(
                     "`{kind}` decides a gate and must name it: `gate_id` (a string): {e}"
                 ))
@@ -227,12 +227,15 @@ mod tests {
             r#"{"mission":7,"task":3}"#,
             r#"{"mission":"m","task":3,"task":4}"#,
             r#"[1]"#,
+            r#"["m",3]"#,
         ] {
             let got = run(&[("task.decided", payload)]);
             assert!(matches!(got, Err((0, VerifyFailure::BadPayload(_)))), "{payload}: {got:?}");
         }
-        let got = run(&[("gate.decided", r#"{"gate":"publish"}"#)]);
-        assert!(matches!(got, Err((0, VerifyFailure::BadPayload(_)))), "{got:?}");
+        for payload in [r#"{"gate":"publish"}"#, r#"["g"]"#, r#"{"gate_id":"g","gate_id":"h"}"#] {
+            let got = run(&[("gate.decided", payload)]);
+            assert!(matches!(got, Err((0, VerifyFailure::BadPayload(_)))), "{payload}: {got:?}");
+        }
     }
 
     #[test]

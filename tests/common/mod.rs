@@ -101,7 +101,7 @@ pub fn completions(data: &Path) -> Vec<(u64, String)> {
 }
 
 /// The cohorts the router admitted, as (requests, prompt tokens), from a
-/// debug log (`RUST_LOG=conductor=debug`).
+/// debug log (`RUST_LOG=inference=debug`: the router logs each cohort).
 pub fn cohorts_admitted(log: &str) -> Vec<(u64, u64)> {
     let field = |line: &str, name: &str| -> u64 {
         line.split_whitespace()
@@ -168,7 +168,7 @@ impl Served {
     /// [`Served::start`] with the conductor's debug log written to `log`.
     pub fn start_logging(data: &Path, extra: &[&std::ffi::OsStr], log: &Path) -> Served {
         let mut cmd = conductor();
-        cmd.env("RUST_LOG", "warn,conductor=debug");
+        cmd.env("RUST_LOG", "warn,conductor=debug,inference=debug,engine=debug,server=debug");
         Served::spawn(cmd, data, extra, std::fs::File::create(log).expect("log file").into())
     }
 

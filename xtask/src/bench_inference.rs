@@ -1,6 +1,6 @@
 //! `cargo xtask bench-inference`: one GGUF file, one prompt, greedy
 //! decoding, measured through llama.cpp (llama-cpp-python), mistral.rs
-//! called directly (`conductor/examples/bench_mistralrs.rs`) and the real
+//! called directly (`inference/examples/bench_mistralrs.rs`) and the real
 //! conductor binary running a mission of `bench-agent` cells at several
 //! concurrencies. Prints one table.
 
@@ -267,7 +267,7 @@ pub fn inference(root: &Path, opts: &Options) -> Result<()> {
     step("building the bench agent and the conductor (release, native CPU features)");
     crate::build_agents(root)?;
     run(cargo_command().args(test_build_args(&["--no-run"])))?;
-    run(cargo_command().args(["build", "--release", "--locked", "-p", "conductor", "--example", "bench_mistralrs"]))?;
+    run(cargo_command().args(["build", "--release", "--locked", "-p", "inference", "--example", "bench_mistralrs"]))?;
     let llama_python = if opts.skip_llama { None } else { Some(install_llama_cpp(root)?) };
 
     if opts.dir.exists() {

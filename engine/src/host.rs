@@ -1,0 +1,599 @@
+//! Answers one task's host calls: every call is metered, journaled under
+//! the agent's key, and (for inference) paid for with a reservation taken
+//! before the model runs.
+//!
+//! Durability: a call whose effects stay inside the database (a log line,
+//! a memory read or write, a review request, a park) is committed with
+//! `Ledger::write_deferred`, without its own fsync; it becomes durable
+//! with the next durable commit, at the latest the task's outcome
+//! (`task.proposed`, `task.parked`, ... are durable). A crash before that
+//! loses the task's deferred entries as a unit, and recovery runs the task
+//! again from where the durable journal leaves it. Reservations and
+//! settlements around a model call stay durable: the call is real work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cells::{CellHost, Completion, Fact, InferRequest, ReviewAnswer};
+use identity::Keypair;
+use ledger::{BudgetError, Ledger, LedgerError};
+use missions::ModelPrice;
+use serde_json::json;
+
+use crate::clock::now_us;
+use models::{ChatMessage, Models};
+
+/// Log lines are for operators, not a data channel: 2 KiB each.
+pub const LOG_BYTES_MAX: usize = 2048;
+
+/// The longest a call waits for other tasks' reservations to settle when
+/// only they keep its own from fitting (and never past the cell's wall
+/// clock). Longer than a batched model call on a CPU (seconds), short
+/// enough that a stuck call elsewhere cannot hold a task for long.
+const RESERVATION_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often a waiting call looks at the account again, at most.
+const RESERVATION_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Whether a refused reservation may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Only pending reservations stand in the way: wait for them.
+    Waiting,
+    /// Settled spending leaves no room: journaled as `budget.refused`.
+    Final,
+}
+
+/// A refusal that other calls' pending reservations alone caused: the
+/// account's settled spending plus this call's worst case fits its limit.
+fn others_pending_in_the_way(refusal: &BudgetError) -> bool {
+    matches!(refusal, BudgetError::Insufficient { requested, limit, settled, pending, .. }
+        if *pending > 0 && settled.saturating_add(*requested) <= *limit)
+}
+
+/// Sleeps until the refusing account's pending or settled amounts change
+/// (a reservation closed) or `until` passes. Reads only, so waiting costs
+/// no commit.
+fn wait_for_settlements(ledger: &Ledger, refusal: &BudgetError, until: Instant) {
+    let BudgetError::Insufficient { account, settled, pending, .. } = refusal else {
+        return;
+    };
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < until {
+        std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(RESERVATION_POLL_MAX);
+        match ledger.account(account) {
+            Ok(now) if now.pending == *pending && now.settled == *settled => {}
+            // Changed, or unreadable: let the next reservation decide.
+            _ => return,
+        }
+    }
+}
+
+/// What every task of one mission shares.
+#[derive(Debug)]
+pub struct MissionCtx {
+    pub id: String,
+    pub ledger: Arc<Ledger>,
+    pub conductor: Arc<Keypair>,
+    pub router: Arc<dyn Models>,
+    pub runtime: tokio::runtime::Handle,
+    pub prices: BTreeMap<String, ModelPrice>,
+    /// How long a reservation may stay pending before it expires.
+    pub reservation_ttl_us: i64,
+    /// Set when a reservation is refused: no new task starts (under every
+    /// exhaustion policy; they differ in what happens next).
+    pub budget_exhausted: AtomicBool,
+    /// The gates the mission declares, by name: the ones an agent may ask
+    /// for, with their reviewers, quorum and deadline.
+    pub gates: BTreeMap<String, missions::Gate>,
+    /// How far this mission's writes may grow a memory space.
+    pub memory_limits: memory::Limits,
+    /// The mission's opt-in frontier failover rules (usually none).
+    pub failover: Vec<missions::Failover>,
+    /// What a decision may say (the mission's `decisions:`), copied into
+    /// every gate's record.
+    pub decision_rules: Option<crate::decisions::DecisionRules>,
+}
+
+/// Per-task counters, read after the cell is gone.
+#[derive(Debug, Default)]
+pub struct TaskMeter {
+    pub reserved: AtomicU64,
+    pub settled: AtomicU64,
+    pub model_calls: AtomicU32,
+    /// A reservation for this task was refused for lack of budget.
+    pub refused: AtomicBool,
+    /// The review the agent asked for, if any: (gate, reason). The last
+    /// request wins.
+    pub review: std::sync::Mutex<Option<(String, String)>>,
+}
+
+/// A review reason is read by a person: 2 KiB is several paragraphs.
+pub const REVIEW_REASON_BYTES_MAX: usize = 2048;
+
+#[derive(Debug)]
+pub struct TaskHost {
+    pub ctx: Arc<MissionCtx>,
+    pub task: u32,
+    /// The case's id, for the gate a parked task waits on.
+    pub case_id: String,
+    /// The budget account this task's calls reserve on (a leaf of the
+    /// mission → agent → task tree).
+    pub account: String,
+    pub agent_key: Arc<Keypair>,
+    /// The models this agent may ask for (its own first).
+    pub models: Vec<String>,
+    /// How sensitive this task's data is: a model sees it only if the
+    /// registry clears the model for this tier.
+    pub tier: missions::DataTier,
+    /// A frontier model this task's calls go to instead (the mission's
+    /// opt-in failover for cases like this one); `None`: none.
+    pub failover: Option<String>,
+    pub max_tokens_cap: u32,
+    pub deadline: Instant,
+    pub meter: Arc<TaskMeter>,
+    /// The memory spaces this agent may read and write.
+    pub scope: Arc<crate::facts::Scope>,
+}
+
+impl TaskHost {
+    /// Answers a memory read (or its refusal) and journals question and
+    /// answer in one commit, the answer's values sealed.
+    fn memory_read(
+        &self,
+        kind: &str,
+        asked: serde_json::Value,
+        query: Result<memory::Query, String>,
+    ) -> Result<Vec<Fact>, String> {
+        let mut payload = asked;
+        payload["mission"] = json!(self.ctx.id);
+        payload["task"] = json!(self.task);
+        let answered = match query {
+            Err(refusal) => Err(refusal),
+            Ok(query) => self
+                .ctx
+                .ledger
+                .write_deferred(|t| -> anyhow::Result<Vec<Fact>> {
+                    let recalled = memory::recall(t.redb(), &query)?;
+                    let mut listed = Vec::with_capacity(recalled.facts.len());
+                    let mut facts = Vec::with_capacity(recalled.facts.len());
+                    let mut erased = 0usize;
+                    for (i, f) in recalled.facts.iter().enumerate() {
+                        // An erased subject's facts have no value left to
+                        // give: the agent is not shown them.
+                        let Some(mut entry) = crate::facts::journaled(t.redb(), f)? else {
+                            erased += 1;
+                            continue;
+                        };
+                        if let (memory::Select::Words(_), Some(score)) = (&query.select, recalled.scores.get(i)) {
+                            entry["score"] = json!(score);
+                        }
+                        listed.push(entry);
+                        facts.push(Fact {
+                            subject: f.subject.clone(),
+                            predicate: f.predicate.clone(),
+                            value: f.value.plain().unwrap_or_default().to_owned(),
+                            valid_from: f.valid_from,
+                            valid_to: f.valid_to,
+                            recorded_at: f.recorded_at,
+                        });
+                    }
+                    let mut payload = payload.clone();
+                    payload["spaces"] = json!(query.spaces);
+                    payload["valid_at"] = json!(query.valid_at);
+                    payload["known_at"] = json!(query.known_at);
+                    payload["facts"] = json!(listed);
+                    payload["truncated"] = json!(recalled.truncated);
+                    if erased > 0 {
+                        payload["erased"] = json!(erased);
+                    }
+                    t.append(&self.agent_key, kind, &payload, now_us())?;
+                    Ok(facts)
+                })
+                .map_err(|e| format!("{e:#}")),
+        };
+        answered.map_err(|reason| {
+            payload["refused"] = json!(reason);
+            let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+            reason
+        })
+    }
+
+    fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
+        // The request is recorded whole, like an answered one: replay
+        // checks that a re-run asks exactly the same before answering.
+        let messages: Vec<_> = request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        let payload = json!({
+            "mission": self.ctx.id, "task": self.task, "model": request.model,
+            "messages": messages, "max_tokens": request.max_tokens, "refused": reason,
+        });
+        // A refusal that cannot be journaled is still a refusal.
+        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us()));
+        Err(reason)
+    }
+
+    /// Why a review under `gate` cannot be asked for, if it cannot; the
+    /// refusal is journaled as `kind` (the reason cut to its limit), so a
+    /// replay gives the agent the same answer.
+    fn refused_review(&self, kind: &str, gate: &str, reason: &str) -> Option<String> {
+        let refused = if !self.ctx.gates.contains_key(gate) {
+            let declared = if self.ctx.gates.is_empty() {
+                "none".to_owned()
+            } else {
+                self.ctx.gates.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            };
+            format!("gate `{gate}` is not declared by this mission (declared: {declared})")
+        } else if reason.len() > REVIEW_REASON_BYTES_MAX {
+            format!("review reason of {} bytes exceeds {REVIEW_REASON_BYTES_MAX}", reason.len())
+        } else {
+            return None;
+        };
+        let mut kept = reason.to_owned();
+        truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
+                             "reason": kept, "refused": refused});
+        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
+        Some(refused)
+    }
+
+    fn price(&self, model: &str, prompt: u32, completion: u32) -> Option<u64> {
+        let p = self.ctx.prices.get(model)?;
+        u64::from(prompt)
+            .checked_mul(p.prompt_price)?
+            .checked_add(u64::from(completion).checked_mul(p.completion_price)?)
+    }
+}
+
+impl CellHost for TaskHost {
+    fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
+        if !self.models.contains(&request.model) {
+            let reason = format!(
+                "model `{}` is not available to this agent; it may use {}",
+                request.model,
+                self.models.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            );
+            return self.refuse(&request, reason);
+        }
+        let router = self.ctx.router.clone();
+        // Where the call goes: the model asked for, unless the mission
+        // sends cases like this one to a frontier model. Restricted data
+        // never leaves the host: such a task stays on its own model.
+        let (model, failover_refused) = match &self.failover {
+            Some(to) if self.tier == missions::DataTier::Restricted => (
+                request.model.clone(),
+                Some(format!("failover to `{to}` refused: restricted data never leaves the host")),
+            ),
+            Some(to) => (to.clone(), None),
+            None => (request.model.clone(), None),
+        };
+        let spec = match router.registry().get(&model) {
+            Ok(spec) => spec.clone(),
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        if spec.tier < self.tier {
+            let reason = format!(
+                "this case's data is {}; model `{model}` is cleared for {} data at most (the model registry's `tier`)",
+                self.tier.as_str(),
+                spec.tier.as_str()
+            );
+            return self.refuse(&request, reason);
+        }
+        if request.max_tokens == 0 {
+            return self.refuse(&request, "max_tokens must be at least 1".into());
+        }
+        let max_tokens = request.max_tokens.min(self.max_tokens_cap);
+        let messages: Vec<ChatMessage> =
+            request.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
+        let prompt = match self.ctx.runtime.block_on(router.prompt(&model, messages)) {
+            Ok(prompt) => prompt,
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        let prompt_tokens = prompt.tokens();
+        let context = spec.context_tokens;
+        if u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(context) {
+            let reason = format!(
+                "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
+                 model's context of {context} tokens"
+            );
+            return self.refuse(&request, reason);
+        }
+        // The most this call can cost: its real prompt plus every token it
+        // may generate. Never "whatever is left in the budget".
+        let Some(cost_max) = self.price(&model, prompt_tokens, max_tokens) else {
+            return self
+                .refuse(&request, format!("model `{model}` has no price in this mission, or the price overflows"));
+        };
+        let call = json!({"task": self.task, "model": model,
+                          "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
+        // Other tasks' reservations in flight may be all that stands in the
+        // way: those calls settle at their real cost, usually well below
+        // their worst case. Waiting for them (bounded) is not exhaustion.
+        let wait_until = (Instant::now() + RESERVATION_WAIT_MAX).min(self.deadline);
+        let reservation = loop {
+            let may_wait = Instant::now() < wait_until;
+            let attempt = self.ctx.ledger.write(|t| {
+                let now = now_us();
+                let deadline = now.saturating_add(self.ctx.reservation_ttl_us);
+                match t.reserve(&self.ctx.conductor, &self.account, cost_max, deadline, call.clone(), now) {
+                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
+                        if may_wait && others_pending_in_the_way(&refusal) {
+                            return Ok(Err((refusal, Refused::Waiting)));
+                        }
+                        t.append(
+                            &self.ctx.conductor,
+                            "budget.refused",
+                            &json!({"account": self.account, "for": call, "reason": refusal.to_string()}),
+                            now,
+                        )?;
+                        Ok(Err((refusal, Refused::Final)))
+                    }
+                    other => other.map(Ok),
+                }
+            });
+            match attempt {
+                Ok(Err((refusal, Refused::Waiting))) => wait_for_settlements(&self.ctx.ledger, &refusal, wait_until),
+                other => break other.map(|r| r.map_err(|(refusal, _)| refusal)),
+            }
+        };
+        let reservation = match reservation {
+            Ok(Ok(id)) => id,
+            Ok(Err(refusal)) => {
+                // A task's own cap ends only that task's spending; the
+                // agent's or the mission's means no new task can pay.
+                let task_cap =
+                    matches!(&refusal, BudgetError::Insufficient { account, .. } if *account == self.account);
+                if !task_cap {
+                    self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
+                    self.meter.refused.store(true, Ordering::SeqCst);
+                }
+                return self.refuse(&request, refusal.to_string());
+            }
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        self.meter.reserved.fetch_add(cost_max, Ordering::Relaxed);
+
+        let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let messages_json: Vec<_> =
+            prompt.messages().iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        if let Some(frontier) = &spec.frontier {
+            // Recorded, durably, before a byte is sent.
+            let prompt = serde_json::to_vec(&messages_json).unwrap_or_default();
+            let left = json!({"mission": self.ctx.id, "task": self.task, "model": model,
+                              "endpoint": frontier.endpoint, "remote_model": frontier.remote_model,
+                              "tier": self.tier.as_str(), "prompt_bytes": prompt.len(),
+                              "prompt_blake3": blake3::hash(&prompt).to_hex().to_string(),
+                              "reservation": reservation.0});
+            if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us()))
+            {
+                let _ = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us()));
+                return Err(format!("could not journal the frontier call, so it was not made: {e}"));
+            }
+        }
+        let result = self.ctx.runtime.block_on(router.complete(&prompt, max_tokens, timeout));
+        let routed = (model != request.model).then(|| model.clone());
+        match result {
+            Err(e) => {
+                let payload = json!({
+                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
+                    "failover_refused": failover_refused,
+                    "messages": messages_json, "max_tokens": max_tokens,
+                    "reservation": reservation.0, "error": e.to_string(),
+                });
+                let _ = self.ctx.ledger.write(|t| {
+                    t.void(&self.ctx.conductor, reservation, now_us())?;
+                    t.append(&self.agent_key, "host.infer", &payload, now_us())
+                });
+                Err(e.to_string())
+            }
+            Ok(out) => {
+                let actual = self.price(&model, out.prompt_tokens, out.completion_tokens).unwrap_or(u64::MAX);
+                // The reservation covered the exact prompt and every allowed
+                // completion token, so `actual` fits; if a tokenizer ever
+                // disagreed, the reservation is the most that may be posted.
+                let posted = actual.min(cost_max);
+                let payload = json!({
+                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
+                    "failover_refused": failover_refused,
+                    "messages": messages_json, "max_tokens": max_tokens,
+                    "reservation": reservation.0, "text": out.text,
+                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                    "cost": posted, "cost_uncapped": actual,
+                });
+                let written = self.ctx.ledger.write(|t| {
+                    t.settle(&self.ctx.conductor, reservation, posted, now_us())?;
+                    t.append(&self.agent_key, "host.infer", &payload, now_us())
+                });
+                if let Err(e) = written {
+                    return Err(format!("could not record the completion: {e}"));
+                }
+                self.meter.settled.fetch_add(posted, Ordering::Relaxed);
+                self.meter.model_calls.fetch_add(1, Ordering::Relaxed);
+                Ok(Completion {
+                    text: out.text,
+                    prompt_tokens: out.prompt_tokens,
+                    completion_tokens: out.completion_tokens,
+                })
+            }
+        }
+    }
+
+    fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
+        // The original recall: every space the agent may read, at one
+        // valid time (none: now), as currently known.
+        let mut query = memory::Query::new(self.scope.read.clone(), memory::Select::Subject(subject.clone()));
+        query.valid_at = Some(valid_at.unwrap_or_else(now_us));
+        let asked = json!({"subject": subject, "asked_valid_at": valid_at});
+        self.memory_read("host.recall", asked, Ok(query))
+    }
+
+    fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
+        let asked = json!({"query": {"space": q.space, "subject": q.subject, "predicate": q.predicate,
+                                      "words": q.words, "valid_at": q.valid_at, "known_at": q.known_at,
+                                      "limit": q.limit}});
+        let query = self.scope.readable(&q.space).and_then(|space| {
+            let select = match (q.subject.is_empty(), q.words.is_empty(), q.predicate.is_empty()) {
+                (false, true, true) => memory::Select::Subject(q.subject),
+                (false, true, false) => memory::Select::Predicate { subject: q.subject, predicate: q.predicate },
+                (true, false, true) => memory::Select::Words(q.words),
+                (true, true, _) => return Err("say what to look for: a subject, or words".to_owned()),
+                _ => return Err("ask by subject (and predicate) or by words, not both".to_owned()),
+            };
+            let mut query = memory::Query::new([space], select);
+            query.valid_at = q.valid_at;
+            query.known_at = q.known_at;
+            if q.limit > 0 {
+                query.max_facts = query.max_facts.min(usize::try_from(q.limit).unwrap_or(usize::MAX));
+            }
+            Ok(query)
+        });
+        self.memory_read("host.query", asked, query)
+    }
+
+    fn remember(
+        &mut self,
+        subject: String,
+        predicate: String,
+        value: String,
+        valid_from: Option<i64>,
+    ) -> Result<(), String> {
+        let base = json!({"mission": self.ctx.id, "task": self.task, "subject": subject,
+                          "predicate": predicate, "asked_valid_from": valid_from});
+        let stored = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
+            let Some(space) = self.scope.write.clone() else {
+                anyhow::bail!("this agent may not write to memory (its mission gives it `memory: {{ write: none }}`)");
+            };
+            let at = crate::facts::tx_time(t.redb())?;
+            let fact = memory::NewFact {
+                space: space.clone(),
+                subject: subject.clone(),
+                predicate: predicate.clone(),
+                value: value.clone(),
+                source: None,
+                valid_from: valid_from.unwrap_or(at),
+                valid_to: None,
+            };
+            let change = memory::Writer::new(t.redb(), at)?.with_limits(self.ctx.memory_limits).assert(fact)?;
+            let mut payload = base.clone();
+            payload["value"] = json!(memory::seal(t.redb(), &subject, &value)?);
+            payload["valid_from"] = json!(valid_from.unwrap_or(at));
+            payload["space"] = json!(space);
+            payload["fact"] = json!(change.id.map(|id| id.0));
+            payload["superseded"] = json!(change.superseded.iter().map(|id| id.0).collect::<Vec<_>>());
+            payload["remainders"] = json!(change.remainders.iter().map(|id| id.0).collect::<Vec<_>>());
+            t.append(&self.agent_key, "host.remember", &payload, now_us())?;
+            Ok(())
+        });
+        stored.map_err(|e| {
+            // The agent is told no, and so is the journal: a replay must
+            // give the same answer. The value is sealed even here (it is
+            // personal data); for an erased subject it is left out.
+            let reason = format!("{e:#}");
+            let _ = self.ctx.ledger.write_deferred(|t| {
+                let mut refused = base.clone();
+                refused["value"] =
+                    memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
+                refused["refused"] = json!(reason);
+                t.append(&self.agent_key, "host.remember", &refused, now_us())
+            });
+            reason
+        })
+    }
+
+    fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
+        if let Some(refused) = self.refused_review("host.review", &gate, &reason) {
+            return Err(refused);
+        }
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
+        self.ctx
+            .ledger
+            .write_deferred(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
+            .map_err(|e| format!("{e:#}"))?;
+        if let Ok(mut review) = self.meter.review.lock() {
+            *review = Some((gate, reason));
+        }
+        Ok(())
+    }
+
+    fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
+        if let Some(refused) = self.refused_review("host.await", &gate, &reason) {
+            return ReviewAnswer::Refused(refused);
+        }
+        // The agent's request, the gate and the task's new state in one
+        // commit: after a crash either the task is parked or it never
+        // asked.
+        let gate_id = uuid::Uuid::new_v4().to_string();
+        // Declared: `refused_review` checked.
+        let policy = self.ctx.gates.get(&gate);
+        let reviewers = policy.map(|p| p.reviewers.clone()).unwrap_or_default();
+        let quorum = policy.map_or(1, |p| p.quorum);
+        let parked = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
+            let now = now_us();
+            t.append(
+                &self.agent_key,
+                "host.await",
+                &json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason,
+                        "gate_id": gate_id}),
+                now,
+            )?;
+            let (requested_seq, _) = t.append(
+                &self.ctx.conductor,
+                "gate.requested",
+                &json!({"mission": self.ctx.id, "task": self.task, "case": self.case_id,
+                        "gate_id": gate_id, "gate": gate,
+                        "why": {"requested_by": "agent", "reason": reason, "waiting": true},
+                        "reviewers": reviewers, "quorum": quorum}),
+                now,
+            )?;
+            crate::state::put_gate(
+                t.redb(),
+                &crate::state::GateRecord {
+                    id: gate_id.clone(),
+                    gate: gate.clone(),
+                    mission: self.ctx.id.clone(),
+                    task: self.task,
+                    case_id: self.case_id.clone(),
+                    status: crate::state::GateStatus::Pending,
+                    proposed_outcome: String::new(),
+                    proposed_reason: reason.clone(),
+                    proposed_details: json!({}),
+                    reviewer: None,
+                    note: None,
+                    requested_seq,
+                    parked: true,
+                    decided_seq: None,
+                    reviewers: reviewers.clone(),
+                    quorum,
+                    votes: Vec::new(),
+                    deadline: crate::gates::deadline_of(policy.and_then(|p| p.deadline.as_ref()), now),
+                    budget: None,
+                    decision_rules: self.ctx.decision_rules.clone(),
+                },
+            )?;
+            Ok(())
+        });
+        match parked {
+            Ok(()) => ReviewAnswer::Park { gate_id },
+            Err(e) => ReviewAnswer::Refused(format!("could not park the task: {e:#}")),
+        }
+    }
+
+    fn log(&mut self, mut message: String) {
+        truncate_utf8(&mut message, LOG_BYTES_MAX);
+        tracing::info!(task = self.task, "agent: {message}");
+        let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
+        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+}

@@ -1,0 +1,1136 @@
+//! Running a mission: declare it in the journal, run each case in its own
+//! cell (bounded concurrency), route proposals through the gates, and
+//! finish with a status derived from the tasks.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cells::{AgentModule, CellEngine, CellEnv, CellHost, CellLimits};
+use identity::{Keypair, Role};
+use missions::{Agent, Mission, OnExhausted};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::clock::now_us;
+use crate::data::DataDir;
+use crate::host::{MissionCtx, TaskHost, TaskMeter};
+use models::Models;
+
+use crate::replay::{Attempt, RecoveringHost, ReplayHost};
+use crate::state::{self, GateRecord, GateStatus, MissionRecord, MissionStatus, TaskRecord, TaskStatus};
+
+/// What a running mission tells whoever watches it (the command line's
+/// progress bar, the server's log): called from the mission's tasks, so
+/// implementations must be cheap and must not block.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// The mission starts (or resumes) `total` tasks under `limit`.
+    fn started(&self, name: &str, id: &str, total: u32, limit: u64);
+    /// A task ended; `spent` is the mission's spend so far.
+    fn task_finished(&self, task: &TaskRecord, spent: u64);
+    /// Every task has ended.
+    fn finished(&self);
+}
+
+/// Cells alive at once is bounded by the engine's pool; stay well below.
+pub const CONCURRENCY_MAX: usize = 64;
+/// How long the end of a run waits for finished cells to be torn down
+/// (microseconds each; the queue holds at most a few hundred).
+const TEARDOWN_WAIT_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub data: PathBuf,
+    pub concurrency: usize,
+    /// Where compiled modules are cached; `None`: no cache.
+    pub module_cache: Option<PathBuf>,
+    /// The data directory already open in this process (`conductor
+    /// serve`, which holds the database for as long as it runs); `None`:
+    /// open `data` for the run.
+    pub open: Option<DataDir>,
+    /// What to do when this data directory already holds a finished run
+    /// of the same mission file.
+    pub again: Again,
+}
+
+/// Whether `run` may start a mission whose file already ran to its end
+/// in the same data directory. Running it again starts a separate
+/// mission with a fresh budget and re-gates cases already decided, which
+/// an operator must ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// Report the earlier mission and run nothing.
+    Refuse,
+    /// Start a new mission (`conductor run --new`).
+    StartNew,
+}
+
+impl RunConfig {
+    fn existing(&self) -> Result<DataDir> {
+        match &self.open {
+            Some(data) => Ok(data.clone()),
+            None => DataDir::open_existing(&self.data),
+        }
+    }
+
+    fn existing_or_new(&self) -> Result<DataDir> {
+        match &self.open {
+            Some(data) => Ok(data.clone()),
+            None => DataDir::open_or_create(&self.data),
+        }
+    }
+}
+
+/// The module cache directory: `requested` (`off` for none), else the
+/// user's cache directory.
+pub fn module_cache_dir(requested: Option<&Path>) -> Option<PathBuf> {
+    match requested {
+        Some(p) if p == Path::new("off") => None,
+        Some(p) => Some(p.to_owned()),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|base| base.join("conductor/modules")),
+    }
+}
+
+fn cell_engine(cfg: &RunConfig) -> Result<CellEngine> {
+    Ok(match &cfg.module_cache {
+        Some(dir) => CellEngine::with_module_cache(dir)?,
+        None => CellEngine::new()?,
+    })
+}
+
+/// The outcome of `conductor run`.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub mission_id: String,
+    pub status: MissionStatus,
+}
+
+struct AgentRuntime {
+    spec: Agent,
+    module: AgentModule,
+    key: Arc<Keypair>,
+    scope: Arc<crate::facts::Scope>,
+}
+
+pub async fn run_mission(
+    mission_path: &Path,
+    mission: Mission,
+    router: Arc<dyn Models>,
+    cfg: &RunConfig,
+    progress: Arc<dyn Observer>,
+) -> Result<RunOutcome> {
+    // Every agent's model must be registered before anything is journaled.
+    for agent in &mission.agents {
+        for model in &agent.models {
+            router.registry().get(model).with_context(|| format!("agent `{}`", agent.name))?;
+        }
+    }
+    for rule in &mission.routing.failover {
+        let frontier = router.registry().get(&rule.to).ok().filter(|spec| spec.frontier.is_some());
+        if frontier.is_none() {
+            bail!(
+                "the mission fails cases over to `{}`, which the model registry does not name as a frontier \
+                 model (`endpoint`); an air-gapped host (--air-gap) has none",
+                rule.to
+            );
+        }
+    }
+    let mission_bytes = crate::files::read_regular(mission_path, "mission file", missions::MISSION_FILE_BYTES_MAX)?;
+    // A model that cannot be used is the host's fault, not any task's:
+    // found before anything is written, so the same command runs cleanly
+    // once the file is fixed.
+    check_models(&mission, &*router).await?;
+    // The same mission file on the same data, and the last run of it
+    // stopped without finishing (killed, power lost): carry that run on
+    // rather than start the work again. Checked first, so recovery loads
+    // the engine and modules once (in `resume_mission`), not twice.
+    if crate::data::db_path(&cfg.data).is_ok() || cfg.open.is_some() {
+        let data = cfg.existing()?;
+        match earlier_run(&data, &mission_bytes)? {
+            Some(earlier) if earlier.status == MissionStatus::Running => {
+                drop(data);
+                eprintln!("mission {} from this file did not finish (the process stopped); recovering it", earlier.id);
+                return resume_mission(&earlier.id, router, cfg, progress).await;
+            }
+            Some(earlier) if cfg.again == Again::Refuse => {
+                return Err(RunError::AlreadyRan {
+                    mission: earlier.id,
+                    status: crate::summary::status_text(earlier.status),
+                    data: cfg.data.clone(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+    }
+    let engine = Arc::new(cell_engine(cfg)?);
+    // Modules are loaded, and their trust checked on the very bytes that
+    // will run, before anything is created.
+    let mut modules = Vec::new();
+    for spec in &mission.agents {
+        let module = engine.load_file(&spec.module)?;
+        crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
+        modules.push(module);
+    }
+    let data = cfg.existing_or_new()?;
+    let mission_id = uuid::Uuid::new_v4().to_string();
+
+    let mut agents = Vec::new();
+    for (spec, module) in mission.agents.iter().zip(modules) {
+        let key_path = data.agent_key_path(&mission_id, &spec.name);
+        let key = Keypair::generate(Role::Agent);
+        key.save(&key_path)?;
+        let scope = Arc::new(crate::facts::Scope::of(&mission_id, &spec.memory));
+        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key), scope });
+    }
+    let agents = Arc::new(agents);
+
+    // Declare the mission, its budget, its agents' keys, its seed memory
+    // and every task, in one commit: either the mission exists whole or not.
+    let conductor = data.conductor.clone();
+    let tasks_total = u32::try_from(mission.tasks.cases.len()).context("too many cases")?;
+    data.ledger.write(|t| -> Result<()> {
+        let now = now_us();
+        let models: serde_json::Map<String, Value> = mission
+            .models
+            .iter()
+            .map(|(name, price)| {
+                let sha = router.registry().get(name).map(|s| s.sha256.clone()).ok();
+                (
+                    name.clone(),
+                    json!({"prompt_price": price.prompt_price,
+                                      "completion_price": price.completion_price,
+                                      "sha256": sha}),
+                )
+            })
+            .collect();
+        let (declared_seq, _) = t.append(
+            &conductor,
+            "mission.declared",
+            &json!({
+                "mission": mission_id,
+                "name": mission.name,
+                // Absolute, so `mission resume` finds it from any directory.
+                "file": std::fs::canonicalize(mission_path)
+                    .unwrap_or_else(|_| mission_path.to_owned())
+                    .display()
+                    .to_string(),
+                "file_blake3": blake3::hash(&mission_bytes).to_hex().to_string(),
+                "budget": {"limit": mission.budget.limit,
+                           "on_exhausted": policy_name(mission.budget.on_exhausted),
+                           "reservation_ttl_ms": mission.budget.reservation_ttl_ms},
+                "models": models,
+                "agents": agents.iter().map(|a| json!({
+                    "name": a.spec.name, "model": a.spec.model,
+                    "module_blake3": a.module.hash().to_string(),
+                    "limits": {"memory_bytes": a.spec.limits.memory_bytes, "fuel": a.spec.limits.fuel,
+                               "wall_ms": a.spec.limits.wall_ms, "host_calls": a.spec.limits.host_calls,
+                               "max_tokens": a.spec.limits.max_tokens,
+                               "call_arg_bytes": a.spec.limits.call_arg_bytes,
+                               "output_bytes": a.spec.limits.output_bytes},
+                    "budget": {"limit": a.spec.budget.limit, "task_limit": a.spec.budget.task_limit},
+                    "memory": {"read": a.scope.read, "write": a.scope.write},
+                })).collect::<Vec<_>>(),
+                "memory_limits": {"facts": mission.memory_limits.facts, "bytes": mission.memory_limits.bytes},
+                "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
+                                                             "test": format!("{:?}", g.when.test),
+                                                             "reviewers": g.reviewers, "quorum": g.quorum,
+                                                             "deadline": g.deadline.as_ref().map(|d| json!({
+                                                                 "after_us": d.after_us,
+                                                                 "on_timeout": format!("{:?}", d.on_timeout),
+                                                                 "remind_before_us": d.remind_before_us}))}))
+                    .collect::<Vec<_>>(),
+                "tasks": tasks_total,
+            }),
+            now,
+        )?;
+        t.open_account(&conductor, &mission_id, None, Some(mission.budget.limit), now)?;
+        for a in agents.iter() {
+            t.open_account(
+                &conductor,
+                &agent_account(&mission_id, &a.spec.name),
+                Some(&mission_id),
+                a.spec.budget.limit,
+                now,
+            )?;
+        }
+        for a in agents.iter() {
+            t.register_key(
+                &conductor,
+                &a.key.public(),
+                Role::Agent,
+                json!({"mission": mission_id, "agent": a.spec.name}),
+                now,
+            )?;
+        }
+        let limits = crate::facts::limits(&mission.memory_limits);
+        for fact in &mission.memory {
+            let space = crate::facts::resolve(&mission_id, &fact.space);
+            let at = crate::facts::tx_time(t.redb())?;
+            let change = memory::Writer::new(t.redb(), at)?
+                .with_limits(limits)
+                .assert(memory::NewFact {
+                    space: space.clone(),
+                    subject: fact.subject.clone(),
+                    predicate: fact.predicate.clone(),
+                    value: fact.value.clone(),
+                    source: fact.source.clone(),
+                    valid_from: fact.valid_from,
+                    valid_to: fact.valid_to,
+                })
+                .with_context(|| format!("seed fact `{}` `{}`", fact.subject, fact.predicate))?;
+            // The value is journaled sealed under its subject's key.
+            let sealed = memory::seal(t.redb(), &fact.subject, &fact.value)?;
+            t.append(
+                &conductor,
+                "memory.asserted",
+                &json!({"mission": mission_id, "space": space, "subject": fact.subject,
+                        "predicate": fact.predicate, "value": sealed, "source": fact.source,
+                        "valid_from": fact.valid_from, "valid_to": fact.valid_to,
+                        "fact": change.id.map(|id| id.0),
+                        "superseded": change.superseded.iter().map(|id| id.0).collect::<Vec<_>>(),
+                        "remainders": change.remainders.iter().map(|id| id.0).collect::<Vec<_>>()}),
+                now,
+            )?;
+        }
+        state::put_mission(
+            t.redb(),
+            &MissionRecord {
+                id: mission_id.clone(),
+                name: mission.name.clone(),
+                status: MissionStatus::Running,
+                budget_limit: mission.budget.limit,
+                tasks_total,
+                declared_seq,
+            },
+        )?;
+        for (index, case) in (0u32..).zip(&mission.tasks.cases) {
+            state::put_task(t.redb(), &new_task(&mission_id, index, &case.id, &case.agent))?;
+        }
+        Ok(())
+    })?;
+    progress.started(&mission.name, &mission_id, tasks_total, mission.budget.limit);
+    let pending: Vec<u32> = (0..tasks_total).collect();
+    execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending, Arc::default()).await
+}
+
+/// The latest mission declared from these exact file bytes, preferring
+/// one whose status is still "running": no process runs it (this one
+/// holds the database's lock), so the one that did stopped without
+/// finishing.
+fn earlier_run(data: &DataDir, mission_bytes: &[u8]) -> Result<Option<MissionRecord>> {
+    let hash = blake3::hash(mission_bytes).to_hex().to_string();
+    let read = data.ledger.read()?;
+    let mut latest: Option<MissionRecord> = None;
+    for record in state::missions(&read)? {
+        let declared = data.ledger.entries(record.declared_seq, 1)?.pop().map(|e| e.payload_json());
+        if !declared.is_some_and(|d| d["file_blake3"] == hash.as_str()) {
+            continue;
+        }
+        if record.status == MissionStatus::Running {
+            return Ok(Some(record));
+        }
+        if latest.as_ref().is_none_or(|l| l.declared_seq < record.declared_seq) {
+            latest = Some(record);
+        }
+    }
+    Ok(latest)
+}
+
+/// Why `run` refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The same mission file already ran here.
+    #[error(
+        "mission {mission} from this file already ran in {} ({status}); nothing was run. \
+         `conductor mission show {mission} --data {}` shows it; pass --new to start a separate \
+         mission with a fresh budget (cases already decided are then decided again)",
+        data.display(), data.display()
+    )]
+    AlreadyRan { mission: String, status: &'static str, data: PathBuf },
+}
+
+/// A fault of this host rather than of any task: nothing was run or
+/// charged, and the same command runs cleanly once it is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum InfrastructureError {
+    #[error(
+        "agent `{agent}` cannot use model `{model}`, so nothing was run or charged; fix it and run the same command again"
+    )]
+    Model {
+        agent: String,
+        model: String,
+        #[source]
+        source: models::RegistryError,
+    },
+}
+
+/// Checks every local model the agents may call: its file is there and
+/// has the pinned hash. Frontier models are called, never loaded; scripted
+/// ones have no file.
+async fn check_models(mission: &Mission, router: &dyn Models) -> Result<(), InfrastructureError> {
+    let mut checked = std::collections::BTreeSet::new();
+    for agent in &mission.agents {
+        for model in &agent.models {
+            let spec = match router.registry().get(model) {
+                Ok(spec) if spec.frontier.is_none() && spec.scripted.is_none() => spec.clone(),
+                _ => continue,
+            };
+            if !checked.insert(model.clone()) {
+                continue;
+            }
+            let fault = |source| InfrastructureError::Model { agent: agent.name.clone(), model: model.clone(), source };
+            match tokio::task::spawn_blocking(move || spec.check_hash()).await {
+                Ok(result) => result.map_err(fault)?,
+                Err(join) => {
+                    return Err(fault(models::RegistryError::Io {
+                        path: PathBuf::from(model),
+                        source: std::io::Error::other(join.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Continues a mission that paused, waits for budget, or was interrupted:
+/// re-reads its file and modules (both must still hash to what the journal
+/// declared), expires reservations past their deadline, and runs every
+/// task not yet started. An interrupted mission's reservations are voided
+/// (no call is in flight now) and each task that was running is replayed
+/// from the journal to where it stopped, then carries on live.
+pub async fn resume_mission(
+    mission_id: &str,
+    router: Arc<dyn Models>,
+    cfg: &RunConfig,
+    progress: Arc<dyn Observer>,
+) -> Result<RunOutcome> {
+    let data = cfg.existing()?;
+    let record = data
+        .ledger
+        .read()
+        .map_err(anyhow::Error::from)
+        .and_then(|read| Ok(state::mission(&read, mission_id)?))?
+        .with_context(|| format!("no mission `{mission_id}` in {}", cfg.data.display()))?;
+    let interrupted = record.status == MissionStatus::Running;
+    if interrupted {
+        // Recovery replays tasks from the journal and trusts what it reads:
+        // a journal that does not verify (a tail cut mid-entry, an edited
+        // entry) is reported, never built upon or repaired.
+        match data.ledger.verify() {
+            Ok(_) => {}
+            Err(ledger::VerifyError::Bad { seq, failure }) => bail!(
+                "mission {mission_id} was interrupted, but the journal does not verify at entry {seq}: {failure}; \
+                 nothing was changed. `conductor audit verify --data {}` shows the damage; recover from a copy you trust",
+                cfg.data.display()
+            ),
+            Err(e) => return Err(anyhow::Error::from(e).context("verifying the journal before recovery")),
+        }
+    }
+    match record.status {
+        MissionStatus::Paused | MissionStatus::AwaitingBudget | MissionStatus::Running => {}
+        other => bail!(
+            "mission {mission_id} is {}; only a paused or interrupted mission, or one waiting for budget, resumes",
+            crate::summary::status_text(other)
+        ),
+    }
+    let declared = data
+        .ledger
+        .entries(record.declared_seq, 1)?
+        .pop()
+        .filter(|e| e.kind == "mission.declared")
+        .context("the mission's declaration is missing from the journal")?;
+    let declared = declared.payload_json();
+    let file = PathBuf::from(declared["file"].as_str().context("declaration names no file")?);
+    let bytes = crate::files::read_regular(&file, "mission file", missions::MISSION_FILE_BYTES_MAX)
+        .context("re-reading the mission file")?;
+    if Some(blake3::hash(&bytes).to_hex().as_str()) != declared["file_blake3"].as_str() {
+        bail!("{} changed since the mission was declared; resume needs the same file", file.display());
+    }
+    let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    check_models(&mission, &*router).await?;
+    let engine = Arc::new(cell_engine(cfg)?);
+    let mut agents = Vec::new();
+    for spec in &mission.agents {
+        let module = engine.load_file(&spec.module)?;
+        crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
+        let declared_hash = declared["agents"]
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["name"] == spec.name.as_str()))
+            .and_then(|a| a["module_blake3"].as_str());
+        if declared_hash != Some(module.hash().to_string().as_str()) {
+            bail!(
+                "agent `{}`: module {} is not the one the mission was declared with ({})",
+                spec.name,
+                spec.module.display(),
+                declared_hash.unwrap_or("unknown")
+            );
+        }
+        let key = Keypair::load(&data.agent_key_path(mission_id, &spec.name))?;
+        let scope = Arc::new(crate::facts::Scope::of(mission_id, &spec.memory));
+        agents.push(AgentRuntime { spec: spec.clone(), module, key: Arc::new(key), scope });
+    }
+    let conductor = data.conductor.clone();
+    // Reservations of an interrupted run belong to calls that will never
+    // answer: return their funds now rather than at their deadline.
+    let orphaned: Vec<ledger::ReservationId> = if interrupted {
+        let prefix = format!("{mission_id}/");
+        data.ledger
+            .pending_reservations()?
+            .into_iter()
+            .filter(|(_, account, _, _)| account.starts_with(&prefix))
+            .map(|(id, ..)| id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // What each task to continue did before, from the journal; checked
+    // before anything is written, so a disagreement changes nothing.
+    let tasks = state::tasks(&data.ledger.read()?, mission_id)?;
+    let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
+    let running: Vec<u32> = tasks.iter().filter(|t| t.status == TaskStatus::Running).map(|t| t.index).collect();
+    let limit = data.ledger.write(|t| -> Result<u64> {
+        let now = now_us();
+        for id in &orphaned {
+            t.void(&conductor, *id, now)?;
+        }
+        t.expire_due(&conductor, now)?;
+        let account = t.account(mission_id)?;
+        t.append(
+            &conductor,
+            if interrupted { "mission.recovered" } else { "mission.resumed" },
+            &json!({"mission": mission_id, "budget": {"limit": account.limit, "settled": account.settled,
+                                                     "pending": account.pending},
+                    "voided": orphaned.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    "recovering": running}),
+            now,
+        )?;
+        let mut record = record.clone();
+        record.status = MissionStatus::Running;
+        state::put_mission(t.redb(), &record)?;
+        Ok(account.limit.unwrap_or(record.budget_limit))
+    })?;
+    let mut order: Vec<u32> = running;
+    order.extend(tasks.iter().filter(|t| t.status == TaskStatus::Pending).map(|t| t.index));
+    progress.started(&mission.name, mission_id, order.len() as u32, limit);
+    execute(
+        &data,
+        mission_id.to_owned(),
+        Arc::new(mission),
+        Arc::new(agents),
+        engine,
+        router,
+        cfg,
+        progress,
+        order,
+        Arc::new(recovering),
+    )
+    .await
+}
+
+/// The attempts the journal shows no end for, of tasks that will run now:
+/// interrupted ones (still "running") and parked ones whose gate was
+/// decided (now "pending"). Each is replayed to where it stopped. Read
+/// from each task's spans and its decided gates, so resuming one of
+/// 100,000 parked tasks reads a few entries, not the journal.
+fn open_attempts(
+    data: &DataDir,
+    mission_id: &str,
+    declared_seq: u64,
+    tasks: &[TaskRecord],
+) -> Result<BTreeMap<u32, Attempt>> {
+    let candidates: Vec<&TaskRecord> =
+        tasks.iter().filter(|t| matches!(t.status, TaskStatus::Running | TaskStatus::Pending)).collect();
+    let mut found = BTreeMap::new();
+    if candidates.iter().any(|t| t.status == TaskStatus::Running && t.spans.is_empty()) {
+        // Written before tasks recorded their spans: read it all.
+        let wanted: std::collections::BTreeSet<u32> = candidates.iter().map(|t| t.index).collect();
+        let read = data.ledger.read()?;
+        for mut attempt in crate::replay::attempts(&data.ledger.entries(declared_seq, usize::MAX)?) {
+            if attempt.mission == mission_id && attempt.end.is_none() && wanted.contains(&attempt.task) {
+                attempt.unseal(&read)?;
+                found.insert(attempt.task, attempt);
+            }
+        }
+        return Ok(found);
+    }
+    // The reviewers' answers (gate.decided) sit wherever they were
+    // written, outside the task's spans: fetched by the gate ids the
+    // attempt's awaits name.
+    let read = data.ledger.read()?;
+    for task in candidates.into_iter().filter(|t| !t.spans.is_empty()) {
+        let mut entries = Vec::new();
+        for (i, (first, last)) in task.spans.iter().enumerate() {
+            let last = last.or_else(|| task.spans.get(i + 1).map(|next| next.0));
+            let count =
+                last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
+            entries.extend(data.ledger.entries(*first, count)?);
+        }
+        let awaited: Vec<String> = entries
+            .iter()
+            .filter(|e| e.kind == "host.await")
+            .map(|e| e.payload_json())
+            .filter(|p| p["mission"] == mission_id && p["task"].as_u64() == Some(u64::from(task.index)))
+            .filter_map(|p| p["gate_id"].as_str().map(str::to_owned))
+            .collect();
+        for gate_id in awaited {
+            if let Some(seq) = state::gate(&read, &gate_id)?.and_then(|g| g.decided_seq) {
+                entries.extend(data.ledger.entries(seq, 1)?);
+            }
+        }
+        let mut latest = crate::replay::attempts(&entries)
+            .into_iter()
+            .filter(|a| a.mission == mission_id && a.task == task.index)
+            .last();
+        if let Some(attempt) = &mut latest {
+            // Recovery re-runs with plaintext; an erased subject's values
+            // are gone, and the re-run will not match: it fails the task
+            // (`recovery_diverged`) rather than guess.
+            attempt.unseal(&read)?;
+        }
+        match latest {
+            Some(attempt) if attempt.end.is_none() => {
+                found.insert(task.index, attempt);
+            }
+            // The record says running, the journal says it ended: the
+            // projection disagrees with the source of truth. Running the
+            // task again would decide it twice.
+            Some(attempt) if task.status == TaskStatus::Running => bail!(
+                "task {} ({}) is recorded as running, but the journal ended its attempt (started at entry {}); \
+                 the database's projections disagree with its journal, and nothing was changed",
+                task.index,
+                task.case_id,
+                attempt.started_seq
+            ),
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Runs the tasks `pending` (indices into the mission's cases) and settles
+/// the mission's status.
+#[allow(clippy::too_many_arguments, reason = "one call site each from run and resume")]
+async fn execute(
+    data: &DataDir,
+    mission_id: String,
+    mission: Arc<Mission>,
+    agents: Arc<Vec<AgentRuntime>>,
+    engine: Arc<CellEngine>,
+    router: Arc<dyn Models>,
+    cfg: &RunConfig,
+    progress: Arc<dyn Observer>,
+    pending: Vec<u32>,
+    recovering: Arc<BTreeMap<u32, Attempt>>,
+) -> Result<RunOutcome> {
+    let conductor = data.conductor.clone();
+    let ttl_ms = i64::try_from(mission.budget.reservation_ttl_ms).unwrap_or(i64::MAX / 1000);
+    let ctx = Arc::new(MissionCtx {
+        id: mission_id.clone(),
+        ledger: data.ledger.clone(),
+        conductor: conductor.clone(),
+        router,
+        runtime: tokio::runtime::Handle::current(),
+        prices: mission.models.clone(),
+        reservation_ttl_us: ttl_ms.saturating_mul(1000),
+        budget_exhausted: AtomicBool::new(false),
+        gates: mission.gates.iter().map(|g| (g.name.clone(), g.clone())).collect(),
+        memory_limits: crate::facts::limits(&mission.memory_limits),
+        failover: mission.routing.failover.clone(),
+        decision_rules: crate::decisions::DecisionRules::from_mission(&mission),
+    });
+    let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    for index in pending {
+        let permit = permits.clone().acquire_owned().await.context("task scheduler closed")?;
+        if ctx.budget_exhausted.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+            // Pause and gate: leave the rest pending, to run on resume.
+            break;
+        }
+        if crate::health::failure().is_some() {
+            // The database refuses writes after an I/O error: nothing more
+            // can be recorded, so nothing more starts (the rest stay pending).
+            break;
+        }
+        let (ctx, mission, agents, engine, progress, recovering) =
+            (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone(), recovering.clone());
+        running.spawn_blocking(move || {
+            let _permit = permit;
+            let result = run_task(&ctx, &mission, &agents, &engine, index, recovering.get(&index));
+            let record = match result {
+                Ok(record) => record,
+                Err(e) => {
+                    // Storage failed under this task; record what we can,
+                    // and tell a long-lived process (the server) to stop.
+                    crate::health::note(&e);
+                    let mut r = new_task(&ctx.id, index, "?", "?");
+                    r.status = TaskStatus::Failed;
+                    r.failure = Some(crate::health::describe(&e));
+                    r
+                }
+            };
+            let spent = ctx.ledger.account(&ctx.id).map(|a| a.settled).unwrap_or(0);
+            progress.task_finished(&record, spent);
+        });
+        // Reap finished tasks as we go so the set stays small.
+        while let Some(done) = running.try_join_next() {
+            done.context("a task thread panicked")?;
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        done.context("a task thread panicked")?;
+    }
+    // Finished cells are dropped on the engine's teardown thread, and each
+    // holds its task's host (and so the database): the caller reopens the
+    // database for the summary once this returns.
+    if !engine.wait_for_teardown(TEARDOWN_WAIT_MAX) {
+        tracing::warn!("finished cells were still being torn down after {TEARDOWN_WAIT_MAX:?}");
+    }
+
+    let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
+    let status = data.ledger.write(|t| -> Result<MissionStatus> {
+        let tasks = state::tasks_in(t.redb(), &mission_id)?;
+        let status = match state::settle_status(&tasks, exhausted) {
+            MissionStatus::BudgetExhausted => match mission.budget.on_exhausted {
+                OnExhausted::Stop => MissionStatus::BudgetExhausted,
+                OnExhausted::Pause => MissionStatus::Paused,
+                OnExhausted::Gate => MissionStatus::AwaitingBudget,
+            },
+            other => other,
+        };
+        let account = t.account(&mission_id)?;
+        t.append(
+            &conductor,
+            "mission.finished",
+            &json!({"mission": mission_id, "status": status,
+                    "budget": {"limit": account.limit, "settled": account.settled,
+                               "pending": account.pending}}),
+            now_us(),
+        )?;
+        if let Some(mut record) = state::mission_in(t.redb(), &mission_id)? {
+            record.status = status;
+            state::put_mission(t.redb(), &record)?;
+        }
+        if status == MissionStatus::AwaitingBudget
+            && let Some(extension) = &mission.budget.extension
+            && state::pending_budget_gate_in(t.redb(), &mission_id)?.is_none()
+        {
+            request_budget_gate(t, &conductor, &mission_id, extension, &account)?;
+        }
+        Ok(status)
+    })?;
+    progress.finished();
+    Ok(RunOutcome { mission_id, status })
+}
+
+/// An agent's decision as the journal and the gates see it: `details` is
+/// the JSON object the agent gave, or empty.
+fn proposal_of(decision: &cells::Decision) -> Value {
+    let details: Value =
+        serde_json::from_str(&decision.details).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+    json!({"outcome": decision.outcome, "reason": decision.reason, "details": details})
+}
+
+/// Asks reviewers to extend a mission's exhausted budget: a gate like a
+/// case's (reviewers, quorum, deadline), decided with `gates approve
+/// --amount` or on the reviewer page.
+fn request_budget_gate(
+    t: &mut ledger::Txn,
+    conductor: &Keypair,
+    mission_id: &str,
+    extension: &missions::Extension,
+    account: &ledger::Account,
+) -> Result<()> {
+    let gate_id = uuid::Uuid::new_v4().to_string();
+    let now = now_us();
+    let (requested_seq, _) = t.append(
+        conductor,
+        "gate.requested",
+        &json!({"mission": mission_id, "gate_id": gate_id, "gate": BUDGET_GATE,
+                "why": {"budget_exhausted": {"limit": account.limit, "settled": account.settled,
+                                             "pending": account.pending}},
+                "budget": {"account": mission_id, "amount": extension.amount},
+                "reviewers": extension.reviewers, "quorum": extension.quorum}),
+        now,
+    )?;
+    state::put_gate(
+        t.redb(),
+        &GateRecord {
+            id: gate_id,
+            gate: BUDGET_GATE.to_owned(),
+            mission: mission_id.to_owned(),
+            task: state::MISSION_GATE_TASK,
+            case_id: String::new(),
+            status: GateStatus::Pending,
+            proposed_outcome: String::new(),
+            proposed_reason: format!("extend the budget by {}", extension.amount),
+            proposed_details: json!({}),
+            reviewer: None,
+            note: None,
+            requested_seq,
+            parked: false,
+            decided_seq: None,
+            reviewers: extension.reviewers.clone(),
+            quorum: extension.quorum,
+            votes: Vec::new(),
+            deadline: crate::gates::deadline_of(extension.deadline.as_ref(), now),
+            budget: Some(state::BudgetAsk { account: mission_id.to_owned(), amount: extension.amount }),
+            decision_rules: None,
+        },
+    )?;
+    Ok(())
+}
+
+/// The name of every budget gate.
+pub const BUDGET_GATE: &str = "budget";
+
+/// The budget account of one agent in one mission.
+pub fn agent_account(mission: &str, agent: &str) -> String {
+    format!("{mission}/{agent}")
+}
+
+/// The budget account of one task.
+pub fn task_account(mission: &str, agent: &str, index: u32) -> String {
+    format!("{mission}/{agent}/task-{index}")
+}
+
+fn policy_name(policy: OnExhausted) -> &'static str {
+    match policy {
+        OnExhausted::Stop => "stop",
+        OnExhausted::Pause => "pause",
+        OnExhausted::Gate => "gate",
+    }
+}
+
+/// Journals `kind` for a task and stores its record, in one commit.
+fn record_task(ctx: &MissionCtx, kind: &str, payload: &Value, record: &TaskRecord) -> Result<()> {
+    ctx.ledger.write(|t| -> Result<()> {
+        t.append(&ctx.conductor, kind, payload, now_us())?;
+        state::put_task(t.redb(), record)?;
+        Ok(())
+    })
+}
+
+fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
+    TaskRecord {
+        mission: mission.to_owned(),
+        index,
+        case_id: case_id.to_owned(),
+        agent: agent.to_owned(),
+        status: TaskStatus::Pending,
+        outcome: None,
+        reason: None,
+        decided_by: None,
+        failure: None,
+        gate: None,
+        tokens_reserved: 0,
+        tokens_settled: 0,
+        model_calls: 0,
+        spans: Vec::new(),
+    }
+}
+
+/// Runs one case in a fresh cell and records how it ended.
+fn run_task(
+    ctx: &Arc<MissionCtx>,
+    mission: &Mission,
+    agents: &[AgentRuntime],
+    engine: &CellEngine,
+    index: u32,
+    recovering: Option<&Attempt>,
+) -> Result<TaskRecord> {
+    let case = &mission.tasks.cases[index as usize];
+    let agent = agents.iter().find(|a| a.spec.name == case.agent).context("validated mission names a known agent")?;
+    let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
+
+    let exhausted = recovering.is_none() && ctx.budget_exhausted.load(Ordering::SeqCst);
+    if exhausted && mission.budget.on_exhausted != OnExhausted::Stop {
+        // Pause and gate: the task stays pending and runs on resume.
+        return Ok(record);
+    }
+    if exhausted {
+        // Stop policy: once the budget refused a call, start nothing new.
+        record.status = TaskStatus::Skipped;
+        record.failure = Some("budget exhausted before this task started".into());
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"});
+        record_task(ctx, "task.skipped", &payload, &record)?;
+        return Ok(record);
+    }
+
+    record.status = TaskStatus::Running;
+    let account = task_account(&ctx.id, &agent.spec.name, index);
+    let (env, input_text) = match recovering {
+        // The same input, clock and seed as before the stop.
+        Some(attempt) => {
+            let env = crate::replay::env_of(&attempt.started)
+                .context("the interrupted task's task.started has no clock or seed")?;
+            let input_text = serde_json::to_string(&attempt.started["input"])?;
+            ctx.ledger.write(|t| -> Result<()> {
+                let (seq, _) = t.append(
+                    &ctx.conductor,
+                    "task.recovered",
+                    &json!({"mission": ctx.id, "task": index, "case": case.id,
+                            "started_seq": attempt.started_seq, "replaying": attempt.calls.len()}),
+                    now_us(),
+                )?;
+                if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
+                    record.spans = before.spans;
+                }
+                record.spans.push((seq, None));
+                state::put_task(t.redb(), &record)?;
+                Ok(())
+            })?;
+            (env, input_text)
+        }
+        None => start_task(ctx, agent, case, index, &account, &mut record)?,
+    };
+
+    let limits = CellLimits {
+        memory_bytes: agent.spec.limits.memory_bytes,
+        fuel: agent.spec.limits.fuel,
+        wall_ms: agent.spec.limits.wall_ms,
+        host_calls: agent.spec.limits.host_calls,
+        call_arg_bytes_max: usize::try_from(agent.spec.limits.call_arg_bytes).unwrap_or(usize::MAX),
+        output_bytes_max: usize::try_from(agent.spec.limits.output_bytes).unwrap_or(usize::MAX),
+    };
+    let meter = Arc::new(TaskMeter::default());
+    let live = TaskHost {
+        ctx: ctx.clone(),
+        task: index,
+        case_id: case.id.clone(),
+        account,
+        agent_key: agent.key.clone(),
+        models: agent.spec.models.clone(),
+        tier: case.tier,
+        failover: ctx
+            .failover
+            .iter()
+            .find(|rule| rule.when.matches(&case.input, &serde_json::Value::Null))
+            .map(|rule| rule.to.clone()),
+        max_tokens_cap: agent.spec.limits.max_tokens,
+        deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
+        meter: meter.clone(),
+        scope: agent.scope.clone(),
+    };
+    let (host, replay_log): (Box<dyn CellHost>, _) = match recovering {
+        Some(attempt) => {
+            let (replay, log) =
+                ReplayHost::new(attempt.calls.clone(), agent.spec.limits.max_tokens, Some(meter.clone()));
+            (Box::new(RecoveringHost::new(replay, live)), Some(log))
+        }
+        None => (Box::new(live), None),
+    };
+    let result = engine.run(&agent.module, host, &limits, &env, &input_text);
+    if let Err(cells::CellFailure::Parked { gate }) = &result {
+        // Waiting on a reviewer: nothing is kept but the journal and this
+        // record. Deciding the gate makes the task runnable again.
+        record.status = TaskStatus::AwaitingReview;
+        record.gate = Some(gate.clone());
+        record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
+        record.tokens_settled = meter.settled.load(Ordering::Relaxed);
+        record.model_calls = meter.model_calls.load(Ordering::Relaxed);
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "gate_id": gate});
+        ctx.ledger.write(|t| -> Result<()> {
+            let (seq, _) = t.append(&ctx.conductor, "task.parked", &payload, now_us())?;
+            if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
+                record.spans = before.spans;
+            }
+            if let Some(open) = record.spans.last_mut() {
+                open.1 = Some(seq);
+            }
+            state::put_task(t.redb(), &record)?;
+            Ok(())
+        })?;
+        return Ok(record);
+    }
+    // (code, message) of a failure; a recovery that did not retrace the
+    // journal fails the task rather than trust where it got to.
+    let diverged = replay_log.and_then(|log| log.lock().ok().and_then(|l| l.divergence.clone()));
+    let result: std::result::Result<cells::Decision, (String, String)> = match (diverged, result) {
+        (Some(d), _) => Err(("recovery_diverged".into(), format!("recovery did not retrace the journal: {d}"))),
+        (None, r) => r.map_err(|f| (f.code().to_owned(), f.to_string())),
+    };
+    // A proposal outside the mission's `decisions:` (an outcome it does not
+    // list, a detail of the wrong type) is not a decision: the task fails
+    // with the reason, and nothing is proposed or gated.
+    let rules = ctx.decision_rules.clone();
+    let result = result.and_then(|decision| match &rules {
+        Some(rules) => rules
+            .check(&proposal_of(&decision))
+            .map(|()| decision)
+            .map_err(|e| ("decision_refused".to_owned(), format!("the agent's proposal was refused: {e}"))),
+        None => Ok(decision),
+    });
+    record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
+    record.tokens_settled = meter.settled.load(Ordering::Relaxed);
+    record.model_calls = meter.model_calls.load(Ordering::Relaxed);
+
+    if meter.refused.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
+        // The agent ran short of budget mid-task. Under pause and gate its
+        // result is not final: it ran without a call it needed. Discard
+        // it and run the task again from the start on resume (what it
+        // already spent stays spent and journaled).
+        record.status = TaskStatus::Pending;
+        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
+                             "settled": record.tokens_settled,
+                             "result": match &result { Ok(d) => d.outcome.clone(), Err((code, _)) => code.clone() }});
+        record_task(ctx, "task.deferred", &payload, &record)?;
+        return Ok(record);
+    }
+
+    ctx.ledger.write(|t| -> Result<()> {
+        let now = now_us();
+        match result {
+            Err((code, message)) => {
+                record.status = TaskStatus::Failed;
+                record.failure = Some(message.clone());
+                t.append(
+                    &ctx.conductor,
+                    "task.failed",
+                    &json!({"mission": ctx.id, "task": index, "case": case.id,
+                            "code": code, "message": message}),
+                    now,
+                )?;
+            }
+            Ok(decision) => {
+                let proposal = proposal_of(&decision);
+                let details = proposal["details"].clone();
+                let (proposed_seq, _) = t.append(
+                    &agent.key,
+                    "task.proposed",
+                    &json!({"mission": ctx.id, "task": index, "case": case.id, "decision": proposal}),
+                    now,
+                )?;
+                record.outcome = Some(decision.outcome.clone());
+                record.reason = Some(decision.reason.clone());
+                // The agent's own request for review comes first; otherwise
+                // the first gate whose condition the proposal meets.
+                let requested = meter.review.lock().ok().and_then(|r| r.clone());
+                // A condition that cannot be evaluated (its field is missing
+                // from this case or proposal) is an exception in itself:
+                // the case goes to that gate's reviewers, never decided on
+                // a test that did not run.
+                let gate = match &requested {
+                    Some((name, _)) => mission.gates.iter().find(|g| &g.name == name).map(|g| (g, None)),
+                    None => mission.gates.iter().find_map(|g| match g.when.evaluate(&case.input, &proposal) {
+                        Ok(true) => Some((g, None)),
+                        Ok(false) => None,
+                        Err(unevaluable) => Some((g, Some(unevaluable))),
+                    }),
+                };
+                match gate {
+                    Some((gate, unevaluable)) => {
+                        let gate_id = uuid::Uuid::new_v4().to_string();
+                        let why = match (&requested, unevaluable) {
+                            (Some((_, reason)), _) => json!({"requested_by": "agent", "reason": reason}),
+                            (None, Some(e)) => json!({"field": gate.when.field.as_str(), "unevaluable": e.to_string()}),
+                            (None, None) => json!({"field": gate.when.field.as_str()}),
+                        };
+                        let (requested_seq, _) = t.append(
+                            &ctx.conductor,
+                            "gate.requested",
+                            &json!({"mission": ctx.id, "task": index, "case": case.id,
+                                    "gate_id": gate_id, "gate": gate.name,
+                                    "why": why, "proposal_seq": proposed_seq,
+                                    "reviewers": gate.reviewers, "quorum": gate.quorum}),
+                            now,
+                        )?;
+                        state::put_gate(
+                            t.redb(),
+                            &GateRecord {
+                                id: gate_id.clone(),
+                                gate: gate.name.clone(),
+                                mission: ctx.id.clone(),
+                                task: index,
+                                case_id: case.id.clone(),
+                                status: GateStatus::Pending,
+                                proposed_outcome: decision.outcome,
+                                proposed_reason: decision.reason,
+                                proposed_details: details,
+                                reviewer: None,
+                                note: None,
+                                requested_seq,
+                                parked: false,
+                                decided_seq: None,
+                                reviewers: gate.reviewers.clone(),
+                                quorum: gate.quorum,
+                                votes: Vec::new(),
+                                deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
+                                budget: None,
+                                decision_rules: rules.clone(),
+                            },
+                        )?;
+                        record.status = TaskStatus::AwaitingReview;
+                        record.gate = Some(gate_id);
+                    }
+                    None => {
+                        t.append(
+                            &ctx.conductor,
+                            "task.decided",
+                            &json!({"mission": ctx.id, "task": index, "case": case.id,
+                                    "outcome": decision.outcome, "decided_by": "agent",
+                                    "proposal_seq": proposed_seq}),
+                            now,
+                        )?;
+                        record.status = TaskStatus::Decided;
+                        record.decided_by = Some("agent".into());
+                    }
+                }
+            }
+        }
+        state::put_task(t.redb(), &record)?;
+        Ok(())
+    })?;
+    Ok(record)
+}
+
+/// Starts a task afresh: opens its budget account (unless a deferred run
+/// already did), journals `task.started` with everything a replay needs
+/// (input, module, clock, seed), and returns the cell's env and input.
+fn start_task(
+    ctx: &MissionCtx,
+    agent: &AgentRuntime,
+    case: &missions::Case,
+    index: u32,
+    account: &str,
+    record: &mut TaskRecord,
+) -> Result<(CellEnv, String)> {
+    // The agent learns which model it may use through its input.
+    let mut input = case.input.clone();
+    if let Value::Object(map) = &mut input {
+        map.insert("_model".into(), Value::String(agent.spec.model.clone()));
+    }
+    let input_text = serde_json::to_string(&input)?;
+    // The cell's clock starts at the task's start and its random numbers
+    // come from a seed; both are journaled, so the task can be replayed.
+    let started_us = now_us();
+    let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
+    ctx.ledger.write_deferred(|t| -> Result<()> {
+        // A task deferred for lack of budget already has its account.
+        if t.account(account).is_err() {
+            let parent = agent_account(&ctx.id, &agent.spec.name);
+            t.open_account(&ctx.conductor, account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
+        }
+        let (seq, _) = t.append(
+            &ctx.conductor,
+            "task.started",
+            &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
+                    "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
+                    "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
+            started_us,
+        )?;
+        record.spans = vec![(seq, None)];
+        state::put_task(t.redb(), record)?;
+        Ok(())
+    })?;
+    Ok((env, input_text))
+}

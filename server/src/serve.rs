@@ -1,0 +1,1238 @@
+//! `conductor serve`: the reviewer page and its JSON API (actix-web), and
+//! the missions that run in the same process.
+//!
+//! One process holds the data directory (redb allows one), so the server
+//! is also where missions run while reviewers work: `--run FILE` starts
+//! missions on a runner thread, and a decided gate whose agent is parked
+//! resumes its mission there.
+//!
+//! **Who may do what.** Every `/api/` request but the sign-in challenge
+//! needs a session. A session is opened by signing a fresh server
+//! challenge with a key the journal has registered and not revoked
+//! (reviewer, operator or auditor; agent and conductor keys cannot sign
+//! in), so the server learns who is there without ever holding a
+//! password or a private key. Challenges are not stored until answered
+//! (`challenge.rs`), so unauthenticated requests cannot fill anything.
+//! People look by role: reviewers and operators see the queue of pending
+//! gates, auditors the decided ones (all three see recent decisions).
+//! Only reviewer keys decide gates, and only the gates whose reviewers
+//! include them; anything else is refused and journaled (`gate.refused`,
+//! rate-limited per key: `refusals.rs`). Operators start missions by
+//! sending their YAML (`upload.rs`). The page itself and its scripts are
+//! served to anyone: they hold no data.
+//!
+//! **Storage failures.** After a failed write the database refuses every
+//! other until it is reopened, so the server stops, with the first
+//! failure as its error and a non-zero exit status, for a supervisor to
+//! restart it (see `health.rs`).
+//!
+//! **Signing in the browser.** The reviewer opens their own key file in
+//! the page; it is unlocked there (Argon2id + XChaCha20-Poly1305, as
+//! `identity` seals it) and imported into WebCrypto as a non-extractable
+//! Ed25519 key. A decision takes two requests: `prepare` runs the
+//! decision against the journal as it is now, captures the exact entries
+//! the reviewer must sign (seq, previous hash, time, payload) and rolls
+//! back; the browser parses those bytes, checks they say what the
+//! reviewer chose, hashes them itself and signs; `decide` runs the same
+//! decision again with those signatures, and the journal takes the
+//! entries only if they are byte for byte what was signed (else 409: the
+//! journal moved, prepare again). So each `gate.decided` is signed by the
+//! reviewer's key, verifiable like any other entry, and the server cannot
+//! sign a decision in anyone's name.
+//!
+//! **Live updates.** A poller watches the journal head and tells every
+//! open event stream (server-sent events) when gates or cases change.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::{self, Bytes};
+use actix_web::{App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use identity::{PublicKey, Role, Signature};
+use rand_core::{OsRng, RngCore};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use engine::clock::now_us;
+use engine::data::DataDir;
+use engine::gates::{self, Decision, Verdict};
+use engine::state::{self, GateRecord, GateStatus};
+
+mod challenge;
+mod refusals;
+mod upload;
+
+use challenge::{CHALLENGE_BYTES, CHALLENGE_TTL, Challenges};
+use refusals::{Admit, Attempt, Refusals, Repeated};
+
+/// How long a session lasts: a working day.
+const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// How long prepared entries wait for their signatures.
+const PREPARED_TTL: Duration = Duration::from_secs(60);
+/// Most sessions or prepared decisions held at once (each map); past it,
+/// expired ones are dropped, then new ones refused. Only people who
+/// signed in add to either.
+const PENDING_MAX: usize = 4096;
+/// Sessions one key may hold at once (tabs, browsers, a script); signing
+/// in again past it ends that key's oldest session, so no one key can
+/// fill the session table and keep everyone else out.
+const SESSIONS_PER_KEY_MAX: usize = 16;
+/// How often the server looks for a storage failure reported by any of
+/// its parts (missions, gateway, decisions), to stop.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+/// The largest request body: a decision with edits is a few KiB.
+pub const BODY_BYTES_MAX: usize = 64 << 10;
+/// How often the event poller looks at the journal head.
+const EVENT_POLL: Duration = Duration::from_millis(250);
+/// A comment line on idle event streams, so proxies keep them open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Seconds open requests (event streams) get to finish at shutdown.
+const SHUTDOWN_GRACE_S: u64 = 2;
+/// Reasoning shown per gate: a page, not the whole transcript.
+const REASONING_TEXT_MAX: usize = 8 << 10;
+/// What a reviewer signs to sign in: this domain, then the challenge.
+pub const SIGN_IN_DOMAIN: &[u8] = b"conductor sign-in v1\0";
+const COOKIE: &str = "conductor_session";
+
+/// The page and its scripts, built into the binary: nothing is fetched
+/// from anywhere else.
+const ASSETS: [(&str, &str, &str); 5] = [
+    ("/", include_str!("../web/index.html"), "text/html; charset=utf-8"),
+    ("/static/app.js", include_str!("../web/app.js"), "text/javascript; charset=utf-8"),
+    ("/static/crypto.js", include_str!("../web/crypto.js"), "text/javascript; charset=utf-8"),
+    ("/static/noble.js", include_str!("../web/noble.js"), "text/javascript; charset=utf-8"),
+    ("/static/style.css", include_str!("../web/style.css"), "text/css; charset=utf-8"),
+];
+
+/// The page may load only itself: no inline script, no other origin.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What `conductor serve` needs.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub data: DataDir,
+    pub bind: SocketAddr,
+    /// Mission files to run once the server is up.
+    pub run: Vec<PathBuf>,
+    /// How missions run here (models, concurrency); `open` is `data`.
+    pub run_config: engine::run::RunConfig,
+    pub router: Arc<dyn models::Models>,
+    /// Told how each mission run here goes (the command line's progress).
+    pub observer: Arc<dyn engine::run::Observer>,
+    pub gateway: crate::gateway::GatewayConfig,
+}
+
+/// Work for the mission runner thread.
+#[derive(Debug)]
+enum Job {
+    /// A mission file named on the command line (`--run`).
+    Run(PathBuf),
+    /// A mission an operator uploaded, kept in the uploads directory:
+    /// the files it names are checked again before it runs.
+    Upload {
+        file: PathBuf,
+        again: engine::run::Again,
+    },
+    Resume(String),
+}
+
+struct Session {
+    public: PublicKey,
+    role: Role,
+    name: Option<String>,
+    expires: Instant,
+}
+
+struct Prepared {
+    public: PublicKey,
+    gate_id: String,
+    verdict: Verdict,
+    note: Option<String>,
+    edits: Option<Map<String, Value>>,
+    amount: Option<u64>,
+    time_us: i64,
+    entries: Vec<(u64, ledger::EntryHash)>,
+    expires: Instant,
+}
+
+/// The server's state, shared by every worker.
+struct State {
+    data: DataDir,
+    challenges: Challenges,
+    /// Keyed by the BLAKE3 hash of the secret, so a lookup's timing
+    /// says nothing about the secret itself.
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    prepared: Mutex<HashMap<[u8; 32], Prepared>>,
+    events: tokio::sync::broadcast::Sender<String>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    refusals: Arc<Refusals>,
+    /// Where uploaded missions are kept (`upload.rs`).
+    uploads: PathBuf,
+}
+
+/// An API error: a status and a sentence saying what to do.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// The journal moved under a prepared decision: prepare again.
+    retry: bool,
+    /// For `429`: when to try again (the `Retry-After` header).
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry: false, retry_after: None }
+    }
+
+    /// The data directory can no longer be written: the server is
+    /// stopping (see `health.rs`).
+    fn storage_failed(e: &anyhow::Error) -> Self {
+        tracing::error!("serve: storage failed: {}", engine::health::describe(e));
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server can no longer write to its data directory and is stopping; try again once it is restarted",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"error": self.message});
+        if self.retry {
+            body["retry"] = json!(true);
+        }
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: never earlier than allowed.
+            response.insert_header((
+                header::RETRY_AFTER,
+                (after.as_secs() + u64::from(after.subsec_nanos() > 0)).to_string(),
+            ));
+        }
+        response.json(body)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("serve: {e}");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+}
+
+fn random_secret() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+fn secret_key(secret: &[u8]) -> [u8; 32] {
+    *blake3::hash(secret).as_bytes()
+}
+
+fn hex32(text: &str, what: &str) -> Result<[u8; 32], ApiError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("`{what}` must be 64 hex digits")))?;
+    Ok(out)
+}
+
+/// A sign-in challenge as the client sent it back.
+fn challenge_bytes(text: &str) -> Result<[u8; CHALLENGE_BYTES], ApiError> {
+    let mut out = [0u8; CHALLENGE_BYTES];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("`challenge` must be {} hex digits", 2 * CHALLENGE_BYTES))
+    })?;
+    Ok(out)
+}
+
+/// Inserts into a bounded map, dropping expired entries when it is full.
+fn insert_bounded<V>(
+    map: &mut HashMap<[u8; 32], V>,
+    key: [u8; 32],
+    value: V,
+    expired: impl Fn(&V) -> bool,
+) -> Result<(), ApiError> {
+    if map.len() >= PENDING_MAX {
+        map.retain(|_, v| !expired(v));
+    }
+    if map.len() >= PENDING_MAX {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many sign-ins or decisions in progress; try again in a minute",
+        ));
+    }
+    map.insert(key, value);
+    Ok(())
+}
+
+/// A signed-in person, from the session cookie.
+struct Signed {
+    key: [u8; 32],
+    public: PublicKey,
+    role: Role,
+    name: Option<String>,
+}
+
+impl FromRequest for Signed {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(signed(req))
+    }
+}
+
+fn signed(req: &HttpRequest) -> Result<Signed, ApiError> {
+    let state = req.app_data::<web::Data<State>>().ok_or_else(|| internal("no server state"))?;
+    let unauthenticated = || ApiError::new(StatusCode::UNAUTHORIZED, "sign in with your key first");
+    let cookie = req.cookie(COOKIE).ok_or_else(unauthenticated)?;
+    let key = secret_key(cookie.value().as_bytes());
+    let (public, role, name) = {
+        let mut sessions = state.sessions.lock().map_err(internal)?;
+        let Some(session) = sessions.get(&key) else { return Err(unauthenticated()) };
+        if session.expires <= Instant::now() {
+            sessions.remove(&key);
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "your session expired; sign in again"));
+        }
+        (session.public, session.role, session.name.clone())
+    };
+    // A key revoked since sign-in loses its session at once.
+    let record = state.data.ledger.key(&public).map_err(internal)?;
+    if record.is_none_or(|r| r.revoked_seq.is_some()) {
+        state.sessions.lock().map_err(internal)?.remove(&key);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "your key was revoked in the journal; the session is closed",
+        ));
+    }
+    Ok(Signed { key, public, role, name })
+}
+
+/// Reads a JSON request body of at most [`BODY_BYTES_MAX`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, ApiError> {
+    let json_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+    if !json_type {
+        // A cross-site form cannot send this type without the browser
+        // asking first, which this server never allows.
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as Content-Type: application/json",
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?;
+        if body.len() + chunk.len() > BODY_BYTES_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request is larger than {BODY_BYTES_MAX} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
+}
+
+async fn asset(req: HttpRequest) -> HttpResponse {
+    match ASSETS.iter().find(|(path, _, _)| *path == req.path()) {
+        Some((_, body, kind)) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, *kind))
+            .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .insert_header((header::REFERRER_POLICY, "no-referrer"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(*body),
+        None => ApiError::new(StatusCode::NOT_FOUND, format!("no page {}", req.path())).error_response(),
+    }
+}
+
+/// A sign-in challenge. Nothing is stored (see `challenge.rs`), so any
+/// number of these requests leaves sign-in working for everyone else.
+async fn challenge(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
+    let challenge = state.challenges.issue(Instant::now());
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"challenge": hex::encode(challenge), "expires_in_s": CHALLENGE_TTL.as_secs()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    public_key: String,
+    challenge: String,
+    signature: String,
+}
+
+/// The name a key was registered under, from its registration entry.
+fn registered_name(state: &State, record: &ledger::KeyRecord) -> Option<String> {
+    let entry = state.data.ledger.entries(record.registered_seq, 1).ok()?.pop()?;
+    entry.payload_json()["name"].as_str().map(str::to_owned)
+}
+
+async fn sign_in(state: web::Data<State>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body: SignIn = read_json(&req, payload).await?;
+    let challenge = challenge_bytes(&body.challenge)?;
+    let unauthorized = |e: challenge::ChallengeError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
+    let expires = state.challenges.check(&challenge, Instant::now()).map_err(unauthorized)?;
+    let public = PublicKey::from_bytes(&hex32(&body.public_key, "public_key")?)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("public_key: {e}")))?;
+    let signature = Signature::from_hex(&body.signature)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "`signature` must be 128 hex digits"))?;
+    let mut message = SIGN_IN_DOMAIN.to_vec();
+    message.extend_from_slice(&challenge);
+    public
+        .verify(&message, &signature)
+        .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "the signature does not verify with that key"))?;
+    let record = state.data.ledger.key(&public).map_err(internal)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "key {} is not registered in this journal; an operator registers it (`conductor keys register`)",
+                public.key_id()
+            ),
+        )
+    })?;
+    if record.revoked_seq.is_some() {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, format!("key {} was revoked", public.key_id())));
+    }
+    if !matches!(record.role, Role::Reviewer | Role::Operator | Role::Auditor) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} keys do not sign in; use a reviewer, operator or auditor key", record.role),
+        ));
+    }
+    // Used once: of two sign-ins with one challenge, the second fails.
+    state.challenges.spend(&challenge, expires, Instant::now()).map_err(|e| match e {
+        challenge::ChallengeError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        other => unauthorized(other),
+    })?;
+    let name = registered_name(&state, &record);
+    let token = hex::encode(random_secret());
+    let session = Session { public, role: record.role, name: name.clone(), expires: Instant::now() + SESSION_TTL };
+    {
+        let mut sessions = state.sessions.lock().map_err(internal)?;
+        let mut own: Vec<([u8; 32], Instant)> =
+            sessions.iter().filter(|(_, s)| s.public == public).map(|(k, s)| (*k, s.expires)).collect();
+        if own.len() >= SESSIONS_PER_KEY_MAX {
+            own.sort_by_key(|(_, expires)| *expires);
+            for (key, _) in &own[..=own.len() - SESSIONS_PER_KEY_MAX] {
+                sessions.remove(key);
+            }
+        }
+        insert_bounded(&mut sessions, secret_key(token.as_bytes()), session, |s| s.expires <= Instant::now())?;
+    }
+    let cookie = Cookie::build(COOKIE, token)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(actix_web::cookie::time::Duration::seconds(i64::try_from(SESSION_TTL.as_secs()).unwrap_or(i64::MAX)))
+        .finish();
+    tracing::info!("serve: {} ({}) signed in", public.key_id(), record.role);
+    Ok(HttpResponse::Ok().cookie(cookie).json(me_json(&public, record.role, name.as_deref())))
+}
+
+fn me_json(public: &PublicKey, role: Role, name: Option<&str>) -> Value {
+    json!({"key_id": public.key_id().to_string(), "name": name, "role": role.as_str(), "public_key": public.to_hex()})
+}
+
+async fn me(who: Signed) -> HttpResponse {
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(
+        &who.public,
+        who.role,
+        who.name.as_deref(),
+    ))
+}
+
+async fn sign_out(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
+    state.sessions.lock().map_err(internal)?.remove(&who.key);
+    let mut gone = Cookie::build(COOKIE, "").path("/").finish();
+    gone.make_removal();
+    Ok(HttpResponse::Ok().cookie(gone).json(json!({"signed_out": true})))
+}
+
+/// Runs blocking ledger work off the server's event loop.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    web::block(f).await.map_err(internal)?
+}
+
+/// Whether `role` sees the queue of pending gates: reviewers, to decide
+/// them, and operators, to run the work. Auditors see what was decided.
+fn sees_queue(role: Role) -> bool {
+    matches!(role, Role::Reviewer | Role::Operator)
+}
+
+async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
+    let body = blocking(move || {
+        let read = state.data.ledger.read().map_err(internal)?;
+        let mut all = state::gates(&read).map_err(internal)?;
+        all.sort_by_key(|g| std::cmp::Reverse(g.requested_seq));
+        let mut pending = Vec::new();
+        let mut decided = Vec::new();
+        for gate in &all {
+            if gate.status == GateStatus::Pending {
+                if sees_queue(who.role) {
+                    pending.push(gate_view(&state.data, &read, gate, &who).map_err(internal)?);
+                }
+            } else if decided.len() < RECENT_DECIDED {
+                decided.push(decided_view(&state.data, &read, gate).map_err(internal)?);
+            }
+        }
+        pending.reverse();
+        Ok(json!({"gates": pending, "decided": decided}))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
+/// Decided gates listed beside the pending ones, newest first.
+const RECENT_DECIDED: usize = 50;
+
+async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let body = blocking(move || {
+        let read = state.data.ledger.read().map_err(internal)?;
+        let gate = state::gate(&read, &id)
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no gate `{id}`")))?;
+        if gate.status != GateStatus::Pending {
+            decided_view(&state.data, &read, &gate).map_err(internal)
+        } else if sees_queue(who.role) {
+            gate_view(&state.data, &read, &gate, &who).map_err(internal)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("gate `{id}` is still pending; {} keys see gates once they are decided", who.role),
+            ))
+        }
+    })
+    .await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
+/// A decided gate and what became of its case.
+fn decided_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord) -> Result<Value> {
+    let task = state::task(read, &gate.mission, gate.task)?;
+    let decided_at = match gate.decided_seq {
+        Some(seq) => data.ledger.entries(seq, 1)?.pop().map(|e| missions::format_timestamp(e.time_us)),
+        None => None,
+    };
+    Ok(json!({
+        "id": gate.id, "gate": gate.gate, "status": json!(gate.status), "mission": gate.mission,
+        "kind": if gate.budget.is_some() { "budget" } else { "case" },
+        "task": gate.budget.is_none().then_some(gate.task), "case_id": gate.budget.is_none().then_some(&gate.case_id),
+        "reviewer": gate.reviewer, "note": gate.note, "decided_at": decided_at,
+        "proposed_outcome": gate.budget.is_none().then_some(&gate.proposed_outcome),
+        "case_status": task.as_ref().map(|t| json!(t.status)),
+        "outcome": task.as_ref().and_then(|t| t.outcome.clone()),
+    }))
+}
+
+/// Why `who` may not decide `gate`, if they may not.
+fn why_not(gate: &GateRecord, who: &Signed) -> Option<String> {
+    let id = who.public.key_id().to_string();
+    if who.role != Role::Reviewer {
+        return Some(format!("{} keys cannot decide gates; sign in with a reviewer key", who.role));
+    }
+    if !gate.reviewers.is_empty() && !gate.reviewers.contains(&id) {
+        return Some(format!("this gate is for reviewers {}", gate.reviewers.join(", ")));
+    }
+    if gate.votes.iter().any(|v| v.reviewer == id) {
+        return Some("you approved already; the quorum needs other reviewers".to_owned());
+    }
+    None
+}
+
+fn cut(text: &str) -> String {
+    let mut text = text.to_owned();
+    engine::host::truncate_utf8(&mut text, REASONING_TEXT_MAX);
+    text
+}
+
+/// A pending gate with what a reviewer needs to judge it: the case, the
+/// agent's proposal and reasoning, and the memory it used, all read from
+/// the task's own journal entries.
+fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, who: &Signed) -> Result<Value> {
+    let mut case = Value::Null;
+    let mut question = Value::Null;
+    let mut reasoning = Vec::new();
+    let mut memory = Vec::new();
+    let task = state::task(read, &gate.mission, gate.task)?;
+    for (first, last) in task.iter().flat_map(|t| t.spans.clone()) {
+        let count = last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(first) + 1).unwrap_or(usize::MAX));
+        for entry in data.ledger.entries(first, count)? {
+            let mut p = entry.payload_json();
+            if !(p["mission"] == gate.mission.as_str() && p["task"].as_u64() == Some(u64::from(gate.task))) {
+                continue;
+            }
+            match entry.kind.as_str() {
+                "task.started" => case = p["input"].clone(),
+                "host.infer" => reasoning.push(json!({
+                    "model": p["model"],
+                    "prompt": cut(&p["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or_default()),
+                    "completion": cut(p["text"].as_str().unwrap_or_default()),
+                    "prompt_tokens": p["prompt_tokens"], "completion_tokens": p["completion_tokens"],
+                })),
+                "host.recall" | "host.query" => {
+                    engine::facts::unseal(read, &mut p)?;
+                    for fact in p["facts"].as_array().into_iter().flatten() {
+                        memory.push(json!({
+                            "space": fact["space"], "subject": fact["subject"], "predicate": fact["predicate"],
+                            "value": fact["value"],
+                            "valid_from": fact["valid_from"].as_i64().map(missions::format_timestamp),
+                            "known_since": fact["recorded_at"].as_i64().map(missions::format_timestamp),
+                        }));
+                    }
+                }
+                "host.await" | "host.review" if gate.parked && p["gate_id"] == gate.id.as_str() => {
+                    question = p["reason"].clone();
+                }
+                _ => {}
+            }
+        }
+    }
+    let requested_at = data.ledger.entries(gate.requested_seq, 1)?.pop().map(|e| missions::format_timestamp(e.time_us));
+    let why_not = why_not(gate, who);
+    let budget = match &gate.budget {
+        Some(ask) => {
+            // A fresh snapshot, a moment after `read`: balances only.
+            let account = data.ledger.account(&ask.account).ok();
+            json!({"account": ask.account, "limit": account.as_ref().and_then(|a| a.limit),
+                   "settled": account.as_ref().map(|a| a.settled), "requested": ask.amount})
+        }
+        None => Value::Null,
+    };
+    Ok(json!({
+        "id": gate.id, "gate": gate.gate, "kind": if gate.budget.is_some() { "budget" } else { "case" },
+        "status": json!(gate.status),
+        "mission": gate.mission,
+        // A budget gate belongs to the mission, not a task.
+        "task": gate.budget.is_none().then_some(gate.task),
+        "case_id": gate.budget.is_none().then_some(&gate.case_id), "case": case,
+        "proposal": if gate.parked || gate.budget.is_some() { Value::Null } else {
+            json!({"outcome": gate.proposed_outcome, "reason": gate.proposed_reason, "details": gate.proposed_details})
+        },
+        "question": question, "parked": gate.parked, "budget": budget,
+        "reasoning": reasoning, "memory": memory,
+        "reviewers": gate.reviewers, "quorum": gate.quorum, "approvals": gate.votes.len(),
+        // The outcomes a decision may have (the page offers only these).
+        "decision_rules": gate.decision_rules,
+        "requested_at": requested_at,
+        "deadline": gate.deadline.as_ref().map(|d| missions::format_timestamp(d.due_us)),
+        "on_timeout": gate.deadline.as_ref().map(|d| d.on_timeout.clone()),
+        "can_decide": why_not.is_none(), "why_not": why_not,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrepareBody {
+    verdict: String,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    edits: Option<Map<String, Value>>,
+    /// For a budget gate: the extension to grant (default: what it asks).
+    #[serde(default)]
+    amount: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    token: String,
+    signatures: Vec<String>,
+}
+
+/// Records a refused decision attempt by a signed-in person, and returns
+/// the error to answer with: journaled as its own `gate.refused` while
+/// the key is within its limit, else counted for a summary entry and
+/// answered `429` (`refusals.rs`).
+fn refused(state: &State, who: &Signed, gate_id: &str, verdict: Verdict, error: ApiError) -> ApiError {
+    let attempt = Attempt { public: &who.public, gate_id, verdict, reason: &error.message, time_us: now_us() };
+    let (admit, closed) = state.refusals.admit(&attempt, Instant::now());
+    if let Some(summary) = closed {
+        journal_repeated(&state.data, &summary);
+    }
+    match admit {
+        Admit::Journal => {
+            gates::refuse(&state.data, gate_id, &who.public, verdict, &error.message);
+            error
+        }
+        Admit::Counted { retry_after } => ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "{} (and too many refused attempts from your key: until the minute is over, they are counted in one \
+                 journal entry instead of one each)",
+                error.message
+            ),
+            retry: false,
+            retry_after: Some(retry_after),
+        },
+    }
+}
+
+/// Journals one key's counted refusals as a single `gate.refused` entry
+/// (with `repeated`), signed by the conductor. A failure is logged and,
+/// if the storage failed, stops the server (`health.rs`).
+fn journal_repeated(data: &DataDir, repeated: &Repeated) {
+    let conductor = data.conductor.clone();
+    let written =
+        data.ledger.write(|t| t.append(&conductor, "gate.refused", &repeated.payload(), now_us()).map(|_| ()));
+    if let Err(e) = written {
+        let e = anyhow::Error::from(e);
+        engine::health::note(&e);
+        tracing::error!(
+            "could not journal {} refused attempts by key {}: {}",
+            repeated.count,
+            repeated.public.key_id(),
+            engine::health::describe(&e)
+        );
+    }
+}
+
+/// The status a refused decision answers with.
+fn refusal_status(state: &State, gate_id: &str) -> StatusCode {
+    let gate = state.data.ledger.read().ok().and_then(|r| state::gate(&r, gate_id).ok().flatten());
+    match gate {
+        None => StatusCode::NOT_FOUND,
+        Some(g) if g.status != GateStatus::Pending => StatusCode::CONFLICT,
+        Some(_) => StatusCode::FORBIDDEN,
+    }
+}
+
+async fn prepare(
+    state: web::Data<State>,
+    who: Signed,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let gate_id = id.into_inner();
+    let body: PrepareBody = match read_json(&req, payload).await {
+        Ok(body) => body,
+        Err(e) => return Err(refused(&state, &who, &gate_id, Verdict::Approve, e)),
+    };
+    let verdict = match body.verdict.as_str() {
+        "approve" => Verdict::Approve,
+        "reject" => Verdict::Reject,
+        other => {
+            let e =
+                ApiError::new(StatusCode::BAD_REQUEST, format!("verdict `{other}` is neither `approve` nor `reject`"));
+            return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
+        }
+    };
+    if who.role != Role::Reviewer {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} keys cannot decide gates; a reviewer signs decisions with their own key", who.role),
+        );
+        return Err(refused(&state, &who, &gate_id, verdict, e));
+    }
+    let public = who.public;
+    let time_us = now_us();
+    let st = state.clone();
+    let (gid, note, edits, amount) = (gate_id.clone(), body.note.clone(), body.edits.clone(), body.amount);
+    let captured = blocking(move || {
+        let key = ledger::RemoteKey::capture(public, Role::Reviewer);
+        let decision = Decision { gate_id: &gid, verdict, note: note.as_deref(), edits: edits.as_ref(), amount };
+        match gates::decide_remote(&st.data, &decision, &key, time_us, true) {
+            Ok(_) => Ok(Ok(key.captured())),
+            Err(e) if engine::health::note(&e) => Err(ApiError::storage_failed(&e)),
+            Err(e) => Ok(Err(engine::health::describe(&e))),
+        }
+    })
+    .await?;
+    let entries = match captured {
+        Ok(entries) => entries,
+        Err(message) => {
+            let status = refusal_status(&state, &gate_id);
+            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, message)));
+        }
+    };
+    let token = random_secret();
+    let listed: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us,
+                   "canonical": base64::engine::general_purpose::STANDARD.encode(&e.canonical),
+                   "hash": e.hash.to_string()})
+        })
+        .collect();
+    let prepared = Prepared {
+        public,
+        gate_id,
+        verdict,
+        note: body.note,
+        edits: body.edits,
+        amount: body.amount,
+        time_us,
+        entries: entries.iter().map(|e| (e.seq, e.hash)).collect(),
+        expires: Instant::now() + PREPARED_TTL,
+    };
+    {
+        let mut all = state.prepared.lock().map_err(internal)?;
+        insert_bounded(&mut all, secret_key(&token), prepared, |p| p.expires <= Instant::now())?;
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({"token": hex::encode(token), "entries": listed, "expires_in_s": PREPARED_TTL.as_secs()})))
+}
+
+async fn decide(
+    state: web::Data<State>,
+    who: Signed,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let gate_id = id.into_inner();
+    let body: DecideBody = match read_json(&req, payload).await {
+        Ok(body) => body,
+        Err(e) => return Err(refused(&state, &who, &gate_id, Verdict::Approve, e)),
+    };
+    let token = hex32(&body.token, "token").map_err(|e| refused(&state, &who, &gate_id, Verdict::Approve, e))?;
+    // Used once, whatever happens next: a replayed request finds nothing.
+    let prepared = state.prepared.lock().map_err(internal)?.remove(&secret_key(&token));
+    let Some(prepared) = prepared.filter(|p| p.expires > Instant::now()) else {
+        let e =
+            ApiError::new(StatusCode::CONFLICT, "that prepared decision is unknown, used or expired; prepare it again");
+        return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
+    };
+    let verdict = prepared.verdict;
+    if prepared.public != who.public || prepared.gate_id != gate_id {
+        let e = ApiError::new(StatusCode::FORBIDDEN, "that decision was prepared for another reviewer or gate");
+        return Err(refused(&state, &who, &gate_id, verdict, e));
+    }
+    if body.signatures.len() != prepared.entries.len() {
+        let e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} entries were prepared and {} signatures sent", prepared.entries.len(), body.signatures.len()),
+        );
+        return Err(refused(&state, &who, &gate_id, verdict, e));
+    }
+    let mut signed = Vec::new();
+    for ((seq, hash), text) in prepared.entries.iter().zip(&body.signatures) {
+        let Ok(signature) = Signature::from_hex(text) else {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, "each signature must be 128 hex digits");
+            return Err(refused(&state, &who, &gate_id, verdict, e));
+        };
+        signed.push(ledger::SignedEntry { seq: *seq, hash: *hash, signature: signature.to_bytes() });
+    }
+    let st = state.clone();
+    let gid = gate_id.clone();
+    let outcome = blocking(move || {
+        let key = ledger::RemoteKey::signed(prepared.public, Role::Reviewer, signed);
+        let decision = Decision {
+            gate_id: &gid,
+            verdict: prepared.verdict,
+            note: prepared.note.as_deref(),
+            edits: prepared.edits.as_ref(),
+            amount: prepared.amount,
+        };
+        Ok(gates::decide_remote(&st.data, &decision, &key, prepared.time_us, false))
+    })
+    .await?;
+    let decided = match outcome {
+        Ok(decided) => decided,
+        Err(e) if journal_moved(&e) => {
+            // Not a refusal: another entry took the prepared seq first.
+            return Err(ApiError {
+                retry: true,
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the journal moved on since this decision was prepared; prepare and sign it again",
+                )
+            });
+        }
+        // Not the reviewer's doing, and nothing more can be journaled.
+        Err(e) if engine::health::note(&e) => return Err(ApiError::storage_failed(&e)),
+        Err(e) => {
+            let status = if bad_signature(&e) { StatusCode::BAD_REQUEST } else { refusal_status(&state, &gate_id) };
+            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, engine::health::describe(&e))));
+        }
+    };
+    if gates::resumes_mission(&decided) {
+        let jobs = state.jobs.lock().map_err(internal)?;
+        if jobs.send(Job::Resume(decided.gate.mission.clone())).is_err() {
+            tracing::warn!(
+                "the mission runner is gone; resume with `conductor mission resume {}`",
+                decided.gate.mission
+            );
+        }
+    }
+    let read = state.data.ledger.read().map_err(internal)?;
+    let task = state::task(&read, &decided.gate.mission, decided.gate.task).map_err(internal)?;
+    let mission = state::mission(&read, &decided.gate.mission).map_err(internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": json!(decided.gate.status), "closed": decided.closed, "needed": decided.needed,
+        "gate": decided.gate.gate, "case_id": decided.gate.case_id,
+        "case": task.map(|t| json!({"status": json!(t.status), "outcome": t.outcome})),
+        "mission_status": mission.map(|m| engine::summary::status_text(m.status)),
+    })))
+}
+
+fn journal_moved(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ledger::LedgerError>(),
+        Some(ledger::LedgerError::Remote(ledger::RemoteSignError::Moved { .. }))
+    )
+}
+
+fn bad_signature(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<ledger::LedgerError>(),
+        Some(ledger::LedgerError::Remote(ledger::RemoteSignError::BadSignature { .. }))
+    )
+}
+
+async fn event_stream(state: web::Data<State>, who: Signed) -> HttpResponse {
+    let rx = state.events.subscribe();
+    let first = Bytes::from_static(b"retry: 2000\nevent: gates\ndata: {}\n\n");
+    let stream =
+        futures_util::stream::unfold((rx, Some(first), state, who.key), |(mut rx, first, state, key)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, Infallible>(first), (rx, None, state, key)));
+            }
+            let message = tokio::select! {
+                got = rx.recv() => match got {
+                    Ok(data) => format!("event: gates\ndata: {data}\n\n"),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "event: gates\ndata: {}\n\n".to_owned(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                () = tokio::time::sleep(KEEPALIVE) => ": keep-alive\n\n".to_owned(),
+            };
+            // A stream outlives no session: sign-out or expiry ends it.
+            let alive =
+                state.sessions.lock().ok().is_some_and(|s| s.get(&key).is_some_and(|s| s.expires > Instant::now()));
+            alive.then(|| (Ok(Bytes::from(message)), (rx, None, state, key)))
+        });
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(stream)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartMission {
+    /// The mission file's text (YAML). Files it names are relative to
+    /// the server's `DATA/missions/` and must be inside it (`upload.rs`).
+    yaml: String,
+    /// Start it even if the same mission already ran to its end here
+    /// (`conductor run --new`).
+    #[serde(default)]
+    new: bool,
+}
+
+/// An operator starts a mission on this host by sending its YAML (it
+/// runs after any before it).
+async fn start_mission(
+    state: web::Data<State>,
+    who: Signed,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if who.role != Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} keys cannot start missions; an operator key can", who.role),
+        ));
+    }
+    let body: StartMission = read_json(&req, payload).await?;
+    let uploads = state.uploads.clone();
+    // Checked here so the operator hears about a bad mission, not the log.
+    let file = blocking(move || {
+        let unusable = |e: upload::UploadError| match e {
+            upload::UploadError::Store(e) => {
+                tracing::error!("serve: storing an uploaded mission: {e}");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("the server could not store the mission: {e}"))
+            }
+            refused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
+        };
+        let mission = upload::check(&uploads, &body.yaml).map_err(unusable)?;
+        // What fails here names a module and its signature, never content.
+        engine::modules::check_mission(&mission)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, engine::health::describe(&e)))?;
+        upload::store(&uploads, &body.yaml).map_err(unusable)
+    })
+    .await?;
+    let again = if body.new { engine::run::Again::StartNew } else { engine::run::Again::Refuse };
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tracing::info!("serve: operator {} starts {}", who.public.key_id(), file.display());
+    state.jobs.lock().map_err(internal)?.send(Job::Upload { file, again }).map_err(internal)?;
+    Ok(HttpResponse::Accepted().json(json!({"queued": format!("{}/{name}", upload::UPLOADS_DIR)})))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {} {}", req.method(), req.path())).error_response()
+}
+
+/// Whether journal entries of `kind` change what the page shows.
+fn page_relevant(kind: &str) -> bool {
+    kind.starts_with("gate.") || kind == "task.decided" || kind.starts_with("mission.")
+}
+
+/// Watches the journal head and tells event streams when gates or cases
+/// changed; journals the summaries of refusal windows that closed (all of
+/// them once `stop` is set, before the database closes).
+fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, refusals: &Refusals, stop: &AtomicBool) {
+    let mut seen = data.ledger.head().map(|(next, _)| next).unwrap_or(0);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(EVENT_POLL);
+        for repeated in refusals.closed(Some(Instant::now())) {
+            journal_repeated(&data, &repeated);
+        }
+        let Ok((next, _)) = data.ledger.head() else { continue };
+        if next == seen {
+            continue;
+        }
+        // With no page open, nothing is read.
+        let relevant = events.receiver_count() > 0
+            && data
+                .ledger
+                .entries(seen, usize::try_from(next - seen).unwrap_or(usize::MAX))
+                .map(|entries| entries.iter().any(|e| page_relevant(&e.kind)))
+                .unwrap_or(true);
+        seen = next;
+        if relevant {
+            // Pages refetch what they show; the event only says when. A
+            // send fails only when no page listens, which is fine.
+            let _ = events.send(json!({"head": next}).to_string());
+        }
+    }
+    for repeated in refusals.closed(None) {
+        journal_repeated(&data, &repeated);
+    }
+}
+
+/// Runs missions and resumes, one at a time, on a runtime of its own
+/// (the mission engine is not tied to the server's workers).
+fn run_jobs(
+    cfg: engine::run::RunConfig,
+    router: Arc<dyn models::Models>,
+    jobs: mpsc::Receiver<Job>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    progress: Arc<dyn engine::run::Observer>,
+) {
+    for job in jobs {
+        let outcome = match &job {
+            Job::Run(path) => runtime.block_on(run_file(path, None, router.clone(), &cfg, progress.clone())),
+            Job::Upload { file, again } => {
+                let cfg = engine::run::RunConfig { again: *again, ..cfg.clone() };
+                runtime.block_on(run_file(file, file.parent(), router.clone(), &cfg, progress.clone()))
+            }
+            Job::Resume(mission) => {
+                runtime.block_on(engine::run::resume_mission(mission, router.clone(), &cfg, progress.clone())).map(Some)
+            }
+        };
+        match outcome {
+            Ok(Some(done)) => eprintln!("mission {}: {}", done.mission_id, engine::summary::status_text(done.status)),
+            Ok(None) => {}
+            Err(e) => {
+                // A full disk here stops the server (`health.rs`).
+                engine::health::note(&e);
+                eprintln!("{job:?} failed: {}", engine::health::describe(&e));
+            }
+        }
+    }
+}
+
+/// Loads and runs the mission file at `path`; with `confined_to`, only if
+/// every file it names is inside that directory (an upload). `None` if it
+/// was refused before anything ran (the reason is logged).
+async fn run_file(
+    path: &std::path::Path,
+    confined_to: Option<&std::path::Path>,
+    router: Arc<dyn models::Models>,
+    cfg: &engine::run::RunConfig,
+    progress: Arc<dyn engine::run::Observer>,
+) -> Result<Option<engine::run::RunOutcome>> {
+    let mission = match missions::load(path) {
+        Ok(mission) => mission,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(None);
+        }
+    };
+    if let Some(dir) = confined_to
+        && let Err(e) = upload::confined(&mission, dir, &path.display().to_string())
+    {
+        eprintln!("{}: {e}; not run", path.display());
+        return Ok(None);
+    }
+    if let Err(e) = engine::modules::check_mission(&mission) {
+        eprintln!("{}: {}; not run", path.display(), engine::health::describe(&e));
+        return Ok(None);
+    }
+    engine::run::run_mission(path, mission, router, cfg, progress).await.map(Some)
+}
+
+/// The server's health for a supervisor: `503` once storage failed (the
+/// server is then stopping). Says nothing else, so anyone may ask.
+async fn health() -> HttpResponse {
+    let body = |status| json!({"status": status});
+    match engine::health::failure() {
+        None => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body("ok")),
+        Some(_) => {
+            HttpResponse::ServiceUnavailable().insert_header((header::CACHE_CONTROL, "no-store")).json(body("failing"))
+        }
+    }
+}
+
+/// Stops the server (as SIGTERM would) once any part of the process
+/// reports a storage failure.
+async fn stop_when_storage_fails(server: actix_web::dev::ServerHandle) {
+    while engine::health::failure().is_none() {
+        actix_web::rt::time::sleep(HEALTH_POLL).await;
+    }
+    eprintln!("stopping: the data directory can no longer be written");
+    server.stop(true).await;
+}
+
+/// Whether `addr` is reachable only from this host.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serves until interrupted (Ctrl-C). Prints `listening on http://ADDR`
+/// on stdout once the socket is bound, so scripts can wait for it.
+pub fn serve(cfg: ServeConfig) -> Result<()> {
+    let (events, _) = tokio::sync::broadcast::channel(64);
+    let (jobs, job_queue) = mpsc::channel();
+    upload::create_dir(&cfg.data.root)
+        .with_context(|| format!("creating {}", upload::dir(&cfg.data.root).display()))?;
+    let refusals = Arc::new(Refusals::default());
+    let state = web::Data::new(State {
+        data: cfg.data.clone(),
+        challenges: Challenges::new(),
+        sessions: Mutex::new(HashMap::new()),
+        prepared: Mutex::new(HashMap::new()),
+        events: events.clone(),
+        jobs: Mutex::new(jobs.clone()),
+        refusals: refusals.clone(),
+        uploads: upload::dir(&cfg.data.root),
+    });
+    let mut run_config = cfg.run_config;
+    run_config.open = Some(cfg.data.clone());
+    // Missions and gateway calls run models here, not on the server's
+    // single-threaded workers.
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the model runtime")?,
+    );
+    let gateway = web::Data::new(crate::gateway::Gateway::new(
+        cfg.data.clone(),
+        cfg.router.clone(),
+        runtime.handle().clone(),
+        cfg.gateway,
+    ));
+    let (router, observer) = (cfg.router, cfg.observer);
+    let runner_runtime = runtime.clone();
+    let runner = std::thread::Builder::new()
+        .name("missions".into())
+        .spawn(move || run_jobs(run_config, router, job_queue, runner_runtime, observer))
+        .context("starting the mission runner")?;
+    let poll_data = cfg.data.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = std::thread::Builder::new()
+        .name("events".into())
+        .spawn({
+            let stop = stop.clone();
+            move || poll_events(poll_data, events, &refusals, &stop)
+        })
+        .context("starting the event poller")?;
+    drop(cfg.data);
+    let system = actix_web::rt::System::new();
+    let served = system.block_on(async move {
+        let app_state = state.clone();
+        let app_gateway = gateway.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(app_gateway.clone())
+                .configure(crate::gateway::routes)
+                .route("/", web::get().to(asset))
+                .route("/static/{name}", web::get().to(asset))
+                .route("/health", web::get().to(health))
+                .route("/api/challenge", web::get().to(challenge))
+                .route("/api/session", web::post().to(sign_in))
+                .route("/api/session", web::delete().to(sign_out))
+                .route("/api/me", web::get().to(me))
+                .route("/api/gates", web::get().to(list_gates))
+                .route("/api/gates/{id}", web::get().to(one_gate))
+                .route("/api/gates/{id}/prepare", web::post().to(prepare))
+                .route("/api/gates/{id}/decide", web::post().to(decide))
+                .route("/api/events", web::get().to(event_stream))
+                .route("/api/missions", web::post().to(start_mission))
+                .default_service(web::to(not_found))
+        })
+        .workers(2)
+        // Event streams never finish on their own; on shutdown they get
+        // this long to close, not actix's default 30 s.
+        .shutdown_timeout(SHUTDOWN_GRACE_S)
+        .bind(cfg.bind)
+        .with_context(|| format!("binding {}", cfg.bind))?;
+        for addr in server.addrs() {
+            println!("listening on http://{addr}");
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush().ok();
+        for path in cfg.run {
+            jobs.send(Job::Run(path)).ok();
+        }
+        let running = server.run();
+        actix_web::rt::spawn(stop_when_storage_fails(running.handle()));
+        running.await.context("serving")
+    });
+    // Every handle on the database must be gone before the process ends,
+    // so redb closes it cleanly (a reader would otherwise find it in need
+    // of repair). The job queue closed with the server's state: the
+    // runner finishes the mission in progress, if any, and stops.
+    stop.store(true, Ordering::Relaxed);
+    eprintln!("stopping: finishing the mission in progress, if any");
+    let _ = poller.join();
+    let _ = runner.join();
+    // mistral.rs keeps engine threads alive; don't wait for them.
+    if let Ok(runtime) = Arc::try_unwrap(runtime) {
+        runtime.shutdown_background();
+    }
+    served?;
+    match engine::health::failure() {
+        // Exits non-zero, so that a supervisor restarts the server (redb
+        // takes writes again only once the database is reopened).
+        Some(failure) => anyhow::bail!(
+            "the server stopped because its data directory can no longer be written ({failure}); fix the cause and \
+             start it again"
+        ),
+        None => Ok(()),
+    }
+}
