@@ -70,7 +70,7 @@ const TEARDOWN_QUEUE: u32 = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
     /// Cells that may be alive at once (the conductor runs at most
-    /// `--concurrency`, 64, at a time).
+    /// `--concurrency`, at most 1,024, at a time; its pool is sized to it).
     pub live_cells: u32,
     /// The most linear memory any one cell may be granted; a cell asking
     /// for more is refused it at `memory.grow`.

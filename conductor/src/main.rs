@@ -45,9 +45,10 @@ mod exit {
     pub const DIVERGED: u8 = 5;
     /// The mission ran to its end, but some of its tasks failed.
     pub const TASKS_FAILED: u8 = 6;
-    /// The host could not do the work (a model file missing or not the
-    /// pinned one): nothing was charged and no task was marked; fix the
-    /// cause and run the same command again.
+    /// The host could not do the work: a model file missing or not the
+    /// pinned one (found before anything ran), or the journal's storage
+    /// failed (a full disk) and the mission stopped with nothing unjournaled
+    /// given or charged. Fix the cause and run the same command again.
     pub const INFRASTRUCTURE: u8 = 7;
 
     /// Every status with its meaning, for `--help`: the one list, so the
@@ -62,8 +63,9 @@ mod exit {
         (TASKS_FAILED, "the mission ran to its end but some tasks failed (status completed_with_failures)"),
         (
             INFRASTRUCTURE,
-            "infrastructure: a model file is missing or not the pinned one; nothing was charged; \
-             fix it and run the same command again",
+            "infrastructure: a model file is missing or not the pinned one, or the journal's storage \
+             failed (a full disk); nothing unjournaled was given or charged; fix it and run the same \
+             command again, which carries on from the journal",
         ),
     ];
 
@@ -1150,8 +1152,12 @@ fn execute(
         open: None,
         again: run::Again::Refuse,
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Each running cell holds a blocking thread: room for every one.
+        .max_blocking_threads(engine::run::BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let outcome = runtime.block_on(work(router, cfg, progress))?;
     let ledger = data::open_ledger_only(&args.data.data);
     // The run's DataDir is dropped, so the database can be reopened here.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use identity::{Keypair, Role};
-use ledger::Ledger;
+use ledger::{GroupCommitter, Ledger, LedgerError};
 use serde_json::json;
 
 use crate::clock::now_us;
@@ -24,6 +24,10 @@ pub struct DataDir {
     pub root: PathBuf,
     pub ledger: Arc<Ledger>,
     pub conductor: Arc<Keypair>,
+    /// Durable writes of many callers (cells' and gateway calls'
+    /// reservations and settlements) share one commit here: see
+    /// [`DataDir::commit`].
+    pub committer: Arc<GroupCommitter>,
 }
 
 impl DataDir {
@@ -68,7 +72,20 @@ impl DataDir {
             crate::gateway::create_tables(t.redb())?;
             Ok(())
         })?;
-        Ok(DataDir { root: root.to_owned(), ledger: Arc::new(ledger), conductor })
+        let ledger = Arc::new(ledger);
+        let committer = Arc::new(GroupCommitter::new(ledger.clone(), ledger::GROUP_BATCH_DEFAULT));
+        Ok(DataDir { root: root.to_owned(), ledger, conductor, committer })
+    }
+
+    /// Runs `op` in a group commit and returns its result once that commit
+    /// is durable: many concurrent callers share one fsync. An operation
+    /// rolled back only because another caller's operation in the same
+    /// transaction failed (a retryable `Interrupted`) is run again.
+    pub fn commit<T: Send + 'static>(
+        &self,
+        op: impl Fn(&mut ledger::Txn) -> Result<T, LedgerError> + Clone + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        commit(&self.committer, op)
     }
 
     /// Where an agent's key for one mission lives.
@@ -139,4 +156,17 @@ fn create_private_dir(path: &Path) -> Result<()> {
         builder.mode(0o700);
     }
     builder.create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// [`DataDir::commit`] on a committer held elsewhere.
+pub fn commit<T: Send + 'static>(
+    committer: &GroupCommitter,
+    op: impl Fn(&mut ledger::Txn) -> Result<T, LedgerError> + Clone + Send + 'static,
+) -> Result<T, LedgerError> {
+    loop {
+        match committer.submit(op.clone()) {
+            Err(LedgerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }

@@ -10,10 +10,17 @@
 //! loses the task's deferred entries as a unit, and recovery runs the task
 //! again from where the durable journal leaves it. Reservations and
 //! settlements around a model call stay durable: the call is real work.
+//!
+//! Every answer is journaled before the agent sees it, refusals and errors
+//! included: a call whose entry cannot be committed gets no answer. The
+//! agent is told only that the journal failed, the task gets no further
+//! answers, and it ends unrecorded (see [`Unrecorded`]): a replay never
+//! meets an answer the journal lacks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cells::{CellHost, Completion, Fact, InferRequest, ReviewAnswer};
@@ -76,6 +83,9 @@ fn wait_for_settlements(ledger: &Ledger, refusal: &BudgetError, until: Instant) 
 pub struct MissionCtx {
     pub id: String,
     pub ledger: Arc<Ledger>,
+    /// Where reservations and settlements are committed, many tasks' in
+    /// one durable commit (`data::commit`).
+    pub committer: Arc<ledger::GroupCommitter>,
     pub conductor: Arc<Keypair>,
     pub router: Arc<dyn Models>,
     pub runtime: tokio::runtime::Handle,
@@ -108,7 +118,34 @@ pub struct TaskMeter {
     /// The review the agent asked for, if any: (gate, reason). The last
     /// request wins.
     pub review: std::sync::Mutex<Option<(String, String)>>,
+    /// The first host call whose journal entry could not be committed, if
+    /// any. From then on the task gets no answers, and what it returns is
+    /// not its outcome (see `run_task`).
+    pub unrecorded: Mutex<Option<Unrecorded>>,
 }
+
+impl TaskMeter {
+    /// The first call of this task the journal could not record, if any.
+    pub fn unrecorded(&self) -> Option<Unrecorded> {
+        self.unrecorded.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// A host call whose answer (or refusal) the journal could not record: the
+/// agent was not given it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrecorded {
+    /// What failed, in words.
+    pub failure: String,
+    /// The storage under the journal failed (a full disk, an I/O error):
+    /// nothing more can be recorded, so the mission stops and a later run
+    /// recovers the task. Otherwise the entry itself was refused, and the
+    /// task fails.
+    pub storage: bool,
+}
+
+/// How an agent's call is answered once the journal could not record it.
+pub const UNRECORDED: &str = "the journal could not record this call, so it has no answer and the task stops";
 
 /// A review reason is read by a person: 2 KiB is several paragraphs.
 pub const REVIEW_REASON_BYTES_MAX: usize = 2048;
@@ -139,6 +176,28 @@ pub struct TaskHost {
 }
 
 impl TaskHost {
+    /// What the agent gets instead of the answer to a call whose `kind`
+    /// entry the journal could not commit: an error that says so. The task
+    /// is marked so that it gets no further answers and ends unrecorded,
+    /// and a storage failure is reported, so the mission stops.
+    fn unrecorded(&self, kind: &str, error: impl Into<anyhow::Error>) -> String {
+        let error = error.into().context(format!("journaling task {}'s {kind}", self.task));
+        let storage = crate::health::note(&error);
+        let failure = crate::health::describe(&error);
+        tracing::error!(task = self.task, "{failure}; the task stops");
+        let mut slot = self.meter.unrecorded.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(Unrecorded { failure: failure.clone(), storage });
+        }
+        format!("{UNRECORDED}: {failure}")
+    }
+
+    /// The answer to every call after one went unrecorded: the same error,
+    /// with nothing done or journaled (the task is ending unrecorded).
+    fn stopped(&self) -> Option<String> {
+        self.meter.unrecorded().map(|u| format!("{UNRECORDED}: an earlier call was not recorded: {}", u.failure))
+    }
+
     /// Answers a memory read (or its refusal) and journals question and
     /// answer in one commit, the answer's values sealed.
     fn memory_read(
@@ -147,57 +206,66 @@ impl TaskHost {
         asked: serde_json::Value,
         query: Result<memory::Query, String>,
     ) -> Result<Vec<Fact>, String> {
+        if let Some(stopped) = self.stopped() {
+            return Err(stopped);
+        }
         let mut payload = asked;
         payload["mission"] = json!(self.ctx.id);
         payload["task"] = json!(self.task);
         let answered = match query {
             Err(refusal) => Err(refusal),
-            Ok(query) => self
-                .ctx
-                .ledger
-                .write_deferred(|t| -> anyhow::Result<Vec<Fact>> {
-                    let recalled = memory::recall(t.redb(), &query)?;
-                    let mut listed = Vec::with_capacity(recalled.facts.len());
-                    let mut facts = Vec::with_capacity(recalled.facts.len());
-                    let mut erased = 0usize;
-                    for (i, f) in recalled.facts.iter().enumerate() {
-                        // An erased subject's facts have no value left to
-                        // give: the agent is not shown them.
-                        let Some(mut entry) = crate::facts::journaled(t.redb(), f)? else {
-                            erased += 1;
-                            continue;
-                        };
-                        if let (memory::Select::Words(_), Some(score)) = (&query.select, recalled.scores.get(i)) {
-                            entry["score"] = json!(score);
-                        }
-                        listed.push(entry);
-                        facts.push(Fact {
-                            subject: f.subject.clone(),
-                            predicate: f.predicate.clone(),
-                            value: f.value.plain().unwrap_or_default().to_owned(),
-                            valid_from: f.valid_from,
-                            valid_to: f.valid_to,
-                            recorded_at: f.recorded_at,
-                        });
+            Ok(query) => Ok(self.ctx.ledger.write_deferred(|t| -> anyhow::Result<Vec<Fact>> {
+                let recalled = memory::recall(t.redb(), &query)?;
+                let mut listed = Vec::with_capacity(recalled.facts.len());
+                let mut facts = Vec::with_capacity(recalled.facts.len());
+                let mut erased = 0usize;
+                for (i, f) in recalled.facts.iter().enumerate() {
+                    // An erased subject's facts have no value left to
+                    // give: the agent is not shown them.
+                    let Some(mut entry) = crate::facts::journaled(t.redb(), f)? else {
+                        erased += 1;
+                        continue;
+                    };
+                    if let (memory::Select::Words(_), Some(score)) = (&query.select, recalled.scores.get(i)) {
+                        entry["score"] = json!(score);
                     }
-                    let mut payload = payload.clone();
-                    payload["spaces"] = json!(query.spaces);
-                    payload["valid_at"] = json!(query.valid_at);
-                    payload["known_at"] = json!(query.known_at);
-                    payload["facts"] = json!(listed);
-                    payload["truncated"] = json!(recalled.truncated);
-                    if erased > 0 {
-                        payload["erased"] = json!(erased);
-                    }
-                    t.append(&self.agent_key, kind, &payload, now_us())?;
-                    Ok(facts)
-                })
-                .map_err(|e| format!("{e:#}")),
+                    listed.push(entry);
+                    facts.push(Fact {
+                        subject: f.subject.clone(),
+                        predicate: f.predicate.clone(),
+                        value: f.value.plain().unwrap_or_default().to_owned(),
+                        valid_from: f.valid_from,
+                        valid_to: f.valid_to,
+                        recorded_at: f.recorded_at,
+                    });
+                }
+                let mut payload = payload.clone();
+                payload["spaces"] = json!(query.spaces);
+                payload["valid_at"] = json!(query.valid_at);
+                payload["known_at"] = json!(query.known_at);
+                payload["facts"] = json!(listed);
+                payload["truncated"] = json!(recalled.truncated);
+                if erased > 0 {
+                    payload["erased"] = json!(erased);
+                }
+                t.append(&self.agent_key, kind, &payload, now_us())?;
+                Ok(facts)
+            })),
+        };
+        let answered = match answered {
+            Ok(Ok(facts)) => Ok(facts),
+            // The storage failed: there is no answer to journal, refusal
+            // or otherwise.
+            Ok(Err(e)) if crate::health::is_storage(&e) => return Err(self.unrecorded(kind, e)),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(refusal) => Err(refusal),
         };
         answered.map_err(|reason| {
             payload["refused"] = json!(reason);
-            let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
-            reason
+            match self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us())) {
+                Ok(_) => reason,
+                Err(e) => self.unrecorded(kind, e),
+            }
         })
     }
 
@@ -209,9 +277,12 @@ impl TaskHost {
             "mission": self.ctx.id, "task": self.task, "model": request.model,
             "messages": messages, "max_tokens": request.max_tokens, "refused": reason,
         });
-        // A refusal that cannot be journaled is still a refusal.
-        let _ = self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us()));
-        Err(reason)
+        // A refusal the journal lacks is not given: a replay would find no
+        // answer to give.
+        match self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us())) {
+            Ok(_) => Err(reason),
+            Err(e) => Err(self.unrecorded("refused host.infer", e)),
+        }
     }
 
     /// Why a review under `gate` cannot be asked for, if it cannot; the
@@ -234,20 +305,18 @@ impl TaskHost {
         truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
         let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
                              "reason": kept, "refused": refused});
-        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us()));
-        Some(refused)
-    }
-
-    fn price(&self, model: &str, prompt: u32, completion: u32) -> Option<u64> {
-        let p = self.ctx.prices.get(model)?;
-        u64::from(prompt)
-            .checked_mul(p.prompt_price)?
-            .checked_add(u64::from(completion).checked_mul(p.completion_price)?)
+        match self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us())) {
+            Ok(_) => Some(refused),
+            Err(e) => Some(self.unrecorded(&format!("refused {kind}"), e)),
+        }
     }
 }
 
 impl CellHost for TaskHost {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
+        if let Some(stopped) = self.stopped() {
+            return Err(stopped);
+        }
         if !self.models.contains(&request.model) {
             let reason = format!(
                 "model `{}` is not available to this agent; it may use {}",
@@ -290,21 +359,17 @@ impl CellHost for TaskHost {
             Ok(prompt) => prompt,
             Err(e) => return self.refuse(&request, e.to_string()),
         };
-        let prompt_tokens = prompt.tokens();
-        let context = spec.context_tokens;
-        if u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(context) {
-            let reason = format!(
-                "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the \
-                 model's context of {context} tokens"
-            );
-            return self.refuse(&request, reason);
-        }
-        // The most this call can cost: its real prompt plus every token it
-        // may generate. Never "whatever is left in the budget".
-        let Some(cost_max) = self.price(&model, prompt_tokens, max_tokens) else {
-            return self
-                .refuse(&request, format!("model `{model}` has no price in this mission, or the price overflows"));
+        let Some(price) = self.ctx.prices.get(&model) else {
+            return self.refuse(&request, format!("model `{model}` has no price in this mission"));
         };
+        let price = models::Price { prompt: price.prompt_price, completion: price.completion_price };
+        // Counted, checked against the context and priced as every paid
+        // call is (`metering`): the worst case is what is reserved.
+        let quote = match crate::metering::quote(price, spec.context_tokens, prompt.tokens(), max_tokens) {
+            Ok(quote) => quote,
+            Err(e) => return self.refuse(&request, e.to_string()),
+        };
+        let (prompt_tokens, cost_max) = (quote.prompt_tokens, quote.worst_case);
         let call = json!({"task": self.task, "model": model,
                           "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
         // Other tasks' reservations in flight may be all that stands in the
@@ -313,18 +378,20 @@ impl CellHost for TaskHost {
         let wait_until = (Instant::now() + RESERVATION_WAIT_MAX).min(self.deadline);
         let reservation = loop {
             let may_wait = Instant::now() < wait_until;
-            let attempt = self.ctx.ledger.write(|t| {
+            let (conductor, account, call, ttl_us) =
+                (self.ctx.conductor.clone(), self.account.clone(), call.clone(), self.ctx.reservation_ttl_us);
+            let attempt = crate::data::commit(&self.ctx.committer, move |t| {
                 let now = now_us();
-                let deadline = now.saturating_add(self.ctx.reservation_ttl_us);
-                match t.reserve(&self.ctx.conductor, &self.account, cost_max, deadline, call.clone(), now) {
+                let deadline = now.saturating_add(ttl_us);
+                match t.reserve(&conductor, &account, cost_max, deadline, call.clone(), now) {
                     Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
                         if may_wait && others_pending_in_the_way(&refusal) {
                             return Ok(Err((refusal, Refused::Waiting)));
                         }
                         t.append(
-                            &self.ctx.conductor,
+                            &conductor,
                             "budget.refused",
-                            &json!({"account": self.account, "for": call, "reason": refusal.to_string()}),
+                            &json!({"account": account, "for": call, "reason": refusal.to_string()}),
                             now,
                         )?;
                         Ok(Err((refusal, Refused::Final)))
@@ -350,7 +417,15 @@ impl CellHost for TaskHost {
                 }
                 return self.refuse(&request, refusal.to_string());
             }
-            Err(e) => return self.refuse(&request, e.to_string()),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                // The storage failed: nothing is reserved, and a refusal
+                // could not be journaled either.
+                if crate::health::is_storage(&e) {
+                    return Err(self.unrecorded("budget reservation", e));
+                }
+                return self.refuse(&request, e.to_string());
+            }
         };
         self.meter.reserved.fetch_add(cost_max, Ordering::Relaxed);
 
@@ -367,8 +442,20 @@ impl CellHost for TaskHost {
                               "reservation": reservation.0});
             if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us()))
             {
-                let _ = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us()));
-                return Err(format!("could not journal the frontier call, so it was not made: {e}"));
+                // The call is not made. Its reservation is returned, or, if
+                // that cannot be journaled either, stays pending until the
+                // next run's recovery voids it (or its deadline expires it).
+                if let Err(void) = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us())) {
+                    let void = anyhow::Error::from(void);
+                    crate::health::note(&void);
+                    tracing::warn!(
+                        task = self.task,
+                        "reservation {} left pending: {}",
+                        reservation.0,
+                        crate::health::describe(&void)
+                    );
+                }
+                return Err(self.unrecorded("data.left_host (the frontier call was not made)", e));
             }
         }
         let result = self.ctx.runtime.block_on(router.complete(&prompt, max_tokens, timeout));
@@ -381,18 +468,23 @@ impl CellHost for TaskHost {
                     "messages": messages_json, "max_tokens": max_tokens,
                     "reservation": reservation.0, "error": e.to_string(),
                 });
-                let _ = self.ctx.ledger.write(|t| {
-                    t.void(&self.ctx.conductor, reservation, now_us())?;
-                    t.append(&self.agent_key, "host.infer", &payload, now_us())
-                });
-                Err(e.to_string())
+                // The reservation stays pending if this fails: the next
+                // run's recovery voids it.
+                let (conductor, agent_key) = (self.ctx.conductor.clone(), self.agent_key.clone());
+                match crate::data::commit(&self.ctx.committer, move |t| {
+                    t.void(&conductor, reservation, now_us())?;
+                    t.append(&agent_key, "host.infer", &payload, now_us())
+                }) {
+                    Ok(_) => Err(e.to_string()),
+                    Err(e) => Err(self.unrecorded("failed host.infer", e)),
+                }
             }
             Ok(out) => {
-                let actual = self.price(&model, out.prompt_tokens, out.completion_tokens).unwrap_or(u64::MAX);
                 // The reservation covered the exact prompt and every allowed
-                // completion token, so `actual` fits; if a tokenizer ever
-                // disagreed, the reservation is the most that may be posted.
-                let posted = actual.min(cost_max);
+                // completion token; if a tokenizer ever disagreed, the
+                // reservation is the most that may be posted.
+                let charge = quote.charge(out.prompt_tokens, out.completion_tokens);
+                let (posted, actual) = (charge.posted, charge.uncapped);
                 let payload = json!({
                     "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
                     "failover_refused": failover_refused,
@@ -401,12 +493,17 @@ impl CellHost for TaskHost {
                     "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
                     "cost": posted, "cost_uncapped": actual,
                 });
-                let written = self.ctx.ledger.write(|t| {
-                    t.settle(&self.ctx.conductor, reservation, posted, now_us())?;
-                    t.append(&self.agent_key, "host.infer", &payload, now_us())
+                let (conductor, agent_key) = (self.ctx.conductor.clone(), self.agent_key.clone());
+                // Settled and journaled in a group commit shared with other
+                // cells' calls; the answer is given only once it is durable.
+                let written = crate::data::commit(&self.ctx.committer, move |t| {
+                    t.settle(&conductor, reservation, posted, now_us())?;
+                    t.append(&agent_key, "host.infer", &payload, now_us())
                 });
                 if let Err(e) = written {
-                    return Err(format!("could not record the completion: {e}"));
+                    // Not paid for (the reservation stays pending until the
+                    // next run's recovery voids it), and not given.
+                    return Err(self.unrecorded("answered host.infer", e));
                 }
                 self.meter.settled.fetch_add(posted, Ordering::Relaxed);
                 self.meter.model_calls.fetch_add(1, Ordering::Relaxed);
@@ -458,6 +555,9 @@ impl CellHost for TaskHost {
         value: String,
         valid_from: Option<i64>,
     ) -> Result<(), String> {
+        if let Some(stopped) = self.stopped() {
+            return Err(stopped);
+        }
         let base = json!({"mission": self.ctx.id, "task": self.task, "subject": subject,
                           "predicate": predicate, "asked_valid_from": valid_from});
         let stored = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
@@ -486,22 +586,32 @@ impl CellHost for TaskHost {
             Ok(())
         });
         stored.map_err(|e| {
+            if crate::health::is_storage(&e) {
+                // Neither the fact nor a refusal can be journaled.
+                return self.unrecorded("host.remember", e);
+            }
             // The agent is told no, and so is the journal: a replay must
             // give the same answer. The value is sealed even here (it is
             // personal data); for an erased subject it is left out.
             let reason = format!("{e:#}");
-            let _ = self.ctx.ledger.write_deferred(|t| {
+            let refused = self.ctx.ledger.write_deferred(|t| {
                 let mut refused = base.clone();
                 refused["value"] =
                     memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
                 refused["refused"] = json!(reason);
                 t.append(&self.agent_key, "host.remember", &refused, now_us())
             });
-            reason
+            match refused {
+                Ok(_) => reason,
+                Err(e) => self.unrecorded("refused host.remember", e),
+            }
         })
     }
 
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
+        if let Some(stopped) = self.stopped() {
+            return Err(stopped);
+        }
         if let Some(refused) = self.refused_review("host.review", &gate, &reason) {
             return Err(refused);
         }
@@ -509,7 +619,7 @@ impl CellHost for TaskHost {
         self.ctx
             .ledger
             .write_deferred(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| self.unrecorded("host.review", e))?;
         if let Ok(mut review) = self.meter.review.lock() {
             *review = Some((gate, reason));
         }
@@ -517,6 +627,9 @@ impl CellHost for TaskHost {
     }
 
     fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
+        if let Some(stopped) = self.stopped() {
+            return ReviewAnswer::Refused(stopped);
+        }
         if let Some(refused) = self.refused_review("host.await", &gate, &reason) {
             return ReviewAnswer::Refused(refused);
         }
@@ -575,15 +688,23 @@ impl CellHost for TaskHost {
         });
         match parked {
             Ok(()) => ReviewAnswer::Park { gate_id },
-            Err(e) => ReviewAnswer::Refused(format!("could not park the task: {e:#}")),
+            // Not parked, and the refusal is not journaled either.
+            Err(e) => ReviewAnswer::Refused(self.unrecorded("host.await (parking the task)", e)),
         }
     }
 
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         tracing::info!(task = self.task, "agent: {message}");
+        if self.stopped().is_some() {
+            return;
+        }
+        // A replay retraces log calls too: one the journal lacks stops the
+        // task like any other unrecorded call.
         let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
-        let _ = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, "host.log", &payload, now_us()));
+        if let Err(e) = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, "host.log", &payload, now_us())) {
+            self.unrecorded("host.log", e);
+        }
     }
 }
 
@@ -595,5 +716,101 @@ pub fn truncate_utf8(text: &mut String, max: usize) {
             cut -= 1;
         }
         text.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity::Role;
+
+    /// A task host whose agent key the journal does not know, so every
+    /// entry the agent would sign is refused (the storage itself works),
+    /// and the journal it writes to. The runtime is returned to outlive it.
+    fn unknown_agent(dir: &std::path::Path) -> (TaskHost, Arc<Ledger>, tokio::runtime::Runtime) {
+        let ledger = Arc::new(Ledger::open(&dir.join("ledger.redb")).expect("ledger"));
+        let conductor = Arc::new(Keypair::generate(Role::Conductor));
+        ledger.write(|t| t.genesis(&conductor, json!({}), now_us())).expect("genesis");
+        let registry = dir.join("models.yaml");
+        std::fs::write(
+            &registry,
+            "models:\n  m:\n    kind: scripted\n    context_tokens: 64\n    prompt_price: 1\n    completion_price: 1\n",
+        )
+        .expect("registry");
+        let registry = models::Registry::from_file(&registry, true).expect("registry");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let ctx = Arc::new(MissionCtx {
+            id: "m".into(),
+            ledger: ledger.clone(),
+            committer: Arc::new(ledger::GroupCommitter::new(ledger.clone(), ledger::GROUP_BATCH_DEFAULT)),
+            conductor,
+            router: Arc::new(models::scripted::ScriptedModels::new(registry)),
+            runtime: runtime.handle().clone(),
+            prices: BTreeMap::new(),
+            reservation_ttl_us: 60_000_000,
+            budget_exhausted: AtomicBool::new(false),
+            gates: BTreeMap::new(),
+            memory_limits: memory::Limits::MAX,
+            failover: Vec::new(),
+            decision_rules: None,
+        });
+        let host = TaskHost {
+            ctx,
+            task: 0,
+            case_id: "c0".into(),
+            account: "m/a/task-0".into(),
+            agent_key: Arc::new(Keypair::generate(Role::Agent)),
+            models: vec!["m".into()],
+            tier: missions::DataTier::Public,
+            failover: None,
+            max_tokens_cap: 8,
+            deadline: Instant::now() + Duration::from_secs(60),
+            meter: Arc::default(),
+            scope: Arc::new(crate::facts::Scope::of("m", &missions::MemoryScope::default())),
+        };
+        (host, ledger, runtime)
+    }
+
+    /// Every call after the first unrecorded one gets no answer and
+    /// journals nothing.
+    fn answers_nothing_more(host: &mut TaskHost) {
+        let infer = InferRequest { model: "m".into(), messages: Vec::new(), max_tokens: 8 };
+        assert!(host.infer(infer).is_err_and(|e| e.starts_with(UNRECORDED)));
+        assert!(host.recall("s".into(), None).is_err_and(|e| e.starts_with(UNRECORDED)));
+        assert!(host.remember("s".into(), "p".into(), "v".into(), None).is_err_and(|e| e.starts_with(UNRECORDED)));
+        assert!(host.request_review("g".into(), "r".into()).is_err_and(|e| e.starts_with(UNRECORDED)));
+        assert!(
+            matches!(host.await_review("g".into(), "r".into()), ReviewAnswer::Refused(e) if e.starts_with(UNRECORDED))
+        );
+        host.log("still here".into());
+    }
+
+    #[test]
+    fn a_refusal_the_journal_cannot_record_is_not_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut host, ledger, _runtime) = unknown_agent(dir.path());
+        let before = ledger.head().expect("head").0;
+        let asked = InferRequest { model: "not-mine".into(), messages: Vec::new(), max_tokens: 8 };
+        let answer = host.infer(asked).expect_err("no completion");
+        // The refusal ("not available to this agent") is not given: the
+        // journal does not hold it, so a replay could not give it.
+        assert!(answer.starts_with(UNRECORDED) && !answer.contains("not available"), "{answer}");
+        let unrecorded = host.meter.unrecorded().expect("the task is marked");
+        assert!(!unrecorded.storage, "the entry was refused, the storage works: {unrecorded:?}");
+        assert!(unrecorded.failure.contains("refused host.infer"), "{unrecorded:?}");
+        answers_nothing_more(&mut host);
+        assert_eq!(ledger.head().expect("head").0, before, "nothing was journaled");
+    }
+
+    #[test]
+    fn a_log_line_the_journal_cannot_record_stops_the_task() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut host, ledger, _runtime) = unknown_agent(dir.path());
+        let before = ledger.head().expect("head").0;
+        host.log("hello".into());
+        let unrecorded = host.meter.unrecorded().expect("the task is marked");
+        assert!(unrecorded.failure.contains("host.log"), "{unrecorded:?}");
+        answers_nothing_more(&mut host);
+        assert_eq!(ledger.head().expect("head").0, before, "nothing was journaled");
     }
 }

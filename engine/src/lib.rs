@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod health;
 pub mod host;
 pub mod keys;
+pub mod metering;
 pub mod modules;
 pub mod provenance;
 pub mod replay;

@@ -35,8 +35,15 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
     fn finished(&self);
 }
 
-/// Cells alive at once is bounded by the engine's pool; stay well below.
-pub const CONCURRENCY_MAX: usize = 64;
+/// The most cells a run keeps alive at once (`--concurrency`). The cell
+/// engine's pool is sized for the run's concurrency (see `cell_engine`),
+/// so every permitted cell has its slots reserved up front.
+pub const CONCURRENCY_MAX: usize = 1024;
+/// Blocking threads a runtime that runs missions needs: one per running
+/// cell (cells run on blocking threads) and a margin for the other blocking
+/// work (hash checks, teardown). tokio's default of 512 would cap
+/// `--concurrency 1024` at about 500 running cells.
+pub const BLOCKING_THREADS: usize = CONCURRENCY_MAX + 64;
 /// How long the end of a run waits for finished cells to be torn down
 /// (microseconds each; the queue holds at most a few hundred).
 const TEARDOWN_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -98,11 +105,17 @@ pub fn module_cache_dir(requested: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// The run's cell engine, its pool holding at least `--concurrency` live
+/// cells (never fewer than the engine's default).
 fn cell_engine(cfg: &RunConfig) -> Result<CellEngine> {
-    Ok(match &cfg.module_cache {
-        Some(dir) => CellEngine::with_module_cache(dir)?,
-        None => CellEngine::new()?,
-    })
+    let defaults = cells::EngineSettings::default();
+    let concurrency = u32::try_from(cfg.concurrency.clamp(1, CONCURRENCY_MAX)).unwrap_or(u32::MAX);
+    let settings = cells::EngineSettings {
+        live_cells: defaults.live_cells.max(concurrency),
+        module_cache: cfg.module_cache.clone(),
+        ..defaults
+    };
+    Ok(CellEngine::with_settings(&settings)?)
 }
 
 /// The outcome of `conductor run`.
@@ -196,7 +209,7 @@ pub async fn run_mission(
     // and every task, in one commit: either the mission exists whole or not.
     let conductor = data.conductor.clone();
     let tasks_total = u32::try_from(mission.tasks.cases.len()).context("too many cases")?;
-    data.ledger.write(|t| -> Result<()> {
+    let declared = data.ledger.write(|t| -> Result<()> {
         let now = now_us();
         let models: serde_json::Map<String, Value> = mission
             .models
@@ -315,7 +328,8 @@ pub async fn run_mission(
             state::put_task(t.redb(), &new_task(&mission_id, index, &case.id, &case.agent))?;
         }
         Ok(())
-    })?;
+    });
+    declared.map_err(|e| stopped_by_storage(e, &cfg.data))?;
     progress.started(&mission.name, &mission_id, tasks_total, mission.budget.limit);
     let pending: Vec<u32> = (0..tasks_total).collect();
     execute(&data, mission_id, Arc::new(mission), agents, engine, router, cfg, progress, pending, Arc::default()).await
@@ -357,10 +371,20 @@ pub enum RunError {
     AlreadyRan { mission: String, status: &'static str, data: PathBuf },
 }
 
-/// A fault of this host rather than of any task: nothing was run or
-/// charged, and the same command runs cleanly once it is fixed.
+/// A fault of this host rather than of any task: the same command runs
+/// cleanly once it is fixed.
 #[derive(Debug, thiserror::Error)]
 pub enum InfrastructureError {
+    /// The data directory's storage failed (a full disk, an I/O error)
+    /// mid-mission. What the journal holds stands; nothing it lacks was
+    /// given to an agent or charged; no task was marked failed for it.
+    #[error(
+        "the journal in {} could not be written ({failure}), so the mission stopped. Nothing the journal \
+         lacks was given to an agent or charged, and tasks it does not show as ended are unfinished. \
+         Free space (or fix the disk) and run the same command again: it carries the mission on from its journal",
+        data.display()
+    )]
+    Storage { failure: String, data: PathBuf },
     #[error(
         "agent `{agent}` cannot use model `{model}`, so nothing was run or charged; fix it and run the same command again"
     )]
@@ -370,6 +394,27 @@ pub enum InfrastructureError {
         #[source]
         source: models::RegistryError,
     },
+}
+
+/// `error`, as [`InfrastructureError::Storage`] when the data directory's
+/// storage has failed (this error, or an earlier one it follows from).
+fn stopped_by_storage(error: anyhow::Error, data: &Path) -> anyhow::Error {
+    if crate::health::note(&error)
+        && let Some(failure) = crate::health::failure()
+    {
+        return InfrastructureError::Storage { failure, data: data.to_owned() }.into();
+    }
+    error
+}
+
+/// A task that stopped because the journal could not record one of its
+/// host calls: its result was not recorded, and nothing more was written.
+#[derive(Debug, thiserror::Error)]
+#[error("task {task} ({case}) stopped unrecorded: {failure}")]
+struct TaskStopped {
+    task: u32,
+    case: String,
+    failure: String,
 }
 
 /// Checks every local model the agents may call: its file is there and
@@ -517,7 +562,8 @@ pub async fn resume_mission(
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
         Ok(account.limit.unwrap_or(record.budget_limit))
-    })?;
+    });
+    let limit = limit.map_err(|e| stopped_by_storage(e, &cfg.data))?;
     let mut order: Vec<u32> = running;
     order.extend(tasks.iter().filter(|t| t.status == TaskStatus::Pending).map(|t| t.index));
     progress.started(&mission.name, mission_id, order.len() as u32, limit);
@@ -636,6 +682,7 @@ async fn execute(
     let ctx = Arc::new(MissionCtx {
         id: mission_id.clone(),
         ledger: data.ledger.clone(),
+        committer: data.committer.clone(),
         conductor: conductor.clone(),
         router,
         runtime: tokio::runtime::Handle::current(),
@@ -671,9 +718,13 @@ async fn execute(
                 Err(e) => {
                     // Storage failed under this task; record what we can,
                     // and tell a long-lived process (the server) to stop.
-                    crate::health::note(&e);
-                    let mut r = new_task(&ctx.id, index, "?", "?");
-                    r.status = TaskStatus::Failed;
+                    let storage = crate::health::note(&e) || crate::health::failure().is_some();
+                    let case = mission.tasks.cases.get(index as usize).map_or("?", |c| c.id.as_str());
+                    let mut r = new_task(&ctx.id, index, case, "?");
+                    // After a storage failure the task's end is not in the
+                    // journal: it is unfinished (the next run recovers it),
+                    // not failed.
+                    r.status = if storage { TaskStatus::Running } else { TaskStatus::Failed };
                     r.failure = Some(crate::health::describe(&e));
                     r
                 }
@@ -696,6 +747,12 @@ async fn execute(
         tracing::warn!("finished cells were still being torn down after {TEARDOWN_WAIT_MAX:?}");
     }
 
+    if let Some(failure) = crate::health::failure() {
+        // Nothing more can be recorded: the mission stays running in the
+        // journal, and the next run of the same command recovers it.
+        progress.finished();
+        return Err(InfrastructureError::Storage { failure, data: cfg.data.clone() }.into());
+    }
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
     let status = data.ledger.write(|t| -> Result<MissionStatus> {
         let tasks = state::tasks_in(t.redb(), &mission_id)?;
@@ -727,7 +784,8 @@ async fn execute(
             request_budget_gate(t, &conductor, &mission_id, extension, &account)?;
         }
         Ok(status)
-    })?;
+    });
+    let status = status.map_err(|e| stopped_by_storage(e, &cfg.data))?;
     progress.finished();
     Ok(RunOutcome { mission_id, status })
 }
@@ -930,6 +988,15 @@ fn run_task(
         None => (Box::new(live), None),
     };
     let result = engine.run(&agent.module, host, &limits, &env, &input_text);
+    // A host call the journal could not record: the agent got an error
+    // instead of its answer, and whatever it did next is not the task's
+    // outcome. A storage failure leaves the task as the journal shows it
+    // (running, or pending if its start was lost), for the next run to
+    // recover once the disk works again; nothing more is written now.
+    let unrecorded = meter.unrecorded();
+    if let Some(unrecorded) = unrecorded.as_ref().filter(|u| u.storage) {
+        return Err(TaskStopped { task: index, case: case.id.clone(), failure: unrecorded.failure.clone() }.into());
+    }
     if let Err(cells::CellFailure::Parked { gate }) = &result {
         // Waiting on a reviewer: nothing is kept but the journal and this
         // record. Deciding the gate makes the task runnable again.
@@ -970,6 +1037,15 @@ fn run_task(
             .map_err(|e| ("decision_refused".to_owned(), format!("the agent's proposal was refused: {e}"))),
         None => Ok(decision),
     });
+    // The journal refused a call's entry (the storage works): the task
+    // fails, rather than end on an answer the journal lacks.
+    let result = match unrecorded {
+        Some(u) => Err((
+            "journal_refused".to_owned(),
+            format!("the journal could not record a host call, so the agent's result was discarded: {}", u.failure),
+        )),
+        None => result,
+    };
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);

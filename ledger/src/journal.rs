@@ -959,11 +959,10 @@ impl Txn {
                 s.record.extend_from_slice(&sig);
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if staged.len() < PARALLEL_SIGN_MIN || threads == 1 {
+        if staged.len() < PARALLEL_SIGN_MIN || cores() == 1 {
             sign(&mut staged);
         } else {
-            let per = staged.len().div_ceil(threads);
+            let per = staged.len().div_ceil(cores());
             std::thread::scope(|scope| {
                 for chunk in staged.chunks_mut(per) {
                     scope.spawn(|| sign(chunk));
@@ -1180,4 +1179,12 @@ mod tests {
         std::fs::remove_file(path).expect("cleanup");
         std::fs::remove_file(other_path).expect("cleanup");
     }
+}
+
+/// This host's cores, asked once: `available_parallelism` reads the
+/// cgroup's files on every call, which cost about 6% of a task's CPU when
+/// every commit asked (`cargo xtask bench-engine`, issue #19).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }

@@ -199,7 +199,7 @@ impl Verifier {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = crate::journal::cores();
         let per_thread = pending.len().div_ceil(threads).div_ceil(BATCH) * BATCH;
         let first_bad = if threads == 1 || pending.len() <= BATCH {
             first_bad_signature(&pending)

@@ -73,6 +73,7 @@ use serde_json::{Value, json};
 use engine::clock::now_us;
 use engine::data::DataDir;
 use engine::gateway::{GatewayKey, OpenStream, append, kind, recovery};
+use engine::metering::{self, QuoteError};
 use models::ModelSpec;
 use models::{ChatMessage, Models, Output, Prompt};
 use refusals::{RATE_LIMITED, RefusalLog, Verdict};
@@ -430,16 +431,18 @@ fn journal_refusal(gw: &Gateway, key: &GatewayKey, refusal: &Refusal) -> Result<
 }
 
 /// A checked call, priced, not yet paid for.
+#[derive(Clone)]
 struct Call {
     key: GatewayKey,
     prompt: Prompt,
     max_tokens: u32,
-    price: models::Price,
+    quote: metering::Quote,
     cost_max: u64,
     stream: bool,
 }
 
 /// A call whose worst case is reserved.
+#[derive(Clone)]
 struct Paid {
     call: Call,
     reservation: ReservationId,
@@ -574,22 +577,22 @@ async fn check_call(gw: &web::Data<Gateway>, key: GatewayKey, request: ChatReque
     let prompt_tokens = prompt.tokens();
     let room = spec.context_tokens.saturating_sub(prompt_tokens);
     let max_tokens = max_tokens.unwrap_or(MAX_TOKENS_DEFAULT.min(room));
-    if max_tokens == 0 || u64::from(prompt_tokens) + u64::from(max_tokens) > u64::from(spec.context_tokens) {
-        return Err(Refusal::bad(
-            "context_length_exceeded",
-            format!(
-                "the prompt is {prompt_tokens} tokens and max_tokens {max_tokens}; model `{model}` has a context of {} tokens",
-                spec.context_tokens
-            ),
-        ));
-    }
-    let cost = |p: u32, c: u32| {
-        u64::from(p).checked_mul(price.prompt)?.checked_add(u64::from(c).checked_mul(price.completion)?)
+    // Counted, checked against the context and priced as every paid call
+    // is (`engine::metering`): the worst case is what is reserved.
+    let quote = match metering::quote(price, spec.context_tokens, prompt_tokens, max_tokens) {
+        Ok(quote) => quote,
+        Err(e @ QuoteError::Overflow { .. }) => return Err(Refusal::bad("invalid_max_tokens", e.to_string())),
+        Err(QuoteError::NoTokens | QuoteError::Context { .. }) => {
+            return Err(Refusal::bad(
+                "context_length_exceeded",
+                format!(
+                    "the prompt is {prompt_tokens} tokens and max_tokens {max_tokens}; model `{model}` has a context of {} tokens",
+                    spec.context_tokens
+                ),
+            ));
+        }
     };
-    let Some(cost_max) = cost(prompt_tokens, max_tokens) else {
-        return Err(Refusal::bad("invalid_max_tokens", "the call's price overflows"));
-    };
-    Ok(Call { key, prompt, max_tokens, price, cost_max, stream: request.stream })
+    Ok(Call { key, prompt, max_tokens, cost_max: quote.worst_case, quote, stream: request.stream })
 }
 
 /// A reservation the key's account could not cover.
@@ -631,22 +634,22 @@ async fn pay(gw: &web::Data<Gateway>, call: Call) -> Result<Paid, Refusal> {
 /// commit. A reservation the account cannot cover writes nothing: the
 /// refusal is journaled once, as `gateway.refused`.
 fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
-    let conductor = gw.data.conductor.clone();
-    let key = &call.key;
-    gw.data.ledger.write(|t| -> Result<(ReservationId, Option<u64>)> {
+    let (conductor, call, ttl_us) = (gw.data.conductor.clone(), call.clone(), gw.config.reservation_ttl_us());
+    // A group commit shared with other calls (and cells); answered only
+    // once durable. An unaffordable call writes nothing here.
+    let reserved = gw.data.commit(move |t| {
+        let key = &call.key;
         let now = now_us();
-        let deadline = now.saturating_add(gw.config.reservation_ttl_us());
+        let deadline = now.saturating_add(ttl_us);
         let memo = json!({"gateway": key.key_id, "model": call.prompt.model(), "prompt_tokens": call.prompt.tokens(),
                           "max_tokens": call.max_tokens, "stream": call.stream});
         let reservation = match t.reserve(&conductor, &key.account, call.cost_max, deadline, memo, now) {
             Ok(id) => id,
-            Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
-                return Err(Unaffordable(refusal).into());
-            }
-            Err(e) => return Err(e.into()),
+            Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => return Ok(Err(refusal)),
+            Err(e) => return Err(e),
         };
         if !call.stream {
-            return Ok((reservation, None));
+            return Ok(Ok((reservation, None)));
         }
         let started = StartedPayload {
             key_id: &key.key_id,
@@ -658,45 +661,59 @@ fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
             reservation: reservation.0,
             reserved: call.cost_max,
         };
-        let started_seq = append(t, &conductor, kind::STARTED, &started, now)?;
+        let started_seq = append(t, &conductor, kind::STARTED, &started, now).map_err(ledger_error)?;
         let open = OpenStream {
             started_seq,
             key_id: key.key_id.clone(),
             account: key.account.clone(),
             reserved: call.cost_max,
         };
-        recovery::opened(t.redb(), reservation, &open)?;
-        Ok((reservation, Some(started_seq)))
-    })
+        recovery::opened(t.redb(), reservation, &open).map_err(ledger_error)?;
+        Ok(Ok((reservation, Some(started_seq))))
+    })?;
+    reserved.map_err(|refusal| Unaffordable(refusal).into())
+}
+
+/// An error inside a group-committed operation, as the committer carries
+/// it: a ledger error as it is (so a storage failure is still one), any
+/// other as a refused entry. Either rolls the operation back.
+fn ledger_error(error: anyhow::Error) -> LedgerError {
+    error.downcast::<LedgerError>().unwrap_or_else(|other| LedgerError::BadEntry(format!("{other:#}")))
 }
 
 /// How a call that was paid for ended.
-enum Ending<'a> {
+#[derive(Clone)]
+enum Ending {
     /// The model finished.
-    Answered(&'a Output),
+    Answered(Output),
     /// The model failed before any text reached the client.
-    Failed(&'a str),
+    Failed(String),
     /// The call stopped after text may have reached the client.
-    Interrupted(&'a str),
+    Interrupted(String),
 }
 
 /// Settles a call that ran, voids one that did not, or charges one that
 /// was interrupted, and journals it, in one durable commit. Returns the
 /// charge.
-fn finish(gw: &Gateway, paid: &Paid, ending: Ending<'_>) -> Result<u64> {
-    let conductor = gw.data.conductor.clone();
+fn finish(gw: &Gateway, paid: &Paid, ending: Ending) -> Result<u64> {
+    let (conductor, paid) = (gw.data.conductor.clone(), paid.clone());
+    // A group commit shared with other calls (and cells); the client is
+    // answered only once it is durable.
+    let written = gw.data.commit(move |t| finish_in(t, &conductor, &paid, &ending).map_err(ledger_error));
+    written.map_err(anyhow::Error::from).inspect_err(journal_failed)
+}
+
+/// [`finish`]'s entries, in the group transaction `t`.
+fn finish_in(t: &mut ledger::Txn, conductor: &identity::Keypair, paid: &Paid, ending: &Ending) -> Result<u64> {
     let call = &paid.call;
-    let written = gw.data.ledger.write(|t| -> Result<u64> {
+    {
         let now = now_us();
         match ending {
             Ending::Answered(out) => {
-                let actual = u64::from(out.prompt_tokens)
-                    .saturating_mul(call.price.prompt)
-                    .saturating_add(u64::from(out.completion_tokens).saturating_mul(call.price.completion));
                 // The reservation covered the real prompt and every allowed
                 // token; it is the most that may be posted.
-                let posted = actual.min(call.cost_max);
-                t.settle(&conductor, paid.reservation, posted, now)?;
+                let posted = call.quote.charge(out.prompt_tokens, out.completion_tokens).posted;
+                t.settle(conductor, paid.reservation, posted, now)?;
                 let payload = CompletionPayload {
                     key_id: &call.key.key_id,
                     account: &call.key.account,
@@ -710,18 +727,18 @@ fn finish(gw: &Gateway, paid: &Paid, ending: Ending<'_>) -> Result<u64> {
                     cost: posted,
                     reservation: paid.reservation.0,
                 };
-                append(t, &conductor, kind::COMPLETION, &payload, now)?;
+                append(t, conductor, kind::COMPLETION, &payload, now)?;
                 if paid.started_seq.is_some() {
                     recovery::closed(t.redb(), paid.reservation)?;
                 }
                 Ok(posted)
             }
             Ending::Interrupted(reason) => match paid.open_stream() {
-                Some(open) => recovery::charge_interrupted(t, &conductor, paid.reservation, &open, reason),
+                Some(open) => recovery::charge_interrupted(t, conductor, paid.reservation, &open, reason),
                 None => anyhow::bail!("an unstreamed call cannot be interrupted after sending text"),
             },
             Ending::Failed(reason) => {
-                t.void(&conductor, paid.reservation, now)?;
+                t.void(conductor, paid.reservation, now)?;
                 let payload = RefusedPayload {
                     key_id: &call.key.key_id,
                     account: &call.key.account,
@@ -730,15 +747,14 @@ fn finish(gw: &Gateway, paid: &Paid, ending: Ending<'_>) -> Result<u64> {
                     reason,
                     reservation: Some(paid.reservation.0),
                 };
-                append(t, &conductor, kind::REFUSED, &payload, now)?;
+                append(t, conductor, kind::REFUSED, &payload, now)?;
                 if paid.started_seq.is_some() {
                     recovery::closed(t.redb(), paid.reservation)?;
                 }
                 Ok(0)
             }
         }
-    });
-    written.inspect_err(journal_failed)
+    }
 }
 
 fn unix_seconds() -> u64 {
@@ -760,8 +776,8 @@ async fn whole_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
     let gw2 = gw.clone();
     let settled = web::block(move || {
         let ending = match &result {
-            Ok(out) => Ending::Answered(out),
-            Err(reason) => Ending::Failed(reason),
+            Ok(out) => Ending::Answered(out.clone()),
+            Err(reason) => Ending::Failed(reason.clone()),
         };
         let cost = finish(&gw2, &paid, ending);
         (cost, result, paid.call.prompt.model().to_owned())
@@ -826,9 +842,9 @@ fn stream_call(gw: web::Data<Gateway>, paid: Paid) -> HttpResponse {
             .map_err(|e| e.to_string());
         let finished = tokio::task::spawn_blocking(move || {
             let ending = match &result {
-                Ok(out) => Ending::Answered(out),
-                Err(reason) if delivered.load(Ordering::Relaxed) => Ending::Interrupted(reason),
-                Err(reason) => Ending::Failed(reason),
+                Ok(out) => Ending::Answered(out.clone()),
+                Err(reason) if delivered.load(Ordering::Relaxed) => Ending::Interrupted(reason.clone()),
+                Err(reason) => Ending::Failed(reason.clone()),
             };
             let cost = finish(&gw2, &paid, ending);
             (cost, result)

@@ -1147,7 +1147,12 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     // Missions and gateway calls run models here, not on the server's
     // single-threaded workers.
     let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the model runtime")?,
+        tokio::runtime::Builder::new_multi_thread()
+            // Each running cell holds a blocking thread: room for every one.
+            .max_blocking_threads(engine::run::BLOCKING_THREADS)
+            .enable_all()
+            .build()
+            .context("starting the model runtime")?,
     );
     let gateway = web::Data::new(crate::gateway::Gateway::new(
         cfg.data.clone(),

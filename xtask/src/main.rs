@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_engine;
 mod bench_inference;
 mod polyglot;
 
@@ -60,7 +61,8 @@ enum Cmd {
         #[arg(long, default_value = ".cache/demo-data")]
         data: PathBuf,
     },
-    /// Set up, then run every test (the command CI runs).
+    /// Set up, check formatting and lints, then run every test (the
+    /// command CI runs).
     Test,
     /// Benchmark parked tasks: run missions whose every task waits on a
     /// reviewer (`await-review`), all in one data directory (one host),
@@ -113,6 +115,51 @@ enum Cmd {
         #[arg(long, default_value = ".cache/bench-inference")]
         dir: PathBuf,
     },
+    /// Benchmark orchestration with the scripted model backend (no model
+    /// file): `conductor run` of one-cell, one-metered-call tasks at several
+    /// concurrencies (tasks/s, peak RSS, `audit verify` afterwards), and
+    /// `conductor serve`'s gateway driven over HTTP by a load generator of
+    /// keep-alive connections (requests/s, latency, no overspend on a tight
+    /// key). Prints the tables in BENCHMARKS.md.
+    BenchEngine {
+        /// Cases per `conductor run`.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Cell concurrencies to run.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u16, 64, 1024])]
+        concurrency: Vec<u16>,
+        /// Seconds of timed gateway load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent keep-alive connections (one thread each).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Budget units of the tight gateway key.
+        #[arg(long, default_value_t = 20_000)]
+        tight_limit: u64,
+        /// Requests sent on the tight key (enough to run it out).
+        #[arg(long, default_value_t = 4_000)]
+        tight_requests: usize,
+        /// Leave out the `strace -c` runs (durable syncs per task/request).
+        #[arg(long)]
+        no_syscalls: bool,
+        /// Leave out the `conductor run` part.
+        #[arg(long)]
+        skip_tasks: bool,
+        /// Leave out the gateway part.
+        #[arg(long)]
+        skip_gateway: bool,
+        /// Use the conductor and agents already built.
+        #[arg(long)]
+        no_build: bool,
+        /// KEY=VALUE in the environment of every conductor process, to
+        /// measure a knob (e.g. MIMALLOC_ALLOW_THP=0). Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Where missions, data and the binary's copy go (recreated).
+        #[arg(long, default_value = ".cache/bench-engine")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -133,6 +180,36 @@ fn main() -> Result<()> {
                 &bench_inference::Options { requests, warmup, concurrency, queue, batched, skip_llama, env, dir },
             )
         }
+        Cmd::BenchEngine {
+            tasks,
+            concurrency,
+            seconds,
+            connections,
+            tight_limit,
+            tight_requests,
+            no_syscalls,
+            skip_tasks,
+            skip_gateway,
+            no_build,
+            env,
+            dir,
+        } => bench_engine::engine(
+            &root,
+            &bench_engine::Options {
+                tasks,
+                concurrency,
+                seconds,
+                connections,
+                tight_limit,
+                tight_requests,
+                no_syscalls,
+                skip_tasks,
+                skip_gateway,
+                no_build,
+                env,
+                dir,
+            },
+        ),
         Cmd::Test => {
             setup(&root)?;
             // Only the tests need them; the demo stays on the Rust agents.
@@ -143,6 +220,27 @@ fn main() -> Result<()> {
             run(cargo_command().args(test_build_args(&[])))
         }
     }
+}
+
+/// Style is checked like behaviour: `cargo fmt` (rustfmt.toml) and
+/// clippy with the workspace's lint table (the root Cargo.toml, each
+/// `allow` with its reason), warnings as errors. Clippy runs in the
+/// release profile so it shares build scripts and proc macros with the
+/// tests' build.
+fn style() -> Result<()> {
+    step("checking formatting and lints (cargo fmt --check, cargo clippy)");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    run(cargo_command().args(["fmt", "--all", "--check"]))?;
+    run(cargo_command().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "--deny",
+        "warnings",
+    ]))
 }
 
 fn parse_env(arg: &str) -> Result<(String, String), String> {
