@@ -473,7 +473,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
                     )
                     .await
                     .ok()?;
-                    return Some(card.text().await.ok()?);
+                    return card.text().await.ok();
                 }
             }
             None
@@ -495,12 +495,10 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let thrifty = dir.path().join("thrifty.yaml");
     std::fs::write(
         &thrifty,
-        format!(
-            "name: thrifty\nbudget: {{ limit: 100, on_exhausted: gate, extension: {{ amount: 150 }} }}\n\
-             models:\n  smollm2-135m: {{ prompt_price: 1, completion_price: 2 }}\n\
-             agents:\n  - {{ name: spender, module: greedy.wasm, model: smollm2-135m, limits: {{ max_tokens: 16 }} }}\n\
-             tasks:\n  agent: spender\n  inline:\n    - {{ id: spend }}\n"
-        ),
+        "name: thrifty\nbudget: { limit: 100, on_exhausted: gate, extension: { amount: 150 } }\n\
+         models:\n  smollm2-135m: { prompt_price: 1, completion_price: 2 }\n\
+         agents:\n  - { name: spender, module: greedy.wasm, model: smollm2-135m, limits: { max_tokens: 16 } }\n\
+         tasks:\n  agent: spender\n  inline:\n    - { id: spend }\n",
     )
     .expect("write mission");
     let thrifty = std::fs::read_to_string(&thrifty).expect("mission text");

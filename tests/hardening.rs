@@ -216,9 +216,9 @@ fn item_6_operators_see_the_queue_auditors_the_decided_gates_and_only_reviewers_
     // Operators see the queue, as reviewers do, but cannot decide.
     let operator_cookie = sign_in(&addr, &operator);
     let seen = request(&addr, "GET", "/api/gates", Some(&operator_cookie), None).json();
-    assert_eq!(ids(&seen["gates"]), [pending.clone()], "{seen}");
+    assert_eq!(ids(&seen["gates"]), vec![pending.clone()], "{seen}");
     assert_eq!(seen["gates"][0]["can_decide"], false, "{seen}");
-    assert_eq!(ids(&seen["decided"]), [decided.clone()], "{seen}");
+    assert_eq!(ids(&seen["decided"]), vec![decided.clone()], "{seen}");
     assert_eq!(request(&addr, "GET", &format!("/api/gates/{pending}"), Some(&operator_cookie), None).status, 200);
     let tried = request(
         &addr,
@@ -233,7 +233,7 @@ fn item_6_operators_see_the_queue_auditors_the_decided_gates_and_only_reviewers_
     let auditor_cookie = sign_in(&addr, &auditor);
     let seen = request(&addr, "GET", "/api/gates", Some(&auditor_cookie), None).json();
     assert_eq!(ids(&seen["gates"]), Vec::<String>::new(), "auditors do not see the queue: {seen}");
-    assert_eq!(ids(&seen["decided"]), [decided.clone()], "{seen}");
+    assert_eq!(ids(&seen["decided"]), vec![decided.clone()], "{seen}");
     assert_eq!(seen["decided"][0]["status"], "approved", "{seen}");
     assert_eq!(seen["decided"][0]["reviewer"], reviewer.public().key_id().to_string().as_str(), "{seen}");
     assert!(seen["decided"][0]["decided_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{seen}");

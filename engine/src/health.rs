@@ -42,8 +42,16 @@ fn is_consequence(error: &anyhow::Error) -> bool {
     error.chain().any(|link| {
         matches!(link.downcast_ref::<redb::Error>(), Some(redb::Error::PreviousIo))
             || matches!(link.downcast_ref::<redb::StorageError>(), Some(redb::StorageError::PreviousIo))
+            // Some of redb's write paths hand it over as a plain
+            // `io::Error` carrying only this text ("I/O error: Previous
+            // I/O error occurred…"), with no variant to match.
+            || link.downcast_ref::<std::io::Error>().is_some_and(|e| e.to_string().starts_with(PREVIOUS_IO))
+            || link.downcast_ref::<redb::Error>().is_some_and(|e| e.to_string().contains(PREVIOUS_IO))
     })
 }
+
+/// How redb words an error that only follows from an earlier I/O error.
+const PREVIOUS_IO: &str = "Previous I/O error occurred";
 
 /// Records `error` as the storage failure if it is one (an I/O error,
 /// corruption or a closed database under the ledger), and says whether it
@@ -101,6 +109,16 @@ pub fn describe(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_previous_io_error_handed_over_as_io_is_a_consequence() {
+        let previous = std::io::Error::other("Previous I/O error occurred. Please close and re-open the database.");
+        let error = anyhow::Error::from(ledger::LedgerError::Storage(redb::Error::Io(previous))).context("task 37");
+        assert!(is_storage(&error) && is_consequence(&error), "{}", describe(&error));
+        let full = std::io::Error::from_raw_os_error(28);
+        let error = anyhow::Error::from(ledger::LedgerError::Storage(redb::Error::Io(full)));
+        assert!(!is_consequence(&error));
+    }
 
     #[test]
     fn a_full_disk_is_a_storage_failure_said_once() {

@@ -632,10 +632,8 @@ fn open_attempts(
                 entries.extend(data.ledger.entries(seq, 1)?);
             }
         }
-        let mut latest = crate::replay::attempts(&entries)
-            .into_iter()
-            .filter(|a| a.mission == mission_id && a.task == task.index)
-            .last();
+        let mut latest =
+            crate::replay::attempts(&entries).into_iter().rfind(|a| a.mission == mission_id && a.task == task.index);
         if let Some(attempt) = &mut latest {
             // Recovery re-runs with plaintext; an erased subject's values
             // are gone, and the re-run will not match: it fails the task

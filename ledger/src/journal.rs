@@ -1019,6 +1019,14 @@ fn object(extra: Value) -> Result<serde_json::Map<String, Value>, LedgerError> {
     }
 }
 
+/// This host's cores, asked once: `available_parallelism` reads the
+/// cgroup's files on every call, which cost about 6% of a task's CPU when
+/// every commit asked (`cargo xtask bench-engine`, issue #19).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1179,12 +1187,4 @@ mod tests {
         std::fs::remove_file(path).expect("cleanup");
         std::fs::remove_file(other_path).expect("cleanup");
     }
-}
-
-/// This host's cores, asked once: `available_parallelism` reads the
-/// cgroup's files on every call, which cost about 6% of a task's CPU when
-/// every commit asked (`cargo xtask bench-engine`, issue #19).
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }

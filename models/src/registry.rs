@@ -349,7 +349,7 @@ mod tests {
         let with_file = format!("{text}    file: x.gguf\n");
         assert!(Registry::parse("t", &with_file, Path::new("/"), true).is_err());
         let typo = text.replace("scripted", "scriptd");
-        assert!(Registry::parse("t", &typo, Path::new("/"), true).unwrap_err().to_string().contains("scriptd"));
+        assert!(Registry::parse("t", &typo, Path::new("/"), true).expect_err("typo").to_string().contains("scriptd"));
         let embedded = Registry::embedded(Path::new("/")).expect("embedded");
         assert!(embedded.models().all(|m| m.scripted.is_none()), "a scripted model is never a default");
     }

@@ -146,8 +146,8 @@ mod tests {
     #[test]
     fn counts_and_replies_are_deterministic() {
         let messages = vec![msg("system", "be brief"), msg("user", "is this case eligible?")];
-        assert_eq!(count(&messages).unwrap(), 2 + (4 + 2) + (4 + 4));
-        let prompt = Prompt::counted("s", messages.clone(), count(&messages).unwrap());
+        assert_eq!(count(&messages).expect("counted"), 2 + (4 + 2) + (4 + 4));
+        let prompt = Prompt::counted("s", messages.clone(), count(&messages).expect("counted"));
         let a = complete(&Script::default(), &prompt, 100);
         let b = complete(&Script::default(), &Prompt::counted("s", messages, 16), 100);
         assert_eq!(a.text, b.text);

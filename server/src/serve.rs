@@ -598,7 +598,7 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
                 "task.started" => case = p["input"].clone(),
                 "host.infer" => reasoning.push(json!({
                     "model": p["model"],
-                    "prompt": cut(&p["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or_default()),
+                    "prompt": cut(p["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or_default()),
                     "completion": cut(p["text"].as_str().unwrap_or_default()),
                     "prompt_tokens": p["prompt_tokens"], "completion_tokens": p["completion_tokens"],
                 })),

@@ -216,6 +216,7 @@ fn main() -> Result<()> {
             polyglot::build(&root, &target_dir(&root).join("polyglot"))?;
             install_browser()?;
             install_openai_client(&root)?;
+            style()?;
             step("running the test suite (release profile, shared with the binary)");
             run(cargo_command().args(test_build_args(&[])))
         }
