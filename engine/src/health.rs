@@ -42,9 +42,10 @@ fn is_consequence(error: &anyhow::Error) -> bool {
     error.chain().any(|link| {
         matches!(link.downcast_ref::<redb::Error>(), Some(redb::Error::PreviousIo))
             || matches!(link.downcast_ref::<redb::StorageError>(), Some(redb::StorageError::PreviousIo))
-            // Some of redb's write paths hand it over as a plain
-            // `io::Error` carrying only this text ("I/O error: Previous
-            // I/O error occurred…"), with no variant to match.
+            // Some of redb's write paths hand it over as `Error::Io` of a
+            // plain `io::Error` carrying only this text ("I/O error:
+            // Previous I/O error occurred…"), with no variant to match; the
+            // redb error's text is what tests/diskfull.rs depends on.
             || link.downcast_ref::<std::io::Error>().is_some_and(|e| e.to_string().starts_with(PREVIOUS_IO))
             || link.downcast_ref::<redb::Error>().is_some_and(|e| e.to_string().contains(PREVIOUS_IO))
     })

@@ -356,7 +356,8 @@ mod tests {
             Ok(())
         };
         let key = RemoteKey::capture(reviewer.public(), Role::Reviewer);
-        let _ = ledger.write(|t| verdicts(t, &key).and(Err::<(), _>(roll_back())));
+        // A capturing pass: the write always rolls back.
+        ledger.write(|t| verdicts(t, &key).and(Err::<(), _>(roll_back()))).expect_err("rolled back");
         let prepared = key.captured();
         assert_eq!(prepared.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![head.0, head.0 + 1]);
         let given = sign_all(&reviewer, &prepared);
@@ -480,7 +481,8 @@ mod tests {
         };
         let head = ledger.head().expect("head");
         let capturing = RemoteKey::capture(reviewer.public(), Role::Reviewer);
-        let _ = ledger.write(|t| grant(t, &capturing).and(Err::<(), _>(roll_back())));
+        // A capturing pass: the write always rolls back.
+        ledger.write(|t| grant(t, &capturing).and(Err::<(), _>(roll_back()))).expect_err("rolled back");
         assert_eq!(ledger.head().expect("head"), head, "the capture pass wrote nothing");
         assert_eq!(ledger.account("m").expect("m").limit, Some(100), "nor changed a balance");
         let prepared = capturing.captured();

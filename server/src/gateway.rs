@@ -437,7 +437,6 @@ struct Call {
     prompt: Prompt,
     max_tokens: u32,
     quote: metering::Quote,
-    cost_max: u64,
     stream: bool,
 }
 
@@ -456,7 +455,7 @@ impl Paid {
             started_seq,
             key_id: self.call.key.key_id.clone(),
             account: self.call.key.account.clone(),
-            reserved: self.call.cost_max,
+            reserved: self.call.quote.worst_case,
         })
     }
 }
@@ -592,7 +591,7 @@ async fn check_call(gw: &web::Data<Gateway>, key: GatewayKey, request: ChatReque
             ));
         }
     };
-    Ok(Call { key, prompt, max_tokens, cost_max: quote.worst_case, quote, stream: request.stream })
+    Ok(Call { key, prompt, max_tokens, quote, stream: request.stream })
 }
 
 /// A reservation the key's account could not cover.
@@ -620,7 +619,10 @@ async fn pay(gw: &web::Data<Gateway>, call: Call) -> Result<Paid, Refusal> {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 kind: "insufficient_quota",
                 code: "insufficient_quota",
-                message: format!("this key's budget cannot cover the call (up to {} units): {refusal}", call.cost_max),
+                message: format!(
+                    "this key's budget cannot cover the call (up to {} units): {refusal}",
+                    call.quote.worst_case
+                ),
             }),
             None => {
                 journal_failed(&e);
@@ -643,7 +645,7 @@ fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
         let deadline = now.saturating_add(ttl_us);
         let memo = json!({"gateway": key.key_id, "model": call.prompt.model(), "prompt_tokens": call.prompt.tokens(),
                           "max_tokens": call.max_tokens, "stream": call.stream});
-        let reservation = match t.reserve(&conductor, &key.account, call.cost_max, deadline, memo, now) {
+        let reservation = match t.reserve(&conductor, &key.account, call.quote.worst_case, deadline, memo, now) {
             Ok(id) => id,
             Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => return Ok(Err(refusal)),
             Err(e) => return Err(e),
@@ -659,14 +661,14 @@ fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
             max_tokens: call.max_tokens,
             prompt_tokens: call.prompt.tokens(),
             reservation: reservation.0,
-            reserved: call.cost_max,
+            reserved: call.quote.worst_case,
         };
         let started_seq = append(t, &conductor, kind::STARTED, &started, now).map_err(ledger_error)?;
         let open = OpenStream {
             started_seq,
             key_id: key.key_id.clone(),
             account: key.account.clone(),
-            reserved: call.cost_max,
+            reserved: call.quote.worst_case,
         };
         recovery::opened(t.redb(), reservation, &open).map_err(ledger_error)?;
         Ok(Ok((reservation, Some(started_seq))))
