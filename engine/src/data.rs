@@ -69,7 +69,7 @@ impl DataDir {
         ledger.write(|t| -> Result<()> {
             memory::create_tables(t.redb())?;
             crate::state::create_tables(t.redb())?;
-            crate::gateway::create_tables(t.redb())?;
+            crate::gateway::tables::create(t.redb())?;
             Ok(())
         })?;
         let ledger = Arc::new(ledger);

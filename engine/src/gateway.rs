@@ -5,6 +5,7 @@
 
 mod keys;
 pub mod recovery;
+pub mod tables;
 
 use anyhow::{Context, Result};
 use identity::Keypair;
@@ -68,9 +69,4 @@ pub struct InterruptedPayload<'a> {
 pub fn append(t: &mut Txn, signer: &Keypair, kind: &str, payload: &impl Serialize, time_us: i64) -> Result<u64> {
     let value = serde_json::to_value(payload).with_context(|| format!("encoding a {kind} entry"))?;
     Ok(t.append(signer, kind, &value, time_us)?.0)
-}
-
-pub fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
-    keys::create_table(txn)?;
-    recovery::create_table(txn)
 }

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cells::{AgentModule, CellEngine, CellEnv, CellHost, CellLimits};
 use identity::{Keypair, Role};
+use ledger::LedgerError;
 use missions::{Agent, Mission, OnExhausted};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::budget::{BeforeTask, Exhaustion};
 use crate::clock::now_us;
 use crate::data::DataDir;
 use crate::host::{MissionCtx, TaskHost, TaskMeter};
@@ -697,8 +699,7 @@ async fn execute(
     let mut running = tokio::task::JoinSet::new();
     for index in pending {
         let permit = permits.clone().acquire_owned().await.context("task scheduler closed")?;
-        if ctx.budget_exhausted.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
-            // Pause and gate: leave the rest pending, to run on resume.
+        if !Exhaustion(mission.budget.on_exhausted).keeps_going(ctx.budget_exhausted.load(Ordering::SeqCst)) {
             break;
         }
         if crate::health::failure().is_some() {
@@ -754,14 +755,7 @@ async fn execute(
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
     let status = data.ledger.write(|t| -> Result<MissionStatus> {
         let tasks = state::tasks_in(t.redb(), &mission_id)?;
-        let status = match state::settle_status(&tasks, exhausted) {
-            MissionStatus::BudgetExhausted => match mission.budget.on_exhausted {
-                OnExhausted::Stop => MissionStatus::BudgetExhausted,
-                OnExhausted::Pause => MissionStatus::Paused,
-                OnExhausted::Gate => MissionStatus::AwaitingBudget,
-            },
-            other => other,
-        };
+        let status = Exhaustion(mission.budget.on_exhausted).mission_status(state::settle_status(&tasks, exhausted));
         let account = t.account(&mission_id)?;
         t.append(
             &conductor,
@@ -867,13 +861,14 @@ fn policy_name(policy: OnExhausted) -> &'static str {
     }
 }
 
-/// Journals `kind` for a task and stores its record, in one commit.
-fn record_task(ctx: &MissionCtx, kind: &str, payload: &Value, record: &TaskRecord) -> Result<()> {
-    ctx.ledger.write(|t| -> Result<()> {
-        t.append(&ctx.conductor, kind, payload, now_us())?;
-        state::put_task(t.redb(), record)?;
-        Ok(())
-    })
+/// Journals `kind` for a task and stores its record, in one group commit.
+fn record_task(ctx: &MissionCtx, kind: &'static str, payload: Value, record: &TaskRecord) -> Result<()> {
+    let (conductor, record) = (ctx.conductor.clone(), record.clone());
+    crate::data::commit(&ctx.committer, move |t| {
+        t.append(&conductor, kind, &payload, now_us())?;
+        state::put_task(t.redb(), &record).map_err(projection)
+    })?;
+    Ok(())
 }
 
 fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
@@ -908,18 +903,17 @@ fn run_task(
     let agent = agents.iter().find(|a| a.spec.name == case.agent).context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
 
-    let exhausted = recovering.is_none() && ctx.budget_exhausted.load(Ordering::SeqCst);
-    if exhausted && mission.budget.on_exhausted != OnExhausted::Stop {
-        // Pause and gate: the task stays pending and runs on resume.
-        return Ok(record);
-    }
-    if exhausted {
-        // Stop policy: once the budget refused a call, start nothing new.
-        record.status = TaskStatus::Skipped;
-        record.failure = Some("budget exhausted before this task started".into());
-        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"});
-        record_task(ctx, "task.skipped", &payload, &record)?;
-        return Ok(record);
+    let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
+    match Exhaustion(mission.budget.on_exhausted).before_task(exhausted, recovering.is_some()) {
+        BeforeTask::Run => {}
+        BeforeTask::LeavePending => return Ok(record),
+        BeforeTask::Skip => {
+            record.status = TaskStatus::Skipped;
+            record.failure = Some("budget exhausted before this task started".into());
+            let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"});
+            record_task(ctx, "task.skipped", payload, &record)?;
+            return Ok(record);
+        }
     }
 
     record.status = TaskStatus::Running;
@@ -1048,109 +1042,133 @@ fn run_task(
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
 
-    if meter.refused.load(Ordering::SeqCst) && mission.budget.on_exhausted != OnExhausted::Stop {
-        // The agent ran short of budget mid-task. Under pause and gate its
-        // result is not final: it ran without a call it needed. Discard
-        // it and run the task again from the start on resume (what it
-        // already spent stays spent and journaled).
+    if meter.refused.load(Ordering::SeqCst) && Exhaustion(mission.budget.on_exhausted).defers_refused_task() {
+        // Discard the result and run the task again from the start on
+        // resume (what it already spent stays spent and journaled).
         record.status = TaskStatus::Pending;
         let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
                              "settled": record.tokens_settled,
                              "result": match &result { Ok(d) => d.outcome.clone(), Err((code, _)) => code.clone() }});
-        record_task(ctx, "task.deferred", &payload, &record)?;
+        record_task(ctx, "task.deferred", payload, &record)?;
         return Ok(record);
     }
 
-    ctx.ledger.write(|t| -> Result<()> {
+    let ending = match result {
+        Err((code, message)) => Ending::Failed { code, message },
+        Ok(decision) => {
+            let proposal = proposal_of(&decision);
+            let requested = meter.review.lock().ok().and_then(|r| r.clone());
+            let gate = gate_for(mission, &case.input, &proposal, requested.as_ref()).map(|(gate, why)| GateAsk {
+                id: uuid::Uuid::new_v4().to_string(),
+                gate: gate.clone(),
+                why,
+            });
+            Ending::Proposed { decision, proposal, gate }
+        }
+    };
+    // The outcome shares a durable group commit with other tasks' writes;
+    // the task has ended once that commit is on disk.
+    let outcome = Arc::new(Outcome { ctx: ctx.clone(), agent_key: agent.key.clone(), record, ending, rules });
+    Ok(crate::data::commit(&ctx.committer, move |t| outcome.write(t))?)
+}
+
+/// How a finished cell's task ends: failed, or with a proposal that is
+/// decided at once or goes to a gate.
+#[derive(Debug)]
+enum Ending {
+    Failed { code: String, message: String },
+    Proposed { decision: cells::Decision, proposal: Value, gate: Option<GateAsk> },
+}
+
+/// A gate a proposal goes to, chosen (and its id drawn) before the commit,
+/// so a commit retried after an `Interrupted` writes the same gate.
+#[derive(Debug)]
+struct GateAsk {
+    id: String,
+    gate: missions::Gate,
+    why: Value,
+}
+
+/// Everything the outcome's commit writes, owned, so the group committer
+/// can run it on its own thread (and again, if its batch was interrupted).
+#[derive(Debug)]
+struct Outcome {
+    ctx: Arc<MissionCtx>,
+    agent_key: Arc<Keypair>,
+    record: TaskRecord,
+    ending: Ending,
+    rules: Option<crate::decisions::DecisionRules>,
+}
+
+impl Outcome {
+    /// Journals the task's end and stores its record; returns the record.
+    fn write(&self, t: &mut ledger::Txn) -> Result<TaskRecord, LedgerError> {
+        let ctx = &self.ctx;
+        let mut record = self.record.clone();
+        let (index, case) = (record.index, record.case_id.clone());
         let now = now_us();
-        match result {
-            Err((code, message)) => {
+        match &self.ending {
+            Ending::Failed { code, message } => {
                 record.status = TaskStatus::Failed;
                 record.failure = Some(message.clone());
                 t.append(
                     &ctx.conductor,
                     "task.failed",
-                    &json!({"mission": ctx.id, "task": index, "case": case.id,
-                            "code": code, "message": message}),
+                    &json!({"mission": ctx.id, "task": index, "case": case, "code": code, "message": message}),
                     now,
                 )?;
             }
-            Ok(decision) => {
-                let proposal = proposal_of(&decision);
-                let details = proposal["details"].clone();
+            Ending::Proposed { decision, proposal, gate } => {
                 let (proposed_seq, _) = t.append(
-                    &agent.key,
+                    &self.agent_key,
                     "task.proposed",
-                    &json!({"mission": ctx.id, "task": index, "case": case.id, "decision": proposal}),
+                    &json!({"mission": ctx.id, "task": index, "case": case, "decision": proposal}),
                     now,
                 )?;
                 record.outcome = Some(decision.outcome.clone());
                 record.reason = Some(decision.reason.clone());
-                // The agent's own request for review comes first; otherwise
-                // the first gate whose condition the proposal meets.
-                let requested = meter.review.lock().ok().and_then(|r| r.clone());
-                // A condition that cannot be evaluated (its field is missing
-                // from this case or proposal) is an exception in itself:
-                // the case goes to that gate's reviewers, never decided on
-                // a test that did not run.
-                let gate = match &requested {
-                    Some((name, _)) => mission.gates.iter().find(|g| &g.name == name).map(|g| (g, None)),
-                    None => mission.gates.iter().find_map(|g| match g.when.evaluate(&case.input, &proposal) {
-                        Ok(true) => Some((g, None)),
-                        Ok(false) => None,
-                        Err(unevaluable) => Some((g, Some(unevaluable))),
-                    }),
-                };
                 match gate {
-                    Some((gate, unevaluable)) => {
-                        let gate_id = uuid::Uuid::new_v4().to_string();
-                        let why = match (&requested, unevaluable) {
-                            (Some((_, reason)), _) => json!({"requested_by": "agent", "reason": reason}),
-                            (None, Some(e)) => json!({"field": gate.when.field.as_str(), "unevaluable": e.to_string()}),
-                            (None, None) => json!({"field": gate.when.field.as_str()}),
-                        };
+                    Some(GateAsk { id, gate, why }) => {
                         let (requested_seq, _) = t.append(
                             &ctx.conductor,
                             "gate.requested",
-                            &json!({"mission": ctx.id, "task": index, "case": case.id,
-                                    "gate_id": gate_id, "gate": gate.name,
+                            &json!({"mission": ctx.id, "task": index, "case": case,
+                                    "gate_id": id, "gate": gate.name,
                                     "why": why, "proposal_seq": proposed_seq,
                                     "reviewers": gate.reviewers, "quorum": gate.quorum}),
                             now,
                         )?;
-                        state::put_gate(
-                            t.redb(),
-                            &GateRecord {
-                                id: gate_id.clone(),
-                                gate: gate.name.clone(),
-                                mission: ctx.id.clone(),
-                                task: index,
-                                case_id: case.id.clone(),
-                                status: GateStatus::Pending,
-                                proposed_outcome: decision.outcome,
-                                proposed_reason: decision.reason,
-                                proposed_details: details,
-                                reviewer: None,
-                                note: None,
-                                requested_seq,
-                                parked: false,
-                                decided_seq: None,
-                                reviewers: gate.reviewers.clone(),
-                                quorum: gate.quorum,
-                                votes: Vec::new(),
-                                deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
-                                budget: None,
-                                decision_rules: rules.clone(),
-                            },
-                        )?;
+                        let pending = GateRecord {
+                            id: id.clone(),
+                            gate: gate.name.clone(),
+                            mission: ctx.id.clone(),
+                            task: index,
+                            case_id: case.clone(),
+                            status: GateStatus::Pending,
+                            proposed_outcome: decision.outcome.clone(),
+                            proposed_reason: decision.reason.clone(),
+                            proposed_details: proposal["details"].clone(),
+                            reviewer: None,
+                            note: None,
+                            requested_seq,
+                            parked: false,
+                            decided_seq: None,
+                            reviewers: gate.reviewers.clone(),
+                            quorum: gate.quorum,
+                            votes: Vec::new(),
+                            deadline: crate::gates::deadline_of(gate.deadline.as_ref(), now),
+                            budget: None,
+                            decision_rules: self.rules.clone(),
+                        };
+                        state::put_gate(t.redb(), &pending).map_err(projection)?;
                         record.status = TaskStatus::AwaitingReview;
-                        record.gate = Some(gate_id);
+                        record.gate = Some(id.clone());
                     }
                     None => {
                         t.append(
                             &ctx.conductor,
                             "task.decided",
-                            &json!({"mission": ctx.id, "task": index, "case": case.id,
+                            &json!({"mission": ctx.id, "task": index, "case": case,
                                     "outcome": decision.outcome, "decided_by": "agent",
                                     "proposal_seq": proposed_seq}),
                             now,
@@ -1161,10 +1179,44 @@ fn run_task(
                 }
             }
         }
-        state::put_task(t.redb(), &record)?;
-        Ok(())
-    })?;
-    Ok(record)
+        state::put_task(t.redb(), &record).map_err(projection)?;
+        Ok(record)
+    }
+}
+
+/// The gate a proposal goes to and why: the agent's own request for
+/// review first; otherwise the first gate whose condition the proposal
+/// meets. A condition that cannot be evaluated (its field is missing from
+/// this case or proposal) is an exception in itself: the case goes to that
+/// gate's reviewers, never decided on a test that did not run.
+fn gate_for<'m>(
+    mission: &'m Mission,
+    input: &Value,
+    proposal: &Value,
+    requested: Option<&(String, String)>,
+) -> Option<(&'m missions::Gate, Value)> {
+    match requested {
+        Some((name, reason)) => mission
+            .gates
+            .iter()
+            .find(|g| &g.name == name)
+            .map(|g| (g, json!({"requested_by": "agent", "reason": reason}))),
+        None => mission.gates.iter().find_map(|g| match g.when.evaluate(input, proposal) {
+            Ok(true) => Some((g, json!({"field": g.when.field.as_str()}))),
+            Ok(false) => None,
+            Err(e) => Some((g, json!({"field": g.when.field.as_str(), "unevaluable": e.to_string()}))),
+        }),
+    }
+}
+
+/// A projection's error inside a journal commit: the batch is rolled back.
+fn projection(e: state::StateError) -> LedgerError {
+    match e {
+        state::StateError::Storage(e) => LedgerError::Storage(e),
+        corrupt @ state::StateError::Corrupt { .. } => {
+            LedgerError::Storage(redb::Error::Corrupted(corrupt.to_string()))
+        }
+    }
 }
 
 /// Starts a task afresh: opens its budget account (unless a deferred run
@@ -1188,23 +1240,29 @@ fn start_task(
     // come from a seed; both are journaled, so the task can be replayed.
     let started_us = now_us();
     let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
-    ctx.ledger.write_deferred(|t| -> Result<()> {
+    let started = json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
+                         "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
+                         "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)});
+    let (conductor, account, parent, task_limit, fresh) = (
+        ctx.conductor.clone(),
+        account.to_owned(),
+        agent_account(&ctx.id, &agent.spec.name),
+        agent.spec.budget.task_limit,
+        record.clone(),
+    );
+    // In a group commit shared with other tasks' writes, and durable
+    // before the cell runs: every entry of the attempt comes after it.
+    let seq = crate::data::commit(&ctx.committer, move |t| {
         // A task deferred for lack of budget already has its account.
-        if t.account(account).is_err() {
-            let parent = agent_account(&ctx.id, &agent.spec.name);
-            t.open_account(&ctx.conductor, account, Some(&parent), agent.spec.budget.task_limit, now_us())?;
+        if t.account(&account).is_err() {
+            t.open_account(&conductor, &account, Some(&parent), task_limit, now_us())?;
         }
-        let (seq, _) = t.append(
-            &ctx.conductor,
-            "task.started",
-            &json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
-                    "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
-                    "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)}),
-            started_us,
-        )?;
+        let (seq, _) = t.append(&conductor, "task.started", &started, started_us)?;
+        let mut record = fresh.clone();
         record.spans = vec![(seq, None)];
-        state::put_task(t.redb(), record)?;
-        Ok(())
+        state::put_task(t.redb(), &record).map_err(projection)?;
+        Ok(seq)
     })?;
+    record.spans = vec![(seq, None)];
     Ok((env, input_text))
 }

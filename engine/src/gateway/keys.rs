@@ -5,15 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use rand_core::{OsRng, RngCore};
-use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
+use super::tables::KEYS;
 use super::{ACCOUNT_PREFIX, KeyIssuedPayload, KeyRevokedPayload, append, kind};
 use crate::clock::now_us;
 use crate::data::{self, DataDir};
 
-/// BLAKE3 of a key (hex) -> the key's record (JSON).
-const KEYS: TableDefinition<&str, &str> = TableDefinition::new("gateway_keys");
 /// What a key looks like: this prefix and 64 hex digits.
 pub(super) const KEY_PREFIX: &str = "cgw_";
 /// The longest key name: it becomes part of an account name.
@@ -46,11 +44,6 @@ pub struct Revocation {
     pub reason: String,
     /// The operator key's id.
     pub by: String,
-}
-
-pub(super) fn create_table(txn: &redb::WriteTransaction) -> Result<()> {
-    txn.open_table(KEYS).context("creating the gateway key table")?;
-    Ok(())
 }
 
 fn key_hash(key: &str) -> String {

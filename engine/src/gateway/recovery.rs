@@ -10,15 +10,13 @@
 use anyhow::{Context, Result};
 use identity::Keypair;
 use ledger::{BudgetError, LedgerError, ReservationId, Txn};
-use redb::{ReadableTable as _, TableDefinition};
+use redb::ReadableTable as _;
 use serde::{Deserialize, Serialize};
 
+use super::tables::OPEN_STREAMS;
 use super::{ACCOUNT_PREFIX, InterruptedPayload, append, kind};
 use crate::clock::now_us;
 use crate::data::DataDir;
-
-/// Reservation id -> the streamed call it pays for ([`OpenStream`], JSON).
-const OPEN_STREAMS: TableDefinition<u64, &str> = TableDefinition::new("gateway_open_streams");
 
 /// A streamed call that has sent, or may have sent, text to its client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,11 +27,6 @@ pub struct OpenStream {
     pub account: String,
     /// What was reserved: the most the call can cost.
     pub reserved: u64,
-}
-
-pub(super) fn create_table(txn: &redb::WriteTransaction) -> Result<()> {
-    txn.open_table(OPEN_STREAMS).context("creating the gateway's open-stream table")?;
-    Ok(())
 }
 
 /// Records a streamed call as started, in the transaction of its
