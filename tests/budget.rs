@@ -178,4 +178,5 @@ fn a_paused_mission_stays_within_budget_until_given_more() {
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
+    assert_entries_typed(&data);
 }

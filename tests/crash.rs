@@ -110,6 +110,7 @@ fn check_mission(data: &Path, summary: &Value) {
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
     assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash");
+    assert_entries_typed(data);
     let out = run(conductor()
         .args(["audit", "replay", "--json", "--data"])
         .arg(data)

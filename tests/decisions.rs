@@ -113,6 +113,7 @@ fn reviewer(dir: &Path, data: &Path) -> PathBuf {
 fn entries(data: &Path) -> u64 {
     let out = run(conductor().args(["audit", "verify", "--json", "--data"]).arg(data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_entries_typed(data);
     stdout_json(&out)["entries"].as_u64().expect("entries")
 }
 

@@ -109,4 +109,8 @@ fn the_openai_client_gets_metered_journaled_completions_and_clear_refusals() {
     assert_eq!(codes.len(), 3, "an unknown key is refused but not journaled: {codes:?}");
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let kinds = assert_entries_typed(&data);
+    for kind in ["gateway.key_issued", "gateway.completion", "gateway.refused"] {
+        assert!(kinds.contains_key(kind), "`{kind}`: {kinds:?}");
+    }
 }

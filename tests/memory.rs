@@ -168,6 +168,7 @@ fn scopes_are_enforced_values_are_sealed_in_the_journal_and_erasure_reaches_ever
     assert!(found["facts"].as_array().expect("facts").iter().all(|f| f["subject"] != "claimant-4411"), "{found}");
     let verify = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(verify.status.code(), Some(0), "the journal verifies after erasure");
+    assert!(assert_entries_typed(&data).contains_key("memory.erased"));
     let out =
         run(conductor().args(["audit", "show", "--json", "--data"]).arg(&data).arg(format!("{mission_id}/w-remember")));
     let doc = stdout_json(&out);

@@ -167,8 +167,15 @@ fn racing_tasks_wait_for_reservations_and_spend_nearly_all_the_budget() {
          other tasks' pending reservations ended the mission",
         limit - settled
     );
-    let refused = journal(&data, "budget.refused");
+    // A refused call is one entry, as on the gateway: the agent's
+    // `host.infer` with the budget's reason, and no reservation.
+    let refused: Vec<_> = journal(&data, "host.infer")
+        .into_iter()
+        .filter(|e| e["payload"]["refused"].as_str().is_some_and(|r| r.starts_with("budget exhausted on `")))
+        .collect();
     assert!(!refused.is_empty(), "the last call was refused and journaled");
+    assert!(refused.iter().all(|e| e["payload"].get("reservation").is_none()), "{refused:?}");
+    assert!(journal(&data, "budget.refused").is_empty(), "one entry per refusal, not two");
     assert_eq!(run(conductor().args(["audit", "verify", "--data"]).arg(&data)).status.code(), Some(0));
 }
 

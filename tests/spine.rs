@@ -70,6 +70,11 @@ fn the_sample_mission_runs_on_the_real_model_and_a_reviewer_decides_a_gate() {
     assert_eq!(out.status.code(), Some(0));
     let report = stdout_json(&out);
     assert!(report["entries"].as_u64().expect("entries") > 24 * 5);
+    // Every entry reads back as its typed payload, exactly.
+    let kinds = assert_entries_typed(&data);
+    for kind in ["mission.declared", "memory.asserted", "task.started", "host.recall", "host.infer", "task.decided"] {
+        assert!(kinds.contains_key(kind), "the sample mission writes `{kind}`: {kinds:?}");
+    }
 
     // Every task replays from the journal alone, with no model to be had:
     // each host call and decision matches, and nothing is written.
@@ -137,4 +142,5 @@ fn a_budget_too_small_stops_the_mission_within_budget_and_says_why() {
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0));
+    assert!(assert_entries_typed(&data).contains_key("task.skipped"));
 }

@@ -219,6 +219,8 @@ pub fn log(dir: &Path, kind: Option<&str>, mission: Option<&str>, json: bool) ->
         if kind.is_some_and(|k| !entry.kind.starts_with(k)) {
             continue;
         }
+        // Every kind is listed and printed as journaled, so the payload
+        // stays JSON: the filter reads `mission` from whichever kind has one.
         let payload = entry.payload_json();
         if mission.is_some_and(|m| payload["mission"] != m) {
             continue;

@@ -12,7 +12,8 @@ use inference::Router;
 use models::Registry;
 use server::gateway as http_gateway;
 
-use crate::{DataArg, ModelArgs, exit};
+use crate::cli::{DataArg, ModelArgs};
+use crate::exit;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayCommand {

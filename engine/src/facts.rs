@@ -14,9 +14,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use memory::{Opened, Snapshot};
 use redb::ReadableDatabase as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::clock::now_us;
+use crate::entries;
 
 /// The stored space a mission's own facts live in.
 pub fn own_space(mission: &str) -> String {
@@ -83,14 +84,21 @@ pub fn tx_time(txn: &redb::WriteTransaction) -> Result<i64> {
 
 /// A fact as journaled, its value sealed under its subject's key; `None`
 /// for a fact whose subject was erased (nothing of its value is left).
-pub fn journaled(txn: &redb::WriteTransaction, f: &memory::Fact) -> Result<Option<Value>> {
+pub fn journaled(txn: &redb::WriteTransaction, f: &memory::Fact) -> Result<Option<entries::JournaledFact>> {
     let Opened::Plain(plain) = &f.value else { return Ok(None) };
-    Ok(Some(json!({
-        "id": f.id.0, "space": f.space, "subject": f.subject, "predicate": f.predicate,
-        "value": memory::seal(txn, &f.subject, plain)?, "source": f.source,
-        "valid_from": f.valid_from, "valid_to": f.valid_to,
-        "recorded_at": f.recorded_at, "superseded_at": f.superseded_at,
-    })))
+    Ok(Some(entries::JournaledFact {
+        id: f.id.0,
+        space: f.space.clone(),
+        subject: f.subject.clone(),
+        predicate: f.predicate.clone(),
+        value: memory::seal(txn, &f.subject, plain)?,
+        source: f.source.clone(),
+        valid_from: f.valid_from,
+        valid_to: f.valid_to,
+        recorded_at: f.recorded_at,
+        superseded_at: f.superseded_at,
+        score: None,
+    }))
 }
 
 /// Opens every sealed value in `payload` in place: any object with a
@@ -219,14 +227,15 @@ pub fn erase(data: &Path, subject: &str, key_path: &Path, reason: &str) -> Resul
                  `conductor memory query --subject ...`)"
             );
         }
-        t.append(
-            &key,
-            "memory.erased",
-            &json!({"subject": subject, "versions": erasure.versions, "postings": erasure.postings,
-                    "reason": reason}),
-            now_us(),
-        )
-        .with_context(|| format!("{} is not a registered operator key of this data directory", key_path.display()))?;
+        let erased = entries::MemoryErased {
+            subject: subject.to_owned(),
+            versions: erasure.versions,
+            postings: erasure.postings,
+            reason: reason.to_owned(),
+        };
+        entries::append(t, &key, &erased, now_us()).with_context(|| {
+            format!("{} is not a registered operator key of this data directory", key_path.display())
+        })?;
         Ok(erasure)
     })?;
     Ok(erasure)

@@ -1,6 +1,7 @@
 //! Human gates: listing pending reviews and recording a reviewer's signed
 //! decision, after which the case completes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -8,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::now_us;
 use crate::data::DataDir;
+use crate::entries::{self, Payload};
 use crate::state::{self, GateDeadline, GateRecord, GateStatus, TaskStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +121,13 @@ impl ReviewerSigner<'_> {
         })
     }
 
-    fn append(&self, t: &mut ledger::Txn, kind: &str, payload: &Value, time_us: i64) -> Result<u64> {
+    fn append<P: Payload>(&self, t: &mut ledger::Txn, payload: &P, time_us: i64) -> Result<u64> {
         Ok(match self {
-            ReviewerSigner::Key(key) => t.append(key, kind, payload, time_us)?.0,
-            ReviewerSigner::Remote(key) => t.append_remote(key, kind, payload, time_us)?.0,
+            ReviewerSigner::Key(key) => entries::append(t, key, payload, time_us)?.0,
+            ReviewerSigner::Remote(key) => {
+                let value = serde_json::to_value(payload)?;
+                t.append_remote(key, P::KIND.as_str(), &value, time_us)?.0
+            }
         })
     }
 }
@@ -243,21 +248,21 @@ fn check_rules(gate: &GateRecord, verdict: Verdict, edits: Option<&Map<String, V
 /// typed, so both are bounded, like any entry.
 pub fn refuse(data: &DataDir, gate_id: &str, who: &identity::PublicKey, verdict: Verdict, reason: &str) {
     let mut reason = reason.to_owned();
-    crate::host::truncate_utf8(&mut reason, REFUSAL_TEXT_BYTES_MAX);
+    crate::text::truncate_utf8(&mut reason, REFUSAL_TEXT_BYTES_MAX);
     let mut gate_id = gate_id.to_owned();
-    crate::host::truncate_utf8(&mut gate_id, REFUSAL_TEXT_BYTES_MAX);
+    crate::text::truncate_utf8(&mut gate_id, REFUSAL_TEXT_BYTES_MAX);
     let conductor = data.conductor.clone();
-    let recorded = data.ledger.write(|t| {
-        t.append(
-            &conductor,
-            "gate.refused",
-            &json!({"gate_id": gate_id, "key_id": who.key_id().to_string(),
-                    "public_key": hex::encode(who.to_bytes()),
-                    "verdict": match verdict { Verdict::Approve => "approved", Verdict::Reject => "rejected" },
-                    "reason": reason}),
-            now_us(),
-        )
-    });
+    let refused = entries::GateRefused {
+        gate_id,
+        key_id: who.key_id().to_string(),
+        public_key: hex::encode(who.to_bytes()),
+        verdict: verdict_name(verdict).to_owned(),
+        reason,
+        repeated: None,
+        first_us: None,
+        last_us: None,
+    };
+    let recorded = data.ledger.write(|t| entries::append(t, &conductor, &refused, now_us()));
     if let Err(e) = recorded {
         tracing::warn!("could not journal the refused decision: {e}");
         crate::health::note(&anyhow::Error::from(e));
@@ -381,15 +386,21 @@ fn decide_txn(
     let edits = edits.cloned().unwrap_or_default();
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
     if verdict == Verdict::Approve && approvals < gate.quorum {
-        let seq = reviewer.append(
-            t,
-            "gate.voted",
-            &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                    "gate_id": gate.id, "gate": gate.gate, "verdict": "approved", "note": note,
-                    "edits": edits, "approvals": approvals, "quorum": gate.quorum,
-                    "requested_seq": gate.requested_seq}),
-            now,
-        )?;
+        let voted = entries::GateVoted {
+            mission: gate.mission.clone(),
+            task: Some(gate.task),
+            case: Some(gate.case_id.clone()),
+            gate_id: gate.id.clone(),
+            gate: gate.gate.clone(),
+            verdict: "approved".into(),
+            note: note.map(str::to_owned),
+            edits: Some(edits.clone()),
+            approvals,
+            quorum: gate.quorum,
+            requested_seq: gate.requested_seq,
+            budget: None,
+        };
+        let seq = reviewer.append(t, &voted, now)?;
         gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
         state::put_gate(t.redb(), &gate)?;
         let needed = gate.quorum - approvals;
@@ -409,25 +420,26 @@ fn decide_txn(
         "reason" => json!(gate.proposed_reason),
         _ => gate.proposed_details.clone(),
     };
-    let diff: Map<String, Value> = merged
+    let diff: BTreeMap<String, entries::Edit> = merged
         .iter()
         .filter(|(field, to)| proposed(field) != **to)
-        .map(|(field, to)| (field.clone(), json!({"from": proposed(field), "to": to})))
+        .map(|(field, to)| (field.clone(), entries::Edit { from: proposed(field), to: to.clone() }))
         .collect();
-    let verdict_name = match verdict {
-        Verdict::Approve => "approved",
-        Verdict::Reject => "rejected",
+    let decided = entries::GateDecided {
+        mission: gate.mission.clone(),
+        task: Some(gate.task),
+        case: Some(gate.case_id.clone()),
+        gate_id: gate.id.clone(),
+        gate: gate.gate.clone(),
+        verdict: verdict_name(verdict).to_owned(),
+        note: note.map(str::to_owned),
+        requested_seq: gate.requested_seq,
+        votes: gate.votes.iter().map(|v| v.seq).collect(),
+        quorum: gate.quorum,
+        edits: Some(diff.clone()),
+        budget: None,
     };
-    let decided_seq = reviewer.append(
-        t,
-        "gate.decided",
-        &json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                "gate_id": gate.id, "gate": gate.gate, "verdict": verdict_name,
-                "note": note, "requested_seq": gate.requested_seq,
-                "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>(), "quorum": gate.quorum,
-                "edits": diff}),
-        now,
-    )?;
+    let decided_seq = reviewer.append(t, &decided, now)?;
     gate.status = match verdict {
         Verdict::Approve => GateStatus::Approved,
         Verdict::Reject => GateStatus::Rejected,
@@ -442,7 +454,7 @@ fn decide_txn(
     }
     // Approval adopts the agent's proposal (as edited); rejection
     // overrides it.
-    let edited = |field: &str| diff.get(field).and_then(|d| d["to"].as_str()).map(str::to_owned);
+    let edited = |field: &str| diff.get(field).and_then(|d| d.to.as_str()).map(str::to_owned);
     let outcome = match verdict {
         Verdict::Approve => edited("outcome").unwrap_or_else(|| gate.proposed_outcome.clone()),
         Verdict::Reject => "rejected".to_owned(),
@@ -452,8 +464,7 @@ fn decide_txn(
         Verdict::Reject => note.map(str::to_owned),
         Verdict::Approve => None,
     });
-    let extra = json!({"gate_seq": decided_seq, "edited": !diff.is_empty()});
-    finish_task(t, conductor, &gate, &outcome, &decided_by, reason, extra, now)?;
+    finish_task(t, conductor, &gate, &outcome, &decided_by, reason, decided_seq, Some(!diff.is_empty()), now)?;
     Ok(Decided { gate, closed: true, needed: 0 })
 }
 
@@ -476,15 +487,23 @@ fn decide_budget(
 ) -> Result<Decided> {
     let granted = amount.unwrap_or(ask.amount);
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
-    let base = json!({"mission": gate.mission, "gate_id": gate.id, "gate": gate.gate, "note": note,
-                      "requested_seq": gate.requested_seq, "quorum": gate.quorum});
+    let grant = entries::BudgetGrant { account: ask.account.clone(), amount: granted };
     if verdict == Verdict::Approve && approvals < gate.quorum {
-        let seq = reviewer.append(
-            t,
-            "gate.voted",
-            &merged(base, json!({"verdict": "approved", "approvals": approvals, "budget": {"account": ask.account, "amount": granted}})),
-            now,
-        )?;
+        let voted = entries::GateVoted {
+            mission: gate.mission.clone(),
+            task: None,
+            case: None,
+            gate_id: gate.id.clone(),
+            gate: gate.gate.clone(),
+            verdict: "approved".into(),
+            note: note.map(str::to_owned),
+            edits: None,
+            approvals,
+            quorum: gate.quorum,
+            requested_seq: gate.requested_seq,
+            budget: Some(grant),
+        };
+        let seq = reviewer.append(t, &voted, now)?;
         let mut edits = Map::new();
         edits.insert("amount".into(), json!(granted));
         gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
@@ -492,18 +511,22 @@ fn decide_budget(
         let needed = gate.quorum - approvals;
         return Ok(Decided { gate, closed: false, needed });
     }
-    let verdict_name = if verdict == Verdict::Approve { "approved" } else { "rejected" };
-    let budget = (verdict == Verdict::Approve).then(|| json!({"account": ask.account, "amount": granted}));
-    let decided_seq = reviewer.append(
-        t,
-        "gate.decided",
-        &merged(
-            base,
-            json!({"verdict": verdict_name, "budget": budget,
-                             "votes": gate.votes.iter().map(|v| v.seq).collect::<Vec<_>>()}),
-        ),
-        now,
-    )?;
+    let decided = entries::GateDecided {
+        mission: gate.mission.clone(),
+        task: None,
+        case: None,
+        gate_id: gate.id.clone(),
+        gate: gate.gate.clone(),
+        verdict: verdict_name(verdict).to_owned(),
+        note: note.map(str::to_owned),
+        requested_seq: gate.requested_seq,
+        votes: gate.votes.iter().map(|v| v.seq).collect(),
+        quorum: gate.quorum,
+        edits: None,
+        // Written null when rejected: nothing was granted.
+        budget: Some((verdict == Verdict::Approve).then_some(grant)),
+    };
+    let decided_seq = reviewer.append(t, &decided, now)?;
     gate.status = if verdict == Verdict::Approve { GateStatus::Approved } else { GateStatus::Rejected };
     gate.reviewer = Some(reviewer_id.to_owned());
     gate.note = note.map(str::to_owned);
@@ -549,16 +572,17 @@ fn wake_parked(t: &mut ledger::Txn, gate: &GateRecord) -> Result<()> {
     Ok(())
 }
 
-/// `base` with `extra`'s fields added (both JSON objects).
-fn merged(mut base: Value, extra: Value) -> Value {
-    if let (Value::Object(fields), Value::Object(extra)) = (&mut base, extra) {
-        fields.extend(extra);
+/// How a verdict is spelled in the journal.
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Approve => "approved",
+        Verdict::Reject => "rejected",
     }
-    base
 }
 
-/// Decides a gated task (`task.decided`, with `extra` fields) and
-/// completes its mission when that was the last open gate.
+/// Decides a gated task (`task.decided` after the gate's `gate_seq`, and
+/// `edited` when a reviewer decided it) and completes its mission when
+/// that was the last open gate.
 #[allow(clippy::too_many_arguments, reason = "one call site each, all named")]
 fn finish_task(
     t: &mut ledger::Txn,
@@ -567,12 +591,21 @@ fn finish_task(
     outcome: &str,
     decided_by: &str,
     reason: Option<String>,
-    extra: serde_json::Value,
+    gate_seq: u64,
+    edited: Option<bool>,
     now: i64,
 ) -> Result<()> {
-    let payload = json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                         "outcome": outcome, "decided_by": decided_by});
-    t.append(conductor, "task.decided", &merged(payload, extra), now)?;
+    let decided = entries::TaskDecided {
+        mission: gate.mission.clone(),
+        task: gate.task,
+        case: gate.case_id.clone(),
+        outcome: outcome.to_owned(),
+        decided_by: decided_by.to_owned(),
+        proposal_seq: None,
+        gate_seq: Some(gate_seq),
+        edited,
+    };
+    entries::append(t, conductor, &decided, now)?;
     if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
         task.status = TaskStatus::Decided;
         task.outcome = Some(outcome.to_owned());
@@ -589,7 +622,7 @@ fn finish_task(
         let tasks = state::tasks_in(t.redb(), &gate.mission)?;
         mission.status = state::settle_status(&tasks, false);
         if matches!(mission.status, state::MissionStatus::Completed | state::MissionStatus::CompletedWithFailures) {
-            t.append(conductor, "mission.completed", &json!({"mission": mission.id}), now)?;
+            entries::append(t, conductor, &entries::MissionCompleted { mission: mission.id.clone() }, now)?;
         }
         state::put_mission(t.redb(), &mission)?;
     }
@@ -636,22 +669,21 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             if gate.status != GateStatus::Pending {
                 return Ok(());
             }
-            let base = if gate.budget.is_some() {
-                json!({"mission": gate.mission, "gate_id": gate.id, "gate": gate.gate})
-            } else {
-                json!({"mission": gate.mission, "task": gate.task, "case": gate.case_id,
-                       "gate_id": gate.id, "gate": gate.gate})
-            };
-            let with = |extra: Value| merged(base.clone(), extra);
+            // A budget gate belongs to its mission, not to a task.
+            let task = gate.budget.is_none().then_some(gate.task);
+            let case = gate.budget.is_none().then(|| gate.case_id.clone());
             if deadline.due_us > now {
                 // Only the reminder is due.
-                t.append(
-                    &conductor,
-                    "gate.reminder",
-                    &with(json!({"deadline_us": deadline.due_us,
-                                                                     "reviewers": gate.reviewers})),
-                    now,
-                )?;
+                let reminder = entries::GateReminder {
+                    mission: gate.mission.clone(),
+                    task,
+                    case,
+                    gate_id: gate.id.clone(),
+                    gate: gate.gate.clone(),
+                    deadline_us: deadline.due_us,
+                    reviewers: gate.reviewers.clone(),
+                };
+                entries::append(t, &conductor, &reminder, now)?;
                 deadline.reminded = true;
                 gate.deadline = Some(deadline);
                 state::put_gate(t.redb(), &gate)?;
@@ -660,13 +692,17 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             if deadline.on_timeout == "escalate" && !deadline.escalated {
                 let due_us = now.saturating_add(deadline.after_us);
-                t.append(
-                    &conductor,
-                    "gate.escalated",
-                    &with(json!({"from": gate.reviewers, "to": deadline.escalate_to,
-                                                                     "deadline_us": due_us})),
-                    now,
-                )?;
+                let escalated = entries::GateEscalated {
+                    mission: gate.mission.clone(),
+                    task,
+                    case,
+                    gate_id: gate.id.clone(),
+                    gate: gate.gate.clone(),
+                    from: gate.reviewers.clone(),
+                    to: deadline.escalate_to.clone(),
+                    deadline_us: due_us,
+                };
+                entries::append(t, &conductor, &escalated, now)?;
                 gate.reviewers = deadline.escalate_to.clone();
                 gate.votes.clear();
                 deadline.escalated = true;
@@ -680,13 +716,16 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             // An escalated gate that ran out again is denied by the timeout.
             let approve = deadline.on_timeout == "approve";
-            let (seq, _) = t.append(
-                &conductor,
-                "gate.timed_out",
-                &with(json!({"then": if approve { "approve" } else { "deny" },
-                                                                             "deadline_us": deadline.due_us})),
-                now,
-            )?;
+            let timed_out = entries::GateTimedOut {
+                mission: gate.mission.clone(),
+                task,
+                case,
+                gate_id: gate.id.clone(),
+                gate: gate.gate.clone(),
+                then: if approve { "approve" } else { "deny" }.into(),
+                deadline_us: deadline.due_us,
+            };
+            let (seq, _) = entries::append(t, &conductor, &timed_out, now)?;
             gate.status = GateStatus::TimedOut;
             gate.decided_seq = Some(seq);
             gate.reviewer = Some("timeout".into());
@@ -711,7 +750,7 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
                 return Ok(());
             }
             let outcome = if approve { gate.proposed_outcome.clone() } else { "timed_out".to_owned() };
-            finish_task(t, &conductor, &gate, &outcome, "timeout", None, json!({"gate_seq": seq}), now)
+            finish_task(t, &conductor, &gate, &outcome, "timeout", None, seq, None, now)
         })?;
     }
     Ok(swept)

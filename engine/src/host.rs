@@ -25,11 +25,15 @@ use std::time::{Duration, Instant};
 
 use cells::{CellHost, Completion, Fact, InferRequest, ReviewAnswer};
 use identity::Keypair;
-use ledger::{BudgetError, Ledger, LedgerError};
+use ledger::{BudgetError, Ledger};
 use missions::ModelPrice;
 use serde_json::json;
 
 use crate::clock::now_us;
+use crate::entries;
+use crate::metering;
+use crate::text::truncate_utf8;
+use ledger::Kind;
 use models::{ChatMessage, Models};
 
 /// Log lines are for operators, not a data channel: 2 KiB each.
@@ -40,43 +44,6 @@ pub const LOG_BYTES_MAX: usize = 2048;
 /// clock). Longer than a batched model call on a CPU (seconds), short
 /// enough that a stuck call elsewhere cannot hold a task for long.
 const RESERVATION_WAIT_MAX: Duration = Duration::from_secs(60);
-/// How often a waiting call looks at the account again, at most.
-const RESERVATION_POLL_MAX: Duration = Duration::from_millis(50);
-
-/// Whether a refused reservation may be tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refused {
-    /// Only pending reservations stand in the way: wait for them.
-    Waiting,
-    /// Settled spending leaves no room: journaled as `budget.refused`.
-    Final,
-}
-
-/// A refusal that other calls' pending reservations alone caused: the
-/// account's settled spending plus this call's worst case fits its limit.
-fn others_pending_in_the_way(refusal: &BudgetError) -> bool {
-    matches!(refusal, BudgetError::Insufficient { requested, limit, settled, pending, .. }
-        if *pending > 0 && settled.saturating_add(*requested) <= *limit)
-}
-
-/// Sleeps until the refusing account's pending or settled amounts change
-/// (a reservation closed) or `until` passes. Reads only, so waiting costs
-/// no commit.
-fn wait_for_settlements(ledger: &Ledger, refusal: &BudgetError, until: Instant) {
-    let BudgetError::Insufficient { account, settled, pending, .. } = refusal else {
-        return;
-    };
-    let mut pause = Duration::from_millis(1);
-    while Instant::now() < until {
-        std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
-        pause = (pause * 2).min(RESERVATION_POLL_MAX);
-        match ledger.account(account) {
-            Ok(now) if now.pending == *pending && now.settled == *settled => {}
-            // Changed, or unreadable: let the next reservation decide.
-            _ => return,
-        }
-    }
-}
 
 /// What every task of one mission shares.
 #[derive(Debug)]
@@ -105,6 +72,18 @@ pub struct MissionCtx {
     /// What a decision may say (the mission's `decisions:`), copied into
     /// every gate's record.
     pub decision_rules: Option<crate::decisions::DecisionRules>,
+}
+
+impl MissionCtx {
+    /// How this mission's model calls reserve and settle.
+    pub fn meter(&self) -> metering::Meter {
+        metering::Meter::new(
+            self.committer.clone(),
+            self.ledger.clone(),
+            self.conductor.clone(),
+            self.reservation_ttl_us,
+        )
+    }
 }
 
 /// Per-task counters, read after the cell is gone.
@@ -200,25 +179,18 @@ impl TaskHost {
 
     /// Answers a memory read (or its refusal) and journals question and
     /// answer in one commit, the answer's values sealed.
-    fn memory_read(
-        &self,
-        kind: &str,
-        asked: serde_json::Value,
-        query: Result<memory::Query, String>,
-    ) -> Result<Vec<Fact>, String> {
+    fn memory_read(&self, asked: &Asked, query: Result<memory::Query, String>) -> Result<Vec<Fact>, String> {
         if let Some(stopped) = self.stopped() {
             return Err(stopped);
         }
-        let mut payload = asked;
-        payload["mission"] = json!(self.ctx.id);
-        payload["task"] = json!(self.task);
+        let kind = asked.kind();
         let answered = match query {
             Err(refusal) => Err(refusal),
             Ok(query) => Ok(self.ctx.ledger.write_deferred(|t| -> anyhow::Result<Vec<Fact>> {
                 let recalled = memory::recall(t.redb(), &query)?;
                 let mut listed = Vec::with_capacity(recalled.facts.len());
                 let mut facts = Vec::with_capacity(recalled.facts.len());
-                let mut erased = 0usize;
+                let mut erased = 0u64;
                 for (i, f) in recalled.facts.iter().enumerate() {
                     // An erased subject's facts have no value left to
                     // give: the agent is not shown them.
@@ -227,7 +199,7 @@ impl TaskHost {
                         continue;
                     };
                     if let (memory::Select::Words(_), Some(score)) = (&query.select, recalled.scores.get(i)) {
-                        entry["score"] = json!(score);
+                        entry.score = Some(*score);
                     }
                     listed.push(entry);
                     facts.push(Fact {
@@ -239,16 +211,16 @@ impl TaskHost {
                         recorded_at: f.recorded_at,
                     });
                 }
-                let mut payload = payload.clone();
-                payload["spaces"] = json!(query.spaces);
-                payload["valid_at"] = json!(query.valid_at);
-                payload["known_at"] = json!(query.known_at);
-                payload["facts"] = json!(listed);
-                payload["truncated"] = json!(recalled.truncated);
-                if erased > 0 {
-                    payload["erased"] = json!(erased);
-                }
-                t.append(&self.agent_key, kind, &payload, now_us())?;
+                let answer = ReadAnswer {
+                    spaces: Some(query.spaces.clone()),
+                    valid_at: Some(query.valid_at),
+                    known_at: Some(query.known_at),
+                    facts: Some(listed),
+                    truncated: Some(recalled.truncated),
+                    erased: (erased > 0).then_some(erased),
+                    refused: None,
+                };
+                asked.append(t, &self.agent_key, &self.ctx.id, self.task, answer)?;
                 Ok(facts)
             })),
         };
@@ -256,15 +228,19 @@ impl TaskHost {
             Ok(Ok(facts)) => Ok(facts),
             // The storage failed: there is no answer to journal, refusal
             // or otherwise.
-            Ok(Err(e)) if crate::health::is_storage(&e) => return Err(self.unrecorded(kind, e)),
+            Ok(Err(e)) if crate::health::is_storage(&e) => return Err(self.unrecorded(kind.as_str(), e)),
             Ok(Err(e)) => Err(format!("{e:#}")),
             Err(refusal) => Err(refusal),
         };
         answered.map_err(|reason| {
-            payload["refused"] = json!(reason);
-            match self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us())) {
+            let answer = ReadAnswer { refused: Some(reason.clone()), ..ReadAnswer::default() };
+            let written = self
+                .ctx
+                .ledger
+                .write_deferred(|t| asked.append(t, &self.agent_key, &self.ctx.id, self.task, answer.clone()));
+            match written {
                 Ok(_) => reason,
-                Err(e) => self.unrecorded(kind, e),
+                Err(e) => self.unrecorded(kind.as_str(), e),
             }
         })
     }
@@ -272,14 +248,31 @@ impl TaskHost {
     fn refuse(&self, request: &InferRequest, reason: String) -> Result<Completion, String> {
         // The request is recorded whole, like an answered one: replay
         // checks that a re-run asks exactly the same before answering.
-        let messages: Vec<_> = request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
-        let payload = json!({
-            "mission": self.ctx.id, "task": self.task, "model": request.model,
-            "messages": messages, "max_tokens": request.max_tokens, "refused": reason,
-        });
+        let payload = entries::HostInfer {
+            mission: self.ctx.id.clone(),
+            task: self.task,
+            model: request.model.clone(),
+            routed_to: None,
+            failover_refused: None,
+            messages: request
+                .messages
+                .iter()
+                .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
+                .collect(),
+            max_tokens: request.max_tokens,
+            reservation: None,
+            refused: Some(reason.clone()),
+            error: None,
+            text: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost: None,
+            cost_uncapped: None,
+        };
         // A refusal the journal lacks is not given: a replay would find no
         // answer to give.
-        match self.ctx.ledger.write(|t| t.append(&self.agent_key, "host.infer", &payload, now_us())) {
+        let agent_key = self.agent_key.clone();
+        match self.ctx.meter().record(move |t, now| entries::append(t, &agent_key, &payload, now)) {
             Ok(_) => Err(reason),
             Err(e) => Err(self.unrecorded("refused host.infer", e)),
         }
@@ -288,7 +281,7 @@ impl TaskHost {
     /// Why a review under `gate` cannot be asked for, if it cannot; the
     /// refusal is journaled as `kind` (the reason cut to its limit), so a
     /// replay gives the agent the same answer.
-    fn refused_review(&self, kind: &str, gate: &str, reason: &str) -> Option<String> {
+    fn refused_review(&self, kind: Kind, gate: &str, reason: &str) -> Option<String> {
         let refused = if !self.ctx.gates.contains_key(gate) {
             let declared = if self.ctx.gates.is_empty() {
                 "none".to_owned()
@@ -303,11 +296,95 @@ impl TaskHost {
         };
         let mut kept = reason.to_owned();
         truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
-        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate,
-                             "reason": kept, "refused": refused});
-        match self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, kind, &payload, now_us())) {
+        let (mission, task, gate, refusal) = (self.ctx.id.clone(), self.task, gate.to_owned(), Some(refused.clone()));
+        let written = self.ctx.ledger.write_deferred(|t| match kind {
+            Kind::HostAwait => {
+                let payload = entries::HostAwait { mission, task, gate, reason: kept, gate_id: None, refused: refusal };
+                entries::append(t, &self.agent_key, &payload, now_us())
+            }
+            _ => {
+                let payload = entries::HostReview { mission, task, gate, reason: kept, refused: refusal };
+                entries::append(t, &self.agent_key, &payload, now_us())
+            }
+        });
+        match written {
             Ok(_) => Some(refused),
             Err(e) => Some(self.unrecorded(&format!("refused {kind}"), e)),
+        }
+    }
+}
+
+/// What an agent asked a memory read: `host.recall`'s subject, or
+/// `host.query`'s query.
+enum Asked {
+    Recall { subject: String, asked_valid_at: Option<i64> },
+    Query(entries::AskedQuery),
+}
+
+/// A memory read's answer as journaled; `host.recall` and `host.query`
+/// share it.
+#[derive(Debug, Clone, Default)]
+struct ReadAnswer {
+    spaces: Option<Vec<String>>,
+    valid_at: Option<Option<i64>>,
+    known_at: Option<Option<i64>>,
+    facts: Option<Vec<entries::JournaledFact>>,
+    truncated: Option<bool>,
+    erased: Option<u64>,
+    refused: Option<String>,
+}
+
+impl Asked {
+    fn kind(&self) -> Kind {
+        match self {
+            Asked::Recall { .. } => Kind::HostRecall,
+            Asked::Query(_) => Kind::HostQuery,
+        }
+    }
+
+    /// Journals the question with `answer`, signed by the agent.
+    fn append(
+        &self,
+        t: &mut ledger::Txn,
+        agent: &Keypair,
+        mission: &str,
+        task: u32,
+        answer: ReadAnswer,
+    ) -> Result<(u64, ledger::EntryHash), ledger::LedgerError> {
+        let ReadAnswer { spaces, valid_at, known_at, facts, truncated, erased, refused } = answer;
+        let mission = mission.to_owned();
+        match self {
+            Asked::Recall { subject, asked_valid_at } => {
+                let payload = entries::HostRecall {
+                    mission,
+                    task,
+                    subject: subject.clone(),
+                    asked_valid_at: Some(*asked_valid_at),
+                    spaces,
+                    valid_at,
+                    known_at,
+                    facts,
+                    truncated,
+                    erased,
+                    refused,
+                };
+                entries::append(t, agent, &payload, now_us())
+            }
+            Asked::Query(query) => {
+                let payload = entries::HostQuery {
+                    mission,
+                    task,
+                    query: query.clone(),
+                    spaces,
+                    valid_at,
+                    known_at,
+                    facts,
+                    truncated,
+                    erased,
+                    refused,
+                };
+                entries::append(t, agent, &payload, now_us())
+            }
         }
     }
 }
@@ -349,64 +426,29 @@ impl CellHost for TaskHost {
             );
             return self.refuse(&request, reason);
         }
-        if request.max_tokens == 0 {
-            return self.refuse(&request, "max_tokens must be at least 1".into());
-        }
-        let max_tokens = request.max_tokens.min(self.max_tokens_cap);
-        let messages: Vec<ChatMessage> =
-            request.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
-        let prompt = match self.ctx.runtime.block_on(router.prompt(&model, messages)) {
-            Ok(prompt) => prompt,
-            Err(e) => return self.refuse(&request, e.to_string()),
-        };
         let Some(price) = self.ctx.prices.get(&model) else {
             return self.refuse(&request, format!("model `{model}` has no price in this mission"));
         };
         let price = models::Price { prompt: price.prompt_price, completion: price.completion_price };
+        let messages: Vec<ChatMessage> =
+            request.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
         // Counted, checked against the context and priced as every paid
         // call is (`metering`): the worst case is what is reserved.
-        let quote = match crate::metering::quote(price, spec.context_tokens, prompt.tokens(), max_tokens) {
-            Ok(quote) => quote,
+        let (cap, asked) = (self.max_tokens_cap, request.max_tokens);
+        let counted =
+            metering::count(router.as_ref(), &model, messages, price, spec.context_tokens, |_| asked.min(cap));
+        let (prompt, quote) = match self.ctx.runtime.block_on(counted) {
+            Ok(counted) => counted,
             Err(e) => return self.refuse(&request, e.to_string()),
         };
-        let (prompt_tokens, cost_max) = (quote.prompt_tokens, quote.worst_case);
-        let call = json!({"task": self.task, "model": model,
-                          "prompt_tokens": prompt_tokens, "max_tokens": max_tokens});
-        // Other tasks' reservations in flight may be all that stands in the
-        // way: those calls settle at their real cost, usually well below
-        // their worst case. Waiting for them (bounded) is not exhaustion.
+        let max_tokens = quote.max_tokens;
+        let memo = json!({"task": self.task, "model": model,
+                          "prompt_tokens": quote.prompt_tokens, "max_tokens": max_tokens});
+        let meter = self.ctx.meter();
         let wait_until = (Instant::now() + RESERVATION_WAIT_MAX).min(self.deadline);
-        let reservation = loop {
-            let may_wait = Instant::now() < wait_until;
-            let (conductor, account, call, ttl_us) =
-                (self.ctx.conductor.clone(), self.account.clone(), call.clone(), self.ctx.reservation_ttl_us);
-            let attempt = crate::data::commit(&self.ctx.committer, move |t| {
-                let now = now_us();
-                let deadline = now.saturating_add(ttl_us);
-                match t.reserve(&conductor, &account, cost_max, deadline, call.clone(), now) {
-                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
-                        if may_wait && others_pending_in_the_way(&refusal) {
-                            return Ok(Err((refusal, Refused::Waiting)));
-                        }
-                        t.append(
-                            &conductor,
-                            "budget.refused",
-                            &json!({"account": account, "for": call, "reason": refusal.to_string()}),
-                            now,
-                        )?;
-                        Ok(Err((refusal, Refused::Final)))
-                    }
-                    other => other.map(Ok),
-                }
-            });
-            match attempt {
-                Ok(Err((refusal, Refused::Waiting))) => wait_for_settlements(&self.ctx.ledger, &refusal, wait_until),
-                other => break other.map(|r| r.map_err(|(refusal, _)| refusal)),
-            }
-        };
-        let reservation = match reservation {
-            Ok(Ok(id)) => id,
-            Ok(Err(refusal)) => {
+        let reservation = match meter.reserve(&self.account, &quote, memo, Some(wait_until), |_, _, _| Ok(())) {
+            Ok(metering::Reserved::Paid { id, .. }) => id,
+            Ok(metering::Reserved::Refused(refusal)) => {
                 // A task's own cap ends only that task's spending; the
                 // agent's or the mission's means no new task can pay.
                 let task_cap =
@@ -427,25 +469,33 @@ impl CellHost for TaskHost {
                 return self.refuse(&request, e.to_string());
             }
         };
-        self.meter.reserved.fetch_add(cost_max, Ordering::Relaxed);
+        self.meter.reserved.fetch_add(quote.worst_case, Ordering::Relaxed);
 
         let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let messages_json: Vec<_> =
-            prompt.messages().iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        let messages: Vec<entries::Message> = prompt
+            .messages()
+            .iter()
+            .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
+            .collect();
         if let Some(frontier) = &spec.frontier {
             // Recorded, durably, before a byte is sent.
-            let prompt = serde_json::to_vec(&messages_json).unwrap_or_default();
-            let left = json!({"mission": self.ctx.id, "task": self.task, "model": model,
-                              "endpoint": frontier.endpoint, "remote_model": frontier.remote_model,
-                              "tier": self.tier.as_str(), "prompt_bytes": prompt.len(),
-                              "prompt_blake3": blake3::hash(&prompt).to_hex().to_string(),
-                              "reservation": reservation.0});
-            if let Err(e) = self.ctx.ledger.write(|t| t.append(&self.ctx.conductor, "data.left_host", &left, now_us()))
-            {
+            let sent = serde_json::to_vec(&messages).unwrap_or_default();
+            let left = entries::DataLeftHost {
+                mission: self.ctx.id.clone(),
+                task: self.task,
+                model: model.clone(),
+                endpoint: frontier.endpoint.clone(),
+                remote_model: frontier.remote_model.clone(),
+                tier: self.tier.as_str().to_owned(),
+                prompt_bytes: sent.len() as u64,
+                prompt_blake3: blake3::hash(&sent).to_hex().to_string(),
+                reservation: reservation.0,
+            };
+            if let Err(e) = self.ctx.ledger.write(|t| entries::append(t, &self.ctx.conductor, &left, now_us())) {
                 // The call is not made. Its reservation is returned, or, if
                 // that cannot be journaled either, stays pending until the
                 // next run's recovery voids it (or its deadline expires it).
-                if let Err(void) = self.ctx.ledger.write(|t| t.void(&self.ctx.conductor, reservation, now_us())) {
+                if let Err(void) = meter.void(reservation, |_, _| Ok(())) {
                     let void = anyhow::Error::from(void);
                     crate::health::note(&void);
                     tracing::warn!(
@@ -459,22 +509,30 @@ impl CellHost for TaskHost {
             }
         }
         let result = self.ctx.runtime.block_on(router.complete(&prompt, max_tokens, timeout));
-        let routed = (model != request.model).then(|| model.clone());
+        let mut payload = entries::HostInfer {
+            mission: self.ctx.id.clone(),
+            task: self.task,
+            model: request.model.clone(),
+            routed_to: Some((model != request.model).then(|| model.clone())),
+            failover_refused: Some(failover_refused),
+            messages,
+            max_tokens,
+            reservation: Some(reservation.0),
+            refused: None,
+            error: None,
+            text: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            cost: None,
+            cost_uncapped: None,
+        };
+        let agent_key = self.agent_key.clone();
         match result {
             Err(e) => {
-                let payload = json!({
-                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
-                    "failover_refused": failover_refused,
-                    "messages": messages_json, "max_tokens": max_tokens,
-                    "reservation": reservation.0, "error": e.to_string(),
-                });
+                payload.error = Some(e.to_string());
                 // The reservation stays pending if this fails: the next
                 // run's recovery voids it.
-                let (conductor, agent_key) = (self.ctx.conductor.clone(), self.agent_key.clone());
-                match crate::data::commit(&self.ctx.committer, move |t| {
-                    t.void(&conductor, reservation, now_us())?;
-                    t.append(&agent_key, "host.infer", &payload, now_us())
-                }) {
+                match meter.void(reservation, move |t, now| entries::append(t, &agent_key, &payload, now)) {
                     Ok(_) => Err(e.to_string()),
                     Err(e) => Err(self.unrecorded("failed host.infer", e)),
                 }
@@ -484,28 +542,21 @@ impl CellHost for TaskHost {
                 // completion token; if a tokenizer ever disagreed, the
                 // reservation is the most that may be posted.
                 let charge = quote.charge(out.prompt_tokens, out.completion_tokens);
-                let (posted, actual) = (charge.posted, charge.uncapped);
-                let payload = json!({
-                    "mission": self.ctx.id, "task": self.task, "model": request.model, "routed_to": routed,
-                    "failover_refused": failover_refused,
-                    "messages": messages_json, "max_tokens": max_tokens,
-                    "reservation": reservation.0, "text": out.text,
-                    "prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                    "cost": posted, "cost_uncapped": actual,
-                });
-                let (conductor, agent_key) = (self.ctx.conductor.clone(), self.agent_key.clone());
+                payload.text = Some(out.text.clone());
+                payload.prompt_tokens = Some(out.prompt_tokens);
+                payload.completion_tokens = Some(out.completion_tokens);
+                payload.cost = Some(charge.posted);
+                payload.cost_uncapped = Some(charge.uncapped);
                 // Settled and journaled in a group commit shared with other
                 // cells' calls; the answer is given only once it is durable.
-                let written = crate::data::commit(&self.ctx.committer, move |t| {
-                    t.settle(&conductor, reservation, posted, now_us())?;
-                    t.append(&agent_key, "host.infer", &payload, now_us())
-                });
+                let written =
+                    meter.settle(reservation, charge, move |t, now| entries::append(t, &agent_key, &payload, now));
                 if let Err(e) = written {
                     // Not paid for (the reservation stays pending until the
                     // next run's recovery voids it), and not given.
                     return Err(self.unrecorded("answered host.infer", e));
                 }
-                self.meter.settled.fetch_add(posted, Ordering::Relaxed);
+                self.meter.settled.fetch_add(charge.posted, Ordering::Relaxed);
                 self.meter.model_calls.fetch_add(1, Ordering::Relaxed);
                 Ok(Completion {
                     text: out.text,
@@ -521,14 +572,19 @@ impl CellHost for TaskHost {
         // valid time (none: now), as currently known.
         let mut query = memory::Query::new(self.scope.read.clone(), memory::Select::Subject(subject.clone()));
         query.valid_at = Some(valid_at.unwrap_or_else(now_us));
-        let asked = json!({"subject": subject, "asked_valid_at": valid_at});
-        self.memory_read("host.recall", asked, Ok(query))
+        self.memory_read(&Asked::Recall { subject, asked_valid_at: valid_at }, Ok(query))
     }
 
     fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
-        let asked = json!({"query": {"space": q.space, "subject": q.subject, "predicate": q.predicate,
-                                      "words": q.words, "valid_at": q.valid_at, "known_at": q.known_at,
-                                      "limit": q.limit}});
+        let asked = Asked::Query(entries::AskedQuery {
+            space: q.space.clone(),
+            subject: q.subject.clone(),
+            predicate: q.predicate.clone(),
+            words: q.words.clone(),
+            valid_at: q.valid_at,
+            known_at: q.known_at,
+            limit: q.limit,
+        });
         let query = self.scope.readable(&q.space).and_then(|space| {
             let select = match (q.subject.is_empty(), q.words.is_empty(), q.predicate.is_empty()) {
                 (false, true, true) => memory::Select::Subject(q.subject),
@@ -545,7 +601,7 @@ impl CellHost for TaskHost {
             }
             Ok(query)
         });
-        self.memory_read("host.query", asked, query)
+        self.memory_read(&asked, query)
     }
 
     fn remember(
@@ -558,8 +614,20 @@ impl CellHost for TaskHost {
         if let Some(stopped) = self.stopped() {
             return Err(stopped);
         }
-        let base = json!({"mission": self.ctx.id, "task": self.task, "subject": subject,
-                          "predicate": predicate, "asked_valid_from": valid_from});
+        let base = entries::HostRemember {
+            mission: self.ctx.id.clone(),
+            task: self.task,
+            subject: subject.clone(),
+            predicate: predicate.clone(),
+            asked_valid_from: Some(valid_from),
+            value: None,
+            valid_from: None,
+            space: None,
+            fact: None,
+            superseded: None,
+            remainders: None,
+            refused: None,
+        };
         let stored = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
             let Some(space) = self.scope.write.clone() else {
                 anyhow::bail!("this agent may not write to memory (its mission gives it `memory: {{ write: none }}`)");
@@ -575,31 +643,34 @@ impl CellHost for TaskHost {
                 valid_to: None,
             };
             let change = memory::Writer::new(t.redb(), at)?.with_limits(self.ctx.memory_limits).assert(fact)?;
-            let mut payload = base.clone();
-            payload["value"] = json!(memory::seal(t.redb(), &subject, &value)?);
-            payload["valid_from"] = json!(valid_from.unwrap_or(at));
-            payload["space"] = json!(space);
-            payload["fact"] = json!(change.id.map(|id| id.0));
-            payload["superseded"] = json!(change.superseded.iter().map(|id| id.0).collect::<Vec<_>>());
-            payload["remainders"] = json!(change.remainders.iter().map(|id| id.0).collect::<Vec<_>>());
-            t.append(&self.agent_key, "host.remember", &payload, now_us())?;
+            let payload = entries::HostRemember {
+                value: Some(memory::seal(t.redb(), &subject, &value)?),
+                valid_from: Some(valid_from.unwrap_or(at)),
+                space: Some(space),
+                fact: Some(change.id.map(|id| id.0)),
+                superseded: Some(change.superseded.iter().map(|id| id.0).collect()),
+                remainders: Some(change.remainders.iter().map(|id| id.0).collect()),
+                ..base.clone()
+            };
+            entries::append(t, &self.agent_key, &payload, now_us())?;
             Ok(())
         });
         stored.map_err(|e| {
             if crate::health::is_storage(&e) {
                 // Neither the fact nor a refusal can be journaled.
-                return self.unrecorded("host.remember", e);
+                return self.unrecorded(Kind::HostRemember.as_str(), e);
             }
             // The agent is told no, and so is the journal: a replay must
             // give the same answer. The value is sealed even here (it is
             // personal data); for an erased subject it is left out.
             let reason = format!("{e:#}");
             let refused = self.ctx.ledger.write_deferred(|t| {
-                let mut refused = base.clone();
-                refused["value"] =
-                    memory::seal(t.redb(), &subject, &value).map_or(serde_json::Value::Null, |v| json!(v));
-                refused["refused"] = json!(reason);
-                t.append(&self.agent_key, "host.remember", &refused, now_us())
+                let refused = entries::HostRemember {
+                    value: memory::seal(t.redb(), &subject, &value).ok(),
+                    refused: Some(reason.clone()),
+                    ..base.clone()
+                };
+                entries::append(t, &self.agent_key, &refused, now_us())
             });
             match refused {
                 Ok(_) => reason,
@@ -612,14 +683,20 @@ impl CellHost for TaskHost {
         if let Some(stopped) = self.stopped() {
             return Err(stopped);
         }
-        if let Some(refused) = self.refused_review("host.review", &gate, &reason) {
+        if let Some(refused) = self.refused_review(Kind::HostReview, &gate, &reason) {
             return Err(refused);
         }
-        let payload = json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason});
+        let payload = entries::HostReview {
+            mission: self.ctx.id.clone(),
+            task: self.task,
+            gate: gate.clone(),
+            reason: reason.clone(),
+            refused: None,
+        };
         self.ctx
             .ledger
-            .write_deferred(|t| t.append(&self.agent_key, "host.review", &payload, now_us()))
-            .map_err(|e| self.unrecorded("host.review", e))?;
+            .write_deferred(|t| entries::append(t, &self.agent_key, &payload, now_us()))
+            .map_err(|e| self.unrecorded(Kind::HostReview.as_str(), e))?;
         if let Ok(mut review) = self.meter.review.lock() {
             *review = Some((gate, reason));
         }
@@ -630,7 +707,7 @@ impl CellHost for TaskHost {
         if let Some(stopped) = self.stopped() {
             return ReviewAnswer::Refused(stopped);
         }
-        if let Some(refused) = self.refused_review("host.await", &gate, &reason) {
+        if let Some(refused) = self.refused_review(Kind::HostAwait, &gate, &reason) {
             return ReviewAnswer::Refused(refused);
         }
         // The agent's request, the gate and the task's new state in one
@@ -643,22 +720,33 @@ impl CellHost for TaskHost {
         let quorum = policy.map_or(1, |p| p.quorum);
         let parked = self.ctx.ledger.write_deferred(|t| -> anyhow::Result<()> {
             let now = now_us();
-            t.append(
-                &self.agent_key,
-                "host.await",
-                &json!({"mission": self.ctx.id, "task": self.task, "gate": gate, "reason": reason,
-                        "gate_id": gate_id}),
-                now,
-            )?;
-            let (requested_seq, _) = t.append(
-                &self.ctx.conductor,
-                "gate.requested",
-                &json!({"mission": self.ctx.id, "task": self.task, "case": self.case_id,
-                        "gate_id": gate_id, "gate": gate,
-                        "why": {"requested_by": "agent", "reason": reason, "waiting": true},
-                        "reviewers": reviewers, "quorum": quorum}),
-                now,
-            )?;
+            let waiting = entries::HostAwait {
+                mission: self.ctx.id.clone(),
+                task: self.task,
+                gate: gate.clone(),
+                reason: reason.clone(),
+                gate_id: Some(gate_id.clone()),
+                refused: None,
+            };
+            entries::append(t, &self.agent_key, &waiting, now)?;
+            let requested = entries::GateRequested {
+                mission: self.ctx.id.clone(),
+                task: Some(self.task),
+                case: Some(self.case_id.clone()),
+                gate_id: gate_id.clone(),
+                gate: gate.clone(),
+                why: entries::GateWhy {
+                    requested_by: Some("agent".to_owned()),
+                    reason: Some(reason.clone()),
+                    waiting: Some(true),
+                    ..entries::GateWhy::default()
+                },
+                proposal_seq: None,
+                budget: None,
+                reviewers: reviewers.clone(),
+                quorum,
+            };
+            let (requested_seq, _) = entries::append(t, &self.ctx.conductor, &requested, now)?;
             crate::state::put_gate(
                 t.redb(),
                 &crate::state::GateRecord {
@@ -701,21 +789,10 @@ impl CellHost for TaskHost {
         }
         // A replay retraces log calls too: one the journal lacks stops the
         // task like any other unrecorded call.
-        let payload = json!({"mission": self.ctx.id, "task": self.task, "message": message});
-        if let Err(e) = self.ctx.ledger.write_deferred(|t| t.append(&self.agent_key, "host.log", &payload, now_us())) {
-            self.unrecorded("host.log", e);
+        let payload = entries::HostLog { mission: self.ctx.id.clone(), task: self.task, message };
+        if let Err(e) = self.ctx.ledger.write_deferred(|t| entries::append(t, &self.agent_key, &payload, now_us())) {
+            self.unrecorded(Kind::HostLog.as_str(), e);
         }
-    }
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
     }
 }
 

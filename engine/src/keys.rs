@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use identity::{IdentityError, Keypair, PublicKey, Role};
-use ledger::{KeyRecord, Ledger};
+use ledger::{KeyRecord, Kind, Ledger};
 use serde::Serialize;
 use serde_json::json;
 
@@ -268,11 +268,6 @@ pub fn list(data_dir: &Path) -> Result<Vec<Listed>> {
         .collect()
 }
 
-/// The journal kinds that introduce a person's key (the ledger's own
-/// constants are private to it).
-const KIND_REGISTERED: &str = "key.registered";
-const KIND_ROTATED: &str = "key.rotated";
-
 /// Key id -> the name its key was registered with (`keys register
 /// --name`); a rotated key's successor keeps its predecessor's name.
 /// Reads the one entry that introduced each key, not the whole journal.
@@ -286,10 +281,12 @@ pub fn names(ledger: &Ledger) -> Result<BTreeMap<String, String>> {
         if entry.seq != record.registered_seq {
             continue;
         }
+        // Key events are the ledger's own kinds, their payloads checked by
+        // the ledger (`entries` has no structs for them): read as JSON.
         let payload = entry.payload_json();
-        let name = match entry.kind.as_str() {
-            KIND_REGISTERED => payload["name"].as_str().map(str::to_owned),
-            KIND_ROTATED => payload["old_key"].as_str().and_then(|old| by_public.get(old).cloned()),
+        let name = match Kind::parse(&entry.kind) {
+            Some(Kind::KeyRegistered) => payload["name"].as_str().map(str::to_owned),
+            Some(Kind::KeyRotated) => payload["old_key"].as_str().and_then(|old| by_public.get(old).cloned()),
             _ => None,
         };
         let Some(name) = name.filter(|n| !n.is_empty()) else { continue };

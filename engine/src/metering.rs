@@ -1,18 +1,48 @@
-//! Metering: the arithmetic every paid model call goes through, a cell's
-//! `host.infer` and a gateway request alike, so the two cannot price,
-//! bound or charge a call differently.
+//! Metering: every paid model call goes through this module, a cell's
+//! `host.infer` and a gateway request alike, so the two cannot count,
+//! price, bound, reserve, charge or journal a call differently.
 //!
-//! A call is [`quote`]d before anything is reserved: its prompt has been
-//! counted by the model's own tokenizer (`Models::prompt`), `max_tokens`
-//! must be at least 1, prompt plus `max_tokens` must fit the model's
-//! context, and its worst case (the exact prompt plus every token it may
-//! generate, at the caller's prices) must fit a `u64`. That worst case is
-//! what is reserved, never "whatever is left". When the call is answered,
-//! [`Quote::charge`] prices what it really used and caps it at the worst
-//! case: a backend that reported more tokens than it was allowed (or a
-//! price that would overflow) is charged the reservation, never more.
+//! A call takes four steps; only the model call itself (whole for a cell,
+//! whole or streamed for the gateway) is the caller's:
+//! 1. [`count`]: the prompt is counted by the model's own tokenizer
+//!    (`Models::prompt`) and [`quote`]d: `max_tokens` must be at least 1,
+//!    prompt plus `max_tokens` must fit the model's context, and its worst
+//!    case (the exact prompt plus every token it may generate, at the
+//!    caller's prices) must fit a `u64`. That worst case is what is
+//!    reserved, never "whatever is left".
+//! 2. [`Meter::reserve`]: the worst case is reserved in a group commit
+//!    shared with other calls, with whatever the caller journals with it
+//!    (a stream's `gateway.started`). A reservation that only other
+//!    calls' pending reservations block may wait for them to settle.
+//! 3. The caller runs the model.
+//! 4. [`Meter::settle`] charges what the call really used
+//!    ([`Quote::charge`], capped at the worst case: a backend that
+//!    reported more tokens than it was allowed, or a price that would
+//!    overflow, is charged the reservation, never more) and
+//!    [`Meter::void`] returns a call that did not run; either commits with
+//!    the caller's journal entry for the call.
+//!
+//! **Refusals** are journaled the same way on both paths: a call refused
+//! at any step (not counted, not quoted, not affordable) reserves nothing
+//! and is recorded as one entry, the caller's record of the request
+//! (`host.infer` with `refused`, `gateway.refused`), committed through
+//! [`Meter::record`] before the refusal is answered.
 //!
 //! All arithmetic is checked; nothing saturates silently.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use identity::Keypair;
+use ledger::{BudgetError, GroupCommitter, Ledger, LedgerError, ReservationId, Txn};
+use models::{ChatMessage, InferenceError, Models, Prompt};
+use serde_json::Value;
+
+use crate::clock::now_us;
+
+/// How often a reservation waiting for others to settle looks at the
+/// account again, at most.
+const RESERVATION_POLL_MAX: Duration = Duration::from_millis(50);
 
 use models::Price;
 
@@ -81,11 +111,243 @@ impl Quote {
     }
 }
 
+/// Why a call could not be counted or quoted; nothing is reserved.
+#[derive(Debug, thiserror::Error)]
+pub enum CountError {
+    /// The model could not render or count the prompt.
+    #[error(transparent)]
+    Prompt(#[from] InferenceError),
+    #[error(transparent)]
+    Quote(#[from] QuoteError),
+}
+
+/// Step 1: counts `messages` with `model`'s own tokenizer and quotes the
+/// call. `max_tokens` is told the prompt's size, so a caller can default
+/// to the room the context leaves.
+pub async fn count(
+    models: &dyn Models,
+    model: &str,
+    messages: Vec<ChatMessage>,
+    price: Price,
+    context: u32,
+    max_tokens: impl FnOnce(u32) -> u32,
+) -> Result<(Prompt, Quote), CountError> {
+    let prompt = models.prompt(model, messages).await?;
+    let quote = quote(price, context, prompt.tokens(), max_tokens(prompt.tokens()))?;
+    Ok((prompt, quote))
+}
+
+/// How a reservation attempt ended.
+#[derive(Debug)]
+pub enum Reserved<T> {
+    /// Reserved, with what the caller journaled in the same commit.
+    Paid { id: ReservationId, with: T },
+    /// The account cannot cover the worst case; nothing was written.
+    Refused(BudgetError),
+}
+
+/// Where paid calls reserve and settle: the group committer, the key that
+/// signs postings, and how long a reservation may stay pending.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    committer: Arc<GroupCommitter>,
+    ledger: Arc<Ledger>,
+    conductor: Arc<Keypair>,
+    reservation_ttl_us: i64,
+}
+
+impl Meter {
+    pub fn new(
+        committer: Arc<GroupCommitter>,
+        ledger: Arc<Ledger>,
+        conductor: Arc<Keypair>,
+        reservation_ttl_us: i64,
+    ) -> Self {
+        Meter { committer, ledger, conductor, reservation_ttl_us }
+    }
+
+    /// Step 2: reserves `quote`'s worst case on `account` (`memo` says what
+    /// for), and runs `with` in the same durable group commit. When only
+    /// other calls' pending reservations stand in the way, the attempt is
+    /// repeated until `wait_until` (none: never): those calls settle at
+    /// their real cost, usually well below their worst case, so waiting
+    /// for them is not exhaustion.
+    pub fn reserve<T: Send + 'static>(
+        &self,
+        account: &str,
+        quote: &Quote,
+        memo: Value,
+        wait_until: Option<Instant>,
+        with: impl Fn(&mut Txn, ReservationId, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
+    ) -> Result<Reserved<T>, LedgerError> {
+        loop {
+            let (conductor, account_, memo_, with_) =
+                (self.conductor.clone(), account.to_owned(), memo.clone(), with.clone());
+            let (amount, ttl_us) = (quote.worst_case, self.reservation_ttl_us);
+            let attempt = crate::data::commit(&self.committer, move |t| {
+                let now = now_us();
+                let deadline = now.saturating_add(ttl_us);
+                match t.reserve(&conductor, &account_, amount, deadline, memo_.clone(), now) {
+                    Ok(id) => with_(t, id, now).map(|with| Reserved::Paid { id, with }),
+                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
+                        Ok(Reserved::Refused(refusal))
+                    }
+                    Err(e) => Err(e),
+                }
+            })?;
+            match attempt {
+                Reserved::Refused(refusal)
+                    if wait_until.is_some_and(|until| Instant::now() < until)
+                        && others_pending_in_the_way(&refusal) =>
+                {
+                    wait_for_settlements(&self.ledger, &refusal, wait_until.unwrap_or_else(Instant::now));
+                }
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// Step 4, a call that ran: settles reservation `id` at what it used,
+    /// and runs `journal` with the charge in the same durable group commit.
+    pub fn settle<T: Send + 'static>(
+        &self,
+        id: ReservationId,
+        charge: Charge,
+        journal: impl Fn(&mut Txn, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conductor = self.conductor.clone();
+        crate::data::commit(&self.committer, move |t| {
+            let now = now_us();
+            t.settle(&conductor, id, charge.posted, now)?;
+            journal(t, now)
+        })
+    }
+
+    /// Step 4, a call that did not run: voids reservation `id` (it costs
+    /// nothing) and runs `journal` in the same durable group commit.
+    pub fn void<T: Send + 'static>(
+        &self,
+        id: ReservationId,
+        journal: impl Fn(&mut Txn, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conductor = self.conductor.clone();
+        crate::data::commit(&self.committer, move |t| {
+            let now = now_us();
+            t.void(&conductor, id, now)?;
+            journal(t, now)
+        })
+    }
+
+    /// A refused call's record (or any other entry of a paid call's path),
+    /// in a durable group commit: the refusal is answered only once it is
+    /// journaled.
+    pub fn record<T: Send + 'static>(
+        &self,
+        journal: impl Fn(&mut Txn, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        crate::data::commit(&self.committer, move |t| journal(t, now_us()))
+    }
+}
+
+/// A refusal that other calls' pending reservations alone caused: the
+/// account's settled spending plus this call's worst case fits its limit.
+fn others_pending_in_the_way(refusal: &BudgetError) -> bool {
+    matches!(refusal, BudgetError::Insufficient { requested, limit, settled, pending, .. }
+        if *pending > 0 && settled.checked_add(*requested).is_some_and(|total| total <= *limit))
+}
+
+/// Sleeps until the refusing account's pending or settled amounts change
+/// (a reservation closed) or `until` passes. Reads only, so waiting costs
+/// no commit.
+fn wait_for_settlements(ledger: &Ledger, refusal: &BudgetError, until: Instant) {
+    let BudgetError::Insufficient { account, settled, pending, .. } = refusal else {
+        return;
+    };
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < until {
+        std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(RESERVATION_POLL_MAX);
+        match ledger.account(account) {
+            Ok(now) if now.pending == *pending && now.settled == *settled => {}
+            // Changed, or unreadable: let the next reservation decide.
+            _ => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PRICE: Price = Price { prompt: 1, completion: 2 };
+
+    /// A real ledger with account `a` of `limit`, and a meter on it.
+    fn metered(dir: &std::path::Path, limit: u64) -> (Meter, Arc<Ledger>) {
+        let ledger = Arc::new(Ledger::open(&dir.join("l.redb")).expect("ledger"));
+        let conductor = Arc::new(Keypair::generate(identity::Role::Conductor));
+        ledger
+            .write(|t| {
+                t.genesis(&conductor, serde_json::json!({}), now_us())?;
+                t.open_account(&conductor, "a", None, Some(limit), now_us())
+            })
+            .expect("account");
+        let committer = Arc::new(GroupCommitter::new(ledger.clone(), 8));
+        (Meter::new(committer, ledger.clone(), conductor, 60_000_000), ledger)
+    }
+
+    #[test]
+    fn a_call_reserves_its_worst_case_and_settles_what_it_used_in_the_callers_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (meter, ledger) = metered(dir.path(), 1000);
+        let q = quote(PRICE, 2048, 100, 50).expect("fits");
+        let memo = serde_json::json!({"for": "a test"});
+        let Reserved::Paid { id, with } = meter.reserve("a", &q, memo, None, |_, _, _| Ok(7)).expect("commits") else {
+            panic!("200 of 1000 fits");
+        };
+        assert_eq!(with, 7, "what the caller journals comes back");
+        assert_eq!(ledger.account("a").expect("account").pending, 200);
+        let head = ledger.head().expect("head").0;
+        let charge = q.charge(100, 10);
+        let seq = meter.settle(id, charge, |_, _| Ok(())).map(|_| ledger.head().expect("head").0);
+        assert_eq!(seq.expect("settled"), head + 1, "one entry: the settlement");
+        let account = ledger.account("a").expect("account");
+        assert_eq!((account.settled, account.pending), (120, 0));
+    }
+
+    #[test]
+    fn an_unaffordable_call_writes_nothing_and_a_failed_one_costs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (meter, ledger) = metered(dir.path(), 300);
+        let q = quote(PRICE, 2048, 100, 50).expect("fits");
+        let Reserved::Paid { id, .. } =
+            meter.reserve("a", &q, serde_json::json!({}), None, |_, _, _| Ok(())).expect("commits")
+        else {
+            panic!("200 of 300 fits");
+        };
+        let head = ledger.head().expect("head").0;
+        // 200 more does not fit beside the first: refused, nothing written
+        // (the caller's record of the request is the refusal's one entry).
+        let refused = meter.reserve("a", &q, serde_json::json!({}), None, |_, _, _| Ok(())).expect("commits");
+        assert!(matches!(refused, Reserved::Refused(BudgetError::Insufficient { requested: 200, .. })), "{refused:?}");
+        assert_eq!(ledger.head().expect("head").0, head, "a refused reservation writes nothing");
+        // Waiting for the pending reservation helps only if it closes in
+        // time: voided here, so the second call fits after all.
+        meter.void(id, |_, _| Ok(())).expect("voided");
+        assert_eq!(ledger.account("a").expect("account").pending, 0);
+        let until = Some(Instant::now() + Duration::from_secs(5));
+        assert!(matches!(
+            meter.reserve("a", &q, serde_json::json!({}), until, |_, _, _| Ok(())).expect("commits"),
+            Reserved::Paid { .. }
+        ));
+        // What the caller journals fails: nothing of the reservation stays.
+        let pending = ledger.account("a").expect("account").pending;
+        let failed =
+            meter.reserve("a", &quote(PRICE, 2048, 10, 5).expect("fits"), serde_json::json!({}), None, |_, _, _| {
+                Err::<(), _>(LedgerError::BadEntry("the caller's entry".into()))
+            });
+        assert!(failed.is_err());
+        assert_eq!(ledger.account("a").expect("account").pending, pending, "rolled back with the caller's entry");
+    }
 
     #[test]
     fn the_worst_case_is_the_prompt_plus_every_allowed_token() {

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ledger::Entry;
+use ledger::{Entry, Kind};
 use redb::ReadableDatabase as _;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::data;
+use crate::entries::{self, EntryError};
 
 /// Which task a DECISION_ID names.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,42 +68,78 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         })
     };
     ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
-        let p = e.payload_json();
-        record_key(&e, &p, &mut names);
-        if e.kind == "mission.declared" && p["mission"] == mission.as_str() {
-            declared = Some(p);
-            return Ok(true);
-        }
-        if e.kind == "budget.batch" {
-            for item in p["postings"].as_array().into_iter().flatten() {
-                if is_account(&item["payload"]["account"]) {
-                    shown_seqs.insert(e.seq);
-                    postings.push(json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
-                                         "time_us": item["time_us"], "payload": item["payload"]}));
-                }
+        // A kind outside format 1 belongs to no task; verification has
+        // already named the first such entry.
+        let Some(kind) = Kind::parse(&e.kind) else { return Ok(true) };
+        match kind {
+            Kind::Genesis | Kind::KeyRegistered | Kind::KeyRotated => {
+                record_key(&e, kind, &mut names);
+                return Ok(true);
             }
-            return Ok(true);
+            Kind::MissionDeclared => {
+                let p: entries::MissionDeclared = entries::decode(&e)?;
+                if p.mission == mission {
+                    declared = Some(p);
+                }
+                return Ok(true);
+            }
+            // The ledger's own kinds (postings, key events) are written and
+            // checked by the ledger alone; provenance shows their payloads
+            // whole, as the journal holds them, and reads only the account.
+            Kind::BudgetBatch => {
+                let p = e.payload_json();
+                for item in p["postings"].as_array().into_iter().flatten() {
+                    if is_account(&item["payload"]["account"]) {
+                        shown_seqs.insert(e.seq);
+                        postings.push(json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
+                                             "time_us": item["time_us"], "payload": item["payload"]}));
+                    }
+                }
+                return Ok(true);
+            }
+            Kind::BudgetOpened
+            | Kind::BudgetReserved
+            | Kind::BudgetSettled
+            | Kind::BudgetVoided
+            | Kind::BudgetExpired
+            | Kind::BudgetRefused
+            | Kind::BudgetExtended => {
+                let p = e.payload_json();
+                if is_account(&p["account"]) {
+                    shown_seqs.insert(e.seq);
+                    postings.push(json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p}));
+                }
+                return Ok(true);
+            }
+            _ => {}
         }
-        if e.kind.starts_with("budget.") && is_account(&p["account"]) {
-            shown_seqs.insert(e.seq);
-            postings.push(json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p}));
-            return Ok(true);
-        }
-        if !(p["mission"] == mission.as_str() && p["task"].as_u64() == Some(u64::from(task))) {
+        if task_of(&e)?.is_none_or(|(m, t)| m != mission || t != task) {
             return Ok(true);
         }
         shown_seqs.insert(e.seq);
         let hex = hex::encode(e.signer);
         let signer = names.get(&hex).cloned().unwrap_or_else(|| json!({"public_key": hex}));
         let at = json!({"seq": e.seq, "time_us": e.time_us, "signed_by": signer});
-        match e.kind.as_str() {
-            "task.started" => {
-                lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p["module_blake3"]}));
+        // Lifecycle and gate entries are shown as the journal stores them
+        // (every field, in the stored order): the auditor reads the
+        // record itself, not this version's reading of it.
+        match kind {
+            Kind::TaskStarted => {
+                let p: entries::TaskStarted = entries::decode(&e)?;
+                lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p.module_blake3}));
                 started = Some(p);
             }
-            k if k.starts_with("host.") => calls.push((k.to_owned(), p, at)),
-            "gate.requested" | "gate.decided" => gates.push(json!({"entry": at, "kind": e.kind, "payload": p})),
-            _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": p})),
+            Kind::HostInfer
+            | Kind::HostRecall
+            | Kind::HostRemember
+            | Kind::HostQuery
+            | Kind::HostLog
+            | Kind::HostReview
+            | Kind::HostAwait => calls.push((kind, e, at)),
+            Kind::GateRequested | Kind::GateDecided => {
+                gates.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()}));
+            }
+            _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()})),
         }
         Ok(true)
     })?;
@@ -110,21 +148,14 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
     // the memory store, unless their subject was erased.
     let store = ledger::open_read_only(&db)?;
     let snapshot = store.begin_read().context("opening a read snapshot")?;
-    let calls = calls
-        .into_iter()
-        .map(|(kind, mut p, at)| {
-            crate::facts::unseal(&snapshot, &mut p)?;
-            Ok(host_call(&kind, &p, at))
-        })
-        .collect::<Result<Vec<Value>>>()?;
+    let calls =
+        calls.into_iter().map(|(kind, e, at)| host_call(&snapshot, kind, &e, at)).collect::<Result<Vec<Value>>>()?;
     let started = started.with_context(|| format!("task {task} of mission {mission} never started"))?;
-    let agent_name = started["agent"].as_str().unwrap_or_default();
-    let agent = declared["agents"]
-        .as_array()
-        .and_then(|a| a.iter().find(|a| a["name"] == agent_name))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let model = agent["model"].as_str().unwrap_or_default();
+    let agent_name = started.agent.as_str();
+    let agent = declared.agents.iter().find(|a| a.name == agent_name);
+    let limits = agent.map(|a| serde_json::to_value(&a.limits)).transpose()?.unwrap_or(Value::Null);
+    let model = agent.map_or("", |a| a.model.as_str());
+    let prices = declared.models.get(model);
     let account = crate::run::task_account(&mission, agent_name, task);
     let signatures = match verified["first_bad_seq"].as_u64() {
         None => {
@@ -138,13 +169,13 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         }),
     };
     Ok(json!({
-        "mission": {"id": mission, "name": declared["name"], "file_blake3": declared["file_blake3"]},
-        "task": {"index": task, "case": started["case"], "origin": started["origin"], "input": started["input"]},
-        "agent": {"name": agent_name, "module_blake3": started["module_blake3"], "limits": agent["limits"]},
-        "model": {"name": model, "sha256": declared["models"][model]["sha256"],
-                  "prices": {"prompt": declared["models"][model]["prompt_price"],
-                             "completion": declared["models"][model]["completion_price"]}},
-        "cell": {"clock_start_us": started["clock_start_us"], "seed": started["seed"]},
+        "mission": {"id": mission, "name": declared.name, "file_blake3": declared.file_blake3},
+        "task": {"index": task, "case": started.case, "origin": started.origin, "input": started.input},
+        "agent": {"name": agent_name, "module_blake3": started.module_blake3, "limits": limits},
+        "model": {"name": model, "sha256": prices.and_then(|m| m.sha256.as_deref()),
+                  "prices": {"prompt": prices.map(|m| m.prompt_price),
+                             "completion": prices.map(|m| m.completion_price)}},
+        "cell": {"clock_start_us": started.clock_start_us, "seed": started.seed},
         "host_calls": calls,
         "gates": gates,
         "lifecycle": lifecycle,
@@ -155,9 +186,6 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
 
 /// Finds (mission, task index) for a target, scanning the journal once.
 fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
-    let task_of = |p: &Value| -> Option<(String, u32)> {
-        Some((p["mission"].as_str()?.to_owned(), u32::try_from(p["task"].as_u64()?).ok()?))
-    };
     let mut found = None;
     let mut seq_seen = false;
     ledger::scan_journal(db, |e: Entry| -> Result<bool> {
@@ -169,18 +197,18 @@ fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
                 seq_seen = true;
                 true
             }
-            Target::Gate(gate) => e.kind == "gate.requested" && e.payload_json()["gate_id"] == gate.as_str(),
+            Target::Gate(gate) => {
+                e.kind == Kind::GateRequested && entries::decode::<entries::GateRequested>(&e)?.gate_id == *gate
+            }
             Target::Task { mission, task } => {
-                e.kind == "task.started" && {
-                    let p = e.payload_json();
-                    p["mission"] == mission.as_str()
-                        && (p["case"] == task.as_str()
-                            || p["task"].as_u64().map(|t| t.to_string()).as_deref() == Some(task.as_str()))
+                e.kind == Kind::TaskStarted && {
+                    let p: entries::TaskStarted = entries::decode(&e)?;
+                    p.mission == *mission && (p.case == *task || p.task.to_string() == *task)
                 }
             }
         };
         if hit {
-            found = task_of(&e.payload_json());
+            found = task_of(&e)?;
         }
         Ok(!hit)
     })?;
@@ -196,16 +224,86 @@ fn resolve(db: &Path, target: &Target) -> Result<(String, u32)> {
     })
 }
 
+/// The (mission, task index) an entry is part of: `None` for an entry of
+/// no task (a mission's, a budget gate's, the gateway's, the ledger's own)
+/// or of a kind outside format 1.
+fn task_of(e: &Entry) -> Result<Option<(String, u32)>, EntryError> {
+    use entries::*;
+    fn read<P: Payload>(e: &Entry, of: fn(P) -> (String, Option<u32>)) -> Result<Option<(String, u32)>, EntryError> {
+        let (mission, task) = of(entries::decode(e)?);
+        Ok(task.map(|task| (mission, task)))
+    }
+    let Some(kind) = Kind::parse(&e.kind) else { return Ok(None) };
+    // No wildcard: a kind added to the format has to say whether it is
+    // part of a task.
+    match kind {
+        Kind::TaskStarted => read(e, |p: TaskStarted| (p.mission, Some(p.task))),
+        Kind::TaskDecided => read(e, |p: TaskDecided| (p.mission, Some(p.task))),
+        Kind::TaskFailed => read(e, |p: TaskFailed| (p.mission, Some(p.task))),
+        Kind::TaskSkipped => read(e, |p: TaskSkipped| (p.mission, Some(p.task))),
+        Kind::TaskDeferred => read(e, |p: TaskDeferred| (p.mission, Some(p.task))),
+        Kind::TaskRecovered => read(e, |p: TaskRecovered| (p.mission, Some(p.task))),
+        Kind::TaskParked => read(e, |p: TaskParked| (p.mission, Some(p.task))),
+        Kind::TaskProposed => read(e, |p: TaskProposed| (p.mission, Some(p.task))),
+        Kind::GateRequested => read(e, |p: GateRequested| (p.mission, p.task)),
+        Kind::GateReminder => read(e, |p: GateReminder| (p.mission, p.task)),
+        Kind::GateEscalated => read(e, |p: GateEscalated| (p.mission, p.task)),
+        Kind::GateTimedOut => read(e, |p: GateTimedOut| (p.mission, p.task)),
+        Kind::GateDecided => read(e, |p: GateDecided| (p.mission, p.task)),
+        Kind::GateVoted => read(e, |p: GateVoted| (p.mission, p.task)),
+        Kind::HostInfer => read(e, |p: HostInfer| (p.mission, Some(p.task))),
+        Kind::HostRecall => read(e, |p: HostRecall| (p.mission, Some(p.task))),
+        Kind::HostRemember => read(e, |p: HostRemember| (p.mission, Some(p.task))),
+        Kind::HostQuery => read(e, |p: HostQuery| (p.mission, Some(p.task))),
+        Kind::HostLog => read(e, |p: HostLog| (p.mission, Some(p.task))),
+        Kind::HostReview => read(e, |p: HostReview| (p.mission, Some(p.task))),
+        Kind::HostAwait => read(e, |p: HostAwait| (p.mission, Some(p.task))),
+        Kind::DataLeftHost => read(e, |p: DataLeftHost| (p.mission, Some(p.task))),
+        Kind::Genesis
+        | Kind::KeyRegistered
+        | Kind::KeyRevoked
+        | Kind::KeyRotated
+        | Kind::JournalCheckpoint
+        | Kind::MissionDeclared
+        | Kind::MissionFinished
+        | Kind::MissionCompleted
+        | Kind::MissionResumed
+        | Kind::MissionRecovered
+        | Kind::BudgetOpened
+        | Kind::BudgetReserved
+        | Kind::BudgetSettled
+        | Kind::BudgetVoided
+        | Kind::BudgetExpired
+        | Kind::BudgetRefused
+        | Kind::BudgetBatch
+        | Kind::BudgetExtended
+        | Kind::MemoryAsserted
+        | Kind::MemoryErased
+        | Kind::GateRefused
+        | Kind::GatewayKeyIssued
+        | Kind::GatewayKeyRevoked
+        | Kind::GatewayStarted
+        | Kind::GatewayCompletion
+        | Kind::GatewayInterrupted
+        | Kind::GatewayRefused
+        | Kind::GatewayRefusals => Ok(None),
+    }
+}
+
 /// Notes a registered key's role and the name given when it was
 /// registered, if `e` introduces a key. A rotated key's successor is the
 /// same person's (or the conductor's) key: it keeps the role and name.
-fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
-    match e.kind.as_str() {
-        "conductor.genesis" => {
+fn record_key(e: &Entry, kind: Kind, names: &mut BTreeMap<String, Value>) {
+    // Key events are the ledger's own kinds (see above): their names and
+    // roles are free-form extras the ledger's rules do not read, so they
+    // are read as JSON, odd fields skipped.
+    let p = e.payload_json();
+    match kind {
+        Kind::Genesis => {
             let public = hex::encode(e.signer);
             names.insert(public.clone(), json!({"role": "conductor", "public_key": public, "key_id": p["key_id"]}));
         }
-        "key.registered" => {
+        Kind::KeyRegistered => {
             let (Some(role), Some(public)) = (p["role"].as_str(), p["public_key"].as_str()) else { return };
             let mut who = json!({"role": role, "public_key": public, "key_id": p["key_id"], "registered_seq": e.seq});
             for field in ["name", "agent", "mission"] {
@@ -215,7 +313,7 @@ fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
             }
             names.insert(public.to_owned(), who);
         }
-        "key.rotated" => {
+        Kind::KeyRotated => {
             let (Some(old), Some(new)) = (p["old_key"].as_str(), p["new_key"].as_str()) else { return };
             let Some(mut who) = names.get(old).cloned() else { return };
             who["public_key"] = json!(new);
@@ -227,36 +325,92 @@ fn record_key(e: &Entry, p: &Value, names: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// One host call as an auditor reads it.
-fn host_call(kind: &str, p: &Value, at: Value) -> Value {
-    let mut call = json!({"entry": at, "kind": kind});
-    let fields: &[&str] = match kind {
-        "host.infer" => &[
-            "model",
-            "messages",
-            "max_tokens",
-            "text",
-            "prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "reservation",
-            "refused",
-            "error",
-        ],
-        "host.recall" => &["subject", "asked_valid_at", "valid_at", "known_at", "spaces", "facts", "erased", "refused"],
-        "host.query" => &["query", "spaces", "facts", "truncated", "erased", "refused"],
-        "host.remember" => {
-            &["subject", "predicate", "value", "erased", "space", "fact", "superseded", "valid_from", "refused"]
+/// One host call as an auditor reads it: the call's own fields (those it
+/// has, in a fixed order per kind), memory values opened.
+fn host_call<S: memory::Snapshot>(snapshot: &S, kind: Kind, e: &Entry, at: Value) -> Result<Value> {
+    let mut call = json!({"entry": at, "kind": e.kind});
+    let c = &mut call;
+    match kind {
+        Kind::HostInfer => {
+            let p: entries::HostInfer = entries::decode(e)?;
+            put(c, "model", &p.model)?;
+            put(c, "messages", &p.messages)?;
+            put(c, "max_tokens", p.max_tokens)?;
+            put(c, "text", &p.text)?;
+            put(c, "prompt_tokens", p.prompt_tokens)?;
+            put(c, "completion_tokens", p.completion_tokens)?;
+            put(c, "cost", p.cost)?;
+            put(c, "reservation", p.reservation)?;
+            put(c, "refused", &p.refused)?;
+            put(c, "error", &p.error)?;
         }
-        "host.review" => &["gate", "reason", "refused"],
-        _ => &["message"],
-    };
-    for field in fields {
-        if let Some(v) = p.get(*field).filter(|v| !v.is_null()) {
-            call[*field] = v.clone();
+        Kind::HostRecall => {
+            let p: entries::HostRecall = entries::decode(e)?;
+            put(c, "subject", &p.subject)?;
+            put(c, "asked_valid_at", p.asked_valid_at)?;
+            put(c, "valid_at", p.valid_at)?;
+            put(c, "known_at", p.known_at)?;
+            put(c, "spaces", &p.spaces)?;
+            put(c, "facts", &opened(snapshot, &p.facts)?)?;
+            put(c, "erased", p.erased)?;
+            put(c, "refused", &p.refused)?;
         }
+        Kind::HostQuery => {
+            let p: entries::HostQuery = entries::decode(e)?;
+            put(c, "query", &p.query)?;
+            put(c, "spaces", &p.spaces)?;
+            put(c, "facts", &opened(snapshot, &p.facts)?)?;
+            put(c, "truncated", p.truncated)?;
+            put(c, "erased", p.erased)?;
+            put(c, "refused", &p.refused)?;
+        }
+        Kind::HostRemember => {
+            let p: entries::HostRemember = entries::decode(e)?;
+            // Opened as the journal's payload is: an erased subject's value
+            // is null (not shown) and the call says `erased`.
+            let mut value = json!({"subject": p.subject, "value": p.value});
+            crate::facts::unseal(snapshot, &mut value)?;
+            put(c, "subject", &p.subject)?;
+            put(c, "predicate", &p.predicate)?;
+            put(c, "value", value.get("value"))?;
+            put(c, "erased", value.get("erased"))?;
+            put(c, "space", &p.space)?;
+            put(c, "fact", p.fact)?;
+            put(c, "superseded", &p.superseded)?;
+            put(c, "valid_from", p.valid_from)?;
+            put(c, "refused", &p.refused)?;
+        }
+        Kind::HostReview => {
+            let p: entries::HostReview = entries::decode(e)?;
+            put(c, "gate", &p.gate)?;
+            put(c, "reason", &p.reason)?;
+            put(c, "refused", &p.refused)?;
+        }
+        Kind::HostLog => {
+            let p: entries::HostLog = entries::decode(e)?;
+            put(c, "message", &p.message)?;
+        }
+        // `host.await`: none of its fields is shown; the gate it raised is
+        // among the gates.
+        _ => {}
     }
-    call
+    Ok(call)
+}
+
+/// Shows `field` of a call when the entry has it, and not as null.
+fn put(call: &mut Value, field: &str, value: impl Serialize) -> Result<()> {
+    let value = serde_json::to_value(value)?;
+    if !value.is_null() {
+        call[field] = value;
+    }
+    Ok(())
+}
+
+/// Facts as a memory read journaled them, their values opened.
+fn opened<S: memory::Snapshot>(snapshot: &S, facts: &Option<Vec<entries::JournaledFact>>) -> Result<Value> {
+    let mut facts = serde_json::to_value(facts)?;
+    crate::facts::unseal(snapshot, &mut facts)?;
+    Ok(facts)
 }
 
 /// A plain-text rendering of [`show`]'s document.
@@ -300,8 +454,8 @@ pub fn render(doc: &Value) -> String {
     for c in doc["host_calls"].as_array().into_iter().flatten() {
         // `#SEQ TIME`: where the entry is in the journal, and when.
         let seq = format!("{} {}", c["entry"]["seq"], time(&c["entry"]["time_us"]));
-        match c["kind"].as_str().unwrap_or_default() {
-            "host.infer" => {
+        match c["kind"].as_str().and_then(Kind::parse) {
+            Some(Kind::HostInfer) => {
                 let _ = writeln!(
                     s,
                     "  #{seq} infer {} (max_tokens {})",
@@ -332,7 +486,7 @@ pub fn render(doc: &Value) -> String {
                     }
                 }
             }
-            "host.recall" => {
+            Some(Kind::HostRecall) => {
                 let _ = writeln!(
                     s,
                     "  #{seq} recall {} valid at {} as known at {}: {}",
@@ -342,7 +496,7 @@ pub fn render(doc: &Value) -> String {
                     c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string())
                 );
             }
-            "host.query" => {
+            Some(Kind::HostQuery) => {
                 let _ = writeln!(
                     s,
                     "  #{seq} query memory {}: {}",
@@ -350,7 +504,7 @@ pub fn render(doc: &Value) -> String {
                     c.get("facts").map_or_else(|| format!("refused: {}", c["refused"]), |f| f.to_string())
                 );
             }
-            "host.remember" => {
+            Some(Kind::HostRemember) => {
                 let _ = writeln!(
                     s,
                     "  #{seq} remember {} {} = {}{}",
@@ -360,7 +514,7 @@ pub fn render(doc: &Value) -> String {
                     c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})"))
                 );
             }
-            "host.review" => {
+            Some(Kind::HostReview) => {
                 let _ = writeln!(
                     s,
                     "  #{seq} review requested under {}: {}{}",

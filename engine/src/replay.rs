@@ -9,22 +9,68 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cells::{CellHost, Completion, Fact, InferRequest};
-use ledger::Entry;
+use ledger::{Entry, Kind};
 use redb::ReadableDatabase as _;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter, truncate_utf8};
-
-/// The journal kinds that answer a cell's host calls.
-const HOST_KINDS: [&str; 7] =
-    ["host.infer", "host.recall", "host.query", "host.remember", "host.review", "host.await", "host.log"];
+use crate::entries::{
+    self, AskedQuery, DeclaredAgent, EntryError, GateDecided, GateTimedOut, HostAwait, HostInfer, HostLog, HostQuery,
+    HostRecall, HostRemember, HostReview, JournaledFact, MissionDeclared, Payload, TaskDeferred, TaskFailed,
+    TaskProposed, TaskStarted,
+};
+use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter};
+use crate::text::truncate_utf8;
 
 /// One journaled host call.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub seq: u64,
-    pub kind: String,
+    pub kind: Kind,
+    /// The payload as journaled, kept as JSON because `Attempt::unseal`
+    /// opens its memory values in place; read through [`Call::decode`].
     pub payload: Value,
+    /// `host.await`: the reviewer's answer, when the journal has one.
+    pub answer: Option<Answer>,
+}
+
+/// A reviewer's (or a deadline's) answer to a parked task's `await-review`:
+/// the answer the agent gets when the task resumes.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub approved: bool,
+    pub note: String,
+    /// The reviewer's key id, or `timeout`.
+    pub reviewer: String,
+    /// Its `gate.decided` or `gate.timed_out`.
+    pub seq: u64,
+}
+
+impl Call {
+    /// The payload as its struct; refused when the call is of another kind.
+    pub fn decode<P: Payload>(&self) -> Result<P, EntryError> {
+        entries::decode_json(self.seq, self.kind.as_str(), &self.payload)
+    }
+
+    /// The payload as a divergence message shows it, with the answer a
+    /// `host.await` carries.
+    fn shown(&self) -> String {
+        let mut payload = self.payload.clone();
+        if let (Some(a), Value::Object(map)) = (&self.answer, &mut payload) {
+            map.insert(
+                "decision".into(),
+                json!({"approved": a.approved, "note": a.note, "reviewer": a.reviewer, "seq": a.seq}),
+            );
+        }
+        brief(&payload)
+    }
+}
+
+/// A payload as JSON, for the calls and starts replay keeps as JSON and
+/// for divergence messages. The journal's structs hold strings, numbers
+/// and JSON values only, so encoding cannot fail.
+fn as_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// How an attempt ended, as journaled.
@@ -46,16 +92,12 @@ pub struct Attempt {
     pub task: u32,
     pub started_seq: u64,
     /// The `task.started` payload: agent, module hash, input, clock, seed.
-    pub started: Value,
+    pub started: TaskStarted,
     pub calls: Vec<Call>,
     pub end: Option<End>,
 }
 
 impl Attempt {
-    pub fn case(&self) -> &str {
-        self.started["case"].as_str().unwrap_or("?")
-    }
-
     /// Opens the memory values its host calls carry sealed (see
     /// `facts`), so a re-run compares and answers with plaintext. Returns
     /// the erased subjects it touched: such an attempt cannot be re-run
@@ -74,109 +116,119 @@ impl Attempt {
 }
 
 /// The facts a journaled memory read answered with, as the agent got them.
-fn journaled_facts(payload: &Value) -> Vec<Fact> {
-    let facts = payload["facts"].as_array().cloned().unwrap_or_default();
+fn journaled_facts(facts: Option<Vec<JournaledFact>>) -> Vec<Fact> {
     facts
-        .iter()
+        .unwrap_or_default()
+        .into_iter()
         .map(|f| Fact {
-            subject: f["subject"].as_str().or_else(|| payload["subject"].as_str()).unwrap_or_default().to_owned(),
-            predicate: f["predicate"].as_str().unwrap_or_default().to_owned(),
-            value: f["value"].as_str().unwrap_or_default().to_owned(),
-            valid_from: f["valid_from"].as_i64().unwrap_or_default(),
-            valid_to: f["valid_to"].as_i64(),
-            recorded_at: f["recorded_at"].as_i64().unwrap_or_default(),
+            subject: f.subject,
+            predicate: f.predicate,
+            value: f.value,
+            valid_from: f.valid_from,
+            valid_to: f.valid_to,
+            recorded_at: f.recorded_at,
         })
         .collect()
+}
+
+/// A host call's task and payload (as JSON, for `Attempt::unseal`), or
+/// `None` for an entry that is not a host call or does not decode.
+fn host_call(entry: &Entry, kind: Kind) -> Option<((String, u32), Value)> {
+    fn read<P: Payload>(entry: &Entry, key: impl FnOnce(&P) -> (String, u32)) -> Option<((String, u32), Value)> {
+        let payload: P = entries::decode(entry).ok()?;
+        Some((key(&payload), as_json(&payload)))
+    }
+    match kind {
+        Kind::HostInfer => read(entry, |p: &HostInfer| (p.mission.clone(), p.task)),
+        Kind::HostRecall => read(entry, |p: &HostRecall| (p.mission.clone(), p.task)),
+        Kind::HostQuery => read(entry, |p: &HostQuery| (p.mission.clone(), p.task)),
+        Kind::HostRemember => read(entry, |p: &HostRemember| (p.mission.clone(), p.task)),
+        Kind::HostReview => read(entry, |p: &HostReview| (p.mission.clone(), p.task)),
+        Kind::HostAwait => read(entry, |p: &HostAwait| (p.mission.clone(), p.task)),
+        Kind::HostLog => read(entry, |p: &HostLog| (p.mission.clone(), p.task)),
+        _ => None,
+    }
 }
 
 /// Groups journal entries into task attempts, in journal order. A
 /// `task.recovered` marker continues the attempt it names (the calls after
 /// it were made live after a crash).
+///
+/// An entry that does not decode as its kind is skipped, as one without a
+/// mission and task always was: it belongs to no attempt this can name.
 pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
     let mut open: BTreeMap<(String, u32), usize> = BTreeMap::new();
     let mut out: Vec<Attempt> = Vec::new();
     for entry in entries {
-        let kind = entry.kind.as_str();
-        let interesting = kind.starts_with("task.")
-            || kind == "gate.decided"
-            || kind == "gate.timed_out"
-            || HOST_KINDS.contains(&kind);
-        if !interesting {
-            continue;
-        }
-        let payload = entry.payload_json();
-        let (Some(mission), Some(task)) = (
-            payload["mission"].as_str().map(str::to_owned),
-            payload["task"].as_u64().and_then(|t| u32::try_from(t).ok()),
-        ) else {
-            continue;
-        };
-        let key = (mission.clone(), task);
+        let Some(kind) = Kind::parse(&entry.kind) else { continue };
         match kind {
-            "task.started" => {
-                open.insert(key, out.len());
+            Kind::TaskStarted => {
+                let Ok(started) = entries::decode::<TaskStarted>(entry) else { continue };
+                open.insert((started.mission.clone(), started.task), out.len());
                 out.push(Attempt {
-                    mission,
-                    task,
+                    mission: started.mission.clone(),
+                    task: started.task,
                     started_seq: entry.seq,
-                    started: payload,
+                    started: started.clone(),
                     calls: Vec::new(),
                     end: None,
                 });
             }
-            _ if HOST_KINDS.contains(&kind) => {
+            Kind::HostInfer
+            | Kind::HostRecall
+            | Kind::HostQuery
+            | Kind::HostRemember
+            | Kind::HostReview
+            | Kind::HostAwait
+            | Kind::HostLog => {
+                let Some((key, payload)) = host_call(entry, kind) else { continue };
                 if let Some(&i) = open.get(&key) {
-                    out[i].calls.push(Call { seq: entry.seq, kind: kind.to_owned(), payload });
+                    out[i].calls.push(Call { seq: entry.seq, kind, payload, answer: None });
                 }
             }
             // A reviewer's answer to a parked task's `await-review`: the
             // answer the agent gets when the task resumes.
-            "gate.decided" | "gate.timed_out" => {
-                let Some(&i) = open.get(&key) else { continue };
-                let timed_out = kind == "gate.timed_out";
-                let reviewer = if timed_out {
-                    "timeout".to_owned()
-                } else {
-                    identity::PublicKey::from_bytes(&entry.signer)
+            Kind::GateDecided | Kind::GateTimedOut => {
+                let (mission, task, gate_id, approved, note, reviewer) = if kind == Kind::GateDecided {
+                    let Ok(p) = entries::decode::<GateDecided>(entry) else { continue };
+                    let reviewer = identity::PublicKey::from_bytes(&entry.signer)
                         .map(|k| k.key_id().to_string())
-                        .unwrap_or_else(|_| hex::encode(entry.signer))
+                        .unwrap_or_else(|_| hex::encode(entry.signer));
+                    (p.mission, p.task, p.gate_id, p.verdict == "approved", p.note.unwrap_or_default(), reviewer)
+                } else {
+                    let Ok(p) = entries::decode::<GateTimedOut>(entry) else { continue };
+                    (p.mission, p.task, p.gate_id, p.then == "approve", "timed out".to_owned(), "timeout".to_owned())
                 };
-                if let Some(call) = out[i]
-                    .calls
-                    .iter_mut()
-                    .rev()
-                    .find(|c| c.kind == "host.await" && c.payload["gate_id"] == payload["gate_id"])
-                {
-                    call.payload["decision"] = json!({
-                        "approved": payload["verdict"] == "approved" || payload["then"] == "approve",
-                        "note": if timed_out { "timed out" } else { payload["note"].as_str().unwrap_or_default() },
-                        "reviewer": reviewer,
-                        "seq": entry.seq,
-                    });
+                // A budget gate answers no task.
+                let Some(task) = task else { continue };
+                let Some(&i) = open.get(&(mission, task)) else { continue };
+                if let Some(call) = out[i].calls.iter_mut().rev().find(|c| {
+                    c.kind == Kind::HostAwait
+                        && c.decode::<HostAwait>().is_ok_and(|a| a.gate_id.as_deref() == Some(gate_id.as_str()))
+                }) {
+                    call.answer = Some(Answer { approved, note, reviewer, seq: entry.seq });
                 }
             }
-            "task.proposed" | "task.failed" | "task.deferred" => {
-                let Some(i) = open.remove(&key) else { continue };
-                out[i].end = Some(match kind {
-                    "task.proposed" => {
-                        let d = &payload["decision"];
-                        End::Proposed {
-                            seq: entry.seq,
-                            outcome: d["outcome"].as_str().unwrap_or_default().to_owned(),
-                            reason: d["reason"].as_str().unwrap_or_default().to_owned(),
-                            details: d["details"].clone(),
-                        }
+            Kind::TaskProposed | Kind::TaskFailed | Kind::TaskDeferred => {
+                let (key, end) = match kind {
+                    Kind::TaskProposed => {
+                        let Ok(p) = entries::decode::<TaskProposed>(entry) else { continue };
+                        let d = p.decision;
+                        let end =
+                            End::Proposed { seq: entry.seq, outcome: d.outcome, reason: d.reason, details: d.details };
+                        ((p.mission, p.task), end)
                     }
-                    "task.failed" => End::Failed {
-                        seq: entry.seq,
-                        code: payload["code"].as_str().unwrap_or_default().to_owned(),
-                        message: payload["message"].as_str().unwrap_or_default().to_owned(),
-                    },
-                    _ => End::Deferred {
-                        seq: entry.seq,
-                        result: payload["result"].as_str().unwrap_or_default().to_owned(),
-                    },
-                });
+                    Kind::TaskFailed => {
+                        let Ok(p) = entries::decode::<TaskFailed>(entry) else { continue };
+                        ((p.mission, p.task), End::Failed { seq: entry.seq, code: p.code, message: p.message })
+                    }
+                    _ => {
+                        let Ok(p) = entries::decode::<TaskDeferred>(entry) else { continue };
+                        ((p.mission, p.task), End::Deferred { seq: entry.seq, result: p.result })
+                    }
+                };
+                let Some(i) = open.remove(&key) else { continue };
+                out[i].end = Some(end);
             }
             _ => {}
         }
@@ -259,9 +311,15 @@ impl ReplayHost {
         }
     }
 
-    /// The next journaled call if it is of `kind` and `matches` says the
-    /// request is the one journaled; otherwise records the divergence.
-    fn next(&mut self, kind: &str, asked: &str, matches: impl FnOnce(&Value) -> Option<String>) -> Option<Call> {
+    /// The next journaled call and its payload if it is of `P`'s kind and
+    /// `matches` says the request is the one journaled; otherwise records
+    /// the divergence. A payload that does not decode is a divergence too.
+    fn next<P: Payload>(
+        &mut self,
+        asked: &str,
+        matches: impl FnOnce(&Call, &P) -> Option<String>,
+    ) -> Option<(Call, P)> {
+        let kind = P::KIND;
         if self.diverged() {
             return None;
         }
@@ -270,17 +328,24 @@ impl ReplayHost {
             return None;
         };
         if call.kind != kind {
-            self.diverge(Some(call.seq), format!("{} {}", call.kind, brief(&call.payload)), format!("{kind} {asked}"));
+            self.diverge(Some(call.seq), format!("{} {}", call.kind, call.shown()), format!("{kind} {asked}"));
             return None;
         }
-        if let Some(difference) = matches(&call.payload) {
+        let payload = match call.decode::<P>() {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.diverge(Some(call.seq), format!("{kind} that does not decode ({e})"), format!("{kind} {asked}"));
+                return None;
+            }
+        };
+        if let Some(difference) = matches(&call, &payload) {
             self.diverge(Some(call.seq), format!("{kind} with {difference} as journaled"), format!("{kind} {asked}"));
             return None;
         }
         if let Ok(mut log) = self.log.lock() {
             log.answered += 1;
         }
-        Some(call)
+        Some((call, payload))
     }
 }
 
@@ -291,77 +356,81 @@ fn brief(payload: &Value) -> String {
     text
 }
 
-fn refused(payload: &Value) -> Option<String> {
-    payload.get("refused").or_else(|| payload.get("error")).and_then(Value::as_str).map(str::to_owned)
-}
-
 /// `Some(description)` when `journaled` differs from `asked`.
-fn differs(field: &str, journaled: &Value, asked: &Value) -> Option<String> {
-    (journaled != asked).then(|| format!("{field} {journaled}"))
+fn differs<T: PartialEq + Serialize>(field: &str, journaled: &T, asked: &T) -> Option<String> {
+    (journaled != asked).then(|| format!("{field} {}", as_json(journaled)))
 }
 
 impl CellHost for ReplayHost {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
-        let messages: Vec<Value> =
-            request.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+        let messages: Vec<entries::Message> = request
+            .messages
+            .iter()
+            .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
+            .collect();
         let asked =
             format!("model {} with {} messages, max_tokens {}", request.model, messages.len(), request.max_tokens);
         let cap = request.max_tokens.min(self.max_tokens_cap);
-        let call = self.next("host.infer", &asked, |p| {
-            differs("model", &p["model"], &json!(request.model))
-                .or_else(|| differs("messages", &p["messages"], &json!(messages)))
-                .or_else(|| {
-                    let journaled = p["max_tokens"].as_u64();
-                    (journaled != Some(u64::from(request.max_tokens)) && journaled != Some(u64::from(cap)))
-                        .then(|| format!("max_tokens {}", p["max_tokens"]))
-                })
+        let call = self.next(&asked, |_, p: &HostInfer| {
+            differs("model", &p.model, &request.model).or_else(|| differs("messages", &p.messages, &messages)).or_else(
+                || {
+                    (p.max_tokens != request.max_tokens && p.max_tokens != cap)
+                        .then(|| format!("max_tokens {}", p.max_tokens))
+                },
+            )
         });
-        let Some(call) = call else { return Err(DIVERGED.into()) };
-        if let Some(reason) = refused(&call.payload) {
+        let Some((_, p)) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = p.refused.or(p.error) {
             return Err(reason);
         }
-        let tokens = |f: &str| call.payload[f].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         if let Some(meter) = &self.meter {
             use std::sync::atomic::Ordering;
-            let cost = call.payload["cost"].as_u64().unwrap_or(0);
+            let cost = p.cost.unwrap_or(0);
             meter.model_calls.fetch_add(1, Ordering::Relaxed);
             meter.settled.fetch_add(cost, Ordering::Relaxed);
             meter.reserved.fetch_add(cost, Ordering::Relaxed);
         }
         Ok(Completion {
-            text: call.payload["text"].as_str().unwrap_or_default().to_owned(),
-            prompt_tokens: tokens("prompt_tokens"),
-            completion_tokens: tokens("completion_tokens"),
+            text: p.text.unwrap_or_default(),
+            prompt_tokens: p.prompt_tokens.unwrap_or(0),
+            completion_tokens: p.completion_tokens.unwrap_or(0),
         })
     }
 
     fn recall(&mut self, subject: String, valid_at: Option<i64>) -> Result<Vec<Fact>, String> {
         let asked = format!("of `{subject}` at {valid_at:?}");
-        let call = self.next("host.recall", &asked, |p| {
-            differs("subject", &p["subject"], &json!(subject)).or_else(|| match p.get("asked_valid_at") {
-                Some(journaled) => differs("valid_at", journaled, &json!(valid_at)),
+        let call = self.next(&asked, |_, p: &HostRecall| {
+            differs("subject", &p.subject, &subject).or_else(|| match p.asked_valid_at {
+                Some(asked_valid_at) => differs("valid_at", &asked_valid_at, &valid_at),
                 // Written before requests were recorded whole: a given
                 // time must be the one used.
-                None => valid_at.and_then(|v| differs("valid_at", &p["valid_at"], &json!(v))),
+                None => valid_at.and_then(|v| differs("valid_at", &p.valid_at.flatten(), &Some(v))),
             })
         });
-        let Some(call) = call else { return Err(DIVERGED.into()) };
-        if let Some(reason) = refused(&call.payload) {
+        let Some((_, p)) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
             return Err(reason);
         }
-        Ok(journaled_facts(&call.payload))
+        Ok(journaled_facts(p.facts))
     }
 
     fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
-        let query = json!({"space": q.space, "subject": q.subject, "predicate": q.predicate, "words": q.words,
-                           "valid_at": q.valid_at, "known_at": q.known_at, "limit": q.limit});
-        let asked = format!("{query}");
-        let call = self.next("host.query", &asked, |p| differs("query", &p["query"], &query));
-        let Some(call) = call else { return Err(DIVERGED.into()) };
-        if let Some(reason) = refused(&call.payload) {
+        let query = AskedQuery {
+            space: q.space,
+            subject: q.subject,
+            predicate: q.predicate,
+            words: q.words,
+            valid_at: q.valid_at,
+            known_at: q.known_at,
+            limit: q.limit,
+        };
+        let asked = format!("{}", as_json(&query));
+        let call = self.next(&asked, |_, p: &HostQuery| differs("query", &p.query, &query));
+        let Some((_, p)) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
             return Err(reason);
         }
-        Ok(journaled_facts(&call.payload))
+        Ok(journaled_facts(p.facts))
     }
 
     fn remember(
@@ -372,28 +441,28 @@ impl CellHost for ReplayHost {
         valid_from: Option<i64>,
     ) -> Result<(), String> {
         let asked = format!("`{subject}` {predicate} = {value:?} from {valid_from:?}");
-        let call = self.next("host.remember", &asked, |p| {
-            differs("subject", &p["subject"], &json!(subject))
-                .or_else(|| differs("predicate", &p["predicate"], &json!(predicate)))
-                .or_else(|| differs("value", &p["value"], &json!(value)))
-                .or_else(|| match p.get("asked_valid_from") {
-                    Some(journaled) => differs("valid_from", journaled, &json!(valid_from)),
-                    None => valid_from.and_then(|v| differs("valid_from", &p["valid_from"], &json!(v))),
+        let call = self.next(&asked, |_, p: &HostRemember| {
+            differs("subject", &p.subject, &subject)
+                .or_else(|| differs("predicate", &p.predicate, &predicate))
+                .or_else(|| differs("value", &p.value, &Some(value.clone())))
+                .or_else(|| match p.asked_valid_from {
+                    Some(asked_valid_from) => differs("valid_from", &asked_valid_from, &valid_from),
+                    None => valid_from.and_then(|v| differs("valid_from", &p.valid_from, &Some(v))),
                 })
         });
-        let Some(call) = call else { return Err(DIVERGED.into()) };
-        refused(&call.payload).map_or(Ok(()), Err)
+        let Some((_, p)) = call else { return Err(DIVERGED.into()) };
+        p.refused.map_or(Ok(()), Err)
     }
 
     fn request_review(&mut self, gate: String, reason: String) -> Result<(), String> {
         let mut kept = reason.clone();
         truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
         let asked = format!("under `{gate}`");
-        let call = self.next("host.review", &asked, |p| {
-            differs("gate", &p["gate"], &json!(gate)).or_else(|| differs("reason", &p["reason"], &json!(kept)))
+        let call = self.next(&asked, |_, p: &HostReview| {
+            differs("gate", &p.gate, &gate).or_else(|| differs("reason", &p.reason, &kept))
         });
-        let Some(call) = call else { return Err(DIVERGED.into()) };
-        if let Some(reason) = refused(&call.payload) {
+        let Some((_, p)) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
             return Err(reason);
         }
         if let Some(meter) = &self.meter
@@ -408,30 +477,26 @@ impl CellHost for ReplayHost {
         let mut kept = reason.clone();
         truncate_utf8(&mut kept, REVIEW_REASON_BYTES_MAX);
         let asked = format!("under `{gate}`");
-        let call = self.next("host.await", &asked, |p| {
-            differs("gate", &p["gate"], &json!(gate)).or_else(|| differs("reason", &p["reason"], &json!(kept)))
+        let call = self.next(&asked, |_, p: &HostAwait| {
+            differs("gate", &p.gate, &gate).or_else(|| differs("reason", &p.reason, &kept))
         });
-        let Some(call) = call else { return cells::ReviewAnswer::Refused(DIVERGED.into()) };
-        if let Some(reason) = refused(&call.payload) {
+        let Some((call, p)) = call else { return cells::ReviewAnswer::Refused(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
             return cells::ReviewAnswer::Refused(reason);
         }
-        match call.payload.get("decision") {
-            Some(d) => cells::ReviewAnswer::Decided(cells::Review {
-                approved: d["approved"] == true,
-                note: d["note"].as_str().unwrap_or_default().to_owned(),
-                reviewer: d["reviewer"].as_str().unwrap_or_default().to_owned(),
-            }),
-            // Still undecided: the task parks again on the same gate.
-            None => {
-                cells::ReviewAnswer::Park { gate_id: call.payload["gate_id"].as_str().unwrap_or_default().to_owned() }
+        match call.answer {
+            Some(a) => {
+                cells::ReviewAnswer::Decided(cells::Review { approved: a.approved, note: a.note, reviewer: a.reviewer })
             }
+            // Still undecided: the task parks again on the same gate.
+            None => cells::ReviewAnswer::Park { gate_id: p.gate_id.unwrap_or_default() },
         }
     }
 
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
-        let asked = format!("message {}", brief(&json!(message)));
-        let _ = self.next("host.log", &asked, |p| differs("message", &p["message"], &json!(message)));
+        let asked = format!("message {}", brief(&Value::String(message.clone())));
+        let _ = self.next(&asked, |_, p: &HostLog| differs("message", &p.message, &message));
     }
 }
 
@@ -576,13 +641,14 @@ pub struct TaskReplay {
 /// opened read-only), and every host call and outcome must match.
 pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskReplay>> {
     use anyhow::Context;
-    let entries = crate::data::read_journal(request.data)?;
-    let declarations: Vec<Value> = entries
-        .iter()
-        .filter(|e| e.kind == "mission.declared")
-        .map(Entry::payload_json)
-        .filter(|p| request.mission.is_none_or(|m| p["mission"] == m))
-        .collect();
+    let journal = crate::data::read_journal(request.data)?;
+    let mut declarations: Vec<MissionDeclared> = Vec::new();
+    for entry in journal.iter().filter(|e| e.kind == Kind::MissionDeclared) {
+        let declared: MissionDeclared = entries::decode(entry)?;
+        if request.mission.is_none_or(|m| declared.mission == m) {
+            declarations.push(declared);
+        }
+    }
     if declarations.is_empty() {
         match request.mission {
             Some(m) => anyhow::bail!("no mission `{m}` in {}", request.data.display()),
@@ -598,7 +664,7 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
     // attempt, in place.
     let db = ledger::open_read_only(&crate::data::db_path(request.data)?)?;
     let snapshot = db.begin_read().context("opening a read snapshot")?;
-    let mut attempts = attempts(&entries);
+    let mut attempts = attempts(&journal);
     let mut erased_in: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, attempt) in attempts.iter_mut().enumerate() {
         let chosen =
@@ -609,7 +675,7 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
     }
     let mut out = Vec::new();
     for declared in &declarations {
-        let mission = declared["mission"].as_str().unwrap_or_default();
+        let mission = declared.mission.as_str();
         let chosen: Vec<(usize, &Attempt)> = attempts
             .iter()
             .enumerate()
@@ -622,10 +688,11 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
         let mut loaded: BTreeMap<String, cells::AgentModule> = BTreeMap::new();
         for (i, attempt) in chosen {
             let erased = erased_in.remove(&i).unwrap_or_default();
+            let started = &attempt.started;
             let mut verdict = TaskReplay {
                 mission: mission.to_owned(),
                 task: attempt.task,
-                case: attempt.case().to_owned(),
+                case: started.case.clone(),
                 started_seq: attempt.started_seq,
                 host_calls: attempt.calls.len(),
                 verdict: "match",
@@ -648,14 +715,11 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
                 out.push(verdict);
                 continue;
             };
-            let agent_name = attempt.started["agent"].as_str().unwrap_or_default();
-            let agent = declared["agents"]
-                .as_array()
-                .and_then(|list| list.iter().find(|a| a["name"] == agent_name))
-                .with_context(|| {
-                    format!("task {}: agent `{agent_name}` is not in the mission's declaration", attempt.task)
-                })?;
-            let mut hash = attempt.started["module_blake3"].as_str().unwrap_or_default().to_owned();
+            let agent_name = started.agent.as_str();
+            let agent = declared.agents.iter().find(|a| a.name == agent_name).with_context(|| {
+                format!("task {}: agent `{agent_name}` is not in the mission's declaration", attempt.task)
+            })?;
+            let mut hash = started.module_blake3.clone();
             if let Some((_, file)) = request.swaps.iter().find(|(name, _)| name == agent_name) {
                 let swapped = engine.load_file(file)?;
                 let swapped_hash = swapped.hash().to_string();
@@ -679,9 +743,9 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
             }
             let module = &loaded[&hash];
             let (limits, cap) = limits_of(agent);
-            let env = env_of(&attempt.started)
+            let env = env_from(started)
                 .with_context(|| format!("task {}: the journal's task.started has no clock or seed", attempt.task))?;
-            let input = serde_json::to_string(&attempt.started["input"])?;
+            let input = serde_json::to_string(&started.input)?;
             let (host, log) = ReplayHost::new(attempt.calls.clone(), cap, None);
             let result = engine.run(module, Box::new(host), &limits, &env, &input);
             let log = log.lock().map_err(|_| anyhow::anyhow!("replay log poisoned"))?;
@@ -717,27 +781,24 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
 
 /// The cell limits a task ran under, from the mission's declaration, and
 /// its agent's max_tokens cap.
-fn limits_of(agent: &Value) -> (cells::CellLimits, u32) {
-    let d = missions::Limits::DEFAULT;
-    let l = &agent["limits"];
-    let get = |field: &str, default: u64| l[field].as_u64().unwrap_or(default);
+fn limits_of(agent: &DeclaredAgent) -> (cells::CellLimits, u32) {
+    let l = &agent.limits;
     let limits = cells::CellLimits {
-        memory_bytes: get("memory_bytes", d.memory_bytes),
-        fuel: get("fuel", d.fuel),
-        wall_ms: get("wall_ms", d.wall_ms),
-        host_calls: u32::try_from(get("host_calls", u64::from(d.host_calls))).unwrap_or(u32::MAX),
-        call_arg_bytes_max: usize::try_from(get("call_arg_bytes", d.call_arg_bytes)).unwrap_or(usize::MAX),
-        output_bytes_max: usize::try_from(get("output_bytes", d.output_bytes)).unwrap_or(usize::MAX),
+        memory_bytes: l.memory_bytes,
+        fuel: l.fuel,
+        wall_ms: l.wall_ms,
+        host_calls: l.host_calls,
+        call_arg_bytes_max: usize::try_from(l.call_arg_bytes).unwrap_or(usize::MAX),
+        output_bytes_max: usize::try_from(l.output_bytes).unwrap_or(usize::MAX),
     };
-    let cap = u32::try_from(get("max_tokens", u64::from(d.max_tokens))).unwrap_or(u32::MAX);
-    (limits, cap)
+    (limits, l.max_tokens)
 }
 
-/// The cell env journaled in `task.started`.
-pub fn env_of(started: &Value) -> Option<cells::CellEnv> {
-    let clock_start_us = started["clock_start_us"].as_i64()?;
-    let seed: [u8; 32] = hex::decode(started["seed"].as_str()?).ok()?.try_into().ok()?;
-    Some(cells::CellEnv { clock_start_us, seed })
+/// The cell env journaled in `task.started`; `None` when its seed is not
+/// 32 bytes of hex.
+pub fn env_from(started: &TaskStarted) -> Option<cells::CellEnv> {
+    let seed: [u8; 32] = hex::decode(&started.seed).ok()?.try_into().ok()?;
+    Some(cells::CellEnv { clock_start_us: started.clock_start_us, seed })
 }
 
 /// Finds modules by content hash: the mission file's declared agent paths
@@ -750,11 +811,9 @@ struct ModuleFinder {
 const MODULE_SEARCH_DEPTH: usize = 4;
 
 impl ModuleFinder {
-    fn new(declared: &Value, dirs: &[std::path::PathBuf]) -> Self {
+    fn new(declared: &MissionDeclared, dirs: &[std::path::PathBuf]) -> Self {
         let mut candidates = Vec::new();
-        if let Some(file) = declared["file"].as_str()
-            && let Ok(mission) = missions::load(std::path::Path::new(file))
-        {
+        if let Ok(mission) = missions::load(std::path::Path::new(&declared.file)) {
             candidates.extend(mission.agents.iter().map(|a| a.module.clone()));
         }
         for dir in dirs {
@@ -802,34 +861,42 @@ mod tests {
         (engine, module)
     }
 
-    fn call(seq: u64, kind: &str, payload: Value) -> Call {
-        Call { seq, kind: kind.into(), payload }
+    fn call(seq: u64, kind: Kind, mut payload: Value) -> Call {
+        payload["mission"] = json!("m-1");
+        payload["task"] = json!(0);
+        Call { seq, kind, payload, answer: None }
+    }
+
+    fn fact(predicate: &str, value: &str) -> Value {
+        json!({"id": 1, "space": "mission:m-1", "subject": "policy:triage", "predicate": predicate, "value": value,
+               "source": null, "valid_from": 1, "valid_to": null, "recorded_at": 2, "superseded_at": null})
     }
 
     /// The calls the triage agent makes for case `c-1` with amount 120,
     /// as a journal would hold them.
     fn journal(limit: &str, summary: &str) -> Vec<Call> {
         vec![
-            call(10, "host.log", json!({"message": "triage[rust] c-1"})),
+            call(10, Kind::HostLog, json!({"message": "triage[rust] c-1"})),
             call(
                 11,
-                "host.recall",
-                json!({"subject": "policy:triage", "asked_valid_at": null,
-                "facts": [{"predicate": "review-above", "value": limit, "valid_from": 1, "valid_to": null, "recorded_at": 2}]}),
+                Kind::HostRecall,
+                json!({"subject": "policy:triage", "asked_valid_at": null, "spaces": ["mission:m-1"],
+                "valid_at": 5, "known_at": null, "facts": [fact("review-above", limit)], "truncated": false}),
             ),
             call(
                 12,
-                "host.infer",
-                json!({"model": "m", "max_tokens": 8, "messages": [
+                Kind::HostInfer,
+                json!({"model": "m", "routed_to": null, "failover_refused": null, "max_tokens": 8, "messages": [
                 {"role": "system", "content": "Summarise the case in five words."},
-                {"role": "user", "content": "Case c-1: amount 120"}],
-                "text": summary, "prompt_tokens": 20, "completion_tokens": 5, "cost": 30}),
+                {"role": "user", "content": "Case c-1: amount 120"}], "reservation": 3,
+                "text": summary, "prompt_tokens": 20, "completion_tokens": 5, "cost": 30, "cost_uncapped": 30}),
             ),
             call(
                 13,
-                "host.remember",
+                Kind::HostRemember,
                 json!({"subject": "case:c-1", "predicate": "triaged-by", "value": "rust",
-                "asked_valid_from": null}),
+                "asked_valid_from": null, "valid_from": 8, "space": "mission:m-1", "fact": 4, "superseded": [],
+                "remainders": []}),
             ),
         ]
     }
@@ -887,7 +954,8 @@ mod tests {
         let (result, log) = replay(calls);
         let d = log.divergence.expect("diverges");
         assert_eq!((d.call, d.seq), (2, Some(11)), "{d}");
-        assert!(d.expected.contains("policy:other") && d.got.contains("policy:triage"), "{d}");
+        assert_eq!(d.expected, r#"host.recall with subject "policy:other" as journaled"#, "{d}");
+        assert!(d.got.contains("policy:triage"), "{d}");
         assert!(result.is_err(), "a refused recall fails the agent: {result:?}");
 
         // Calls out of order: the journal's second call is an inference.
@@ -897,33 +965,83 @@ mod tests {
         let d = log.divergence.expect("diverges");
         assert_eq!(d.call, 2);
         assert!(d.expected.starts_with("host.infer") && d.got.starts_with("host.recall"), "{d}");
+
+        // A journaled time the agent did not ask for; a call journaled
+        // before requests were recorded whole is held to the time used
+        // only when the agent gives one.
+        let mut calls = journal("5000", "x");
+        calls[1].payload["asked_valid_at"] = json!(7);
+        let d = replay(calls).1.divergence.expect("diverges");
+        assert_eq!(d.expected, "host.recall with valid_at 7 as journaled", "{d}");
+        let mut calls = journal("5000", "x");
+        calls[1].payload.as_object_mut().expect("object").remove("asked_valid_at");
+        assert_eq!(replay(calls).1.divergence, None);
+
+        // Edited messages and values are named with their journaled JSON.
+        let mut calls = journal("5000", "x");
+        calls[2].payload["messages"][1]["content"] = json!("Case c-2");
+        let d = replay(calls).1.divergence.expect("diverges");
+        // The messages as JSON (their keys in whichever order serde_json
+        // keeps in this build).
+        let listed = d.expected.strip_prefix("host.infer with messages ").and_then(|m| m.strip_suffix(" as journaled"));
+        let listed: Value = serde_json::from_str(listed.expect("named")).expect("JSON");
+        assert_eq!(
+            listed,
+            json!([{"role": "system", "content": "Summarise the case in five words."},
+                   {"role": "user", "content": "Case c-2"}]),
+            "{d}"
+        );
+        let mut calls = journal("5000", "x");
+        calls[3].payload["value"] = Value::Null;
+        let d = replay(calls).1.divergence.expect("diverges");
+        assert_eq!(d.expected, "host.remember with value null as journaled", "{d}");
     }
 
     #[test]
-    fn attempts_group_host_calls_by_task_and_end_at_the_proposal() {
-        let entry = |seq: u64, kind: &str, payload: Value| Entry {
+    fn a_call_that_does_not_decode_is_a_divergence() {
+        let mut calls = journal("5000", "x");
+        calls[2].payload["max_tokens"] = json!("eight");
+        let (result, log) = replay(calls);
+        let d = log.divergence.expect("diverges");
+        assert_eq!((d.call, d.seq), (3, Some(12)), "{d}");
+        assert!(d.expected.starts_with("host.infer that does not decode (entry 12 (`host.infer`)"), "{d}");
+        assert!(result.is_err(), "{result:?}");
+    }
+
+    fn entry(seq: u64, kind: Kind, payload: Value) -> Entry {
+        Entry {
             seq,
             prev: ledger::EntryHash([0; 32]),
             time_us: 0,
             signer: [0; 32],
-            kind: kind.into(),
+            kind: kind.as_str().into(),
             payload: payload.to_string().into_bytes(),
             hash: ledger::EntryHash([0; 32]),
             signature: [0; 64],
-        };
+        }
+    }
+
+    fn started(mission: &str, task: u32, case: &str) -> Value {
+        json!({"mission": mission, "task": task, "case": case, "origin": "mission", "agent": "a",
+               "module_blake3": "00", "input": {"id": case}, "clock_start_us": 1, "seed": "03".repeat(32)})
+    }
+
+    #[test]
+    fn attempts_group_host_calls_by_task_and_end_at_the_proposal() {
         let entries = vec![
-            entry(1, "task.started", json!({"mission": "m", "task": 0, "case": "a"})),
-            entry(2, "task.started", json!({"mission": "m", "task": 1, "case": "b"})),
-            entry(3, "host.log", json!({"mission": "m", "task": 1, "message": "b1"})),
-            entry(4, "host.log", json!({"mission": "m", "task": 0, "message": "a1"})),
-            entry(5, "task.failed", json!({"mission": "m", "task": 0, "code": "trap", "message": "x"})),
-            entry(6, "host.log", json!({"mission": "other", "task": 1, "message": "elsewhere"})),
+            entry(1, Kind::TaskStarted, started("m", 0, "a")),
+            entry(2, Kind::TaskStarted, started("m", 1, "b")),
+            entry(3, Kind::HostLog, json!({"mission": "m", "task": 1, "message": "b1"})),
+            entry(4, Kind::HostLog, json!({"mission": "m", "task": 0, "message": "a1"})),
+            entry(5, Kind::TaskFailed, json!({"mission": "m", "task": 0, "case": "a", "code": "trap", "message": "x"})),
+            entry(6, Kind::HostLog, json!({"mission": "other", "task": 1, "message": "elsewhere"})),
             entry(
                 7,
-                "task.proposed",
-                json!({"mission": "m", "task": 1, "decision": {"outcome": "o", "reason": "r", "details": {}}}),
+                Kind::TaskProposed,
+                json!({"mission": "m", "task": 1, "case": "b",
+                       "decision": {"outcome": "o", "reason": "r", "details": {}}}),
             ),
-            entry(8, "task.started", json!({"mission": "m", "task": 2, "case": "c"})),
+            entry(8, Kind::TaskStarted, started("m", 2, "c")),
         ];
         let found = attempts(&entries);
         assert_eq!(found.len(), 3);
@@ -932,5 +1050,49 @@ mod tests {
         assert_eq!(found[1].calls.iter().map(|c| c.seq).collect::<Vec<_>>(), [3]);
         assert!(matches!(found[1].end, Some(End::Proposed { seq: 7, .. })));
         assert!(found[2].end.is_none(), "a task the process never finished");
+        assert_eq!(found[2].started.case, "c");
+        let env = env_from(&found[2].started).expect("an env");
+        assert_eq!((env.clock_start_us, env.seed), (1, [3; 32]));
+    }
+
+    #[test]
+    fn a_decided_gate_answers_the_await_that_named_it() {
+        let awaited = |seq: u64, gate_id: &str| {
+            entry(
+                seq,
+                Kind::HostAwait,
+                json!({"mission": "m", "task": 0, "gate": "big", "reason": "unsure", "gate_id": gate_id}),
+            )
+        };
+        let entries = vec![
+            entry(1, Kind::TaskStarted, started("m", 0, "a")),
+            awaited(2, "g-1"),
+            entry(
+                3,
+                Kind::GateDecided,
+                json!({"mission": "m", "task": 0, "case": "a", "gate_id": "g-1", "gate": "big",
+                       "verdict": "approved", "note": "fine", "requested_seq": 2, "votes": [], "quorum": 1,
+                       "edits": {}}),
+            ),
+            awaited(4, "g-2"),
+            entry(
+                5,
+                Kind::GateTimedOut,
+                json!({"mission": "m", "task": 0, "case": "a", "gate_id": "g-2", "gate": "big", "then": "deny",
+                       "deadline_us": 9}),
+            ),
+            // A budget gate names no task: it answers nothing here.
+            entry(
+                6,
+                Kind::GateDecided,
+                json!({"mission": "m", "gate_id": "g-3", "gate": "budget", "verdict": "approved", "note": null,
+                       "requested_seq": 1, "votes": [], "quorum": 1, "budget": null}),
+            ),
+        ];
+        let found = attempts(&entries);
+        let answers: Vec<_> =
+            found[0].calls.iter().map(|c| c.answer.as_ref().map(|a| (a.approved, a.note.as_str(), a.seq))).collect();
+        assert_eq!(answers, [Some((true, "fine", 3)), Some((false, "timed out", 5))]);
+        assert_eq!(found[0].calls[1].answer.as_ref().map(|a| a.reviewer.as_str()), Some("timeout"));
     }
 }

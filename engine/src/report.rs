@@ -7,8 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use ledger::Entry;
+use ledger::{Entry, Kind};
 use serde_json::{Value, json};
+
+use crate::entries::{
+    self, GateDecided, GateEscalated, GateRequested, GateTimedOut, MissionCompleted, MissionDeclared, MissionFinished,
+    TaskDecided, TaskFailed, TaskSkipped, TaskStarted,
+};
 
 /// What one gate name saw over the mission.
 #[derive(Debug, Default)]
@@ -35,64 +40,85 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
     let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
     let mut gates: BTreeMap<String, GateStats> = BTreeMap::new();
     ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
-        let relevant = matches!(e.kind.split('.').next(), Some("mission" | "task" | "gate"));
-        if !relevant {
+        // Other kinds, and entries of other missions, count for nothing.
+        let Some(kind) = Kind::parse(&e.kind) else {
             return Ok(true);
-        }
-        let p = e.payload_json();
-        if p["mission"] != mission {
-            return Ok(true);
-        }
-        let task = p["task"].as_u64();
-        match e.kind.as_str() {
-            "mission.declared" => {
-                name = p["name"].as_str().map(str::to_owned);
-                declared_at = Some(e.time_us);
-            }
-            "mission.finished" | "mission.completed" => ended_at = Some(e.time_us),
-            "task.started" => {
-                if let Some(t) = task {
-                    tasks.entry(t).or_default().0.get_or_insert(e.time_us);
+        };
+        match kind {
+            Kind::MissionDeclared => {
+                let p: MissionDeclared = entries::decode(&e)?;
+                if p.mission == mission {
+                    name = Some(p.name);
+                    declared_at = Some(e.time_us);
                 }
             }
-            "task.decided" | "task.failed" | "task.skipped" => {
-                if let Some(t) = task {
-                    let outcome = match e.kind.as_str() {
-                        "task.decided" => "decided",
-                        "task.failed" => "failed",
-                        _ => "skipped",
-                    };
-                    tasks.entry(t).or_default().1 = Some((e.time_us, outcome.to_owned()));
+            Kind::MissionFinished if entries::decode::<MissionFinished>(&e)?.mission == mission => {
+                ended_at = Some(e.time_us);
+            }
+            Kind::MissionCompleted if entries::decode::<MissionCompleted>(&e)?.mission == mission => {
+                ended_at = Some(e.time_us);
+            }
+            Kind::TaskStarted => {
+                let p: TaskStarted = entries::decode(&e)?;
+                if p.mission == mission {
+                    tasks.entry(u64::from(p.task)).or_default().0.get_or_insert(e.time_us);
                 }
             }
-            "gate.requested" => {
-                let gate = p["gate"].as_str().unwrap_or("?").to_owned();
-                if let Some(t) = task {
-                    excepted.insert(t);
-                }
-                gates.entry(gate.clone()).or_default().requested += 1;
-                if let Some(id) = p["gate_id"].as_str() {
-                    open.insert(id.to_owned(), (gate, e.time_us));
+            Kind::TaskDecided | Kind::TaskFailed | Kind::TaskSkipped => {
+                let (of, task, outcome) = match kind {
+                    Kind::TaskDecided => {
+                        let p: TaskDecided = entries::decode(&e)?;
+                        (p.mission, p.task, "decided")
+                    }
+                    Kind::TaskFailed => {
+                        let p: TaskFailed = entries::decode(&e)?;
+                        (p.mission, p.task, "failed")
+                    }
+                    _ => {
+                        let p: TaskSkipped = entries::decode(&e)?;
+                        (p.mission, p.task, "skipped")
+                    }
+                };
+                if of == mission {
+                    tasks.entry(u64::from(task)).or_default().1 = Some((e.time_us, outcome.to_owned()));
                 }
             }
-            "gate.decided" => {
-                if let Some((gate, requested)) = p["gate_id"].as_str().and_then(|id| open.remove(id)) {
+            Kind::GateRequested => {
+                let p: GateRequested = entries::decode(&e)?;
+                if p.mission == mission {
+                    // A budget gate names no task.
+                    if let Some(t) = p.task {
+                        excepted.insert(u64::from(t));
+                    }
+                    gates.entry(p.gate.clone()).or_default().requested += 1;
+                    open.insert(p.gate_id, (p.gate, e.time_us));
+                }
+            }
+            Kind::GateDecided => {
+                let p: GateDecided = entries::decode(&e)?;
+                if p.mission == mission
+                    && let Some((gate, requested)) = open.remove(&p.gate_id)
+                {
                     let stats = gates.entry(gate).or_default();
-                    match p["verdict"].as_str() {
-                        Some("approved") => stats.approved += 1,
+                    match p.verdict.as_str() {
+                        "approved" => stats.approved += 1,
                         _ => stats.rejected += 1,
                     }
                     stats.waits.push(e.time_us - requested);
                 }
             }
-            "gate.timed_out" => {
-                if let Some((gate, _)) = p["gate_id"].as_str().and_then(|id| open.remove(id)) {
+            Kind::GateTimedOut => {
+                let p: GateTimedOut = entries::decode(&e)?;
+                if p.mission == mission
+                    && let Some((gate, _)) = open.remove(&p.gate_id)
+                {
                     gates.entry(gate).or_default().timed_out += 1;
                 }
             }
-            "gate.escalated" => {
-                if let Some(gate) = p["gate"].as_str() {
-                    gates.entry(gate.to_owned()).or_default().escalated += 1;
+            Kind::GateEscalated => {
+                let p: GateEscalated = entries::decode(&e)?;
+                if p.mission == mission {
+                    gates.entry(p.gate).or_default().escalated += 1;
                 }
             }
             _ => {}

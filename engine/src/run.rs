@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cells::{AgentModule, CellEngine, CellEnv, CellHost, CellLimits};
 use identity::{Keypair, Role};
-use ledger::LedgerError;
+use ledger::{Kind, LedgerError};
 use missions::{Agent, Mission, OnExhausted};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use crate::budget::{BeforeTask, Exhaustion};
 use crate::clock::now_us;
 use crate::data::DataDir;
+use crate::entries;
 use crate::host::{MissionCtx, TaskHost, TaskMeter};
 use models::Models;
 
@@ -213,59 +214,40 @@ pub async fn run_mission(
     let tasks_total = u32::try_from(mission.tasks.cases.len()).context("too many cases")?;
     let declared = data.ledger.write(|t| -> Result<()> {
         let now = now_us();
-        let models: serde_json::Map<String, Value> = mission
+        let models: BTreeMap<String, entries::DeclaredModel> = mission
             .models
             .iter()
             .map(|(name, price)| {
-                let sha = router.registry().get(name).map(|s| s.sha256.clone()).ok();
-                (
-                    name.clone(),
-                    json!({"prompt_price": price.prompt_price,
-                                      "completion_price": price.completion_price,
-                                      "sha256": sha}),
-                )
+                let sha256 = router.registry().get(name).map(|s| s.sha256.clone()).ok();
+                let model = entries::DeclaredModel {
+                    prompt_price: price.prompt_price,
+                    completion_price: price.completion_price,
+                    sha256,
+                };
+                (name.clone(), model)
             })
             .collect();
-        let (declared_seq, _) = t.append(
-            &conductor,
-            "mission.declared",
-            &json!({
-                "mission": mission_id,
-                "name": mission.name,
-                // Absolute, so `mission resume` finds it from any directory.
-                "file": std::fs::canonicalize(mission_path)
-                    .unwrap_or_else(|_| mission_path.to_owned())
-                    .display()
-                    .to_string(),
-                "file_blake3": blake3::hash(&mission_bytes).to_hex().to_string(),
-                "budget": {"limit": mission.budget.limit,
-                           "on_exhausted": policy_name(mission.budget.on_exhausted),
-                           "reservation_ttl_ms": mission.budget.reservation_ttl_ms},
-                "models": models,
-                "agents": agents.iter().map(|a| json!({
-                    "name": a.spec.name, "model": a.spec.model,
-                    "module_blake3": a.module.hash().to_string(),
-                    "limits": {"memory_bytes": a.spec.limits.memory_bytes, "fuel": a.spec.limits.fuel,
-                               "wall_ms": a.spec.limits.wall_ms, "host_calls": a.spec.limits.host_calls,
-                               "max_tokens": a.spec.limits.max_tokens,
-                               "call_arg_bytes": a.spec.limits.call_arg_bytes,
-                               "output_bytes": a.spec.limits.output_bytes},
-                    "budget": {"limit": a.spec.budget.limit, "task_limit": a.spec.budget.task_limit},
-                    "memory": {"read": a.scope.read, "write": a.scope.write},
-                })).collect::<Vec<_>>(),
-                "memory_limits": {"facts": mission.memory_limits.facts, "bytes": mission.memory_limits.bytes},
-                "gates": mission.gates.iter().map(|g| json!({"name": g.name, "field": g.when.field.as_str(),
-                                                             "test": format!("{:?}", g.when.test),
-                                                             "reviewers": g.reviewers, "quorum": g.quorum,
-                                                             "deadline": g.deadline.as_ref().map(|d| json!({
-                                                                 "after_us": d.after_us,
-                                                                 "on_timeout": format!("{:?}", d.on_timeout),
-                                                                 "remind_before_us": d.remind_before_us}))}))
-                    .collect::<Vec<_>>(),
-                "tasks": tasks_total,
-            }),
-            now,
-        )?;
+        let declaration = entries::MissionDeclared {
+            mission: mission_id.clone(),
+            name: mission.name.clone(),
+            // Absolute, so `mission resume` finds it from any directory.
+            file: std::fs::canonicalize(mission_path).unwrap_or_else(|_| mission_path.to_owned()).display().to_string(),
+            file_blake3: blake3::hash(&mission_bytes).to_hex().to_string(),
+            budget: entries::DeclaredBudget {
+                limit: mission.budget.limit,
+                on_exhausted: policy_name(mission.budget.on_exhausted).to_owned(),
+                reservation_ttl_ms: mission.budget.reservation_ttl_ms,
+            },
+            models,
+            agents: agents.iter().map(declared_agent).collect(),
+            memory_limits: entries::DeclaredMemoryLimits {
+                facts: mission.memory_limits.facts,
+                bytes: mission.memory_limits.bytes,
+            },
+            gates: mission.gates.iter().map(declared_gate).collect(),
+            tasks: tasks_total,
+        };
+        let (declared_seq, _) = entries::append(t, &conductor, &declaration, now)?;
         t.open_account(&conductor, &mission_id, None, Some(mission.budget.limit), now)?;
         for a in agents.iter() {
             t.open_account(
@@ -303,17 +285,20 @@ pub async fn run_mission(
                 .with_context(|| format!("seed fact `{}` `{}`", fact.subject, fact.predicate))?;
             // The value is journaled sealed under its subject's key.
             let sealed = memory::seal(t.redb(), &fact.subject, &fact.value)?;
-            t.append(
-                &conductor,
-                "memory.asserted",
-                &json!({"mission": mission_id, "space": space, "subject": fact.subject,
-                        "predicate": fact.predicate, "value": sealed, "source": fact.source,
-                        "valid_from": fact.valid_from, "valid_to": fact.valid_to,
-                        "fact": change.id.map(|id| id.0),
-                        "superseded": change.superseded.iter().map(|id| id.0).collect::<Vec<_>>(),
-                        "remainders": change.remainders.iter().map(|id| id.0).collect::<Vec<_>>()}),
-                now,
-            )?;
+            let asserted = entries::MemoryAsserted {
+                mission: mission_id.clone(),
+                space,
+                subject: fact.subject.clone(),
+                predicate: fact.predicate.clone(),
+                value: sealed,
+                source: fact.source.clone(),
+                valid_from: fact.valid_from,
+                valid_to: fact.valid_to,
+                fact: change.id.map(|id| id.0),
+                superseded: change.superseded.iter().map(|id| id.0).collect(),
+                remainders: change.remainders.iter().map(|id| id.0).collect(),
+            };
+            entries::append(t, &conductor, &asserted, now)?;
         }
         state::put_mission(
             t.redb(),
@@ -346,8 +331,11 @@ fn earlier_run(data: &DataDir, mission_bytes: &[u8]) -> Result<Option<MissionRec
     let read = data.ledger.read()?;
     let mut latest: Option<MissionRecord> = None;
     for record in state::missions(&read)? {
-        let declared = data.ledger.entries(record.declared_seq, 1)?.pop().map(|e| e.payload_json());
-        if !declared.is_some_and(|d| d["file_blake3"] == hash.as_str()) {
+        let Some(entry) = data.ledger.entries(record.declared_seq, 1)?.pop() else { continue };
+        // A declaration this version cannot read is not one of this file's
+        // runs: the file's hash cannot be compared, so it is passed over.
+        let Ok(declared) = entries::decode::<entries::MissionDeclared>(&entry) else { continue };
+        if declared.file_blake3 != hash {
             continue;
         }
         if record.status == MissionStatus::Running {
@@ -493,13 +481,13 @@ pub async fn resume_mission(
         .ledger
         .entries(record.declared_seq, 1)?
         .pop()
-        .filter(|e| e.kind == "mission.declared")
+        .filter(|e| e.kind == Kind::MissionDeclared)
         .context("the mission's declaration is missing from the journal")?;
-    let declared = declared.payload_json();
-    let file = PathBuf::from(declared["file"].as_str().context("declaration names no file")?);
+    let declared: entries::MissionDeclared = entries::decode(&declared)?;
+    let file = PathBuf::from(&declared.file);
     let bytes = crate::files::read_regular(&file, "mission file", missions::MISSION_FILE_BYTES_MAX)
         .context("re-reading the mission file")?;
-    if Some(blake3::hash(&bytes).to_hex().as_str()) != declared["file_blake3"].as_str() {
+    if blake3::hash(&bytes).to_hex().as_str() != declared.file_blake3 {
         bail!("{} changed since the mission was declared; resume needs the same file", file.display());
     }
     let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -509,10 +497,7 @@ pub async fn resume_mission(
     for spec in &mission.agents {
         let module = engine.load_file(&spec.module)?;
         crate::modules::check_agent(&mission, spec, &blake3::Hash::from(module.hash().0))?;
-        let declared_hash = declared["agents"]
-            .as_array()
-            .and_then(|list| list.iter().find(|a| a["name"] == spec.name.as_str()))
-            .and_then(|a| a["module_blake3"].as_str());
+        let declared_hash = declared.agents.iter().find(|a| a.name == spec.name).map(|a| a.module_blake3.as_str());
         if declared_hash != Some(module.hash().to_string().as_str()) {
             bail!(
                 "agent `{}`: module {} is not the one the mission was declared with ({})",
@@ -551,15 +536,15 @@ pub async fn resume_mission(
         }
         t.expire_due(&conductor, now)?;
         let account = t.account(mission_id)?;
-        t.append(
-            &conductor,
-            if interrupted { "mission.recovered" } else { "mission.resumed" },
-            &json!({"mission": mission_id, "budget": {"limit": account.limit, "settled": account.settled,
-                                                     "pending": account.pending},
-                    "voided": orphaned.iter().map(|r| r.0).collect::<Vec<_>>(),
-                    "recovering": running}),
-            now,
-        )?;
+        let (id, budget) = (mission_id.to_owned(), totals(&account));
+        let (voided, recovering) = (orphaned.iter().map(|r| r.0).collect(), running.clone());
+        if interrupted {
+            let recovered = entries::MissionRecovered { mission: id, budget, voided, recovering };
+            entries::append(t, &conductor, &recovered, now)?;
+        } else {
+            let resumed = entries::MissionResumed { mission: id, budget, voided, recovering };
+            entries::append(t, &conductor, &resumed, now)?;
+        }
         let mut record = record.clone();
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
@@ -624,10 +609,12 @@ fn open_attempts(
         }
         let awaited: Vec<String> = entries
             .iter()
-            .filter(|e| e.kind == "host.await")
-            .map(|e| e.payload_json())
-            .filter(|p| p["mission"] == mission_id && p["task"].as_u64() == Some(u64::from(task.index)))
-            .filter_map(|p| p["gate_id"].as_str().map(str::to_owned))
+            .filter(|e| e.kind == Kind::HostAwait)
+            // An await that does not decode names no gate to fetch, and
+            // `replay::attempts` skips it too: it belongs to no attempt.
+            .filter_map(|e| entries::decode::<entries::HostAwait>(e).ok())
+            .filter(|p| p.mission == mission_id && p.task == task.index)
+            .filter_map(|p| p.gate_id)
             .collect();
         for gate_id in awaited {
             if let Some(seq) = state::gate(&read, &gate_id)?.and_then(|g| g.decided_seq) {
@@ -757,14 +744,8 @@ async fn execute(
         let tasks = state::tasks_in(t.redb(), &mission_id)?;
         let status = Exhaustion(mission.budget.on_exhausted).mission_status(state::settle_status(&tasks, exhausted));
         let account = t.account(&mission_id)?;
-        t.append(
-            &conductor,
-            "mission.finished",
-            &json!({"mission": mission_id, "status": status,
-                    "budget": {"limit": account.limit, "settled": account.settled,
-                               "pending": account.pending}}),
-            now_us(),
-        )?;
+        let finished = entries::MissionFinished { mission: mission_id.clone(), status, budget: totals(&account) };
+        entries::append(t, &conductor, &finished, now_us())?;
         if let Some(mut record) = state::mission_in(t.redb(), &mission_id)? {
             record.status = status;
             state::put_mission(t.redb(), &record)?;
@@ -784,10 +765,21 @@ async fn execute(
 
 /// An agent's decision as the journal and the gates see it: `details` is
 /// the JSON object the agent gave, or empty.
-fn proposal_of(decision: &cells::Decision) -> Value {
+fn proposal_of(decision: &cells::Decision) -> entries::Proposal {
     let details: Value =
         serde_json::from_str(&decision.details).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
-    json!({"outcome": decision.outcome, "reason": decision.reason, "details": details})
+    entries::Proposal { outcome: decision.outcome.clone(), reason: decision.reason.clone(), details }
+}
+
+/// A proposal as the mission's conditions and `decisions:` test it: the
+/// same object `task.proposed` journals as its `decision`.
+fn proposal_json(proposal: &entries::Proposal) -> Value {
+    json!({"outcome": proposal.outcome, "reason": proposal.reason, "details": proposal.details})
+}
+
+/// An account's totals as the journal records them.
+fn totals(account: &ledger::Account) -> entries::AccountTotals {
+    entries::AccountTotals { limit: account.limit, settled: account.settled, pending: account.pending }
 }
 
 /// Asks reviewers to extend a mission's exhausted budget: a gate like a
@@ -802,16 +794,19 @@ fn request_budget_gate(
 ) -> Result<()> {
     let gate_id = uuid::Uuid::new_v4().to_string();
     let now = now_us();
-    let (requested_seq, _) = t.append(
-        conductor,
-        "gate.requested",
-        &json!({"mission": mission_id, "gate_id": gate_id, "gate": BUDGET_GATE,
-                "why": {"budget_exhausted": {"limit": account.limit, "settled": account.settled,
-                                             "pending": account.pending}},
-                "budget": {"account": mission_id, "amount": extension.amount},
-                "reviewers": extension.reviewers, "quorum": extension.quorum}),
-        now,
-    )?;
+    let requested = entries::GateRequested {
+        mission: mission_id.to_owned(),
+        task: None,
+        case: None,
+        gate_id: gate_id.clone(),
+        gate: BUDGET_GATE.to_owned(),
+        why: entries::GateWhy { budget_exhausted: Some(totals(account)), ..entries::GateWhy::default() },
+        proposal_seq: None,
+        budget: Some(entries::BudgetGrant { account: mission_id.to_owned(), amount: extension.amount }),
+        reviewers: extension.reviewers.clone(),
+        quorum: extension.quorum,
+    };
+    let (requested_seq, _) = entries::append(t, conductor, &requested, now)?;
     state::put_gate(
         t.redb(),
         &GateRecord {
@@ -861,11 +856,51 @@ fn policy_name(policy: OnExhausted) -> &'static str {
     }
 }
 
-/// Journals `kind` for a task and stores its record, in one group commit.
-fn record_task(ctx: &MissionCtx, kind: &'static str, payload: Value, record: &TaskRecord) -> Result<()> {
+/// An agent as `mission.declared` records it.
+fn declared_agent(a: &AgentRuntime) -> entries::DeclaredAgent {
+    let limits = &a.spec.limits;
+    entries::DeclaredAgent {
+        name: a.spec.name.clone(),
+        model: a.spec.model.clone(),
+        module_blake3: a.module.hash().to_string(),
+        limits: entries::DeclaredLimits {
+            memory_bytes: limits.memory_bytes,
+            fuel: limits.fuel,
+            wall_ms: limits.wall_ms,
+            host_calls: limits.host_calls,
+            max_tokens: limits.max_tokens,
+            call_arg_bytes: limits.call_arg_bytes,
+            output_bytes: limits.output_bytes,
+        },
+        budget: entries::DeclaredAgentBudget { limit: a.spec.budget.limit, task_limit: a.spec.budget.task_limit },
+        memory: entries::DeclaredScope { read: a.scope.read.clone(), write: a.scope.write.clone() },
+    }
+}
+
+/// A gate as `mission.declared` records it.
+fn declared_gate(g: &missions::Gate) -> entries::DeclaredGate {
+    entries::DeclaredGate {
+        name: g.name.clone(),
+        field: g.when.field.as_str().to_owned(),
+        test: format!("{:?}", g.when.test),
+        reviewers: g.reviewers.clone(),
+        quorum: g.quorum,
+        deadline: g.deadline.as_ref().map(|d| entries::DeclaredDeadline {
+            after_us: d.after_us,
+            on_timeout: format!("{:?}", d.on_timeout),
+            remind_before_us: d.remind_before_us,
+        }),
+    }
+}
+
+/// Journals `payload` for a task and stores its record, in one group commit.
+fn record_task<P>(ctx: &MissionCtx, payload: P, record: &TaskRecord) -> Result<()>
+where
+    P: entries::Payload + Clone + Send + 'static,
+{
     let (conductor, record) = (ctx.conductor.clone(), record.clone());
     crate::data::commit(&ctx.committer, move |t| {
-        t.append(&conductor, kind, &payload, now_us())?;
+        entries::append(t, &conductor, &payload, now_us())?;
         state::put_task(t.redb(), &record).map_err(projection)
     })?;
     Ok(())
@@ -910,8 +945,13 @@ fn run_task(
         BeforeTask::Skip => {
             record.status = TaskStatus::Skipped;
             record.failure = Some("budget exhausted before this task started".into());
-            let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted"});
-            record_task(ctx, "task.skipped", payload, &record)?;
+            let skipped = entries::TaskSkipped {
+                mission: ctx.id.clone(),
+                task: index,
+                case: case.id.clone(),
+                reason: "budget_exhausted".into(),
+            };
+            record_task(ctx, skipped, &record)?;
             return Ok(record);
         }
     }
@@ -921,17 +961,19 @@ fn run_task(
     let (env, input_text) = match recovering {
         // The same input, clock and seed as before the stop.
         Some(attempt) => {
-            let env = crate::replay::env_of(&attempt.started)
-                .context("the interrupted task's task.started has no clock or seed")?;
-            let input_text = serde_json::to_string(&attempt.started["input"])?;
+            let started = &attempt.started;
+            let env =
+                crate::replay::env_from(started).context("the interrupted task's task.started has no clock or seed")?;
+            let input_text = serde_json::to_string(&started.input)?;
+            let recovered = entries::TaskRecovered {
+                mission: ctx.id.clone(),
+                task: index,
+                case: case.id.clone(),
+                started_seq: attempt.started_seq,
+                replaying: attempt.calls.len() as u64,
+            };
             ctx.ledger.write(|t| -> Result<()> {
-                let (seq, _) = t.append(
-                    &ctx.conductor,
-                    "task.recovered",
-                    &json!({"mission": ctx.id, "task": index, "case": case.id,
-                            "started_seq": attempt.started_seq, "replaying": attempt.calls.len()}),
-                    now_us(),
-                )?;
+                let (seq, _) = entries::append(t, &ctx.conductor, &recovered, now_us())?;
                 if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
                     record.spans = before.spans;
                 }
@@ -997,9 +1039,10 @@ fn run_task(
         record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
         record.tokens_settled = meter.settled.load(Ordering::Relaxed);
         record.model_calls = meter.model_calls.load(Ordering::Relaxed);
-        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "gate_id": gate});
+        let parked =
+            entries::TaskParked { mission: ctx.id.clone(), task: index, case: case.id.clone(), gate_id: gate.clone() };
         ctx.ledger.write(|t| -> Result<()> {
-            let (seq, _) = t.append(&ctx.conductor, "task.parked", &payload, now_us())?;
+            let (seq, _) = entries::append(t, &ctx.conductor, &parked, now_us())?;
             if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
                 record.spans = before.spans;
             }
@@ -1024,7 +1067,7 @@ fn run_task(
     let rules = ctx.decision_rules.clone();
     let result = result.and_then(|decision| match &rules {
         Some(rules) => rules
-            .check(&proposal_of(&decision))
+            .check(&proposal_json(&proposal_of(&decision)))
             .map(|()| decision)
             .map_err(|e| ("decision_refused".to_owned(), format!("the agent's proposal was refused: {e}"))),
         None => Ok(decision),
@@ -1046,10 +1089,18 @@ fn run_task(
         // Discard the result and run the task again from the start on
         // resume (what it already spent stays spent and journaled).
         record.status = TaskStatus::Pending;
-        let payload = json!({"mission": ctx.id, "task": index, "case": case.id, "reason": "budget_exhausted",
-                             "settled": record.tokens_settled,
-                             "result": match &result { Ok(d) => d.outcome.clone(), Err((code, _)) => code.clone() }});
-        record_task(ctx, "task.deferred", payload, &record)?;
+        let deferred = entries::TaskDeferred {
+            mission: ctx.id.clone(),
+            task: index,
+            case: case.id.clone(),
+            reason: "budget_exhausted".into(),
+            settled: record.tokens_settled,
+            result: match &result {
+                Ok(d) => d.outcome.clone(),
+                Err((code, _)) => code.clone(),
+            },
+        };
+        record_task(ctx, deferred, &record)?;
         return Ok(record);
     }
 
@@ -1058,11 +1109,8 @@ fn run_task(
         Ok(decision) => {
             let proposal = proposal_of(&decision);
             let requested = meter.review.lock().ok().and_then(|r| r.clone());
-            let gate = gate_for(mission, &case.input, &proposal, requested.as_ref()).map(|(gate, why)| GateAsk {
-                id: uuid::Uuid::new_v4().to_string(),
-                gate: gate.clone(),
-                why,
-            });
+            let gate = gate_for(mission, &case.input, &proposal_json(&proposal), requested.as_ref())
+                .map(|(gate, why)| GateAsk { id: uuid::Uuid::new_v4().to_string(), gate: gate.clone(), why });
             Ending::Proposed { decision, proposal, gate }
         }
     };
@@ -1077,7 +1125,7 @@ fn run_task(
 #[derive(Debug)]
 enum Ending {
     Failed { code: String, message: String },
-    Proposed { decision: cells::Decision, proposal: Value, gate: Option<GateAsk> },
+    Proposed { decision: cells::Decision, proposal: entries::Proposal, gate: Option<GateAsk> },
 }
 
 /// A gate a proposal goes to, chosen (and its id drawn) before the commit,
@@ -1086,7 +1134,7 @@ enum Ending {
 struct GateAsk {
     id: String,
     gate: missions::Gate,
-    why: Value,
+    why: entries::GateWhy,
 }
 
 /// Everything the outcome's commit writes, owned, so the group committer
@@ -1111,33 +1159,40 @@ impl Outcome {
             Ending::Failed { code, message } => {
                 record.status = TaskStatus::Failed;
                 record.failure = Some(message.clone());
-                t.append(
-                    &ctx.conductor,
-                    "task.failed",
-                    &json!({"mission": ctx.id, "task": index, "case": case, "code": code, "message": message}),
-                    now,
-                )?;
+                let failed = entries::TaskFailed {
+                    mission: ctx.id.clone(),
+                    task: index,
+                    case: case.clone(),
+                    code: code.clone(),
+                    message: message.clone(),
+                };
+                entries::append(t, &ctx.conductor, &failed, now)?;
             }
             Ending::Proposed { decision, proposal, gate } => {
-                let (proposed_seq, _) = t.append(
-                    &self.agent_key,
-                    "task.proposed",
-                    &json!({"mission": ctx.id, "task": index, "case": case, "decision": proposal}),
-                    now,
-                )?;
+                let proposed = entries::TaskProposed {
+                    mission: ctx.id.clone(),
+                    task: index,
+                    case: case.clone(),
+                    decision: proposal.clone(),
+                };
+                let (proposed_seq, _) = entries::append(t, &self.agent_key, &proposed, now)?;
                 record.outcome = Some(decision.outcome.clone());
                 record.reason = Some(decision.reason.clone());
                 match gate {
                     Some(GateAsk { id, gate, why }) => {
-                        let (requested_seq, _) = t.append(
-                            &ctx.conductor,
-                            "gate.requested",
-                            &json!({"mission": ctx.id, "task": index, "case": case,
-                                    "gate_id": id, "gate": gate.name,
-                                    "why": why, "proposal_seq": proposed_seq,
-                                    "reviewers": gate.reviewers, "quorum": gate.quorum}),
-                            now,
-                        )?;
+                        let requested = entries::GateRequested {
+                            mission: ctx.id.clone(),
+                            task: Some(index),
+                            case: Some(case.clone()),
+                            gate_id: id.clone(),
+                            gate: gate.name.clone(),
+                            why: why.clone(),
+                            proposal_seq: Some(proposed_seq),
+                            budget: None,
+                            reviewers: gate.reviewers.clone(),
+                            quorum: gate.quorum,
+                        };
+                        let (requested_seq, _) = entries::append(t, &ctx.conductor, &requested, now)?;
                         let pending = GateRecord {
                             id: id.clone(),
                             gate: gate.name.clone(),
@@ -1147,7 +1202,7 @@ impl Outcome {
                             status: GateStatus::Pending,
                             proposed_outcome: decision.outcome.clone(),
                             proposed_reason: decision.reason.clone(),
-                            proposed_details: proposal["details"].clone(),
+                            proposed_details: proposal.details.clone(),
                             reviewer: None,
                             note: None,
                             requested_seq,
@@ -1165,14 +1220,17 @@ impl Outcome {
                         record.gate = Some(id.clone());
                     }
                     None => {
-                        t.append(
-                            &ctx.conductor,
-                            "task.decided",
-                            &json!({"mission": ctx.id, "task": index, "case": case,
-                                    "outcome": decision.outcome, "decided_by": "agent",
-                                    "proposal_seq": proposed_seq}),
-                            now,
-                        )?;
+                        let decided = entries::TaskDecided {
+                            mission: ctx.id.clone(),
+                            task: index,
+                            case: case.clone(),
+                            outcome: decision.outcome.clone(),
+                            decided_by: "agent".into(),
+                            proposal_seq: Some(proposed_seq),
+                            gate_seq: None,
+                            edited: None,
+                        };
+                        entries::append(t, &ctx.conductor, &decided, now)?;
                         record.status = TaskStatus::Decided;
                         record.decided_by = Some("agent".into());
                     }
@@ -1194,17 +1252,26 @@ fn gate_for<'m>(
     input: &Value,
     proposal: &Value,
     requested: Option<&(String, String)>,
-) -> Option<(&'m missions::Gate, Value)> {
+) -> Option<(&'m missions::Gate, entries::GateWhy)> {
     match requested {
-        Some((name, reason)) => mission
-            .gates
-            .iter()
-            .find(|g| &g.name == name)
-            .map(|g| (g, json!({"requested_by": "agent", "reason": reason}))),
-        None => mission.gates.iter().find_map(|g| match g.when.evaluate(input, proposal) {
-            Ok(true) => Some((g, json!({"field": g.when.field.as_str()}))),
-            Ok(false) => None,
-            Err(e) => Some((g, json!({"field": g.when.field.as_str(), "unevaluable": e.to_string()}))),
+        Some((name, reason)) => mission.gates.iter().find(|g| &g.name == name).map(|g| {
+            let why = entries::GateWhy {
+                requested_by: Some("agent".into()),
+                reason: Some(reason.clone()),
+                ..entries::GateWhy::default()
+            };
+            (g, why)
+        }),
+        None => mission.gates.iter().find_map(|g| {
+            let field = Some(g.when.field.as_str().to_owned());
+            match g.when.evaluate(input, proposal) {
+                Ok(true) => Some((g, entries::GateWhy { field, ..entries::GateWhy::default() })),
+                Ok(false) => None,
+                Err(e) => Some((
+                    g,
+                    entries::GateWhy { field, unevaluable: Some(e.to_string()), ..entries::GateWhy::default() },
+                )),
+            }
         }),
     }
 }
@@ -1240,9 +1307,17 @@ fn start_task(
     // come from a seed; both are journaled, so the task can be replayed.
     let started_us = now_us();
     let env = CellEnv { clock_start_us: started_us, seed: CellEnv::seed_for(&ctx.id, index) };
-    let started = json!({"mission": ctx.id, "task": index, "case": case.id, "origin": case.origin,
-                         "agent": agent.spec.name, "module_blake3": agent.module.hash().to_string(),
-                         "input": input, "clock_start_us": env.clock_start_us, "seed": hex::encode(env.seed)});
+    let started = entries::TaskStarted {
+        mission: ctx.id.clone(),
+        task: index,
+        case: case.id.clone(),
+        origin: case.origin.clone(),
+        agent: agent.spec.name.clone(),
+        module_blake3: agent.module.hash().to_string(),
+        input,
+        clock_start_us: env.clock_start_us,
+        seed: hex::encode(env.seed),
+    };
     let (conductor, account, parent, task_limit, fresh) = (
         ctx.conductor.clone(),
         account.to_owned(),
@@ -1257,7 +1332,7 @@ fn start_task(
         if t.account(&account).is_err() {
             t.open_account(&conductor, &account, Some(&parent), task_limit, now_us())?;
         }
-        let (seq, _) = t.append(&conductor, "task.started", &started, started_us)?;
+        let (seq, _) = entries::append(t, &conductor, &started, started_us)?;
         let mut record = fresh.clone();
         record.spans = vec![(seq, None)];
         state::put_task(t.redb(), &record).map_err(projection)?;

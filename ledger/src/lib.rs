@@ -4,6 +4,8 @@
 //! - [`Ledger`] owns the database. [`Ledger::write`] runs a closure in one
 //!   write transaction ([`Txn`]) and commits it durably; everything a
 //!   closure appends and projects becomes visible together or not at all.
+//! - [`Kind`] is the journal's vocabulary: every kind of entry format 1
+//!   knows and the one role that may sign it.
 //! - [`Txn::append`] adds an [`Entry`] signed by the acting identity; the
 //!   entry's hash chains it to the one before (see [`entry`] for the bytes).
 //! - [`Txn::reserve`], [`Txn::settle`] and [`Txn::void`] are the two-phase
@@ -40,6 +42,7 @@ mod export;
 mod group;
 mod journal;
 mod json;
+mod kind;
 mod outcomes;
 mod remote;
 pub mod rules;
@@ -52,6 +55,7 @@ pub use error::{BudgetError, CheckpointError, DamagedFile, LedgerError, RemoteSi
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
 pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, Txn, open_read_only};
+pub use kind::Kind;
 pub use remote::{PreparedEntry, RemoteKey, SignedEntry};
 pub use rules::KeyRecord;
 pub use verify::{VerifyReport, read_journal, scan_journal, verify_database};

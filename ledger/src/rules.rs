@@ -26,84 +26,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::entry::{Entry, EntryHash};
 use crate::error::VerifyFailure;
+use crate::kind::Kind;
 
-pub(crate) const GENESIS: &str = "conductor.genesis";
-pub(crate) const KEY_REGISTERED: &str = "key.registered";
-pub(crate) const KEY_REVOKED: &str = "key.revoked";
-pub(crate) const KEY_ROTATED: &str = "key.rotated";
-pub(crate) const CHECKPOINT: &str = "journal.checkpoint";
-
-/// The format's table of kinds and the one role allowed to sign each.
-/// A kind not listed here is invalid in format version 1. The same table
-/// is in `docs/journal-format.md`, section 5; `tests/spec.rs` fails when
-/// the two differ.
-const KIND_SIGNERS: &[(&str, Role)] = &[
-    (GENESIS, Role::Conductor),
-    (KEY_REGISTERED, Role::Conductor),
-    (KEY_REVOKED, Role::Conductor),
-    (KEY_ROTATED, Role::Conductor),
-    (CHECKPOINT, Role::Conductor),
-    ("mission.declared", Role::Conductor),
-    ("mission.finished", Role::Conductor),
-    ("mission.completed", Role::Conductor),
-    ("mission.resumed", Role::Conductor),
-    ("mission.recovered", Role::Conductor),
-    ("budget.opened", Role::Conductor),
-    ("budget.reserved", Role::Conductor),
-    ("budget.settled", Role::Conductor),
-    ("budget.voided", Role::Conductor),
-    ("budget.expired", Role::Conductor),
-    ("budget.refused", Role::Conductor),
-    ("budget.batch", Role::Conductor),
-    ("memory.asserted", Role::Conductor),
-    ("task.started", Role::Conductor),
-    ("task.decided", Role::Conductor),
-    ("task.failed", Role::Conductor),
-    ("task.skipped", Role::Conductor),
-    ("task.deferred", Role::Conductor),
-    ("task.recovered", Role::Conductor),
-    ("task.parked", Role::Conductor),
-    ("gate.requested", Role::Conductor),
-    ("gate.reminder", Role::Conductor),
-    ("gate.escalated", Role::Conductor),
-    ("gate.timed_out", Role::Conductor),
-    ("gate.refused", Role::Conductor),
-    ("host.infer", Role::Agent),
-    ("host.recall", Role::Agent),
-    ("host.remember", Role::Agent),
-    ("host.query", Role::Agent),
-    ("host.log", Role::Agent),
-    ("host.review", Role::Agent),
-    ("host.await", Role::Agent),
-    ("task.proposed", Role::Agent),
-    ("gate.decided", Role::Reviewer),
-    ("gate.voted", Role::Reviewer),
-    ("budget.extended", Role::Reviewer),
-    // A data subject's values made unreadable (crypto-shredding), on an
-    // operator's own key: a person answers for every erasure.
-    ("memory.erased", Role::Operator),
-    // The metered OpenAI-compatible gateway (`conductor serve`): an
-    // operator issues each client key, bound to a budget account; the
-    // conductor records every call it served or refused.
-    ("gateway.key_issued", Role::Operator),
-    ("gateway.completion", Role::Conductor),
-    ("gateway.refused", Role::Conductor),
-    ("gateway.key_revoked", Role::Operator),
-    ("gateway.started", Role::Conductor),
-    ("gateway.interrupted", Role::Conductor),
-    ("gateway.refusals", Role::Conductor),
-    // A prompt sent to a frontier (non-local) model: data left the host.
-    ("data.left_host", Role::Conductor),
-];
+pub(crate) const GENESIS: &str = Kind::Genesis.as_str();
+pub(crate) const KEY_REGISTERED: &str = Kind::KeyRegistered.as_str();
+pub(crate) const KEY_REVOKED: &str = Kind::KeyRevoked.as_str();
+pub(crate) const KEY_ROTATED: &str = Kind::KeyRotated.as_str();
+pub(crate) const CHECKPOINT: &str = Kind::JournalCheckpoint.as_str();
 
 /// The role that may sign `kind`, or `None` for a kind format 1 lacks.
+/// The format's table of kinds is [`Kind`]; the same table is in
+/// `docs/journal-format.md`, section 5, and `tests/spec.rs` fails when the
+/// two differ.
 pub fn signer_role(kind: &str) -> Option<Role> {
-    KIND_SIGNERS.iter().find(|(k, _)| *k == kind).map(|(_, role)| *role)
+    Kind::parse(kind).map(Kind::signer)
 }
 
 /// Every kind of format 1 with the role that signs it.
 pub fn kinds() -> impl Iterator<Item = (&'static str, Role)> {
-    KIND_SIGNERS.iter().copied()
+    Kind::ALL.iter().map(|kind| (kind.as_str(), kind.signer()))
 }
 
 /// What the journal says about one key.

@@ -67,13 +67,13 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt as _;
 
 use ledger::{BudgetError, LedgerError, ReservationId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use engine::clock::now_us;
 use engine::data::DataDir;
-use engine::gateway::{GatewayKey, OpenStream, append, kind, recovery};
-use engine::metering::{self, QuoteError};
+use engine::entries::{self, GatewayCompletion, GatewayRefused, GatewayStarted, Message};
+use engine::gateway::{GatewayKey, OpenStream, recovery};
+use engine::metering::{self, CountError, Meter, QuoteError, Reserved};
 use models::ModelSpec;
 use models::{ChatMessage, Models, Output, Prompt};
 use refusals::{RATE_LIMITED, RefusalLog, Verdict};
@@ -97,69 +97,8 @@ pub const RESERVATION_TTL_MAX_S: u64 = 86_400;
 /// settle it: a reservation past its deadline can no longer be settled.
 const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Serialize)]
-struct MessageOut<'a> {
-    role: &'a str,
-    content: &'a str,
-}
-
-fn messages_out(prompt: &Prompt) -> Vec<MessageOut<'_>> {
-    prompt.messages().iter().map(|m| MessageOut { role: &m.role, content: &m.content }).collect()
-}
-
-#[derive(Debug, Serialize)]
-struct StartedPayload<'a> {
-    key_id: &'a str,
-    account: &'a str,
-    model: &'a str,
-    messages: Vec<MessageOut<'a>>,
-    max_tokens: u32,
-    prompt_tokens: u32,
-    reservation: u64,
-    /// The reservation's amount: what the call costs if it is interrupted.
-    reserved: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct CompletionPayload<'a> {
-    key_id: &'a str,
-    account: &'a str,
-    model: &'a str,
-    /// A whole call's messages; a streamed call's are in its
-    /// `gateway.started` entry (`started_seq`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<MessageOut<'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_seq: Option<u64>,
-    max_tokens: u32,
-    text: &'a str,
-    prompt_tokens: u32,
-    completion_tokens: u32,
-    cost: u64,
-    reservation: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct RefusedPayload<'a> {
-    key_id: &'a str,
-    account: &'a str,
-    status: u16,
-    code: &'a str,
-    reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reservation: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct RefusalsPayload {
-    from_us: i64,
-    to_us: i64,
-    /// Refusals each key had journaled one by one before counting began.
-    journaled_per_key_max: u32,
-    /// Refusals counted in this window, all keys together.
-    count: u64,
-    keys: Vec<refusals::KeyCounts>,
-    untracked: u64,
+fn messages_out(prompt: &Prompt) -> Vec<Message> {
+    prompt.messages().iter().map(|m| Message { role: m.role.clone(), content: m.content.clone() }).collect()
 }
 
 /// Reports a journal write that failed. A storage failure (I/O, a full
@@ -210,6 +149,9 @@ pub struct Gateway {
     /// workers only wait for answers.
     runtime: tokio::runtime::Handle,
     config: GatewayConfig,
+    /// How calls reserve, settle and record refusals: the same as a
+    /// cell's (`engine::metering`).
+    meter: Meter,
     refusals: Arc<RefusalLog>,
     /// When this server started (Unix seconds): `created` of the models
     /// it lists, which have no date of their own here.
@@ -237,7 +179,13 @@ impl Gateway {
                 }
             }
         });
-        Gateway { data, router, runtime, config, refusals, started_s: unix_seconds() }
+        let meter = Meter::new(
+            data.committer.clone(),
+            data.ledger.clone(),
+            data.conductor.clone(),
+            config.reservation_ttl_us(),
+        );
+        Gateway { data, router, runtime, config, meter, refusals, started_s: unix_seconds() }
     }
 
     /// The models this gateway serves: local, with prices.
@@ -415,17 +363,18 @@ async fn refuse(gw: &web::Data<Gateway>, key: &GatewayKey, refusal: Refusal) -> 
 
 fn journal_refusal(gw: &Gateway, key: &GatewayKey, refusal: &Refusal) -> Result<()> {
     let conductor = gw.data.conductor.clone();
-    let payload = RefusedPayload {
-        key_id: &key.key_id,
-        account: &key.account,
+    let payload = GatewayRefused {
+        key_id: key.key_id.clone(),
+        account: key.account.clone(),
         status: refusal.status.as_u16(),
-        code: refusal.code,
-        reason: &refusal.message,
+        code: refusal.code.to_owned(),
+        reason: refusal.message.clone(),
         reservation: None,
     };
-    gw.data
-        .ledger
-        .write(|t| append(t, &conductor, kind::REFUSED, &payload, now_us()))
+    // Recorded as a cell's refusal is (`Meter::record`), before it is
+    // answered.
+    gw.meter
+        .record(move |t, now| entries::append(t, &conductor, &payload, now))
         .context("journaling a refused gateway call")?;
     Ok(())
 }
@@ -567,30 +516,42 @@ async fn check_call(gw: &web::Data<Gateway>, key: GatewayKey, request: ChatReque
         return Err(Refusal::bad("invalid_max_tokens", "max_tokens must be at least 1"));
     }
     let router = gw.router.clone();
-    let name = model.clone();
-    let prompt = match gw.runtime.spawn(async move { router.prompt(&name, chat).await }).await {
-        Ok(Ok(prompt)) => prompt,
-        Ok(Err(e)) => return Err(Refusal::server(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", e.to_string())),
-        Err(e) => return Err(Refusal::server(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
-    };
-    let prompt_tokens = prompt.tokens();
-    let room = spec.context_tokens.saturating_sub(prompt_tokens);
-    let max_tokens = max_tokens.unwrap_or(MAX_TOKENS_DEFAULT.min(room));
+    let (name, context) = (model.clone(), spec.context_tokens);
     // Counted, checked against the context and priced as every paid call
-    // is (`engine::metering`): the worst case is what is reserved.
-    let quote = match metering::quote(price, spec.context_tokens, prompt_tokens, max_tokens) {
-        Ok(quote) => quote,
-        Err(e @ QuoteError::Overflow { .. }) => return Err(Refusal::bad("invalid_max_tokens", e.to_string())),
-        Err(QuoteError::NoTokens | QuoteError::Context { .. }) => {
+    // is (`engine::metering`): the worst case is what is reserved. With no
+    // `max_tokens`, the call may use the default or the room the prompt
+    // leaves, whichever is less.
+    let counted = gw.runtime.spawn(async move {
+        metering::count(router.as_ref(), &name, chat, price, context, |prompt_tokens| {
+            // At least 1: a prompt that fills the context is refused for
+            // its length, not for asking no tokens.
+            max_tokens.unwrap_or(MAX_TOKENS_DEFAULT.min(context.saturating_sub(prompt_tokens)).max(1))
+        })
+        .await
+    });
+    let (prompt, quote) = match counted.await {
+        Ok(Ok(counted)) => counted,
+        Ok(Err(CountError::Prompt(e))) => {
+            return Err(Refusal::server(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", e.to_string()));
+        }
+        Ok(Err(CountError::Quote(e @ QuoteError::Overflow { .. }))) => {
+            return Err(Refusal::bad("invalid_max_tokens", e.to_string()));
+        }
+        Ok(Err(CountError::Quote(QuoteError::Context { prompt_tokens, max_tokens, .. }))) => {
             return Err(Refusal::bad(
                 "context_length_exceeded",
                 format!(
-                    "the prompt is {prompt_tokens} tokens and max_tokens {max_tokens}; model `{model}` has a context of {} tokens",
-                    spec.context_tokens
+                    "the prompt is {prompt_tokens} tokens and max_tokens {max_tokens}; model `{model}` has a context of {context} tokens"
                 ),
             ));
         }
+        // Explicit zeros were refused above; a default is at least 1.
+        Ok(Err(CountError::Quote(e @ QuoteError::NoTokens))) => {
+            return Err(Refusal::bad("invalid_max_tokens", e.to_string()));
+        }
+        Err(e) => return Err(Refusal::server(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
     };
+    let max_tokens = quote.max_tokens;
     Ok(Call { key, prompt, max_tokens, quote, stream: request.stream })
 }
 
@@ -633,47 +594,45 @@ async fn pay(gw: &web::Data<Gateway>, call: Call) -> Result<Paid, Refusal> {
 }
 
 /// The reservation (and a stream's `gateway.started`), in one durable
-/// commit. A reservation the account cannot cover writes nothing: the
-/// refusal is journaled once, as `gateway.refused`.
+/// group commit (`Meter::reserve`, as a cell's). A reservation the
+/// account cannot cover writes nothing: the refusal is journaled once, as
+/// `gateway.refused`.
 fn reserve(gw: &Gateway, call: &Call) -> Result<(ReservationId, Option<u64>)> {
-    let (conductor, call, ttl_us) = (gw.data.conductor.clone(), call.clone(), gw.config.reservation_ttl_us());
-    // A group commit shared with other calls (and cells); answered only
-    // once durable. An unaffordable call writes nothing here.
-    let reserved = gw.data.commit(move |t| {
-        let key = &call.key;
-        let now = now_us();
-        let deadline = now.saturating_add(ttl_us);
-        let memo = json!({"gateway": key.key_id, "model": call.prompt.model(), "prompt_tokens": call.prompt.tokens(),
-                          "max_tokens": call.max_tokens, "stream": call.stream});
-        let reservation = match t.reserve(&conductor, &key.account, call.quote.worst_case, deadline, memo, now) {
-            Ok(id) => id,
-            Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => return Ok(Err(refusal)),
-            Err(e) => return Err(e),
-        };
-        if !call.stream {
-            return Ok(Ok((reservation, None)));
+    let key = &call.key;
+    let memo = json!({"gateway": key.key_id, "model": call.prompt.model(), "prompt_tokens": call.prompt.tokens(),
+                      "max_tokens": call.max_tokens, "stream": call.stream});
+    let (conductor, stream) = (gw.data.conductor.clone(), call.clone());
+    // A client waits for its answer: a call the key cannot cover now is
+    // refused, not held until other calls settle.
+    let reserved = gw.meter.reserve(&key.account, &call.quote, memo, None, move |t, reservation, now| {
+        if !stream.stream {
+            return Ok(None);
         }
-        let started = StartedPayload {
-            key_id: &key.key_id,
-            account: &key.account,
-            model: call.prompt.model(),
-            messages: messages_out(&call.prompt),
-            max_tokens: call.max_tokens,
-            prompt_tokens: call.prompt.tokens(),
+        let key = &stream.key;
+        let started = GatewayStarted {
+            key_id: key.key_id.clone(),
+            account: key.account.clone(),
+            model: stream.prompt.model().to_owned(),
+            messages: messages_out(&stream.prompt),
+            max_tokens: stream.max_tokens,
+            prompt_tokens: stream.prompt.tokens(),
             reservation: reservation.0,
-            reserved: call.quote.worst_case,
+            reserved: stream.quote.worst_case,
         };
-        let started_seq = append(t, &conductor, kind::STARTED, &started, now).map_err(ledger_error)?;
+        let (started_seq, _) = entries::append(t, &conductor, &started, now)?;
         let open = OpenStream {
             started_seq,
             key_id: key.key_id.clone(),
             account: key.account.clone(),
-            reserved: call.quote.worst_case,
+            reserved: stream.quote.worst_case,
         };
         recovery::opened(t.redb(), reservation, &open).map_err(ledger_error)?;
-        Ok(Ok((reservation, Some(started_seq))))
+        Ok(Some(started_seq))
     })?;
-    reserved.map_err(|refusal| Unaffordable(refusal).into())
+    match reserved {
+        Reserved::Paid { id, with: started_seq } => Ok((id, started_seq)),
+        Reserved::Refused(refusal) => Err(Unaffordable(refusal).into()),
+    }
 }
 
 /// An error inside a group-committed operation, as the committer carries
@@ -694,69 +653,63 @@ enum Ending {
     Interrupted(String),
 }
 
-/// Settles a call that ran, voids one that did not, or charges one that
-/// was interrupted, and journals it, in one durable commit. Returns the
-/// charge.
+/// Settles a call that ran, voids one that did not (`Meter::settle` and
+/// `Meter::void`, as a cell's), or charges one that was interrupted, and
+/// journals it, in one durable group commit. Returns the charge.
 fn finish(gw: &Gateway, paid: &Paid, ending: Ending) -> Result<u64> {
-    let (conductor, paid) = (gw.data.conductor.clone(), paid.clone());
-    // A group commit shared with other calls (and cells); the client is
-    // answered only once it is durable.
-    let written = gw.data.commit(move |t| finish_in(t, &conductor, &paid, &ending).map_err(ledger_error));
-    written.map_err(anyhow::Error::from).inspect_err(journal_failed)
-}
-
-/// [`finish`]'s entries, in the group transaction `t`.
-fn finish_in(t: &mut ledger::Txn, conductor: &identity::Keypair, paid: &Paid, ending: &Ending) -> Result<u64> {
-    let call = &paid.call;
-    {
-        let now = now_us();
-        match ending {
-            Ending::Answered(out) => {
-                // The reservation covered the real prompt and every allowed
-                // token; it is the most that may be posted.
-                let posted = call.quote.charge(out.prompt_tokens, out.completion_tokens).posted;
-                t.settle(conductor, paid.reservation, posted, now)?;
-                let payload = CompletionPayload {
-                    key_id: &call.key.key_id,
-                    account: &call.key.account,
-                    model: call.prompt.model(),
-                    messages: paid.started_seq.is_none().then(|| messages_out(&call.prompt)),
-                    started_seq: paid.started_seq,
-                    max_tokens: call.max_tokens,
-                    text: &out.text,
-                    prompt_tokens: out.prompt_tokens,
-                    completion_tokens: out.completion_tokens,
-                    cost: posted,
-                    reservation: paid.reservation.0,
-                };
-                append(t, conductor, kind::COMPLETION, &payload, now)?;
-                if paid.started_seq.is_some() {
-                    recovery::closed(t.redb(), paid.reservation)?;
-                }
-                Ok(posted)
-            }
-            Ending::Interrupted(reason) => match paid.open_stream() {
-                Some(open) => recovery::charge_interrupted(t, conductor, paid.reservation, &open, reason),
-                None => anyhow::bail!("an unstreamed call cannot be interrupted after sending text"),
-            },
-            Ending::Failed(reason) => {
-                t.void(conductor, paid.reservation, now)?;
-                let payload = RefusedPayload {
-                    key_id: &call.key.key_id,
-                    account: &call.key.account,
-                    status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-                    code: "model_error",
-                    reason,
-                    reservation: Some(paid.reservation.0),
-                };
-                append(t, conductor, kind::REFUSED, &payload, now)?;
-                if paid.started_seq.is_some() {
-                    recovery::closed(t.redb(), paid.reservation)?;
-                }
-                Ok(0)
-            }
+    let (conductor, call, reservation) = (gw.data.conductor.clone(), paid.call.clone(), paid.reservation);
+    let (started_seq, streamed) = (paid.started_seq, paid.started_seq.is_some());
+    // A stream's row in the table of open streams closes with its call.
+    let close = move |t: &mut ledger::Txn| if streamed { recovery::closed(t.redb(), reservation) } else { Ok(()) };
+    let written = match ending {
+        Ending::Answered(out) => {
+            // The reservation covered the real prompt and every allowed
+            // token; it is the most that may be posted.
+            let charge = call.quote.charge(out.prompt_tokens, out.completion_tokens);
+            let payload = GatewayCompletion {
+                key_id: call.key.key_id.clone(),
+                account: call.key.account.clone(),
+                model: call.prompt.model().to_owned(),
+                messages: (!streamed).then(|| messages_out(&call.prompt)),
+                started_seq,
+                max_tokens: call.max_tokens,
+                text: out.text,
+                prompt_tokens: out.prompt_tokens,
+                completion_tokens: out.completion_tokens,
+                cost: charge.posted,
+                reservation: reservation.0,
+            };
+            gw.meter.settle(reservation, charge, move |t, now| {
+                entries::append(t, &conductor, &payload, now)?;
+                close(t).map_err(ledger_error)?;
+                Ok(charge.posted)
+            })
         }
-    }
+        Ending::Failed(reason) => {
+            let payload = GatewayRefused {
+                key_id: call.key.key_id.clone(),
+                account: call.key.account.clone(),
+                status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                code: "model_error".to_owned(),
+                reason,
+                reservation: Some(reservation.0),
+            };
+            gw.meter.void(reservation, move |t, now| {
+                entries::append(t, &conductor, &payload, now)?;
+                close(t).map_err(ledger_error)?;
+                Ok(0)
+            })
+        }
+        // Text may have reached the client: the reservation is charged in
+        // full (see the module's documentation).
+        Ending::Interrupted(reason) => match paid.open_stream() {
+            Some(open) => gw.meter.record(move |t, _| {
+                recovery::charge_interrupted(t, &conductor, reservation, &open, &reason).map_err(ledger_error)
+            }),
+            None => Err(LedgerError::BadEntry("an unstreamed call cannot be interrupted after sending text".into())),
+        },
+    };
+    written.map_err(anyhow::Error::from).inspect_err(journal_failed)
 }
 
 fn unix_seconds() -> u64 {

@@ -66,8 +66,10 @@ use serde_json::{Map, Value, json};
 
 use engine::clock::now_us;
 use engine::data::DataDir;
+use engine::entries::{self, JournaledFact};
 use engine::gates::{self, Decision, Verdict};
 use engine::state::{self, GateRecord, GateStatus};
+use ledger::Kind;
 
 mod challenge;
 mod refusals;
@@ -396,6 +398,8 @@ struct SignIn {
 /// The name a key was registered under, from its registration entry.
 fn registered_name(state: &State, record: &ledger::KeyRecord) -> Option<String> {
     let entry = state.data.ledger.entries(record.registered_seq, 1).ok()?.pop()?;
+    // The ledger's own kinds (`key.registered`, `key.rotated`) have no
+    // struct: `name` is in the free-form object the operator gave.
     entry.payload_json()["name"].as_str().map(str::to_owned)
 }
 
@@ -574,8 +578,25 @@ fn why_not(gate: &GateRecord, who: &Signed) -> Option<String> {
 
 fn cut(text: &str) -> String {
     let mut text = text.to_owned();
-    engine::host::truncate_utf8(&mut text, REASONING_TEXT_MAX);
+    engine::text::truncate_utf8(&mut text, REASONING_TEXT_MAX);
     text
+}
+
+/// The facts a memory read returned, their values unsealed (`null` when
+/// the subject was erased since).
+fn memory_view(read: &redb::ReadTransaction, facts: Option<Vec<JournaledFact>>) -> Result<Vec<Value>> {
+    let mut view = Vec::new();
+    for fact in facts.into_iter().flatten() {
+        let mut sealed = json!({"subject": fact.subject, "value": fact.value});
+        engine::facts::unseal(read, &mut sealed)?;
+        view.push(json!({
+            "space": fact.space, "subject": fact.subject, "predicate": fact.predicate,
+            "value": sealed["value"],
+            "valid_from": missions::format_timestamp(fact.valid_from),
+            "known_since": missions::format_timestamp(fact.recorded_at),
+        }));
+    }
+    Ok(view)
 }
 
 /// A pending gate with what a reviewer needs to judge it: the case, the
@@ -587,34 +608,50 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
     let mut reasoning = Vec::new();
     let mut memory = Vec::new();
     let task = state::task(read, &gate.mission, gate.task)?;
+    // The task's spans may hold other tasks' entries (tasks run side by
+    // side): only its own are read.
+    let ours = |mission: &str, task: u32| mission == gate.mission && task == gate.task;
     for (first, last) in task.iter().flat_map(|t| t.spans.clone()) {
         let count = last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(first) + 1).unwrap_or(usize::MAX));
         for entry in data.ledger.entries(first, count)? {
-            let mut p = entry.payload_json();
-            if !(p["mission"] == gate.mission.as_str() && p["task"].as_u64() == Some(u64::from(gate.task))) {
-                continue;
-            }
-            match entry.kind.as_str() {
-                "task.started" => case = p["input"].clone(),
-                "host.infer" => reasoning.push(json!({
-                    "model": p["model"],
-                    "prompt": cut(p["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or_default()),
-                    "completion": cut(p["text"].as_str().unwrap_or_default()),
-                    "prompt_tokens": p["prompt_tokens"], "completion_tokens": p["completion_tokens"],
-                })),
-                "host.recall" | "host.query" => {
-                    engine::facts::unseal(read, &mut p)?;
-                    for fact in p["facts"].as_array().into_iter().flatten() {
-                        memory.push(json!({
-                            "space": fact["space"], "subject": fact["subject"], "predicate": fact["predicate"],
-                            "value": fact["value"],
-                            "valid_from": fact["valid_from"].as_i64().map(missions::format_timestamp),
-                            "known_since": fact["recorded_at"].as_i64().map(missions::format_timestamp),
+            match Kind::parse(&entry.kind) {
+                Some(Kind::TaskStarted) => {
+                    let p: entries::TaskStarted = entries::decode(&entry)?;
+                    if ours(&p.mission, p.task) {
+                        case = p.input;
+                    }
+                }
+                Some(Kind::HostInfer) => {
+                    let p: entries::HostInfer = entries::decode(&entry)?;
+                    if ours(&p.mission, p.task) {
+                        let prompt = p.messages.last().map(|m| m.content.as_str()).unwrap_or_default();
+                        reasoning.push(json!({
+                            "model": p.model,
+                            "prompt": cut(prompt),
+                            "completion": cut(p.text.as_deref().unwrap_or_default()),
+                            "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
                         }));
                     }
                 }
-                "host.await" | "host.review" if gate.parked && p["gate_id"] == gate.id.as_str() => {
-                    question = p["reason"].clone();
+                Some(Kind::HostRecall) => {
+                    let p: entries::HostRecall = entries::decode(&entry)?;
+                    if ours(&p.mission, p.task) {
+                        memory.extend(memory_view(read, p.facts)?);
+                    }
+                }
+                Some(Kind::HostQuery) => {
+                    let p: entries::HostQuery = entries::decode(&entry)?;
+                    if ours(&p.mission, p.task) {
+                        memory.extend(memory_view(read, p.facts)?);
+                    }
+                }
+                // The question of a parked agent. (`host.review` names no
+                // gate id: the gate it asks for is raised on the proposal.)
+                Some(Kind::HostAwait) if gate.parked => {
+                    let p: entries::HostAwait = entries::decode(&entry)?;
+                    if ours(&p.mission, p.task) && p.gate_id.as_deref() == Some(gate.id.as_str()) {
+                        question = Value::String(p.reason);
+                    }
                 }
                 _ => {}
             }
@@ -706,8 +743,7 @@ fn refused(state: &State, who: &Signed, gate_id: &str, verdict: Verdict, error: 
 /// if the storage failed, stops the server (`health.rs`).
 fn journal_repeated(data: &DataDir, repeated: &Repeated) {
     let conductor = data.conductor.clone();
-    let written =
-        data.ledger.write(|t| t.append(&conductor, "gate.refused", &repeated.payload(), now_us()).map(|_| ()));
+    let written = data.ledger.write(|t| entries::append(t, &conductor, &repeated.payload(), now_us()).map(|_| ()));
     if let Err(e) = written {
         let e = anyhow::Error::from(e);
         engine::health::note(&e);
@@ -999,7 +1035,24 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Whether journal entries of `kind` change what the page shows.
 fn page_relevant(kind: &str) -> bool {
-    kind.starts_with("gate.") || kind == "task.decided" || kind.starts_with("mission.")
+    matches!(
+        Kind::parse(kind),
+        Some(
+            Kind::GateRequested
+                | Kind::GateReminder
+                | Kind::GateEscalated
+                | Kind::GateTimedOut
+                | Kind::GateRefused
+                | Kind::GateDecided
+                | Kind::GateVoted
+                | Kind::TaskDecided
+                | Kind::MissionDeclared
+                | Kind::MissionFinished
+                | Kind::MissionCompleted
+                | Kind::MissionResumed
+                | Kind::MissionRecovered
+        )
+    )
 }
 
 /// Watches the journal head and tells event streams when gates or cases

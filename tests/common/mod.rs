@@ -229,3 +229,28 @@ pub fn policy_facts() -> String {
         .map(|(p, v)| format!("  - {{subject: 'policy:housing-support', predicate: {p}, value: '{v}', valid_from: 2026-01-01T00:00:00Z}}\n"))
         .collect()
 }
+
+/// Checks every entry of the journal in `data` against its typed payload
+/// (`engine::entries`): decoded and encoded again, each must be exactly
+/// the payload the journal holds, so the structs the engine reads with
+/// are the ones it writes with. Returns how many entries of each kind
+/// were checked. The conductor must not be running (redb has one opener).
+pub fn assert_entries_typed(data: &Path) -> std::collections::BTreeMap<String, usize> {
+    const PAGE: usize = 1024;
+    let ledger = ledger::Ledger::open(&data.join("conductor.redb")).expect("the data directory's database opens");
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let page = ledger.entries(from, PAGE).expect("journal entries");
+        for entry in &page {
+            if let Err(e) = engine::entries::round_trip(entry) {
+                panic!("the journal in {} has an entry its typed payload does not match: {e}", data.display());
+            }
+            *kinds.entry(entry.kind.clone()).or_insert(0) += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => from = last.seq + 1,
+            _ => return kinds,
+        }
+    }
+}

@@ -96,7 +96,7 @@ pub fn print_human(s: &Summary) -> io::Result<()> {
 /// `agent`, or `reviewer NAME (KEY ID)` for a registered name.
 fn decider(decided_by: &str, names: &BTreeMap<String, String>) -> String {
     match reviewer_of(decided_by) {
-        Some(id) => format!("reviewer {}", crate::keys::display(names, id)),
+        Some(id) => format!("reviewer {}", engine::keys::display(names, id)),
         None => decided_by.to_owned(),
     }
 }

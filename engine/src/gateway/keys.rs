@@ -7,10 +7,11 @@ use anyhow::{Context, Result, bail};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use super::ACCOUNT_PREFIX;
 use super::tables::KEYS;
-use super::{ACCOUNT_PREFIX, KeyIssuedPayload, KeyRevokedPayload, append, kind};
 use crate::clock::now_us;
 use crate::data::{self, DataDir};
+use crate::entries;
 
 /// What a key looks like: this prefix and 64 hex digits.
 pub(super) const KEY_PREFIX: &str = "cgw_";
@@ -85,8 +86,13 @@ pub fn issue(data_dir: &Path, name: &str, limit: u64, operator_key: &Path) -> Re
         let now = now_us();
         t.open_account(&conductor, &account, None, Some(limit), now)?;
         let key_id = hash[..16].to_owned();
-        let payload = KeyIssuedPayload { key_id: &key_id, name, account: &account, limit };
-        let seq = append(t, &operator, kind::KEY_ISSUED, &payload, now)?;
+        let issued = entries::GatewayKeyIssued {
+            key_id: key_id.clone(),
+            name: name.to_owned(),
+            account: account.clone(),
+            limit,
+        };
+        let (seq, _) = entries::append(t, &operator, &issued, now)?;
         let record =
             GatewayKey { key_id, name: name.to_owned(), account: account.clone(), issued_seq: seq, revoked: None };
         let mut table = t.redb().open_table(KEYS)?;
@@ -212,9 +218,13 @@ pub fn revoke(data_dir: &Path, which: &str, reason: &str, operator_key: &Path) -
             bail!("gateway key `{}` ({}) was already revoked at journal entry {}", record.name, record.key_id, r.seq);
         }
         let now = now_us();
-        let payload =
-            KeyRevokedPayload { key_id: &record.key_id, name: &record.name, account: &record.account, reason };
-        let seq = append(t, &operator, kind::KEY_REVOKED, &payload, now)?;
+        let revoked = entries::GatewayKeyRevoked {
+            key_id: record.key_id.clone(),
+            name: record.name.clone(),
+            account: record.account.clone(),
+            reason: reason.to_owned(),
+        };
+        let (seq, _) = entries::append(t, &operator, &revoked, now)?;
         let mut record = record.clone();
         record.revoked = Some(Revocation { seq, time_us: now, reason: reason.to_owned(), by: by.clone() });
         t.redb().open_table(KEYS)?.insert(hash.as_str(), serde_json::to_string(&record)?.as_str())?;

@@ -13,10 +13,11 @@ use ledger::{BudgetError, LedgerError, ReservationId, Txn};
 use redb::ReadableTable as _;
 use serde::{Deserialize, Serialize};
 
+use super::ACCOUNT_PREFIX;
 use super::tables::OPEN_STREAMS;
-use super::{ACCOUNT_PREFIX, InterruptedPayload, append, kind};
 use crate::clock::now_us;
 use crate::data::DataDir;
+use crate::entries;
 
 /// A streamed call that has sent, or may have sent, text to its client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,17 +62,17 @@ pub fn charge_interrupted(
         Err(LedgerError::Budget(BudgetError::AlreadyClosed { state: "expired", .. })) => (0, true),
         Err(e) => return Err(e.into()),
     };
-    let payload = InterruptedPayload {
-        key_id: &call.key_id,
-        account: &call.account,
+    let interrupted = entries::GatewayInterrupted {
+        key_id: call.key_id.clone(),
+        account: call.account.clone(),
         reservation: reservation.0,
         started_seq: call.started_seq,
         reserved: call.reserved,
         cost,
         expired,
-        reason,
+        reason: reason.to_owned(),
     };
-    append(t, conductor, kind::INTERRUPTED, &payload, now)?;
+    entries::append(t, conductor, &interrupted, now)?;
     closed(t.redb(), reservation)?;
     Ok(cost)
 }

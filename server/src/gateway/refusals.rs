@@ -18,9 +18,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
-use super::{GatewayKey, RefusalsPayload, append, kind};
+use engine::entries::{self, GatewayRefusals, KeyRefusals};
+
+use super::GatewayKey;
 use engine::clock::now_us;
 use engine::data::DataDir;
 
@@ -152,19 +153,19 @@ impl RefusalLog {
         if total == 0 {
             return Ok(());
         }
-        let mut keys: Vec<KeyCounts> = closed
+        let mut keys: Vec<KeyRefusals> = closed
             .keys
             .into_iter()
             .filter(|(_, c)| !c.counted.is_empty())
-            .map(|(key_id, c)| KeyCounts {
+            .map(|(key_id, c)| KeyRefusals {
                 count: c.counted.values().sum(),
                 key_id,
                 account: c.account,
-                codes: c.counted,
+                codes: c.counted.into_iter().map(|(code, n)| (code.to_owned(), n)).collect(),
             })
             .collect();
         keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        let payload = RefusalsPayload {
+        let payload = GatewayRefusals {
             from_us: closed.opened_us,
             to_us: now_us(),
             journaled_per_key_max: REFUSALS_JOURNALED_PER_WINDOW,
@@ -175,7 +176,7 @@ impl RefusalLog {
         let conductor = self.data.conductor.clone();
         self.data
             .ledger
-            .write(|t| append(t, &conductor, kind::REFUSALS, &payload, now_us()))
+            .write(|t| entries::append(t, &conductor, &payload, now_us()))
             .with_context(|| format!("journaling a summary of {total} gateway refusals"))?;
         Ok(())
     }
@@ -188,17 +189,6 @@ impl Drop for RefusalLog {
             super::journal_failed(&e);
         }
     }
-}
-
-/// One key's counted refusals in a `gateway.refusals` entry.
-#[derive(Debug, Serialize)]
-pub(super) struct KeyCounts {
-    key_id: String,
-    account: String,
-    count: u64,
-    /// By the code each refusal would have had (`rate_limit_exceeded`
-    /// for requests refused before any work).
-    codes: BTreeMap<&'static str, u64>,
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use identity::PublicKey;
-use serde_json::{Value, json};
 
+use engine::entries::GateRefused;
 use engine::gates::Verdict;
 
 /// Refusals journaled one by one per key and window: enough for every
@@ -62,13 +62,17 @@ impl Repeated {
     /// The summary's `gate.refused` payload: the fields of a single
     /// refusal (for the last attempt), plus how many attempts it stands
     /// for and when they came.
-    pub(super) fn payload(&self) -> Value {
-        json!({
-            "gate_id": self.gate_id, "key_id": self.public.key_id().to_string(),
-            "public_key": self.public.to_hex(), "verdict": verdict_text(self.verdict),
-            "reason": self.reason, "repeated": self.count,
-            "first_us": self.first_us, "last_us": self.last_us,
-        })
+    pub(super) fn payload(&self) -> GateRefused {
+        GateRefused {
+            gate_id: self.gate_id.clone(),
+            key_id: self.public.key_id().to_string(),
+            public_key: self.public.to_hex(),
+            verdict: verdict_text(self.verdict).to_owned(),
+            reason: self.reason.clone(),
+            repeated: Some(self.count),
+            first_us: Some(self.first_us),
+            last_us: Some(self.last_us),
+        }
     }
 }
 
@@ -148,7 +152,7 @@ impl Refusals {
 fn count(window: &mut Window, attempt: &Attempt<'_>) {
     let bounded = |text: &str| {
         let mut text = text.to_owned();
-        engine::host::truncate_utf8(&mut text, TEXT_BYTES_MAX);
+        engine::text::truncate_utf8(&mut text, TEXT_BYTES_MAX);
         text
     };
     let repeated = window.repeated.get_or_insert_with(|| Repeated {
@@ -192,5 +196,26 @@ mod tests {
         let summary = summary.expect("the closed window's summary");
         assert_eq!((summary.count, summary.first_us, summary.last_us), (290, 100, 389));
         assert!(refusals.closed(None).is_empty(), "nothing counted in the new window");
+    }
+
+    #[test]
+    fn a_summary_is_journaled_as_a_gate_refused_with_its_count() {
+        let key = identity::Keypair::generate(identity::Role::Reviewer);
+        let public = key.public();
+        let summary = Repeated {
+            public,
+            count: 3,
+            first_us: 5,
+            last_us: 9,
+            gate_id: "g".into(),
+            verdict: Verdict::Reject,
+            reason: "no".into(),
+        };
+        let written = serde_json::to_value(summary.payload()).expect("encodes");
+        assert_eq!(
+            written,
+            serde_json::json!({"gate_id": "g", "key_id": public.key_id().to_string(), "public_key": public.to_hex(),
+                "verdict": "rejected", "reason": "no", "repeated": 3, "first_us": 5, "last_us": 9})
+        );
     }
 }
