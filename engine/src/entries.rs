@@ -250,6 +250,20 @@ pub struct Message {
     pub content: String,
 }
 
+/// A message as an agent asked (`host.infer`'s request).
+impl From<&cells::Message> for Message {
+    fn from(m: &cells::Message) -> Self {
+        Message { role: m.role.clone(), content: m.content.clone() }
+    }
+}
+
+/// A message as the model's template saw it (answered calls, the gateway).
+impl From<&models::ChatMessage> for Message {
+    fn from(m: &models::ChatMessage) -> Self {
+        Message { role: m.role.clone(), content: m.content.clone() }
+    }
+}
+
 /// What a budget gate asks (or a vote or decision grants).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetGrant {
@@ -703,7 +717,7 @@ pub struct GateVoted {
 /// `max_tokens`). Refused before a reservation: `refused`. Otherwise
 /// `routed_to`, `failover_refused` and `reservation`, then either the
 /// answer (`text`, tokens, `cost`, `cost_uncapped`) or `error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfer {
     pub mission: String,
     pub task: u32,
@@ -820,6 +834,20 @@ pub struct AskedQuery {
     pub valid_at: Option<i64>,
     pub known_at: Option<i64>,
     pub limit: u32,
+}
+
+impl From<&cells::MemoryQuery> for AskedQuery {
+    fn from(q: &cells::MemoryQuery) -> Self {
+        AskedQuery {
+            space: q.space.clone(),
+            subject: q.subject.clone(),
+            predicate: q.predicate.clone(),
+            words: q.words.clone(),
+            valid_at: q.valid_at,
+            known_at: q.known_at,
+            limit: q.limit,
+        }
+    }
 }
 
 /// `host.remember`: the request (`subject`, `predicate`, `value`,

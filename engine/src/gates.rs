@@ -386,20 +386,7 @@ fn decide_txn(
     let edits = edits.cloned().unwrap_or_default();
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
     if verdict == Verdict::Approve && approvals < gate.quorum {
-        let voted = entries::GateVoted {
-            mission: gate.mission.clone(),
-            task: Some(gate.task),
-            case: Some(gate.case_id.clone()),
-            gate_id: gate.id.clone(),
-            gate: gate.gate.clone(),
-            verdict: "approved".into(),
-            note: note.map(str::to_owned),
-            edits: Some(edits.clone()),
-            approvals,
-            quorum: gate.quorum,
-            requested_seq: gate.requested_seq,
-            budget: None,
-        };
+        let voted = entries::GateVoted { edits: Some(edits.clone()), ..voted_entry(&gate, note, approvals) };
         let seq = reviewer.append(t, &voted, now)?;
         gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
         state::put_gate(t.redb(), &gate)?;
@@ -425,20 +412,7 @@ fn decide_txn(
         .filter(|(field, to)| proposed(field) != **to)
         .map(|(field, to)| (field.clone(), entries::Edit { from: proposed(field), to: to.clone() }))
         .collect();
-    let decided = entries::GateDecided {
-        mission: gate.mission.clone(),
-        task: Some(gate.task),
-        case: Some(gate.case_id.clone()),
-        gate_id: gate.id.clone(),
-        gate: gate.gate.clone(),
-        verdict: verdict_name(verdict).to_owned(),
-        note: note.map(str::to_owned),
-        requested_seq: gate.requested_seq,
-        votes: gate.votes.iter().map(|v| v.seq).collect(),
-        quorum: gate.quorum,
-        edits: Some(diff.clone()),
-        budget: None,
-    };
+    let decided = entries::GateDecided { edits: Some(diff.clone()), ..decided_entry(&gate, verdict, note) };
     let decided_seq = reviewer.append(t, &decided, now)?;
     gate.status = match verdict {
         Verdict::Approve => GateStatus::Approved,
@@ -489,20 +463,9 @@ fn decide_budget(
     let approvals = u32::try_from(gate.votes.len()).unwrap_or(u32::MAX) + 1;
     let grant = entries::BudgetGrant { account: ask.account.clone(), amount: granted };
     if verdict == Verdict::Approve && approvals < gate.quorum {
-        let voted = entries::GateVoted {
-            mission: gate.mission.clone(),
-            task: None,
-            case: None,
-            gate_id: gate.id.clone(),
-            gate: gate.gate.clone(),
-            verdict: "approved".into(),
-            note: note.map(str::to_owned),
-            edits: None,
-            approvals,
-            quorum: gate.quorum,
-            requested_seq: gate.requested_seq,
-            budget: Some(grant),
-        };
+        // A budget gate answers no task.
+        let voted =
+            entries::GateVoted { task: None, case: None, budget: Some(grant), ..voted_entry(&gate, note, approvals) };
         let seq = reviewer.append(t, &voted, now)?;
         let mut edits = Map::new();
         edits.insert("amount".into(), json!(granted));
@@ -512,19 +475,11 @@ fn decide_budget(
         return Ok(Decided { gate, closed: false, needed });
     }
     let decided = entries::GateDecided {
-        mission: gate.mission.clone(),
         task: None,
         case: None,
-        gate_id: gate.id.clone(),
-        gate: gate.gate.clone(),
-        verdict: verdict_name(verdict).to_owned(),
-        note: note.map(str::to_owned),
-        requested_seq: gate.requested_seq,
-        votes: gate.votes.iter().map(|v| v.seq).collect(),
-        quorum: gate.quorum,
-        edits: None,
         // Written null when rejected: nothing was granted.
         budget: Some((verdict == Verdict::Approve).then_some(grant)),
+        ..decided_entry(&gate, verdict, note)
     };
     let decided_seq = reviewer.append(t, &decided, now)?;
     gate.status = if verdict == Verdict::Approve { GateStatus::Approved } else { GateStatus::Rejected };
@@ -573,6 +528,43 @@ fn wake_parked(t: &mut ledger::Txn, gate: &GateRecord) -> Result<()> {
 }
 
 /// How a verdict is spelled in the journal.
+/// A case gate's `gate.voted` by one more approver, without edits.
+fn voted_entry(gate: &GateRecord, note: Option<&str>, approvals: u32) -> entries::GateVoted {
+    entries::GateVoted {
+        mission: gate.mission.clone(),
+        task: Some(gate.task),
+        case: Some(gate.case_id.clone()),
+        gate_id: gate.id.clone(),
+        gate: gate.gate.clone(),
+        // A rejection decides the gate: only approvals are votes.
+        verdict: "approved".into(),
+        note: note.map(str::to_owned),
+        edits: None,
+        approvals,
+        quorum: gate.quorum,
+        requested_seq: gate.requested_seq,
+        budget: None,
+    }
+}
+
+/// A case gate's `gate.decided` naming the votes before it, without edits.
+fn decided_entry(gate: &GateRecord, verdict: Verdict, note: Option<&str>) -> entries::GateDecided {
+    entries::GateDecided {
+        mission: gate.mission.clone(),
+        task: Some(gate.task),
+        case: Some(gate.case_id.clone()),
+        gate_id: gate.id.clone(),
+        gate: gate.gate.clone(),
+        verdict: verdict_name(verdict).to_owned(),
+        note: note.map(str::to_owned),
+        requested_seq: gate.requested_seq,
+        votes: gate.votes.iter().map(|v| v.seq).collect(),
+        quorum: gate.quorum,
+        edits: None,
+        budget: None,
+    }
+}
+
 fn verdict_name(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Approve => "approved",

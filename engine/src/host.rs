@@ -252,22 +252,10 @@ impl TaskHost {
             mission: self.ctx.id.clone(),
             task: self.task,
             model: request.model.clone(),
-            routed_to: None,
-            failover_refused: None,
-            messages: request
-                .messages
-                .iter()
-                .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
-                .collect(),
+            messages: request.messages.iter().map(entries::Message::from).collect(),
             max_tokens: request.max_tokens,
-            reservation: None,
             refused: Some(reason.clone()),
-            error: None,
-            text: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost: None,
-            cost_uncapped: None,
+            ..entries::HostInfer::default()
         };
         // A refusal the journal lacks is not given: a replay would find no
         // answer to give.
@@ -472,11 +460,7 @@ impl CellHost for TaskHost {
         self.meter.reserved.fetch_add(quote.worst_case, Ordering::Relaxed);
 
         let timeout = self.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let messages: Vec<entries::Message> = prompt
-            .messages()
-            .iter()
-            .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
-            .collect();
+        let messages: Vec<entries::Message> = prompt.messages().iter().map(entries::Message::from).collect();
         if let Some(frontier) = &spec.frontier {
             // Recorded, durably, before a byte is sent.
             let sent = serde_json::to_vec(&messages).unwrap_or_default();
@@ -518,13 +502,7 @@ impl CellHost for TaskHost {
             messages,
             max_tokens,
             reservation: Some(reservation.0),
-            refused: None,
-            error: None,
-            text: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            cost: None,
-            cost_uncapped: None,
+            ..entries::HostInfer::default()
         };
         let agent_key = self.agent_key.clone();
         match result {
@@ -576,15 +554,7 @@ impl CellHost for TaskHost {
     }
 
     fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
-        let asked = Asked::Query(entries::AskedQuery {
-            space: q.space.clone(),
-            subject: q.subject.clone(),
-            predicate: q.predicate.clone(),
-            words: q.words.clone(),
-            valid_at: q.valid_at,
-            known_at: q.known_at,
-            limit: q.limit,
-        });
+        let asked = Asked::Query(entries::AskedQuery::from(&q));
         let query = self.scope.readable(&q.space).and_then(|space| {
             let select = match (q.subject.is_empty(), q.words.is_empty(), q.predicate.is_empty()) {
                 (false, true, true) => memory::Select::Subject(q.subject),

@@ -363,11 +363,7 @@ fn differs<T: PartialEq + Serialize>(field: &str, journaled: &T, asked: &T) -> O
 
 impl CellHost for ReplayHost {
     fn infer(&mut self, request: InferRequest) -> Result<Completion, String> {
-        let messages: Vec<entries::Message> = request
-            .messages
-            .iter()
-            .map(|m| entries::Message { role: m.role.clone(), content: m.content.clone() })
-            .collect();
+        let messages: Vec<entries::Message> = request.messages.iter().map(entries::Message::from).collect();
         let asked =
             format!("model {} with {} messages, max_tokens {}", request.model, messages.len(), request.max_tokens);
         let cap = request.max_tokens.min(self.max_tokens_cap);
@@ -415,15 +411,7 @@ impl CellHost for ReplayHost {
     }
 
     fn query_memory(&mut self, q: cells::MemoryQuery) -> Result<Vec<Fact>, String> {
-        let query = AskedQuery {
-            space: q.space,
-            subject: q.subject,
-            predicate: q.predicate,
-            words: q.words,
-            valid_at: q.valid_at,
-            known_at: q.known_at,
-            limit: q.limit,
-        };
+        let query = AskedQuery::from(&q);
         let asked = format!("{}", as_json(&query));
         let call = self.next(&asked, |_, p: &HostQuery| differs("query", &p.query, &query));
         let Some((_, p)) = call else { return Err(DIVERGED.into()) };

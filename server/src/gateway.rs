@@ -98,7 +98,7 @@ pub const RESERVATION_TTL_MAX_S: u64 = 86_400;
 const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
 fn messages_out(prompt: &Prompt) -> Vec<Message> {
-    prompt.messages().iter().map(|m| Message { role: m.role.clone(), content: m.content.clone() }).collect()
+    prompt.messages().iter().map(Message::from).collect()
 }
 
 /// Reports a journal write that failed. A storage failure (I/O, a full
