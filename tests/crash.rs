@@ -120,31 +120,36 @@ fn check_mission(data: &Path, summary: &Value) {
     assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
 }
 
-#[test]
-fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() {
-    model_file();
+/// The number of kills (`CONDUCTOR_CRASH_KILLS`, default 20) and a seeded
+/// generator of kill times (`CONDUCTOR_CRASH_SEED` repeats one).
+fn kills_and_rng() -> (usize, Rng) {
     let kills_wanted: usize = std::env::var("CONDUCTOR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let seed = std::env::var("CONDUCTOR_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
     eprintln!("kill seed {seed} (CONDUCTOR_CRASH_SEED={seed} repeats these kill times)");
-    let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mission = write_mission(dir.path());
+    (kills_wanted, Rng(seed))
+}
+
+/// Runs `mission` on fresh data directories, killing each run at a random
+/// time until a run finishes it, then `check`s it; again until there have
+/// been `kills_wanted` kills.
+fn kill_until_done(dir: &Path, mission: &Path, kills_wanted: usize, rng: &mut Rng, check: impl Fn(&Path, &Value)) {
     let (mut kills, mut missions, mut round) = (0, 0, 0);
     let started = Instant::now();
     while kills < kills_wanted {
         // One mission at a time: killed until a run gets to finish it.
         round += 1;
-        let data = dir.path().join(format!("data-{round}"));
+        let data = dir.join(format!("data-{round}"));
         loop {
+            let log = dir.join(format!("run-{round}.stderr"));
             let mut child = conductor()
                 .arg("run")
-                .arg(&mission)
+                .arg(mission)
                 .args(["--concurrency", "2", "--json", "--data"])
                 .arg(&data)
                 .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
                 .spawn()
                 .expect("conductor starts");
             let deadline =
@@ -167,9 +172,19 @@ fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() 
                 Some(status) => {
                     let mut out = Vec::new();
                     std::io::Read::read_to_end(child.stdout.as_mut().expect("stdout"), &mut out).expect("read");
-                    assert_eq!(status.code(), Some(0), "a run that was not killed succeeds");
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    // Killed after the mission finished but before the
+                    // process exited: the next run says it already ran,
+                    // and the mission is read back as it stands.
+                    if let Some(id) = already_ran(&log) {
+                        let shown = run(conductor().args(["mission", "show", &id, "--json", "--data"]).arg(&data));
+                        assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+                        out = shown.stdout;
+                    } else {
+                        assert_eq!(status.code(), Some(0), "a run that was not killed succeeds: {log}");
+                    }
                     let summary: Value = serde_json::from_slice(&out).expect("summary");
-                    check_mission(&data, &summary);
+                    check(&data, &summary);
                     missions += 1;
                     break;
                 }
@@ -177,6 +192,113 @@ fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() 
         }
     }
     eprintln!("{kills} kills over {missions} missions in {:.0?}, every invariant held", started.elapsed());
+}
+
+/// The mission id in `run`'s refusal to run a finished mission again.
+fn already_ran(log: &str) -> Option<String> {
+    let (before, _) = log.split_once(" from this file already ran in ")?;
+    Some(before.rsplit_once("mission ")?.1.trim().to_owned())
+}
+
+#[test]
+fn killed_at_random_points_the_mission_still_finishes_every_task_exactly_once() {
+    model_file();
+    let (kills_wanted, mut rng) = kills_and_rng();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mission = write_mission(dir.path());
+    kill_until_done(dir.path(), &mission, kills_wanted, &mut rng, check_mission);
+}
+
+/// Parents in a delegating mission; each delegates `CHILDREN` sub-tasks.
+const PARENTS: usize = 4;
+const CHILDREN: usize = 3;
+
+/// A delegating mission on the real model: each case's `lead` pays for one
+/// model call, then delegates to three `checker` children that each pay
+/// for one, and combines their answers.
+fn write_swarm_mission(dir: &Path) -> std::path::PathBuf {
+    let agent = module("cells/guests/delegate-agent/delegate.wasm");
+    let child = "{ agent: checker, input: { spend: 4, outcome: checked } }";
+    let children = [child; CHILDREN].join(", ");
+    let cases: Vec<String> =
+        (0..PARENTS).map(|i| format!("{{ id: p{i}, spend: 4, delegate: [{children}] }}")).collect();
+    let text = format!(
+        "name: crash-swarm\n\
+         budget: {{ limit: 1000000 }}\n\
+         models: {{ smollm2-135m: {{ prompt_price: 1, completion_price: 2 }} }}\n\
+         agents:\n\
+         \x20 - {{ name: lead, module: {0}, model: smollm2-135m, delegates_to: [checker], limits: {{ max_tokens: 8 }} }}\n\
+         \x20 - {{ name: checker, module: {0}, model: smollm2-135m, limits: {{ max_tokens: 8 }} }}\n\
+         tasks:\n  - {{ agent: lead, inline: [{1}] }}\n",
+        agent.display(),
+        cases.join(", ")
+    );
+    let path = dir.join("swarm.yaml");
+    std::fs::write(&path, text).expect("mission");
+    path
+}
+
+/// What must hold once a killed-and-restarted delegating mission is done:
+/// every parent and child ended once, every model call was paid once, each
+/// parent delegated once and was joined once, and the journal verifies
+/// and replays.
+fn check_swarm(data: &Path, summary: &Value) {
+    let all = tasks(summary);
+    assert_eq!(all.len(), PARENTS * (1 + CHILDREN), "{summary}");
+    for t in all {
+        assert_eq!(t["status"], "decided", "{t}");
+    }
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
+    let entries = journal(data);
+    let mission = summary["mission_id"].as_str().expect("id");
+    let ours = |e: &&Value| e["payload"]["mission"] == mission;
+    let mut ends: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut delegated: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut joined: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut settled_cost = 0u64;
+    for e in entries.iter().filter(ours) {
+        let task = e["payload"]["task"].as_u64();
+        match e["kind"].as_str().unwrap_or_default() {
+            "task.decided" | "task.failed" | "task.skipped" => *ends.entry(task.expect("task")).or_default() += 1,
+            "host.infer" if e["payload"].get("text").is_some() => {
+                *answered.entry(task.expect("task")).or_default() += 1;
+                settled_cost += e["payload"]["cost"].as_u64().expect("cost");
+            }
+            "task.delegated" => *delegated.entry(task.expect("task")).or_default() += 1,
+            "task.joined" => *joined.entry(task.expect("task")).or_default() += 1,
+            _ => {}
+        }
+    }
+    for task in 0..(PARENTS * (1 + CHILDREN)) as u64 {
+        assert_eq!(ends.get(&task), Some(&1), "task {task} ended exactly once in the journal");
+        assert_eq!(answered.get(&task), Some(&1), "task {task}'s model call was answered (and paid) once");
+    }
+    for parent in 0..PARENTS as u64 {
+        assert_eq!(delegated.get(&parent), Some(&1), "parent {parent} delegated once");
+        assert_eq!(joined.get(&parent), Some(&1), "parent {parent} was joined once");
+    }
+    assert_eq!(summary["budget"]["settled"], settled_cost, "spend is exactly the answered calls' cost");
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
+    assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash: {}", stderr(&out));
+    assert_entries_typed(data);
+    let out = run(conductor()
+        .args(["audit", "replay", "--json", "--data"])
+        .arg(data)
+        .env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
+    assert_eq!(out.status.code(), Some(0), "every parent and child replays from the journal: {}", stderr(&out));
+    let replays = stdout_json(&out);
+    assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
+}
+
+#[test]
+fn a_delegating_mission_killed_at_random_points_ends_every_parent_and_child_once() {
+    model_file();
+    let (kills_wanted, mut rng) = kills_and_rng();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mission = write_swarm_mission(dir.path());
+    kill_until_done(dir.path(), &mission, kills_wanted, &mut rng, check_swarm);
 }
 
 /// A journal that no longer verifies is never built upon: recovering an

@@ -529,9 +529,33 @@ impl CellState {
             }
         }
     }
+
+    /// Stops the cell at a parking host call (`await-review`, `delegate`):
+    /// records why (the host has recorded where the task stood) and returns
+    /// the trap that unwinds it.
+    fn park(&mut self, failure: CellFailure) -> wasmtime::Error {
+        let message = failure.to_string();
+        self.failure = Some(failure);
+        wasmtime::Error::msg(message)
+    }
 }
 
 impl wit_types::Host for CellState {}
+
+/// One child's result as the agent sees it.
+fn wit_child_result(
+    result: Result<Decision, crate::DelegationError>,
+) -> Result<wit_types::Decision, wit_types::DelegationError> {
+    use crate::DelegationError as E;
+    use wit_types::DelegationError as W;
+    match result {
+        Ok(d) => Ok(wit_types::Decision { outcome: d.outcome, reason: d.reason, details: d.details }),
+        Err(E::Refused(m)) => Err(W::Refused(m)),
+        Err(E::Budget(m)) => Err(W::Budget(m)),
+        Err(E::Failed(m)) => Err(W::Failed(m)),
+        Err(E::TimedOut(m)) => Err(W::TimedOut(m)),
+    }
+}
 
 fn wit_fact(f: crate::Fact) -> wit_types::Fact {
     wit_types::Fact {
@@ -611,13 +635,23 @@ impl wit_host::Host for CellState {
                 Ok(Ok(wit_types::Review { approved: r.approved, note: r.note, reviewer: r.reviewer }))
             }
             crate::ReviewAnswer::Refused(why) => Ok(Err(why)),
-            crate::ReviewAnswer::Park { gate_id } => {
-                // Stop the cell here; the host has recorded where it stood.
-                let failure = CellFailure::Parked { gate: gate_id };
-                let message = failure.to_string();
-                self.failure = Some(failure);
-                Err(wasmtime::Error::msg(message))
-            }
+            crate::ReviewAnswer::Park { gate_id } => Err(self.park(CellFailure::Parked { gate: gate_id })),
+        }
+    }
+
+    fn delegate(
+        &mut self,
+        requests: Vec<wit_types::Delegation>,
+    ) -> wasmtime::Result<Result<Vec<Result<wit_types::Decision, wit_types::DelegationError>>, String>> {
+        self.admit(requests.iter().map(|r| r.agent.len() + r.input.len()).sum())?;
+        let requests = requests
+            .into_iter()
+            .map(|r| crate::Delegation { agent: r.agent, input: r.input, budget: r.budget })
+            .collect();
+        match self.host.delegate(requests) {
+            crate::DelegateAnswer::Done(results) => Ok(Ok(results.into_iter().map(wit_child_result).collect())),
+            crate::DelegateAnswer::Refused(why) => Ok(Err(why)),
+            crate::DelegateAnswer::Park { delegation } => Err(self.park(CellFailure::Delegated { delegation })),
         }
     }
 

@@ -82,6 +82,45 @@ pub enum ReviewAnswer {
     Park { gate_id: String },
 }
 
+/// One request of a `delegate` call: a sub-task for another agent of the
+/// mission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    /// The child's agent, as the mission names it.
+    pub agent: String,
+    /// The child's input: a JSON object, as text (the host checks it).
+    pub input: String,
+    /// The most the child may spend; none: what the parent has left.
+    pub budget: Option<u64>,
+}
+
+/// Why a child ended without a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelegationError {
+    /// Its result was refused (outside the mission's `decisions:`, or the
+    /// journal refused it).
+    Refused(String),
+    /// It ran out of budget, or never started for lack of it.
+    Budget(String),
+    /// It trapped, hit a limit, or returned an error.
+    Failed(String),
+    /// Its wall clock ran out.
+    TimedOut(String),
+}
+
+/// What the host does with a `delegate` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelegateAnswer {
+    /// Every child has ended: one result per request, in order.
+    Done(Vec<Result<Decision, DelegationError>>),
+    /// Refused at once (the agent gets the text as the call's error).
+    Refused(String),
+    /// Children are running: the cell stops with
+    /// [`crate::CellFailure::Delegated`] naming this delegation id, and
+    /// holds nothing while they run.
+    Park { delegation: String },
+}
+
 /// Answers an agent's host calls. Called on the cell's thread; a call may
 /// block (inference does). Errors are returned to the agent as text, which
 /// it may handle; they never trap the cell.
@@ -110,6 +149,12 @@ pub trait CellHost: Send {
     fn await_review(&mut self, gate: String, reason: String) -> ReviewAnswer {
         let _ = reason;
         ReviewAnswer::Refused(format!("this host cannot wait for a review (gate `{gate}`)"))
+    }
+    /// The agent hands sub-tasks to other agents and waits for them all.
+    /// Hosts that cannot run child tasks refuse it (the default).
+    fn delegate(&mut self, requests: Vec<Delegation>) -> DelegateAnswer {
+        let _ = requests;
+        DelegateAnswer::Refused("this host cannot delegate".into())
     }
     fn log(&mut self, message: String);
 }

@@ -7,7 +7,7 @@
 //! - [`AgentModule`]: a compiled, pre-linked component, named by the
 //!   blake3 hash of its bytes ([`ModuleHash`]).
 //! - [`CellHost`]: what the embedder implements to answer host calls
-//!   (inference, memory, logging). The cell enforces call counts and sizes
+//!   (inference, memory, reviews, delegation, logging). The cell enforces call counts and sizes
 //!   before the host ever sees a call.
 //! - [`CellLimits`] in, [`Decision`] or [`CellFailure`] out. A trap, a
 //!   limit hit or an agent error fails the task, never the process.
@@ -22,5 +22,8 @@ mod limits;
 
 pub use engine::{AgentModule, CellEngine, EngineSettings, LiveCell, MODULE_FILE_BYTES_MAX, ModuleHash};
 pub use env::CellEnv;
-pub use host::{CellHost, Completion, Decision, Fact, InferRequest, MemoryQuery, Message, Review, ReviewAnswer};
+pub use host::{
+    CellHost, Completion, Decision, DelegateAnswer, Delegation, DelegationError, Fact, InferRequest, MemoryQuery,
+    Message, Review, ReviewAnswer,
+};
 pub use limits::{CellError, CellFailure, CellLimits};

@@ -10,7 +10,8 @@ pub struct CellLimits {
     pub fuel: u64,
     /// Wall-clock time for the whole task, host calls included.
     pub wall_ms: u64,
-    /// Host calls (infer, recall, remember, request-review, log) per task.
+    /// Host calls (infer, recall, remember, request-review, delegate, log)
+    /// per task.
     pub host_calls: u32,
     /// Bytes of all arguments of one host call together.
     pub call_arg_bytes_max: usize,
@@ -55,6 +56,9 @@ pub enum CellFailure {
     /// Not a failure: the agent called `await-review` and the task is
     /// parked until a reviewer decides `gate` (the host's gate id).
     Parked { gate: String },
+    /// Not a failure either: the agent called `delegate` and the task is
+    /// parked until every child of `delegation` (the host's id) has ended.
+    Delegated { delegation: String },
 }
 
 impl CellFailure {
@@ -72,6 +76,7 @@ impl CellFailure {
             CellFailure::AgentError(_) => "agent_error",
             CellFailure::Instantiation(_) => "instantiation_failed",
             CellFailure::Parked { .. } => "parked",
+            CellFailure::Delegated { .. } => "delegated",
         }
     }
 }
@@ -94,6 +99,9 @@ impl fmt::Display for CellFailure {
             CellFailure::AgentError(m) => write!(f, "agent returned an error: {m}"),
             CellFailure::Instantiation(m) => write!(f, "agent could not be instantiated: {m}"),
             CellFailure::Parked { gate } => write!(f, "parked until gate {gate} is decided"),
+            CellFailure::Delegated { delegation } => {
+                write!(f, "parked until the children of delegation {delegation} end")
+            }
         }
     }
 }

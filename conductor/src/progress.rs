@@ -52,7 +52,13 @@ impl engine::run::Observer for Progress {
             *done += 1;
             *done
         };
-        let total = *lock(&self.total);
+        // Delegations add tasks (children, resumed parents) as the mission
+        // runs: the total grows with them.
+        let total = {
+            let mut total = lock(&self.total);
+            *total = (*total).max(done);
+            *total
+        };
         let what = match task.status {
             TaskStatus::Decided => format!("decided {}", task.outcome.as_deref().unwrap_or("?")),
             TaskStatus::AwaitingReview => {
@@ -60,10 +66,14 @@ impl engine::run::Observer for Progress {
             }
             TaskStatus::Failed => format!("failed: {}", task.failure.as_deref().unwrap_or("?")),
             TaskStatus::Skipped => "skipped: budget exhausted".to_owned(),
+            TaskStatus::AwaitingChildren => "delegated: waiting for its children".to_owned(),
             TaskStatus::Pending | TaskStatus::Running => "unfinished".to_owned(),
         };
         match &*lock(&self.bar) {
             Some(bar) => {
+                if bar.length().is_some_and(|l| l < total as u64) {
+                    bar.set_length(total as u64);
+                }
                 bar.inc(1);
                 bar.set_message(format!("tokens {spent}/{limit}"));
                 if task.status == TaskStatus::Failed {

@@ -123,6 +123,8 @@ pub fn round_trip(entry: &Entry) -> Result<(), EntryError> {
         Kind::TaskRecovered => again::<TaskRecovered>(entry),
         Kind::TaskParked => again::<TaskParked>(entry),
         Kind::TaskProposed => again::<TaskProposed>(entry),
+        Kind::TaskDelegated => again::<TaskDelegated>(entry),
+        Kind::TaskJoined => again::<TaskJoined>(entry),
         Kind::GateRequested => again::<GateRequested>(entry),
         Kind::GateReminder => again::<GateReminder>(entry),
         Kind::GateEscalated => again::<GateEscalated>(entry),
@@ -208,6 +210,8 @@ payload! {
     TaskRecovered => TaskRecovered,
     TaskParked => TaskParked,
     TaskProposed => TaskProposed,
+    TaskDelegated => TaskDelegated,
+    TaskJoined => TaskJoined,
     GateRequested => GateRequested,
     GateReminder => GateReminder,
     GateEscalated => GateEscalated,
@@ -447,6 +451,87 @@ pub struct TaskStarted {
     pub clock_start_us: i64,
     /// The cell's random seed, hex.
     pub seed: String,
+    /// A child task: the delegation that started it. Absent for a case's
+    /// own (entry) task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a child task comes from (`task.started`'s `parent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    /// The parent task's index.
+    pub task: u32,
+    /// The `task.delegated` entry's `delegation` id.
+    pub delegation: String,
+    /// How deep the child sits: a case's own task is 0, its children 1.
+    pub depth: u32,
+}
+
+/// `task.delegated`: a task asked other agents of the mission to handle
+/// sub-tasks (its `delegate` host call, signed by its agent's key). With
+/// a `delegation` id the children were created, each on a budget account
+/// under the parent task's; with `refused`, nothing was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDelegated {
+    pub mission: String,
+    pub task: u32,
+    pub case: String,
+    /// `None` (written null) when refused.
+    pub delegation: Option<String>,
+    /// The children's depth.
+    pub depth: u32,
+    pub children: Vec<DelegatedChild>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// One request of a `task.delegated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegatedChild {
+    pub agent: String,
+    /// blake3 of the input text exactly as the agent sent it.
+    pub input_blake3: String,
+    /// The cap the agent asked for.
+    pub cap: Option<u64>,
+    /// The child's task index; `None` when the call was refused.
+    pub task: Option<u32>,
+    /// The limit of the child's budget account (`None`: bounded only by
+    /// the accounts above it).
+    pub budget: Option<u64>,
+}
+
+/// `task.joined`: the last child of a delegation ended; these are the
+/// answers the parent's `delegate` call returns when it resumes.
+/// Conductor-signed, committed with (after) the last child's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskJoined {
+    pub mission: String,
+    pub task: u32,
+    pub case: String,
+    pub delegation: String,
+    pub delegated_seq: u64,
+    pub results: Vec<ChildResult>,
+}
+
+/// How one child ended, as its parent learns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildResult {
+    pub task: u32,
+    pub agent: String,
+    /// `decided`, `failed` or `skipped`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// Failed: `task.failed`'s code; skipped: the skip's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `task.decided`: a task's outcome. Decided by the agent (no gate):
@@ -514,13 +599,19 @@ pub struct TaskRecovered {
     pub replaying: u64,
 }
 
-/// `task.parked`: waiting on a reviewer's answer (`host.await`).
+/// `task.parked`: waiting on a reviewer's answer (`host.await`) or on
+/// its children (`task.delegated`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskParked {
     pub mission: String,
     pub task: u32,
     pub case: String,
-    pub gate_id: String,
+    /// Waiting on a reviewer: the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_id: Option<String>,
+    /// Waiting on its children: the delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<String>,
 }
 
 /// `task.proposed`: the agent's decision (agent-signed).
@@ -1129,9 +1220,33 @@ mod tests {
             "settled": 18, "result": "eligible"}));
         same::<TaskRecovered>(json!({"mission": "m-1", "task": 3, "case": "c3", "started_seq": 40, "replaying": 2}));
         same::<TaskParked>(json!({"mission": "m-1", "task": 3, "case": "c3", "gate_id": "g-1"}));
+        same::<TaskParked>(json!({"mission": "m-1", "task": 3, "case": "c3", "delegation": "d-1"}));
         let proposed: TaskProposed = same(json!({"mission": "m-1", "task": 0, "case": "c0",
             "decision": {"outcome": "eligible", "reason": "under the limit", "details": {"amount": 5}}}));
         assert_eq!(proposed.decision.details["amount"], 5);
+    }
+
+    #[test]
+    fn delegation_payloads_read_and_write_in_every_shape() {
+        // Accepted (children with task indices and budgets) and refused.
+        let accepted: TaskDelegated = same(json!({"mission": "m-1", "task": 0, "case": "c0", "delegation": "d-1",
+            "depth": 1, "children": [
+                {"agent": "checker", "input_blake3": "ab", "cap": 50, "task": 7, "budget": 40},
+                {"agent": "lead", "input_blake3": "cd", "cap": null, "task": 8, "budget": null}]}));
+        assert_eq!(accepted.children[0].task, Some(7));
+        same::<TaskDelegated>(json!({"mission": "m-1", "task": 0, "case": "c0", "delegation": null, "depth": 5,
+            "children": [{"agent": "lead", "input_blake3": "ab", "cap": null, "task": null, "budget": null}],
+            "refused": "too deep"}));
+        let joined: TaskJoined = same(json!({"mission": "m-1", "task": 0, "case": "c0", "delegation": "d-1",
+            "delegated_seq": 12, "results": [
+                {"task": 7, "agent": "checker", "status": "decided", "outcome": "ok", "reason": "fine",
+                 "details": {"n": 1}},
+                {"task": 8, "agent": "lead", "status": "failed", "code": "trap", "message": "unreachable"}]}));
+        assert_eq!(joined.results[1].code.as_deref(), Some("trap"));
+        let child: TaskStarted = same(json!({"mission": "m-1", "task": 7, "case": "c0/checker-7",
+            "origin": "delegation:d-1", "agent": "checker", "module_blake3": "ef", "input": {"x": 1},
+            "clock_start_us": 5, "seed": "00", "parent": {"task": 0, "delegation": "d-1", "depth": 1}}));
+        assert_eq!(child.parent.map(|p| p.task), Some(0));
     }
 
     #[test]

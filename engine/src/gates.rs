@@ -85,6 +85,9 @@ pub struct Decided {
     /// quorum still needs `needed` more.
     pub closed: bool,
     pub needed: u32,
+    /// Deciding it ended the last child of a delegation: its parent is
+    /// runnable again.
+    pub woke_parent: bool,
 }
 
 /// Who signs a reviewer's entries (`gate.voted`, `gate.decided`).
@@ -391,7 +394,7 @@ fn decide_txn(
         gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
         state::put_gate(t.redb(), &gate)?;
         let needed = gate.quorum - approvals;
-        return Ok(Decided { gate, closed: false, needed });
+        return Ok(Decided { gate, closed: false, needed, woke_parent: false });
     }
     // Every approving reviewer's edits, later ones over earlier ones,
     // as a diff from the agent's proposal.
@@ -424,7 +427,7 @@ fn decide_txn(
     state::put_gate(t.redb(), &gate)?;
     if gate.parked {
         wake_parked(t, &gate)?;
-        return Ok(Decided { gate, closed: true, needed: 0 });
+        return Ok(Decided { gate, closed: true, needed: 0, woke_parent: false });
     }
     // Approval adopts the agent's proposal (as edited); rejection
     // overrides it.
@@ -438,8 +441,10 @@ fn decide_txn(
         Verdict::Reject => note.map(str::to_owned),
         Verdict::Approve => None,
     });
-    finish_task(t, conductor, &gate, &outcome, &decided_by, reason, decided_seq, Some(!diff.is_empty()), now)?;
-    Ok(Decided { gate, closed: true, needed: 0 })
+    let details = diff.get("details").map_or_else(|| gate.proposed_details.clone(), |d| d.to.clone());
+    let ended = Ended { outcome: &outcome, decided_by: &decided_by, reason, details, gate_seq: decided_seq };
+    let woke_parent = finish_task(t, conductor, &gate, ended, Some(!diff.is_empty()), now)?;
+    Ok(Decided { gate, closed: true, needed: 0, woke_parent })
 }
 
 /// Decides a budget gate. Approvals before the quorum are votes (with
@@ -472,7 +477,7 @@ fn decide_budget(
         gate.votes.push(crate::state::Vote { reviewer: reviewer_id.to_owned(), seq, edits });
         state::put_gate(t.redb(), &gate)?;
         let needed = gate.quorum - approvals;
-        return Ok(Decided { gate, closed: false, needed });
+        return Ok(Decided { gate, closed: false, needed, woke_parent: false });
     }
     let decided = entries::GateDecided {
         task: None,
@@ -501,14 +506,16 @@ fn decide_budget(
         mission.status = status;
         state::put_mission(t.redb(), &mission)?;
     }
-    Ok(Decided { gate, closed: true, needed: 0 })
+    Ok(Decided { gate, closed: true, needed: 0, woke_parent: false })
 }
 
 /// Whether deciding `gate` left its mission ready to continue: a parked
 /// agent got its answer, or a budget gate granted more budget.
 pub fn resumes_mission(decided: &Decided) -> bool {
     decided.closed
-        && (decided.gate.parked || (decided.gate.budget.is_some() && decided.gate.status == GateStatus::Approved))
+        && (decided.gate.parked
+            || decided.woke_parent
+            || (decided.gate.budget.is_some() && decided.gate.status == GateStatus::Approved))
 }
 
 /// A parked task's gate was answered (by a reviewer or a timeout): the task
@@ -572,21 +579,31 @@ fn verdict_name(verdict: Verdict) -> &'static str {
     }
 }
 
+/// How a gated task ends.
+struct Ended<'a> {
+    outcome: &'a str,
+    decided_by: &'a str,
+    /// Its new reason, if the decision changed it.
+    reason: Option<String>,
+    /// The decision's details as decided (the proposal's, or as edited).
+    details: Value,
+    /// The gate's `gate.decided` or `gate.timed_out`.
+    gate_seq: u64,
+}
+
 /// Decides a gated task (`task.decided` after the gate's `gate_seq`, and
 /// `edited` when a reviewer decided it) and completes its mission when
-/// that was the last open gate.
-#[allow(clippy::too_many_arguments, reason = "one call site each, all named")]
+/// that was the last open gate. A child task's end goes to its parent;
+/// returns whether that woke the parent (its last child ended).
 fn finish_task(
     t: &mut ledger::Txn,
     conductor: &identity::Keypair,
     gate: &GateRecord,
-    outcome: &str,
-    decided_by: &str,
-    reason: Option<String>,
-    gate_seq: u64,
+    ended: Ended<'_>,
     edited: Option<bool>,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
+    let Ended { outcome, decided_by, reason, details, gate_seq } = ended;
     let decided = entries::TaskDecided {
         mission: gate.mission.clone(),
         task: gate.task,
@@ -598,6 +615,7 @@ fn finish_task(
         edited,
     };
     entries::append(t, conductor, &decided, now)?;
+    let mut woke = false;
     if let Some(mut task) = state::task_in(t.redb(), &gate.mission, gate.task)? {
         task.status = TaskStatus::Decided;
         task.outcome = Some(outcome.to_owned());
@@ -606,6 +624,8 @@ fn finish_task(
         }
         task.decided_by = Some(decided_by.to_owned());
         state::put_task(t.redb(), &task)?;
+        let result = crate::delegation::result_of(&task, Some(details), None);
+        woke = crate::delegation::child_ended(t, conductor, &task, result)?.is_some();
     }
     // The mission completes when its last pending gate is decided.
     if let Some(mut mission) = state::mission_in(t.redb(), &gate.mission)?
@@ -618,7 +638,7 @@ fn finish_task(
         }
         state::put_mission(t.redb(), &mission)?;
     }
-    Ok(())
+    Ok(woke)
 }
 
 /// What one sweep of the gates' clocks did.
@@ -742,7 +762,12 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
                 return Ok(());
             }
             let outcome = if approve { gate.proposed_outcome.clone() } else { "timed_out".to_owned() };
-            finish_task(t, &conductor, &gate, &outcome, "timeout", None, seq, None, now)
+            let details = gate.proposed_details.clone();
+            let ended = Ended { outcome: &outcome, decided_by: "timeout", reason: None, details, gate_seq: seq };
+            if finish_task(t, &conductor, &gate, ended, None, now)? && !swept.to_resume.contains(&gate.mission) {
+                swept.to_resume.push(gate.mission.clone());
+            }
+            Ok(())
         })?;
     }
     Ok(swept)

@@ -72,9 +72,22 @@ pub struct MissionCtx {
     /// What a decision may say (the mission's `decisions:`), copied into
     /// every gate's record.
     pub decision_rules: Option<crate::decisions::DecisionRules>,
+    /// Who may delegate to whom, within what limits.
+    pub delegation: crate::delegation::Policy,
+    /// Tasks that became runnable while the mission runs (children just
+    /// created, parents whose children all ended), for the scheduler;
+    /// `true`: a parent, to be resumed by replay.
+    pub ready: tokio::sync::mpsc::UnboundedSender<(u32, bool)>,
 }
 
 impl MissionCtx {
+    /// Queues a task that became runnable. Call it only after the commit
+    /// that made it so. With no scheduler listening (the run has ended),
+    /// the task waits for `mission resume`.
+    pub fn wake(&self, task: u32, resume: bool) {
+        let _ = self.ready.send((task, resume));
+    }
+
     /// How this mission's model calls reserve and settle.
     pub fn meter(&self) -> metering::Meter {
         metering::Meter::new(
@@ -101,6 +114,9 @@ pub struct TaskMeter {
     /// any. From then on the task gets no answers, and what it returns is
     /// not its outcome (see `run_task`).
     pub unrecorded: Mutex<Option<Unrecorded>>,
+    /// The delegation this task's live `delegate` call created (and
+    /// parked it on, in the same commit), if any.
+    pub delegated: Mutex<Option<String>>,
 }
 
 impl TaskMeter {
@@ -152,6 +168,13 @@ pub struct TaskHost {
     pub meter: Arc<TaskMeter>,
     /// The memory spaces this agent may read and write.
     pub scope: Arc<crate::facts::Scope>,
+    /// The agent's name (whom it may delegate to).
+    pub agent: String,
+    /// How deep this task sits in its case's tree of delegations (a
+    /// case's own task: 0).
+    pub depth: u32,
+    /// The case's own task at the root of that tree.
+    pub root: u32,
 }
 
 impl TaskHost {
@@ -159,7 +182,7 @@ impl TaskHost {
     /// entry the journal could not commit: an error that says so. The task
     /// is marked so that it gets no further answers and ends unrecorded,
     /// and a storage failure is reported, so the mission stops.
-    fn unrecorded(&self, kind: &str, error: impl Into<anyhow::Error>) -> String {
+    pub(crate) fn unrecorded(&self, kind: &str, error: impl Into<anyhow::Error>) -> String {
         let error = error.into().context(format!("journaling task {}'s {kind}", self.task));
         let storage = crate::health::note(&error);
         let failure = crate::health::describe(&error);
@@ -437,10 +460,11 @@ impl CellHost for TaskHost {
         let reservation = match meter.reserve(&self.account, &quote, memo, Some(wait_until), |_, _, _| Ok(())) {
             Ok(metering::Reserved::Paid { id, .. }) => id,
             Ok(metering::Reserved::Refused(refusal)) => {
-                // A task's own cap ends only that task's spending; the
-                // agent's or the mission's means no new task can pay.
-                let task_cap =
-                    matches!(&refusal, BudgetError::Insufficient { account, .. } if *account == self.account);
+                // A task's own cap (or, for a child, a cap of a task above
+                // it) ends only that task's spending; the agent's or the
+                // mission's means no new task can pay.
+                let task_cap = matches!(&refusal, BudgetError::Insufficient { account, .. }
+                    if *account == self.account || crate::run::is_task_account(account));
                 if !task_cap {
                     self.ctx.budget_exhausted.store(true, Ordering::SeqCst);
                     self.meter.refused.store(true, Ordering::SeqCst);
@@ -751,6 +775,13 @@ impl CellHost for TaskHost {
         }
     }
 
+    fn delegate(&mut self, requests: Vec<cells::Delegation>) -> cells::DelegateAnswer {
+        if let Some(stopped) = self.stopped() {
+            return cells::DelegateAnswer::Refused(stopped);
+        }
+        crate::delegation::delegate(self, requests)
+    }
+
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         tracing::info!(task = self.task, "agent: {message}");
@@ -800,6 +831,8 @@ mod tests {
             memory_limits: memory::Limits::MAX,
             failover: Vec::new(),
             decision_rules: None,
+            delegation: crate::delegation::Policy::default(),
+            ready: tokio::sync::mpsc::unbounded_channel().0,
         });
         let host = TaskHost {
             ctx,
@@ -814,6 +847,9 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(60),
             meter: Arc::default(),
             scope: Arc::new(crate::facts::Scope::of("m", &missions::MemoryScope::default())),
+            agent: "a".into(),
+            depth: 0,
+            root: 0,
         };
         (host, ledger, runtime)
     }

@@ -12,6 +12,7 @@ pub mod budget;
 pub mod clock;
 pub mod data;
 pub mod decisions;
+pub mod delegation;
 pub mod entries;
 pub mod facts;
 pub mod files;

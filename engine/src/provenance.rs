@@ -47,25 +47,21 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
         Err(e) => bail!("verifying the journal: {e}"),
     };
     // Two streaming passes (memory stays flat on a journal of millions of
-    // entries): find the task, then gather what the journal says of it.
+    // entries): find the task, then gather what the journal says of it and
+    // of every task it delegated to, down the tree.
     let (mission, task) = resolve(&db, &parse_target(id))?;
     let mut declared = None;
     let mut names = BTreeMap::new();
-    let mut started = None;
-    let mut calls = Vec::new();
-    let mut lifecycle = Vec::new();
-    let mut gates = Vec::new();
-    let mut postings = Vec::new();
+    let mut tree: BTreeMap<u32, Gathered> = BTreeMap::new();
+    tree.insert(task, Gathered::default());
     let mut shown_seqs = BTreeSet::new();
-    let task_suffix = format!("/task-{task}");
-    let is_account = |account: &Value| {
-        // `MISSION/AGENT/task-N`: the task's own budget account.
-        account.as_str().is_some_and(|a| {
-            a.strip_prefix(mission.as_str())
-                .and_then(|rest| rest.strip_prefix('/'))
-                .and_then(|rest| rest.strip_suffix(task_suffix.as_str()))
-                .is_some_and(|agent| !agent.is_empty() && !agent.contains('/'))
-        })
+    // `MISSION/AGENT/task-N`: the budget account of task N, if N is in
+    // the tree.
+    let account_of = |account: &Value, tree: &BTreeMap<u32, Gathered>| -> Option<u32> {
+        let rest = account.as_str()?.strip_prefix(mission.as_str())?.strip_prefix('/')?;
+        let (agent, n) = rest.split_once("/task-")?;
+        let n: u32 = n.parse().ok()?;
+        (!agent.is_empty() && !agent.contains('/') && tree.contains_key(&n)).then_some(n)
     };
     ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
         // A kind outside format 1 belongs to no task; verification has
@@ -89,10 +85,11 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
             Kind::BudgetBatch => {
                 let p = e.payload_json();
                 for item in p["postings"].as_array().into_iter().flatten() {
-                    if is_account(&item["payload"]["account"]) {
+                    if let Some(n) = account_of(&item["payload"]["account"], &tree) {
                         shown_seqs.insert(e.seq);
-                        postings.push(json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
-                                             "time_us": item["time_us"], "payload": item["payload"]}));
+                        let posting = json!({"seq": e.seq, "in_batch": true, "kind": item["kind"],
+                                             "time_us": item["time_us"], "payload": item["payload"]});
+                        tree.entry(n).or_default().postings.push(posting);
                     }
                 }
                 return Ok(true);
@@ -105,29 +102,39 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
             | Kind::BudgetRefused
             | Kind::BudgetExtended => {
                 let p = e.payload_json();
-                if is_account(&p["account"]) {
+                if let Some(n) = account_of(&p["account"], &tree) {
                     shown_seqs.insert(e.seq);
-                    postings.push(json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p}));
+                    let posting = json!({"seq": e.seq, "kind": e.kind, "time_us": e.time_us, "payload": p});
+                    tree.entry(n).or_default().postings.push(posting);
                 }
                 return Ok(true);
             }
             _ => {}
         }
-        if task_of(&e)?.is_none_or(|(m, t)| m != mission || t != task) {
+        let Some(t) = task_of(&e)?.filter(|(m, t)| *m == mission && tree.contains_key(t)).map(|(_, t)| t) else {
             return Ok(true);
-        }
+        };
         shown_seqs.insert(e.seq);
         let hex = hex::encode(e.signer);
         let signer = names.get(&hex).cloned().unwrap_or_else(|| json!({"public_key": hex}));
         let at = json!({"seq": e.seq, "time_us": e.time_us, "signed_by": signer});
+        if kind == Kind::TaskDelegated {
+            // Its children join the tree (they start after this entry).
+            let p: entries::TaskDelegated = entries::decode(&e)?;
+            for child in p.children.iter().filter_map(|c| c.task) {
+                tree.entry(child).or_default();
+                tree.entry(t).or_default().children.push(child);
+            }
+        }
+        let node = tree.entry(t).or_default();
         // Lifecycle and gate entries are shown as the journal stores them
         // (every field, in the stored order): the auditor reads the
         // record itself, not this version's reading of it.
         match kind {
             Kind::TaskStarted => {
                 let p: entries::TaskStarted = entries::decode(&e)?;
-                lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p.module_blake3}));
-                started = Some(p);
+                node.lifecycle.push(json!({"entry": at, "kind": e.kind, "attempt_of_module": p.module_blake3}));
+                node.started = Some(p);
             }
             Kind::HostInfer
             | Kind::HostRecall
@@ -135,11 +142,12 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
             | Kind::HostQuery
             | Kind::HostLog
             | Kind::HostReview
-            | Kind::HostAwait => calls.push((kind, e, at)),
+            | Kind::HostAwait
+            | Kind::TaskDelegated => node.calls.push((kind, e, at)),
             Kind::GateRequested | Kind::GateDecided => {
-                gates.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()}));
+                node.gates.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()}));
             }
-            _ => lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()})),
+            _ => node.lifecycle.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()})),
         }
         Ok(true)
     })?;
@@ -148,15 +156,7 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
     // the memory store, unless their subject was erased.
     let store = ledger::open_read_only(&db)?;
     let snapshot = store.begin_read().context("opening a read snapshot")?;
-    let calls =
-        calls.into_iter().map(|(kind, e, at)| host_call(&snapshot, kind, &e, at)).collect::<Result<Vec<Value>>>()?;
-    let started = started.with_context(|| format!("task {task} of mission {mission} never started"))?;
-    let agent_name = started.agent.as_str();
-    let agent = declared.agents.iter().find(|a| a.name == agent_name);
-    let limits = agent.map(|a| serde_json::to_value(&a.limits)).transpose()?.unwrap_or(Value::Null);
-    let model = agent.map_or("", |a| a.model.as_str());
-    let prices = declared.models.get(model);
-    let account = crate::run::task_account(&mission, agent_name, task);
+    let mut doc = task_doc(&mission, task, &mut tree, &declared, &snapshot)?;
     let signatures = match verified["first_bad_seq"].as_u64() {
         None => {
             json!({"all_valid": true, "checked": "every entry of the journal: sequence, hash chain, signature, signer's role"})
@@ -168,19 +168,71 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
             "entries_shown_at_or_after_it": shown_seqs.range(bad..).copied().collect::<Vec<_>>(),
         }),
     };
+    doc["mission"] = json!({"id": mission, "name": declared.name, "file_blake3": declared.file_blake3});
+    doc["signatures"] = signatures;
+    Ok(doc)
+}
+
+/// What the journal says of one task of the tree being shown.
+#[derive(Default)]
+struct Gathered {
+    started: Option<entries::TaskStarted>,
+    calls: Vec<(Kind, Entry, Value)>,
+    lifecycle: Vec<Value>,
+    gates: Vec<Value>,
+    postings: Vec<Value>,
+    /// Tasks it delegated to, in the order it asked.
+    children: Vec<u32>,
+}
+
+/// One task's provenance, with its children's nested under `children`.
+fn task_doc<S: memory::Snapshot>(
+    mission: &str,
+    task: u32,
+    tree: &mut BTreeMap<u32, Gathered>,
+    declared: &entries::MissionDeclared,
+    snapshot: &S,
+) -> Result<Value> {
+    let node = tree.remove(&task).unwrap_or_default();
+    let spent: u64 = node
+        .calls
+        .iter()
+        .filter(|(kind, ..)| *kind == Kind::HostInfer)
+        .filter_map(|(_, e, _)| entries::decode::<entries::HostInfer>(e).ok()?.cost)
+        .sum();
+    let calls = node
+        .calls
+        .into_iter()
+        .map(|(kind, e, at)| host_call(snapshot, kind, &e, at))
+        .collect::<Result<Vec<Value>>>()?;
+    let started = node.started.with_context(|| format!("task {task} of mission {mission} never started"))?;
+    let agent_name = started.agent.as_str();
+    let agent = declared.agents.iter().find(|a| a.name == agent_name);
+    let limits = agent.map(|a| serde_json::to_value(&a.limits)).transpose()?.unwrap_or(Value::Null);
+    let model = agent.map_or("", |a| a.model.as_str());
+    let prices = declared.models.get(model);
+    let account = crate::run::task_account(mission, agent_name, task);
+    let mut children = Vec::with_capacity(node.children.len());
+    for child in node.children {
+        // A child that never started (its parent's run stopped first) has
+        // nothing to show but the request.
+        if tree.get(&child).is_some_and(|c| c.started.is_some()) {
+            children.push(task_doc(mission, child, tree, declared, snapshot)?);
+        }
+    }
     Ok(json!({
-        "mission": {"id": mission, "name": declared.name, "file_blake3": declared.file_blake3},
-        "task": {"index": task, "case": started.case, "origin": started.origin, "input": started.input},
+        "task": {"index": task, "case": started.case, "origin": started.origin, "input": started.input,
+                 "parent": started.parent},
         "agent": {"name": agent_name, "module_blake3": started.module_blake3, "limits": limits},
         "model": {"name": model, "sha256": prices.and_then(|m| m.sha256.as_deref()),
                   "prices": {"prompt": prices.map(|m| m.prompt_price),
                              "completion": prices.map(|m| m.completion_price)}},
         "cell": {"clock_start_us": started.clock_start_us, "seed": started.seed},
         "host_calls": calls,
-        "gates": gates,
-        "lifecycle": lifecycle,
-        "budget": {"account": account, "postings": postings},
-        "signatures": signatures,
+        "gates": node.gates,
+        "lifecycle": node.lifecycle,
+        "budget": {"account": account, "spent": spent, "postings": node.postings},
+        "children": children,
     }))
 }
 
@@ -245,6 +297,8 @@ fn task_of(e: &Entry) -> Result<Option<(String, u32)>, EntryError> {
         Kind::TaskRecovered => read(e, |p: TaskRecovered| (p.mission, Some(p.task))),
         Kind::TaskParked => read(e, |p: TaskParked| (p.mission, Some(p.task))),
         Kind::TaskProposed => read(e, |p: TaskProposed| (p.mission, Some(p.task))),
+        Kind::TaskDelegated => read(e, |p: TaskDelegated| (p.mission, Some(p.task))),
+        Kind::TaskJoined => read(e, |p: TaskJoined| (p.mission, Some(p.task))),
         Kind::GateRequested => read(e, |p: GateRequested| (p.mission, p.task)),
         Kind::GateReminder => read(e, |p: GateReminder| (p.mission, p.task)),
         Kind::GateEscalated => read(e, |p: GateEscalated| (p.mission, p.task)),
@@ -390,6 +444,13 @@ fn host_call<S: memory::Snapshot>(snapshot: &S, kind: Kind, e: &Entry, at: Value
             let p: entries::HostLog = entries::decode(e)?;
             put(c, "message", &p.message)?;
         }
+        Kind::TaskDelegated => {
+            let p: entries::TaskDelegated = entries::decode(e)?;
+            put(c, "delegation", &p.delegation)?;
+            put(c, "depth", p.depth)?;
+            put(c, "children", &p.children)?;
+            put(c, "refused", &p.refused)?;
+        }
         // `host.await`: none of its fields is shown; the gate it raised is
         // among the gates.
         _ => {}
@@ -418,7 +479,6 @@ pub fn render(doc: &Value) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let m = &doc["mission"];
-    let t = &doc["task"];
     let _ = writeln!(
         s,
         "mission   {} ({}), file blake3 {}",
@@ -426,6 +486,28 @@ pub fn render(doc: &Value) -> String {
         m["name"].as_str().unwrap_or("?"),
         m["file_blake3"].as_str().unwrap_or("?")
     );
+    s.push_str(&render_task(doc));
+    let sig = &doc["signatures"];
+    if sig["all_valid"] == true {
+        let _ = writeln!(s, "\nsignatures: every entry of the journal verifies (chain, signatures, signer roles)");
+    } else {
+        let _ = writeln!(
+            s,
+            "\nsignatures: NOT VALID from entry {} on ({}); entries shown at or after it: {}",
+            sig["first_bad_seq"],
+            sig["reason"].as_str().unwrap_or("?"),
+            sig["entries_shown_at_or_after_it"]
+        );
+    }
+    s
+}
+
+/// One task of the document, and the tasks it delegated to below it,
+/// each indented one step further.
+fn render_task(doc: &Value) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let t = &doc["task"];
     let _ = writeln!(
         s,
         "task      {} case {} from {}",
@@ -523,6 +605,28 @@ pub fn render(doc: &Value) -> String {
                     c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})"))
                 );
             }
+            Some(Kind::TaskDelegated) => {
+                let asked: Vec<String> = c["children"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| match k["task"].as_u64() {
+                        Some(task) => {
+                            format!("{} (task {task}, budget {})", k["agent"].as_str().unwrap_or("?"), k["budget"])
+                        }
+                        None => k["agent"].as_str().unwrap_or("?").to_owned(),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  #{seq} delegate to {}{}",
+                    asked.join(", "),
+                    c.get("refused").map_or(String::new(), |r| format!(" (refused: {r})"))
+                );
+            }
+            Some(Kind::HostAwait) => {
+                let _ = writeln!(s, "  #{seq} await review (see the gates below)");
+            }
             _ => {
                 let _ = writeln!(s, "  #{seq} log {}", c["message"]);
             }
@@ -554,7 +658,12 @@ pub fn render(doc: &Value) -> String {
             e.get("payload").map_or_else(String::new, Value::to_string)
         );
     }
-    let _ = writeln!(s, "\nbudget postings on {}", doc["budget"]["account"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "\nbudget postings on {} (spent {})",
+        doc["budget"]["account"].as_str().unwrap_or("?"),
+        doc["budget"]["spent"]
+    );
     for p in doc["budget"]["postings"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
@@ -565,17 +674,22 @@ pub fn render(doc: &Value) -> String {
             p["payload"]
         );
     }
-    let sig = &doc["signatures"];
-    if sig["all_valid"] == true {
-        let _ = writeln!(s, "\nsignatures: every entry of the journal verifies (chain, signatures, signer roles)");
-    } else {
+    let children = doc["children"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !children.is_empty() {
+        let _ = writeln!(s, "\ndelegated to {} tasks (each in its own cell, under its own key)", children.len());
+    }
+    for child in children {
         let _ = writeln!(
             s,
-            "\nsignatures: NOT VALID from entry {} on ({}); entries shown at or after it: {}",
-            sig["first_bad_seq"],
-            sig["reason"].as_str().unwrap_or("?"),
-            sig["entries_shown_at_or_after_it"]
+            "\n  ── child task {} ({} by agent {}), spent {} ──",
+            child["task"]["index"],
+            child["task"]["case"].as_str().unwrap_or("?"),
+            child["agent"]["name"].as_str().unwrap_or("?"),
+            child["budget"]["spent"]
         );
+        for line in render_task(child).lines() {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     s
 }

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::entries::{
     self, AskedQuery, DeclaredAgent, EntryError, GateDecided, GateTimedOut, HostAwait, HostInfer, HostLog, HostQuery,
-    HostRecall, HostRemember, HostReview, JournaledFact, MissionDeclared, Payload, TaskDeferred, TaskFailed,
-    TaskProposed, TaskStarted,
+    HostRecall, HostRemember, HostReview, JournaledFact, MissionDeclared, Payload, TaskDeferred, TaskDelegated,
+    TaskFailed, TaskJoined, TaskProposed, TaskStarted,
 };
 use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter};
 use crate::text::truncate_utf8;
@@ -32,6 +32,9 @@ pub struct Call {
     pub payload: Value,
     /// `host.await`: the reviewer's answer, when the journal has one.
     pub answer: Option<Answer>,
+    /// `task.delegated`: the children's results (`task.joined`, and its
+    /// seq), once every child has ended.
+    pub joined: Option<(u64, TaskJoined)>,
 }
 
 /// A reviewer's (or a deadline's) answer to a parked task's `await-review`:
@@ -146,6 +149,7 @@ fn host_call(entry: &Entry, kind: Kind) -> Option<((String, u32), Value)> {
         Kind::HostReview => read(entry, |p: &HostReview| (p.mission.clone(), p.task)),
         Kind::HostAwait => read(entry, |p: &HostAwait| (p.mission.clone(), p.task)),
         Kind::HostLog => read(entry, |p: &HostLog| (p.mission.clone(), p.task)),
+        Kind::TaskDelegated => read(entry, |p: &TaskDelegated| (p.mission.clone(), p.task)),
         _ => None,
     }
 }
@@ -180,10 +184,24 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
             | Kind::HostRemember
             | Kind::HostReview
             | Kind::HostAwait
-            | Kind::HostLog => {
+            | Kind::HostLog
+            | Kind::TaskDelegated => {
                 let Some((key, payload)) = host_call(entry, kind) else { continue };
                 if let Some(&i) = open.get(&key) {
-                    out[i].calls.push(Call { seq: entry.seq, kind, payload, answer: None });
+                    out[i].calls.push(Call { seq: entry.seq, kind, payload, answer: None, joined: None });
+                }
+            }
+            // The children's results: the answer to the parent's
+            // `delegate` call when it resumes.
+            Kind::TaskJoined => {
+                let Ok(joined) = entries::decode::<TaskJoined>(entry) else { continue };
+                let Some(&i) = open.get(&(joined.mission.clone(), joined.task)) else { continue };
+                if let Some(call) = out[i].calls.iter_mut().rev().find(|c| {
+                    c.kind == Kind::TaskDelegated
+                        && c.decode::<TaskDelegated>()
+                            .is_ok_and(|d| d.delegation.as_deref() == Some(joined.delegation.as_str()))
+                }) {
+                    call.joined = Some((entry.seq, joined));
                 }
             }
             // A reviewer's answer to a parked task's `await-review`: the
@@ -481,6 +499,34 @@ impl CellHost for ReplayHost {
         }
     }
 
+    fn delegate(&mut self, requests: Vec<cells::Delegation>) -> cells::DelegateAnswer {
+        let asked = crate::delegation::requested(&requests);
+        let shown = format!(
+            "{} requests to {}",
+            asked.len(),
+            asked.iter().map(|c| c.agent.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        // What the agent asked for (agents, inputs by hash, caps), not what
+        // the conductor then assigned (task indices, account limits).
+        let call = self.next(&shown, |_, p: &TaskDelegated| {
+            let journaled: Vec<(&str, &str, Option<u64>)> =
+                p.children.iter().map(|c| (c.agent.as_str(), c.input_blake3.as_str(), c.cap)).collect();
+            let now: Vec<(&str, &str, Option<u64>)> =
+                asked.iter().map(|c| (c.agent.as_str(), c.input_blake3.as_str(), c.cap)).collect();
+            differs("requests", &journaled, &now)
+        });
+        let Some((call, p)) = call else { return cells::DelegateAnswer::Refused(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
+            return cells::DelegateAnswer::Refused(reason);
+        }
+        match call.joined {
+            Some((_, joined)) => cells::DelegateAnswer::Done(crate::delegation::answers(&joined)),
+            // Some child has not ended: the task parks again on the same
+            // delegation.
+            None => cells::DelegateAnswer::Park { delegation: p.delegation.unwrap_or_default() },
+        }
+    }
+
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         let asked = format!("message {}", brief(&Value::String(message.clone())));
@@ -544,6 +590,9 @@ impl CellHost for RecoveringHost {
     }
     fn await_review(&mut self, gate: String, reason: String) -> cells::ReviewAnswer {
         if self.replaying() { self.replay.await_review(gate, reason) } else { self.live.await_review(gate, reason) }
+    }
+    fn delegate(&mut self, requests: Vec<cells::Delegation>) -> cells::DelegateAnswer {
+        if self.replaying() { self.replay.delegate(requests) } else { self.live.delegate(requests) }
     }
     fn log(&mut self, message: String) {
         if self.replaying() { self.replay.log(message) } else { self.live.log(message) }
@@ -852,7 +901,7 @@ mod tests {
     fn call(seq: u64, kind: Kind, mut payload: Value) -> Call {
         payload["mission"] = json!("m-1");
         payload["task"] = json!(0);
-        Call { seq, kind, payload, answer: None }
+        Call { seq, kind, payload, answer: None, joined: None }
     }
 
     fn fact(predicate: &str, value: &str) -> Value {

@@ -11,8 +11,8 @@ use ledger::{Entry, Kind};
 use serde_json::{Value, json};
 
 use crate::entries::{
-    self, GateDecided, GateEscalated, GateRequested, GateTimedOut, MissionCompleted, MissionDeclared, MissionFinished,
-    TaskDecided, TaskFailed, TaskSkipped, TaskStarted,
+    self, GateDecided, GateEscalated, GateRequested, GateTimedOut, HostInfer, MissionCompleted, MissionDeclared,
+    MissionFinished, TaskDecided, TaskFailed, TaskSkipped, TaskStarted,
 };
 
 /// What one gate name saw over the mission.
@@ -27,6 +27,25 @@ struct GateStats {
     waits: Vec<i64>,
 }
 
+/// What one agent did over the mission (children included).
+#[derive(Debug, Default)]
+struct AgentStats {
+    started: u64,
+    decided: u64,
+    failed: u64,
+    skipped: u64,
+    model_calls: u64,
+    spent: u64,
+}
+
+/// Where one task sits in its case's tree of delegations.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// The case's own task at the root.
+    root: u32,
+    depth: u32,
+}
+
 /// The report for `mission` as a JSON document (see `render`).
 pub fn build(dir: &Path, mission: &str) -> Result<Value> {
     let db = crate::data::db_path(dir)?;
@@ -39,6 +58,9 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
     // gate id -> (gate name, requested at)
     let mut open: BTreeMap<String, (String, i64)> = BTreeMap::new();
     let mut gates: BTreeMap<String, GateStats> = BTreeMap::new();
+    let mut agents: BTreeMap<String, AgentStats> = BTreeMap::new();
+    // task index -> its agent and place in its tree (first start).
+    let mut placed: BTreeMap<u32, (String, Place)> = BTreeMap::new();
     ledger::scan_journal(&db, |e: Entry| -> Result<bool> {
         // Other kinds, and entries of other missions, count for nothing.
         let Some(kind) = Kind::parse(&e.kind) else {
@@ -61,7 +83,31 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
             Kind::TaskStarted => {
                 let p: TaskStarted = entries::decode(&e)?;
                 if p.mission == mission {
+                    let first = tasks.entry(u64::from(p.task)).or_default().0.is_none();
                     tasks.entry(u64::from(p.task)).or_default().0.get_or_insert(e.time_us);
+                    if first {
+                        agents.entry(p.agent.clone()).or_default().started += 1;
+                        // A child's parent started before it did.
+                        let place = match &p.parent {
+                            None => Place { root: p.task, depth: 0 },
+                            Some(link) => Place {
+                                root: placed.get(&link.task).map_or(link.task, |(_, parent)| parent.root),
+                                depth: link.depth,
+                            },
+                        };
+                        placed.insert(p.task, (p.agent, place));
+                    }
+                }
+            }
+            Kind::HostInfer => {
+                let p: HostInfer = entries::decode(&e)?;
+                if p.mission == mission
+                    && let Some((agent, _)) = placed.get(&p.task)
+                    && p.refused.is_none()
+                {
+                    let stats = agents.entry(agent.clone()).or_default();
+                    stats.model_calls += 1;
+                    stats.spent += p.cost.unwrap_or(0);
                 }
             }
             Kind::TaskDecided | Kind::TaskFailed | Kind::TaskSkipped => {
@@ -81,6 +127,14 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
                 };
                 if of == mission {
                     tasks.entry(u64::from(task)).or_default().1 = Some((e.time_us, outcome.to_owned()));
+                    if let Some((agent, _)) = placed.get(&task) {
+                        let stats = agents.entry(agent.clone()).or_default();
+                        match outcome {
+                            "decided" => stats.decided += 1,
+                            "failed" => stats.failed += 1,
+                            _ => stats.skipped += 1,
+                        }
+                    }
                 }
             }
             Kind::GateRequested => {
@@ -147,6 +201,28 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
         })
         .collect();
     let (cycle_median, cycle_worst) = median_and_worst(&mut cycles);
+    let agents_doc: Vec<Value> = agents
+        .iter()
+        .map(|(agent, a)| {
+            json!({"agent": agent, "started": a.started, "decided": a.decided, "failed": a.failed,
+                   "skipped": a.skipped, "model_calls": a.model_calls, "spent": a.spent})
+        })
+        .collect();
+    // Trees: a case's task and every task delegated under it. Width: the
+    // most tasks of one tree at one depth.
+    let mut levels: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (_, place) in placed.values() {
+        *levels.entry((place.root, place.depth)).or_default() += 1;
+    }
+    let children = placed.values().filter(|(_, p)| p.depth > 0).count();
+    let delegating: std::collections::BTreeSet<u32> =
+        placed.values().filter(|(_, p)| p.depth > 0).map(|(_, p)| p.root).collect();
+    let trees_doc = json!({
+        "cases_that_delegated": delegating.len(),
+        "children": children,
+        "deepest": placed.values().map(|(_, p)| p.depth).max().unwrap_or(0),
+        "widest": levels.iter().filter(|((_, depth), _)| *depth > 0).map(|(_, n)| *n).max().unwrap_or(0),
+    });
     Ok(json!({
         "mission": mission,
         "name": name,
@@ -162,6 +238,8 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
             "rate": if started == 0 { 0.0 } else { excepted.len() as f64 / started as f64 },
         },
         "gates": gates_doc,
+        "agents": agents_doc,
+        "trees": trees_doc,
         "timeouts": gates.values().map(|s| s.timed_out).sum::<u64>(),
         "escalations": gates.values().map(|s| s.escalated).sum::<u64>(),
     }))
@@ -214,6 +292,32 @@ pub fn render(doc: &Value) -> String {
         e["rate"].as_f64().unwrap_or(0.0) * 100.0
     );
     let _ = writeln!(s, "timeouts    {}; escalations {}", doc["timeouts"], doc["escalations"]);
+    let tr = &doc["trees"];
+    if n(&tr["children"]) > 0 {
+        let _ = writeln!(
+            s,
+            "delegation  {} cases delegated to {} child tasks; deepest tree {} levels, widest {} tasks at one level",
+            tr["cases_that_delegated"], tr["children"], tr["deepest"], tr["widest"]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<24} {:>8} {:>8} {:>8} {:>8} {:>11} {:>10}",
+        "agent", "started", "decided", "failed", "skipped", "model calls", "spent"
+    );
+    for a in doc["agents"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<24} {:>8} {:>8} {:>8} {:>8} {:>11} {:>10}",
+            a["agent"].as_str().unwrap_or("?"),
+            n(&a["started"]),
+            n(&a["decided"]),
+            n(&a["failed"]),
+            n(&a["skipped"]),
+            n(&a["model_calls"]),
+            n(&a["spent"])
+        );
+    }
     let _ = writeln!(
         s,
         "\n{:<24} {:>9} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12}",

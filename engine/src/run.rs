@@ -527,7 +527,7 @@ pub async fn resume_mission(
     // What each task to continue did before, from the journal; checked
     // before anything is written, so a disagreement changes nothing.
     let tasks = state::tasks(&data.ledger.read()?, mission_id)?;
-    let recovering = open_attempts(&data, mission_id, record.declared_seq, &tasks)?;
+    let recovering = open_attempts(&data.ledger, mission_id, record.declared_seq, &tasks)?;
     let running: Vec<u32> = tasks.iter().filter(|t| t.status == TaskStatus::Running).map(|t| t.index).collect();
     let limit = data.ledger.write(|t| -> Result<u64> {
         let now = now_us();
@@ -575,7 +575,7 @@ pub async fn resume_mission(
 /// from each task's spans and its decided gates, so resuming one of
 /// 100,000 parked tasks reads a few entries, not the journal.
 fn open_attempts(
-    data: &DataDir,
+    ledger: &ledger::Ledger,
     mission_id: &str,
     declared_seq: u64,
     tasks: &[TaskRecord],
@@ -586,8 +586,8 @@ fn open_attempts(
     if candidates.iter().any(|t| t.status == TaskStatus::Running && t.spans.is_empty()) {
         // Written before tasks recorded their spans: read it all.
         let wanted: std::collections::BTreeSet<u32> = candidates.iter().map(|t| t.index).collect();
-        let read = data.ledger.read()?;
-        for mut attempt in crate::replay::attempts(&data.ledger.entries(declared_seq, usize::MAX)?) {
+        let read = ledger.read()?;
+        for mut attempt in crate::replay::attempts(&ledger.entries(declared_seq, usize::MAX)?) {
             if attempt.mission == mission_id && attempt.end.is_none() && wanted.contains(&attempt.task) {
                 attempt.unseal(&read)?;
                 found.insert(attempt.task, attempt);
@@ -598,14 +598,14 @@ fn open_attempts(
     // The reviewers' answers (gate.decided) sit wherever they were
     // written, outside the task's spans: fetched by the gate ids the
     // attempt's awaits name.
-    let read = data.ledger.read()?;
+    let read = ledger.read()?;
     for task in candidates.into_iter().filter(|t| !t.spans.is_empty()) {
         let mut entries = Vec::new();
         for (i, (first, last)) in task.spans.iter().enumerate() {
             let last = last.or_else(|| task.spans.get(i + 1).map(|next| next.0));
             let count =
                 last.map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(*first) + 1).unwrap_or(usize::MAX));
-            entries.extend(data.ledger.entries(*first, count)?);
+            entries.extend(ledger.entries(*first, count)?);
         }
         let awaited: Vec<String> = entries
             .iter()
@@ -618,7 +618,20 @@ fn open_attempts(
             .collect();
         for gate_id in awaited {
             if let Some(seq) = state::gate(&read, &gate_id)?.and_then(|g| g.decided_seq) {
-                entries.extend(data.ledger.entries(seq, 1)?);
+                entries.extend(ledger.entries(seq, 1)?);
+            }
+        }
+        // Likewise the children's results (task.joined) for its delegations.
+        let delegations: Vec<String> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::TaskDelegated)
+            .filter_map(|e| entries::decode::<entries::TaskDelegated>(e).ok())
+            .filter(|p| p.mission == mission_id && p.task == task.index)
+            .filter_map(|p| p.delegation)
+            .collect();
+        for id in delegations {
+            if let Some(seq) = state::delegation(&read, &id)?.and_then(|d| d.joined_seq) {
+                entries.extend(ledger.entries(seq, 1)?);
             }
         }
         let mut latest =
@@ -649,6 +662,15 @@ fn open_attempts(
     Ok(found)
 }
 
+/// The open attempt of a parent woken by its children's end, read from
+/// its spans like any resumed task's.
+fn resumed_attempt(ctx: &MissionCtx, index: u32) -> Result<Option<Attempt>> {
+    let Some(task) = state::task(&ctx.ledger.read()?, &ctx.id, index)? else { return Ok(None) };
+    // Declared before tasks had spans: not a parent (delegation is newer).
+    let mut found = open_attempts(&ctx.ledger, &ctx.id, 0, std::slice::from_ref(&task))?;
+    Ok(found.remove(&index))
+}
+
 /// Runs the tasks `pending` (indices into the mission's cases) and settles
 /// the mission's status.
 #[allow(clippy::too_many_arguments, reason = "one call site each from run and resume")]
@@ -666,6 +688,7 @@ async fn execute(
 ) -> Result<RunOutcome> {
     let conductor = data.conductor.clone();
     let ttl_ms = i64::try_from(mission.budget.reservation_ttl_ms).unwrap_or(i64::MAX / 1000);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(MissionCtx {
         id: mission_id.clone(),
         ledger: data.ledger.clone(),
@@ -680,11 +703,34 @@ async fn execute(
         memory_limits: crate::facts::limits(&mission.memory_limits),
         failover: mission.routing.failover.clone(),
         decision_rules: crate::decisions::DecisionRules::from_mission(&mission),
+        delegation: crate::delegation::Policy::of(&mission),
+        ready: ready_tx,
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
-    for index in pending {
+    // The tasks to run: those given, and whatever becomes runnable while
+    // they run (children a delegation created, parents whose children all
+    // ended). Work already started goes first: a parked parent's children
+    // and its resumption come before new cases, so a tree finishes (and
+    // stops holding records and budget) before the next one grows. The
+    // run ends when nothing runs and nothing is queued.
+    let mut queue: std::collections::VecDeque<(u32, bool)> = pending.into_iter().map(|i| (i, false)).collect();
+    let mut woken: std::collections::VecDeque<(u32, bool)> = std::collections::VecDeque::new();
+    loop {
+        while let Ok(ready) = ready_rx.try_recv() {
+            woken.push_back(ready);
+        }
+        let Some((index, resume)) = woken.pop_front().or_else(|| queue.pop_front()) else {
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = running.join_next() => { done.context("a task thread panicked")?; }
+                Some(ready) = ready_rx.recv() => woken.push_back(ready),
+            }
+            continue;
+        };
         let permit = permits.clone().acquire_owned().await.context("task scheduler closed")?;
         if !Exhaustion(mission.budget.on_exhausted).keeps_going(ctx.budget_exhausted.load(Ordering::SeqCst)) {
             break;
@@ -698,7 +744,12 @@ async fn execute(
             (ctx.clone(), mission.clone(), agents.clone(), engine.clone(), progress.clone(), recovering.clone());
         running.spawn_blocking(move || {
             let _permit = permit;
-            let result = run_task(&ctx, &mission, &agents, &engine, index, recovering.get(&index));
+            // A parent whose children have all ended: replayed to its
+            // `delegate` call, which the journal's `task.joined` answers.
+            let resumed = if resume { resumed_attempt(&ctx, index) } else { Ok(None) };
+            let result = resumed.and_then(|attempt| {
+                run_task(&ctx, &mission, &agents, &engine, index, attempt.as_ref().or(recovering.get(&index)))
+            });
             let record = match result {
                 Ok(record) => record,
                 Err(e) => {
@@ -723,6 +774,7 @@ async fn execute(
             done.context("a task thread panicked")?;
         }
     }
+    // Stopped early (budget, storage): let what runs finish.
     while let Some(done) = running.join_next().await {
         done.context("a task thread panicked")?;
     }
@@ -848,6 +900,12 @@ pub fn task_account(mission: &str, agent: &str, index: u32) -> String {
     format!("{mission}/{agent}/task-{index}")
 }
 
+/// Whether `account` is a task's (see [`task_account`]), not an agent's
+/// or a mission's.
+pub fn is_task_account(account: &str) -> bool {
+    account.rsplit_once("/task-").is_some_and(|(above, n)| above.contains('/') && n.parse::<u32>().is_ok())
+}
+
 fn policy_name(policy: OnExhausted) -> &'static str {
     match policy {
         OnExhausted::Stop => "stop",
@@ -906,7 +964,7 @@ where
     Ok(())
 }
 
-fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
+pub(crate) fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord {
     TaskRecord {
         mission: mission.to_owned(),
         index,
@@ -922,6 +980,9 @@ fn new_task(mission: &str, index: u32, case_id: &str, agent: &str) -> TaskRecord
         tokens_settled: 0,
         model_calls: 0,
         spans: Vec::new(),
+        parent: None,
+        children: 0,
+        delegation: None,
     }
 }
 
@@ -934,9 +995,11 @@ fn run_task(
     index: u32,
     recovering: Option<&Attempt>,
 ) -> Result<TaskRecord> {
-    let case = &mission.tasks.cases[index as usize];
+    let spec = task_spec(ctx, mission, index)?;
+    let case = &*spec.case;
     let agent = agents.iter().find(|a| a.spec.name == case.agent).context("validated mission names a known agent")?;
     let mut record = new_task(&ctx.id, index, &case.id, &agent.spec.name);
+    record.parent = spec.parent.as_ref().map(|p| p.task);
 
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
     match Exhaustion(mission.budget.on_exhausted).before_task(exhausted, recovering.is_some()) {
@@ -951,7 +1014,21 @@ fn run_task(
                 case: case.id.clone(),
                 reason: "budget_exhausted".into(),
             };
-            record_task(ctx, skipped, &record)?;
+            if record.parent.is_none() {
+                record_task(ctx, skipped, &record)?;
+                return Ok(record);
+            }
+            // A child that never ran still ends for its parent.
+            let (conductor, ended) = (ctx.conductor.clone(), record.clone());
+            let woke = crate::data::commit(&ctx.committer, move |t| {
+                entries::append(t, &conductor, &skipped, now_us())?;
+                state::put_task(t.redb(), &ended).map_err(projection)?;
+                let result = crate::delegation::result_of(&ended, None, Some(&skipped.reason));
+                crate::delegation::child_ended(t, &conductor, &ended, result)
+            })?;
+            if let Some(parent) = woke {
+                ctx.wake(parent, true);
+            }
             return Ok(record);
         }
     }
@@ -976,6 +1053,7 @@ fn run_task(
                 let (seq, _) = entries::append(t, &ctx.conductor, &recovered, now_us())?;
                 if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
                     record.spans = before.spans;
+                    record.children = before.children;
                 }
                 record.spans.push((seq, None));
                 state::put_task(t.redb(), &record)?;
@@ -983,7 +1061,7 @@ fn run_task(
             })?;
             (env, input_text)
         }
-        None => start_task(ctx, agent, case, index, &account, &mut record)?,
+        None => start_task(ctx, agent, case, index, &account, spec.parent.clone(), &mut record)?,
     };
 
     let limits = CellLimits {
@@ -1012,6 +1090,9 @@ fn run_task(
         deadline: Instant::now() + Duration::from_millis(limits.wall_ms),
         meter: meter.clone(),
         scope: agent.scope.clone(),
+        agent: agent.spec.name.clone(),
+        depth: spec.depth,
+        root: spec.root,
     };
     let (host, replay_log): (Box<dyn CellHost>, _) = match recovering {
         Some(attempt) => {
@@ -1031,6 +1112,9 @@ fn run_task(
     if let Some(unrecorded) = unrecorded.as_ref().filter(|u| u.storage) {
         return Err(TaskStopped { task: index, case: case.id.clone(), failure: unrecorded.failure.clone() }.into());
     }
+    if let Err(cells::CellFailure::Delegated { delegation }) = &result {
+        return park_on_children(ctx, &meter, record, delegation);
+    }
     if let Err(cells::CellFailure::Parked { gate }) = &result {
         // Waiting on a reviewer: nothing is kept but the journal and this
         // record. Deciding the gate makes the task runnable again.
@@ -1039,8 +1123,13 @@ fn run_task(
         record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
         record.tokens_settled = meter.settled.load(Ordering::Relaxed);
         record.model_calls = meter.model_calls.load(Ordering::Relaxed);
-        let parked =
-            entries::TaskParked { mission: ctx.id.clone(), task: index, case: case.id.clone(), gate_id: gate.clone() };
+        let parked = entries::TaskParked {
+            mission: ctx.id.clone(),
+            task: index,
+            case: case.id.clone(),
+            gate_id: Some(gate.clone()),
+            delegation: None,
+        };
         ctx.ledger.write(|t| -> Result<()> {
             let (seq, _) = entries::append(t, &ctx.conductor, &parked, now_us())?;
             if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
@@ -1117,7 +1206,85 @@ fn run_task(
     // The outcome shares a durable group commit with other tasks' writes;
     // the task has ended once that commit is on disk.
     let outcome = Arc::new(Outcome { ctx: ctx.clone(), agent_key: agent.key.clone(), record, ending, rules });
-    Ok(crate::data::commit(&ctx.committer, move |t| outcome.write(t))?)
+    let (record, woke) = crate::data::commit(&ctx.committer, move |t| outcome.write(t))?;
+    if let Some(parent) = woke {
+        ctx.wake(parent, true);
+    }
+    Ok(record)
+}
+
+/// What one task runs: one of the mission's cases, or a child that a
+/// delegation created (its input, agent and place in the tree are in its
+/// [`state::ChildSpec`]).
+struct TaskSpec<'m> {
+    case: std::borrow::Cow<'m, missions::Case>,
+    depth: u32,
+    root: u32,
+    parent: Option<entries::ParentLink>,
+}
+
+fn task_spec<'m>(ctx: &MissionCtx, mission: &'m Mission, index: u32) -> Result<TaskSpec<'m>> {
+    if let Some(case) = mission.tasks.cases.get(index as usize) {
+        return Ok(TaskSpec { case: std::borrow::Cow::Borrowed(case), depth: 0, root: index, parent: None });
+    }
+    let read = ctx.ledger.read()?;
+    let child =
+        state::child(&read, &ctx.id, index)?.with_context(|| format!("task {index} is neither a case nor a child"))?;
+    let record = state::task(&read, &ctx.id, index)?.with_context(|| format!("child task {index} has no record"))?;
+    let root =
+        mission.tasks.cases.get(child.root as usize).with_context(|| format!("child task {index}: no root case"))?;
+    let input: Value = serde_json::from_str(&child.input).with_context(|| format!("child task {index}'s input"))?;
+    let case = missions::Case {
+        id: record.case_id,
+        agent: child.agent,
+        input,
+        origin: format!("delegation:{}", child.delegation),
+        // A child sees its case's data: it is cleared like the case.
+        tier: root.tier,
+    };
+    let parent = entries::ParentLink { task: child.parent, delegation: child.delegation, depth: child.depth };
+    Ok(TaskSpec { case: std::borrow::Cow::Owned(case), depth: child.depth, root: child.root, parent: Some(parent) })
+}
+
+/// A task's cell stopped on its `delegate` call. A live call's commit
+/// already parked it (`task.parked`, its record): nothing more to write,
+/// and its children may even have ended and resumed it by now. A replayed
+/// call whose children have not all ended parks it here.
+fn park_on_children(
+    ctx: &MissionCtx,
+    meter: &TaskMeter,
+    mut record: TaskRecord,
+    delegation: &str,
+) -> Result<TaskRecord> {
+    record.status = TaskStatus::AwaitingChildren;
+    record.delegation = Some(delegation.to_owned());
+    record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
+    record.tokens_settled = meter.settled.load(Ordering::Relaxed);
+    record.model_calls = meter.model_calls.load(Ordering::Relaxed);
+    let parked_live = meter.delegated.lock().is_ok_and(|d| d.as_deref() == Some(delegation));
+    if parked_live {
+        return Ok(record);
+    }
+    let parked = entries::TaskParked {
+        mission: ctx.id.clone(),
+        task: record.index,
+        case: record.case_id.clone(),
+        gate_id: None,
+        delegation: Some(delegation.to_owned()),
+    };
+    ctx.ledger.write(|t| -> Result<()> {
+        let (seq, _) = entries::append(t, &ctx.conductor, &parked, now_us())?;
+        if let Some(before) = state::task_in(t.redb(), &ctx.id, record.index)? {
+            record.spans = before.spans;
+            record.children = before.children;
+        }
+        if let Some(open) = record.spans.last_mut() {
+            open.1 = Some(seq);
+        }
+        state::put_task(t.redb(), &record)?;
+        Ok(())
+    })?;
+    Ok(record)
 }
 
 /// How a finished cell's task ends: failed, or with a proposal that is
@@ -1149,8 +1316,9 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Journals the task's end and stores its record; returns the record.
-    fn write(&self, t: &mut ledger::Txn) -> Result<TaskRecord, LedgerError> {
+    /// Journals the task's end and stores its record; returns the record,
+    /// and the parent it woke when it was the last of its siblings to end.
+    fn write(&self, t: &mut ledger::Txn) -> Result<(TaskRecord, Option<u32>), LedgerError> {
         let ctx = &self.ctx;
         let mut record = self.record.clone();
         let (index, case) = (record.index, record.case_id.clone());
@@ -1238,7 +1406,19 @@ impl Outcome {
             }
         }
         state::put_task(t.redb(), &record).map_err(projection)?;
-        Ok(record)
+        let ended = match &self.ending {
+            Ending::Failed { code, .. } => Some(crate::delegation::result_of(&record, None, Some(code))),
+            Ending::Proposed { proposal, .. } if record.status == TaskStatus::Decided => {
+                Some(crate::delegation::result_of(&record, Some(proposal.details.clone()), None))
+            }
+            // Gated: it ends when its reviewer decides (`gates`).
+            Ending::Proposed { .. } => None,
+        };
+        let woke = match ended {
+            Some(result) => crate::delegation::child_ended(t, &ctx.conductor, &record, result)?,
+            None => None,
+        };
+        Ok((record, woke))
     }
 }
 
@@ -1295,6 +1475,7 @@ fn start_task(
     case: &missions::Case,
     index: u32,
     account: &str,
+    parent: Option<entries::ParentLink>,
     record: &mut TaskRecord,
 ) -> Result<(CellEnv, String)> {
     // The agent learns which model it may use through its input.
@@ -1317,6 +1498,7 @@ fn start_task(
         input,
         clock_start_us: env.clock_start_us,
         seed: hex::encode(env.seed),
+        parent,
     };
     let (conductor, account, parent, task_limit, fresh) = (
         ctx.conductor.clone(),

@@ -11,6 +11,10 @@ const MISSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_m
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_tasks");
 /// gate id -> [`GateRecord`] (JSON).
 const GATES: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_gates");
+/// delegation id -> [`DelegationRecord`] (JSON).
+const DELEGATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_delegations");
+/// "{mission id}/{task index:06}" of a child task -> [`ChildSpec`] (JSON).
+const CHILDREN: TableDefinition<&str, &[u8]> = TableDefinition::new("conductor_children");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -63,6 +67,9 @@ pub enum TaskStatus {
     AwaitingReview,
     Failed,
     Skipped,
+    /// Parked on its children (`delegate`): runnable again, replayed to
+    /// the call, once the last of them ends.
+    AwaitingChildren,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +95,57 @@ pub struct TaskRecord {
     /// reads just these spans, not the whole journal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<(u64, Option<u64>)>,
+    /// A child task: its parent's index (see [`ChildSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<u32>,
+    /// Children this task has started, in all its `delegate` calls.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub children: u32,
+    /// The delegation the task is parked on, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One `delegate` call that was accepted: its children are the tasks
+/// `first_child .. first_child + count` of the mission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationRecord {
+    pub id: String,
+    pub mission: String,
+    /// The parent task's index and case.
+    pub parent: u32,
+    pub case_id: String,
+    /// Its `task.delegated` entry.
+    pub delegated_seq: u64,
+    pub first_child: u32,
+    pub count: u32,
+    /// Children that have not ended yet.
+    pub open: u32,
+    /// Its `task.joined`, once every child has ended.
+    pub joined_seq: Option<u64>,
+}
+
+/// What a child task is to run, kept from its parent's `delegate` call
+/// until it ends (and its result, once it has).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub delegation: String,
+    pub parent: u32,
+    /// The case's own (entry) task at the root of the tree: the child
+    /// inherits its data tier and failover.
+    pub root: u32,
+    pub depth: u32,
+    pub agent: String,
+    /// The input exactly as the parent's agent sent it (a JSON object).
+    pub input: String,
+    /// The limit of the child's budget account.
+    pub budget: Option<u64>,
+    /// How the child ended, for its parent's `task.joined`.
+    pub result: Option<crate::entries::ChildResult>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +251,8 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StateError> {
     txn.open_table(MISSIONS).map_err(storage)?;
     txn.open_table(TASKS).map_err(storage)?;
     txn.open_table(GATES).map_err(storage)?;
+    txn.open_table(DELEGATIONS).map_err(storage)?;
+    txn.open_table(CHILDREN).map_err(storage)?;
     Ok(())
 }
 
@@ -229,6 +289,37 @@ pub fn put_task(txn: &WriteTransaction, t: &TaskRecord) -> Result<(), StateError
 
 pub fn put_gate(txn: &WriteTransaction, g: &GateRecord) -> Result<(), StateError> {
     put(txn, GATES, &g.id, g)
+}
+
+pub fn put_delegation(txn: &WriteTransaction, d: &DelegationRecord) -> Result<(), StateError> {
+    put(txn, DELEGATIONS, &d.id, d)
+}
+
+pub fn put_child(txn: &WriteTransaction, mission: &str, index: u32, c: &ChildSpec) -> Result<(), StateError> {
+    put(txn, CHILDREN, &task_key(mission, index), c)
+}
+
+pub fn delegation_in(txn: &WriteTransaction, id: &str) -> Result<Option<DelegationRecord>, StateError> {
+    let table = txn.open_table(DELEGATIONS).map_err(storage)?;
+    let value = table.get(id).map_err(storage)?;
+    value.map(|v| decode("delegation", id, v.value())).transpose()
+}
+
+pub fn child_in(txn: &WriteTransaction, mission: &str, index: u32) -> Result<Option<ChildSpec>, StateError> {
+    let key = task_key(mission, index);
+    let table = txn.open_table(CHILDREN).map_err(storage)?;
+    let value = table.get(key.as_str()).map_err(storage)?;
+    value.map(|v| decode("child", &key, v.value())).transpose()
+}
+
+/// One delegation, by id.
+pub fn delegation(txn: &ReadTransaction, id: &str) -> Result<Option<DelegationRecord>, StateError> {
+    one(txn, DELEGATIONS, "delegation", id)
+}
+
+/// What a child task runs.
+pub fn child(txn: &ReadTransaction, mission: &str, index: u32) -> Result<Option<ChildSpec>, StateError> {
+    one(txn, CHILDREN, "child", &task_key(mission, index))
 }
 
 /// Reads inside a write transaction (for read-modify-write).
@@ -346,7 +437,7 @@ pub fn settle_status(tasks: &[TaskRecord], budget_exhausted: bool) -> MissionSta
         MissionStatus::BudgetExhausted
     } else if tasks.iter().any(|t| t.status == TaskStatus::AwaitingReview) {
         MissionStatus::AwaitingReview
-    } else if tasks.iter().any(|t| t.status == TaskStatus::Pending) {
+    } else if tasks.iter().any(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::AwaitingChildren)) {
         // A parked task whose gate was decided waits for `mission resume`.
         MissionStatus::Paused
     } else if tasks.iter().any(|t| t.status == TaskStatus::Failed) {

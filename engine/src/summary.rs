@@ -58,7 +58,7 @@ impl Counts {
                 TaskStatus::AwaitingReview => counts.awaiting_review += 1,
                 TaskStatus::Failed => counts.failed += 1,
                 TaskStatus::Skipped => counts.skipped += 1,
-                TaskStatus::Pending | TaskStatus::Running => counts.unfinished += 1,
+                TaskStatus::Pending | TaskStatus::Running | TaskStatus::AwaitingChildren => counts.unfinished += 1,
             }
         }
         counts

@@ -221,6 +221,114 @@ pub enum VerifyFailure {
          (`gate.decided` or `gate.timed_out`), and this one contradicts it"
     )]
     GateDecidedTwice { gate_id: String, first_seq: u64 },
+    /// A delegation id registered a second time, by a `task.delegated` or
+    /// after its join (see `crate::links`).
+    #[error(
+        "delegation `{delegation}` of mission `{mission}` was already registered at sequence {first_seq}: \
+         each `task.delegated` has its own delegation id"
+    )]
+    DelegationTwice { mission: String, delegation: String, first_seq: u64 },
+    /// A `task.delegated` whose children do not fit its `delegation`: a
+    /// child without a task index in an accepted delegation, or one with
+    /// an index in a refused one (see `crate::links`).
+    #[error(
+        "`task.delegated` of task {task} of mission `{mission}`: child {position} {}",
+        child_index_why(.refused)
+    )]
+    DelegationChildIndex { mission: String, task: u64, position: u64, refused: bool },
+    /// One task listed as a child twice, in one delegation or two.
+    #[error(
+        "task {child} of mission `{mission}` is listed as a child of delegation `{delegation}`, but it was \
+         already listed as a child at sequence {first_seq}: a child belongs to one delegation"
+    )]
+    ChildListedTwice { mission: String, delegation: String, child: u64, first_seq: u64 },
+    /// A child's `task.started` or a `task.joined` names a delegation no
+    /// earlier `task.delegated` of the mission registered.
+    #[error(
+        "`{kind}` of task {task} names delegation `{delegation}` of mission `{mission}`, which no earlier \
+         `task.delegated` of the mission registered"
+    )]
+    UnknownDelegation { kind: &'static str, mission: String, task: u64, delegation: String },
+    /// A child's `task.started` or a `task.joined` names another parent
+    /// task than the one that delegated.
+    #[error(
+        "delegation `{delegation}` of mission `{mission}` was made by task {expected}, but `{kind}` names \
+         task {got} as its parent"
+    )]
+    WrongParent { kind: &'static str, mission: String, delegation: String, expected: u64, got: u64 },
+    /// A child's `task.started` says another depth than its delegation.
+    #[error(
+        "task {child} of mission `{mission}` starts at depth {got}, but delegation `{delegation}` put its \
+         children at depth {expected}"
+    )]
+    WrongDepth { mission: String, delegation: String, child: u64, expected: u64, got: u64 },
+    /// A `task.started` names a delegation that does not list the task.
+    #[error(
+        "task {child} of mission `{mission}` starts as a child of delegation `{delegation}`, which does not \
+         list it among its children"
+    )]
+    NotAChild { mission: String, delegation: String, child: u64 },
+    /// A child's `task.started` after its delegation was joined (so
+    /// after the child ended).
+    #[error(
+        "task {child} of mission `{mission}` starts as a child of delegation `{delegation}`, which was \
+         already joined at sequence {joined_seq}: a child runs before its delegation's join"
+    )]
+    ChildAfterJoin { mission: String, delegation: String, child: u64, joined_seq: u64 },
+    /// A second `task.joined` for one delegation.
+    #[error(
+        "delegation `{delegation}` of mission `{mission}` was already joined at sequence {first_seq}: a \
+         delegation is joined once"
+    )]
+    JoinedTwice { mission: String, delegation: String, first_seq: u64 },
+    /// A `task.joined` whose results are not the delegation's children, in
+    /// order: `expected` and `got` are the child task at `position` (none:
+    /// past the end of that list).
+    #[error(
+        "`task.joined` of delegation `{delegation}` of mission `{mission}` does not list its children in \
+         order: result {position} is {}, but the delegation's child {position} is {}",
+        task_or_none(.got),
+        task_or_none(.expected)
+    )]
+    JoinChildren { mission: String, delegation: String, position: u64, expected: Option<u64>, got: Option<u64> },
+    /// A `task.joined` written before one of its children ended.
+    #[error(
+        "`task.joined` of delegation `{delegation}` of mission `{mission}` comes before its child task \
+         {child} ended: the join is written with (after) the last child's terminal entry"
+    )]
+    JoinBeforeEnd { mission: String, delegation: String, child: u64 },
+    /// A `task.joined` result that says another ending than the child's
+    /// terminal entry (`decided <outcome>`, `failed <code>`, `skipped
+    /// <reason>`).
+    #[error(
+        "`task.joined` of delegation `{delegation}` of mission `{mission}` says child task {child} ended \
+         {got}, but its terminal entry (sequence {ended_seq}) says {expected}"
+    )]
+    JoinResultDiffers {
+        mission: String,
+        delegation: String,
+        child: u64,
+        // Boxed: the largest variant sizes every `Result` that carries a
+        // failure.
+        expected: Box<str>,
+        got: Box<str>,
+        ended_seq: u64,
+    },
+}
+
+/// `task N` or `nothing`, for [`VerifyFailure::JoinChildren`].
+fn task_or_none(task: &Option<u64>) -> String {
+    task.map_or_else(|| "nothing (the list ends)".to_owned(), |t| format!("task {t}"))
+}
+
+/// What is wrong with a child's task index, for
+/// [`VerifyFailure::DelegationChildIndex`].
+fn child_index_why(refused: &bool) -> &'static str {
+    if *refused {
+        "has a task index, but the delegation was refused (`delegation` is null), so no child was created"
+    } else {
+        "has no task index, but the delegation was accepted, so every child must name its task"
+    }
 }
 
 /// Verification found a bad entry.

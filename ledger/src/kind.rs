@@ -77,6 +77,10 @@ kinds! {
     TaskDeferred = "task.deferred" => Conductor,
     TaskRecovered = "task.recovered" => Conductor,
     TaskParked = "task.parked" => Conductor,
+    /// The last child of a delegation ended: the children's results, which
+    /// the parent's `delegate` call returns when it resumes. Written in the
+    /// same transaction as (after) that child's terminal entry.
+    TaskJoined = "task.joined" => Conductor,
     GateRequested = "gate.requested" => Conductor,
     GateReminder = "gate.reminder" => Conductor,
     GateEscalated = "gate.escalated" => Conductor,
@@ -89,6 +93,10 @@ kinds! {
     HostLog = "host.log" => Agent,
     HostReview = "host.review" => Agent,
     HostAwait = "host.await" => Agent,
+    /// A task's `delegate` host call: the sub-tasks it asked other agents
+    /// of the mission to run, and the children created (or the refusal).
+    /// Signed by the parent task's agent key, like its other host calls.
+    TaskDelegated = "task.delegated" => Agent,
     TaskProposed = "task.proposed" => Agent,
     GateDecided = "gate.decided" => Reviewer,
     GateVoted = "gate.voted" => Reviewer,
@@ -146,7 +154,7 @@ mod tests {
             assert_eq!(kind.to_string(), kind.as_str());
             assert!(seen.insert(kind.as_str()), "{kind} listed twice");
         }
-        assert_eq!(Kind::ALL.len(), 50, "format 1 has 50 kinds");
+        assert_eq!(Kind::ALL.len(), 52, "format 1 has 52 kinds");
         assert_eq!(Kind::parse("task.Started"), None);
         assert_eq!(Kind::parse(""), None);
     }
@@ -155,6 +163,8 @@ mod tests {
     fn signers_follow_the_format_table() {
         assert_eq!(Kind::TaskStarted.signer(), Role::Conductor);
         assert_eq!(Kind::TaskProposed.signer(), Role::Agent);
+        assert_eq!(Kind::TaskDelegated.signer(), Role::Agent);
+        assert_eq!(Kind::TaskJoined.signer(), Role::Conductor);
         assert_eq!(Kind::GateDecided.signer(), Role::Reviewer);
         assert_eq!(Kind::MemoryErased.signer(), Role::Operator);
         assert!(Kind::ALL.iter().all(|k| k.signer() != Role::Auditor), "auditors sign no kind yet");

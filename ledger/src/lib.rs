@@ -20,7 +20,8 @@
 //! - [`Ledger::verify`] and [`verify_export`] re-walk the chain and check
 //!   every hash, link, signer and signature (batch-verified on every
 //!   core), replay the budget postings and hold every task and gate to
-//!   one outcome (`outcomes`), naming the first bad sequence number;
+//!   one outcome (`outcomes`), hold delegations, their children and
+//!   their joins to one another (`links`), naming the first bad sequence number;
 //!   [`Checkpoint`]s held elsewhere pin the head against truncation and
 //!   rewrites. The same key, budget and outcome rules run at append time,
 //!   so the ledger never writes an entry its verifier would reject.
@@ -43,6 +44,7 @@ mod group;
 mod journal;
 mod json;
 mod kind;
+mod links;
 mod outcomes;
 mod remote;
 pub mod rules;

@@ -120,7 +120,7 @@ impl Subject {
 }
 
 /// `id` cut to [`ID_SHOWN_BYTES_MAX`] (on a character boundary) for a message.
-fn shown(mut id: String) -> String {
+pub(crate) fn shown(mut id: String) -> String {
     if id.len() > ID_SHOWN_BYTES_MAX {
         let mut end = ID_SHOWN_BYTES_MAX;
         while !id.is_char_boundary(end) {

@@ -2,7 +2,7 @@
 //!
 //! Entries are checked in order for everything but their signatures
 //! (framing, sequence, hash, chain link, signer authorization, budget
-//! postings, exactly-once outcomes, held checkpoints); signatures are
+//! postings, exactly-once outcomes, delegation links, held checkpoints); signatures are
 //! collected and checked in windows with batch verification on every core.
 //! When a batch fails, its entries are checked one by one with strict
 //! verification to name the first bad one, and the earliest failure of
@@ -18,6 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::entry::{self, Entry, EntryHash};
 use crate::error::{VerifyError, VerifyFailure, storage};
 use crate::journal::{HEAD, JOURNAL, Ledger, read_head};
+use crate::links::LinkBook;
 use crate::outcomes::{self, OutcomeBook};
 use crate::rules::{self, KeyBook, KeyRecord};
 
@@ -60,6 +61,8 @@ pub(crate) struct Verifier {
     /// Every ended task and decided gate so far (see [`OutcomeBook`] for
     /// its cost).
     outcomes: OutcomeBook,
+    /// Open delegations and their children (see [`LinkBook`] for its cost).
+    links: LinkBook,
     next: u64,
     prev: EntryHash,
     pending: Vec<PendingSig>,
@@ -76,6 +79,7 @@ impl Verifier {
             book: KeyBook::default(),
             budget: BudgetBook::default(),
             outcomes: OutcomeBook::default(),
+            links: LinkBook::default(),
             next: 0,
             prev: EntryHash::default(),
             pending: Vec::new(),
@@ -172,6 +176,7 @@ impl Verifier {
             self.budget.apply_posting(&entry.kind, &entry.payload, entry.time_us).map_err(VerifyFailure::BudgetRule)?;
         }
         outcomes::admit(&mut self.outcomes, entry.seq, &entry.kind, &entry.payload)?;
+        self.links.admit(entry.seq, &entry.kind, &entry.payload)?;
         if let Some(held) = self.held.get(&entry.seq) {
             if let Some(other) = held.iter().find(|h| **h != entry.hash) {
                 return Err(VerifyFailure::CheckpointMismatch { expected: *other });

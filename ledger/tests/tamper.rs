@@ -366,6 +366,47 @@ fn build(seed: u8, plan: Plan, tag: &str, time_base: i64) -> (tempfile::TempDir,
         t.extend(&keys.reviewer, MISSION, 50_000, "second digest approved", clock.tick())?;
         t.append(&c, "mission.completed", &json!({"mission": MISSION}), clock.tick())
     });
+    // A delegation (`task.delegated` by the parent's agent, the child's
+    // start and end, the conductor's `task.joined` in the child's
+    // transaction) and a refused one: the verifier links them.
+    write(&ledger, |t| {
+        let parent = json!({"mission": MISSION, "task": 900, "case": "digest"});
+        t.append(&c, "task.started", &parent, clock.tick())?;
+        let (delegated_seq, _) = t.append(
+            &keys.agent_b,
+            "task.delegated",
+            &json!({"mission": MISSION, "task": 900, "case": "digest", "delegation": "dlg-1", "depth": 1,
+                    "children": [{"agent": "summarise", "input_blake3": "ab", "cap": null, "task": 901,
+                                  "budget": null}]}),
+            clock.tick(),
+        )?;
+        t.append(
+            &keys.agent_b,
+            "task.delegated",
+            &json!({"mission": MISSION, "task": 900, "case": "digest", "delegation": null, "depth": 1,
+                    "children": [{"agent": "nobody", "input_blake3": "cd", "cap": 5, "task": null, "budget": null}],
+                    "refused": "`nobody` is not in delegates_to"}),
+            clock.tick(),
+        )?;
+        let child = json!({"mission": MISSION, "task": 901, "case": "digest/0",
+                           "parent": {"task": 900, "delegation": "dlg-1", "depth": 1}});
+        t.append(&c, "task.started", &child, clock.tick())?;
+        t.append(
+            &c,
+            "task.decided",
+            &json!({"mission": MISSION, "task": 901, "case": "digest/0", "outcome": "summarised"}),
+            clock.tick(),
+        )?;
+        t.append(
+            &c,
+            "task.joined",
+            &json!({"mission": MISSION, "task": 900, "case": "digest", "delegation": "dlg-1",
+                    "delegated_seq": delegated_seq,
+                    "results": [{"task": 901, "agent": "summarise", "status": "decided", "outcome": "summarised",
+                                 "reason": "", "details": {}}]}),
+            clock.tick(),
+        )
+    });
     // Any other kind format 1 knows (the list grows) once, by its role, so
     // the journal holds every kind an append may write.
     let written: std::collections::BTreeSet<String> =

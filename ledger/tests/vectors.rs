@@ -531,9 +531,21 @@ fn steps_of(failure: &VerifyFailure) -> &'static [&'static str] {
         | VerifyFailure::RevokedKey { .. }
         | VerifyFailure::WrongRole { .. }
         | VerifyFailure::BadKeyEvent(_) => &["authorization"],
-        VerifyFailure::BadPayload(_) => &["authorization", "outcomes"],
+        VerifyFailure::BadPayload(_) => &["authorization", "outcomes", "links"],
         VerifyFailure::BudgetRule(_) => &["budget"],
         VerifyFailure::TaskEndedTwice { .. } | VerifyFailure::GateDecidedTwice { .. } => &["outcomes"],
+        VerifyFailure::DelegationTwice { .. }
+        | VerifyFailure::DelegationChildIndex { .. }
+        | VerifyFailure::ChildListedTwice { .. }
+        | VerifyFailure::UnknownDelegation { .. }
+        | VerifyFailure::WrongParent { .. }
+        | VerifyFailure::WrongDepth { .. }
+        | VerifyFailure::NotAChild { .. }
+        | VerifyFailure::ChildAfterJoin { .. }
+        | VerifyFailure::JoinedTwice { .. }
+        | VerifyFailure::JoinChildren { .. }
+        | VerifyFailure::JoinBeforeEnd { .. }
+        | VerifyFailure::JoinResultDiffers { .. } => &["links"],
         VerifyFailure::CheckpointMismatch { .. } => &["checkpoint"],
         VerifyFailure::BadSignature | VerifyFailure::BadSigner => &["signature"],
         VerifyFailure::TrailingData => &["trailing"],

@@ -18,6 +18,7 @@
 //!     model: smollm2-135m
 //!     limits: { max_tokens: 96 }      # any field left out uses Limits::DEFAULT
 //!     budget: { limit: 30000, task_limit: 2000 }  # optional caps
+//!     delegates_to: [eligibility]     # optional: agents it may hand sub-tasks to
 //! tasks:
 //!   agent: eligibility
 //!   dir: cases                        # *.json case files; or `inline:` a list of mappings
@@ -32,7 +33,16 @@
 //! decisions:                          # optional: what a decision may say
 //!   outcomes: [eligible, ineligible, undetermined]
 //!   details: { requested_amount: integer, eligible_by_rule: boolean }
+//! delegation:                         # optional; any field left out uses Delegation::DEFAULT
+//!   depth: 4                          # entry tasks are depth 0, their children 1, ...
+//!   fan_out: 64                       # requests in one `delegate` call
+//!   children_per_task: 256            # children one task may start in all
+//!   input_bytes: 65536                # largest JSON input one child may be given
 //! ```
+//!
+//! An agent may delegate only to the agents its `delegates_to` lists
+//! (itself included: `delegation.depth` bounds the recursion); without
+//! it, the agent may not delegate.
 //!
 //! A condition's `case.*` field must be one the cases have (or, with
 //! `cases_schema`, one the schema declares), and with `decisions` a
@@ -74,9 +84,12 @@ pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;
 pub use mission::{
-    Agent, AgentBudget, Budget, CASES_SCHEMA_FILE_BYTES_MAX, Case, DataTier, Deadline, Decisions, Extension, Failover,
-    FieldType, Gate, Limits, MAX_CASE_FILE_BYTES, MAX_CASES, MISSION_FILE_BYTES_MAX, MemoryLimits, MemoryScope,
-    Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
+    Agent, AgentBudget, Budget, CASES_SCHEMA_FILE_BYTES_MAX, Case, DELEGATION_CHILDREN_MAX,
+    DELEGATION_CHILDREN_PER_TASK_DEFAULT, DELEGATION_DEPTH_DEFAULT, DELEGATION_DEPTH_MAX, DELEGATION_FAN_OUT_DEFAULT,
+    DELEGATION_FAN_OUT_MAX, DELEGATION_INPUT_BYTES_DEFAULT, DELEGATION_INPUT_BYTES_MAX, DELEGATION_INPUT_BYTES_MIN,
+    DataTier, Deadline, Decisions, Delegation, Extension, Failover, FieldType, Gate, Limits, MAX_CASE_FILE_BYTES,
+    MAX_CASES, MISSION_FILE_BYTES_MAX, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted,
+    OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
 };
 
 /// Parses an RFC 3339 timestamp (`2026-01-01T00:00:00Z`) into Unix

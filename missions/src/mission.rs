@@ -60,6 +60,72 @@ pub struct Mission {
     /// loaded (`cases_schema:`), resolved against the mission file's
     /// directory; gate fields were checked against its properties.
     pub cases_schema: Option<PathBuf>,
+    /// Bounds on agents delegating sub-tasks to each other (`delegation:`);
+    /// [`Delegation::DEFAULT`] when the file gives none. Which agent may
+    /// delegate to which is each agent's [`Agent::delegates_to`].
+    pub delegation: Delegation,
+}
+
+/// Default [`Delegation::depth`]: an entry task, its children and three
+/// more levels, enough for a coordinator, specialists and their helpers.
+pub const DELEGATION_DEPTH_DEFAULT: u32 = 4;
+/// Most [`Delegation::depth`]: every level parks a parent task and holds a
+/// child account, so a deeper tree is a runaway recursion, not a design.
+pub const DELEGATION_DEPTH_MAX: u32 = 16;
+/// Default [`Delegation::fan_out`]: a batch of sub-tasks one agent can
+/// reasonably hand out and read back in one call.
+pub const DELEGATION_FAN_OUT_DEFAULT: u32 = 64;
+/// Most [`Delegation::fan_out`]: one call's results come back together in
+/// one `task.joined` entry and one host-call answer, which must stay bounded.
+pub const DELEGATION_FAN_OUT_MAX: u32 = 4096;
+/// Default [`Delegation::children_per_task`]: four full default fan-outs.
+pub const DELEGATION_CHILDREN_PER_TASK_DEFAULT: u32 = 256;
+/// Most [`Delegation::children_per_task`]: as many tasks as a whole
+/// mission may hold ([`MAX_CASES`]), so one task cannot outgrow a mission.
+pub const DELEGATION_CHILDREN_MAX: u32 = 100_000;
+/// Default [`Delegation::input_bytes`]: the default [`Limits::call_arg_bytes`],
+/// so a child's input is the size of one ordinary host call's arguments.
+pub const DELEGATION_INPUT_BYTES_DEFAULT: u64 = 64 * 1024;
+/// Fewest [`Delegation::input_bytes`]: `{}`, the smallest JSON object.
+pub const DELEGATION_INPUT_BYTES_MIN: u64 = 2;
+/// Most [`Delegation::input_bytes`]: a child's input is a case, and a case
+/// file may hold at most [`MAX_CASE_FILE_BYTES`].
+pub const DELEGATION_INPUT_BYTES_MAX: u64 = MAX_CASE_FILE_BYTES;
+
+/// How far delegation may go in a mission: limits checked when an agent
+/// calls `delegate`, before anything runs. Every field is at least 1 (at
+/// least [`DELEGATION_INPUT_BYTES_MIN`] for `input_bytes`) and at most its
+/// maximum, and `fan_out` is at most `children_per_task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delegation {
+    /// How deep a tree of delegations may grow: entry tasks are depth 0,
+    /// their children 1, and so on; a task at depth `depth` may not
+    /// delegate. At most [`DELEGATION_DEPTH_MAX`].
+    pub depth: u32,
+    /// Requests in one `delegate` call. At most [`DELEGATION_FAN_OUT_MAX`].
+    pub fan_out: u32,
+    /// Children one task may start in all its calls together. At most
+    /// [`DELEGATION_CHILDREN_MAX`].
+    pub children_per_task: u32,
+    /// The largest input (bytes of JSON text) one child may be given. At
+    /// most [`DELEGATION_INPUT_BYTES_MAX`].
+    pub input_bytes: u64,
+}
+
+impl Delegation {
+    /// The limits used for any field a mission leaves out.
+    pub const DEFAULT: Delegation = Delegation {
+        depth: DELEGATION_DEPTH_DEFAULT,
+        fan_out: DELEGATION_FAN_OUT_DEFAULT,
+        children_per_task: DELEGATION_CHILDREN_PER_TASK_DEFAULT,
+        input_bytes: DELEGATION_INPUT_BYTES_DEFAULT,
+    };
+}
+
+impl Default for Delegation {
+    fn default() -> Self {
+        Delegation::DEFAULT
+    }
 }
 
 /// The allowed decisions of a mission. A decision is `{outcome, reason,
@@ -266,6 +332,11 @@ pub struct Agent {
     pub budget: AgentBudget,
     /// Which memory spaces the agent may read and write.
     pub memory: MemoryScope,
+    /// The agents of the mission this agent may delegate sub-tasks to, in
+    /// the order written, each once; it may list itself (the mission's
+    /// [`Delegation::depth`] bounds the recursion). Empty (the default):
+    /// it may not delegate.
+    pub delegates_to: Vec<String>,
 }
 
 /// The memory space a mission calls its own: its tasks' facts, unseen by

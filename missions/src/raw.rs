@@ -29,6 +29,19 @@ pub(crate) struct RawMission {
     pub routing: Option<RawRouting>,
     pub decisions: Option<Spanned<RawDecisions>>,
     pub cases_schema: Option<Spanned<String>>,
+    pub delegation: Option<RawDelegation>,
+}
+
+/// `delegation: { depth, fan_out, children_per_task, input_bytes }`, read
+/// as `u64` so an oversized value gets the located "between" message
+/// rather than a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelegation {
+    pub depth: Option<Spanned<u64>>,
+    pub fan_out: Option<Spanned<u64>>,
+    pub children_per_task: Option<Spanned<u64>>,
+    pub input_bytes: Option<Spanned<u64>>,
 }
 
 /// `decisions: { outcomes: [...], details: { field: type, ... } }`. Types
@@ -163,6 +176,8 @@ pub(crate) struct RawAgent {
     pub limits: Option<RawLimits>,
     pub budget: Option<RawAgentBudget>,
     pub memory: Option<RawMemoryScope>,
+    /// Agents of the mission this one may delegate to (default: none).
+    pub delegates_to: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

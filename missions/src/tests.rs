@@ -1231,3 +1231,147 @@ fn diagnostics_can_withhold_what_would_quote_the_file() {
     assert!(found.to_string().contains("case-b"), "{found}");
     assert!(!found.without_source_text_except("mission.yaml").to_string().contains("case-b"));
 }
+
+#[test]
+fn delegation_defaults_and_a_full_block_parse() {
+    let scratch = Scratch::with_sample_files();
+    let plain = scratch.parse(MINIMAL).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        plain.delegation,
+        Delegation { depth: 4, fan_out: 64, children_per_task: 256, input_bytes: 64 * 1024 },
+        "the documented defaults"
+    );
+    assert_eq!(plain.delegation, Delegation::default());
+    assert!(plain.agents.iter().all(|a| a.delegates_to.is_empty()), "no agent may delegate by default");
+
+    let full = format!(
+        "{MINIMAL}delegation:\n  depth: 16\n  fan_out: 4096\n  children_per_task: 100000\n  input_bytes: 1048576\n"
+    );
+    let mission = scratch.parse(&full).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        mission.delegation,
+        Delegation {
+            depth: DELEGATION_DEPTH_MAX,
+            fan_out: DELEGATION_FAN_OUT_MAX,
+            children_per_task: DELEGATION_CHILDREN_MAX,
+            input_bytes: DELEGATION_INPUT_BYTES_MAX,
+        }
+    );
+    let least = format!("{MINIMAL}delegation: {{ depth: 1, fan_out: 1, children_per_task: 1, input_bytes: 2 }}\n");
+    let mission = scratch.parse(&least).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.delegation, Delegation { depth: 1, fan_out: 1, children_per_task: 1, input_bytes: 2 });
+    // A field left out keeps its default; fan-out may equal the children's limit.
+    let partial = format!("{MINIMAL}delegation: {{ depth: 2, children_per_task: 64 }}\n");
+    let mission = scratch.parse(&partial).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mission.delegation, Delegation { depth: 2, children_per_task: 64, ..Delegation::DEFAULT });
+    let empty = format!("{MINIMAL}delegation: {{}}\n");
+    assert_eq!(scratch.parse(&empty).map(|m| m.delegation).ok(), Some(Delegation::DEFAULT));
+}
+
+/// Each row is the body of a `delegation:` block after [`MINIMAL`] (whose
+/// 9 lines put the block's first field on line 11, column 3) and the one
+/// error it must give, at the exact line and column of the value.
+#[test]
+fn each_broken_delegation_rule_is_located() {
+    #[rustfmt::skip]
+    let table: &[(&str, (usize, usize), &str)] = &[
+        ("depth: 0", (11, 10), "`delegation.depth` is 0; it must be between 1 and 16"),
+        ("depth: 17", (11, 10), "`delegation.depth` is 17; it must be between 1 and 16"),
+        ("depth: 4294967296", (11, 10), "`delegation.depth` is 4294967296; it must be between 1 and 16"),
+        ("fan_out: 0", (11, 12), "`delegation.fan_out` is 0; it must be between 1 and 4096"),
+        ("fan_out: 4097", (11, 12), "`delegation.fan_out` is 4097; it must be between 1 and 4096"),
+        ("children_per_task: 0", (11, 22), "`delegation.children_per_task` is 0; it must be between 1 and 100000"),
+        ("children_per_task: 100001", (11, 22), "`delegation.children_per_task` is 100001; it must be between 1 and 100000"),
+        ("input_bytes: 0", (11, 16), "`delegation.input_bytes` is 0; it must be between 2 and 1048576"),
+        ("input_bytes: 1", (11, 16), "`delegation.input_bytes` is 1; it must be between 2 and 1048576"),
+        ("input_bytes: 1048577", (11, 16), "`delegation.input_bytes` is 1048577; it must be between 2 and 1048576"),
+        ("fan_out: 65\n  children_per_task: 64", (11, 12), "`delegation.fan_out` is 65, more than `delegation.children_per_task` of 64"),
+        ("children_per_task: 64\n  fan_out: 65", (12, 12), "`delegation.fan_out` is 65, more than `delegation.children_per_task` of 64"),
+        // The default fan-out (64) cannot exceed what one task may start.
+        ("children_per_task: 10", (11, 22), "`delegation.fan_out` is 64, more than `delegation.children_per_task` of 10"),
+        ("depth: -1", (11, 10), "non-negative whole number"),
+        ("width: 3", (11, 3), "unknown field `width`"),
+    ];
+    let scratch = Scratch::with_sample_files();
+    let mut mismatches = Vec::new();
+    for (body, (line, column), message) in table {
+        let text = format!("{MINIMAL}delegation:\n  {body}\n");
+        let found = errors(scratch.parse(&text));
+        let as_expected = matches!(found.as_slice(), [only]
+            if (only.line, only.column) == (*line, *column)
+                && only.message.contains(message)
+                && only.file == "mission.yaml"
+                && only.help.as_deref().is_some_and(|h| !h.is_empty()));
+        if !as_expected {
+            mismatches.push(format!("{body:?}: want {line}:{column} {message:?}, got {found:?}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+
+    let text = format!("{MINIMAL}delegation:\n  depth: 0\n");
+    assert_eq!(
+        errors(scratch.parse(&text))[0].to_string(),
+        "mission.yaml:11:10: error: `delegation.depth` is 0; it must be between 1 and 16\n  \
+         help: the default is 4; leave `delegation.depth` out to use it"
+    );
+    let text = format!("{MINIMAL}delegation:\n  children_per_task: 10\n");
+    let help = errors(scratch.parse(&text))[0].help.clone().unwrap_or_default();
+    assert!(help.starts_with("`fan_out` defaults to 64"), "{help}");
+    // Every bad value is reported together, once each.
+    let text = format!("{MINIMAL}delegation: {{ depth: 0, fan_out: 0, children_per_task: 0, input_bytes: 1 }}\n");
+    assert_eq!(errors(scratch.parse(&text)).len(), 4);
+}
+
+const DELEGATING: &str = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 } }
+agents:
+  - { name: lead, module: agent/eligibility.wasm, model: tiny, delegates_to: [checker, lead] }
+  - name: checker
+    module: agent/eligibility.wasm
+    model: tiny
+tasks:
+  agent: lead
+  inline:
+    - { x: 1 }
+";
+
+#[test]
+fn delegates_to_names_agents_of_the_mission_once_each() {
+    let scratch = Scratch::with_sample_files();
+    // A target defined further down, and the agent itself, are accepted.
+    let mission = scratch.parse(DELEGATING).unwrap_or_else(|d| panic!("{d}"));
+    let lists: Vec<(&str, &[String])> =
+        mission.agents.iter().map(|a| (a.name.as_str(), a.delegates_to.as_slice())).collect();
+    assert_eq!(lists, [("lead", &["checker".to_owned(), "lead".to_owned()][..]), ("checker", &[][..])]);
+    let none = DELEGATING.replace("[checker, lead]", "[]");
+    assert!(scratch.parse(&none).unwrap_or_else(|d| panic!("{d}")).agents[0].delegates_to.is_empty());
+
+    let typo = DELEGATING.replace("[checker, lead]", "[chekcer]");
+    let found = errors(scratch.parse(&typo));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), position_of(&typo, "chekcer"));
+    assert_eq!((found[0].line, found[0].column), (5, 79));
+    assert_eq!(found[0].message, "agent `lead` delegates to `chekcer`, which is not in `agents`");
+    assert_eq!(
+        found[0].help.as_deref(),
+        Some("did you mean `checker`? Otherwise use one of `checker`, `lead` or define it under `agents`")
+    );
+
+    let far = DELEGATING.replace("[checker, lead]", "[lead, auditor]");
+    let found = errors(scratch.parse(&far));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), position_of(&far, "auditor"));
+    assert_eq!(found[0].help.as_deref(), Some("use one of `checker`, `lead` or define it under `agents`"));
+
+    let twice = DELEGATING.replace("[checker, lead]", "[checker, lead, checker]");
+    let found = errors(scratch.parse(&twice));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].line, found[0].column), (5, 94));
+    assert_eq!(found[0].message, "agent `lead` lists `checker` in `delegates_to` twice");
+    assert_eq!(found[0].help.as_deref(), Some("list each agent once; the first is at line 5, column 79"));
+
+    let misspelt_key = DELEGATING.replace("delegates_to:", "delegate_to:");
+    assert!(errors(scratch.parse(&misspelt_key))[0].message.contains("unknown field `delegate_to`"));
+}

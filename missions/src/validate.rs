@@ -11,13 +11,15 @@ use crate::condition::{Condition, FieldPath, Test};
 use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::fields::{self, CaseFields};
 use crate::mission::{
-    Agent, AgentBudget, Budget, DataTier, Deadline, Decisions, Extension, Failover, FieldType, Gate, Limits, MAX_CASES,
-    MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact,
-    TaskSource, Trust,
+    Agent, AgentBudget, Budget, DELEGATION_CHILDREN_MAX, DELEGATION_DEPTH_MAX, DELEGATION_FAN_OUT_MAX,
+    DELEGATION_INPUT_BYTES_MAX, DELEGATION_INPUT_BYTES_MIN, DataTier, Deadline, Decisions, Delegation, Extension,
+    Failover, FieldType, Gate, Limits, MAX_CASES, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE,
+    OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
 };
 use crate::raw::{
-    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawGate, RawLimits, RawMemoryLimits,
-    RawMemoryScope, RawMission, RawModelPrice, RawPrice, RawRouting, RawSeedFact, RawTaskGroups, RawTasks, RawTrust,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawDelegation, RawGate, RawLimits,
+    RawMemoryLimits, RawMemoryScope, RawMission, RawModelPrice, RawPrice, RawRouting, RawSeedFact, RawTaskGroups,
+    RawTasks, RawTrust,
 };
 use crate::schema::CasesSchema;
 use crate::time::parse_rfc3339;
@@ -60,6 +62,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     let trust = check.trust(raw.trust.as_ref());
     let routing = check.routing(raw.routing.as_ref(), &models);
     let decisions = raw.decisions.as_ref().map(|d| check.decisions(d));
+    let delegation = raw.delegation.as_ref().map_or(Delegation::DEFAULT, |d| check.delegation(d));
     // Fields are checked against the schema when there is one, else the
     // cases; with neither (a schema or every case failed to load, which
     // is reported on its own) there is nothing to check against.
@@ -91,6 +94,7 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         routing,
         decisions,
         cases_schema: raw.cases_schema.map(|path| source.base_dir.join(path.value)),
+        delegation,
     })
 }
 
@@ -341,10 +345,14 @@ impl Checker<'_> {
                 "add an agent with `name`, `module` and `model` under `agents`",
             );
         }
+        // Every agent's name, for `delegates_to`, which may name an agent
+        // defined further down.
+        let names: BTreeSet<&String> = raw.value.iter().map(|a| &a.value.name.value).collect();
         let mut seen = BTreeMap::new();
         let mut agents = Vec::with_capacity(raw.value.len());
         for agent in &raw.value {
-            let RawAgent { name, module, model, models: may_use, limits, budget: agent_budget, memory } = &agent.value;
+            let RawAgent { name, module, model, models: may_use, limits, budget: agent_budget, memory, delegates_to } =
+                &agent.value;
             self.name("agent", name);
             self.unique("agent", name, &mut seen);
             if !models.contains_key(&model.value) {
@@ -392,9 +400,109 @@ impl Checker<'_> {
                     .as_ref()
                     .map_or_else(AgentBudget::default, |raw| self.agent_budget(&name.value, raw, budget)),
                 memory: memory.as_ref().map_or_else(MemoryScope::default, |raw| self.memory_scope(raw)),
+                delegates_to: self.delegates_to(&name.value, delegates_to.as_deref().unwrap_or_default(), &names),
             });
         }
         agents
+    }
+
+    /// An agent's `delegates_to`: agents of this mission, each once. The
+    /// agent itself is allowed: the mission's `delegation.depth` bounds
+    /// the recursion at run time.
+    fn delegates_to(&mut self, agent: &str, raw: &[Spanned<String>], names: &BTreeSet<&String>) -> Vec<String> {
+        let mut first_at: BTreeMap<&str, Pos> = BTreeMap::new();
+        let mut targets = Vec::with_capacity(raw.len());
+        for target in raw {
+            if !names.contains(&target.value) {
+                let all = one_of_help("agents", names.iter().copied());
+                let help = match fields::nearest(&target.value, names.iter().map(|n| n.as_str())) {
+                    Some(near) => format!("did you mean {}? Otherwise {all}", quoted(near)),
+                    None => all,
+                };
+                self.error(
+                    pos(target),
+                    format!("agent {} delegates to {}, which is not in `agents`", quoted(agent), quoted(&target.value)),
+                    help,
+                );
+                continue;
+            }
+            match first_at.entry(target.value.as_str()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(pos(target));
+                    targets.push(target.value.clone());
+                }
+                Entry::Occupied(first) => {
+                    let first = *first.get();
+                    self.error(
+                        pos(target),
+                        format!("agent {} lists {} in `delegates_to` twice", quoted(agent), quoted(&target.value)),
+                        format!("list each agent once; the first is at line {}, column {}", first.line, first.column),
+                    );
+                }
+            }
+        }
+        targets
+    }
+
+    /// `delegation:`: each limit in its range, and a call's fan-out within
+    /// what one task may start in all.
+    fn delegation(&mut self, raw: &RawDelegation) -> Delegation {
+        let default = Delegation::DEFAULT;
+        // The maxima fit in u32, so a failed conversion has already been
+        // reported as out of range.
+        let narrow = |n: u64, max: u32| u32::try_from(n).unwrap_or(max);
+        let small = |check: &mut Self, field: &str, value: &Option<Spanned<u64>>, default: u32, max: u32| {
+            narrow(check.bounded(field, value, default.into(), 1, max.into()), max)
+        };
+        let depth = small(self, "delegation.depth", &raw.depth, default.depth, DELEGATION_DEPTH_MAX);
+        let fan_out = small(self, "delegation.fan_out", &raw.fan_out, default.fan_out, DELEGATION_FAN_OUT_MAX);
+        let children_per_task = small(
+            self,
+            "delegation.children_per_task",
+            &raw.children_per_task,
+            default.children_per_task,
+            DELEGATION_CHILDREN_MAX,
+        );
+        let input_bytes = self.bounded(
+            "delegation.input_bytes",
+            &raw.input_bytes,
+            default.input_bytes,
+            DELEGATION_INPUT_BYTES_MIN,
+            DELEGATION_INPUT_BYTES_MAX,
+        );
+        // Compare only values that passed their own checks, so each wrong
+        // value is reported once.
+        let in_range = (1..=DELEGATION_FAN_OUT_MAX).contains(&fan_out)
+            && (1..=DELEGATION_CHILDREN_MAX).contains(&children_per_task);
+        if in_range && fan_out > children_per_task {
+            // Where the written value is; with both left out there is no
+            // conflict, as the defaults fit.
+            let located = match (&raw.fan_out, &raw.children_per_task) {
+                (Some(written), _) => Some((
+                    pos(written),
+                    format!(
+                        "a call could never use its fan-out; lower `fan_out` to at most {children_per_task} or raise `children_per_task`"
+                    ),
+                )),
+                (None, Some(written)) => Some((
+                    pos(written),
+                    format!(
+                        "`fan_out` defaults to {fan_out}, which one task could never use; set `fan_out` to at most {children_per_task} too, or raise `children_per_task`"
+                    ),
+                )),
+                (None, None) => None,
+            };
+            if let Some((at, help)) = located {
+                self.error(
+                    at,
+                    format!(
+                        "`delegation.fan_out` is {fan_out}, more than `delegation.children_per_task` of {children_per_task}"
+                    ),
+                    help,
+                );
+            }
+        }
+        Delegation { depth, fan_out, children_per_task, input_bytes }
     }
 
     fn agent_budget(&mut self, agent: &str, raw: &RawAgentBudget, mission: &Budget) -> AgentBudget {

@@ -558,6 +558,7 @@ fn decided_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord)
         "proposed_outcome": gate.budget.is_none().then_some(&gate.proposed_outcome),
         "case_status": task.as_ref().map(|t| json!(t.status)),
         "outcome": task.as_ref().and_then(|t| t.outcome.clone()),
+        "tree": tree_view(read, gate, task.as_ref())?,
     }))
 }
 
@@ -580,6 +581,168 @@ fn cut(text: &str) -> String {
     let mut text = text.to_owned();
     engine::text::truncate_utf8(&mut text, REASONING_TEXT_MAX);
     text
+}
+
+/// The most tasks one gate's delegation tree lists (its parent aside). A
+/// mission's `delegation:` limits bound a task's children, but not how
+/// many a reviewer can read under one card, nor the answer's size.
+const TREE_NODES_MAX: usize = 256;
+
+/// The delegation tree under a gate's task (`null` for a budget gate,
+/// which belongs to the mission): see [`delegation_tree`]. Built from the
+/// task records alone; the mission's records are read only when the task
+/// delegated or was delegated, so a mission without delegation pays one
+/// field test per gate.
+fn tree_view(read: &redb::ReadTransaction, gate: &GateRecord, task: Option<&state::TaskRecord>) -> Result<Value> {
+    if gate.budget.is_some() {
+        return Ok(Value::Null);
+    }
+    match task {
+        // Only a task that delegated needs the mission's records; a child
+        // that did not (the common gated case: one of 100,000 parked
+        // children) needs its parent's alone, so listing the gates stays
+        // linear in them.
+        Some(t) if t.children > 0 => Ok(delegation_tree(&state::tasks(read, &gate.mission)?, gate.task)),
+        Some(t) if t.parent.is_some() => {
+            let parent = t.parent.and_then(|p| state::task(read, &gate.mission, p).transpose()).transpose()?;
+            Ok(delegation_tree(&parent.into_iter().chain([t.clone()]).collect::<Vec<_>>(), gate.task))
+        }
+        _ => Ok(json!({"parent": null, "children": []})),
+    }
+}
+
+/// The delegation around task `task` among one mission's `tasks`: the task
+/// that delegated it (`parent`, or `null`) and the tasks it delegated
+/// (`children`, in the order they were started), each with its own
+/// children below it, at most [`TREE_NODES_MAX`] in all; `"truncated":
+/// true` says some were left out. The node bound also ends any cycle a
+/// damaged projection could hold.
+fn delegation_tree(tasks: &[state::TaskRecord], task: u32) -> Value {
+    let mut children_of: HashMap<u32, Vec<&state::TaskRecord>> = HashMap::new();
+    for t in tasks {
+        if let Some(parent) = t.parent {
+            children_of.entry(parent).or_default().push(t);
+        }
+    }
+    // Child indices are allocated in order, so index order is start order.
+    for children in children_of.values_mut() {
+        children.sort_by_key(|t| t.index);
+    }
+    let parent = tasks.iter().find(|t| t.index == task).and_then(|t| t.parent).map(|p| {
+        match tasks.iter().find(|t| t.index == p) {
+            Some(r) => json!({"task": r.index, "case_id": r.case_id, "agent": r.agent, "status": json!(r.status)}),
+            // The record is missing (it never should be): say which task.
+            None => json!({"task": p, "case_id": null, "agent": null, "status": null}),
+        }
+    });
+    let mut left = TREE_NODES_MAX;
+    let mut truncated = false;
+    let children = tree_children(&children_of, task, &mut left, &mut truncated);
+    let mut tree = json!({"parent": parent, "children": children});
+    if truncated {
+        tree["truncated"] = Value::Bool(true);
+    }
+    tree
+}
+
+/// The children of `task`, depth first, while `left` nodes remain; each
+/// call takes at least one node, so the recursion is at most
+/// [`TREE_NODES_MAX`] deep.
+fn tree_children(
+    children_of: &HashMap<u32, Vec<&state::TaskRecord>>,
+    task: u32,
+    left: &mut usize,
+    truncated: &mut bool,
+) -> Vec<Value> {
+    let mut view = Vec::new();
+    for child in children_of.get(&task).map(Vec::as_slice).unwrap_or_default() {
+        if *left == 0 {
+            *truncated = true;
+            break;
+        }
+        *left -= 1;
+        let below = tree_children(children_of, child.index, left, truncated);
+        view.push(json!({
+            "task": child.index, "case_id": child.case_id, "agent": child.agent, "status": json!(child.status),
+            "outcome": child.outcome, "reason": child.reason.as_deref().map(cut),
+            "decided_by": child.decided_by, "gate": child.gate,
+            "children": below,
+        }));
+    }
+    view
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+    use engine::state::{TaskRecord, TaskStatus};
+
+    fn record(index: u32, parent: Option<u32>, outcome: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            mission: "m".to_owned(),
+            index,
+            case_id: format!("case-{index}"),
+            agent: if parent.is_some() { "checker" } else { "lead" }.to_owned(),
+            status: if outcome.is_some() { TaskStatus::Decided } else { TaskStatus::AwaitingChildren },
+            outcome: outcome.map(str::to_owned),
+            reason: outcome.map(|_| "r".repeat(REASONING_TEXT_MAX + 10)),
+            decided_by: outcome.map(|_| "agent".to_owned()),
+            failure: None,
+            gate: None,
+            tokens_reserved: 0,
+            tokens_settled: 0,
+            model_calls: 0,
+            spans: Vec::new(),
+            parent,
+            children: 0,
+            delegation: None,
+        }
+    }
+
+    #[test]
+    fn a_tree_names_the_parent_and_nests_children_in_start_order() {
+        // 0 delegated 3 and 2 (listed out of order); 2 delegated 4; 1 is
+        // another case.
+        let tasks = [
+            record(0, None, None),
+            record(1, None, Some("alone")),
+            record(3, Some(0), Some("b")),
+            record(2, Some(0), None),
+            record(4, Some(2), Some("deep")),
+        ];
+        let tree = delegation_tree(&tasks, 0);
+        assert!(tree["parent"].is_null(), "{tree}");
+        assert!(tree.get("truncated").is_none(), "{tree}");
+        let children = tree["children"].as_array().expect("children");
+        assert_eq!(children.iter().map(|c| c["task"].clone()).collect::<Vec<_>>(), [json!(2), json!(3)]);
+        assert_eq!(children[0]["status"], "awaiting_children");
+        assert_eq!(children[0]["children"][0]["outcome"], "deep");
+        assert_eq!(children[1]["reason"].as_str().map(str::len), Some(REASONING_TEXT_MAX), "reasons are cut");
+
+        let tree = delegation_tree(&tasks, 4);
+        assert_eq!(
+            tree["parent"],
+            json!({"task": 2, "case_id": "case-2", "agent": "checker",
+                                          "status": "awaiting_children"})
+        );
+        assert_eq!(tree["children"], json!([]));
+        assert_eq!(delegation_tree(&tasks, 1), json!({"parent": null, "children": []}));
+    }
+
+    #[test]
+    fn a_tree_stops_at_its_node_bound_even_on_a_cycle() {
+        // Wide: more children than the bound.
+        let wide: Vec<TaskRecord> =
+            std::iter::once(record(0, None, None)).chain((1..=300).map(|i| record(i, Some(0), Some("x")))).collect();
+        let tree = delegation_tree(&wide, 0);
+        assert_eq!(tree["children"].as_array().map(Vec::len), Some(TREE_NODES_MAX));
+        assert_eq!(tree["truncated"], true);
+        // A damaged projection: 1 and 2 each other's parent.
+        let cycle = [record(1, Some(2), None), record(2, Some(1), None)];
+        let tree = delegation_tree(&cycle, 1);
+        assert_eq!(tree["truncated"], true, "the bound ends the cycle");
+        assert_eq!(tree["parent"]["task"], 2);
+    }
 }
 
 /// The facts a memory read returned, their values unsealed (`null` when
@@ -687,6 +850,8 @@ fn gate_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord, wh
         "deadline": gate.deadline.as_ref().map(|d| missions::format_timestamp(d.due_us)),
         "on_timeout": gate.deadline.as_ref().map(|d| d.on_timeout.clone()),
         "can_decide": why_not.is_none(), "why_not": why_not,
+        // Who delegated this case and what it delegated (issue #20).
+        "tree": tree_view(read, gate, task.as_ref())?,
     }))
 }
 

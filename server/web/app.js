@@ -482,6 +482,7 @@ function gateCard(gate) {
           : null)));
   }
   if (pair.length) sections.push(el('div', { class: 'pair' }, pair));
+  sections.push(delegationBlock(gate.tree));
 
   const reasoning = Array.isArray(gate.reasoning) ? gate.reasoning : [];
   if (reasoning.length) {
@@ -565,6 +566,52 @@ function gateCard(gate) {
     deadline,
     sections,
     controls);
+}
+
+/** How deep the page nests children (the server bounds the whole tree too). */
+const TREE_DEPTH_MAX = 32;
+
+/**
+ * Who delegated this case and what it delegated (`gate.tree`): "Delegated
+ * by" the parent case, and the children as nested lists (case, agent,
+ * status, outcome and reason, each one's own children below it). Null
+ * when the case neither was delegated nor delegated anything.
+ */
+function delegationBlock(tree) {
+  if (!tree || typeof tree !== 'object') return null;
+  const parent = tree.parent && typeof tree.parent === 'object' ? tree.parent : null;
+  const children = Array.isArray(tree.children) ? tree.children : [];
+  if (!parent && !children.length) return null;
+  return el('div', { class: 'block delegation' },
+    el('h3', { text: 'Delegation' }),
+    parent
+      ? el('p', { class: 'delegated-by' }, 'Delegated by ', el('code', { text: plain(parent.case_id) }), ` (${plain(parent.agent)})`,
+          parent.status ? el('span', { class: 'muted', text: ` · ${plain(parent.status)}` }) : null)
+      : null,
+    children.length
+      ? [el('p', { class: 'delegated-to', text: `Delegated ${children.length} sub-task${children.length === 1 ? '' : 's'}:` }),
+          childList(children, 0)]
+      : null,
+    tree.truncated ? el('p', { class: 'muted', text: 'Too many sub-tasks to list: only the first are shown.' }) : null);
+}
+
+/** One level of the children, each with its own below it (text only). */
+function childList(children, depth) {
+  return el('ul', { class: 'tree' }, children.filter((c) => c && typeof c === 'object').map((c) => {
+    const below = Array.isArray(c.children) ? c.children : [];
+    const byReviewer = typeof c.decided_by === 'string' && c.decided_by !== 'agent' ? c.decided_by : null;
+    return el('li', { class: 'tree-node', 'data-task': c.task },
+      el('div', { class: 'tree-row' },
+        el('code', { class: 'tree-case', text: plain(c.case_id) }), ' ',
+        el('span', { class: 'tree-agent', text: `(${plain(c.agent)})` }), ' ',
+        el('span', { class: 'tree-status', text: plain(c.status) }),
+        c.outcome != null ? [' → ', el('span', { class: 'outcome-badge', text: plain(c.outcome) })] : null,
+        byReviewer ? el('span', { class: 'muted', text: ` · decided by ${byReviewer}` }) : null,
+        c.gate && c.status === 'awaiting_review' ? el('span', { class: 'muted', text: ' · waiting for review' }) : null),
+      c.reason != null && c.reason !== '' ? el('p', { class: 'text tree-reason', text: plain(c.reason) }) : null,
+      below.length && depth + 1 < TREE_DEPTH_MAX ? childList(below, depth + 1) : null,
+      below.length && depth + 1 >= TREE_DEPTH_MAX ? el('p', { class: 'muted', text: `${below.length} more below, not shown` }) : null);
+  }));
 }
 
 /** The outcomes the gate's mission allows, or null when it lists none. */

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_delegation;
 mod bench_engine;
 mod bench_inference;
 mod polyglot;
@@ -34,10 +35,16 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("cells/guests/greedy-agent", "greedy_agent", "cells/guests/greedy-agent/greedy.wasm"),
     ("cells/guests/hostile-agent", "hostile_agent", "cells/guests/hostile-agent/hostile.wasm"),
     ("cells/guests/bench-agent", "bench_agent", "cells/guests/bench-agent/bench.wasm"),
+    ("cells/guests/delegate-agent", "delegate_agent", "cells/guests/delegate-agent/delegate.wasm"),
     ("cells/guests/triage/rust", "triage_agent", "cells/guests/triage/rust/triage-rs.wasm"),
+    ("missions/examples/claims/intake", "claims_intake_agent", "missions/examples/claims/intake/intake.wasm"),
+    ("missions/examples/claims/risk", "claims_risk_agent", "missions/examples/claims/risk/risk.wasm"),
 ];
 
-const SAMPLE_MISSION: &str = "missions/examples/casework/mission.yaml";
+/// The demo's missions, run in this order: the casework queue (one agent),
+/// then the claims swarm (an intake agent delegating to specialists in
+/// Rust and Python).
+const SAMPLE_MISSIONS: &[&str] = &["missions/examples/casework/mission.yaml", "missions/examples/claims/mission.yaml"];
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Set up, demo and test conductor")]
@@ -160,6 +167,32 @@ enum Cmd {
         #[arg(long, default_value = ".cache/bench-engine")]
         dir: PathBuf,
     },
+    /// Benchmark delegation with the scripted model backend, on the real
+    /// binary: the round trip (the parent parks, the child runs, the parent
+    /// resumes by replay with the result: p50, p99), one parent fanning out
+    /// to many children (wall time, peak RSS) and 100,000 children parked
+    /// on reviews at once (peak RSS). Prints the tables in BENCHMARKS.md.
+    BenchDelegation {
+        /// Cases of the round-trip part (one child each, one cell at a time).
+        #[arg(long, default_value_t = 500)]
+        round_trips: usize,
+        /// Children of the fan-out part's one parent (at most 4,096).
+        #[arg(long, default_value_t = 1_000)]
+        fan_out: usize,
+        /// Children parked at once (a multiple of 1,000: that many parents
+        /// of 1,000 children each).
+        #[arg(long, default_value_t = 100_000)]
+        parked: usize,
+        /// Cell concurrency of the fan-out and parked parts.
+        #[arg(long, default_value_t = 256)]
+        concurrency: u16,
+        /// Use the conductor and agents already built.
+        #[arg(long)]
+        no_build: bool,
+        /// Where missions, data and the binary's copy go (recreated).
+        #[arg(long, default_value = ".cache/bench-delegation")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -210,9 +243,15 @@ fn main() -> Result<()> {
                 dir,
             },
         ),
+        Cmd::BenchDelegation { round_trips, fan_out, parked, concurrency, no_build, dir } => {
+            bench_delegation::delegation(
+                &root,
+                &bench_delegation::Options { round_trips, fan_out, parked, concurrency, no_build, dir },
+            )
+        }
         Cmd::Test => {
             setup(&root)?;
-            // Only the tests need them; the demo stays on the Rust agents.
+            // The JavaScript agent is only for the tests (the demo builds the Python ones).
             polyglot::build(&root, &target_dir(&root).join("polyglot"))?;
             install_browser()?;
             install_openai_client(&root)?;
@@ -361,6 +400,8 @@ fn build_agents(root: &Path) -> Result<()> {
 
 fn demo(root: &Path, data: &Path) -> Result<()> {
     setup(root)?;
+    // The claims mission's coverage specialist is written in Python.
+    polyglot::build_python(root, &target_dir(root).join("polyglot"))?;
     step("building the conductor (release, native CPU features)");
     // Built exactly as `cargo xtask test` builds it (the test build makes
     // the binary for the black-box tests), so demo and tests share one
@@ -370,11 +411,17 @@ fn demo(root: &Path, data: &Path) -> Result<()> {
     if data.exists() {
         std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
     }
-    step(&format!("validating {SAMPLE_MISSION}"));
-    run(Command::new(&bin).args(["mission", "validate", SAMPLE_MISSION]))?;
-    step(&format!("running {SAMPLE_MISSION} on the real model"));
-    let status = Command::new(&bin).args(["run", SAMPLE_MISSION, "--data"]).arg(data).status()?;
-    ensure!(status.success(), "the sample mission did not complete (exit {status})");
+    for mission in SAMPLE_MISSIONS {
+        step(&format!("validating {mission}"));
+        run(Command::new(&bin).args(["mission", "validate", mission]))?;
+    }
+    // Both missions share one data directory (one journal, one budget
+    // ledger), as missions on one host do.
+    for mission in SAMPLE_MISSIONS {
+        step(&format!("running {mission} on the real model"));
+        let status = Command::new(&bin).args(["run", mission, "--data"]).arg(data).status()?;
+        ensure!(status.success(), "the sample mission {mission} did not complete (exit {status})");
+    }
     step("pending gates");
     run(Command::new(&bin).args(["gates", "list", "--data"]).arg(data))?;
     step("verifying the journal");
@@ -384,7 +431,11 @@ fn demo(root: &Path, data: &Path) -> Result<()> {
     run(Command::new(&bin).args(["audit", "export", "--data"]).arg(data).arg("--out").arg(&export))?;
     run(Command::new(&bin).args(["audit", "verify", "--bundle"]).arg(&export))?;
     println!(
-        "\nNext: create a reviewer key, register it, and decide a gate:\n  \
+        "\nNext: see how the intake agent and its specialists decided a claim, and the swarm's report\n\
+         (MISSION_ID: the claims mission's id, printed by its run above):\n  \
+         {bin} audit show MISSION_ID/CL-2026-0004 --data {data}\n  \
+         {bin} mission report MISSION_ID --data {data}\n\
+         Then create a reviewer key, register it, and decide a gate:\n  \
          {bin} keys new --role reviewer --out reviewer.key\n  \
          {bin} keys register --data {data} reviewer.key\n  \
          {bin} gates approve GATE_ID --key reviewer.key --data {data}",

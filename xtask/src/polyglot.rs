@@ -18,20 +18,39 @@ use anyhow::{Context, Result, bail};
 use crate::{python, run, sha256_of, step};
 
 const WIT_DIR: &str = "cells/wit";
-const PY_DIR: &str = "cells/guests/triage/python";
-const PY_OUT: &str = "cells/guests/triage/python/triage-py.wasm";
+/// The pinned componentize-py, shared by every Python agent.
+const PY_REQUIREMENTS: &str = "cells/guests/triage/python/requirements.txt";
+/// Python agents: (source dir holding `app.py`, where the component goes).
+const PY_AGENTS: &[(&str, &str)] = &[
+    ("cells/guests/triage/python", "cells/guests/triage/python/triage-py.wasm"),
+    ("missions/examples/claims/coverage", "missions/examples/claims/coverage/coverage.wasm"),
+];
 const JS_DIR: &str = "cells/guests/triage/js";
 const JS_OUT: &str = "cells/guests/triage/js/triage-js.wasm";
 /// componentize-js's dependencies declare `node >= 20`.
 const NODE_MAJOR_MIN: u32 = 20;
 
+/// Every Python and JavaScript agent, under the toolchains in `tools`.
 pub fn build(root: &Path, tools: &Path) -> Result<()> {
-    build_python(root, &tools.join("py-venv"))?;
+    build_python(root, tools)?;
     build_js(root, &tools.join("js"))
 }
 
-fn build_python(root: &Path, venv: &Path) -> Result<()> {
-    let requirements = root.join(PY_DIR).join("requirements.txt");
+/// The Python agents only: what the demo's missions need (the claims
+/// mission's coverage specialist), without Node.js.
+pub fn build_python(root: &Path, tools: &Path) -> Result<()> {
+    let venv = tools.join("py-venv");
+    let stamp = install_componentize_py(root, &venv)?;
+    for (dir, out) in PY_AGENTS {
+        build_python_agent(root, &venv, &stamp, dir, out)?;
+    }
+    Ok(())
+}
+
+/// Installs the pinned componentize-py into `venv` unless its stamp says
+/// it is there; returns the stamp (an input of every Python component).
+fn install_componentize_py(root: &Path, venv: &Path) -> Result<PathBuf> {
+    let requirements = root.join(PY_REQUIREMENTS);
     let stamp = venv.join(".requirements.sha256");
     let wanted = sha256_of(&requirements)?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
@@ -45,17 +64,21 @@ fn build_python(root: &Path, venv: &Path) -> Result<()> {
             .arg(&requirements))?;
         std::fs::write(&stamp, &wanted)?;
     }
-    let out = root.join(PY_OUT);
-    let inputs = [root.join(PY_DIR).join("app.py"), root.join(WIT_DIR).join("agent.wit"), stamp];
+    Ok(stamp)
+}
+
+fn build_python_agent(root: &Path, venv: &Path, stamp: &Path, dir: &str, out_rel: &str) -> Result<()> {
+    let out = root.join(out_rel);
+    let inputs = [root.join(dir).join("app.py"), root.join(WIT_DIR).join("agent.wit"), stamp.to_owned()];
     if up_to_date(&out, &inputs) {
-        step(&format!("{PY_OUT} is up to date"));
+        step(&format!("{out_rel} is up to date"));
         return Ok(());
     }
-    step(&format!("building {PY_DIR} (componentize-py)"));
+    step(&format!("building {dir} (componentize-py)"));
     // The app module is found by name on the current directory; a set
     // VIRTUAL_ENV would add another site-packages to what gets bundled.
     run(Command::new(venv.join("bin/componentize-py"))
-        .current_dir(root.join(PY_DIR))
+        .current_dir(root.join(dir))
         .env_remove("VIRTUAL_ENV")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg("-d")

@@ -1,7 +1,7 @@
 //! Write a conductor agent in Rust.
 //!
 //! An agent is a WebAssembly component (`wasm32-wasip2`) for the `agent`
-//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.2`). This
+//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.3`). This
 //! crate generates the bindings once and adds a thin layer of helpers, so
 //! an agent is a type with a `run` method:
 //!
@@ -27,6 +27,37 @@
 //! an agent should treat each one as observable. Errors from the host
 //! (budget refused, unknown gate, a limit reached) come back as `Err(text)`
 //! for the agent to handle; exceeding a cell limit ends the task.
+//!
+//! An agent may hand sub-tasks to other agents of its mission (the ones its
+//! `delegates_to` lists) with [`delegate`] and combine their decisions.
+//! The task is parked while the children run and resumed by replay, so
+//! the agent relies on nothing but the call's answer:
+//!
+//! ```ignore
+//! use conductor_agent::{Agent, Decision, Delegation, DelegationError, delegate};
+//!
+//! struct Lead;
+//!
+//! impl Agent for Lead {
+//!     fn run(_input: String) -> Result<Decision, String> {
+//!         let requests = [
+//!             Delegation::new("checker", r#"{"part": 1}"#),
+//!             Delegation::new("checker", r#"{"part": 2}"#).with_budget(2_000),
+//!         ];
+//!         let mut decided = 0;
+//!         for result in delegate(&requests)? {
+//!             match result {
+//!                 Ok(child) => decided += usize::from(child.outcome == "ok"),
+//!                 Err(DelegationError::Budget(why)) => return Ok(Decision::new("undetermined", why)),
+//!                 Err(other) => conductor_agent::log(&format!("a child ended without a decision: {other:?}")),
+//!             }
+//!         }
+//!         Ok(Decision::new("done", format!("{decided} of {} parts ok", requests.len())))
+//!     }
+//! }
+//!
+//! conductor_agent::export_agent!(Lead);
+//! ```
 
 /// The generated bindings (kept in a module: `pub_export_macro` at the
 /// crate root collides with the macro's own re-export).
@@ -43,11 +74,13 @@ pub mod bindings {
     });
 }
 
-pub use bindings::conductor::agent::host;
-pub use bindings::conductor::agent::types::{Completion, Fact, MemoryQuery, Message, Review};
+pub use bindings::Decision;
 /// What an agent implements: `run` handles one task's JSON input.
 pub use bindings::Guest as Agent;
-pub use bindings::Decision;
+pub use bindings::conductor::agent::host;
+pub use bindings::conductor::agent::types::{
+    Completion, Delegation, DelegationError, Fact, MemoryQuery, Message, Review,
+};
 pub use bindings::export_agent;
 
 impl Decision {
@@ -73,6 +106,45 @@ impl Message {
     }
     pub fn assistant(content: impl Into<String>) -> Self {
         Message { role: "assistant".into(), content: content.into() }
+    }
+}
+
+impl Delegation {
+    /// A request for `agent` (one this agent's `delegates_to` lists) with
+    /// `input`, a JSON object as text, spending at most what this task has
+    /// left (within the child agent's `task_limit`).
+    pub fn new(agent: impl Into<String>, input: impl Into<String>) -> Self {
+        Delegation { agent: agent.into(), input: input.into(), budget: None }
+    }
+
+    /// Caps what the child may spend (refused at once when this task has
+    /// less left).
+    pub fn with_budget(mut self, budget: u64) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+}
+
+impl DelegationError {
+    /// A stable name for the kind of error: "refused", "budget", "failed"
+    /// or "timed_out".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DelegationError::Refused(_) => "refused",
+            DelegationError::Budget(_) => "budget",
+            DelegationError::Failed(_) => "failed",
+            DelegationError::TimedOut(_) => "timed_out",
+        }
+    }
+
+    /// The host's explanation.
+    pub fn message(&self) -> &str {
+        match self {
+            DelegationError::Refused(m)
+            | DelegationError::Budget(m)
+            | DelegationError::Failed(m)
+            | DelegationError::TimedOut(m) => m,
+        }
     }
 }
 
@@ -147,6 +219,24 @@ pub fn request_review(gate: &str, reason: &str) -> Result<(), String> {
 /// conductor replays the task to this call and returns the answer here.
 pub fn await_review(gate: &str, reason: &str) -> Result<Review, String> {
     host::await_review(gate, reason)
+}
+
+/// Hands sub-tasks to other agents of the mission and waits until every
+/// one has ended; returns one result per request, in order: the child's
+/// decision, or why it ended without one.
+///
+/// Each child runs in its own cell under its own agent key and spends from
+/// this task's remaining budget (at most its request's budget and its
+/// agent's `task_limit`). Meanwhile this task is parked like
+/// [`await_review`]: its cell is torn down, and when the last child ends
+/// the conductor replays the task to this call and returns the results
+/// here. Keep nothing that replay would not rebuild.
+///
+/// `Err(text)`: the whole call was refused before anything ran (an agent
+/// `delegates_to` does not list, a mission delegation limit, a budget above
+/// what is left, an input that is not a JSON object).
+pub fn delegate(requests: &[Delegation]) -> Result<Vec<Result<Decision, DelegationError>>, String> {
+    host::delegate(requests)
 }
 
 /// A line for the operator's log (journaled; long lines are cut).

@@ -73,10 +73,12 @@ pub fn print_human(s: &Summary) -> io::Result<()> {
             TaskStatus::AwaitingReview => "awaiting review",
             TaskStatus::Failed => "failed",
             TaskStatus::Skipped => "skipped",
+            TaskStatus::AwaitingChildren => "delegated",
         };
         let detail = match t.status {
             TaskStatus::Failed | TaskStatus::Skipped => t.failure.clone().unwrap_or_default(),
             TaskStatus::AwaitingReview => format!("gate {}", t.gate.as_deref().unwrap_or("?")),
+            TaskStatus::AwaitingChildren => format!("waits for delegation {}", t.delegation.as_deref().unwrap_or("?")),
             _ => t.decided_by.as_deref().map(|d| format!("by {}", decider(d, &s.names))).unwrap_or_default(),
         };
         outln!(
