@@ -756,3 +756,15 @@ fn gates_time_out_escalate_and_remind_on_their_deadlines() {
     let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(&data));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn mission_schema_prints_the_committed_schema_that_the_examples_name() {
+    let out = run(conductor().args(["mission", "schema"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    let committed = std::fs::read(repo_root().join("missions/schema/mission.schema.json")).expect("committed schema");
+    let committed: Value = serde_json::from_slice(&committed).expect("committed schema is JSON");
+    assert_eq!(printed, committed, "regenerate it: conductor mission schema > missions/schema/mission.schema.json");
+    assert_eq!(printed["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert!(printed["properties"]["agents"].is_object(), "{printed}");
+}

@@ -254,6 +254,19 @@ pub(crate) enum MissionCommand {
         /// The mission YAML file.
         file: PathBuf,
     },
+    /// Print the JSON Schema (draft 2020-12) of mission files to stdout.
+    ///
+    /// Editors using the YAML language server (VS Code's YAML extension,
+    /// Neovim, Helix, ...) then check and complete a mission file as it is
+    /// written: save the schema next to your missions and make the mission
+    /// file's first line `# yaml-language-server: $schema=PATH`, with PATH
+    /// relative to the mission file. The schema checks the file's shape
+    /// (keys, types, nesting); `conductor mission validate` checks the rest.
+    #[command(after_help = "Examples:\n  conductor mission schema > mission.schema.json\n  \
+        # and as the first line of mission.yaml:\n  \
+        # yaml-language-server: $schema=mission.schema.json\n\n\
+        The repository keeps a copy at missions/schema/mission.schema.json, which the example missions name.")]
+    Schema,
     /// Continue a mission that ran out of budget (policy `pause`, or
     /// `gate` after a reviewer extended it): runs every task not yet
     /// started, and tasks cut short by the budget, from the start.

@@ -56,6 +56,12 @@
 //! gives problems without the file text they would quote, for a caller
 //! who may not read the file.
 //!
+//! [`mission_schema`] is the file's JSON Schema, generated from the same
+//! serde types the parser reads; editors using the YAML language server
+//! check and complete mission files against it (the examples name the
+//! committed copy, `missions/schema/mission.schema.json`, in their first
+//! line).
+//!
 //! [`load`] and [`parse`] either return a fully validated [`Mission`] or
 //! [`Diagnostics`] listing every problem found, each as
 //! `file:line:column: error: ...` with a `help:` line. A YAML syntax or
@@ -67,6 +73,7 @@ mod cases;
 mod condition;
 mod diagnostic;
 mod fields;
+mod json_schema;
 mod load;
 mod mission;
 mod raw;
@@ -80,6 +87,7 @@ mod tests;
 
 pub use condition::{Condition, FieldPath, Test, Unevaluable};
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use json_schema::{MISSION_SCHEMA_ID, mission_schema};
 pub use load::{load, parse};
 #[allow(deprecated)]
 pub use mission::ExhaustionPolicy;

@@ -1,5 +1,5 @@
 //! `conductor run` and `conductor mission`: validate, run, resume and
-//! inspect missions.
+//! inspect missions, and print the mission file's JSON Schema.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +17,10 @@ use crate::{exit, progress, render, stdout};
 pub(crate) fn command(command: MissionCommand) -> Result<u8> {
     match command {
         MissionCommand::Validate { file } => validate(&file),
+        MissionCommand::Schema => {
+            outln!("{}", serde_json::to_string_pretty(&missions::mission_schema())?)?;
+            Ok(exit::OK)
+        }
         MissionCommand::Resume { mission_id, engine } => resume(&mission_id, engine),
         MissionCommand::List { data, json } => {
             let missions = summary::list(&data::open_ledger_only(&data.data)?)?;
