@@ -225,6 +225,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         "cells/guests/echo-agent/echo.wasm",
         "missions/examples/casework/agent/eligibility.wasm",
         "cells/guests/greedy-agent/greedy.wasm",
+        "cells/guests/delegate-agent/delegate.wasm",
     ] {
         let from = module(wasm);
         std::fs::copy(&from, uploads.join(from.file_name().expect("name"))).expect("copy module");
@@ -486,6 +487,41 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     );
     assert!(card_text.contains("smollm2-135m"), "the model it asked: {card_text}");
     screenshot(&client, "5-reasoning-and-memory.png").await;
+
+    // A swarm: `lead` delegates two checks; the one that comes back
+    // disputed waits for a reviewer, and its card shows who delegated it.
+    let swarm = "name: swarm\nbudget: { limit: 5000 }\n\
+         models:\n  smollm2-135m: { prompt_price: 1, completion_price: 2 }\n\
+         agents:\n\
+         \x20 - { name: lead, module: delegate.wasm, model: smollm2-135m, delegates_to: [checker] }\n\
+         \x20 - { name: checker, module: delegate.wasm, model: smollm2-135m }\n\
+         tasks:\n  agent: lead\n  inline:\n\
+         \x20   - { id: swarm-1, delegate: [ { agent: checker, input: { outcome: disputed } },\n\
+         \x20                                { agent: checker, input: { outcome: fine } } ] }\n\
+         gates:\n  - { name: dispute, when: { field: decision.outcome, equals: disputed } }\n";
+    let (status, _, body) = http(&addr, "POST", "/api/missions", Some(&operator_cookie), Some(&json!({"yaml": swarm})));
+    assert_eq!(status, 202, "{body}");
+    let delegated = wait_for(&client, "the delegated case's card", PAGE_TIMEOUT, || {
+        let c = client.clone();
+        async move {
+            for card in c.find_all(Locator::Css("section.gate")).await.ok()? {
+                let text = card.text().await.ok()?;
+                if text.contains("Delegated by") && text.contains("swarm-1") {
+                    // In view, for the screenshot.
+                    let id = card.attr("data-gate-id").await.ok()??;
+                    let js = format!(
+                        "document.querySelector('section.gate[data-gate-id=\"{id}\"]').scrollIntoView(); return true;"
+                    );
+                    c.execute(&js, vec![]).await.ok()?;
+                    return Some(text);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    assert!(delegated.contains("(lead)") && delegated.contains("disputed"), "{delegated}");
+    screenshot(&client, "5b-delegated-case.png").await;
 
     // A budget gate, on the same page: a mission whose agent spends until
     // refused runs out under `on_exhausted: gate`; the reviewer grants
