@@ -16,15 +16,14 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fantoccini::{ClientBuilder, Locator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSPHRASE: &str = "correct horse battery staple";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -45,57 +44,6 @@ impl Drop for Killed {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// One HTTP/1.1 request on loopback; returns status, headers and body.
-fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> (u16, String, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the server");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    // Small JSON answers come whole or in one chunk.
-    let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        rest.split_once("\r\n")
-            .map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c))
-            .unwrap_or(rest)
-    } else {
-        rest
-    };
-    let value = serde_json::from_str(json_text.trim()).unwrap_or(Value::Null);
-    (status, head.to_owned(), value)
-}
-
-/// Signs in over the API with a key this test holds; returns the cookie.
-fn sign_in(addr: &str, key: &identity::Keypair) -> String {
-    let (status, _, challenge) = http(addr, "GET", "/api/challenge", None, None);
-    assert_eq!(status, 200, "{challenge}");
-    let challenge = challenge["challenge"].as_str().expect("challenge").to_owned();
-    let mut message = b"conductor sign-in v1\0".to_vec();
-    message.extend_from_slice(&hex::decode(&challenge).expect("hex"));
-    let body = json!({"public_key": key.public().to_hex(), "challenge": challenge,
-                      "signature": key.sign(&message).to_hex()});
-    let (status, head, me) = http(addr, "POST", "/api/session", None, Some(&body));
-    assert_eq!(status, 200, "{me}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .expect("a session cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    cookie.split(';').next().expect("name=value").to_owned()
 }
 
 fn new_key(dir: &Path, role: &str, name: &str, data: &Path, sealed: bool) -> PathBuf {

@@ -108,16 +108,8 @@ fn check_mission(data: &Path, summary: &Value) {
     }
     assert_eq!(summary["budget"]["settled"], settled_cost, "spend is exactly the answered calls' cost");
 
-    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash");
-    assert_entries_typed(data);
-    let out = run(conductor()
-        .args(["audit", "replay", "--json", "--data"])
-        .arg(data)
-        .env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
-    assert_eq!(out.status.code(), Some(0), "every task replays from the journal: {}", stderr(&out));
-    let replays = stdout_json(&out);
-    assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
+    // After every crash.
+    assert_verifies_and_replays(data);
 }
 
 /// The number of kills (`CONDUCTOR_CRASH_KILLS`, default 20) and a seeded
@@ -280,16 +272,8 @@ fn check_swarm(data: &Path, summary: &Value) {
         assert_eq!(joined.get(&parent), Some(&1), "parent {parent} was joined once");
     }
     assert_eq!(summary["budget"]["settled"], settled_cost, "spend is exactly the answered calls' cost");
-    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "the journal verifies after every crash: {}", stderr(&out));
-    assert_entries_typed(data);
-    let out = run(conductor()
-        .args(["audit", "replay", "--json", "--data"])
-        .arg(data)
-        .env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
-    assert_eq!(out.status.code(), Some(0), "every parent and child replays from the journal: {}", stderr(&out));
-    let replays = stdout_json(&out);
-    assert!(replays.as_array().expect("list").iter().all(|r| r["verdict"] == "match"), "{replays}");
+    // After every crash.
+    assert_verifies_and_replays(data);
 }
 
 #[test]

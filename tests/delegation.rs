@@ -7,45 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
-
-/// A registry whose `smollm2-135m` is scripted (no file), priced.
-fn scripted_registry(dir: &Path) -> PathBuf {
-    let path = dir.join("registry.yaml");
-    std::fs::write(
-        &path,
-        "models:\n  smollm2-135m:\n    kind: scripted\n    context_tokens: 2048\n    prompt_price: 1\n    \
-         completion_price: 1\n",
-    )
-    .expect("registry");
-    path
-}
-
-/// A mission of three agents on the delegating test agent: `lead` may
-/// delegate to `checker` and to itself, `checker` to nobody, `other` is
-/// not among lead's. `extra` is appended (gates, a `delegation:` block).
-fn swarm_mission(dir: &Path, name: &str, budget: u64, cases: &str, extra: &str) -> PathBuf {
-    let module = module("cells/guests/delegate-agent/delegate.wasm");
-    let module = module.display();
-    let text = format!(
-        "name: {name}\n\
-         budget:\n  limit: {budget}\n\
-         models:\n  smollm2-135m:\n    prompt_price: 1\n    completion_price: 1\n\
-         agents:\n\
-         \x20 - {{ name: lead, module: {module}, model: smollm2-135m, delegates_to: [checker, lead] }}\n\
-         \x20 - {{ name: checker, module: {module}, model: smollm2-135m, budget: {{ task_limit: 40 }},\n\
-         \x20     limits: {{ wall_ms: 2000 }} }}\n\
-         \x20 - {{ name: other, module: {module}, model: smollm2-135m }}\n\
-         tasks:\n  agent: lead\n  inline:\n{cases}\
-         {extra}"
-    );
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write mission");
-    path
-}
 
 fn run_mission(dir: &Path, mission: &Path, data: &Path) -> Value {
     let registry = scripted_registry(dir);
@@ -61,23 +26,6 @@ fn run_mission(dir: &Path, mission: &Path, data: &Path) -> Value {
     // 6: completed, but a child failed (the trapping one).
     assert!(matches!(out.status.code(), Some(0) | Some(6)), "{}", stderr(&out));
     stdout_json(&out)
-}
-
-fn by_case<'s>(summary: &'s Value, id: &str) -> &'s Value {
-    tasks(summary).iter().find(|t| t["case_id"] == id).unwrap_or_else(|| panic!("no task {id} in {summary}"))
-}
-
-fn verify_and_replay(data: &Path) {
-    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "the journal verifies: {}", stderr(&out));
-    let out = run(conductor().args(["audit", "replay", "--json", "--data"]).arg(data));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let all: Vec<Value> = serde_json::from_str(&text).expect("replay json");
-    assert!(!all.is_empty());
-    for task in &all {
-        assert_eq!(task["verdict"], "match", "every parent and child replays: {task}");
-    }
 }
 
 #[test]
@@ -152,7 +100,7 @@ fn a_parent_fans_out_parks_and_resumes_with_its_childrens_decisions() {
         opened.iter().filter(|e| e["payload"]["parent"].as_str() == Some(parent_account.as_str())).count();
     assert_eq!(under_parent, 5, "each of claim-1's children has its account under claim-1's");
 
-    verify_and_replay(&data);
+    assert_verifies_and_replays(&data);
     let kinds = assert_entries_typed(&data);
     assert_eq!(kinds.get("task.joined"), Some(&3));
 }
@@ -199,7 +147,7 @@ fn bad_delegations_are_refused_before_any_spend_and_journaled() {
     }
     // Only too-deep's two accepted calls created tasks.
     assert_eq!(tasks(&summary).len(), 6 + 2, "{summary}");
-    verify_and_replay(&data);
+    assert_verifies_and_replays(&data);
 }
 
 #[test]
@@ -236,7 +184,7 @@ fn a_gated_child_waits_for_its_reviewer_and_the_parent_gets_the_reviewed_decisio
     let results = &combined["payload"]["decision"]["details"]["results"];
     assert_eq!(results[0]["outcome"], "rejected", "the reviewer's verdict, not the child's proposal: {results}");
     assert_eq!(results[1]["outcome"], "covered");
-    verify_and_replay(&data);
+    assert_verifies_and_replays(&data);
 }
 
 #[test]
@@ -268,5 +216,5 @@ fn a_child_that_spins_or_runs_out_of_its_budget_fails_alone_and_the_parent_carri
         refused.iter().any(|e| e["payload"]["refused"].as_str().is_some_and(|r| r.contains("task-2"))),
         "the child's own account refused: {refused:?}"
     );
-    verify_and_replay(&data);
+    assert_verifies_and_replays(&data);
 }

@@ -40,6 +40,7 @@ use serde_json::Value;
 use crate::clock::now_us;
 use crate::entries::{self, ChildResult, DelegatedChild, TaskDelegated, TaskJoined, TaskParked};
 use crate::host::TaskHost;
+use crate::run::projection;
 use crate::state::{self, ChildSpec, DelegationRecord, TaskRecord, TaskStatus};
 
 /// Who may delegate to whom, and within what limits (from the mission).
@@ -449,16 +450,6 @@ fn error_of(status: &str, code: &str, message: String) -> DelegationError {
         "wall_clock_exceeded" => DelegationError::TimedOut(message),
         "decision_refused" | "journal_refused" => DelegationError::Refused(message),
         _ => DelegationError::Failed(message),
-    }
-}
-
-/// A projection's error inside a journal commit: the batch is rolled back.
-fn projection(e: state::StateError) -> LedgerError {
-    match e {
-        state::StateError::Storage(e) => LedgerError::Storage(e),
-        corrupt @ state::StateError::Corrupt { .. } => {
-            LedgerError::Storage(redb::Error::Corrupted(corrupt.to_string()))
-        }
     }
 }
 

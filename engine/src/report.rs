@@ -83,8 +83,9 @@ pub fn build(dir: &Path, mission: &str) -> Result<Value> {
             Kind::TaskStarted => {
                 let p: TaskStarted = entries::decode(&e)?;
                 if p.mission == mission {
-                    let first = tasks.entry(u64::from(p.task)).or_default().0.is_none();
-                    tasks.entry(u64::from(p.task)).or_default().0.get_or_insert(e.time_us);
+                    let start = &mut tasks.entry(u64::from(p.task)).or_default().0;
+                    let first = start.is_none();
+                    start.get_or_insert(e.time_us);
                     if first {
                         agents.entry(p.agent.clone()).or_default().started += 1;
                         // A child's parent started before it did.

@@ -1112,36 +1112,15 @@ fn run_task(
     if let Some(unrecorded) = unrecorded.as_ref().filter(|u| u.storage) {
         return Err(TaskStopped { task: index, case: case.id.clone(), failure: unrecorded.failure.clone() }.into());
     }
-    if let Err(cells::CellFailure::Delegated { delegation }) = &result {
-        return park_on_children(ctx, &meter, record, delegation);
-    }
-    if let Err(cells::CellFailure::Parked { gate }) = &result {
-        // Waiting on a reviewer: nothing is kept but the journal and this
-        // record. Deciding the gate makes the task runnable again.
-        record.status = TaskStatus::AwaitingReview;
-        record.gate = Some(gate.clone());
-        record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
-        record.tokens_settled = meter.settled.load(Ordering::Relaxed);
-        record.model_calls = meter.model_calls.load(Ordering::Relaxed);
-        let parked = entries::TaskParked {
-            mission: ctx.id.clone(),
-            task: index,
-            case: case.id.clone(),
-            gate_id: Some(gate.clone()),
-            delegation: None,
-        };
-        ctx.ledger.write(|t| -> Result<()> {
-            let (seq, _) = entries::append(t, &ctx.conductor, &parked, now_us())?;
-            if let Some(before) = state::task_in(t.redb(), &ctx.id, index)? {
-                record.spans = before.spans;
-            }
-            if let Some(open) = record.spans.last_mut() {
-                open.1 = Some(seq);
-            }
-            state::put_task(t.redb(), &record)?;
-            Ok(())
-        })?;
-        return Ok(record);
+    match &result {
+        // Waiting on a reviewer or on its children: nothing is kept but the
+        // journal and this record. Deciding the gate, or the last child's
+        // end, makes the task runnable again.
+        Err(cells::CellFailure::Parked { gate }) => return park(ctx, &meter, record, Waits::Gate(gate.clone())),
+        Err(cells::CellFailure::Delegated { delegation }) => {
+            return park(ctx, &meter, record, Waits::Children(delegation.clone()));
+        }
+        _ => {}
     }
     // (code, message) of a failure; a recovery that did not retrace the
     // journal fails the task rather than trust where it got to.
@@ -1246,31 +1225,43 @@ fn task_spec<'m>(ctx: &MissionCtx, mission: &'m Mission, index: u32) -> Result<T
     Ok(TaskSpec { case: std::borrow::Cow::Owned(case), depth: child.depth, root: child.root, parent: Some(parent) })
 }
 
-/// A task's cell stopped on its `delegate` call. A live call's commit
-/// already parked it (`task.parked`, its record): nothing more to write,
-/// and its children may even have ended and resumed it by now. A replayed
-/// call whose children have not all ended parks it here.
-fn park_on_children(
-    ctx: &MissionCtx,
-    meter: &TaskMeter,
-    mut record: TaskRecord,
-    delegation: &str,
-) -> Result<TaskRecord> {
-    record.status = TaskStatus::AwaitingChildren;
-    record.delegation = Some(delegation.to_owned());
+/// What a parked task waits for.
+enum Waits {
+    /// A reviewer's answer to its `await-review` (the gate id).
+    Gate(String),
+    /// The end of its children (the delegation id).
+    Children(String),
+}
+
+/// Records a task whose cell stopped to wait: `task.parked`, its span
+/// closed, its record. A live `delegate` call's own commit already did
+/// all that (and its children may even have ended and resumed it by now):
+/// nothing more is written then.
+fn park(ctx: &MissionCtx, meter: &TaskMeter, mut record: TaskRecord, waits: Waits) -> Result<TaskRecord> {
     record.tokens_reserved = meter.reserved.load(Ordering::Relaxed);
     record.tokens_settled = meter.settled.load(Ordering::Relaxed);
     record.model_calls = meter.model_calls.load(Ordering::Relaxed);
-    let parked_live = meter.delegated.lock().is_ok_and(|d| d.as_deref() == Some(delegation));
-    if parked_live {
-        return Ok(record);
-    }
+    let (gate_id, delegation) = match waits {
+        Waits::Gate(gate) => {
+            record.status = TaskStatus::AwaitingReview;
+            record.gate = Some(gate.clone());
+            (Some(gate), None)
+        }
+        Waits::Children(delegation) => {
+            record.status = TaskStatus::AwaitingChildren;
+            record.delegation = Some(delegation.clone());
+            if meter.delegated.lock().is_ok_and(|d| d.as_ref() == Some(&delegation)) {
+                return Ok(record);
+            }
+            (None, Some(delegation))
+        }
+    };
     let parked = entries::TaskParked {
         mission: ctx.id.clone(),
         task: record.index,
         case: record.case_id.clone(),
-        gate_id: None,
-        delegation: Some(delegation.to_owned()),
+        gate_id,
+        delegation,
     };
     ctx.ledger.write(|t| -> Result<()> {
         let (seq, _) = entries::append(t, &ctx.conductor, &parked, now_us())?;
@@ -1457,7 +1448,7 @@ fn gate_for<'m>(
 }
 
 /// A projection's error inside a journal commit: the batch is rolled back.
-fn projection(e: state::StateError) -> LedgerError {
+pub(crate) fn projection(e: state::StateError) -> LedgerError {
     match e {
         state::StateError::Storage(e) => LedgerError::Storage(e),
         corrupt @ state::StateError::Corrupt { .. } => {

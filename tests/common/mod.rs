@@ -3,8 +3,13 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 // Read at run time (cargo sets it for every test it runs), not with
 // `env!`: a target directory shared between checkouts (CI keeps one)
@@ -253,4 +258,112 @@ pub fn assert_entries_typed(data: &Path) -> std::collections::BTreeMap<String, u
             _ => return kinds,
         }
     }
+}
+
+/// A registry whose `smollm2-135m` is scripted (no file), priced.
+pub fn scripted_registry(dir: &Path) -> PathBuf {
+    let path = dir.join("registry.yaml");
+    std::fs::write(
+        &path,
+        "models:\n  smollm2-135m:\n    kind: scripted\n    context_tokens: 2048\n    prompt_price: 1\n    \
+         completion_price: 1\n",
+    )
+    .expect("registry");
+    path
+}
+
+/// A mission of three agents on the delegating test agent: `lead` may
+/// delegate to `checker` and to itself, `checker` to nobody, `other` is
+/// not among lead's. `extra` is appended (gates, a `delegation:` block).
+pub fn swarm_mission(dir: &Path, name: &str, budget: u64, cases: &str, extra: &str) -> PathBuf {
+    let module = module("cells/guests/delegate-agent/delegate.wasm");
+    let module = module.display();
+    let text = format!(
+        "name: {name}\n\
+         budget:\n  limit: {budget}\n\
+         models:\n  smollm2-135m:\n    prompt_price: 1\n    completion_price: 1\n\
+         agents:\n\
+         \x20 - {{ name: lead, module: {module}, model: smollm2-135m, delegates_to: [checker, lead] }}\n\
+         \x20 - {{ name: checker, module: {module}, model: smollm2-135m, budget: {{ task_limit: 40 }},\n\
+         \x20     limits: {{ wall_ms: 2000 }} }}\n\
+         \x20 - {{ name: other, module: {module}, model: smollm2-135m }}\n\
+         tasks:\n  agent: lead\n  inline:\n{cases}\
+         {extra}"
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write mission");
+    path
+}
+
+/// The task of case `id` in a run's summary.
+pub fn by_case<'s>(summary: &'s Value, id: &str) -> &'s Value {
+    tasks(summary).iter().find(|t| t["case_id"] == id).unwrap_or_else(|| panic!("no task {id} in {summary}"))
+}
+
+/// One HTTP/1.1 request on loopback; returns status, headers and body.
+pub fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> (u16, String, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the server");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    // Small JSON answers come whole or in one chunk.
+    let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        rest.split_once("\r\n")
+            .map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c))
+            .unwrap_or(rest)
+    } else {
+        rest
+    };
+    let value = serde_json::from_str(json_text.trim()).unwrap_or(Value::Null);
+    (status, head.to_owned(), value)
+}
+
+/// Signs in over the API with a key this test holds; returns the cookie.
+pub fn sign_in(addr: &str, key: &identity::Keypair) -> String {
+    let (status, _, challenge) = http(addr, "GET", "/api/challenge", None, None);
+    assert_eq!(status, 200, "{challenge}");
+    let challenge = challenge["challenge"].as_str().expect("challenge").to_owned();
+    let mut message = b"conductor sign-in v1\0".to_vec();
+    message.extend_from_slice(&hex::decode(&challenge).expect("hex"));
+    let body = json!({"public_key": key.public().to_hex(), "challenge": challenge,
+                      "signature": key.sign(&message).to_hex()});
+    let (status, head, me) = http(addr, "POST", "/api/session", None, Some(&body));
+    assert_eq!(status, 200, "{me}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().expect("name=value").to_owned()
+}
+
+/// The journal in `data` verifies, every entry matches its typed payload,
+/// and every task attempt replays from the journal alone (no model) to
+/// the same calls and outcome.
+pub fn assert_verifies_and_replays(data: &Path) {
+    let out = run(conductor().args(["audit", "verify", "--data"]).arg(data));
+    assert_eq!(out.status.code(), Some(0), "the journal verifies: {}", stderr(&out));
+    assert_entries_typed(data);
+    let out = run(conductor()
+        .args(["audit", "replay", "--json", "--data"])
+        .arg(data)
+        .env("CONDUCTOR_MODEL_DIR", "/nonexistent"));
+    assert_eq!(out.status.code(), Some(0), "every task replays from the journal: {}", stderr(&out));
+    let replays = stdout_json(&out);
+    let replays = replays.as_array().expect("a list of replayed tasks");
+    assert!(!replays.is_empty() && replays.iter().all(|r| r["verdict"] == "match"), "{replays:?}");
 }

@@ -27,8 +27,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
-use crate::{cargo_command, run, step, target_dir};
-
 const MODEL: &str = "smollm2-135m";
 
 #[derive(Debug, Clone)]
@@ -62,31 +60,12 @@ pub fn delegation(root: &Path, opts: &Options) -> Result<()> {
     ensure!(Path::new("/usr/bin/time").is_file(), "GNU time (/usr/bin/time, Debian package `time`) is needed");
     ensure!((1..=4096).contains(&opts.fan_out), "--fan-out must be 1..=4096 (the mission's fan-out limit)");
     ensure!(opts.parked >= 1_000 && opts.parked.is_multiple_of(1_000), "--parked must be a multiple of 1,000");
-    if !opts.no_build {
-        step("building the agents and the conductor (release, the workspace's one feature set)");
-        crate::build_agents(root)?;
-        run(cargo_command().args(["build", "--release", "--workspace", "--locked"]))?;
-    }
-    if opts.dir.exists() {
-        std::fs::remove_dir_all(&opts.dir)?;
-    }
-    std::fs::create_dir_all(&opts.dir)?;
-    let dir = std::fs::canonicalize(&opts.dir)?;
-    let bin = dir.join("conductor");
-    std::fs::copy(target_dir(root).join("release/conductor"), &bin).context("copying the conductor binary")?;
-    let registry = dir.join("scripted.yaml");
-    std::fs::write(
-        &registry,
-        format!(
-            "models:\n  {MODEL}:\n    kind: scripted\n    context_tokens: 2048\n    prompt_price: 1\n    \
-             completion_price: 1\n"
-        ),
-    )?;
+    let (dir, bin, registry) = crate::bench_engine::prepare(root, opts.no_build, &opts.dir)?;
     let module = root.join("cells/guests/delegate-agent/delegate.wasm");
     ensure!(module.is_file(), "{} is missing: run `cargo xtask build-agents`", module.display());
     let bench = Bench { bin, registry, module, dir };
 
-    println!("machine: {}", machine());
+    println!("machine: {}", crate::bench_engine::machine());
     println!(
         "\nround trip: {} cases one after another, each delegating one sub-task (concurrency 1)",
         opts.round_trips
@@ -290,15 +269,4 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
         return 0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    format!("{cpus} CPUs ({model})")
 }

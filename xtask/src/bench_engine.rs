@@ -62,22 +62,21 @@ pub struct Options {
     pub dir: PathBuf,
 }
 
-pub fn engine(root: &Path, opts: &Options) -> Result<()> {
-    ensure!((1..=100_000).contains(&opts.tasks), "--tasks must be 1..=100000 (one mission's case limit)");
-    ensure!(opts.concurrency.iter().all(|c| (1..=1024).contains(c)), "--concurrency values must be 1..=1024");
-    ensure!((1..=1024).contains(&opts.connections), "--connections must be 1..=1024");
-    ensure!(Path::new("/usr/bin/time").is_file(), "GNU time (/usr/bin/time, Debian package `time`) is needed");
-    if !opts.no_build {
+/// A fresh bench directory `dir` holding a copy of the release conductor
+/// (so a rebuild during the run changes nothing) and a registry whose
+/// model is scripted; builds the agents and the conductor first unless
+/// `no_build`. Returns (the directory, canonical; the binary; the registry).
+pub(crate) fn prepare(root: &Path, no_build: bool, dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    if !no_build {
         step("building the agents and the conductor (release, the workspace's one feature set)");
         crate::build_agents(root)?;
         run(cargo_command().args(["build", "--release", "--workspace", "--locked"]))?;
     }
-    if opts.dir.exists() {
-        std::fs::remove_dir_all(&opts.dir)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
     }
-    std::fs::create_dir_all(&opts.dir)?;
-    let dir = std::fs::canonicalize(&opts.dir)?;
-    // A copy, so a rebuild during the run changes nothing.
+    std::fs::create_dir_all(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
     let bin = dir.join("conductor");
     std::fs::copy(target_dir(root).join("release/conductor"), &bin).context("copying the conductor binary")?;
     let registry = dir.join("scripted.yaml");
@@ -88,6 +87,15 @@ pub fn engine(root: &Path, opts: &Options) -> Result<()> {
              completion_price: {COMPLETION_PRICE}\n"
         ),
     )?;
+    Ok((dir, bin, registry))
+}
+
+pub fn engine(root: &Path, opts: &Options) -> Result<()> {
+    ensure!((1..=100_000).contains(&opts.tasks), "--tasks must be 1..=100000 (one mission's case limit)");
+    ensure!(opts.concurrency.iter().all(|c| (1..=1024).contains(c)), "--concurrency values must be 1..=1024");
+    ensure!((1..=1024).contains(&opts.connections), "--connections must be 1..=1024");
+    ensure!(Path::new("/usr/bin/time").is_file(), "GNU time (/usr/bin/time, Debian package `time`) is needed");
+    let (dir, bin, registry) = prepare(root, opts.no_build, &opts.dir)?;
     let bench =
         Bench { bin, registry, dir: dir.clone(), strace: !opts.no_syscalls && which("strace"), env: opts.env.clone() };
     if !opts.no_syscalls && !bench.strace {
@@ -154,7 +162,7 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
