@@ -655,6 +655,17 @@ impl wit_host::Host for CellState {
         }
     }
 
+    fn read_document(
+        &mut self,
+        name: String,
+        offset: u64,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, String>> {
+        self.admit(name.len())?;
+        let max_bytes = max_bytes.min(crate::limits::READ_DOCUMENT_BYTES_MAX);
+        Ok(self.host.read_document(name, offset, max_bytes))
+    }
+
     fn log(&mut self, message: String) -> wasmtime::Result<()> {
         self.admit(message.len())?;
         self.host.log(message);

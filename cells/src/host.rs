@@ -156,5 +156,11 @@ pub trait CellHost: Send {
         let _ = requests;
         DelegateAnswer::Refused("this host cannot delegate".into())
     }
+    /// Bytes `offset..offset + max_bytes` of the case document `name`
+    /// (added in WIT 0.2.4). Hosts without documents refuse.
+    fn read_document(&mut self, name: String, offset: u64, max_bytes: u32) -> Result<Vec<u8>, String> {
+        let _ = (name, offset, max_bytes);
+        Err("this host has no documents".into())
+    }
     fn log(&mut self, message: String);
 }

@@ -26,4 +26,4 @@ pub use host::{
     CellHost, Completion, Decision, DelegateAnswer, Delegation, DelegationError, Fact, InferRequest, MemoryQuery,
     Message, Review, ReviewAnswer,
 };
-pub use limits::{CellError, CellFailure, CellLimits};
+pub use limits::{CellError, CellFailure, CellLimits, READ_DOCUMENT_BYTES_MAX};

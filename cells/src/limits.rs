@@ -10,8 +10,8 @@ pub struct CellLimits {
     pub fuel: u64,
     /// Wall-clock time for the whole task, host calls included.
     pub wall_ms: u64,
-    /// Host calls (infer, recall, remember, request-review, delegate, log)
-    /// per task.
+    /// Host calls (infer, recall, remember, request-review, delegate,
+    /// read-document, log) per task.
     pub host_calls: u32,
     /// Bytes of all arguments of one host call together.
     pub call_arg_bytes_max: usize,
@@ -27,6 +27,11 @@ impl CellLimits {
     /// A decision is a label, a reason and a few fields.
     pub const OUTPUT_BYTES_DEFAULT: usize = 64 << 10;
 }
+
+/// The most bytes one `read-document` call returns: an agent reads a large
+/// document in pieces, each journaled, and no single answer grows the
+/// cell's memory by more than this.
+pub const READ_DOCUMENT_BYTES_MAX: u32 = 1 << 20;
 
 /// Why a task's cell did not produce a decision. Each limit is its own
 /// variant so the journal records exactly which one was hit.

@@ -92,6 +92,13 @@ pub(crate) enum Command {
     /// answers `POST /v1/chat/completions`).
     #[command(subcommand)]
     Gateway(serve_cli::GatewayCommand),
+    /// Cases for open missions (missions with `intake:`).
+    #[command(subcommand)]
+    Cases(crate::commands::cases::CasesCommand),
+    /// API tokens for scripts: issue, list and revoke (`Authorization:
+    /// Bearer TOKEN` on `conductor serve`'s API).
+    #[command(subcommand)]
+    Tokens(crate::commands::tokens::TokensCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +283,20 @@ pub(crate) enum MissionCommand {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Close an open mission to new cases: it finishes the cases it has
+    /// (those queued included), then ends like any mission. Journaled as
+    /// `mission.control`. While a server holds the data directory, this
+    /// goes through it with an operator API token.
+    #[command(after_help = "Examples:\n  conductor mission close MISSION_ID --data ./data\n  \
+        CONDUCTOR_TOKEN=cdt_... conductor mission close MISSION_ID --data ./data")]
+    Close {
+        /// The mission id (`conductor mission list`).
+        mission_id: String,
+        #[command(flatten)]
+        data: DataArg,
+        #[command(flatten)]
+        server: crate::commands::cases::ServerArgs,
+    },
     /// The missions in a data directory, oldest first: id, name, status,
     /// spend (settled of limit) and how many tasks are decided, awaiting
     /// review, failed, skipped and pending. Read-only.
@@ -299,7 +320,12 @@ pub(crate) enum MissionCommand {
     /// How the mission's work flowed, from the journal alone: cycle time
     /// (the mission's, and each task's median and worst), the exception
     /// rate (tasks sent to a gate), and per gate the requests, verdicts,
-    /// timeouts and reviewers' time to decision (median, worst).
+    /// timeouts and reviewers' time to decision (median, worst). With
+    /// `--html FILE`, also the dashboard's charts (spend against the
+    /// budget over time, gate latency, the latest failures) in one
+    /// self-contained HTML file that loads nothing from anywhere.
+    #[command(after_help = "Examples:\n  conductor mission report MISSION_ID --data ./data\n  \
+        conductor mission report MISSION_ID --data ./data --html report.html")]
     Report {
         /// The mission id printed by `conductor run`.
         mission_id: String,
@@ -308,6 +334,10 @@ pub(crate) enum MissionCommand {
         /// Print JSON (times in microseconds).
         #[arg(long)]
         json: bool,
+        /// Also write the report with its charts to FILE, as one
+        /// self-contained HTML page (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
 }
 

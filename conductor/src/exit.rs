@@ -17,10 +17,13 @@ pub const TASKS_FAILED: u8 = 6;
 /// failed (a full disk) and the mission stopped with nothing unjournaled
 /// given or charged. Fix the cause and run the same command again.
 pub const INFRASTRUCTURE: u8 = 7;
+/// Refused for now: an open mission's queue is full. Run the same
+/// command again shortly.
+pub const BUSY: u8 = 8;
 
 /// Every status with its meaning, for `--help`: the one list, so the
 /// help cannot leave a status out.
-const MEANINGS: [(u8, &str); 8] = [
+const MEANINGS: [(u8, &str); 9] = [
     (OK, "success"),
     (ERROR, "error (the message says what went wrong)"),
     (INVALID, "invalid input (a mission file, the arguments): nothing ran"),
@@ -34,6 +37,7 @@ const MEANINGS: [(u8, &str); 8] = [
          failed (a full disk); nothing unjournaled was given or charged; fix it and run the same \
          command again, which carries on from the journal",
     ),
+    (BUSY, "refused for now: the open mission's queue is full; run the same command again shortly"),
 ];
 
 /// The "Exit status" paragraph of `--help`.

@@ -88,6 +88,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run(args) => commands::mission::run(args),
         Command::Serve(args) => serve_cli::serve(args),
         Command::Gateway(command) => serve_cli::gateway_command(command),
+        Command::Cases(command) => commands::cases::command(command),
+        Command::Tokens(command) => commands::tokens::command(command),
         Command::Mission(command) => commands::mission::command(command),
         Command::Audit(command) => commands::audit::command(command),
         Command::Ledger(command) => commands::ledger::command(command),

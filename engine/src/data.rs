@@ -69,6 +69,7 @@ impl DataDir {
         ledger.write(|t| -> Result<()> {
             memory::create_tables(t.redb())?;
             crate::state::create_tables(t.redb())?;
+            crate::intake::create_tables(t.redb())?;
             crate::gateway::tables::create(t.redb())?;
             Ok(())
         })?;

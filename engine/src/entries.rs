@@ -147,6 +147,12 @@ pub fn round_trip(entry: &Entry) -> Result<(), EntryError> {
         Kind::GatewayRefused => again::<GatewayRefused>(entry),
         Kind::GatewayRefusals => again::<GatewayRefusals>(entry),
         Kind::DataLeftHost => again::<DataLeftHost>(entry),
+        Kind::CaseReceived => again::<CaseReceived>(entry),
+        Kind::MissionControl => again::<MissionControl>(entry),
+        Kind::TokenIssued => again::<TokenIssued>(entry),
+        Kind::TokenRevoked => again::<TokenRevoked>(entry),
+        Kind::RequestRefused => again::<RequestRefused>(entry),
+        Kind::HostDocument => again::<HostDocument>(entry),
     }
 }
 
@@ -234,6 +240,12 @@ payload! {
     GatewayRefused => GatewayRefused,
     GatewayRefusals => GatewayRefusals,
     DataLeftHost => DataLeftHost,
+    CaseReceived => CaseReceived,
+    MissionControl => MissionControl,
+    TokenIssued => TokenIssued,
+    TokenRevoked => TokenRevoked,
+    RequestRefused => RequestRefused,
+    HostDocument => HostDocument,
 }
 
 // ---------------------------------------------------------------- shared
@@ -293,6 +305,32 @@ pub struct MissionDeclared {
     pub gates: Vec<DeclaredGate>,
     /// How many tasks (cases) the mission has.
     pub tasks: u32,
+    /// An open mission's intake; absent for a mission that works only
+    /// its own cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake: Option<DeclaredIntake>,
+}
+
+/// `mission.declared`'s `intake`: how the mission takes cases as they
+/// arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredIntake {
+    pub agent: String,
+    /// The most received cases not yet started.
+    pub queue: u32,
+    /// The tier of arriving cases without a `_tier`.
+    pub tier: String,
+    pub documents: DeclaredDocuments,
+    /// Whether an inbox directory is watched.
+    pub inbox: bool,
+}
+
+/// Bounds on one case's documents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredDocuments {
+    pub count: u32,
+    pub bytes: u64,
+    pub types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1124,6 +1162,149 @@ pub struct KeyRefusals {
     pub count: u64,
     /// By the code each refusal would have had.
     pub codes: BTreeMap<String, u64>,
+}
+
+// ---------------------------------------------------------------- operators
+
+/// Who asked the server (or the command line) for something: how the
+/// request came, and the identity it proved. Never a secret: a key's id
+/// and a token's id only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// `api` (a session or a token), `cli` (on this host, with the data
+    /// directory), or `inbox` (a file left in a mission's watched inbox).
+    pub via: String,
+    /// The role the request was made in (`operator`, `reviewer`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The signed-in key's id (a session, or a command given `--key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The API token's id (a script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The name the key was registered with, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One document of a case, as `case.received` records it: the bytes are
+/// in the data directory's document store under their BLAKE3 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRef {
+    /// The name the submitter gave it (a file name, no directories).
+    pub name: String,
+    pub media_type: String,
+    pub bytes: u64,
+    /// BLAKE3 of the bytes, hex.
+    pub blake3: String,
+    /// The case's data subject (its `_subject`): the bytes are sealed
+    /// under that subject's key, and erasing it shreds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// `case.received`: a case taken into an open mission. Written (and
+/// durable) before the submitter is told the case was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseReceived {
+    pub mission: String,
+    /// The task index the case runs as.
+    pub task: u32,
+    pub case: String,
+    pub agent: String,
+    /// The case as submitted: a JSON object.
+    pub input: Value,
+    pub documents: Vec<DocumentRef>,
+    pub submitted_by: Requester,
+    /// The submitter's idempotency key: the same key again is answered
+    /// with this case, not a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `mission.control`: an operator paused, resumed, cancelled or closed a
+/// mission (`action`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionControl {
+    pub mission: String,
+    /// `pause`, `resume`, `cancel` or `close`.
+    pub action: String,
+    pub by: Requester,
+}
+
+/// `token.issued`: an API token for scripts. The secret itself is shown
+/// once, to whoever issued it; the journal and the database keep its
+/// BLAKE3 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    /// The token's public id (the part before the secret).
+    pub token: String,
+    /// What the token may do: `operator`, `reviewer` or `auditor`.
+    pub role: String,
+    /// The one mission it may touch; `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mission: Option<String>,
+    /// When it stops working (microseconds since the epoch); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_us: Option<i64>,
+    /// BLAKE3 of the secret, hex.
+    pub secret_blake3: String,
+    /// A label for people (`nightly-intake`).
+    pub name: String,
+    pub by: Requester,
+}
+
+/// `token.revoked`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub token: String,
+    pub by: Requester,
+}
+
+/// `request.refused`: the server refused a request by a known identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRefused {
+    pub method: String,
+    /// The route's pattern (`/api/missions/{id}/cases`), not the path:
+    /// no caller-chosen text beyond the mission id below.
+    pub route: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mission: Option<String>,
+    pub status: u16,
+    pub reason: String,
+    pub by: Requester,
+    /// A summary of refusals counted rather than journaled one by one (a
+    /// caller past its rate): how many, and the first and last one's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_us: Option<i64>,
+}
+
+/// `host.document`: a task read part of one of its case's documents
+/// (agent-signed, like its other host calls). The bytes are not in the
+/// journal: they are in the document store under `blake3`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDocument {
+    pub mission: String,
+    pub task: u32,
+    pub name: String,
+    pub offset: u64,
+    /// What the agent asked for (the host may cap it).
+    pub max_bytes: u32,
+    /// The document's hash; absent when the read was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// The data subject the document is sealed under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Bytes returned.
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 #[cfg(test)]

@@ -18,6 +18,36 @@ pub enum Verdict {
     Reject,
 }
 
+/// Seconds each gate waited, from its `gate.requested` to the entry that
+/// closed it (`gate.decided`, or `gate.timed_out`), by `gate` (its name
+/// in the mission file) and `outcome` (`approved`, `rejected`,
+/// `timed_out`): a histogram, recorded through the `metrics` facade
+/// (`docs/metrics.md`). Never labelled by case.
+pub const WAIT_SECONDS_METRIC: &str = "conductor_gate_wait_seconds";
+
+/// Records how long `gate`, just closed at `closed_us`, waited. Read
+/// after the commit, so a decision is measured once it is durable; a
+/// request entry that cannot be read only costs the measurement.
+fn observe_wait(data: &DataDir, gate: &GateRecord, closed_us: i64) {
+    let requested_us = match data.ledger.entries(gate.requested_seq, 1) {
+        Ok(entries) => match entries.first() {
+            Some(entry) if entry.seq == gate.requested_seq => entry.time_us,
+            _ => return,
+        },
+        Err(e) => {
+            tracing::warn!("gate {}: its request could not be read to time the wait: {e}", gate.id);
+            return;
+        }
+    };
+    let outcome = match serde_json::to_value(gate.status) {
+        Ok(Value::String(name)) => name,
+        _ => return,
+    };
+    // Microseconds to seconds; a clock that stepped back reads as no wait.
+    let waited_s = closed_us.saturating_sub(requested_us).max(0) as f64 / 1e6;
+    metrics::histogram!(WAIT_SECONDS_METRIC, "gate" => gate.gate.clone(), "outcome" => outcome).record(waited_s);
+}
+
 /// Every gate, pending first.
 pub fn list(data: &Path) -> Result<Vec<GateRecord>> {
     let ledger = crate::data::open_ledger_only(data)?;
@@ -331,7 +361,14 @@ fn decide_in(
             Ok(RolledBack(decided)) => Ok(decided),
             Err(e) => Err(e),
         },
-        other => other,
+        other => {
+            if let Ok(decided) = &other
+                && decided.closed
+            {
+                observe_wait(data, &decided.gate, now);
+            }
+            other
+        }
     }
 }
 
@@ -674,6 +711,8 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
     let conductor = data.conductor.clone();
     let mut swept = Swept::default();
     for candidate in due {
+        // The gate this candidate's transaction timed out, if it did.
+        let mut closed = None;
         data.ledger.write(|t| -> Result<()> {
             // Re-read inside the transaction: a reviewer may have decided it.
             let Some(mut gate) = state::gate_in(t.redb(), &candidate.id)? else { return Ok(()) };
@@ -743,6 +782,7 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             gate.reviewer = Some("timeout".into());
             state::put_gate(t.redb(), &gate)?;
             swept.timed_out.push(gate.id.clone());
+            closed = Some(gate.clone());
             if gate.budget.is_some() {
                 // A timeout cannot sign an extension: the budget stays
                 // spent (the gate.timed_out entry says why).
@@ -769,6 +809,9 @@ pub fn sweep(data: &DataDir, now: i64) -> Result<Swept> {
             }
             Ok(())
         })?;
+        if let Some(gate) = closed {
+            observe_wait(data, &gate, now);
+        }
     }
     Ok(swept)
 }

@@ -78,6 +78,12 @@ pub struct MissionCtx {
     /// created, parents whose children all ended), for the scheduler;
     /// `true`: a parent, to be resumed by replay.
     pub ready: tokio::sync::mpsc::UnboundedSender<(u32, bool)>,
+    /// The data directory, whose document store holds the cases'
+    /// documents (`documents.rs`).
+    pub data_root: std::path::PathBuf,
+    /// An operator cancelled the mission: every task not yet started is
+    /// skipped (`task.skipped`, reason `cancelled`).
+    pub cancelled: AtomicBool,
 }
 
 impl MissionCtx {
@@ -782,6 +788,72 @@ impl CellHost for TaskHost {
         crate::delegation::delegate(self, requests)
     }
 
+    fn read_document(&mut self, name: String, offset: u64, max_bytes: u32) -> Result<Vec<u8>, String> {
+        if let Some(stopped) = self.stopped() {
+            return Err(stopped);
+        }
+        // The documents of the case at the root of this task's tree: a
+        // child reads its case's documents like the case's own task.
+        let documents = self
+            .ctx
+            .ledger
+            .read()
+            .map_err(anyhow::Error::from)
+            .and_then(|read| crate::intake::received(&read, &self.ctx.id, self.root))
+            .map(|received| received.map(|r| r.documents).unwrap_or_default());
+        let documents = match documents {
+            Ok(documents) => documents,
+            Err(e) => return Err(self.unrecorded(Kind::HostDocument.as_str(), e)),
+        };
+        let mut payload = entries::HostDocument {
+            mission: self.ctx.id.clone(),
+            task: self.task,
+            name: name.clone(),
+            offset,
+            max_bytes,
+            blake3: None,
+            subject: None,
+            bytes: 0,
+            refused: None,
+        };
+        let answer = match documents.iter().find(|d| d.name == name) {
+            None => {
+                let names: Vec<&str> = documents.iter().map(|d| d.name.as_str()).collect();
+                Err(if names.is_empty() {
+                    "this task's case has no documents".to_owned()
+                } else {
+                    format!("the case has no document `{name}`; it has {}", names.join(", "))
+                })
+            }
+            Some(doc) => {
+                let loaded = self.ctx.ledger.read().map_err(anyhow::Error::from).and_then(|read| {
+                    crate::documents::load(&self.ctx.data_root, &read, doc.subject.as_deref(), &doc.blake3)
+                });
+                payload.subject = doc.subject.clone();
+                match loaded {
+                    Ok(crate::documents::Loaded::Bytes(bytes)) => {
+                        payload.blake3 = Some(doc.blake3.clone());
+                        Ok(document_slice(&bytes, offset, max_bytes).to_vec())
+                    }
+                    Ok(crate::documents::Loaded::Erased) => {
+                        Err(format!("document `{name}` is gone: its data subject was erased"))
+                    }
+                    Err(e) => Err(format!("document `{name}` cannot be read: {e:#}")),
+                }
+            }
+        };
+        match &answer {
+            Ok(bytes) => payload.bytes = bytes.len() as u64,
+            Err(refusal) => payload.refused = Some(refusal.clone()),
+        }
+        // Journaled before the agent gets the bytes: a read the journal
+        // lacks did not happen.
+        if let Err(e) = self.ctx.ledger.write_deferred(|t| entries::append(t, &self.agent_key, &payload, now_us())) {
+            return Err(self.unrecorded(Kind::HostDocument.as_str(), e));
+        }
+        answer
+    }
+
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         tracing::info!(task = self.task, "agent: {message}");
@@ -795,6 +867,13 @@ impl CellHost for TaskHost {
             self.unrecorded(Kind::HostLog.as_str(), e);
         }
     }
+}
+
+/// Bytes `offset .. offset + max_bytes` of a document, cut at its end.
+pub(crate) fn document_slice(bytes: &[u8], offset: u64, max_bytes: u32) -> &[u8] {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let end = start.saturating_add(max_bytes as usize).min(bytes.len());
+    &bytes[start..end]
 }
 
 #[cfg(test)]
@@ -833,6 +912,8 @@ mod tests {
             decision_rules: None,
             delegation: crate::delegation::Policy::default(),
             ready: tokio::sync::mpsc::unbounded_channel().0,
+            data_root: dir.to_owned(),
+            cancelled: AtomicBool::new(false),
         });
         let host = TaskHost {
             ctx,

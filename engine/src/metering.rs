@@ -29,8 +29,18 @@
 //! [`Meter::record`] before the refusal is answered.
 //!
 //! All arithmetic is checked; nothing saturates silently.
+//!
+//! **Metrics.** Because every paid call passes here, this is where the
+//! calls are measured, through the `metrics` facade (a no-op until the
+//! server installs a recorder; see `docs/metrics.md`): the worst case
+//! reserved and the cost settled, per mission and model
+//! ([`TOKENS_RESERVED_METRIC`], [`TOKENS_SETTLED_METRIC`]), and each
+//! answered call's latency per model ([`MODEL_CALL_SECONDS_METRIC`]). The
+//! labels are the budget account's root (a mission id, or a gateway key's
+//! `gateway:NAME`) and the model's name, never anything of a case.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use identity::Keypair;
@@ -44,11 +54,32 @@ use crate::clock::now_us;
 /// account again, at most.
 const RESERVATION_POLL_MAX: Duration = Duration::from_millis(50);
 
+/// Calls one [`Meter`] tracks between reservation and settlement, for
+/// their metrics. A cell's meter holds one call at a time; the gateway's
+/// holds its concurrent calls, far fewer. An entry whose call never
+/// settles (a storage failure, an interrupted stream charged by
+/// recovery) is dropped once its reservation's deadline has passed;
+/// past this bound with none expired, a call goes unmeasured rather than
+/// growing the map.
+const IN_FLIGHT_MAX: usize = 16_384;
+
+/// Budget units reserved for paid calls (each call's worst case), by
+/// `mission` and `model`: a counter.
+pub const TOKENS_RESERVED_METRIC: &str = "conductor_tokens_reserved_total";
+/// Budget units settled for answered calls (what they cost), by `mission`
+/// and `model`: a counter.
+pub const TOKENS_SETTLED_METRIC: &str = "conductor_tokens_settled_total";
+/// Seconds from a paid call's reservation to its answer, by `model`: a
+/// histogram of the calls that were answered and settled.
+pub const MODEL_CALL_SECONDS_METRIC: &str = "conductor_model_call_seconds";
+
 use models::Price;
 
 /// A call, counted and priced before it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
+    /// The model that runs the call (its registry name).
+    pub model: String,
     pub prompt_tokens: u32,
     pub max_tokens: u32,
     pub price: Price,
@@ -88,9 +119,15 @@ pub fn cost(price: Price, prompt: u32, completion: u32) -> Option<u64> {
     u64::from(prompt).checked_mul(price.prompt)?.checked_add(u64::from(completion).checked_mul(price.completion)?)
 }
 
-/// Checks a counted call against its model's `context` and prices its
-/// worst case.
-pub fn quote(price: Price, context: u32, prompt_tokens: u32, max_tokens: u32) -> Result<Quote, QuoteError> {
+/// Checks a counted call to `model` against the model's `context` and
+/// prices its worst case.
+pub fn quote(
+    model: &str,
+    price: Price,
+    context: u32,
+    prompt_tokens: u32,
+    max_tokens: u32,
+) -> Result<Quote, QuoteError> {
     if max_tokens == 0 {
         return Err(QuoteError::NoTokens);
     }
@@ -99,7 +136,7 @@ pub fn quote(price: Price, context: u32, prompt_tokens: u32, max_tokens: u32) ->
     }
     let worst_case =
         cost(price, prompt_tokens, max_tokens).ok_or(QuoteError::Overflow { prompt_tokens, max_tokens, price })?;
-    Ok(Quote { prompt_tokens, max_tokens, price, worst_case })
+    Ok(Quote { model: model.to_owned(), prompt_tokens, max_tokens, price, worst_case })
 }
 
 impl Quote {
@@ -133,7 +170,7 @@ pub async fn count(
     max_tokens: impl FnOnce(u32) -> u32,
 ) -> Result<(Prompt, Quote), CountError> {
     let prompt = models.prompt(model, messages).await?;
-    let quote = quote(price, context, prompt.tokens(), max_tokens(prompt.tokens()))?;
+    let quote = quote(model, price, context, prompt.tokens(), max_tokens(prompt.tokens()))?;
     Ok((prompt, quote))
 }
 
@@ -154,6 +191,25 @@ pub struct Meter {
     ledger: Arc<Ledger>,
     conductor: Arc<Keypair>,
     reservation_ttl_us: i64,
+    /// Reserved calls not yet settled or voided (clones share it): what
+    /// their settlement is measured under, and since when.
+    in_flight: Arc<Mutex<HashMap<ReservationId, InFlight>>>,
+}
+
+/// A reserved call's metric labels and the moment its reservation was
+/// durable.
+#[derive(Debug)]
+struct InFlight {
+    mission: String,
+    model: String,
+    reserved_at: Instant,
+}
+
+/// The root of a budget account: a mission's id (`MISSION`,
+/// `MISSION/AGENT`, `MISSION/AGENT/task-N`, delegated children's tasks
+/// included) or a gateway key's own account (`gateway:NAME`).
+fn account_root(account: &str) -> &str {
+    account.split('/').next().unwrap_or(account)
 }
 
 impl Meter {
@@ -163,7 +219,30 @@ impl Meter {
         conductor: Arc<Keypair>,
         reservation_ttl_us: i64,
     ) -> Self {
-        Meter { committer, ledger, conductor, reservation_ttl_us }
+        Meter { committer, ledger, conductor, reservation_ttl_us, in_flight: Arc::default() }
+    }
+
+    /// Counts a reservation and remembers the call until it settles.
+    fn reserved(&self, account: &str, quote: &Quote, id: ReservationId) {
+        let mission = account_root(account).to_owned();
+        metrics::counter!(TOKENS_RESERVED_METRIC, "mission" => mission.clone(), "model" => quote.model.clone())
+            .increment(quote.worst_case);
+        let now = Instant::now();
+        let mut calls = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if calls.len() >= IN_FLIGHT_MAX {
+            let ttl = Duration::from_micros(u64::try_from(self.reservation_ttl_us).unwrap_or(0));
+            calls.retain(|_, call| now.duration_since(call.reserved_at) < ttl);
+        }
+        if calls.len() < IN_FLIGHT_MAX {
+            calls.insert(id, InFlight { mission, model: quote.model.clone(), reserved_at: now });
+        } else {
+            tracing::debug!("{IN_FLIGHT_MAX} calls in flight: reservation {} is not measured", id.0);
+        }
+    }
+
+    /// The call of reservation `id`, which is settling or voided.
+    fn closed(&self, id: ReservationId) -> Option<InFlight> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)
     }
 
     /// Step 2: reserves `quote`'s worst case on `account` (`memo` says what
@@ -195,6 +274,9 @@ impl Meter {
                     Err(e) => Err(e),
                 }
             })?;
+            if let Reserved::Paid { id, .. } = &attempt {
+                self.reserved(account, quote, *id);
+            }
             match attempt {
                 Reserved::Refused(refusal)
                     if wait_until.is_some_and(|until| Instant::now() < until)
@@ -215,12 +297,23 @@ impl Meter {
         charge: Charge,
         journal: impl Fn(&mut Txn, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
     ) -> Result<T, LedgerError> {
+        // The model has answered: its latency ends here, before the
+        // settlement waits for a shared commit.
+        let answered = Instant::now();
+        let call = self.closed(id);
         let conductor = self.conductor.clone();
-        crate::data::commit(&self.committer, move |t| {
+        let settled = crate::data::commit(&self.committer, move |t| {
             let now = now_us();
             t.settle(&conductor, id, charge.posted, now)?;
             journal(t, now)
-        })
+        })?;
+        if let Some(call) = call {
+            metrics::histogram!(MODEL_CALL_SECONDS_METRIC, "model" => call.model.clone())
+                .record(answered.duration_since(call.reserved_at).as_secs_f64());
+            metrics::counter!(TOKENS_SETTLED_METRIC, "mission" => call.mission, "model" => call.model)
+                .increment(charge.posted);
+        }
+        Ok(settled)
     }
 
     /// Step 4, a call that did not run: voids reservation `id` (it costs
@@ -230,6 +323,8 @@ impl Meter {
         id: ReservationId,
         journal: impl Fn(&mut Txn, i64) -> Result<T, LedgerError> + Clone + Send + 'static,
     ) -> Result<T, LedgerError> {
+        // Not answered: neither a latency nor a cost to measure.
+        self.closed(id);
         let conductor = self.conductor.clone();
         crate::data::commit(&self.committer, move |t| {
             let now = now_us();
@@ -299,7 +394,7 @@ mod tests {
     fn a_call_reserves_its_worst_case_and_settles_what_it_used_in_the_callers_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (meter, ledger) = metered(dir.path(), 1000);
-        let q = quote(PRICE, 2048, 100, 50).expect("fits");
+        let q = quote("m", PRICE, 2048, 100, 50).expect("fits");
         let memo = serde_json::json!({"for": "a test"});
         let Reserved::Paid { id, with } = meter.reserve("a", &q, memo, None, |_, _, _| Ok(7)).expect("commits") else {
             panic!("200 of 1000 fits");
@@ -318,7 +413,7 @@ mod tests {
     fn an_unaffordable_call_writes_nothing_and_a_failed_one_costs_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (meter, ledger) = metered(dir.path(), 300);
-        let q = quote(PRICE, 2048, 100, 50).expect("fits");
+        let q = quote("m", PRICE, 2048, 100, 50).expect("fits");
         let Reserved::Paid { id, .. } =
             meter.reserve("a", &q, serde_json::json!({}), None, |_, _, _| Ok(())).expect("commits")
         else {
@@ -341,17 +436,106 @@ mod tests {
         ));
         // What the caller journals fails: nothing of the reservation stays.
         let pending = ledger.account("a").expect("account").pending;
-        let failed =
-            meter.reserve("a", &quote(PRICE, 2048, 10, 5).expect("fits"), serde_json::json!({}), None, |_, _, _| {
-                Err::<(), _>(LedgerError::BadEntry("the caller's entry".into()))
-            });
+        let failed = meter.reserve(
+            "a",
+            &quote("m", PRICE, 2048, 10, 5).expect("fits"),
+            serde_json::json!({}),
+            None,
+            |_, _, _| Err::<(), _>(LedgerError::BadEntry("the caller's entry".into())),
+        );
         assert!(failed.is_err());
         assert_eq!(ledger.account("a").expect("account").pending, pending, "rolled back with the caller's entry");
     }
 
+    /// A recorder that keeps what it is given, for one test's thread.
+    #[derive(Default)]
+    struct Kept {
+        counters: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+        histograms: Mutex<HashMap<String, Arc<Samples>>>,
+    }
+
+    #[derive(Default)]
+    struct Samples(Mutex<Vec<f64>>);
+
+    impl metrics::HistogramFn for Samples {
+        fn record(&self, value: f64) {
+            self.0.lock().expect("samples").push(value);
+        }
+    }
+
+    /// `name{k=v,...}`, labels in the order given.
+    fn series(key: &metrics::Key) -> String {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+
+    impl metrics::Recorder for Kept {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            let mut counters = self.counters.lock().expect("counters");
+            metrics::Counter::from_arc(counters.entry(series(key)).or_default().clone())
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            let mut histograms = self.histograms.lock().expect("histograms");
+            metrics::Histogram::from_arc(histograms.entry(series(key)).or_default().clone())
+        }
+    }
+
+    impl Kept {
+        fn counter(&self, series: &str) -> u64 {
+            let counters = self.counters.lock().expect("counters");
+            counters.get(series).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+        }
+        fn samples(&self, series: &str) -> Vec<f64> {
+            let histograms = self.histograms.lock().expect("histograms");
+            histograms.get(series).map_or_else(Vec::new, |h| h.0.lock().expect("samples").clone())
+        }
+    }
+
+    #[test]
+    fn calls_are_measured_by_mission_and_model_and_only_answered_ones_are_timed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (meter, _ledger) = metered(dir.path(), 1000);
+        let kept = Kept::default();
+        metrics::with_local_recorder(&kept, || {
+            let q = quote("tiny", PRICE, 2048, 100, 50).expect("fits");
+            let reserve = || match meter.reserve("a", &q, serde_json::json!({}), None, |_, _, _| Ok(())) {
+                Ok(Reserved::Paid { id, .. }) => id,
+                other => panic!("200 of 1000 fits: {other:?}"),
+            };
+            let answered = reserve();
+            std::thread::sleep(Duration::from_millis(20));
+            meter.settle(answered, q.charge(100, 10), |_, _| Ok(())).expect("settled");
+            let failed = reserve();
+            meter.void(failed, |_, _| Ok(())).expect("voided");
+            // Refused: nothing reserved, nothing counted.
+            let dear = quote("tiny", PRICE, 2048, 100, 400).expect("fits the context");
+            let refused = meter.reserve("a", &dear, serde_json::json!({}), None, |_, _, _| Ok(())).expect("commits");
+            assert!(matches!(refused, Reserved::Refused(_)), "{refused:?}");
+        });
+        assert_eq!(kept.counter("conductor_tokens_reserved_total{mission=a,model=tiny}"), 400, "two worst cases");
+        assert_eq!(kept.counter("conductor_tokens_settled_total{mission=a,model=tiny}"), 120, "the answered call");
+        let timed = kept.samples("conductor_model_call_seconds{model=tiny}");
+        assert_eq!(timed.len(), 1, "only the answered call is timed: {timed:?}");
+        assert!(timed[0] >= 0.02 && timed[0] < 30.0, "{timed:?}");
+        assert!(meter.in_flight.lock().expect("in flight").is_empty(), "settled and voided calls are forgotten");
+    }
+
+    #[test]
+    fn a_call_is_labelled_by_its_accounts_root() {
+        assert_eq!(account_root("m-1/worker/task-3"), "m-1");
+        assert_eq!(account_root("m-1"), "m-1");
+        assert_eq!(account_root("gateway:billing"), "gateway:billing");
+    }
+
     #[test]
     fn the_worst_case_is_the_prompt_plus_every_allowed_token() {
-        let q = quote(PRICE, 2048, 100, 50).expect("fits");
+        let q = quote("m", PRICE, 2048, 100, 50).expect("fits");
         assert_eq!(q.worst_case, 100 + 2 * 50);
         assert_eq!(q.charge(100, 20), Charge { posted: 140, uncapped: Some(140) });
         // A backend that used more than it was allowed is charged the
@@ -361,24 +545,24 @@ mod tests {
 
     #[test]
     fn context_and_zero_tokens_are_refused() {
-        assert_eq!(quote(PRICE, 2048, 10, 0), Err(QuoteError::NoTokens));
+        assert_eq!(quote("m", PRICE, 2048, 10, 0), Err(QuoteError::NoTokens));
         assert_eq!(
-            quote(PRICE, 2048, 2000, 49),
+            quote("m", PRICE, 2048, 2000, 49),
             Err(QuoteError::Context { prompt_tokens: 2000, max_tokens: 49, context: 2048 })
         );
-        assert!(quote(PRICE, 2048, 2000, 48).is_ok(), "exactly the context fits");
+        assert!(quote("m", PRICE, 2048, 2000, 48).is_ok(), "exactly the context fits");
         // No overflow in the context check itself.
-        assert!(matches!(quote(PRICE, u32::MAX, u32::MAX, u32::MAX), Err(QuoteError::Context { .. })));
+        assert!(matches!(quote("m", PRICE, u32::MAX, u32::MAX, u32::MAX), Err(QuoteError::Context { .. })));
     }
 
     #[test]
     fn overflow_is_refused_before_anything_is_reserved_and_capped_after() {
         let dear = Price { prompt: u64::MAX / 2, completion: u64::MAX / 2 };
         assert_eq!(
-            quote(dear, u32::MAX, 2, 1),
+            quote("m", dear, u32::MAX, 2, 1),
             Err(QuoteError::Overflow { prompt_tokens: 2, max_tokens: 1, price: dear })
         );
-        let q = quote(dear, u32::MAX, 1, 1).expect("fits: exactly u64::MAX - 1");
+        let q = quote("m", dear, u32::MAX, 1, 1).expect("fits: exactly u64::MAX - 1");
         assert_eq!(q.worst_case, u64::MAX - 1);
         // A report that overflows is charged the reservation.
         assert_eq!(q.charge(3, 3), Charge { posted: q.worst_case, uncapped: None });

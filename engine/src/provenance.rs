@@ -143,6 +143,7 @@ pub fn show(dir: &Path, id: &str) -> Result<Value> {
             | Kind::HostLog
             | Kind::HostReview
             | Kind::HostAwait
+            | Kind::HostDocument
             | Kind::TaskDelegated => node.calls.push((kind, e, at)),
             Kind::GateRequested | Kind::GateDecided => {
                 node.gates.push(json!({"entry": at, "kind": e.kind, "payload": e.payload_json()}));
@@ -313,6 +314,9 @@ fn task_of(e: &Entry) -> Result<Option<(String, u32)>, EntryError> {
         Kind::HostReview => read(e, |p: HostReview| (p.mission, Some(p.task))),
         Kind::HostAwait => read(e, |p: HostAwait| (p.mission, Some(p.task))),
         Kind::DataLeftHost => read(e, |p: DataLeftHost| (p.mission, Some(p.task))),
+        Kind::CaseReceived => read(e, |p: CaseReceived| (p.mission, Some(p.task))),
+        Kind::HostDocument => read(e, |p: HostDocument| (p.mission, Some(p.task))),
+        Kind::MissionControl | Kind::TokenIssued | Kind::TokenRevoked | Kind::RequestRefused => Ok(None),
         Kind::Genesis
         | Kind::KeyRegistered
         | Kind::KeyRevoked
@@ -443,6 +447,17 @@ fn host_call<S: memory::Snapshot>(snapshot: &S, kind: Kind, e: &Entry, at: Value
         Kind::HostLog => {
             let p: entries::HostLog = entries::decode(e)?;
             put(c, "message", &p.message)?;
+        }
+        // Which bytes of which document (by hash: the bytes are in the
+        // document store, the case's `case.received` names the document).
+        Kind::HostDocument => {
+            let p: entries::HostDocument = entries::decode(e)?;
+            put(c, "name", &p.name)?;
+            put(c, "blake3", &p.blake3)?;
+            put(c, "subject", &p.subject)?;
+            put(c, "offset", p.offset)?;
+            put(c, "bytes", p.bytes)?;
+            put(c, "refused", &p.refused)?;
         }
         Kind::TaskDelegated => {
             let p: entries::TaskDelegated = entries::decode(e)?;

@@ -15,9 +15,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::entries::{
-    self, AskedQuery, DeclaredAgent, EntryError, GateDecided, GateTimedOut, HostAwait, HostInfer, HostLog, HostQuery,
-    HostRecall, HostRemember, HostReview, JournaledFact, MissionDeclared, Payload, TaskDeferred, TaskDelegated,
-    TaskFailed, TaskJoined, TaskProposed, TaskStarted,
+    self, AskedQuery, DeclaredAgent, EntryError, GateDecided, GateTimedOut, HostAwait, HostDocument, HostInfer,
+    HostLog, HostQuery, HostRecall, HostRemember, HostReview, JournaledFact, MissionDeclared, Payload, TaskDeferred,
+    TaskDelegated, TaskFailed, TaskJoined, TaskProposed, TaskStarted,
 };
 use crate::host::{LOG_BYTES_MAX, REVIEW_REASON_BYTES_MAX, TaskMeter};
 use crate::text::truncate_utf8;
@@ -149,6 +149,7 @@ fn host_call(entry: &Entry, kind: Kind) -> Option<((String, u32), Value)> {
         Kind::HostReview => read(entry, |p: &HostReview| (p.mission.clone(), p.task)),
         Kind::HostAwait => read(entry, |p: &HostAwait| (p.mission.clone(), p.task)),
         Kind::HostLog => read(entry, |p: &HostLog| (p.mission.clone(), p.task)),
+        Kind::HostDocument => read(entry, |p: &HostDocument| (p.mission.clone(), p.task)),
         Kind::TaskDelegated => read(entry, |p: &TaskDelegated| (p.mission.clone(), p.task)),
         _ => None,
     }
@@ -185,6 +186,7 @@ pub fn attempts(entries: &[Entry]) -> Vec<Attempt> {
             | Kind::HostReview
             | Kind::HostAwait
             | Kind::HostLog
+            | Kind::HostDocument
             | Kind::TaskDelegated => {
                 let Some((key, payload)) = host_call(entry, kind) else { continue };
                 if let Some(&i) = open.get(&key) {
@@ -301,14 +303,26 @@ pub struct ReplayHost {
     log: Arc<Mutex<ReplayLog>>,
     max_tokens_cap: u32,
     meter: Option<Arc<TaskMeter>>,
+    /// Answers `read-document` from the document store, by the hash (and
+    /// data subject) the journal recorded; `None`: such a read diverges.
+    documents: Option<DocumentLoader>,
 }
+
+/// Loads a document by (data subject, hash) for replay.
+pub type DocumentLoader = Box<dyn FnMut(Option<&str>, &str) -> anyhow::Result<crate::documents::Loaded> + Send>;
 
 const DIVERGED: &str = "replay diverged from the journal";
 
 impl ReplayHost {
     pub fn new(calls: Vec<Call>, max_tokens_cap: u32, meter: Option<Arc<TaskMeter>>) -> (Self, Arc<Mutex<ReplayLog>>) {
         let log = Arc::new(Mutex::new(ReplayLog::default()));
-        (ReplayHost { calls: calls.into(), log: log.clone(), max_tokens_cap, meter }, log)
+        (ReplayHost { calls: calls.into(), log: log.clone(), max_tokens_cap, meter, documents: None }, log)
+    }
+
+    /// Answers `read-document` with `loader`.
+    pub fn with_documents(mut self, loader: DocumentLoader) -> Self {
+        self.documents = Some(loader);
+        self
     }
 
     /// No journaled call is left to answer.
@@ -527,6 +541,46 @@ impl CellHost for ReplayHost {
         }
     }
 
+    fn read_document(&mut self, name: String, offset: u64, max_bytes: u32) -> Result<Vec<u8>, String> {
+        let asked = format!("document `{name}` from {offset}, at most {max_bytes} bytes");
+        let call = self.next(&asked, |_, p: &HostDocument| {
+            differs("name", &p.name, &name)
+                .or_else(|| differs("offset", &p.offset, &offset))
+                .or_else(|| differs("max_bytes", &p.max_bytes, &max_bytes))
+        });
+        let Some((call, p)) = call else { return Err(DIVERGED.into()) };
+        if let Some(reason) = p.refused {
+            return Err(reason);
+        }
+        // The same bytes as then: the store returns them only if they
+        // still hash to what the journal recorded.
+        let bytes = match (&mut self.documents, &p.blake3) {
+            (Some(load), Some(hash)) => load(p.subject.as_deref(), hash).and_then(|loaded| match loaded {
+                crate::documents::Loaded::Bytes(bytes) => Ok(bytes),
+                crate::documents::Loaded::Erased => Err(anyhow::anyhow!("its data subject was erased")),
+            }),
+            _ => Err(anyhow::anyhow!("no document store to read from")),
+        };
+        match bytes {
+            Ok(bytes) => {
+                let slice = crate::host::document_slice(&bytes, offset, max_bytes);
+                if slice.len() as u64 != p.bytes {
+                    self.diverge(
+                        Some(call.seq),
+                        format!("{} bytes of `{name}`", p.bytes),
+                        format!("{} bytes", slice.len()),
+                    );
+                    return Err(DIVERGED.into());
+                }
+                Ok(slice.to_vec())
+            }
+            Err(e) => {
+                self.diverge(Some(call.seq), format!("document `{name}` ({:?})", p.blake3), format!("{e:#}"));
+                Err(DIVERGED.into())
+            }
+        }
+    }
+
     fn log(&mut self, mut message: String) {
         truncate_utf8(&mut message, LOG_BYTES_MAX);
         let asked = format!("message {}", brief(&Value::String(message.clone())));
@@ -593,6 +647,13 @@ impl CellHost for RecoveringHost {
     }
     fn delegate(&mut self, requests: Vec<cells::Delegation>) -> cells::DelegateAnswer {
         if self.replaying() { self.replay.delegate(requests) } else { self.live.delegate(requests) }
+    }
+    fn read_document(&mut self, name: String, offset: u64, max_bytes: u32) -> Result<Vec<u8>, String> {
+        if self.replaying() {
+            self.replay.read_document(name, offset, max_bytes)
+        } else {
+            self.live.read_document(name, offset, max_bytes)
+        }
     }
     fn log(&mut self, message: String) {
         if self.replaying() { self.replay.log(message) } else { self.live.log(message) }
@@ -707,7 +768,22 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
         let chosen =
             request.mission.is_none_or(|m| attempt.mission == m) && request.task.is_none_or(|t| attempt.task == t);
         if chosen {
-            erased_in.insert(i, attempt.unseal(&snapshot)?);
+            let mut erased = attempt.unseal(&snapshot)?;
+            // Documents sealed under a subject erased since: what the
+            // agent read is gone by design, like its memory values.
+            for call in attempt.calls.iter().filter(|c| c.kind == Kind::HostDocument) {
+                let Ok(read) = call.decode::<HostDocument>() else { continue };
+                if let (Some(subject), Some(hash)) = (&read.subject, &read.blake3)
+                    && !erased.contains(subject)
+                    && matches!(
+                        crate::documents::load(request.data, &snapshot, Some(subject), hash),
+                        Ok(crate::documents::Loaded::Erased)
+                    )
+                {
+                    erased.push(subject.clone());
+                }
+            }
+            erased_in.insert(i, erased);
         }
     }
     let mut out = Vec::new();
@@ -784,6 +860,9 @@ pub fn audit_replay(request: &ReplayRequest<'_>) -> anyhow::Result<Vec<TaskRepla
                 .with_context(|| format!("task {}: the journal's task.started has no clock or seed", attempt.task))?;
             let input = serde_json::to_string(&started.input)?;
             let (host, log) = ReplayHost::new(attempt.calls.clone(), cap, None);
+            let (root, snapshot) = (request.data.to_owned(), db.begin_read().context("opening a read snapshot")?);
+            let host = host
+                .with_documents(Box::new(move |subject, hash| crate::documents::load(&root, &snapshot, subject, hash)));
             let result = engine.run(module, Box::new(host), &limits, &env, &input);
             let log = log.lock().map_err(|_| anyhow::anyhow!("replay log poisoned"))?;
             let timing = matches!(end, End::Failed { code, .. } if code == "wall_clock_exceeded");

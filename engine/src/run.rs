@@ -158,6 +158,9 @@ pub async fn run_mission(
             );
         }
     }
+    if mission.intake.is_some() && cfg.open.is_none() {
+        return Err(RunError::OpenMission { name: mission.name.clone() }.into());
+    }
     let mission_bytes = crate::files::read_regular(mission_path, "mission file", missions::MISSION_FILE_BYTES_MAX)?;
     // A model that cannot be used is the host's fault, not any task's:
     // found before anything is written, so the same command runs cleanly
@@ -246,8 +249,13 @@ pub async fn run_mission(
             },
             gates: mission.gates.iter().map(declared_gate).collect(),
             tasks: tasks_total,
+            intake: mission.intake.as_ref().map(declared_intake),
         };
         let (declared_seq, _) = entries::append(t, &conductor, &declaration, now)?;
+        if let Some(intake) = &declaration.intake {
+            let ids: Vec<String> = mission.tasks.cases.iter().map(|c| c.id.clone()).collect();
+            crate::intake::declare(t.redb(), &mission_id, intake, &ids)?;
+        }
         t.open_account(&conductor, &mission_id, None, Some(mission.budget.limit), now)?;
         for a in agents.iter() {
             t.open_account(
@@ -359,6 +367,13 @@ pub enum RunError {
         data.display(), data.display()
     )]
     AlreadyRan { mission: String, status: &'static str, data: PathBuf },
+    /// An open mission runs only in a process that stays up for its cases.
+    #[error(
+        "mission `{name}` declares `intake`: it stays open and takes cases as they arrive, so it runs under \
+         `conductor serve --run FILE`, not as a one-off run; nothing was run. Add cases with `conductor cases add` \
+         and close it with `conductor mission close` once no more will come"
+    )]
+    OpenMission { name: String },
 }
 
 /// A fault of this host rather than of any task: the same command runs
@@ -491,6 +506,9 @@ pub async fn resume_mission(
         bail!("{} changed since the mission was declared; resume needs the same file", file.display());
     }
     let mission = missions::load(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if mission.intake.is_some() && cfg.open.is_none() {
+        return Err(RunError::OpenMission { name: mission.name.clone() }.into());
+    }
     check_models(&mission, &*router).await?;
     let engine = Arc::new(cell_engine(cfg)?);
     let mut agents = Vec::new();
@@ -545,7 +563,9 @@ pub async fn resume_mission(
             let resumed = entries::MissionResumed { mission: id, budget, voided, recovering };
             entries::append(t, &conductor, &resumed, now)?;
         }
-        let mut record = record.clone();
+        // Read again here: cases received since it was read above took
+        // task indices (`tasks_total`) that a stale copy would give back.
+        let mut record = state::mission_in(t.redb(), mission_id)?.unwrap_or_else(|| record.clone());
         record.status = MissionStatus::Running;
         state::put_mission(t.redb(), &record)?;
         Ok(account.limit.unwrap_or(record.budget_limit))
@@ -705,10 +725,40 @@ async fn execute(
         decision_rules: crate::decisions::DecisionRules::from_mission(&mission),
         delegation: crate::delegation::Policy::of(&mission),
         ready: ready_tx,
+        data_root: data.root.clone(),
+        cancelled: AtomicBool::new(false),
     });
     let concurrency = cfg.concurrency.clamp(1, CONCURRENCY_MAX);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
+    // An open mission listens for arriving cases (and an operator's close
+    // or pause) until it is closed; its inbox, if any, is watched as long.
+    let intake = crate::intake::intake(&data.ledger.read()?, &mission_id)?;
+    let mut open = intake.as_ref().is_some_and(|i| i.closed_seq.is_none());
+    // Every mission running here has a door: arriving cases, a decided
+    // gate's parked task, an operator's pause and the server's shutdown
+    // all come through it.
+    let mut door = Some(crate::intake::Door::open(&mission_id));
+    // Cases received before the door opened (while the mission was not
+    // running here) knocked on nothing: they are in the queue.
+    let mut pending = pending;
+    if intake.is_some() {
+        let given: std::collections::HashSet<u32> = pending.iter().copied().collect();
+        let queued = crate::intake::queued(&data.ledger.read()?, &mission_id)?;
+        pending.extend(queued.into_iter().filter(|i| !given.contains(i)));
+    }
+    let inbox_stop = Arc::new(AtomicBool::new(false));
+    let inbox = match (&mission.intake, open) {
+        (Some(missions::Intake { inbox: Some(dir), .. }), true) => {
+            Some(watch_inbox(data.clone(), mission_id.clone(), dir.clone(), inbox_stop.clone()))
+        }
+        _ => None,
+    };
+    let mut paused = false;
+    let mut shutdown = false;
+    // Every task this run has queued, so a case both found in the
+    // database and knocked at the door runs once.
+    let mut scheduled: std::collections::HashSet<u32> = pending.iter().copied().collect();
     // The tasks to run: those given, and whatever becomes runnable while
     // they run (children a delegation created, parents whose children all
     // ended). Work already started goes first: a parked parent's children
@@ -721,13 +771,46 @@ async fn execute(
         while let Ok(ready) = ready_rx.try_recv() {
             woken.push_back(ready);
         }
+        while let Some(arrival) = door.as_mut().and_then(|d| d.rx.try_recv().ok()) {
+            let closed = arrive(arrival, &ctx, &mut queue, &mut woken, &mut scheduled, &mut paused)?;
+            open &= !closed;
+            shutdown |= arrival == crate::intake::Arrival::Shutdown;
+        }
+        if paused || shutdown {
+            // An operator paused the mission, or the process is stopping:
+            // start nothing more.
+            break;
+        }
         let Some((index, resume)) = woken.pop_front().or_else(|| queue.pop_front()) else {
-            if running.is_empty() {
-                break;
+            if running.is_empty() && !open {
+                // Shut the door, then take in whatever knocked before it
+                // shut: a caller told its knock arrived is never missed.
+                let late = door.as_mut().map(crate::intake::Door::shut).unwrap_or_default();
+                if late.is_empty() {
+                    break;
+                }
+                door = Some(crate::intake::Door::open(&mission_id));
+                for arrival in late {
+                    let closed = arrive(arrival, &ctx, &mut queue, &mut woken, &mut scheduled, &mut paused)?;
+                    open &= !closed;
+                    shutdown |= arrival == crate::intake::Arrival::Shutdown;
+                }
+                continue;
             }
+            let listen = async {
+                match door.as_mut() {
+                    Some(d) => d.rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(done) = running.join_next() => { done.context("a task thread panicked")?; }
                 Some(ready) = ready_rx.recv() => woken.push_back(ready),
+                Some(arrival) = listen => {
+                    let closed = arrive(arrival, &ctx, &mut queue, &mut woken, &mut scheduled, &mut paused)?;
+                    open &= !closed;
+                    shutdown |= arrival == crate::intake::Arrival::Shutdown;
+                }
             }
             continue;
         };
@@ -774,10 +857,15 @@ async fn execute(
             done.context("a task thread panicked")?;
         }
     }
-    // Stopped early (budget, storage): let what runs finish.
+    // Stopped early (budget, storage, paused): let what runs finish.
     while let Some(done) = running.join_next().await {
         done.context("a task thread panicked")?;
     }
+    inbox_stop.store(true, Ordering::SeqCst);
+    if let Some(watcher) = inbox {
+        let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    }
+    drop(door);
     // Finished cells are dropped on the engine's teardown thread, and each
     // holds its task's host (and so the database): the caller reopens the
     // database for the summary once this returns.
@@ -785,6 +873,12 @@ async fn execute(
         tracing::warn!("finished cells were still being torn down after {TEARDOWN_WAIT_MAX:?}");
     }
 
+    if shutdown {
+        // The process is stopping: the mission stays running in the
+        // journal, and the next start carries it on.
+        progress.finished();
+        return Ok(RunOutcome { mission_id, status: MissionStatus::Running });
+    }
     if let Some(failure) = crate::health::failure() {
         // Nothing more can be recorded: the mission stays running in the
         // journal, and the next run of the same command recovers it.
@@ -794,7 +888,13 @@ async fn execute(
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
     let status = data.ledger.write(|t| -> Result<MissionStatus> {
         let tasks = state::tasks_in(t.redb(), &mission_id)?;
-        let status = Exhaustion(mission.budget.on_exhausted).mission_status(state::settle_status(&tasks, exhausted));
+        let status = if ctx.cancelled.load(Ordering::SeqCst) {
+            MissionStatus::Cancelled
+        } else if paused {
+            MissionStatus::Paused
+        } else {
+            Exhaustion(mission.budget.on_exhausted).mission_status(state::settle_status(&tasks, exhausted))
+        };
         let account = t.account(&mission_id)?;
         let finished = entries::MissionFinished { mission: mission_id.clone(), status, budget: totals(&account) };
         entries::append(t, &conductor, &finished, now_us())?;
@@ -813,6 +913,69 @@ async fn execute(
     let status = status.map_err(|e| stopped_by_storage(e, &cfg.data))?;
     progress.finished();
     Ok(RunOutcome { mission_id, status })
+}
+
+/// How often an open mission looks in its inbox directory.
+const INBOX_POLL: Duration = Duration::from_millis(250);
+
+/// Watches an open mission's inbox until `stop`: each case file is taken
+/// into the mission (durable) and then removed (`intake::take_inbox`).
+fn watch_inbox(data: DataDir, mission: String, dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match crate::intake::take_inbox(&data, &mission, &dir) {
+                Ok(_) => {}
+                Err(e) => {
+                    crate::health::note(&e);
+                    tracing::warn!("inbox {}: {}", dir.display(), crate::health::describe(&e));
+                }
+            }
+            std::thread::sleep(INBOX_POLL);
+        }
+    })
+}
+
+/// Takes one arrival at an open mission's door into the scheduler's
+/// queues; returns whether the mission was closed. On a close, the
+/// received cases still queued are read from the database: a case
+/// committed just before the close may knock after it.
+fn arrive(
+    arrival: crate::intake::Arrival,
+    ctx: &MissionCtx,
+    queue: &mut std::collections::VecDeque<(u32, bool)>,
+    woken: &mut std::collections::VecDeque<(u32, bool)>,
+    scheduled: &mut std::collections::HashSet<u32>,
+    paused: &mut bool,
+) -> Result<bool> {
+    use crate::intake::Arrival;
+    match arrival {
+        Arrival::Case(index) => {
+            if scheduled.insert(index) {
+                queue.push_back((index, false));
+            }
+            Ok(false)
+        }
+        Arrival::Woken(index) => {
+            woken.push_back((index, true));
+            Ok(false)
+        }
+        Arrival::Pause => {
+            *paused = true;
+            Ok(false)
+        }
+        Arrival::Shutdown => Ok(false),
+        Arrival::Close | Arrival::Cancel => {
+            if arrival == Arrival::Cancel {
+                ctx.cancelled.store(true, Ordering::SeqCst);
+            }
+            for index in crate::intake::queued(&ctx.ledger.read()?, &ctx.id)? {
+                if scheduled.insert(index) {
+                    queue.push_back((index, false));
+                }
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// An agent's decision as the journal and the gates see it: `details` is
@@ -936,6 +1099,20 @@ fn declared_agent(a: &AgentRuntime) -> entries::DeclaredAgent {
 }
 
 /// A gate as `mission.declared` records it.
+fn declared_intake(i: &missions::Intake) -> entries::DeclaredIntake {
+    entries::DeclaredIntake {
+        agent: i.agent.clone(),
+        queue: i.queue,
+        tier: i.tier.as_str().to_owned(),
+        documents: entries::DeclaredDocuments {
+            count: i.documents.count,
+            bytes: i.documents.bytes,
+            types: i.documents.types.clone(),
+        },
+        inbox: i.inbox.is_some(),
+    }
+}
+
 fn declared_gate(g: &missions::Gate) -> entries::DeclaredGate {
     entries::DeclaredGate {
         name: g.name.clone(),
@@ -1002,17 +1179,30 @@ fn run_task(
     record.parent = spec.parent.as_ref().map(|p| p.task);
 
     let exhausted = ctx.budget_exhausted.load(Ordering::SeqCst);
-    match Exhaustion(mission.budget.on_exhausted).before_task(exhausted, recovering.is_some()) {
+    // A cancelled mission starts nothing new; an attempt already under
+    // way (recovered, or resumed from a gate or its children) finishes.
+    let cancelled = ctx.cancelled.load(Ordering::SeqCst) && recovering.is_none();
+    let before = if cancelled {
+        BeforeTask::Skip
+    } else {
+        Exhaustion(mission.budget.on_exhausted).before_task(exhausted, recovering.is_some())
+    };
+    match before {
         BeforeTask::Run => {}
         BeforeTask::LeavePending => return Ok(record),
         BeforeTask::Skip => {
             record.status = TaskStatus::Skipped;
-            record.failure = Some("budget exhausted before this task started".into());
+            let (reason, failure) = if cancelled {
+                (crate::intake::CANCELLED, "cancelled by an operator before it started")
+            } else {
+                ("budget_exhausted", "budget exhausted before this task started")
+            };
+            record.failure = Some(failure.into());
             let skipped = entries::TaskSkipped {
                 mission: ctx.id.clone(),
                 task: index,
                 case: case.id.clone(),
-                reason: "budget_exhausted".into(),
+                reason: reason.into(),
             };
             if record.parent.is_none() {
                 record_task(ctx, skipped, &record)?;
@@ -1098,6 +1288,10 @@ fn run_task(
         Some(attempt) => {
             let (replay, log) =
                 ReplayHost::new(attempt.calls.clone(), agent.spec.limits.max_tokens, Some(meter.clone()));
+            let (root, ledger) = (ctx.data_root.clone(), ctx.ledger.clone());
+            let replay = replay.with_documents(Box::new(move |subject, hash| {
+                crate::documents::load(&root, &ledger.read()?, subject, hash)
+            }));
             (Box::new(RecoveringHost::new(replay, live)), Some(log))
         }
         None => (Box::new(live), None),
@@ -1207,22 +1401,54 @@ fn task_spec<'m>(ctx: &MissionCtx, mission: &'m Mission, index: u32) -> Result<T
         return Ok(TaskSpec { case: std::borrow::Cow::Borrowed(case), depth: 0, root: index, parent: None });
     }
     let read = ctx.ledger.read()?;
-    let child =
-        state::child(&read, &ctx.id, index)?.with_context(|| format!("task {index} is neither a case nor a child"))?;
+    if let Some(received) = crate::intake::received(&read, &ctx.id, index)? {
+        let case = received_case(index, received)?;
+        return Ok(TaskSpec { case: std::borrow::Cow::Owned(case), depth: 0, root: index, parent: None });
+    }
+    let child = state::child(&read, &ctx.id, index)?
+        .with_context(|| format!("task {index} is neither a case, a received case nor a child"))?;
     let record = state::task(&read, &ctx.id, index)?.with_context(|| format!("child task {index} has no record"))?;
-    let root =
-        mission.tasks.cases.get(child.root as usize).with_context(|| format!("child task {index}: no root case"))?;
+    // A child sees its case's data: it is cleared like the case.
+    let tier = match mission.tasks.cases.get(child.root as usize) {
+        Some(root) => root.tier,
+        None => {
+            crate::intake::received(&read, &ctx.id, child.root)?
+                .map(|r| received_case(child.root, r))
+                .transpose()?
+                .with_context(|| format!("child task {index}: no root case"))?
+                .tier
+        }
+    };
     let input: Value = serde_json::from_str(&child.input).with_context(|| format!("child task {index}'s input"))?;
     let case = missions::Case {
         id: record.case_id,
         agent: child.agent,
         input,
         origin: format!("delegation:{}", child.delegation),
-        // A child sees its case's data: it is cleared like the case.
-        tier: root.tier,
+        tier,
     };
     let parent = entries::ParentLink { task: child.parent, delegation: child.delegation, depth: child.depth };
     Ok(TaskSpec { case: std::borrow::Cow::Owned(case), depth: child.depth, root: child.root, parent: Some(parent) })
+}
+
+/// A case that arrived while the mission ran, as the case it runs.
+fn received_case(index: u32, received: crate::intake::ReceivedCase) -> Result<missions::Case> {
+    let mut input: Value =
+        serde_json::from_str(&received.input).with_context(|| format!("received task {index}'s input"))?;
+    // The agent learns its case's documents (name, type, size, hash)
+    // through its input, and reads them with `read-document`.
+    if let Value::Object(map) = &mut input
+        && !received.documents.is_empty()
+    {
+        map.insert("_documents".into(), serde_json::to_value(&received.documents)?);
+    }
+    Ok(missions::Case {
+        id: received.case,
+        agent: received.agent,
+        input,
+        origin: format!("received:{}", received.received_seq),
+        tier: missions::DataTier::parse(&received.tier).unwrap_or_default(),
+    })
 }
 
 /// What a parked task waits for.
@@ -1506,6 +1732,7 @@ fn start_task(
             t.open_account(&conductor, &account, Some(&parent), task_limit, now_us())?;
         }
         let (seq, _) = entries::append(t, &conductor, &started, started_us)?;
+        crate::intake::dequeue(t.redb(), &started.mission, started.task)?;
         let mut record = fresh.clone();
         record.spans = vec![(seq, None)];
         state::put_task(t.redb(), &record).map_err(projection)?;

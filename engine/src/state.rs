@@ -44,6 +44,9 @@ pub enum MissionStatus {
     /// Out of budget under the `gate` policy: a reviewer approving its
     /// budget gate extends the budget and resumes the mission.
     AwaitingBudget,
+    /// An operator cancelled it: what had not started was skipped
+    /// (`task.skipped`, reason `cancelled`); it takes no more cases.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -158,5 +158,6 @@ pub fn status_text(status: MissionStatus) -> &'static str {
         MissionStatus::AwaitingBudget => {
             "awaiting budget: a reviewer decides its budget gate (`conductor gates list`), and the mission continues"
         }
+        MissionStatus::Cancelled => "cancelled by an operator: tasks not yet started were skipped",
     }
 }

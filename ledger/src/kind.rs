@@ -116,6 +116,25 @@ kinds! {
     GatewayRefusals = "gateway.refusals" => Conductor,
     /// A prompt sent to a frontier (non-local) model: data left the host.
     DataLeftHost = "data.left_host" => Conductor,
+    /// A case taken into an open mission (API, command line or inbox),
+    /// naming who submitted it and its documents' hashes. It is
+    /// acknowledged only once this entry is durable.
+    CaseReceived = "case.received" => Conductor,
+    /// An operator paused, resumed, cancelled or closed a mission. The
+    /// server signs it (it never holds a person's key), naming the
+    /// operator's key or token.
+    MissionControl = "mission.control" => Conductor,
+    /// An API token issued to a script, scoped to a role (and perhaps one
+    /// mission); only the token secret's hash is kept, here and in the
+    /// database.
+    TokenIssued = "token.issued" => Conductor,
+    TokenRevoked = "token.revoked" => Conductor,
+    /// A request by a known identity (a session or a token) that the
+    /// server refused: wrong role or mission, a full queue, bad input.
+    RequestRefused = "request.refused" => Conductor,
+    /// A task read one of its case's documents (the `read-document` host
+    /// call), by hash: replay gets the same bytes from the document store.
+    HostDocument = "host.document" => Agent,
 }
 
 impl fmt::Display for Kind {
@@ -154,7 +173,7 @@ mod tests {
             assert_eq!(kind.to_string(), kind.as_str());
             assert!(seen.insert(kind.as_str()), "{kind} listed twice");
         }
-        assert_eq!(Kind::ALL.len(), 52, "format 1 has 52 kinds");
+        assert_eq!(Kind::ALL.len(), 58, "format 1 has 58 kinds");
         assert_eq!(Kind::parse("task.Started"), None);
         assert_eq!(Kind::parse(""), None);
     }

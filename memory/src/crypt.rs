@@ -227,6 +227,56 @@ pub fn open<S: Snapshot>(txn: &S, subject: &str, envelope: &str) -> Result<Opene
     Ok(Opened::Plain(text))
 }
 
+const BYTES_CONTEXT: &[u8] = b"conductor.memory.bytes.v1\0";
+
+fn bytes_ad(subject: &str, label: &str) -> Vec<u8> {
+    let mut ad = BYTES_CONTEXT.to_vec();
+    ad.extend_from_slice(subject.as_bytes());
+    ad.push(0);
+    ad.extend_from_slice(label.as_bytes());
+    ad
+}
+
+/// Encrypts `bytes` (a case's document, of any size) under `subject`'s key
+/// (created on first use), bound to `label` (what the bytes are, such as
+/// the document's hash), for storage outside the memory tables. After
+/// [`crate::Writer::erase_subject`] they open to `None` with
+/// [`open_bytes`]: crypto-shredded like the subject's facts. Refused for an
+/// erased subject.
+pub fn seal_bytes(txn: &WriteTransaction, subject: &str, label: &str, bytes: &[u8]) -> Result<Vec<u8>, MemoryError> {
+    crate::codec::check_name("subject", subject)?;
+    let mut keys = txn.open_table(KEYS).map_err(storage)?;
+    let erased = txn.open_table(ERASED).map_err(storage)?;
+    let (key, is_new) = key_for_writing(&keys, &erased, subject)?;
+    if is_new {
+        keys.insert(subject, key.as_slice()).map_err(storage)?;
+    }
+    encrypt(&key, &bytes_ad(subject, label), bytes)
+}
+
+/// Opens bytes made by [`seal_bytes`] for `subject` and `label`: `None`
+/// once the subject was erased. Altered bytes, or bytes sealed for another
+/// subject or label, are [`MemoryError::Envelope`].
+pub fn open_bytes<S: Snapshot>(
+    txn: &S,
+    subject: &str,
+    label: &str,
+    sealed: &[u8],
+) -> Result<Option<Zeroizing<Vec<u8>>>, MemoryError> {
+    crate::codec::check_name("subject", subject)?;
+    let keys = txn.table(KEYS)?;
+    let Some(key) = load_key(&keys, subject)? else {
+        let erased = txn.table(ERASED)?;
+        return match erased.get(subject).map_err(storage)? {
+            Some(_) => Ok(None),
+            None => Err(MemoryError::Envelope("no key for this subject")),
+        };
+    };
+    decrypt(&key, &bytes_ad(subject, label), sealed)
+        .map(Some)
+        .ok_or(MemoryError::Envelope("fails authentication (altered, or sealed for another subject or label)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,7 +116,7 @@ mod tables;
 mod write;
 
 pub use codec::{NAME_BYTES_MAX, SOURCE_BYTES_MAX, TIME_MAX, TIME_MIN, VALUE_BYTES_MAX};
-pub use crypt::{ENVELOPE_PREFIX, Opened, SEALED_PLAINTEXT_MAX, open, seal};
+pub use crypt::{ENVELOPE_PREFIX, Opened, SEALED_PLAINTEXT_MAX, open, open_bytes, seal, seal_bytes};
 pub use error::MemoryError;
 pub use read::{
     Fact, QUERY_SPACES_MAX, QUERY_TEXT_BYTES_MAX, QUERY_WORDS_MAX, Query, RECALL_BYTES_MAX, RECALL_FACTS_MAX, Recalled,

@@ -95,9 +95,11 @@ pub use mission::{
     Agent, AgentBudget, Budget, CASES_SCHEMA_FILE_BYTES_MAX, Case, DELEGATION_CHILDREN_MAX,
     DELEGATION_CHILDREN_PER_TASK_DEFAULT, DELEGATION_DEPTH_DEFAULT, DELEGATION_DEPTH_MAX, DELEGATION_FAN_OUT_DEFAULT,
     DELEGATION_FAN_OUT_MAX, DELEGATION_INPUT_BYTES_DEFAULT, DELEGATION_INPUT_BYTES_MAX, DELEGATION_INPUT_BYTES_MIN,
-    DataTier, Deadline, Decisions, Delegation, Extension, Failover, FieldType, Gate, Limits, MAX_CASE_FILE_BYTES,
-    MAX_CASES, MISSION_FILE_BYTES_MAX, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted,
-    OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
+    DOCUMENT_BYTES_DEFAULT, DOCUMENT_BYTES_MAX, DOCUMENT_TYPES_DEFAULT, DOCUMENTS_PER_CASE_DEFAULT,
+    DOCUMENTS_PER_CASE_MAX, DataTier, Deadline, Decisions, Delegation, DocumentLimits, Extension, Failover, FieldType,
+    Gate, INTAKE_QUEUE_DEFAULT, INTAKE_QUEUE_MAX, Intake, Limits, MAX_CASE_FILE_BYTES, MAX_CASES,
+    MISSION_FILE_BYTES_MAX, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout,
+    QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
 };
 
 /// Parses an RFC 3339 timestamp (`2026-01-01T00:00:00Z`) into Unix

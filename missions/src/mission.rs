@@ -64,6 +64,64 @@ pub struct Mission {
     /// [`Delegation::DEFAULT`] when the file gives none. Which agent may
     /// delegate to which is each agent's [`Agent::delegates_to`].
     pub delegation: Delegation,
+    /// Cases that arrive while the mission runs (`intake:`); `None`: the
+    /// mission works its `tasks` and ends.
+    pub intake: Option<Intake>,
+}
+
+/// Default [`Intake::queue`]: minutes of work at the rates one host runs,
+/// small enough that a stalled mission pushes back on its callers soon.
+pub const INTAKE_QUEUE_DEFAULT: u32 = 10_000;
+/// Largest [`Intake::queue`]: each queued case is a task record and a
+/// journal entry held until it starts.
+pub const INTAKE_QUEUE_MAX: u32 = 1_000_000;
+/// Default [`DocumentLimits::count`].
+pub const DOCUMENTS_PER_CASE_DEFAULT: u32 = 16;
+/// Largest [`DocumentLimits::count`].
+pub const DOCUMENTS_PER_CASE_MAX: u32 = 256;
+/// Default [`DocumentLimits::bytes`]: a scanned form or a long PDF.
+pub const DOCUMENT_BYTES_DEFAULT: u64 = 8 << 20;
+/// Largest [`DocumentLimits::bytes`]: a document is read whole into
+/// memory when it is stored and hashed.
+pub const DOCUMENT_BYTES_MAX: u64 = 64 << 20;
+/// The media types a case's documents may have unless the mission lists
+/// its own: documents people send in casework, nothing executable.
+pub const DOCUMENT_TYPES_DEFAULT: [&str; 6] =
+    ["application/pdf", "text/plain", "text/csv", "application/json", "image/png", "image/jpeg"];
+
+/// How an open mission takes cases as they arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intake {
+    /// The agent that works arriving cases.
+    pub agent: String,
+    /// The most cases received and not yet started.
+    pub queue: u32,
+    /// A watched inbox directory (resolved against the mission file's).
+    pub inbox: Option<PathBuf>,
+    /// The tier of arriving cases without a `_tier` of their own.
+    pub tier: DataTier,
+    pub documents: DocumentLimits,
+}
+
+/// Bounds on one case's documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentLimits {
+    /// Documents per case, at most [`DOCUMENTS_PER_CASE_MAX`].
+    pub count: u32,
+    /// Bytes per document, 1 to [`DOCUMENT_BYTES_MAX`].
+    pub bytes: u64,
+    /// Accepted media types (lowercase `type/subtype`).
+    pub types: Vec<String>,
+}
+
+impl Default for DocumentLimits {
+    fn default() -> Self {
+        DocumentLimits {
+            count: DOCUMENTS_PER_CASE_DEFAULT,
+            bytes: DOCUMENT_BYTES_DEFAULT,
+            types: DOCUMENT_TYPES_DEFAULT.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
 }
 
 /// Default [`Delegation::depth`]: an entry task, its children and three
@@ -466,8 +524,8 @@ impl Default for Limits {
 /// agents (say, the same work to a Rust and a Python implementation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSource {
-    /// At least one, at most [`MAX_CASES`] in all; ids are unique across
-    /// every group.
+    /// At most [`MAX_CASES`] in all, ids unique across every group; at
+    /// least one unless the mission has [`Mission::intake`].
     pub cases: Vec<Case>,
 }
 

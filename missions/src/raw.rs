@@ -38,8 +38,9 @@ pub(crate) struct RawMission {
     pub agents: Spanned<Vec<Spanned<RawAgent>>>,
     /// The cases to work: one group (`agent` with `dir` or `inline`) or a list of groups, so that different queues go
     /// to different agents. Case ids are unique across groups.
-    #[schemars(with = "RawTaskGroups")]
-    pub tasks: Spanned<RawTaskGroups>,
+    /// Optional when the mission declares `intake`: an open mission may start with no cases.
+    #[schemars(with = "Option<RawTaskGroups>")]
+    pub tasks: Option<Spanned<RawTaskGroups>>,
     /// Facts loaded into memory before any task runs.
     pub memory: Option<Vec<RawSeedFact>>,
     /// Bounds on how far this mission's writes may grow each memory space.
@@ -62,6 +63,52 @@ pub(crate) struct RawMission {
     pub cases_schema: Option<Spanned<String>>,
     /// Bounds on agents delegating sub-tasks to each other.
     pub delegation: Option<RawDelegation>,
+    /// Cases that arrive while the mission runs (an open mission): through the API, `conductor cases add`, or a
+    /// watched inbox directory. The mission stays open until an operator closes it.
+    #[schemars(with = "Option<RawIntake>")]
+    pub intake: Option<Spanned<RawIntake>>,
+}
+
+/// How an open mission takes cases as they arrive.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Intake")]
+pub(crate) struct RawIntake {
+    /// The agent that works arriving cases: one of `agents`.
+    #[schemars(with = "Text")]
+    pub agent: Spanned<String>,
+    /// The most cases received and not yet started; past it, submissions are refused (HTTP 429 with `Retry-After`)
+    /// until the queue drains. 1 to 1000000; default 10000.
+    #[schemars(with = "Option<Whole>")]
+    pub queue: Option<Spanned<u64>>,
+    /// A directory, relative to the mission file, watched for case files (`*.json`, one JSON object each, written
+    /// atomically: files starting with `.` or ending in `.tmp` or `.part` are left alone). A case's documents are the
+    /// files of a directory of the same name without `.json`.
+    #[schemars(with = "Option<Text>")]
+    pub inbox: Option<Spanned<String>>,
+    /// The data tier of arriving cases: `public`, `internal` or `restricted` (the default); a case's `_tier`
+    /// overrides it.
+    #[schemars(with = "Option<Text>")]
+    pub tier: Option<Spanned<String>>,
+    /// Bounds on the documents a case may carry.
+    pub documents: Option<RawDocumentLimits>,
+}
+
+/// Bounds on the documents one case may carry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "DocumentLimits")]
+pub(crate) struct RawDocumentLimits {
+    /// Documents per case: 0 to 256; default 16.
+    #[schemars(with = "Option<Whole>")]
+    pub count: Option<Spanned<u64>>,
+    /// Bytes per document: 1 to 67108864 (64 MiB); default 8388608 (8 MiB).
+    #[schemars(with = "Option<Whole>")]
+    pub bytes: Option<Spanned<u64>>,
+    /// The media types accepted; default `application/pdf`, `text/plain`, `text/csv`, `application/json`,
+    /// `image/png` and `image/jpeg`.
+    #[schemars(with = "Option<Vec<Text>>")]
+    pub types: Option<Vec<Spanned<String>>>,
 }
 
 // `delegation: { depth, fan_out, children_per_task, input_bytes }`, read

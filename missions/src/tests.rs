@@ -1375,3 +1375,61 @@ fn delegates_to_names_agents_of_the_mission_once_each() {
     let misspelt_key = DELEGATING.replace("delegates_to:", "delegate_to:");
     assert!(errors(scratch.parse(&misspelt_key))[0].message.contains("unknown field `delegate_to`"));
 }
+
+/// MINIMAL without its `tasks`: an open mission may start with no cases.
+const OPEN: &str = "\
+name: m
+budget: { limit: 10 }
+models: { tiny: { prompt_price: 1, completion_price: 1 } }
+agents:
+  - { name: a, module: agent/eligibility.wasm, model: tiny }
+";
+
+#[test]
+fn intake_makes_tasks_optional_and_takes_its_defaults() {
+    let scratch = Scratch::with_sample_files();
+    let found = errors(scratch.parse(OPEN));
+    assert!(found.iter().any(|d| d.message.contains("neither `tasks` nor `intake`")), "{found:?}");
+    let mission = scratch.parse(&format!("{OPEN}intake: {{ agent: a }}\n")).unwrap_or_else(|d| panic!("{d}"));
+    assert!(mission.tasks.cases.is_empty());
+    let intake = mission.intake.expect("intake");
+    assert_eq!(intake.agent, "a");
+    assert_eq!(intake.queue, crate::INTAKE_QUEUE_DEFAULT);
+    assert_eq!(intake.documents, crate::DocumentLimits::default());
+    assert_eq!(intake.inbox, None);
+    scratch.write("inbox/.keep", "");
+    let full = format!(
+        "{OPEN}intake:\n  agent: a\n  queue: 5\n  inbox: inbox\n  tier: public\n  \
+         documents: {{ count: 0, bytes: 10, types: [text/plain] }}\n"
+    );
+    let intake = scratch.parse(&full).unwrap_or_else(|d| panic!("{d}")).intake.expect("intake");
+    assert_eq!((intake.queue, intake.tier), (5, crate::DataTier::Public));
+    assert_eq!(intake.documents, crate::DocumentLimits { count: 0, bytes: 10, types: vec!["text/plain".into()] });
+    assert_eq!(intake.inbox, Some(scratch.0.join("inbox")));
+    // Both: the mission's own cases first, then what arrives.
+    let both = scratch.parse(&format!("{MINIMAL}intake: {{ agent: a }}\n")).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(both.tasks.cases.len(), 1);
+}
+
+#[test]
+fn each_broken_intake_rule_is_located() {
+    #[rustfmt::skip]
+    let table: &[(&str, usize, &str)] = &[
+        ("agent: b", 7, "`intake.agent` names `b`, which is not in `agents`"),
+        ("agent: a\n  queue: 0", 8, "`intake.queue` is 0; it must be between 1 and 1000000"),
+        ("agent: a\n  inbox: nowhere", 8, "`intake.inbox` is `nowhere`, which is not a directory"),
+        ("agent: a\n  tier: secret", 8, "`intake.tier` is `secret`"),
+        ("agent: a\n  documents: { bytes: 0 }", 8, "`intake.documents.bytes` is 0"),
+        ("agent: a\n  documents: { count: 257 }", 8, "`intake.documents.count` is 257"),
+        ("agent: a\n  documents: { types: [PDF] }", 8, "`intake.documents.types` lists `PDF`, which is not a media type"),
+        ("agent: a\n  watch: x", 8, "unknown field `watch`"),
+    ];
+    let scratch = Scratch::with_sample_files();
+    for (body, line, message) in table {
+        let found = errors(scratch.parse(&format!("{OPEN}intake:\n  {body}\n")));
+        assert!(
+            found.iter().any(|d| d.line == *line && d.message.contains(message)),
+            "{body}: expected line {line} `{message}`, got {found:?}"
+        );
+    }
+}

@@ -12,12 +12,14 @@ use crate::diagnostic::{Diagnostics, Pos, Report, quoted};
 use crate::fields::{self, CaseFields};
 use crate::mission::{
     Agent, AgentBudget, Budget, DELEGATION_CHILDREN_MAX, DELEGATION_DEPTH_MAX, DELEGATION_FAN_OUT_MAX,
-    DELEGATION_INPUT_BYTES_MAX, DELEGATION_INPUT_BYTES_MIN, DataTier, Deadline, Decisions, Delegation, Extension,
-    Failover, FieldType, Gate, Limits, MAX_CASES, MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE,
-    OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact, TaskSource, Trust,
+    DELEGATION_INPUT_BYTES_MAX, DELEGATION_INPUT_BYTES_MIN, DOCUMENT_BYTES_DEFAULT, DOCUMENT_BYTES_MAX,
+    DOCUMENTS_PER_CASE_DEFAULT, DOCUMENTS_PER_CASE_MAX, DataTier, Deadline, Decisions, Delegation, DocumentLimits,
+    Extension, Failover, FieldType, Gate, INTAKE_QUEUE_DEFAULT, INTAKE_QUEUE_MAX, Intake, Limits, MAX_CASES,
+    MemoryLimits, MemoryScope, Mission, ModelPrice, OWN_SPACE, OnExhausted, OnTimeout, QUORUM_MAX, Routing, SeedFact,
+    TaskSource, Trust,
 };
 use crate::raw::{
-    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawDelegation, RawGate, RawLimits,
+    RawAgent, RawAgentBudget, RawBudget, RawCondition, RawDecisions, RawDelegation, RawGate, RawIntake, RawLimits,
     RawMemoryLimits, RawMemoryScope, RawMission, RawModelPrice, RawPrice, RawRouting, RawSeedFact, RawTaskGroups,
     RawTasks, RawTrust,
 };
@@ -52,7 +54,20 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
     let models = check.models(&raw.models);
     let agents = check.agents(&raw.agents, &models, &budget);
     let cases_schema = raw.cases_schema.as_ref().map(|path| CasesSchema::load(&mut check.report, source, path));
-    let tasks = check.tasks(&raw.tasks, &agents, cases_schema.as_ref().and_then(Option::as_ref));
+    let tasks = match &raw.tasks {
+        Some(tasks) => check.tasks(tasks, &agents, cases_schema.as_ref().and_then(Option::as_ref)),
+        None => {
+            if raw.intake.is_none() {
+                check.error(
+                    Pos::START,
+                    "the mission has neither `tasks` nor `intake`",
+                    "add `tasks:` with the cases to work, or `intake:` to take cases as they arrive (or both)",
+                );
+            }
+            TaskSource { cases: Vec::new() }
+        }
+    };
+    let intake = raw.intake.as_ref().map(|i| check.intake(i, &agents));
     let memory = raw.memory.iter().flatten().filter_map(|fact| check.seed_fact(fact)).collect();
     let memory_limits = check.memory_limits(raw.memory_limits.as_ref());
     let reviewer_groups = check.reviewer_groups(raw.reviewer_groups.as_ref());
@@ -95,7 +110,18 @@ pub(crate) fn validate(raw: RawMission, source: &Source<'_>) -> Result<Mission, 
         decisions,
         cases_schema: raw.cases_schema.map(|path| source.base_dir.join(path.value)),
         delegation,
+        intake,
     })
+}
+
+/// `type/subtype`, lowercase ASCII letters, digits and `.+-` only.
+fn media_type_ok(text: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-'))
+    };
+    text.split_once('/').is_some_and(|(kind, sub)| part(kind) && part(sub))
 }
 
 /// Longest outcome label or details field name: labels a reviewer picks
@@ -503,6 +529,72 @@ impl Checker<'_> {
             }
         }
         Delegation { depth, fan_out, children_per_task, input_bytes }
+    }
+
+    /// `intake:`: a known agent, limits in range, an inbox directory that
+    /// exists, and well-formed media types.
+    fn intake(&mut self, raw: &Spanned<RawIntake>, agents: &[Agent]) -> Intake {
+        let RawIntake { agent, queue, inbox, tier, documents } = &raw.value;
+        if !agents.iter().any(|a| a.name == agent.value) {
+            self.error(
+                pos(agent),
+                format!("`intake.agent` names {}, which is not in `agents`", quoted(&agent.value)),
+                one_of_help("agents", agents.iter().map(|a| &a.name)),
+            );
+        }
+        let queue = self.bounded("intake.queue", queue, INTAKE_QUEUE_DEFAULT.into(), 1, INTAKE_QUEUE_MAX.into());
+        let tier = match tier {
+            None => DataTier::default(),
+            Some(t) => DataTier::parse(&t.value).unwrap_or_else(|| {
+                self.error(pos(t), format!("`intake.tier` is {}", quoted(&t.value)), TIER_HELP);
+                DataTier::default()
+            }),
+        };
+        let inbox = inbox.as_ref().map(|dir| {
+            let path = self.source.base_dir.join(&dir.value);
+            if !path.is_dir() {
+                self.error(
+                    pos(dir),
+                    format!("`intake.inbox` is {}, which is not a directory", quoted(&dir.value)),
+                    format!("create {} (relative to the mission file), or leave `inbox` out", path.display()),
+                );
+            }
+            path
+        });
+        let mut limits = DocumentLimits::default();
+        if let Some(docs) = documents {
+            limits.count = u32::try_from(self.bounded(
+                "intake.documents.count",
+                &docs.count,
+                DOCUMENTS_PER_CASE_DEFAULT.into(),
+                0,
+                DOCUMENTS_PER_CASE_MAX.into(),
+            ))
+            .unwrap_or(DOCUMENTS_PER_CASE_MAX);
+            limits.bytes =
+                self.bounded("intake.documents.bytes", &docs.bytes, DOCUMENT_BYTES_DEFAULT, 1, DOCUMENT_BYTES_MAX);
+            if let Some(types) = &docs.types {
+                limits.types.clear();
+                for t in types {
+                    if media_type_ok(&t.value) {
+                        limits.types.push(t.value.clone());
+                    } else {
+                        self.error(
+                            pos(t),
+                            format!("`intake.documents.types` lists {}, which is not a media type", quoted(&t.value)),
+                            "write `type/subtype` in lowercase, such as `application/pdf` or `image/png`",
+                        );
+                    }
+                }
+            }
+        }
+        Intake {
+            agent: agent.value.clone(),
+            queue: u32::try_from(queue).unwrap_or(INTAKE_QUEUE_MAX),
+            inbox,
+            tier,
+            documents: limits,
+        }
     }
 
     fn agent_budget(&mut self, agent: &str, raw: &RawAgentBudget, mission: &Budget) -> AgentBudget {

@@ -194,11 +194,31 @@ impl Gateway {
     }
 }
 
-/// The gateway's routes, registered by `serve` on its app.
+/// The gateway's routes, registered by `serve` on its app. Every answer
+/// is counted by its status (`conductor_gateway_requests_total`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat_completions))
-        .route("/v1/models", web::get().to(list_models))
-        .route("/v1/models/{id}", web::get().to(one_model));
+    cfg.route(
+        "/v1/chat/completions",
+        web::post().to(|gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload| async move {
+            counted(chat_completions(gw, req, payload).await)
+        }),
+    )
+    .route(
+        "/v1/models",
+        web::get().to(|gw: web::Data<Gateway>, req: HttpRequest| async move { counted(list_models(gw, req).await) }),
+    )
+    .route(
+        "/v1/models/{id}",
+        web::get().to(|gw: web::Data<Gateway>, req: HttpRequest, id: web::Path<String>| async move {
+            counted(one_model(gw, req, id).await)
+        }),
+    );
+}
+
+/// Counts an answer by its status on its way out.
+fn counted(response: HttpResponse) -> HttpResponse {
+    crate::metrics::gateway_answered(response.status());
+    response
 }
 
 /// An OpenAI-style error answer.

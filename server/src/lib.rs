@@ -7,6 +7,7 @@
 //! [`models::Models`].
 
 pub mod gateway;
+mod metrics;
 pub mod serve;
 
 pub use serve::{ServeConfig, serve};

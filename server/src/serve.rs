@@ -21,6 +21,15 @@
 //! sending their YAML (`upload.rs`). The page itself and its scripts are
 //! served to anyone: they hold no data.
 //!
+//! **Scripts** use API tokens instead of sessions (`Authorization:
+//! Bearer cdt_...`; issued by an operator, `tokens.rs` and
+//! `engine::tokens`). A token carries a role and perhaps one mission;
+//! every route says which roles and which mission it is for with
+//! `require`, and any other refusal of a known caller goes through
+//! `refuse`: both journal `request.refused`, rate-limited per key or
+//! token like decisions are. A token holds no key, so it never decides
+//! a gate.
+//!
 //! **Storage failures.** After a failed write the database refuses every
 //! other until it is reopened, so the server stops, with the first
 //! failure as its error and a non-zero exit status, for a supervisor to
@@ -72,11 +81,14 @@ use engine::state::{self, GateRecord, GateStatus};
 use ledger::Kind;
 
 mod challenge;
+mod dashboard;
+mod operator;
 mod refusals;
+mod tokens;
 mod upload;
 
 use challenge::{CHALLENGE_BYTES, CHALLENGE_TTL, Challenges};
-use refusals::{Admit, Attempt, Refusals, Repeated};
+use refusals::{Admit, Caller, Refusal, Refusals, Repeated};
 
 /// How long a session lasts: a working day.
 const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
@@ -109,8 +121,12 @@ const COOKIE: &str = "conductor_session";
 
 /// The page and its scripts, built into the binary: nothing is fetched
 /// from anywhere else.
-const ASSETS: [(&str, &str, &str); 5] = [
+const ASSETS: [(&str, &str, &str); 9] = [
     ("/", include_str!("../web/index.html"), "text/html; charset=utf-8"),
+    ("/dashboard", include_str!("../web/dashboard.html"), "text/html; charset=utf-8"),
+    ("/static/dashboard.js", include_str!("../web/dashboard.js"), "text/javascript; charset=utf-8"),
+    ("/static/dashboard-charts.js", include_str!("../web/dashboard-charts.js"), "text/javascript; charset=utf-8"),
+    ("/static/dashboard.css", include_str!("../web/dashboard.css"), "text/css; charset=utf-8"),
     ("/static/app.js", include_str!("../web/app.js"), "text/javascript; charset=utf-8"),
     ("/static/crypto.js", include_str!("../web/crypto.js"), "text/javascript; charset=utf-8"),
     ("/static/noble.js", include_str!("../web/noble.js"), "text/javascript; charset=utf-8"),
@@ -170,8 +186,8 @@ struct Prepared {
 }
 
 /// The server's state, shared by every worker.
-struct State {
-    data: DataDir,
+pub(crate) struct State {
+    pub(crate) data: DataDir,
     challenges: Challenges,
     /// Keyed by the BLAKE3 hash of the secret, so a lookup's timing
     /// says nothing about the secret itself.
@@ -186,23 +202,23 @@ struct State {
 
 /// An API error: a status and a sentence saying what to do.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     /// The journal moved under a prepared decision: prepare again.
-    retry: bool,
+    pub(crate) retry: bool,
     /// For `429`: when to try again (the `Retry-After` header).
-    retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), retry: false, retry_after: None }
     }
 
     /// The data directory can no longer be written: the server is
     /// stopping (see `health.rs`).
-    fn storage_failed(e: &anyhow::Error) -> Self {
+    pub(crate) fn storage_failed(e: &anyhow::Error) -> Self {
         tracing::error!("serve: storage failed: {}", engine::health::describe(e));
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -290,12 +306,70 @@ fn insert_bounded<V>(
     Ok(())
 }
 
-/// A signed-in person, from the session cookie.
-struct Signed {
-    key: [u8; 32],
-    public: PublicKey,
-    role: Role,
-    name: Option<String>,
+/// Who made a request: a person signed in with their key (the session
+/// cookie), or a script with an API token (`Authorization: Bearer
+/// cdt_...`, see `engine::tokens`). Every `/api/` route but sign-in takes
+/// one, and checks what it may do with [`require`].
+pub(crate) struct Signed {
+    /// The session (BLAKE3 of its cookie secret); `None` for a token.
+    session: Option<[u8; 32]>,
+    /// The signed-in person's key; `None` for a token: a script holds no
+    /// key, so it cannot sign anything (a gate decision).
+    pub(crate) public: Option<PublicKey>,
+    pub(crate) role: Role,
+    /// The key's registered name, or the token's name.
+    pub(crate) name: Option<String>,
+    /// The API token's id, for a request made with one.
+    pub(crate) token: Option<String>,
+    /// The one mission the token may touch; `None`: any (always, for a
+    /// session).
+    pub(crate) mission: Option<String>,
+}
+
+impl Signed {
+    /// Who asked, as the journal names them (`by` in `request.refused`,
+    /// `token.issued`, ...): by a key id or a token id, never a secret.
+    pub(crate) fn requester(&self) -> entries::Requester {
+        entries::Requester {
+            via: "api".to_owned(),
+            role: Some(self.role.as_str().to_owned()),
+            key: self.public.map(|p| p.key_id().to_string()),
+            token: self.token.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// Whose refusals these are, for the rate limit (`refusals.rs`).
+    fn caller(&self) -> Caller {
+        match (&self.public, &self.token) {
+            (Some(public), _) => Caller::Key(*public),
+            (None, Some(token)) => Caller::Token(token.clone()),
+            // Neither cannot be built (see `signed`); counted as one caller.
+            (None, None) => Caller::Token(String::new()),
+        }
+    }
+
+    /// "keys" or "tokens", as messages name the caller's kind.
+    fn kind(&self) -> &'static str {
+        if self.token.is_some() { "tokens" } else { "keys" }
+    }
+
+    /// Whether the session or token still works (for event streams, which
+    /// outlive the request that opened them).
+    fn alive(&self, state: &State) -> bool {
+        match (&self.session, &self.token) {
+            (Some(key), _) => {
+                state.sessions.lock().ok().is_some_and(|s| s.get(key).is_some_and(|s| s.expires > Instant::now()))
+            }
+            (None, Some(id)) => state.data.ledger.read().ok().is_some_and(|read| {
+                engine::tokens::get(&read, id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| t.state_at(now_us()) == engine::tokens::TokenState::InForce)
+            }),
+            (None, None) => false,
+        }
+    }
 }
 
 impl FromRequest for Signed {
@@ -309,7 +383,17 @@ impl FromRequest for Signed {
 
 fn signed(req: &HttpRequest) -> Result<Signed, ApiError> {
     let state = req.app_data::<web::Data<State>>().ok_or_else(|| internal("no server state"))?;
-    let unauthenticated = || ApiError::new(StatusCode::UNAUTHORIZED, "sign in with your key first");
+    // A script says who it is in the header; it never has a cookie worth
+    // looking at, and a request naming both is taken at its header.
+    if let Some(authorization) = req.headers().get(header::AUTHORIZATION) {
+        return token_signed(state, req, authorization);
+    }
+    let unauthenticated = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "sign in with your key first (or, from a script, send `Authorization: Bearer TOKEN` with an API token)",
+        )
+    };
     let cookie = req.cookie(COOKIE).ok_or_else(unauthenticated)?;
     let key = secret_key(cookie.value().as_bytes());
     let (public, role, name) = {
@@ -330,7 +414,153 @@ fn signed(req: &HttpRequest) -> Result<Signed, ApiError> {
             "your key was revoked in the journal; the session is closed",
         ));
     }
-    Ok(Signed { key, public, role, name })
+    Ok(Signed { session: Some(key), public: Some(public), role, name, token: None, mission: None })
+}
+
+/// A request with an `Authorization` header: an API token, checked
+/// against the token table on every request, so a revocation counts at
+/// once. A revoked or expired token whose secret was right is a known
+/// caller: its refusal is journaled (`request.refused`, rate-limited per
+/// token). An unknown or malformed one proves nothing and journals
+/// nothing, so guessing cannot fill the journal.
+fn token_signed(state: &State, req: &HttpRequest, authorization: &HeaderValue) -> Result<Signed, ApiError> {
+    let presented = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the Authorization header must be `Bearer TOKEN`, with an API token from an operator",
+        ));
+    };
+    let read = state.data.ledger.read().map_err(internal)?;
+    let refused = match engine::tokens::verify(&read, presented, now_us()) {
+        Ok(token) => {
+            return Ok(Signed {
+                session: None,
+                public: None,
+                role: token.role,
+                name: Some(token.name),
+                token: Some(token.id),
+                mission: token.mission,
+            });
+        }
+        Err(e @ (engine::tokens::VerifyError::Malformed | engine::tokens::VerifyError::Unknown { .. })) => {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()));
+        }
+        Err(e @ (engine::tokens::VerifyError::Revoked { .. } | engine::tokens::VerifyError::Expired { .. })) => e,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            return Err(if engine::health::note(&e) { ApiError::storage_failed(&e) } else { internal(e) });
+        }
+    };
+    let (engine::tokens::VerifyError::Revoked { id, .. } | engine::tokens::VerifyError::Expired { id, .. }) = &refused
+    else {
+        return Err(internal("a token refusal changed shape"));
+    };
+    let error = ApiError::new(StatusCode::UNAUTHORIZED, refused.to_string());
+    let Some(token) = engine::tokens::get(&read, id).map_err(internal)? else { return Err(error) };
+    drop(read);
+    let who = Signed {
+        session: None,
+        public: None,
+        role: token.role,
+        name: Some(token.name),
+        token: Some(token.id),
+        mission: token.mission,
+    };
+    Err(refuse(state, &who, req, None, error))
+}
+
+/// Lets `who` use this route only in one of `roles` and, for a token
+/// scoped to one mission, only on that mission: `mission` is the one the
+/// request is about (`None`: a route about no single mission, which a
+/// scoped token may not use). Otherwise `403`, journaled as
+/// `request.refused` (rate-limited: see [`refuse`]).
+pub(crate) fn require(
+    state: &State,
+    who: &Signed,
+    req: &HttpRequest,
+    roles: &[Role],
+    mission: Option<&str>,
+) -> Result<(), ApiError> {
+    let route = || format!("{} {}", req.method(), req.match_pattern().unwrap_or_else(|| req.path().to_owned()));
+    let reason = if !roles.contains(&who.role) {
+        let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let allowed = if allowed.is_empty() { "no".to_owned() } else { allowed.join(" or ") };
+        format!("{} {kind} cannot use {}; {allowed} {kind} can", who.role, route(), kind = who.kind())
+    } else if let Some(scope) = &who.mission {
+        match mission {
+            Some(m) if m == scope => return Ok(()),
+            Some(m) => format!("this token may touch mission `{scope}` only, not `{m}`"),
+            None => format!("this token may touch mission `{scope}` only, and {} is not about one mission", route()),
+        }
+    } else {
+        return Ok(());
+    };
+    Err(refuse(state, who, req, mission, ApiError::new(StatusCode::FORBIDDEN, reason)))
+}
+
+/// Records that a request by `who` (about `mission`, if one) was refused
+/// with `error`, and returns the error to answer with: journaled as its
+/// own `request.refused` while the caller is within its limit, else
+/// counted for a summary entry and answered `429` (`refusals.rs`). For
+/// every refusal of a known caller that is not a gate decision.
+pub(crate) fn refuse(
+    state: &State,
+    who: &Signed,
+    req: &HttpRequest,
+    mission: Option<&str>,
+    error: ApiError,
+) -> ApiError {
+    let refusal = Refusal::request(entries::RequestRefused {
+        method: req.method().as_str().to_owned(),
+        // The pattern, not the path: no caller-chosen text but the
+        // mission id.
+        route: req.match_pattern().unwrap_or_else(|| "(no route)".to_owned()),
+        mission: mission.map(str::to_owned),
+        status: error.status.as_u16(),
+        reason: error.message.clone(),
+        by: who.requester(),
+        repeated: None,
+        first_us: None,
+        last_us: None,
+    });
+    match admit(state, &who.caller(), &refusal) {
+        Admit::Journal => {
+            journal_refusal(&state.data, &refusal);
+            error
+        }
+        Admit::Counted { retry_after } => too_many(error, who.kind(), retry_after),
+    }
+}
+
+/// Asks the rate limit about `refusal`, journaling first the summaries
+/// of the caller's window that just closed.
+fn admit(state: &State, caller: &Caller, refusal: &Refusal) -> Admit {
+    let (admit, closed) = state.refusals.admit(caller, refusal, now_us(), Instant::now());
+    for summary in &closed {
+        journal_repeated(&state.data, summary);
+    }
+    admit
+}
+
+/// The `429` for a refusal that was counted, not journaled on its own.
+fn too_many(error: ApiError, kind: &str, retry_after: Duration) -> ApiError {
+    let whose = if kind == "tokens" { "token" } else { "key" };
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!(
+            "{} (and too many refused attempts from your {whose}: until the minute is over, they are counted in \
+             one journal entry instead of one each)",
+            error.message
+        ),
+        retry: false,
+        retry_after: Some(retry_after),
+    }
 }
 
 /// Reads a JSON request body of at most [`BODY_BYTES_MAX`] bytes.
@@ -470,15 +700,23 @@ fn me_json(public: &PublicKey, role: Role, name: Option<&str>) -> Value {
 }
 
 async fn me(who: Signed) -> HttpResponse {
-    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(me_json(
-        &who.public,
-        who.role,
-        who.name.as_deref(),
-    ))
+    let body = match &who.public {
+        Some(public) => me_json(public, who.role, who.name.as_deref()),
+        None => json!({"token": who.token, "name": who.name, "role": who.role.as_str(), "mission": who.mission}),
+    };
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
 }
 
-async fn sign_out(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
-    state.sessions.lock().map_err(internal)?.remove(&who.key);
+async fn sign_out(state: web::Data<State>, who: Signed, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Some(session) = who.session else {
+        let e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "this request carries an API token, not a session, so there is nothing to sign out of; an operator \
+             revokes tokens (DELETE /api/tokens/ID)",
+        );
+        return Err(refuse(&state, &who, &req, None, e));
+    };
+    state.sessions.lock().map_err(internal)?.remove(&session);
     let mut gone = Cookie::build(COOKIE, "").path("/").finish();
     gone.make_removal();
     Ok(HttpResponse::Ok().cookie(gone).json(json!({"signed_out": true})))
@@ -495,7 +733,13 @@ fn sees_queue(role: Role) -> bool {
     matches!(role, Role::Reviewer | Role::Operator)
 }
 
-async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse, ApiError> {
+/// The roles people sign in with, and tokens carry: every one of them
+/// may read the gates (each sees what its role sees).
+const PEOPLE: [Role; 3] = [Role::Reviewer, Role::Operator, Role::Auditor];
+
+async fn list_gates(state: web::Data<State>, who: Signed, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // Every mission's gates: not for a token scoped to one mission.
+    require(&state, &who, &req, &PEOPLE, None)?;
     let body = blocking(move || {
         let read = state.data.ledger.read().map_err(internal)?;
         let mut all = state::gates(&read).map_err(internal)?;
@@ -521,22 +765,36 @@ async fn list_gates(state: web::Data<State>, who: Signed) -> Result<HttpResponse
 /// Decided gates listed beside the pending ones, newest first.
 const RECENT_DECIDED: usize = 50;
 
-async fn one_gate(state: web::Data<State>, who: Signed, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn one_gate(
+    state: web::Data<State>,
+    who: Signed,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    let st = state.clone();
+    let gate = blocking(move || {
+        let read = st.data.ledger.read().map_err(internal)?;
+        state::gate(&read, &id)
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no gate `{id}`")))
+    })
+    .await?;
+    // A gate belongs to its mission: a token scoped to another is refused.
+    require(&state, &who, &req, &PEOPLE, Some(&gate.mission))?;
+    if gate.status == GateStatus::Pending && !sees_queue(who.role) {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("gate `{}` is still pending; {} {} see gates once they are decided", gate.id, who.role, who.kind()),
+        );
+        return Err(refuse(&state, &who, &req, Some(&gate.mission), e));
+    }
     let body = blocking(move || {
         let read = state.data.ledger.read().map_err(internal)?;
-        let gate = state::gate(&read, &id)
-            .map_err(internal)?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no gate `{id}`")))?;
         if gate.status != GateStatus::Pending {
             decided_view(&state.data, &read, &gate).map_err(internal)
-        } else if sees_queue(who.role) {
-            gate_view(&state.data, &read, &gate, &who).map_err(internal)
         } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("gate `{id}` is still pending; {} keys see gates once they are decided", who.role),
-            ))
+            gate_view(&state.data, &read, &gate, &who).map_err(internal)
         }
     })
     .await?;
@@ -564,10 +822,16 @@ fn decided_view(data: &DataDir, read: &redb::ReadTransaction, gate: &GateRecord)
 
 /// Why `who` may not decide `gate`, if they may not.
 fn why_not(gate: &GateRecord, who: &Signed) -> Option<String> {
-    let id = who.public.key_id().to_string();
     if who.role != Role::Reviewer {
-        return Some(format!("{} keys cannot decide gates; sign in with a reviewer key", who.role));
+        return Some(format!("{} {} cannot decide gates; sign in with a reviewer key", who.role, who.kind()));
     }
+    let Some(public) = &who.public else {
+        return Some(
+            "an API token cannot decide gates: each decision is signed with a reviewer's own key; sign in with yours"
+                .to_owned(),
+        );
+    };
+    let id = public.key_id().to_string();
     if !gate.reviewers.is_empty() && !gate.reviewers.contains(&id) {
         return Some(format!("this gate is for reviewers {}", gate.reviewers.join(", ")));
     }
@@ -879,46 +1143,53 @@ struct DecideBody {
 /// the error to answer with: journaled as its own `gate.refused` while
 /// the key is within its limit, else counted for a summary entry and
 /// answered `429` (`refusals.rs`).
-fn refused(state: &State, who: &Signed, gate_id: &str, verdict: Verdict, error: ApiError) -> ApiError {
-    let attempt = Attempt { public: &who.public, gate_id, verdict, reason: &error.message, time_us: now_us() };
-    let (admit, closed) = state.refusals.admit(&attempt, Instant::now());
-    if let Some(summary) = closed {
-        journal_repeated(&state.data, &summary);
-    }
-    match admit {
+fn refused(state: &State, public: &PublicKey, gate_id: &str, verdict: Verdict, error: ApiError) -> ApiError {
+    let refusal = Refusal::gate(public, gate_id, verdict, &error.message);
+    match admit(state, &Caller::Key(*public), &refusal) {
         Admit::Journal => {
-            gates::refuse(&state.data, gate_id, &who.public, verdict, &error.message);
+            gates::refuse(&state.data, gate_id, public, verdict, &error.message);
             error
         }
-        Admit::Counted { retry_after } => ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: format!(
-                "{} (and too many refused attempts from your key: until the minute is over, they are counted in one \
-                 journal entry instead of one each)",
-                error.message
-            ),
-            retry: false,
-            retry_after: Some(retry_after),
-        },
+        Admit::Counted { retry_after } => too_many(error, "keys", retry_after),
     }
 }
 
-/// Journals one key's counted refusals as a single `gate.refused` entry
-/// (with `repeated`), signed by the conductor. A failure is logged and,
-/// if the storage failed, stops the server (`health.rs`).
-fn journal_repeated(data: &DataDir, repeated: &Repeated) {
+/// Journals one refusal as its own entry (`gate.refused` or
+/// `request.refused`), signed by the conductor. A failure is logged and,
+/// if the storage failed, stops the server (`health.rs`); the request is
+/// refused either way.
+fn journal_refusal(data: &DataDir, refusal: &Refusal) {
     let conductor = data.conductor.clone();
-    let written = data.ledger.write(|t| entries::append(t, &conductor, &repeated.payload(), now_us()).map(|_| ()));
+    let written = data.ledger.write(|t| match refusal {
+        Refusal::Gate(payload) => entries::append(t, &conductor, payload, now_us()).map(|_| ()),
+        Refusal::Request(payload) => entries::append(t, &conductor, payload, now_us()).map(|_| ()),
+    });
     if let Err(e) = written {
         let e = anyhow::Error::from(e);
         engine::health::note(&e);
-        tracing::error!(
-            "could not journal {} refused attempts by key {}: {}",
-            repeated.count,
-            repeated.public.key_id(),
-            engine::health::describe(&e)
-        );
+        tracing::error!("could not journal a refused request: {}", engine::health::describe(&e));
     }
+}
+
+/// Journals one caller's counted refusals of one kind as a single entry
+/// (a `gate.refused` with `repeated`, or a `request.refused` that says
+/// how many it stands for), signed by the conductor.
+fn journal_repeated(data: &DataDir, repeated: &Repeated) {
+    tracing::info!("journaling {} refused attempts by {} in one entry", repeated.count, repeated.caller);
+    journal_refusal(data, &repeated.payload());
+}
+
+/// The key a decision is signed with: the session's. A token holds none,
+/// so it cannot decide (`403`, journaled as `request.refused`).
+fn signer(state: &State, who: &Signed, req: &HttpRequest) -> Result<PublicKey, ApiError> {
+    who.public.ok_or_else(|| {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "gate decisions are signed with a reviewer's own key, which an API token does not hold; sign in with \
+             your key to decide",
+        );
+        refuse(state, who, req, None, e)
+    })
 }
 
 /// The status a refused decision answers with.
@@ -938,10 +1209,11 @@ async fn prepare(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let public = signer(&state, &who, &req)?;
     let gate_id = id.into_inner();
     let body: PrepareBody = match read_json(&req, payload).await {
         Ok(body) => body,
-        Err(e) => return Err(refused(&state, &who, &gate_id, Verdict::Approve, e)),
+        Err(e) => return Err(refused(&state, &public, &gate_id, Verdict::Approve, e)),
     };
     let verdict = match body.verdict.as_str() {
         "approve" => Verdict::Approve,
@@ -949,7 +1221,7 @@ async fn prepare(
         other => {
             let e =
                 ApiError::new(StatusCode::BAD_REQUEST, format!("verdict `{other}` is neither `approve` nor `reject`"));
-            return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
+            return Err(refused(&state, &public, &gate_id, Verdict::Approve, e));
         }
     };
     if who.role != Role::Reviewer {
@@ -957,9 +1229,8 @@ async fn prepare(
             StatusCode::FORBIDDEN,
             format!("{} keys cannot decide gates; a reviewer signs decisions with their own key", who.role),
         );
-        return Err(refused(&state, &who, &gate_id, verdict, e));
+        return Err(refused(&state, &public, &gate_id, verdict, e));
     }
-    let public = who.public;
     let time_us = now_us();
     let st = state.clone();
     let (gid, note, edits, amount) = (gate_id.clone(), body.note.clone(), body.edits.clone(), body.amount);
@@ -977,7 +1248,7 @@ async fn prepare(
         Ok(entries) => entries,
         Err(message) => {
             let status = refusal_status(&state, &gate_id);
-            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, message)));
+            return Err(refused(&state, &public, &gate_id, verdict, ApiError::new(status, message)));
         }
     };
     let token = random_secret();
@@ -1016,36 +1287,44 @@ async fn decide(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let public = signer(&state, &who, &req)?;
     let gate_id = id.into_inner();
+    // Only a reviewer ever has a prepared decision to send: anyone else is
+    // refused before the body is read.
+    if who.role != Role::Reviewer {
+        let e =
+            ApiError::new(StatusCode::FORBIDDEN, format!("{} keys cannot decide gates; reviewer keys can", who.role));
+        return Err(refused(&state, &public, &gate_id, Verdict::Approve, e));
+    }
     let body: DecideBody = match read_json(&req, payload).await {
         Ok(body) => body,
-        Err(e) => return Err(refused(&state, &who, &gate_id, Verdict::Approve, e)),
+        Err(e) => return Err(refused(&state, &public, &gate_id, Verdict::Approve, e)),
     };
-    let token = hex32(&body.token, "token").map_err(|e| refused(&state, &who, &gate_id, Verdict::Approve, e))?;
+    let token = hex32(&body.token, "token").map_err(|e| refused(&state, &public, &gate_id, Verdict::Approve, e))?;
     // Used once, whatever happens next: a replayed request finds nothing.
     let prepared = state.prepared.lock().map_err(internal)?.remove(&secret_key(&token));
     let Some(prepared) = prepared.filter(|p| p.expires > Instant::now()) else {
         let e =
             ApiError::new(StatusCode::CONFLICT, "that prepared decision is unknown, used or expired; prepare it again");
-        return Err(refused(&state, &who, &gate_id, Verdict::Approve, e));
+        return Err(refused(&state, &public, &gate_id, Verdict::Approve, e));
     };
     let verdict = prepared.verdict;
-    if prepared.public != who.public || prepared.gate_id != gate_id {
+    if prepared.public != public || prepared.gate_id != gate_id {
         let e = ApiError::new(StatusCode::FORBIDDEN, "that decision was prepared for another reviewer or gate");
-        return Err(refused(&state, &who, &gate_id, verdict, e));
+        return Err(refused(&state, &public, &gate_id, verdict, e));
     }
     if body.signatures.len() != prepared.entries.len() {
         let e = ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("{} entries were prepared and {} signatures sent", prepared.entries.len(), body.signatures.len()),
         );
-        return Err(refused(&state, &who, &gate_id, verdict, e));
+        return Err(refused(&state, &public, &gate_id, verdict, e));
     }
     let mut signed = Vec::new();
     for ((seq, hash), text) in prepared.entries.iter().zip(&body.signatures) {
         let Ok(signature) = Signature::from_hex(text) else {
             let e = ApiError::new(StatusCode::BAD_REQUEST, "each signature must be 128 hex digits");
-            return Err(refused(&state, &who, &gate_id, verdict, e));
+            return Err(refused(&state, &public, &gate_id, verdict, e));
         };
         signed.push(ledger::SignedEntry { seq: *seq, hash: *hash, signature: signature.to_bytes() });
     }
@@ -1079,10 +1358,15 @@ async fn decide(
         Err(e) if engine::health::note(&e) => return Err(ApiError::storage_failed(&e)),
         Err(e) => {
             let status = if bad_signature(&e) { StatusCode::BAD_REQUEST } else { refusal_status(&state, &gate_id) };
-            return Err(refused(&state, &who, &gate_id, verdict, ApiError::new(status, engine::health::describe(&e))));
+            let e = ApiError::new(status, engine::health::describe(&e));
+            return Err(refused(&state, &public, &gate_id, verdict, e));
         }
     };
-    if gates::resumes_mission(&decided) {
+    // A parked task of a mission running here goes straight back to it;
+    // otherwise the mission is resumed.
+    let woken_here =
+        decided.gate.parked && decided.closed && engine::intake::wake(&decided.gate.mission, decided.gate.task);
+    if gates::resumes_mission(&decided) && !woken_here {
         let jobs = state.jobs.lock().map_err(internal)?;
         if jobs.send(Job::Resume(decided.gate.mission.clone())).is_err() {
             tracing::warn!(
@@ -1116,13 +1400,15 @@ fn bad_signature(e: &anyhow::Error) -> bool {
     )
 }
 
-async fn event_stream(state: web::Data<State>, who: Signed) -> HttpResponse {
+async fn event_stream(state: web::Data<State>, who: Signed, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // Events about every mission's gates: not for a scoped token.
+    require(&state, &who, &req, &PEOPLE, None)?;
     let rx = state.events.subscribe();
     let first = Bytes::from_static(b"retry: 2000\nevent: gates\ndata: {}\n\n");
     let stream =
-        futures_util::stream::unfold((rx, Some(first), state, who.key), |(mut rx, first, state, key)| async move {
+        futures_util::stream::unfold((rx, Some(first), state, who), |(mut rx, first, state, who)| async move {
             if let Some(first) = first {
-                return Some((Ok::<_, Infallible>(first), (rx, None, state, key)));
+                return Some((Ok::<_, Infallible>(first), (rx, None, state, who)));
             }
             let message = tokio::select! {
                 got = rx.recv() => match got {
@@ -1132,15 +1418,15 @@ async fn event_stream(state: web::Data<State>, who: Signed) -> HttpResponse {
                 },
                 () = tokio::time::sleep(KEEPALIVE) => ": keep-alive\n\n".to_owned(),
             };
-            // A stream outlives no session: sign-out or expiry ends it.
-            let alive =
-                state.sessions.lock().ok().is_some_and(|s| s.get(&key).is_some_and(|s| s.expires > Instant::now()));
-            alive.then(|| (Ok(Bytes::from(message)), (rx, None, state, key)))
+            // A stream outlives no session or token: sign-out, expiry or
+            // revocation ends it.
+            let alive = who.alive(&state);
+            alive.then(|| (Ok(Bytes::from(message)), (rx, None, state, who)))
         });
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .streaming(stream)
+        .streaming(stream))
 }
 
 #[derive(Deserialize)]
@@ -1163,13 +1449,9 @@ async fn start_mission(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if who.role != Role::Operator {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("{} keys cannot start missions; an operator key can", who.role),
-        ));
-    }
-    let body: StartMission = read_json(&req, payload).await?;
+    // A new mission is about no mission yet: not for a scoped token.
+    require(&state, &who, &req, &[Role::Operator], None)?;
+    let body: StartMission = read_json(&req, payload).await.map_err(|e| refuse(&state, &who, &req, None, e))?;
     let uploads = state.uploads.clone();
     // Checked here so the operator hears about a bad mission, not the log.
     let file = blocking(move || {
@@ -1186,10 +1468,12 @@ async fn start_mission(
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, engine::health::describe(&e)))?;
         upload::store(&uploads, &body.yaml).map_err(unusable)
     })
-    .await?;
+    .await
+    // The operator's mistakes are refusals; the server's own are not.
+    .map_err(|e| if e.status.is_client_error() { refuse(&state, &who, &req, None, e) } else { e })?;
     let again = if body.new { engine::run::Again::StartNew } else { engine::run::Again::Refuse };
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    tracing::info!("serve: operator {} starts {}", who.public.key_id(), file.display());
+    tracing::info!("serve: operator ({}) starts {}", who.caller(), file.display());
     state.jobs.lock().map_err(internal)?.send(Job::Upload { file, again }).map_err(internal)?;
     Ok(HttpResponse::Accepted().json(json!({"queued": format!("{}/{name}", upload::UPLOADS_DIR)})))
 }
@@ -1253,8 +1537,11 @@ fn poll_events(data: DataDir, events: tokio::sync::broadcast::Sender<String>, re
     }
 }
 
-/// Runs missions and resumes, one at a time, on a runtime of its own
-/// (the mission engine is not tied to the server's workers).
+/// Runs missions and resumes on a runtime of their own (the mission
+/// engine is not tied to the server's workers), each on its own thread:
+/// an open mission runs until it is closed, and others run beside it. A
+/// resume waits while the same mission runs here (a decided gate's task
+/// normally reaches the running mission directly: `intake::wake`).
 fn run_jobs(
     cfg: engine::run::RunConfig,
     router: Arc<dyn models::Models>,
@@ -1262,27 +1549,111 @@ fn run_jobs(
     runtime: Arc<tokio::runtime::Runtime>,
     progress: Arc<dyn engine::run::Observer>,
 ) {
+    let active: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let mut threads = Vec::new();
     for job in jobs {
-        let outcome = match &job {
-            Job::Run(path) => runtime.block_on(run_file(path, None, router.clone(), &cfg, progress.clone())),
-            Job::Upload { file, again } => {
-                let cfg = engine::run::RunConfig { again: *again, ..cfg.clone() };
-                runtime.block_on(run_file(file, file.parent(), router.clone(), &cfg, progress.clone()))
+        let (cfg, router, runtime, progress, active) =
+            (cfg.clone(), router.clone(), runtime.clone(), progress.clone(), active.clone());
+        let thread = std::thread::Builder::new().name("mission".into()).spawn(move || {
+            let outcome = match &job {
+                Job::Run(path) => runtime.block_on(run_file(path, None, router, &cfg, progress)),
+                Job::Upload { file, again } => {
+                    let cfg = engine::run::RunConfig { again: *again, ..cfg };
+                    runtime.block_on(run_file(file, file.parent(), router, &cfg, progress))
+                }
+                Job::Resume(mission) => {
+                    let _turn = Turn::take(&active, mission);
+                    if resumable(&cfg, mission) {
+                        runtime.block_on(engine::run::resume_mission(mission, router, &cfg, progress)).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }
+            };
+            match outcome {
+                Ok(Some(done)) => {
+                    eprintln!("mission {}: {}", done.mission_id, engine::summary::status_text(done.status));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // A full disk here stops the server (`health.rs`).
+                    engine::health::note(&e);
+                    eprintln!("{job:?} failed: {}", engine::health::describe(&e));
+                }
             }
-            Job::Resume(mission) => {
-                runtime.block_on(engine::run::resume_mission(mission, router.clone(), &cfg, progress.clone())).map(Some)
+        });
+        match thread {
+            Ok(handle) => threads.push(handle),
+            Err(e) => eprintln!("could not start a mission thread: {e}"),
+        }
+        threads.retain(|t| !t.is_finished());
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// One resume of a mission at a time in this process: a second waits for
+/// the first (and for the mission to stop running here) before it looks.
+struct Turn {
+    active: Arc<Mutex<std::collections::HashSet<String>>>,
+    mission: String,
+}
+
+/// How often a waiting resume looks again.
+const TURN_POLL: Duration = Duration::from_millis(100);
+
+impl Turn {
+    fn take(active: &Arc<Mutex<std::collections::HashSet<String>>>, mission: &str) -> Turn {
+        loop {
+            let taken =
+                active.lock().is_ok_and(|mut a| !engine::intake::running_here(mission) && a.insert(mission.to_owned()));
+            if taken {
+                return Turn { active: active.clone(), mission: mission.to_owned() };
             }
-        };
-        match outcome {
-            Ok(Some(done)) => eprintln!("mission {}: {}", done.mission_id, engine::summary::status_text(done.status)),
-            Ok(None) => {}
-            Err(e) => {
-                // A full disk here stops the server (`health.rs`).
-                engine::health::note(&e);
-                eprintln!("{job:?} failed: {}", engine::health::describe(&e));
-            }
+            std::thread::sleep(TURN_POLL);
         }
     }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&self.mission);
+        }
+    }
+}
+
+/// Whether `mission` has anything to resume now: a resume queued behind a
+/// run that since finished the work finds nothing, and says nothing.
+fn resumable(cfg: &engine::run::RunConfig, mission: &str) -> bool {
+    let Some(data) = &cfg.open else { return true };
+    let status =
+        data.ledger.read().ok().and_then(|read| state::mission(&read, mission).ok().flatten()).map(|m| m.status);
+    matches!(
+        status,
+        Some(state::MissionStatus::Paused | state::MissionStatus::AwaitingBudget | state::MissionStatus::Running)
+    )
+}
+
+/// The file in the data directory that holds the running server's address.
+pub const SERVE_URL_FILE: &str = "serve.url";
+
+fn url_file(root: &std::path::Path) -> PathBuf {
+    root.join(SERVE_URL_FILE)
+}
+
+/// Open missions left running (the server stopped or was killed while
+/// they were open): resumed when the server starts.
+fn open_missions(data: &DataDir) -> Vec<String> {
+    let Ok(read) = data.ledger.read() else { return Vec::new() };
+    let Ok(missions) = state::missions(&read) else { return Vec::new() };
+    missions
+        .into_iter()
+        .filter(|m| m.status == state::MissionStatus::Running)
+        .filter(|m| engine::intake::intake(&read, &m.id).ok().flatten().is_some())
+        .map(|m| m.id)
+        .collect()
 }
 
 /// Loads and runs the mission file at `path`; with `confined_to`, only if
@@ -1345,6 +1716,9 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 /// Serves until interrupted (Ctrl-C). Prints `listening on http://ADDR`
 /// on stdout once the socket is bound, so scripts can wait for it.
 pub fn serve(cfg: ServeConfig) -> Result<()> {
+    // Before any work starts: what is measured before the recorder is
+    // installed is lost (`metrics.rs`).
+    crate::metrics::install();
     let (events, _) = tokio::sync::broadcast::channel(64);
     let (jobs, job_queue) = mpsc::channel();
     upload::create_dir(&cfg.data.root)
@@ -1393,6 +1767,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             move || poll_events(poll_data, events, &refusals, &stop)
         })
         .context("starting the event poller")?;
+    let open_data = cfg.data.clone();
+    let url_root = cfg.data.root.clone();
+    let url_path = url_file(&url_root);
     drop(cfg.data);
     let system = actix_web::rt::System::new();
     let served = system.block_on(async move {
@@ -1403,6 +1780,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
                 .app_data(app_state.clone())
                 .app_data(app_gateway.clone())
                 .configure(crate::gateway::routes)
+                .configure(crate::metrics::routes)
                 .route("/", web::get().to(asset))
                 .route("/static/{name}", web::get().to(asset))
                 .route("/health", web::get().to(health))
@@ -1416,6 +1794,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
                 .route("/api/gates/{id}/decide", web::post().to(decide))
                 .route("/api/events", web::get().to(event_stream))
                 .route("/api/missions", web::post().to(start_mission))
+                .configure(operator::routes)
+                .configure(dashboard::routes)
+                .configure(tokens::routes)
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -1427,8 +1808,21 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         for addr in server.addrs() {
             println!("listening on http://{addr}");
         }
+        // Where commands on this host find the server while it holds the
+        // data directory (`conductor cases add`, `mission close`).
+        if let Some(addr) = server.addrs().first() {
+            let written = std::fs::write(url_file(&url_root), format!("http://{addr}\n"));
+            if let Err(e) = written {
+                tracing::warn!("serve: could not write {}: {e}", url_file(&url_root).display());
+            }
+        }
         use std::io::Write as _;
         std::io::stdout().flush().ok();
+        // Open missions that were running when the server last stopped
+        // (or was killed) carry on: they take cases until closed.
+        for mission in open_missions(&open_data) {
+            jobs.send(Job::Resume(mission)).ok();
+        }
         for path in cfg.run {
             jobs.send(Job::Run(path)).ok();
         }
@@ -1441,7 +1835,11 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     // of repair). The job queue closed with the server's state: the
     // runner finishes the mission in progress, if any, and stops.
     stop.store(true, Ordering::Relaxed);
-    eprintln!("stopping: finishing the mission in progress, if any");
+    let _ = std::fs::remove_file(&url_path);
+    eprintln!("stopping: finishing the tasks in progress, if any");
+    // Open missions would wait for cases forever: they stop starting
+    // tasks, finish the running ones and stay open for the next start.
+    engine::intake::shutdown_all();
     let _ = poller.join();
     let _ = runner.join();
     // mistral.rs keeps engine threads alive; don't wait for them.

@@ -125,16 +125,16 @@ pub fn engine(root: &Path, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-struct Bench {
-    bin: PathBuf,
-    registry: PathBuf,
-    dir: PathBuf,
-    strace: bool,
-    env: Vec<(String, String)>,
+pub(crate) struct Bench {
+    pub(crate) bin: PathBuf,
+    pub(crate) registry: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) strace: bool,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Bench {
-    fn conductor(&self) -> Command {
+    pub(crate) fn conductor(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.env_remove("CONDUCTOR_DATA").env_remove("CONDUCTOR_MODELS").env_remove("RUST_LOG");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -142,14 +142,14 @@ impl Bench {
     }
 
     /// A conductor command that must succeed; its stdout.
-    fn ok(&self, args: &[&str], data: &Path) -> Result<String> {
+    pub(crate) fn ok(&self, args: &[&str], data: &Path) -> Result<String> {
         let out = self.conductor().args(args).arg("--data").arg(data).output().context("running the conductor")?;
         ensure!(out.status.success(), "conductor {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `audit verify`: (passed, seconds, its first line).
-    fn verify(&self, data: &Path) -> Result<(bool, f64, String)> {
+    pub(crate) fn verify(&self, data: &Path) -> Result<(bool, f64, String)> {
         let start = Instant::now();
         let out = self.conductor().args(["audit", "verify", "--data"]).arg(data).output()?;
         let secs = start.elapsed().as_secs_f64();
@@ -180,14 +180,14 @@ fn load_average() -> String {
 }
 
 /// A field of `/proc/PID/status` (`VmHWM`, `Threads`), as its number.
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
     line[field.len() + 1..].split_whitespace().next()?.parse().ok()
 }
 
 /// User + system CPU seconds a process (all its threads) has used.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = &text[text.rfind(')')? + 2..];
@@ -213,7 +213,7 @@ fn child_of(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
-fn pct(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -602,7 +602,7 @@ impl TasksReport {
 
 /// One HTTP/1.1 keep-alive connection: a minimal client over std's
 /// TcpStream (Content-Length or chunked bodies).
-struct Conn {
+pub(crate) struct Conn {
     addr: String,
     io: Option<(BufReader<TcpStream>, TcpStream)>,
     line: String,
@@ -620,30 +620,34 @@ struct Sample {
 }
 
 impl Conn {
-    fn new(addr: &str) -> Conn {
+    pub(crate) fn new(addr: &str) -> Conn {
         Conn { addr: addr.to_owned(), io: None, line: String::new(), request: Vec::with_capacity(1024) }
     }
 
-    fn post(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    pub(crate) fn post(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.send("POST", path, key, body)
+    }
+
+    pub(crate) fn send(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         if self.io.is_none() {
             let stream = TcpStream::connect(&self.addr)?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(Duration::from_secs(60)))?;
             self.io = Some((BufReader::with_capacity(16 << 10, stream.try_clone()?), stream));
         }
-        let result = self.exchange(path, key, body);
+        let result = self.exchange(method, path, key, body);
         if result.is_err() {
             self.io = None;
         }
         result
     }
 
-    fn exchange(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    fn exchange(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let (reader, writer) = self.io.as_mut().context("not connected")?;
         self.request.clear();
         write!(
             self.request,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n",
             self.addr,
             body.len()
@@ -768,15 +772,25 @@ fn drive(
 }
 
 /// `conductor serve` on a free loopback port.
-struct Server {
+pub(crate) struct Server {
     /// The process started: the conductor, or strace around it.
     child: Child,
-    pid: u32,
-    addr: String,
+    pub(crate) pid: u32,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(bench: &Bench, data: &Path, strace_out: Option<&Path>) -> Result<Server> {
+    pub(crate) fn start(bench: &Bench, data: &Path, strace_out: Option<&Path>) -> Result<Server> {
+        Server::start_with(bench, data, strace_out, &[])
+    }
+
+    /// [`Server::start`] with more arguments for `serve` (`--run FILE`).
+    pub(crate) fn start_with(
+        bench: &Bench,
+        data: &Path,
+        strace_out: Option<&Path>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Result<Server> {
         let mut cmd = match strace_out {
             Some(out) => {
                 let mut cmd = Command::new("strace");
@@ -789,6 +803,7 @@ impl Server {
             .arg(data)
             .arg("--models")
             .arg(&bench.registry)
+            .args(extra)
             .env_remove("CONDUCTOR_DATA")
             .env_remove("CONDUCTOR_MODELS")
             .env_remove("RUST_LOG")
@@ -808,7 +823,7 @@ impl Server {
     }
 
     /// SIGTERM, as an operator stops it, and a clean exit.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         run(Command::new("kill").args(["-TERM", &self.pid.to_string()]))?;
         let start = Instant::now();
         loop {

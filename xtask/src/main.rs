@@ -16,6 +16,7 @@ mod bench;
 mod bench_delegation;
 mod bench_engine;
 mod bench_inference;
+mod bench_intake;
 mod polyglot;
 
 /// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
@@ -193,6 +194,28 @@ enum Cmd {
         #[arg(long, default_value = ".cache/bench-delegation")]
         dir: PathBuf,
     },
+    /// Benchmark durable, acknowledged intake of cases into an open
+    /// mission through the real server (scripted model backend): cases/s
+    /// and latency with the mission paused (intake alone), with event-stream
+    /// watchers connected, and with the mission working the queue; then
+    /// the journal is verified. Prints the table in BENCHMARKS.md.
+    BenchIntake {
+        /// Seconds of load in each phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent client connections, one case per request.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Server-sent-event watchers in the second phase.
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        /// Use the conductor and agents already built.
+        #[arg(long)]
+        no_build: bool,
+        /// Where the mission, data and the binary's copy go (recreated).
+        #[arg(long, default_value = ".cache/bench-intake")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -248,6 +271,9 @@ fn main() -> Result<()> {
                 &root,
                 &bench_delegation::Options { round_trips, fan_out, parked, concurrency, no_build, dir },
             )
+        }
+        Cmd::BenchIntake { seconds, connections, watchers, no_build, dir } => {
+            bench_intake::intake(&root, &bench_intake::Options { seconds, connections, watchers, no_build, dir })
         }
         Cmd::Test => {
             setup(&root)?;

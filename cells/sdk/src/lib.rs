@@ -1,7 +1,7 @@
 //! Write a conductor agent in Rust.
 //!
 //! An agent is a WebAssembly component (`wasm32-wasip2`) for the `agent`
-//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.3`). This
+//! world of `cells/wit/agent.wit` (package `conductor:agent@0.2.4`). This
 //! crate generates the bindings once and adds a thin layer of helpers, so
 //! an agent is a type with a `run` method:
 //!
@@ -237,6 +237,13 @@ pub fn await_review(gate: &str, reason: &str) -> Result<Review, String> {
 /// what is left, an input that is not a JSON object).
 pub fn delegate(requests: &[Delegation]) -> Result<Vec<Result<Decision, DelegationError>>, String> {
     host::delegate(requests)
+}
+
+/// Bytes of one of the case's documents (its input's `_documents` lists
+/// them): from `offset`, at most `max_bytes` (1 MiB at most per call);
+/// empty past the end. Each read is journaled with the document's hash.
+pub fn read_document(name: &str, offset: u64, max_bytes: u32) -> Result<Vec<u8>, String> {
+    host::read_document(name, offset, max_bytes)
 }
 
 /// A line for the operator's log (journaled; long lines are cut).

@@ -22,6 +22,9 @@ pub(crate) fn command(command: MissionCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         MissionCommand::Resume { mission_id, engine } => resume(&mission_id, engine),
+        MissionCommand::Close { mission_id, data, server } => {
+            crate::commands::cases::close(&mission_id, &data.data, &server)
+        }
         MissionCommand::List { data, json } => {
             let missions = summary::list(&data::open_ledger_only(&data.data)?)?;
             if json {
@@ -37,8 +40,13 @@ pub(crate) fn command(command: MissionCommand) -> Result<u8> {
             print_summary(&summary, json)?;
             Ok(exit::OK)
         }
-        MissionCommand::Report { mission_id, data, json } => {
+        MissionCommand::Report { mission_id, data, json, html } => {
             let doc = report::build(&data.data, &mission_id)?;
+            if let Some(file) = html {
+                let series = engine::series::Series::from_journal(&data.data, &mission_id)?;
+                render::html_report::write(&file, &doc, &series.view(None))?;
+                eprintln!("wrote the report with its charts to {}", file.display());
+            }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&doc)?)?;
             } else {

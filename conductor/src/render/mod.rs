@@ -1,1 +1,2 @@
+pub mod html_report;
 pub mod summary;

@@ -16,12 +16,18 @@
 //! - `"await": "GATE"`: waits for a reviewer under that gate (the task
 //!   parks), then decides as below with the review's verdict in
 //!   `details.approved`.
+//! - `"read": "NAME"`: reads the case document NAME whole with
+//!   `read-document`, `chunk` bytes at a time (default 4, to exercise
+//!   offsets), into `details.document` (as text) and `details.read_bytes`;
+//!   a refusal is kept as `details.read_error`.
 //! - otherwise decides `outcome` (default "ok"), `reason` (default "done")
 //!   and `details` (default `{}`) from the input.
 
 use std::hint::black_box;
 
-use conductor_agent::{Agent, Decision, Delegation, DelegationError, Message, await_review, delegate, infer};
+use conductor_agent::{
+    Agent, Decision, Delegation, DelegationError, Message, await_review, delegate, infer, read_document,
+};
 use serde_json::{Map, Value, json};
 
 /// Used when the conductor did not inject `_model` into the input.
@@ -63,6 +69,22 @@ impl Agent for DelegateAgent {
                 Ok(review) => extra.insert("approved".into(), Value::Bool(review.approved)),
                 Err(error) => extra.insert("await_error".into(), Value::String(error)),
             };
+        }
+        if let Some(name) = input.get("read").and_then(Value::as_str) {
+            let chunk = input.get("chunk").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok()).unwrap_or(4);
+            let mut bytes = Vec::new();
+            loop {
+                match read_document(name, bytes.len() as u64, chunk) {
+                    Ok(part) if part.is_empty() => break,
+                    Ok(part) => bytes.extend(part),
+                    Err(error) => {
+                        extra.insert("read_error".into(), Value::String(error));
+                        break;
+                    }
+                }
+            }
+            extra.insert("read_bytes".into(), json!(bytes.len()));
+            extra.insert("document".into(), Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         }
         let outcome = input.get("outcome").and_then(Value::as_str).unwrap_or("ok");
         let reason = input.get("reason").and_then(Value::as_str).unwrap_or("done");

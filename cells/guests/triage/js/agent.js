@@ -5,7 +5,7 @@
 // `.payload` is the text), which we let propagate: a thrown string becomes
 // this export's `err`, and a thrown Error object would trap, so errors are
 // rethrown as strings.
-import { log, recall, remember, infer, requestReview } from 'conductor:agent/host@0.2.3';
+import { log, recall, remember, infer, requestReview } from 'conductor:agent/host@0.2.4';
 
 const LANG = 'js';
 const POLICY = 'policy:triage';
