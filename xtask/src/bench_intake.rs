@@ -9,7 +9,8 @@
 //! is durable (group commit). Three phases:
 //!
 //! 1. intake alone: the mission is paused, so cases only queue;
-//! 2. the same with N server-sent-event watchers connected;
+//! 2. the same with N watchers of the mission's progress stream (server-sent
+//!    events, one a second while the queue grows);
 //! 3. the mission resumed: it works the queue (end to end, scripted
 //!    model) while the load continues; then it is closed, drains, and the
 //!    journal is verified.
@@ -112,8 +113,9 @@ pub fn intake(root: &Path, opts: &Options) -> Result<()> {
     let alone = load("intake alone (mission paused)", &addr, &token, &id, opts, &next, server.pid)?;
     step(&format!("phase 2: the same with {} event-stream watchers", opts.watchers));
     let stop = Arc::new(AtomicBool::new(false));
-    let watchers: Vec<_> =
-        (0..opts.watchers).map(|_| watch(addr.clone(), token.clone(), stop.clone())).collect::<Result<_>>()?;
+    let watchers: Vec<_> = (0..opts.watchers)
+        .map(|_| watch(addr.clone(), token.clone(), id.clone(), stop.clone()))
+        .collect::<Result<_>>()?;
     let watched = load("intake with watchers", &addr, &token, &id, opts, &next, server.pid);
     stop.store(true, Ordering::SeqCst);
     let mut events = 0;
@@ -262,12 +264,16 @@ fn load(
     })
 }
 
-/// One event-stream watcher: reads `/api/events` until `stop`; returns the
-/// events it got.
-fn watch(addr: String, token: String, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<u64>> {
+/// One watcher of the mission's progress stream
+/// (`/api/missions/{id}/events`, a `progress` event whenever the queue or
+/// spend moves) until `stop`; returns the events it got.
+fn watch(addr: String, token: String, mission: String, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<u64>> {
     let mut stream = TcpStream::connect(&addr)?;
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    write!(stream, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n")?;
+    write!(
+        stream,
+        "GET /api/missions/{mission}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )?;
     Ok(std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
