@@ -46,6 +46,32 @@ fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// POSTs a JSON body of `bytes` bytes and returns the status; the server
+/// may answer (and close) before the body is all sent.
+fn oversized(addr: &str, path: &str, cookie: &str, bytes: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the server");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nContent-Type: application/json\r\n\
+         Content-Length: {bytes}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send the head");
+    let chunk = vec![b' '; 1 << 20];
+    let mut sent = 0;
+    while sent < bytes {
+        let n = chunk.len().min(bytes - sent);
+        if stream.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+}
+
 fn mission_id(addr: &str, cookie: &str) -> Option<String> {
     let (status, _, body) = http(addr, "GET", "/api/missions", Some(cookie), None);
     assert_eq!(status, 200, "{body}");
@@ -111,6 +137,8 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
     }
     let (status, _, answer) = http(&served.addr, "POST", "/api/missions/nope/cases", Some(&cookie), Some(&case));
     assert_eq!(status, 404, "{answer}");
+    // A submission past the body limit (64 MiB) is refused whole.
+    assert_eq!(oversized(&served.addr, &path, &cookie, (64 << 20) + 1), 413);
     let (status, _, _) = http(&served.addr, "POST", &path, None, Some(&case));
     assert_eq!(status, 401);
 
@@ -269,7 +297,16 @@ fn acknowledged_cases_survive_kill_9_and_run_exactly_once() {
     };
     let mut acknowledged: std::collections::BTreeMap<String, u64> = Default::default();
     let mut case = 0u32;
+    // Cases dropped into the inbox too: each is taken once, kill or not.
+    let inbox = dir.path().join("inbox");
+    let mut inboxed = std::collections::BTreeSet::new();
     for kill in 0..kills {
+        let name = format!("I-{kill}");
+        std::fs::write(inbox.join(format!(".{name}.json.tmp")), json!({"id": name}).to_string())
+            .expect("write a test file");
+        std::fs::rename(inbox.join(format!(".{name}.json.tmp")), inbox.join(format!("{name}.json")))
+            .expect("move the case into the inbox");
+        inboxed.insert(name);
         // A burst of submissions from a few threads, cut by a kill.
         let addr = served.addr.clone();
         let cookie_now = cookie.clone();
@@ -313,6 +350,9 @@ fn acknowledged_cases_survive_kill_9_and_run_exactly_once() {
             }
         }
     }
+    eventually(Duration::from_secs(60), "the inbox to be taken", || {
+        std::fs::read_dir(&inbox).expect("the inbox").filter_map(Result::ok).all(|e| e.file_name() == ".rejected")
+    });
     let (status, _, _) = http(&served.addr, "POST", &format!("/api/missions/{id}/close"), Some(&cookie), None);
     assert_eq!(status, 200);
     eventually(Duration::from_secs(120), "the mission to end", || {
@@ -324,9 +364,9 @@ fn acknowledged_cases_survive_kill_9_and_run_exactly_once() {
     for entry in &received {
         let case = entry["payload"]["case"].as_str().expect("a case id").to_owned();
         assert!(seen.insert(case.clone()), "{case} received twice");
-        assert!(acknowledged.contains_key(&case), "{case} was never acknowledged");
+        assert!(acknowledged.contains_key(&case) || inboxed.contains(&case), "{case} was never acknowledged");
     }
-    assert_eq!(seen.len(), acknowledged.len(), "every acknowledged case is in the journal");
+    assert_eq!(seen.len(), acknowledged.len() + inboxed.len(), "every acknowledged case is in the journal");
     let shown = stdout_json(&run(conductor().args(["mission", "show", &id, "--json", "--data"]).arg(&data)));
     let statuses: Vec<(String, String)> = tasks(&shown)
         .iter()
@@ -338,7 +378,7 @@ fn acknowledged_cases_survive_kill_9_and_run_exactly_once() {
     for entry in &decided {
         *ended.entry(entry["payload"]["case"].as_str().expect("a case id").to_owned()).or_insert(0) += 1;
     }
-    for case in acknowledged.keys() {
+    for case in acknowledged.keys().chain(&inboxed) {
         assert_eq!(ended.get(case), Some(&1), "{case} decided exactly once; tasks not decided: {statuses:?}");
     }
     assert_verifies_and_replays(&data);
@@ -522,6 +562,9 @@ fn a_cancelled_mission_skips_what_has_not_started_and_its_progress_stream_says_s
         last = next_progress();
     }
     assert_eq!(last["intake"]["open"], false, "{last}");
+    eventually(Duration::from_secs(30), "the queue to empty", || {
+        show(&served.addr, &cookie, &id)["intake"]["queued"] == 0
+    });
     let (status, _, late) =
         http(&served.addr, "POST", &format!("/api/missions/{id}/cases"), Some(&cookie), Some(&json!({"input": {}})));
     assert_eq!(status, 409, "a cancelled mission takes no cases: {late}");

@@ -1098,7 +1098,7 @@ fn declared_agent(a: &AgentRuntime) -> entries::DeclaredAgent {
     }
 }
 
-/// A gate as `mission.declared` records it.
+/// An open mission's intake as `mission.declared` records it.
 fn declared_intake(i: &missions::Intake) -> entries::DeclaredIntake {
     entries::DeclaredIntake {
         agent: i.agent.clone(),
@@ -1113,6 +1113,7 @@ fn declared_intake(i: &missions::Intake) -> entries::DeclaredIntake {
     }
 }
 
+/// A gate as `mission.declared` records it.
 fn declared_gate(g: &missions::Gate) -> entries::DeclaredGate {
     entries::DeclaredGate {
         name: g.name.clone(),
@@ -1136,6 +1137,9 @@ where
     let (conductor, record) = (ctx.conductor.clone(), record.clone());
     crate::data::commit(&ctx.committer, move |t| {
         entries::append(t, &conductor, &payload, now_us())?;
+        // A received case that ends without starting (skipped) leaves the
+        // queue here; for any other task this finds nothing to remove.
+        crate::intake::dequeue(t.redb(), &record.mission, record.index)?;
         state::put_task(t.redb(), &record).map_err(projection)
     })?;
     Ok(())
