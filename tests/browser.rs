@@ -14,37 +14,22 @@
 //! decision buttons, the auditor the decided gates. Screenshots go to
 //! `test-artefacts/browser/`.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chromium::{CHROMEDRIVER, CHROMIUM, screenshot, wait_for};
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
 
 const PASSPHRASE: &str = "correct horse battery staple";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Unlocking a key runs Argon2id (64 MiB, 3 passes) in JavaScript.
 const UNLOCK_TIMEOUT: Duration = Duration::from_secs(120);
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn new_key(dir: &Path, role: &str, name: &str, data: &Path, sealed: bool) -> PathBuf {
     let key = dir.join(format!("{name}.key"));
@@ -57,46 +42,6 @@ fn new_key(dir: &Path, role: &str, name: &str, data: &Path, sealed: bool) -> Pat
     let out = run(conductor().args(["keys", "register", "--data"]).arg(data).arg(&key).args(["--name", name]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     key
-}
-
-fn artefacts() -> PathBuf {
-    let dir = std::env::var_os("CONDUCTOR_TEST_ARTEFACTS")
-        .map_or_else(|| repo_root().join("test-artefacts"), PathBuf::from)
-        .join("browser");
-    std::fs::create_dir_all(&dir).expect("artefacts dir");
-    dir
-}
-
-async fn screenshot(client: &fantoccini::Client, name: &str) {
-    let png = client.screenshot().await.expect("screenshot");
-    let path = artefacts().join(name);
-    std::fs::write(&path, png).expect("write screenshot");
-    eprintln!("screenshot: {}", path.display());
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with
-/// a screenshot of what the page showed.
-async fn wait_for<T, F, Fut>(client: &fantoccini::Client, what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        if start.elapsed() > timeout {
-            screenshot(client, &format!("failed-{}.png", what.replace(' ', "-"))).await;
-            let message = client.find(Locator::Css("#message")).await.ok();
-            let message = match message {
-                Some(m) => m.text().await.unwrap_or_default(),
-                None => String::new(),
-            };
-            panic!("timed out waiting for {what}; #message says: {message:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Signs in through the page with the key file at `key` (unlocked with
@@ -215,44 +160,14 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     assert!(pending.is_empty());
 
     // The browser.
-    let driver_port = free_port();
-    let _driver = Killed(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let profile = dir.path().join("chromium-profile");
-    let caps = json!({"goog:chromeOptions": {"binary": CHROMIUM, "args": [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-        "--window-size=1280,1600", format!("--user-data-dir={}", profile.display())]}});
-    let caps: fantoccini::wd::Capabilities = caps.as_object().expect("object").clone();
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let start = Instant::now();
-    let client = loop {
-        match ClientBuilder::new(connector.clone())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-        {
-            Ok(client) => break client,
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                eprintln!("waiting for chromedriver: {e}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => panic!("chromedriver did not answer: {e}"),
-        }
-    };
+    let (_driver, client) = chromium::headless(&dir.path().join("chromium-profile"), 1600).await;
 
     client.goto(&format!("http://{addr}/")).await.expect("open the page");
     let state = |c: fantoccini::Client| async move {
         c.find(Locator::Css("body")).await.ok()?.attr("data-state").await.ok().flatten()
     };
     assert_eq!(state(client.clone()).await.as_deref(), Some("signed-out"));
-    screenshot(&client, "1-sign-in.png").await;
+    screenshot(&client, "browser/1-sign-in.png").await;
 
     // The key file goes to the page (a file input), never to the server.
     sign_in_page(&client, &reviewer_key, PASSPHRASE).await;
@@ -270,7 +185,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let card = client.find(Locator::Css(&format!("section.gate[data-gate-id=\"{big_gate}\"]"))).await.expect("card");
     let text = card.text().await.expect("card text");
     assert!(text.contains("big") && text.contains("500"), "the card shows the case: {text}");
-    screenshot(&client, "2-pending-gate.png").await;
+    screenshot(&client, "browser/2-pending-gate.png").await;
 
     // A reload would lose this marker; new gates must arrive without one.
     client.execute("window.__conductorNoReload = true; return true;", vec![]).await.expect("script");
@@ -288,7 +203,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     let late_gate = both.iter().find(|id| **id != big_gate).expect("the new gate").clone();
     let still = client.execute("return window.__conductorNoReload === true;", vec![]).await.expect("script");
     assert_eq!(still, json!(true), "the new gate arrived without a reload");
-    screenshot(&client, "3-new-gate-arrived.png").await;
+    screenshot(&client, "browser/3-new-gate-arrived.png").await;
 
     // Role separation: an operator's session cannot decide, and the
     // attempt is journaled.
@@ -323,7 +238,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         }
     })
     .await;
-    screenshot(&client, "4-approved.png").await;
+    screenshot(&client, "browser/4-approved.png").await;
 
     // The case is complete, decided by this reviewer.
     let reviewer_cookie = client.get_named_cookie("conductor_session").await.expect("the page's session cookie");
@@ -364,7 +279,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         .select_by_value("ineligible")
         .await
         .expect("choose an outcome");
-    screenshot(&client, "4b-outcome-select.png").await;
+    screenshot(&client, "browser/4b-outcome-select.png").await;
     client
         .find(Locator::Css(&format!("{late_card} button.edit")))
         .await
@@ -434,7 +349,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         "the memory it used: {card_text}"
     );
     assert!(card_text.contains("smollm2-135m"), "the model it asked: {card_text}");
-    screenshot(&client, "5-reasoning-and-memory.png").await;
+    screenshot(&client, "browser/5-reasoning-and-memory.png").await;
 
     // A swarm: `lead` delegates two checks; the one that comes back
     // disputed waits for a reviewer, and its card shows who delegated it.
@@ -469,7 +384,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     })
     .await;
     assert!(delegated.contains("(lead)") && delegated.contains("disputed"), "{delegated}");
-    screenshot(&client, "5b-delegated-case.png").await;
+    screenshot(&client, "browser/5b-delegated-case.png").await;
 
     // A budget gate, on the same page: a mission whose agent spends until
     // refused runs out under `on_exhausted: gate`; the reviewer grants
@@ -501,7 +416,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         }
     })
     .await;
-    screenshot(&client, "6-budget-gate.png").await;
+    screenshot(&client, "browser/6-budget-gate.png").await;
     client
         .find(Locator::Css(&format!("section.gate[data-gate-id=\"{budget_gate}\"] button.approve")))
         .await
@@ -515,7 +430,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
         async move { (!gate_card_ids(&c).await.contains(&budget_gate)).then_some(()) }
     })
     .await;
-    screenshot(&client, "7-budget-granted.png").await;
+    screenshot(&client, "browser/7-budget-granted.png").await;
 
     // A second decision on the same gate is refused (409) and journaled.
     let (status, _, body) = http(
@@ -551,7 +466,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     })
     .await;
     assert_eq!(looked.1, 0, "an operator is offered no decision: {looked:?}");
-    screenshot(&client, "8-operator-looks.png").await;
+    screenshot(&client, "browser/8-operator-looks.png").await;
     client.find(Locator::Id("sign-out")).await.expect("sign-out button").click().await.expect("sign out");
     sign_in_page(&client, &auditor_key, "").await;
     let rows = wait_for(&client, "the auditor's decided gates", PAGE_TIMEOUT, || {
@@ -568,7 +483,7 @@ async fn a_reviewer_signs_in_with_their_own_key_and_decides_a_gate_in_the_browse
     .await;
     assert!(rows.contains(&big_gate) && rows.contains(&late_gate) && rows.contains(&budget_gate), "{rows:?}");
     assert!(gate_card_ids(&client).await.is_empty(), "an auditor sees no queue");
-    screenshot(&client, "9-auditor-decided.png").await;
+    screenshot(&client, "browser/9-auditor-decided.png").await;
 
     client.close().await.expect("close the browser");
     server.stop();

@@ -16,19 +16,18 @@
 //! and, opened in the browser, draws the same charts. Screenshots go to
 //! `test-artefacts/dashboard-*.png`.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chromium::{CHROMEDRIVER, CHROMIUM, artefacts, body_state, screenshot, wait_for};
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long the page may take to show what the server has (it refreshes
 /// every 5 s, and at once on events).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,34 +38,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// identifier passed to `createElementNS`, never fetched.
 const SVG_NS: &str = "http://www.w3.org/2000/svg";
 
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn artefacts() -> PathBuf {
-    let dir =
-        std::env::var_os("CONDUCTOR_TEST_ARTEFACTS").map_or_else(|| repo_root().join("test-artefacts"), PathBuf::from);
-    std::fs::create_dir_all(&dir).expect("artefacts dir");
-    dir
-}
-
-async fn screenshot(client: &fantoccini::Client, name: &str) {
-    let png = client.screenshot().await.expect("screenshot");
-    let path = artefacts().join(format!("dashboard-{name}"));
-    std::fs::write(&path, png).expect("write screenshot");
-    eprintln!("screenshot: {}", path.display());
-}
-
 /// A new key of `role` registered on `data`, without a passphrase.
 fn new_key(dir: &Path, data: &Path, role: &str, name: &str) -> PathBuf {
     let key = dir.join(format!("{role}.key"));
@@ -75,43 +46,6 @@ fn new_key(dir: &Path, data: &Path, role: &str, name: &str) -> PathBuf {
     let out = run(conductor().args(["keys", "register", "--data"]).arg(data).arg(&key).args(["--name", name]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     key
-}
-
-/// Waits until `f` holds, or fails after `limit`.
-fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with a
-/// screenshot of what the page showed.
-async fn wait_for<T, F, Fut>(client: &fantoccini::Client, what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        if start.elapsed() > timeout {
-            screenshot(client, &format!("failed-{}.png", what.replace(' ', "-"))).await;
-            let message = match client.find(Locator::Css("#message")).await {
-                Ok(m) => m.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            panic!("timed out waiting for {what}; #message says: {message:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn body_state(client: &fantoccini::Client) -> Option<String> {
-    client.find(Locator::Css("body")).await.ok()?.attr("data-state").await.ok().flatten()
 }
 
 /// Chooses the key file in the page and signs in (no passphrase).
@@ -320,37 +254,7 @@ async fn an_operator_watches_missions_spend_gate_latency_and_failures_on_the_das
     );
 
     // The browser.
-    let driver_port = free_port();
-    let _driver = Killed(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let profile = dir.path().join("chromium-profile");
-    let caps = json!({"goog:chromeOptions": {"binary": CHROMIUM, "args": [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-        "--window-size=1280,1700", format!("--user-data-dir={}", profile.display())]}});
-    let caps: fantoccini::wd::Capabilities = caps.as_object().expect("object").clone();
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let start = Instant::now();
-    let client = loop {
-        match ClientBuilder::new(connector.clone())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{driver_port}"))
-            .await
-        {
-            Ok(client) => break client,
-            Err(e) if start.elapsed() < Duration::from_secs(30) => {
-                eprintln!("waiting for chromedriver: {e}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => panic!("chromedriver did not answer: {e}"),
-        }
-    };
+    let (_driver, client) = chromium::headless(&dir.path().join("chromium-profile"), 1700).await;
 
     client.goto(&format!("http://{addr}/dashboard")).await.expect("open the dashboard");
     wait_for(&client, "the sign-in form", PAGE_TIMEOUT, || {
@@ -358,7 +262,7 @@ async fn an_operator_watches_missions_spend_gate_latency_and_failures_on_the_das
         async move { (body_state(&c).await.as_deref() == Some("signed-out")).then_some(()) }
     })
     .await;
-    screenshot(&client, "1-sign-in.png").await;
+    screenshot(&client, "dashboard-1-sign-in.png").await;
     choose_key_and_sign_in(&client, &operator_key).await;
 
     // The missions table: counts and queue depth.
@@ -414,7 +318,7 @@ async fn an_operator_watches_missions_spend_gate_latency_and_failures_on_the_das
     assert!(failures.contains("bad-1"), "{failures}");
     let summary = client.find(Locator::Css(".latency-summary")).await.expect("summary").text().await.expect("text");
     assert!(summary.contains("1 decided"), "{summary}");
-    screenshot(&client, "2-mission.png").await;
+    screenshot(&client, "dashboard-2-mission.png").await;
 
     // Live: resumed, the mission works its queue; the page follows
     // without a reload.
@@ -433,7 +337,7 @@ async fn an_operator_watches_missions_spend_gate_latency_and_failures_on_the_das
     .await;
     let still = client.execute("return window.__dashboardNoReload === true;", vec![]).await.expect("script");
     assert_eq!(still, json!(true), "updated without a reload");
-    screenshot(&client, "3-queue-drained.png").await;
+    screenshot(&client, "dashboard-3-queue-drained.png").await;
 
     // An auditor sees the same; a reviewer's key is turned away.
     sign_out(&client).await;
@@ -502,7 +406,7 @@ async fn an_operator_watches_missions_spend_gate_latency_and_failures_on_the_das
     let text = client.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
     assert!(text.contains("bad-1") && text.contains("claims-desk"), "{text}");
     assert!(text.contains(&format!("{} settled of 400", settled)), "{text}");
-    screenshot(&client, "4-report.png").await;
+    screenshot(&client, "dashboard-4-report.png").await;
     client.close().await.expect("close the browser");
 
     let out = run(conductor().args(["audit", "verify", "--data"]).arg(&data));

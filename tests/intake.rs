@@ -37,15 +37,6 @@ fn operator(dir: &Path, data: &Path) -> Keypair {
     Keypair::load(&key).expect("operator key")
 }
 
-/// Waits until `f` holds, or fails after `limit`.
-fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// POSTs a JSON body of `bytes` bytes and returns the status; the server
 /// may answer (and close) before the body is all sent.
 fn oversized(addr: &str, path: &str, cookie: &str, bytes: usize) -> u16 {
@@ -70,6 +61,15 @@ fn oversized(addr: &str, path: &str, cookie: &str, bytes: usize) -> u16 {
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response);
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+}
+
+/// Signs the operator in on `served` and waits for its open mission to
+/// start: the session cookie and the mission's id.
+fn signed_in(served: &Served, key: &Keypair) -> (String, String) {
+    let cookie = sign_in(&served.addr, key);
+    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
+    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    (cookie, id)
 }
 
 fn mission_id(addr: &str, cookie: &str) -> Option<String> {
@@ -98,9 +98,7 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
     let key = operator(dir.path(), &data);
     let served =
         Served::start(&data, &["--models".as_ref(), registry.as_os_str(), "--run".as_ref(), mission.as_os_str()]);
-    let cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (cookie, id) = signed_in(&served, &key);
     assert_eq!(show(&served.addr, &cookie, &id)["intake"]["open"], true);
 
     // One case with a document, through the API.
@@ -229,9 +227,7 @@ fn a_full_queue_pushes_back_with_429_and_retry_after() {
     let key = operator(dir.path(), &data);
     let served =
         Served::start(&data, &["--models".as_ref(), registry.as_os_str(), "--run".as_ref(), mission.as_os_str()]);
-    let cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (cookie, id) = signed_in(&served, &key);
     // Paused, the mission starts nothing: the queue only fills.
     let (status, _, paused) = http(&served.addr, "POST", &format!("/api/missions/{id}/pause"), Some(&cookie), None);
     assert_eq!(status, 200, "{paused}");
@@ -280,9 +276,7 @@ fn acknowledged_cases_survive_kill_9_and_run_exactly_once() {
         Served::start(&data, &args)
     };
     let mut served = start(true);
-    let mut cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (mut cookie, id) = signed_in(&served, &key);
     let path = format!("/api/missions/{id}/cases");
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is past 1970").as_nanos()
@@ -407,9 +401,7 @@ fn ten_thousand_cases_arrive_through_the_api_and_each_is_decided_once() {
             mission.as_os_str(),
         ],
     );
-    let cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (cookie, id) = signed_in(&served, &key);
     let path = format!("/api/missions/{id}/cases");
     let senders: Vec<_> = (0..CASES / BATCH)
         .map(|b| {
@@ -462,9 +454,7 @@ fn a_data_subjects_documents_are_crypto_shredded_by_erasure() {
     let key = operator(dir.path(), &data);
     let served =
         Served::start(&data, &["--models".as_ref(), registry.as_os_str(), "--run".as_ref(), mission.as_os_str()]);
-    let cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (cookie, id) = signed_in(&served, &key);
     let case = json!({"id": "S-1", "input": {"_subject": "claimant-9", "read": "pay.txt", "chunk": 64},
                       "documents": [{"name": "pay.txt", "media_type": "text/plain", "content_base64": "c2FsYXJ5IDIxMDA="}]});
     let (status, _, answer) =
@@ -522,9 +512,7 @@ fn a_cancelled_mission_skips_what_has_not_started_and_its_progress_stream_says_s
     let key = operator(dir.path(), &data);
     let served =
         Served::start(&data, &["--models".as_ref(), registry.as_os_str(), "--run".as_ref(), mission.as_os_str()]);
-    let cookie = sign_in(&served.addr, &key);
-    eventually(Duration::from_secs(30), "the mission to start", || mission_id(&served.addr, &cookie).is_some());
-    let id = mission_id(&served.addr, &cookie).expect("the mission is listed");
+    let (cookie, id) = signed_in(&served, &key);
     let (status, _, _) = http(&served.addr, "POST", &format!("/api/missions/{id}/pause"), Some(&cookie), None);
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "the mission to pause", || {

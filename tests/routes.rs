@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,48 +24,29 @@ enum Expect {
 
 use Expect::{Passes, Status};
 
-/// One request with either a session cookie or a bearer token.
-fn request(addr: &str, method: &str, path: &str, auth: &Auth, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the server");
-    stream.set_read_timeout(Some(Duration::from_millis(1500))).expect("a read timeout");
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    match auth {
-        Auth::None => {}
-        Auth::Cookie(cookie) => text.push_str(&format!("Cookie: {cookie}\r\n")),
-        Auth::Bearer(token) => text.push_str(&format!("Authorization: Bearer {token}\r\n")),
-    }
-    if !body.is_empty() || method != "GET" {
-        text.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    text.push_str("\r\n");
-    text.push_str(&body);
-    stream.write_all(text.as_bytes()).expect("send");
-    // Event streams never end: the status line is all this needs.
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-        if response.windows(4).any(|w| w == b"\r\n\r\n") && path.ends_with("/events") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let answer =
-        text.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b.trim()).ok()).unwrap_or(Value::Null);
-    (status, answer)
-}
-
+/// How a caller of the table authenticates.
 #[derive(Debug, Clone)]
 enum Auth {
     None,
     Cookie(String),
-    Bearer(String),
+    /// An `Authorization` header's value (`Bearer cdt_…`).
+    Authorization(String),
+}
+
+impl Auth {
+    fn caller(&self) -> Caller<'_> {
+        match self {
+            Auth::None => Caller::Nobody,
+            Auth::Cookie(cookie) => Caller::Cookie(cookie),
+            Auth::Authorization(value) => Caller::Authorization(value),
+        }
+    }
+}
+
+/// One request of the table: its status and body.
+fn ask(addr: &str, method: &str, path: &str, auth: &Auth, body: Option<&Value>) -> (u16, Value) {
+    let (status, _, answer) = request(addr, method, path, auth.caller(), body);
+    (status, answer)
 }
 
 fn key(dir: &std::path::Path, data: &std::path::Path, role: &str) -> Keypair {
@@ -120,7 +99,7 @@ fn every_route_answers_each_kind_of_caller_as_its_roles_say() {
     let Auth::Cookie(op_cookie) = cookies[0].1.clone() else { unreachable!("the operator signs in with a cookie") };
     let start = Instant::now();
     let ids = loop {
-        let (status, listed) = request(&addr, "GET", "/api/missions", &Auth::Cookie(op_cookie.clone()), None);
+        let (status, listed) = ask(&addr, "GET", "/api/missions", &Auth::Cookie(op_cookie.clone()), None);
         assert_eq!(status, 200, "{listed}");
         let id_of = |name: &str| {
             listed["missions"]
@@ -137,7 +116,7 @@ fn every_route_answers_each_kind_of_caller_as_its_roles_say() {
     };
     let (m1, m2) = ids;
     // An operator token that may touch the other mission only.
-    let (status, issued) = request(
+    let (status, issued) = ask(
         &addr,
         "POST",
         "/api/tokens",
@@ -145,7 +124,7 @@ fn every_route_answers_each_kind_of_caller_as_its_roles_say() {
         Some(&json!({"role": "operator", "mission": m2, "name": "scoped"})),
     );
     assert_eq!(status, 201, "{issued}");
-    let scoped = Auth::Bearer(issued["token"].as_str().expect("a token").to_owned());
+    let scoped = Auth::Authorization(format!("Bearer {}", issued["token"].as_str().expect("a token")));
     let scoped_id = issued["id"].as_str().expect("a token id").to_owned();
 
     let case = json!({"input": {"outcome": "ok"}});
@@ -190,7 +169,7 @@ fn every_route_answers_each_kind_of_caller_as_its_roles_say() {
     // answered 429 and counted instead, saying why it was refused.
     for (method, path, body, expected) in &table {
         for ((who, auth), expect) in callers.iter().zip(expected) {
-            let (status, answer) = request(&addr, method, path, auth, body.as_ref());
+            let (status, answer) = ask(&addr, method, path, auth, body.as_ref());
             let refused_past_rate =
                 status == 429 && answer["error"].as_str().is_some_and(|e| e.contains("too many refused attempts"));
             let ok = match expect {
@@ -207,15 +186,14 @@ fn every_route_answers_each_kind_of_caller_as_its_roles_say() {
         }
     }
     // The scoped token does what it may on its own mission.
-    let (status, answer) = request(&addr, "POST", &format!("/api/missions/{m2}/cases"), &scoped, Some(&case));
+    let (status, answer) = ask(&addr, "POST", &format!("/api/missions/{m2}/cases"), &scoped, Some(&case));
     assert_eq!(status, 201, "the scoped token on its own mission: {answer}");
-    let (status, _) = request(&addr, "GET", &format!("/api/missions/{m2}"), &scoped, None);
+    let (status, _) = ask(&addr, "GET", &format!("/api/missions/{m2}"), &scoped, None);
     assert_eq!(status, 200);
     assert!(wrong.is_empty(), "{} cells of the table differ:\n{}", wrong.len(), wrong.join("\n"));
-    let (status, _) =
-        request(&addr, "DELETE", &format!("/api/tokens/{scoped_id}"), &Auth::Cookie(op_cookie.clone()), None);
+    let (status, _) = ask(&addr, "DELETE", &format!("/api/tokens/{scoped_id}"), &Auth::Cookie(op_cookie.clone()), None);
     assert_eq!(status, 200);
-    let (status, answer) = request(&addr, "GET", &format!("/api/missions/{m2}"), &scoped, None);
+    let (status, answer) = ask(&addr, "GET", &format!("/api/missions/{m2}"), &scoped, None);
     let message = answer["error"].as_str().unwrap_or_default();
     // 429 once the token's refusals passed the rate; it says why all the same.
     assert!((status == 401 || status == 429) && message.contains("revoked"), "a revoked token: {status} {answer}");

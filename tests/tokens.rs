@@ -8,57 +8,10 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-
-/// How one request authenticates.
-#[derive(Clone, Copy)]
-enum Auth<'a> {
-    /// `Authorization: <value>` (a token, or something malformed).
-    Header(&'a str),
-    /// A session cookie (`name=value`).
-    Cookie(&'a str),
-}
-
-/// One HTTP/1.1 request on loopback; returns the status and the whole
-/// answer's text (to look for secrets) and its body as JSON.
-fn api(addr: &str, method: &str, path: &str, auth: Auth<'_>, body: Option<&Value>) -> (u16, String, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the server");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    match auth {
-        Auth::Header(value) => request.push_str(&format!("Authorization: {value}\r\n")),
-        Auth::Cookie(cookie) => request.push_str(&format!("Cookie: {cookie}\r\n")),
-    }
-    if !body.is_empty() {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    // Small JSON answers come whole or in one chunk.
-    let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        rest.split_once("\r\n")
-            .map(|(_, chunk)| chunk.rsplit_once("\r\n0\r\n").map_or(chunk, |(c, _)| c))
-            .unwrap_or(rest)
-    } else {
-        rest
-    };
-    let value = serde_json::from_str(json_text.trim()).unwrap_or(Value::Null);
-    eprintln!("{method} {path} -> {status} {value}");
-    (status, text, value)
-}
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
@@ -155,17 +108,17 @@ fn tokens_work_within_their_role_and_mission_until_revoked_and_are_never_stored(
     let addr = server.addr.clone();
 
     // A reviewer token reads the gate queue, as a signed-in reviewer does.
-    let (status, _, body) = api(&addr, "GET", "/api/gates", Auth::Header(&bearer(&reviewer_t)), None);
+    let (status, _, body) = request(&addr, "GET", "/api/gates", Caller::Authorization(&bearer(&reviewer_t)), None);
     assert_eq!(status, 200, "{body}");
     assert!(body["gates"].as_array().expect("gates").iter().any(|g| g["id"] == gate_a.as_str()), "{body}");
-    let (status, _, me) = api(&addr, "GET", "/api/me", Auth::Header(&bearer(&reviewer_t)), None);
+    let (status, _, me) = request(&addr, "GET", "/api/me", Caller::Authorization(&bearer(&reviewer_t)), None);
     assert_eq!((status, &me["role"], &me["token"]), (200, &json!("reviewer"), &reviewer["id"]), "{me}");
     // It holds no key, so it cannot sign a decision.
-    let (status, _, body) = api(
+    let (status, _, body) = request(
         &addr,
         "POST",
         &format!("/api/gates/{gate_a}/prepare"),
-        Auth::Header(&bearer(&reviewer_t)),
+        Caller::Authorization(&bearer(&reviewer_t)),
         Some(&json!({"verdict": "approve"})),
     );
     assert_eq!(status, 403, "{body}");
@@ -174,31 +127,41 @@ fn tokens_work_within_their_role_and_mission_until_revoked_and_are_never_stored(
     let yaml = "name: uploaded\nbudget:\n  limit: 1000\nmodels:\n  smollm2-135m:\n    prompt_price: 1\n    \
                 completion_price: 1\nagents:\n  - { name: lead, module: delegate.wasm, model: smollm2-135m }\n\
                 tasks:\n  agent: lead\n  inline:\n    - { id: c-1, outcome: fine, reason: ok }\n";
-    let (status, _, body) =
-        api(&addr, "POST", "/api/missions", Auth::Header(&bearer(&operator_t)), Some(&json!({"yaml": yaml})));
+    let (status, _, body) = request(
+        &addr,
+        "POST",
+        "/api/missions",
+        Caller::Authorization(&bearer(&operator_t)),
+        Some(&json!({"yaml": yaml})),
+    );
     assert_eq!(status, 202, "{body}");
-    let (status, _, body) =
-        api(&addr, "POST", "/api/missions", Auth::Header(&bearer(&reviewer_t)), Some(&json!({"yaml": yaml})));
+    let (status, _, body) = request(
+        &addr,
+        "POST",
+        "/api/missions",
+        Caller::Authorization(&bearer(&reviewer_t)),
+        Some(&json!({"yaml": yaml})),
+    );
     assert_eq!(status, 403, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("reviewer tokens cannot")), "{body}");
 
     // A token scoped to mission A sees A's gate; one scoped to B does not,
     // and neither may use a route about every mission.
     let (status, _, body) =
-        api(&addr, "GET", &format!("/api/gates/{gate_a}"), Auth::Header(&bearer(&scoped_a_t)), None);
+        request(&addr, "GET", &format!("/api/gates/{gate_a}"), Caller::Authorization(&bearer(&scoped_a_t)), None);
     assert_eq!(status, 200, "{body}");
     let (status, _, body) =
-        api(&addr, "GET", &format!("/api/gates/{gate_a}"), Auth::Header(&bearer(&scoped_b_t)), None);
+        request(&addr, "GET", &format!("/api/gates/{gate_a}"), Caller::Authorization(&bearer(&scoped_b_t)), None);
     assert_eq!(status, 403, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains(&mission_b)), "{body}");
-    let (status, _, body) = api(&addr, "GET", "/api/gates", Auth::Header(&bearer(&scoped_a_t)), None);
+    let (status, _, body) = request(&addr, "GET", "/api/gates", Caller::Authorization(&bearer(&scoped_a_t)), None);
     assert_eq!(status, 403, "{body}");
 
     // Tokens that prove nothing: 401, and nothing journaled for them.
     let unknown = format!("cdt_{}_{}", "0".repeat(16), secret_hex(&reviewer_t));
     let wrong_secret = format!("cdt_{}_{}", reviewer["id"].as_str().expect("id"), "0".repeat(64));
     for auth in [bearer("nonsense"), bearer(&unknown), bearer(&wrong_secret), "Basic abc".to_owned()] {
-        let (status, _, body) = api(&addr, "GET", "/api/gates", Auth::Header(&auth), None);
+        let (status, _, body) = request(&addr, "GET", "/api/gates", Caller::Authorization(&auth), None);
         assert_eq!(status, 401, "{auth}: {body}");
     }
 
@@ -206,68 +169,72 @@ fn tokens_work_within_their_role_and_mission_until_revoked_and_are_never_stored(
     // and revokes tokens; an operator token may list them.
     let operator_pair = identity::Keypair::load(&operator_key).expect("operator key");
     let cookie = sign_in(&addr, &operator_pair);
-    let (status, _, body) = api(
+    let (status, _, body) = request(
         &addr,
         "POST",
         "/api/tokens",
-        Auth::Header(&bearer(&operator_t)),
+        Caller::Authorization(&bearer(&operator_t)),
         Some(&json!({"role": "operator", "name": "minted"})),
     );
     assert_eq!(status, 403, "a token cannot mint tokens: {body}");
-    let (status, _, api_issued) = api(
+    let (status, _, api_issued) = request(
         &addr,
         "POST",
         "/api/tokens",
-        Auth::Cookie(&cookie),
+        Caller::Cookie(&cookie),
         Some(&json!({"role": "auditor", "name": "exporter", "expires_in_s": 3600})),
     );
     assert_eq!(status, 201, "{api_issued}");
     let api_t = token(&api_issued);
     let (status, _, body) =
-        api(&addr, "POST", "/api/tokens", Auth::Cookie(&cookie), Some(&json!({"role": "agent", "name": "x"})));
+        request(&addr, "POST", "/api/tokens", Caller::Cookie(&cookie), Some(&json!({"role": "agent", "name": "x"})));
     assert_eq!(status, 422, "{body}");
-    let (status, _, body) = api(
+    let (status, _, body) = request(
         &addr,
         "POST",
         "/api/tokens",
-        Auth::Cookie(&cookie),
+        Caller::Cookie(&cookie),
         Some(&json!({"role": "reviewer", "name": "x", "mission": "no-such-mission"})),
     );
     assert_eq!(status, 422, "{body}");
-    let (status, listing_text, listing) = api(&addr, "GET", "/api/tokens", Auth::Header(&bearer(&operator_t)), None);
+    let (status, listing_text, listing) =
+        request(&addr, "GET", "/api/tokens", Caller::Authorization(&bearer(&operator_t)), None);
     assert_eq!(status, 200, "{listing}");
     assert_eq!(listing["tokens"].as_array().expect("tokens").len(), 5, "{listing}");
     for secret in [&reviewer_t, &operator_t, &scoped_a_t, &scoped_b_t, &api_t] {
         assert!(!listing_text.contains(secret_hex(secret)), "a listing shows no secret");
     }
     assert!(!listing_text.contains("secret_blake3"), "a listing shows no hash: {listing}");
-    let (status, _, body) = api(&addr, "GET", "/api/me", Auth::Header(&bearer(&api_t)), None);
+    let (status, _, body) = request(&addr, "GET", "/api/me", Caller::Authorization(&bearer(&api_t)), None);
     assert_eq!((status, &body["role"]), (200, &json!("auditor")), "{body}");
 
     // Sessions keep their ways: an operator sees the queue; an auditor
     // sees a gate once decided, and the refusal is journaled as the key's.
-    let (status, _, body) = api(&addr, "GET", "/api/gates", Auth::Cookie(&cookie), None);
+    let (status, _, body) = request(&addr, "GET", "/api/gates", Caller::Cookie(&cookie), None);
     assert_eq!(status, 200, "{body}");
     assert!(body["gates"].as_array().expect("gates").iter().any(|g| g["id"] == gate_a.as_str()), "{body}");
     let auditor = identity::Keypair::load(&auditor_key).expect("auditor key");
     let auditor_cookie = sign_in(&addr, &auditor);
-    let (status, _, body) = api(&addr, "GET", &format!("/api/gates/{gate_a}"), Auth::Cookie(&auditor_cookie), None);
+    let (status, _, body) =
+        request(&addr, "GET", &format!("/api/gates/{gate_a}"), Caller::Cookie(&auditor_cookie), None);
     assert_eq!(status, 403, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("still pending")), "{body}");
 
     // Revoked: refused at once (401), and the refusal is journaled as the
     // token's. A script looping on it is cut to 429 and counted.
     let reviewer_id = reviewer["id"].as_str().expect("id");
-    let (status, _, body) = api(&addr, "DELETE", &format!("/api/tokens/{reviewer_id}"), Auth::Cookie(&cookie), None);
+    let (status, _, body) =
+        request(&addr, "DELETE", &format!("/api/tokens/{reviewer_id}"), Caller::Cookie(&cookie), None);
     assert_eq!((status, &body["status"]), (200, &json!("revoked")), "{body}");
-    let (status, _, body) = api(&addr, "DELETE", &format!("/api/tokens/{reviewer_id}"), Auth::Cookie(&cookie), None);
+    let (status, _, body) =
+        request(&addr, "DELETE", &format!("/api/tokens/{reviewer_id}"), Caller::Cookie(&cookie), None);
     assert_eq!(status, 409, "revoked twice: {body}");
-    let (status, _, body) = api(&addr, "GET", "/api/gates", Auth::Header(&bearer(&reviewer_t)), None);
+    let (status, _, body) = request(&addr, "GET", "/api/gates", Caller::Authorization(&bearer(&reviewer_t)), None);
     assert_eq!(status, 401, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("revoked")), "{body}");
     let mut statuses = Vec::new();
     for _ in 0..20 {
-        statuses.push(api(&addr, "GET", "/api/gates", Auth::Header(&bearer(&reviewer_t)), None).0);
+        statuses.push(request(&addr, "GET", "/api/gates", Caller::Authorization(&bearer(&reviewer_t)), None).0);
     }
     assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
     assert!(statuses.contains(&429), "a loop is cut to 429: {statuses:?}");

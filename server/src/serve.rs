@@ -563,11 +563,13 @@ fn too_many(error: ApiError, kind: &str, retry_after: Duration) -> ApiError {
     }
 }
 
-/// Reads a JSON request body of at most [`BODY_BYTES_MAX`] bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(
+/// A request body sent as `application/json`, of at most `limit` bytes
+/// (413 past it), unparsed.
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
-) -> Result<T, ApiError> {
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let json_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -584,14 +586,20 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?;
-        if body.len() + chunk.len() > BODY_BYTES_MAX {
+        if body.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request is larger than {BODY_BYTES_MAX} bytes"),
+                format!("the request is larger than {limit} bytes; send less at a time"),
             ));
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// Reads a JSON request body of at most [`BODY_BYTES_MAX`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(req: &HttpRequest, payload: web::Payload) -> Result<T, ApiError> {
+    let body = read_body(req, payload, BODY_BYTES_MAX).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
 }
 

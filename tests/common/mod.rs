@@ -300,14 +300,29 @@ pub fn by_case<'s>(summary: &'s Value, id: &str) -> &'s Value {
     tasks(summary).iter().find(|t| t["case_id"] == id).unwrap_or_else(|| panic!("no task {id} in {summary}"))
 }
 
-/// One HTTP/1.1 request on loopback; returns status, headers and body.
-pub fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> (u16, String, Value) {
+/// Who a request comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Nobody,
+    /// A session cookie (`name=value`).
+    Cookie(&'a str),
+    /// An `Authorization` header's value (`Bearer cdt_…`, or something
+    /// malformed).
+    Authorization(&'a str),
+}
+
+/// One HTTP/1.1 request on loopback; returns the status, the whole answer
+/// as text (head and body) and the body as JSON. An event stream's answer
+/// ends with its head: the stream itself never does.
+pub fn request(addr: &str, method: &str, path: &str, caller: Caller<'_>, body: Option<&Value>) -> (u16, String, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to the server");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let body = body.map(Value::to_string).unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    match caller {
+        Caller::Nobody => {}
+        Caller::Cookie(cookie) => request.push_str(&format!("Cookie: {cookie}\r\n")),
+        Caller::Authorization(value) => request.push_str(&format!("Authorization: {value}\r\n")),
     }
     if !body.is_empty() {
         request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
@@ -316,7 +331,21 @@ pub fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Op
     request.push_str(&body);
     stream.write_all(request.as_bytes()).expect("send");
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        let head_end = response.windows(4).position(|w| w == b"\r\n\r\n");
+        let streaming = head_end.is_some_and(|end| {
+            String::from_utf8_lossy(&response[..end]).to_ascii_lowercase().contains("text/event-stream")
+        });
+        if streaming {
+            break;
+        }
+    }
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
@@ -329,7 +358,24 @@ pub fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Op
         rest
     };
     let value = serde_json::from_str(json_text.trim()).unwrap_or(Value::Null);
-    (status, head.to_owned(), value)
+    (status, text, value)
+}
+
+/// [`request`] with a session cookie or none; returns status, head and body.
+pub fn http(addr: &str, method: &str, path: &str, cookie: Option<&str>, body: Option<&Value>) -> (u16, String, Value) {
+    let caller = cookie.map_or(Caller::Nobody, Caller::Cookie);
+    let (status, text, value) = request(addr, method, path, caller, body);
+    let head = text.split_once("\r\n\r\n").map_or(text.as_str(), |(head, _)| head).to_owned();
+    (status, head, value)
+}
+
+/// Waits until `f` holds, or fails after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Signs in over the API with a key this test holds; returns the cookie.

@@ -12,7 +12,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
-use futures_util::StreamExt as _;
 use identity::Role;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 use engine::intake::{self, Control, NewCase, NewDocument, Refusal};
 use engine::state::{self, MissionStatus, TaskStatus};
 
-use super::{ApiError, Job, Signed, State, blocking, internal, refuse, require};
+use super::{ApiError, Job, Signed, State, blocking, internal, read_body, refuse, require};
 
 /// The largest case submission: documents travel base64-encoded in the
 /// JSON body, so this bounds a batch's documents at about 48 MiB. Larger
@@ -218,7 +217,7 @@ async fn add_cases(
 ) -> Result<HttpResponse, ApiError> {
     let mission = id.into_inner();
     require(&state, &who, &req, &[Role::Operator], Some(&mission))?;
-    let body = match read_body(&req, payload).await {
+    let body = match read_body(&req, payload, CASES_BODY_BYTES_MAX).await {
         Ok(body) => body,
         Err(e) => return Err(refuse(&state, &who, &req, Some(&mission), e)),
     };
@@ -261,34 +260,6 @@ async fn add_cases(
         // queue in a loop is counted rather than journaled each time).
         Err(refusal) => Err(refuse(&state, &who, &req, Some(&mission), refusal_error(&refusal))),
     }
-}
-
-/// The request body of a case submission, at most
-/// [`CASES_BODY_BYTES_MAX`], as JSON.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
-    let json_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
-    if !json_type {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the request as Content-Type: application/json",
-        ));
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("reading the request: {e}")))?;
-        if body.len() + chunk.len() > CASES_BODY_BYTES_MAX {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the submission is larger than {CASES_BODY_BYTES_MAX} bytes; send its cases in several"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 async fn close_mission(
