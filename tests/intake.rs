@@ -152,14 +152,14 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
     });
 
     // Through the command line while the server holds the data directory:
-    // without a token it says how to get one.
+    // the server takes it (`local.rs`), and says which task it became.
     std::fs::write(dir.path().join("c-3.json"), r#"{"id": "C-3"}"#).expect("write a test file");
     let out = run(conductor().args(["cases", "add", &id]).arg(dir.path().join("c-3.json")).arg("--data").arg(&data));
-    assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("API token"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-> task"), "{}", String::from_utf8_lossy(&out.stdout));
 
-    eventually(Duration::from_secs(60), "both cases to be decided", || {
-        show(&served.addr, &cookie, &id)["counts"]["decided"] == 2
+    eventually(Duration::from_secs(60), "the three cases to be decided", || {
+        show(&served.addr, &cookie, &id)["counts"]["decided"] == 3
     });
 
     // Closing: the mission finishes what it has and ends.
@@ -175,7 +175,9 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
     // The journal: each received case once, naming who sent it and the
     // document's hash; the refusals of the known caller.
     let received = journal(&data, "case.received");
-    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received.len(), 3, "{received:?}");
+    let by_cli = received.iter().find(|e| e["payload"]["submitted_by"]["via"] == "cli").expect("C-3 received");
+    assert_eq!(by_cli["payload"]["input"]["id"], "C-3", "{by_cli}");
     let api = received.iter().find(|e| e["payload"]["case"] == "A-1").expect("A-1 received");
     assert_eq!(api["payload"]["submitted_by"]["via"], "api");
     assert_eq!(api["payload"]["submitted_by"]["key"], key.public().key_id().to_string());
@@ -212,7 +214,8 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
 
     // With the server stopped, the command line takes cases directly; a
     // closed mission refuses them (exit 2).
-    let out = run(conductor().args(["cases", "add", &id]).arg(dir.path().join("c-3.json")).arg("--data").arg(&data));
+    std::fs::write(dir.path().join("c-4.json"), r#"{"id": "D-4"}"#).expect("write a test file");
+    let out = run(conductor().args(["cases", "add", &id]).arg(dir.path().join("c-4.json")).arg("--data").arg(&data));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("closed"), "{}", stderr(&out));
     assert_verifies_and_replays(&data);

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ledger::{Checkpoint, VerifyError, VerifyReport};
 use serde_json::json;
 
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 use engine::clock::now_us;
 use engine::data::{self, DataDir};
 
@@ -100,8 +100,8 @@ pub fn print_verdict(verdict: &Verdict, json: bool) -> Result<()> {
                 outln!("{}", json!({"ok": false, "seq": seq, "reason": reason}))?;
             }
             match seq {
-                Some(seq) => eprintln!("journal verification FAILED at sequence {seq}: {reason}"),
-                None => eprintln!("journal verification FAILED: {reason}"),
+                Some(seq) => errln!("journal verification FAILED at sequence {seq}: {reason}"),
+                None => errln!("journal verification FAILED: {reason}"),
             }
         }
     }

@@ -285,17 +285,14 @@ pub(crate) enum MissionCommand {
     },
     /// Close an open mission to new cases: it finishes the cases it has
     /// (those queued included), then ends like any mission. Journaled as
-    /// `mission.control`. While a server holds the data directory, this
-    /// goes through it with an operator API token.
-    #[command(after_help = "Examples:\n  conductor mission close MISSION_ID --data ./data\n  \
-        CONDUCTOR_TOKEN=cdt_... conductor mission close MISSION_ID --data ./data")]
+    /// `mission.control`. While `conductor serve` runs the mission, the
+    /// server closes it at once.
+    #[command(after_help = "Example:\n  conductor mission close MISSION_ID --data ./data")]
     Close {
         /// The mission id (`conductor mission list`).
         mission_id: String,
         #[command(flatten)]
         data: DataArg,
-        #[command(flatten)]
-        server: crate::commands::cases::ServerArgs,
     },
     /// The missions in a data directory, oldest first: id, name, status,
     /// spend (settled of limit) and how many tasks are decided, awaiting
@@ -611,6 +608,7 @@ pub(crate) enum KeysCommand {
         #[command(flatten)]
         data: DataArg,
         /// A key file, or a public key (64 hex digits).
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         key: String,
         /// The key's role; read from the key file when one is given.
         #[arg(long, value_enum)]
@@ -632,6 +630,7 @@ pub(crate) enum KeysCommand {
         #[command(flatten)]
         data: DataArg,
         /// A key file, public key, or key id from `keys list`.
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         key: String,
         /// Why, recorded in the journal.
         #[arg(long)]
@@ -642,8 +641,10 @@ pub(crate) enum KeysCommand {
         #[command(flatten)]
         data: DataArg,
         /// The key to retire: a key file, public key, or key id.
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         old: String,
         /// Its successor: a key file or public key.
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         new: String,
         /// Why, recorded in the journal.
         #[arg(long, default_value = "scheduled rotation")]
@@ -678,16 +679,24 @@ fn parse_swap(text: &str) -> Result<(String, PathBuf), String> {
 /// Parses the command line, with the exit statuses in the `--help` of
 /// the commands that end in them (added here, from [`exit::help`], so the
 /// list is written once).
-pub(crate) fn parse_cli() -> Cli {
-    use clap::{CommandFactory as _, FromArgMatches as _};
+pub(crate) fn parse_cli() -> (Cli, clap::ArgMatches) {
+    use clap::FromArgMatches as _;
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (cli, matches)
+}
+
+/// The whole command line as clap reads it, with the exit statuses in
+/// `--help`.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory as _;
     let statuses = exit::help();
-    let command = Cli::command()
+    Cli::command()
         .after_help(format!("{TYPICAL_SESSION}\n\n{statuses}"))
         .mut_subcommand("run", |c| c.after_help(statuses.clone()))
         .mut_subcommand("mission", |c| c.mut_subcommand("resume", |c| c.after_help(statuses.clone())))
         .mut_subcommand("audit", |c| {
             c.mut_subcommand("verify", |c| c.after_help(statuses.clone()))
                 .mut_subcommand("replay", |c| c.after_help(statuses.clone()))
-        });
-    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+        })
 }

@@ -17,8 +17,10 @@ pub const TASKS_FAILED: u8 = 6;
 /// failed (a full disk) and the mission stopped with nothing unjournaled
 /// given or charged. Fix the cause and run the same command again.
 pub const INFRASTRUCTURE: u8 = 7;
-/// Refused for now: an open mission's queue is full. Run the same
-/// command again shortly.
+/// Refused for now: an open mission's queue is full (run the same
+/// command again shortly), or a server holds the data directory and the
+/// command cannot run beside it (a second `serve`, `keys
+/// rotate-conductor`: stop the server first).
 pub const BUSY: u8 = 8;
 
 /// Every status with its meaning, for `--help`: the one list, so the
@@ -37,7 +39,11 @@ const MEANINGS: [(u8, &str); 9] = [
          failed (a full disk); nothing unjournaled was given or charged; fix it and run the same \
          command again, which carries on from the journal",
     ),
-    (BUSY, "refused for now: the open mission's queue is full; run the same command again shortly"),
+    (
+        BUSY,
+        "refused for now: the open mission's queue is full (run the same command again shortly), or a \
+         running server holds the data directory and this command cannot run beside it (stop the server)",
+    ),
 ];
 
 /// The "Exit status" paragraph of `--help`.

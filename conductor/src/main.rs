@@ -10,6 +10,7 @@ mod audit;
 mod cli;
 mod commands;
 mod exit;
+mod local;
 mod progress;
 mod render;
 mod serve_cli;
@@ -57,7 +58,11 @@ fn disable_transparent_huge_pages() {}
 
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
-    let cli = cli::parse_cli();
+    let (cli, matches) = cli::parse_cli();
+    // A data directory another conductor holds: the command runs there.
+    if let Some(code) = local::forward(&matches) {
+        return ExitCode::from(code);
+    }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         // Fails only if the pool already exists; then it stays as it is.
@@ -83,6 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs one command; also what the holder of a data directory runs for
+/// a local client (`local.rs`).
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => commands::mission::run(args),

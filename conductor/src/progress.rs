@@ -5,6 +5,9 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+
+use crate::stdout::{self, Elsewhere};
 
 use engine::state::{TaskRecord, TaskStatus};
 
@@ -12,6 +15,9 @@ use engine::state::{TaskRecord, TaskStatus};
 pub struct Progress {
     bar: Mutex<Option<ProgressBar>>,
     plain: bool,
+    /// The client this mission runs for, when a server runs it for one
+    /// (`local.rs`): the progress is theirs, from whichever thread.
+    elsewhere: Option<Arc<dyn Elsewhere>>,
     limit: Mutex<u64>,
     total: Mutex<u32>,
     done: Mutex<u32>,
@@ -19,9 +25,11 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Self {
+        let elsewhere = stdout::elsewhere();
         Progress {
             bar: Mutex::new(None),
-            plain: !std::io::stderr().is_terminal(),
+            plain: elsewhere.is_some() || !std::io::stderr().is_terminal(),
+            elsewhere,
             limit: Mutex::new(0),
             total: Mutex::new(0),
             done: Mutex::new(0),
@@ -33,7 +41,7 @@ impl engine::run::Observer for Progress {
     fn started(&self, name: &str, id: &str, total: u32, limit: u64) {
         *lock(&self.limit) = limit;
         *lock(&self.total) = total;
-        eprintln!("mission {name} ({id}): {total} tasks, budget {limit}");
+        stdout::err_line(self.elsewhere.as_ref(), format_args!("mission {name} ({id}): {total} tasks, budget {limit}"));
         if !self.plain {
             let bar = ProgressBar::with_draw_target(Some(u64::from(total)), ProgressDrawTarget::stderr());
             bar.set_style(
@@ -81,7 +89,13 @@ impl engine::run::Observer for Progress {
                 }
             }
             None if self.plain => {
-                eprintln!("[{done}/{total}] task {} {}: {what} (tokens {spent}/{limit})", task.index, task.case_id)
+                stdout::err_line(
+                    self.elsewhere.as_ref(),
+                    format_args!(
+                        "[{done}/{total}] task {} {}: {what} (tokens {spent}/{limit})",
+                        task.index, task.case_id
+                    ),
+                );
             }
             None => {}
         }

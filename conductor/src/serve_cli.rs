@@ -14,6 +14,7 @@ use server::gateway as http_gateway;
 
 use crate::cli::{DataArg, ModelArgs};
 use crate::exit;
+use crate::stdout::{errln, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GatewayCommand {
@@ -109,47 +110,60 @@ pub(crate) fn gateway_command(command: GatewayCommand) -> Result<u8> {
         GatewayCommand::Issue { data, name, limit, key, json } => {
             let issued = gateway::issue(&data.data, &name, limit, &key)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"key": issued.key, "key_id": issued.record.key_id,
                                                   "account": issued.record.account, "limit": issued.limit})
-                );
+                )?;
             } else {
-                println!("gateway key for `{name}` (shown once; keep it secret):\n{}", issued.key);
-                println!(
+                outln!("gateway key for `{name}` (shown once; keep it secret):\n{}", issued.key)?;
+                outln!(
                     "key id   {}\naccount  {} (limit {})",
-                    issued.record.key_id, issued.record.account, issued.limit
-                );
+                    issued.record.key_id,
+                    issued.record.account,
+                    issued.limit
+                )?;
             }
             Ok(exit::OK)
         }
         GatewayCommand::List { data, json } => {
             let keys = gateway::list(&data.data)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                outln!("{}", serde_json::to_string_pretty(&keys)?)?;
                 return Ok(exit::OK);
             }
-            println!(
+            outln!(
                 "{:<20} {:<16} {:<28} {:>10} {:>10} {:>10}  {:<27} status",
-                "name", "key id", "account", "limit", "settled", "pending", "issued"
-            );
+                "name",
+                "key id",
+                "account",
+                "limit",
+                "settled",
+                "pending",
+                "issued"
+            )?;
             for k in &keys {
                 let limit = k.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
                 let status = match &k.revoked {
                     Some(r) => format!("revoked {} ({})", r.at, r.reason),
                     None => "in force".to_owned(),
                 };
-                println!(
+                outln!(
                     "{:<20} {:<16} {:<28} {limit:>10} {:>10} {:>10}  {:<27} {status}",
-                    k.name, k.key_id, k.account, k.settled, k.pending, k.issued
-                );
+                    k.name,
+                    k.key_id,
+                    k.account,
+                    k.settled,
+                    k.pending,
+                    k.issued
+                )?;
             }
             Ok(exit::OK)
         }
         GatewayCommand::Revoke { data, which, key, reason } => {
             let revoked = gateway::revoke(&data.data, &which, &reason, &key)?;
             let seq = revoked.revoked.as_ref().map_or(0, |r| r.seq);
-            println!("revoked gateway key `{}` ({}) at journal entry {seq}", revoked.name, revoked.key_id);
+            outln!("revoked gateway key `{}` ({}) at journal entry {seq}", revoked.name, revoked.key_id)?;
             Ok(exit::OK)
         }
     }
@@ -157,7 +171,7 @@ pub(crate) fn gateway_command(command: GatewayCommand) -> Result<u8> {
 
 pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
     if !args.allow_remote && !server::serve::is_loopback(&args.bind) {
-        eprintln!(
+        errln!(
             "error: {} is reachable from other hosts; serve on loopback (127.0.0.1), or put TLS in front and pass --allow-remote",
             args.bind
         );
@@ -166,16 +180,18 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
     for path in &args.run {
         // Refuse a bad mission file before anything starts.
         if let Err(d) = missions::load(path) {
-            eprintln!("{d}");
+            errln!("{d}");
             return Ok(exit::INVALID);
         }
     }
     let data = data::DataDir::open_or_create(&args.data.data)?;
+    // Every other command naming this directory runs here while it serves.
+    let _beside = crate::local::serve_beside(&data)?;
     // Before any call: no process holds the previous server's gateway
     // reservations any more (redb lets one process open the directory).
     let recovered = gateway::recover(&data)?;
     if !recovered.interrupted.is_empty() || !recovered.voided.is_empty() {
-        eprintln!(
+        errln!(
             "gateway: the previous server stopped with calls open: {} streamed call(s) charged as interrupted, \
              {} reservation(s) returned",
             recovered.interrupted.len(),

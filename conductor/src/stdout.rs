@@ -13,11 +13,65 @@
 //! Other write errors (a full disk under `> file`) stay errors.
 //!
 //! Every result a command prints goes through [`outln!`] or [`stdout`];
-//! progress and errors go to stderr.
+//! progress and errors go to stderr through [`errln!`]. A command a
+//! server runs for a local client (`local.rs`) writes both to that
+//! client instead ([`writing_elsewhere`]).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where a command's output goes when it is not this process's own: the
+/// connection of the client it runs for. A client that has gone away is
+/// the sink's business (it discards the rest), as a closed pipe is here.
+pub(crate) trait Elsewhere: Send + Sync + fmt::Debug {
+    fn out(&self, bytes: &[u8]);
+    fn err(&self, bytes: &[u8]);
+    /// Whether the client has gone (long listings stop early).
+    fn gone(&self) -> bool;
+}
+
+thread_local! {
+    static ELSEWHERE: RefCell<Option<Arc<dyn Elsewhere>>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` with this thread's command output (stdout and stderr)
+/// going to `to`.
+pub(crate) fn writing_elsewhere<T>(to: Arc<dyn Elsewhere>, work: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ELSEWHERE.with(|e| e.borrow_mut().take());
+        }
+    }
+    ELSEWHERE.with(|e| *e.borrow_mut() = Some(to));
+    let _reset = Reset;
+    work()
+}
+
+/// Where this thread's output goes if not here: for work that reports
+/// from other threads (a mission's progress) to take along.
+pub(crate) fn elsewhere() -> Option<Arc<dyn Elsewhere>> {
+    ELSEWHERE.with(|e| e.borrow().clone())
+}
+
+/// Writes one line to stderr, or to the client this thread works for.
+pub(crate) fn err_line(to: Option<&Arc<dyn Elsewhere>>, args: fmt::Arguments<'_>) {
+    match to {
+        Some(to) => to.err(format!("{args}\n").as_bytes()),
+        None => eprintln!("{args}"),
+    }
+}
+
+/// `eprintln!` for a command's progress and errors (see [`err_line`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::stdout::err_line($crate::stdout::elsewhere().as_ref(), ::std::format_args!($($arg)*))
+    };
+}
+pub(crate) use errln;
 
 /// Set once a write to stdout found the pipe closed; nothing is written
 /// after that.
@@ -25,12 +79,44 @@ static READER_GONE: AtomicBool = AtomicBool::new(false);
 
 /// Whether whoever read stdout has gone away (long listings stop early).
 pub fn reader_gone() -> bool {
-    READER_GONE.load(Ordering::Relaxed)
+    match elsewhere() {
+        Some(to) => to.gone(),
+        None => READER_GONE.load(Ordering::Relaxed),
+    }
 }
 
-/// Stdout, locked, discarding what is written once the reader has gone.
-pub fn stdout() -> Quiet<io::StdoutLock<'static>> {
-    Quiet(io::stdout().lock())
+/// Stdout, locked, discarding what is written once the reader has gone;
+/// or the client this thread works for.
+pub fn stdout() -> Out {
+    match elsewhere() {
+        Some(to) => Out::Elsewhere(to),
+        None => Out::Here(Quiet(io::stdout().lock())),
+    }
+}
+
+/// A command's stdout (see [`stdout`]).
+pub enum Out {
+    Here(Quiet<io::StdoutLock<'static>>),
+    Elsewhere(Arc<dyn Elsewhere>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Here(out) => out.write(buf),
+            Out::Elsewhere(to) => {
+                to.out(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Here(out) => out.flush(),
+            Out::Elsewhere(_) => Ok(()),
+        }
+    }
 }
 
 /// A writer that turns `BrokenPipe` into "written" (see the module docs).

@@ -7,7 +7,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result, bail};
 use identity::{Keypair, Role};
@@ -34,6 +34,9 @@ impl DataDir {
     /// Opens `root`, creating it (owner-only) and a conductor key and
     /// genesis entry on first use.
     pub fn open_or_create(root: &Path) -> Result<Self> {
+        if let Some(held) = held(root) {
+            return Ok(held);
+        }
         create_private_dir(root)?;
         create_private_dir(&root.join("keys"))?;
         create_private_dir(&root.join("keys/agents"))?;
@@ -55,6 +58,9 @@ impl DataDir {
 
     /// Opens an existing data directory; never creates one.
     pub fn open_existing(root: &Path) -> Result<Self> {
+        if let Some(held) = held(root) {
+            return Ok(held);
+        }
         db_path(root)?;
         Self::open_with_key(root, &root.join("keys/conductor.key"))
     }
@@ -89,9 +95,61 @@ impl DataDir {
         commit(&self.committer, op)
     }
 
+    /// Lets the rest of this process open this data directory while the
+    /// returned guard is held: [`DataDir::open_existing`],
+    /// [`DataDir::open_or_create`], [`open_ledger_only`] and the read-only
+    /// readers then share this handle. redb lets one handle open a
+    /// database, so this is how a server runs its local clients' commands
+    /// (`conductor/src/local.rs`) against the directory it holds.
+    pub fn hold(&self) -> Result<Holding> {
+        let root = std::fs::canonicalize(&self.root).with_context(|| format!("resolving {}", self.root.display()))?;
+        let ledger = self.ledger.share()?;
+        let mut list = held_list();
+        list.retain(|d| d.root != root);
+        list.push(DataDir { root: root.clone(), ..self.clone() });
+        Ok(Holding { root, _ledger: ledger })
+    }
+
     /// Where an agent's key for one mission lives.
     pub fn agent_key_path(&self, mission: &str, agent: &str) -> PathBuf {
         self.root.join("keys/agents").join(format!("{mission}-{agent}.key"))
+    }
+}
+
+/// The data directories this process holds for its other work (see
+/// [`DataDir::hold`]), by canonical root.
+static HELD: Mutex<Vec<DataDir>> = Mutex::new(Vec::new());
+
+fn held_list() -> MutexGuard<'static, Vec<DataDir>> {
+    // Whole after every push and retain: a panic elsewhere while it was
+    // locked left nothing half-done.
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The data directory at `root` if this process holds it.
+fn held(root: &Path) -> Option<DataDir> {
+    let root = std::fs::canonicalize(root).ok()?;
+    held_list().iter().find(|d| d.root == root).cloned()
+}
+
+/// Whether this process holds the data directory at `root` (a server
+/// refuses to be started a second time on its own directory).
+pub fn is_held(root: &Path) -> bool {
+    held(root).is_some()
+}
+
+/// While held, this process's opens of a data directory share one handle
+/// (see [`DataDir::hold`]).
+#[derive(Debug)]
+#[must_use = "the data directory is shared only while this is held"]
+pub struct Holding {
+    root: PathBuf,
+    _ledger: ledger::Sharing,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        held_list().retain(|d| d.root != self.root);
     }
 }
 
@@ -119,13 +177,19 @@ fn finish_conductor_rotation(root: &Path, key_path: &Path) -> Result<()> {
 
 /// Opens a data directory for reading only what is committed, without
 /// the conductor's key.
-pub fn open_ledger_only(root: &Path) -> Result<Ledger> {
-    Ok(Ledger::open(&db_path(root)?)?)
+pub fn open_ledger_only(root: &Path) -> Result<Arc<Ledger>> {
+    if let Some(held) = held(root) {
+        return Ok(held.ledger);
+    }
+    Ok(Arc::new(Ledger::open(&db_path(root)?)?))
 }
 
 /// Every journal entry of an existing data directory, read without
 /// writing (for the auditor's commands).
 pub fn read_journal(root: &Path) -> Result<Vec<ledger::Entry>> {
+    if let Some(held) = held(root) {
+        return Ok(held.ledger.entries(0, usize::MAX)?);
+    }
     let db = db_path(root)?;
     ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))
 }

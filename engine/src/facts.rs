@@ -13,7 +13,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use memory::{Opened, Snapshot};
-use redb::ReadableDatabase as _;
 use serde_json::Value;
 
 use crate::clock::now_us;

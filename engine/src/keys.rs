@@ -72,7 +72,41 @@ pub fn create(out: &Path, role: Role, encrypt: bool) -> Result<Keypair> {
     Ok(key)
 }
 
+/// How a passphrase is asked for on this thread, when not here (see
+/// [`asking_elsewhere`]).
+type Asker = Box<dyn Fn(&Path, bool) -> Result<String>>;
+
+thread_local! {
+    static ASKER: std::cell::RefCell<Option<Asker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` with every passphrase it needs asked through `ask` (the
+/// key file's path, and whether the key is new) instead of this
+/// process's terminal and environment. A server runs a local client's
+/// command on a thread of its own: the passphrase belongs to that
+/// client, who answers with [`ask_passphrase`] on their side.
+pub fn asking_elsewhere<T>(ask: impl Fn(&Path, bool) -> Result<String> + 'static, work: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ASKER.with(|a| a.borrow_mut().take());
+        }
+    }
+    ASKER.with(|a| *a.borrow_mut() = Some(Box::new(ask)));
+    let _reset = Reset;
+    work()
+}
+
 fn passphrase_for(path: &Path, new: bool) -> Result<String> {
+    if let Some(answer) = ASKER.with(|a| a.borrow().as_ref().map(|ask| ask(path, new))) {
+        return answer;
+    }
+    ask_passphrase(path, new)
+}
+
+/// A key file's passphrase from `CONDUCTOR_KEY_PASSPHRASE` or this
+/// process's terminal (twice for a new key).
+pub fn ask_passphrase(path: &Path, new: bool) -> Result<String> {
     if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
         if new && passphrase.chars().count() < PASSPHRASE_CHARS_MIN {
             bail!("{PASSPHRASE_ENV} is shorter than {PASSPHRASE_CHARS_MIN} characters; choose a longer passphrase");

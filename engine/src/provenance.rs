@@ -7,7 +7,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ledger::{Entry, Kind};
-use redb::ReadableDatabase as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use cells::{CellHost, Completion, Fact, InferRequest};
 use ledger::{Entry, Kind};
-use redb::ReadableDatabase as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 

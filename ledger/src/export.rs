@@ -53,7 +53,7 @@ pub fn export_database(
     progress: impl FnMut(u64, u64),
 ) -> Result<ExportSummary, LedgerError> {
     let db = crate::journal::open_read_only(path)?;
-    let read = redb::ReadableDatabase::begin_read(&db).map_err(storage)?;
+    let read = db.begin_read().map_err(storage)?;
     export_snapshot(&read, out, progress)
 }
 

@@ -189,6 +189,18 @@ impl Ledger {
         Ok(value)
     }
 
+    /// Lets other work in this process use this open ledger through
+    /// [`shared`] and [`open_read_only`] while the returned guard is held:
+    /// a server runs its local clients' commands in its own process
+    /// against the database it holds, which no second handle could open.
+    pub fn share(self: &Arc<Self>) -> Result<Sharing, LedgerError> {
+        let path = std::fs::canonicalize(&self.path).map_err(|e| storage(redb::StorageError::Io(e)))?;
+        let mut list = shared_list();
+        list.retain(|(p, _)| *p != path);
+        list.push((path.clone(), self.clone()));
+        Ok(Sharing { path })
+    }
+
     /// A consistent read-only snapshot.
     pub fn read(&self) -> Result<redb::ReadTransaction, LedgerError> {
         self.db.begin_read().map_err(storage)
@@ -273,12 +285,74 @@ impl Ledger {
 
 /// Opens a database read-only (no lock on writers' work, nothing
 /// written, nothing created or repaired), for auditors' commands and read
-/// snapshots of projections.
-pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
+/// snapshots of projections. A database this process holds open and
+/// shares ([`Ledger::share`]) is read through that handle instead: redb
+/// lets one handle at a time open a file, even within one process.
+pub fn open_read_only(path: &Path) -> Result<ReadOnly, LedgerError> {
+    if let Some(ledger) = shared(path) {
+        return Ok(ReadOnly::Shared(ledger));
+    }
     // The same bounded page cache as a writer: auditors' commands scan
     // journals of millions of entries, and redb's default (1 GiB per
     // open database) grew with every pass.
-    redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path).map_err(|e| open_error(path, e))
+    let db = redb::Builder::new().set_cache_size(CACHE_BYTES).open_read_only(path).map_err(|e| open_error(path, e))?;
+    Ok(ReadOnly::Own(db))
+}
+
+/// A database opened for reading only: its own read-only handle, or the
+/// writer this process shares (see [`open_read_only`]).
+pub enum ReadOnly {
+    Own(redb::ReadOnlyDatabase),
+    Shared(Arc<Ledger>),
+}
+
+impl std::fmt::Debug for ReadOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadOnly::Own(_) => f.write_str("ReadOnly::Own"),
+            ReadOnly::Shared(ledger) => f.debug_tuple("ReadOnly::Shared").field(&ledger.path).finish(),
+        }
+    }
+}
+
+impl ReadOnly {
+    /// A consistent snapshot of what is committed.
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            ReadOnly::Own(db) => db.begin_read(),
+            ReadOnly::Shared(ledger) => ledger.db.begin_read(),
+        }
+    }
+}
+
+/// The ledgers this process shares with its other work, by canonical
+/// path (see [`Ledger::share`]). A handful at most: a list suffices.
+static SHARED: std::sync::Mutex<Vec<(PathBuf, Arc<Ledger>)>> = std::sync::Mutex::new(Vec::new());
+
+fn shared_list() -> std::sync::MutexGuard<'static, Vec<(PathBuf, Arc<Ledger>)>> {
+    // The list is whole after every push and retain: a panic elsewhere
+    // while it was locked leaves nothing half-done.
+    SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The ledger this process shares for the database at `path`, if any.
+pub fn shared(path: &Path) -> Option<Arc<Ledger>> {
+    let path = std::fs::canonicalize(path).ok()?;
+    shared_list().iter().find(|(p, _)| *p == path).map(|(_, l)| l.clone())
+}
+
+/// While held, [`shared`] and [`open_read_only`] answer with this
+/// ledger for its path (see [`Ledger::share`]); dropping it stops that.
+#[derive(Debug)]
+#[must_use = "the ledger is shared only while this is held"]
+pub struct Sharing {
+    path: PathBuf,
+}
+
+impl Drop for Sharing {
+    fn drop(&mut self) {
+        shared_list().retain(|(p, _)| *p != self.path);
+    }
 }
 
 /// The error for a database at `path` that redb would not open: a file

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use identity::{KeyId, PublicKey, Signature};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use crate::budget::{self, Account, BudgetBook};
 use crate::checkpoint::Checkpoint;

@@ -1,10 +1,9 @@
 //! `conductor cases add`: cases for an open mission, from files.
 //!
-//! With the data directory free, the cases are taken directly (durable
-//! before this returns; they run when the mission next runs under
-//! `conductor serve`). While a server holds it, they go through that
-//! server's API with an API token (`--token` or `CONDUCTOR_TOKEN`), at
-//! the address the server left in `DATA/serve.url`.
+//! The cases are durable before this returns. While `conductor serve`
+//! holds the data directory the command runs in the server (`local.rs`),
+//! and the open mission takes them at once; otherwise they run when the
+//! mission next runs under `conductor serve`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +12,11 @@ use clap::Subcommand;
 use engine::data::DataDir;
 use engine::entries::Requester;
 use engine::intake::{self, NewCase, NewDocument, Refusal};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::DataArg;
 use crate::exit;
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CasesCommand {
@@ -30,7 +29,8 @@ pub(crate) enum CasesCommand {
     /// journal. Each file's name and content make its idempotency key, so
     /// running the same command again after a crash adds nothing twice.
     #[command(after_help = "Examples:\n  conductor cases add MISSION_ID claims/claim-7.json --data ./data\n  \
-        CONDUCTOR_TOKEN=cdt_... conductor cases add MISSION_ID inbox/*.json --data ./data\n\n\
+        conductor cases add MISSION_ID inbox/*.json --data ./data\n\n\
+        While `conductor serve` holds the data directory, the server takes the cases at once.\n\n\
         Exit status 8: the mission's queue is full; run the same command again shortly.")]
     Add {
         /// The mission id (`conductor mission list`).
@@ -40,33 +40,19 @@ pub(crate) enum CasesCommand {
         files: Vec<PathBuf>,
         #[command(flatten)]
         data: DataArg,
-        #[command(flatten)]
-        server: ServerArgs,
         /// Print the receipts as JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
-/// How to reach a server that holds the data directory.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ServerArgs {
-    /// An API token (`conductor tokens issue`), used when a server holds
-    /// the data directory.
-    #[arg(long, env = "CONDUCTOR_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-    /// The server's address; default: the one it wrote to DATA/serve.url.
-    #[arg(long, value_name = "URL")]
-    pub(crate) server: Option<String>,
-}
-
 pub(crate) fn command(command: CasesCommand) -> Result<u8> {
     match command {
-        CasesCommand::Add { mission, files, data, server, json } => add(&mission, &files, &data.data, &server, json),
+        CasesCommand::Add { mission, files, data, json } => add(&mission, &files, &data.data, json),
     }
 }
 
-fn add(mission: &str, files: &[PathBuf], data: &Path, server: &ServerArgs, json: bool) -> Result<u8> {
+fn add(mission: &str, files: &[PathBuf], data: &Path, json: bool) -> Result<u8> {
     if files.len() > intake::CASES_PER_SUBMISSION_MAX {
         bail!("{} files; add at most {} cases at a time", files.len(), intake::CASES_PER_SUBMISSION_MAX);
     }
@@ -74,19 +60,11 @@ fn add(mission: &str, files: &[PathBuf], data: &Path, server: &ServerArgs, json:
     for file in files {
         cases.push(read_case(file)?);
     }
-    let receipts = match DataDir::open_existing(data) {
-        Ok(dir) => {
-            let by = Requester { via: "cli".into(), role: None, key: None, token: None, name: None };
-            match intake::receive(&dir, mission, cases, &by)? {
-                Ok(receipts) => serde_json::to_value(receipts)?,
-                Err(refusal) => return refused(&refusal.to_string(), matches!(refusal, Refusal::QueueFull { .. })),
-            }
-        }
-        Err(e) if busy(&e) => match through_server(mission, &cases, data, server)? {
-            Ok(receipts) => receipts,
-            Err((status, message)) => return refused(&message, status == 429),
-        },
-        Err(e) => return Err(e),
+    let dir = DataDir::open_existing(data)?;
+    let by = Requester { via: "cli".into(), role: None, key: None, token: None, name: None };
+    let receipts = match intake::receive(&dir, mission, cases, &by)? {
+        Ok(receipts) => serde_json::to_value(receipts)?,
+        Err(refusal) => return refused(&refusal.to_string(), matches!(refusal, Refusal::QueueFull { .. })),
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&receipts)?)?;
@@ -99,44 +77,22 @@ fn add(mission: &str, files: &[PathBuf], data: &Path, server: &ServerArgs, json:
     Ok(exit::OK)
 }
 
-/// `conductor mission close`: directly, or through the server holding
-/// the data directory.
-pub(crate) fn close(mission: &str, data: &Path, server: &ServerArgs) -> Result<u8> {
-    match DataDir::open_existing(data) {
-        Ok(dir) => {
-            let by = Requester { via: "cli".into(), role: None, key: None, token: None, name: None };
-            match intake::control(&dir, mission, intake::Control::Close, &by)? {
-                Ok(seq) => {
-                    outln!("mission {mission} is closed to new cases (entry {seq}); it ends once its cases have run")?;
-                    Ok(exit::OK)
-                }
-                Err(refusal) => refused(&refusal.to_string(), false),
-            }
+/// `conductor mission close`.
+pub(crate) fn close(mission: &str, data: &Path) -> Result<u8> {
+    let dir = DataDir::open_existing(data)?;
+    let by = Requester { via: "cli".into(), role: None, key: None, token: None, name: None };
+    match intake::control(&dir, mission, intake::Control::Close, &by)? {
+        Ok(seq) => {
+            outln!("mission {mission} is closed to new cases (entry {seq}); it ends once its cases have run")?;
+            Ok(exit::OK)
         }
-        Err(e) if busy(&e) => {
-            let (status, answer) = post(data, server, &format!("/api/missions/{mission}/close"), &json!({}))?;
-            if (200..300).contains(&status) {
-                outln!(
-                    "mission {mission} is closed to new cases (entry {}); it ends once its cases have run",
-                    answer["seq"]
-                )?;
-                Ok(exit::OK)
-            } else {
-                refused(&message_of(status, &answer), false)
-            }
-        }
-        Err(e) => Err(e),
+        Err(refusal) => refused(&refusal.to_string(), false),
     }
 }
 
 fn refused(message: &str, busy: bool) -> Result<u8> {
-    eprintln!("refused: {message}");
+    errln!("refused: {message}");
     Ok(if busy { exit::BUSY } else { exit::INVALID })
-}
-
-/// Whether opening the data directory failed because a server holds it.
-fn busy(error: &anyhow::Error) -> bool {
-    error.chain().any(|c| matches!(c.downcast_ref::<ledger::LedgerError>(), Some(ledger::LedgerError::Busy(_))))
 }
 
 fn read_case(file: &Path) -> Result<NewCase> {
@@ -169,72 +125,4 @@ fn read_case(file: &Path) -> Result<NewCase> {
         documents,
         idempotency_key: Some(format!("cli:{name}:{}", &key.finalize().to_hex()[..32])),
     })
-}
-
-/// The file `conductor serve` writes its address to while it runs.
-use server::serve::SERVE_URL_FILE;
-
-/// Sends the cases to the server holding `data`: the receipts, or the
-/// refusal's status and message.
-fn through_server(
-    mission: &str,
-    cases: &[NewCase],
-    data: &Path,
-    server: &ServerArgs,
-) -> Result<std::result::Result<Value, (u16, String)>> {
-    use base64::Engine as _;
-    let body: Vec<Value> = cases
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id, "input": c.input, "idempotency_key": c.idempotency_key,
-                "documents": c.documents.iter().map(|d| json!({
-                    "name": d.name, "media_type": d.media_type,
-                    "content_base64": base64::engine::general_purpose::STANDARD.encode(&d.bytes),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let (status, answer) = post(data, server, &format!("/api/missions/{mission}/cases"), &json!({"cases": body}))?;
-    if (200..300).contains(&status) {
-        return Ok(Ok(answer["cases"].clone()));
-    }
-    Ok(Err((status, message_of(status, &answer))))
-}
-
-fn message_of(status: u16, answer: &Value) -> String {
-    answer["error"].as_str().map_or_else(|| format!("the server answered {status}"), str::to_owned)
-}
-
-/// POSTs `body` to `path` on the server holding `data`, with the token.
-fn post(data: &Path, server: &ServerArgs, path: &str, body: &Value) -> Result<(u16, Value)> {
-    let base = match &server.server {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => std::fs::read_to_string(data.join(SERVE_URL_FILE))
-            .with_context(|| {
-                format!(
-                    "{} is held by a server, but it left no address in {SERVE_URL_FILE}; pass --server",
-                    data.display()
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
-    let Some(token) = &server.token else {
-        bail!(
-            "a server holds {}; go through it with an operator API token: --token or CONDUCTOR_TOKEN \
-             (`conductor tokens issue --role operator`)",
-            data.display()
-        );
-    };
-    let url = format!("{base}{path}");
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let mut response = agent
-        .post(&url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_json(body)
-        .with_context(|| format!("sending the request to {url}"))?;
-    let status = response.status().as_u16();
-    let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-    Ok((status, answer))
 }

@@ -9,7 +9,7 @@ use engine::{clock, data, gates, keys, state};
 use crate::cli::{ApproveArgs, DataArg, DecideArgs, EngineArgs, GatesCommand};
 use crate::commands::mission::resume;
 use crate::exit;
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 
 pub(crate) fn command(command: GatesCommand) -> Result<u8> {
     match command {
@@ -25,7 +25,7 @@ pub(crate) fn command(command: GatesCommand) -> Result<u8> {
                 }
                 // No data directory at all: `list_gates` says so.
                 Err(_) if data::db_path(&data.data).is_err() => {}
-                Err(e) => eprintln!(
+                Err(e) => errln!(
                     "note: gate deadlines were not applied ({e:#}); whoever holds the conductor key runs \
                      `conductor gates sweep`"
                 ),
@@ -57,17 +57,17 @@ pub(crate) fn command(command: GatesCommand) -> Result<u8> {
 /// One line per thing a sweep did, on stderr (stdout stays the command's).
 fn report_sweep(swept: &gates::Swept, data: &Path, say_resume: bool) {
     for id in &swept.reminded {
-        eprintln!("gate {id}: reminder sent (its deadline is near)");
+        errln!("gate {id}: reminder sent (its deadline is near)");
     }
     for id in &swept.escalated {
-        eprintln!("gate {id}: deadline passed; escalated to the next reviewers with a fresh deadline");
+        errln!("gate {id}: deadline passed; escalated to the next reviewers with a fresh deadline");
     }
     for id in &swept.timed_out {
-        eprintln!("gate {id}: deadline passed; timed out");
+        errln!("gate {id}: deadline passed; timed out");
     }
     if say_resume {
         for mission in &swept.to_resume {
-            eprintln!(
+            errln!(
                 "a parked task of mission {mission} got its timed-out answer: `conductor mission resume {mission} --data {}`",
                 data.display()
             );
@@ -81,7 +81,7 @@ fn list_gates(data: &Path, json: bool) -> Result<u8> {
         outln!("{}", serde_json::to_string_pretty(&gates)?)?;
         return Ok(exit::OK);
     }
-    let names = keys::names(&data::open_ledger_only(data)?)?;
+    let names = keys::names(&*data::open_ledger_only(data)?)?;
     let who = |id: &str| keys::display(&names, id);
     let pending = gates.iter().filter(|g| g.status == state::GateStatus::Pending).count();
     outln!("{pending} pending gate(s), {} decided", gates.len() - pending)?;
@@ -192,7 +192,7 @@ fn decide(
     );
     // With --json, stdout is the resumed mission's summary alone.
     if resume_now && args.json {
-        eprintln!("{line}");
+        errln!("{line}");
     } else {
         outln!("{line}")?;
     }

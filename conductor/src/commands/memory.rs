@@ -6,7 +6,7 @@ use engine::facts;
 
 use crate::cli::MemoryCommand;
 use crate::exit;
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 
 pub(crate) fn command(command: MemoryCommand) -> Result<u8> {
     match command {
@@ -23,7 +23,7 @@ pub(crate) fn command(command: MemoryCommand) -> Result<u8> {
             let found = facts::query(&data.data, &args)?;
             print_facts(&found.recalled, json)?;
             if !json && found.subject_known == Some(false) {
-                eprintln!(
+                errln!(
                     "memory holds nothing about subject `{}` in any space; check the id",
                     args.subject.as_deref().unwrap_or_default()
                 );

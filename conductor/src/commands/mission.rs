@@ -11,7 +11,7 @@ use inference::Router;
 use models::Registry;
 
 use crate::cli::{EngineArgs, MissionCommand, RunArgs};
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 use crate::{exit, progress, render, stdout};
 
 pub(crate) fn command(command: MissionCommand) -> Result<u8> {
@@ -22,11 +22,9 @@ pub(crate) fn command(command: MissionCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         MissionCommand::Resume { mission_id, engine } => resume(&mission_id, engine),
-        MissionCommand::Close { mission_id, data, server } => {
-            crate::commands::cases::close(&mission_id, &data.data, &server)
-        }
+        MissionCommand::Close { mission_id, data } => crate::commands::cases::close(&mission_id, &data.data),
         MissionCommand::List { data, json } => {
-            let missions = summary::list(&data::open_ledger_only(&data.data)?)?;
+            let missions = summary::list(&*data::open_ledger_only(&data.data)?)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&missions)?)?;
             } else {
@@ -45,7 +43,7 @@ pub(crate) fn command(command: MissionCommand) -> Result<u8> {
             if let Some(file) = html {
                 let series = engine::series::Series::from_journal(&data.data, &mission_id)?;
                 render::html_report::write(&file, &doc, &series.view(None))?;
-                eprintln!("wrote the report with its charts to {}", file.display());
+                errln!("wrote the report with its charts to {}", file.display());
             }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&doc)?)?;
@@ -61,7 +59,7 @@ fn validate(file: &Path) -> Result<u8> {
     Ok(match missions::load(file) {
         Ok(m) => {
             if let Err(e) = modules::check_mission(&m) {
-                eprintln!("{}: {e:#}", file.display());
+                errln!("{}: {e:#}", file.display());
                 return Ok(exit::INVALID);
             }
             outln!(
@@ -76,8 +74,8 @@ fn validate(file: &Path) -> Result<u8> {
             exit::OK
         }
         Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!("{} problem(s) found in {}", diagnostics.len(), file.display());
+            errln!("{diagnostics}");
+            errln!("{} problem(s) found in {}", diagnostics.len(), file.display());
             exit::INVALID
         }
     })
@@ -87,8 +85,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     let mission = match missions::load(&args.mission) {
         Ok(m) => m,
         Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!("{} problem(s) found; nothing was run", diagnostics.len());
+            errln!("{diagnostics}");
+            errln!("{} problem(s) found; nothing was run", diagnostics.len());
             return Ok(exit::INVALID);
         }
     };
@@ -96,8 +94,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     // anything is created; `run_mission` checks again on the bytes it
     // loads, so a file swapped in between is caught too.
     if let Err(e) = modules::check_mission(&mission) {
-        eprintln!("{}: {e:#}", args.mission.display());
-        eprintln!("nothing was run");
+        errln!("{}: {e:#}", args.mission.display());
+        errln!("nothing was run");
         return Ok(exit::INVALID);
     }
     let path = args.mission;
@@ -145,7 +143,7 @@ fn execute(
     let outcome = runtime.block_on(work(router, cfg, progress))?;
     let ledger = data::open_ledger_only(&args.data.data);
     // The run's DataDir is dropped, so the database can be reopened here.
-    let summary = summary::build(&ledger?, &outcome.mission_id)?;
+    let summary = summary::build(&*ledger?, &outcome.mission_id)?;
     print_summary(&summary, args.json)?;
     // mistral.rs keeps engine threads alive; don't wait for them.
     runtime.shutdown_background();

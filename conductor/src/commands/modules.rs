@@ -6,7 +6,7 @@ use engine::{keys, modules};
 
 use crate::cli::ModulesCommand;
 use crate::exit;
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 
 pub(crate) fn command(command: ModulesCommand) -> Result<u8> {
     match command {
@@ -22,11 +22,11 @@ pub(crate) fn command(command: ModulesCommand) -> Result<u8> {
                 Ok(exit::OK)
             }
             Ok(signer) => {
-                eprintln!("{}: signed by {}, which is not among the trusted keys", module.display(), signer.to_hex());
+                errln!("{}: signed by {}, which is not among the trusted keys", module.display(), signer.to_hex());
                 Ok(exit::TAMPERED)
             }
             Err(e) => {
-                eprintln!("{e:#}");
+                errln!("{e:#}");
                 Ok(exit::TAMPERED)
             }
         },

@@ -16,7 +16,7 @@ use engine::tokens::{self, TokenError, TokenSpec, TokenState};
 
 use crate::cli::{DataArg, HumanRole};
 use crate::exit;
-use crate::stdout::outln;
+use crate::stdout::{errln, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokensCommand {
@@ -188,7 +188,7 @@ fn refused(e: TokenError) -> Result<u8> {
         | TokenError::UnknownMission { .. }
         | TokenError::Name { .. }
         | TokenError::Lifetime { .. } => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             Ok(exit::INVALID)
         }
         other => Err(other.into()),
