@@ -137,6 +137,28 @@ fn every_command_runs_in_the_server_that_holds_the_data_directory() {
     ok(&decide("approve", &gates[0], Some(PASSPHRASE)));
     ok(&decide("reject", &gates[1], Some(PASSPHRASE)));
 
+    let reg = registry.to_string_lossy().into_owned();
+    // Both gates decided, the mission is complete: `resume` says so, as
+    // it would alone.
+    let resumed = cli(dir, &data, &["mission", "resume", &mission, "--models", &reg]);
+    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
+    assert!(stderr(&resumed).contains("is completed; only a paused"), "{}", stderr(&resumed));
+    let extend = {
+        let mut cmd = conductor();
+        cmd.env("CONDUCTOR_KEY_PASSPHRASE", PASSPHRASE).current_dir(dir);
+        cmd.args(["ledger", "extend", &mission, "--amount", "100", "--key", "reviewer.key", "--data"]).arg(&data);
+        run(&mut cmd)
+    };
+    ok(&extend);
+    ok(&cli(dir, &data, &["gates", "sweep", "--models", &reg]));
+    ok(&cli(dir, &data, &["audit", "replay", "--mission", &mission]));
+    ok(&cli(dir, &data, &["memory", "erase", "--subject", "policy:housing-support", "--key", "operator.key"]));
+    ok(&cli(dir, &data, &["gateway", "revoke", "app", "--key", "operator.key", "--reason", "test over"]));
+    ok(&cli(dir, &data, &["keys", "revoke", "auditor.key", "--reason", "left"]));
+    let out = run(conductor().current_dir(dir).args(["keys", "new", "--role", "operator", "--out", "operator2.key"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    ok(&cli(dir, &data, &["keys", "rotate", "operator.key", "operator2.key", "--reason", "scheduled"]));
+
     ok(&cli(dir, &data, &["audit", "export", "--out", "journal.cjx"]));
     assert!(dir.join("journal.cjx").is_file(), "the export is written where the caller named it");
     ok(&cli(dir, &data, &["audit", "checkpoint", "--out", "held.ckpt"]));
@@ -177,6 +199,9 @@ fn every_command_runs_in_the_server_that_holds_the_data_directory() {
     assert!(listed.iter().all(|g| g["status"] != "pending"), "{listed:?}");
     assert_eq!(journal(&data, "gate.decided").len(), 2);
     assert_eq!(journal(&data, "token.revoked").len(), 1);
+    for kind in ["budget.extended", "memory.erased", "gateway.key_revoked", "key.revoked", "key.rotated"] {
+        assert_eq!(journal(&data, kind).len(), 1, "one {kind}, written by the server for its caller");
+    }
     assert_eq!(journal(&data, "gateway.key_issued").len(), 1);
     assert!(journal(&data, "key.registered").len() >= 3, "operator, reviewer and auditor");
     let verify = cli(dir, &data, &["audit", "verify", "--checkpoint", "held.ckpt"]);

@@ -162,9 +162,10 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
         show(&served.addr, &cookie, &id)["counts"]["decided"] == 3
     });
 
-    // Closing: the mission finishes what it has and ends.
-    let (status, _, closed) = http(&served.addr, "POST", &format!("/api/missions/{id}/close"), Some(&cookie), None);
-    assert_eq!(status, 200, "{closed}");
+    // Closing, from the command line beside the server: the mission
+    // finishes what it has and ends.
+    let out = run(conductor().args(["mission", "close", &id, "--data"]).arg(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     eventually(Duration::from_secs(30), "the mission to end", || {
         show(&served.addr, &cookie, &id)["status"] == "completed"
     });
