@@ -162,6 +162,12 @@ fn an_open_mission_takes_cases_from_the_api_the_cli_and_its_inbox_and_ends_when_
         show(&served.addr, &cookie, &id)["counts"]["decided"] == 3
     });
 
+    // The server runs this mission: a resume from the command line (run
+    // in the server) starts no second run of it.
+    let out = run(conductor().args(["mission", "resume", &id, "--models"]).arg(&registry).arg("--data").arg(&data));
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already running in this process"), "{}", stderr(&out));
+
     // Closing, from the command line beside the server: the mission
     // finishes what it has and ends.
     let out = run(conductor().args(["mission", "close", &id, "--data"]).arg(&data));

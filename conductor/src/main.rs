@@ -113,8 +113,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
 fn error_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<run::InfrastructureError>().is_some() {
         exit::INFRASTRUCTURE
-    } else if error.downcast_ref::<run::RunError>().is_some() {
-        exit::INVALID
+    } else if let Some(e) = error.downcast_ref::<run::RunError>() {
+        match e {
+            // Not the input's fault: the server runs that mission now.
+            run::RunError::RunningHere { .. } => exit::BUSY,
+            _ => exit::INVALID,
+        }
     } else {
         exit::ERROR
     }

@@ -200,6 +200,7 @@ pub async fn run_mission(
     }
     let data = cfg.existing_or_new()?;
     let mission_id = uuid::Uuid::new_v4().to_string();
+    let _claim = Claim::take(&mission_id)?;
 
     let mut agents = Vec::new();
     for (spec, module) in mission.agents.iter().zip(modules) {
@@ -374,6 +375,49 @@ pub enum RunError {
          and close it with `conductor mission close` once no more will come"
     )]
     OpenMission { name: String },
+    /// The mission already runs in this process: a server runs it, and a
+    /// command run in the server for a local client asked to run it too.
+    #[error(
+        "mission {mission} is already running in this process (the server that holds the data directory runs \
+         it); it carries on there, so nothing was started"
+    )]
+    RunningHere { mission: String },
+}
+
+/// The missions run or resumed in this process now. One run of a mission
+/// at a time: two would run its tasks twice. Across processes the
+/// database lock keeps that; within a server, which also runs its local
+/// clients' commands (`conductor/src/local.rs`), this does.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<String>> {
+    // Whole after every insert and remove.
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether a run or resume of `mission` is under way in this process.
+pub fn runs_here(mission: &str) -> bool {
+    running().contains(mission)
+}
+
+/// This process's run of one mission, for as long as it is held.
+struct Claim(String);
+
+impl Claim {
+    fn take(mission: &str) -> Result<Claim, RunError> {
+        if running().insert(mission.to_owned()) {
+            Ok(Claim(mission.to_owned()))
+        } else {
+            Err(RunError::RunningHere { mission: mission.to_owned() })
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        running().remove(&self.0);
+    }
 }
 
 /// A fault of this host rather than of any task: the same command runs
@@ -463,6 +507,7 @@ pub async fn resume_mission(
     cfg: &RunConfig,
     progress: Arc<dyn Observer>,
 ) -> Result<RunOutcome> {
+    let _claim = Claim::take(mission_id)?;
     let data = cfg.existing()?;
     let record = data
         .ledger

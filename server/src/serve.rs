@@ -1615,7 +1615,7 @@ impl Turn {
     fn take(active: &Arc<Mutex<std::collections::HashSet<String>>>, mission: &str) -> Turn {
         loop {
             let taken =
-                active.lock().is_ok_and(|mut a| !engine::intake::running_here(mission) && a.insert(mission.to_owned()));
+                active.lock().is_ok_and(|mut a| !engine::run::runs_here(mission) && a.insert(mission.to_owned()));
             if taken {
                 return Turn { active: active.clone(), mission: mission.to_owned() };
             }

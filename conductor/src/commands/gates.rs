@@ -40,6 +40,11 @@ pub(crate) fn command(command: GatesCommand) -> Result<u8> {
             report_sweep(&swept, &data.data, no_resume || json);
             if !(no_resume || json) {
                 for mission in &swept.to_resume {
+                    if engine::run::runs_here(mission) {
+                        // A server runs it (this command runs in that
+                        // server): the answer reached its task there.
+                        continue;
+                    }
                     let engine =
                         EngineArgs { data: DataArg { data: data.data.clone() }, json: false, models: models.clone() };
                     resume(mission, engine)?;
@@ -153,7 +158,12 @@ fn decide(
         )?;
         return Ok(exit::OK);
     }
-    let resume_now = resumable && !args.no_resume;
+    // A parked task of a mission running here (this command runs in the
+    // server for a local client) goes straight back to it, as when the
+    // reviewer decides on the server's page.
+    let woken_here = decided.closed && gate.parked && engine::intake::wake(&gate.mission, gate.task);
+    let running_here = woken_here || engine::run::runs_here(&gate.mission);
+    let resume_now = resumable && !args.no_resume && !running_here;
     let then = if let Some(ask) = gate.budget.as_ref().filter(|_| gate.status == state::GateStatus::Approved) {
         let granted = amount.unwrap_or(ask.amount);
         if resume_now {
@@ -168,6 +178,8 @@ fn decide(
         }
     } else if gate.budget.is_some() {
         format!("mission {}'s budget stays exhausted", gate.mission)
+    } else if resumable && running_here {
+        format!("the agent of case {} was waiting for this answer; it carries on in the server", gate.case_id)
     } else if resume_now {
         format!("the agent of case {} was waiting for this answer; continuing its mission", gate.case_id)
     } else if gate.parked {
