@@ -241,3 +241,18 @@ fn the_socket_is_owner_only() {
     assert_eq!(mode(&data), 0o700);
     server.stop();
 }
+
+/// A data directory whose socket path would be too long (a Unix socket's
+/// path has room for 107 bytes) is still served; commands beside it then
+/// say the directory is in use, as before the socket existed.
+#[test]
+fn a_data_directory_too_deep_for_a_socket_is_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d".repeat(100)).join("data");
+    let server = Served::start(&data, &[]);
+    assert!(!data.join("control.sock").exists());
+    let out = cli(dir.path(), &data, &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is in use"), "{}", stderr(&out));
+    server.stop();
+}

@@ -298,7 +298,21 @@ pub(crate) fn serve_beside(data: &DataDir) -> Result<Option<Beside>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing the stale {}", socket.display())),
     }
-    let listener = UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
+    let listener = match UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        // A Unix socket's path has room for 107 bytes. Serving matters
+        // more than this convenience: without the socket, other commands
+        // wait for the server to stop, as they did before it existed.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            tracing::warn!(
+                "other commands cannot run beside this server: {} is too long a path for a socket ({e}); \
+                 a shorter --data path allows it",
+                socket.display()
+            );
+            return Ok(Some(Beside { _holding: holding, socket }));
+        }
+        Err(e) => return Err(e).with_context(|| format!("listening on {}", socket.display())),
+    };
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))

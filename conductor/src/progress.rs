@@ -2,14 +2,13 @@
 //! (CI logs, pipes), always on stderr so stdout stays machine-readable.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::sync::Arc;
-
-use crate::stdout::{self, Elsewhere};
 
 use engine::state::{TaskRecord, TaskStatus};
+
+use crate::stdout::{self, Elsewhere};
 
 #[derive(Debug)]
 pub struct Progress {
