@@ -256,3 +256,33 @@ fn a_data_directory_too_deep_for_a_socket_is_still_served() {
     assert!(stderr(&out).contains("is in use"), "{}", stderr(&out));
     server.stop();
 }
+
+/// What the server answers on its socket to a client that sends nothing,
+/// or something that is not a command: an error and exit status 1, and
+/// the connection is closed (no thread waits on it forever).
+#[test]
+fn a_silent_or_garbled_client_gets_an_error_not_a_thread() {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Served::start(&data, &[]);
+    // Every frame is a tag byte, a big-endian u32 length, then the bytes.
+    let answer = |mut stream: UnixStream| -> Vec<u8> {
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("a read timeout");
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).expect("the server answers and closes");
+        all
+    };
+    let garbled = UnixStream::connect(data.join("control.sock")).expect("connect");
+    (&garbled).write_all(b"Z\0\0\0\x02hi").expect("send a frame that is no command");
+    let start = std::time::Instant::now();
+    let silent = UnixStream::connect(data.join("control.sock")).expect("connect");
+    for reply in [answer(garbled), answer(silent)] {
+        assert!(String::from_utf8_lossy(&reply).contains("could not read the command"), "{reply:?}");
+        assert_eq!(reply[reply.len() - 6..], *b"X\0\0\0\x01\x01", "the last frame is exit status 1: {reply:?}");
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(20), "the silent client waited {:?}", start.elapsed());
+    ok(&cli(dir.path(), &data, &["keys", "list"]));
+    server.stop();
+}

@@ -53,6 +53,9 @@ pub(crate) const SOCKET: &str = "control.sock";
 /// one write of output (larger writes are sent in pieces).
 const FRAME_BYTES_MAX: usize = 1 << 20;
 
+/// How long the holder waits for a connected client's command.
+const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a frame carries: one tag byte, a big-endian `u32` length, then
 /// that many bytes.
 mod tag {
@@ -354,10 +357,7 @@ fn serve_client(stream: UnixStream, owner: u32) {
     let Ok(writer) = stream.try_clone() else { return };
     let reply = Arc::new(Reply { stream: Mutex::new(writer), gone: AtomicBool::new(false) });
     let mut reader = stream;
-    let request = match read_frame(&mut reader) {
-        Ok(Some((tag::REQUEST, body))) => serde_json::from_slice::<Request>(&body).ok(),
-        _ => None,
-    };
+    let request = read_request(&mut reader);
     let code = match request {
         None => {
             reply.err(b"error: the server could not read the command sent to it\n");
@@ -376,6 +376,19 @@ fn serve_client(stream: UnixStream, owner: u32) {
         Some(request) => run_for(&request.argv, reply.clone(), reader),
     };
     reply.send(tag::EXIT, &[code]);
+}
+
+/// The client's command. A client sends it as soon as it connects; one
+/// that does not is not left holding a thread. Questions to the client
+/// afterwards (a passphrase a person types) wait as long as it takes.
+fn read_request(stream: &mut UnixStream) -> Option<Request> {
+    stream.set_read_timeout(Some(REQUEST_WAIT)).ok()?;
+    let (tag, body) = read_frame(stream).ok()??;
+    stream.set_read_timeout(None).ok()?;
+    if tag != tag::REQUEST {
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
 }
 
 /// Runs one client's command with its output and questions going to it.
