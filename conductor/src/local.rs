@@ -1,10 +1,11 @@
 //! Every command beside a running server: the local control socket.
 //!
-//! A command that works for a while on a data directory (`serve`, `run`,
-//! `mission resume`) holds its database, and redb lets one handle open a
-//! database. So while it runs, that process listens on
-//! `DATA/control.sock`, and any other `conductor` command naming the same
-//! data directory is sent there instead of opening it. The holder runs the
+//! `conductor serve` holds its data directory's database for as long as
+//! it runs, and redb lets one handle open a database. So while it runs,
+//! the server listens on `DATA/control.sock`, and any other `conductor`
+//! command naming the same data directory is sent there instead of
+//! opening it (a `run` or `mission resume` holds the directory too, but
+//! listens on nothing: other commands wait for it). The holder runs the
 //! command in its own process, on a thread of its own, against the handle
 //! it holds ([`engine::data::DataDir::hold`]): the same code as when the
 //! command runs alone, with its output, progress, errors, passphrase
@@ -39,7 +40,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, ArgMatches, FromArgMatches as _, ValueHint};
 use serde::{Deserialize, Serialize};
 
-use engine::data::{self, DataDir, Holding};
+use engine::data::{DataDir, Holding};
 use engine::keys;
 
 use crate::cli::{Cli, Command, KeysCommand};
@@ -282,12 +283,8 @@ impl Drop for Beside {
 }
 
 /// Serves other commands naming `data` for as long as the returned guard
-/// lives. `None` when this process already does (a `run` that a server
-/// runs for a client).
-pub(crate) fn serve_beside(data: &DataDir) -> Result<Option<Beside>> {
-    if data::is_held(&data.root) {
-        return Ok(None);
-    }
+/// lives.
+pub(crate) fn serve_beside(data: &DataDir) -> Result<Beside> {
     let holding = data.hold()?;
     let socket = data.root.join(SOCKET);
     if UnixStream::connect(&socket).is_ok() {
@@ -312,7 +309,7 @@ pub(crate) fn serve_beside(data: &DataDir) -> Result<Option<Beside>> {
                  a shorter --data path allows it",
                 socket.display()
             );
-            return Ok(Some(Beside { _holding: holding, socket }));
+            return Ok(Beside { _holding: holding, socket });
         }
         Err(e) => return Err(e).with_context(|| format!("listening on {}", socket.display())),
     };
@@ -338,7 +335,7 @@ pub(crate) fn serve_beside(data: &DataDir) -> Result<Option<Beside>> {
             }
         })
         .context("starting the control socket's thread")?;
-    Ok(Some(Beside { _holding: holding, socket }))
+    Ok(Beside { _holding: holding, socket })
 }
 
 /// One client: read its command, run it, send back its output and status.

@@ -132,12 +132,6 @@ fn held(root: &Path) -> Option<DataDir> {
     held_list().iter().find(|d| d.root == root).cloned()
 }
 
-/// Whether this process holds the data directory at `root` (a server
-/// refuses to be started a second time on its own directory).
-pub fn is_held(root: &Path) -> bool {
-    held(root).is_some()
-}
-
 /// While held, this process's opens of a data directory share one handle
 /// (see [`DataDir::hold`]).
 #[derive(Debug)]
@@ -187,9 +181,8 @@ pub fn open_ledger_only(root: &Path) -> Result<Arc<Ledger>> {
 /// Every journal entry of an existing data directory, read without
 /// writing (for the auditor's commands).
 pub fn read_journal(root: &Path) -> Result<Vec<ledger::Entry>> {
-    if let Some(held) = held(root) {
-        return Ok(held.ledger.entries(0, usize::MAX)?);
-    }
+    // A held directory is read through its shared handle by
+    // `ledger::read_journal` itself (`ledger::open_read_only`).
     let db = db_path(root)?;
     ledger::read_journal(&db).with_context(|| format!("reading the journal in {}", db.display()))
 }

@@ -555,6 +555,14 @@ pub fn resumes_mission(decided: &Decided) -> bool {
             || (decided.gate.budget.is_some() && decided.gate.status == GateStatus::Approved))
 }
 
+/// Hands the answer to a parked task whose mission runs in this process
+/// (its task goes straight back to the running mission); whether it did.
+/// If not, the mission continues when it is resumed
+/// ([`resumes_mission`]).
+pub fn wake_running(decided: &Decided) -> bool {
+    decided.gate.parked && decided.closed && crate::intake::wake(&decided.gate.mission, decided.gate.task)
+}
+
 /// A parked task's gate was answered (by a reviewer or a timeout): the task
 /// runs again (replayed to its await, then live) on `mission resume`.
 fn wake_parked(t: &mut ledger::Txn, gate: &GateRecord) -> Result<()> {

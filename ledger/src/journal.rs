@@ -190,7 +190,7 @@ impl Ledger {
     }
 
     /// Lets other work in this process use this open ledger through
-    /// [`shared`] and [`open_read_only`] while the returned guard is held:
+    /// [`open_read_only`] while the returned guard is held:
     /// a server runs its local clients' commands in its own process
     /// against the database it holds, which no second handle could open.
     pub fn share(self: &Arc<Self>) -> Result<Sharing, LedgerError> {
@@ -336,12 +336,12 @@ fn shared_list() -> std::sync::MutexGuard<'static, Vec<(PathBuf, Arc<Ledger>)>> 
 }
 
 /// The ledger this process shares for the database at `path`, if any.
-pub fn shared(path: &Path) -> Option<Arc<Ledger>> {
+pub(crate) fn shared(path: &Path) -> Option<Arc<Ledger>> {
     let path = std::fs::canonicalize(path).ok()?;
     shared_list().iter().find(|(p, _)| *p == path).map(|(_, l)| l.clone())
 }
 
-/// While held, [`shared`] and [`open_read_only`] answer with this
+/// While held, [`open_read_only`] answers with this
 /// ledger for its path (see [`Ledger::share`]); dropping it stops that.
 #[derive(Debug)]
 #[must_use = "the ledger is shared only while this is held"]

@@ -56,7 +56,7 @@ pub use entry::{Entry, EntryHash};
 pub use error::{BudgetError, CheckpointError, DamagedFile, LedgerError, RemoteSignError, VerifyError, VerifyFailure};
 pub use export::{EXPORT_MAGIC, EXPORT_VERSION, ExportSummary, export_database, verify_export};
 pub use group::{GROUP_BATCH_DEFAULT, GroupCommitter, GroupStats};
-pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, ReadOnly, Sharing, Txn, open_read_only, shared};
+pub use journal::{CHECKPOINT_EVERY_DEFAULT, Ledger, ReadOnly, Sharing, Txn, open_read_only};
 pub use kind::Kind;
 pub use remote::{PreparedEntry, RemoteKey, SignedEntry};
 pub use rules::KeyRecord;

@@ -1372,8 +1372,7 @@ async fn decide(
     };
     // A parked task of a mission running here goes straight back to it;
     // otherwise the mission is resumed.
-    let woken_here =
-        decided.gate.parked && decided.closed && engine::intake::wake(&decided.gate.mission, decided.gate.task);
+    let woken_here = gates::wake_running(&decided);
     if gates::resumes_mission(&decided) && !woken_here {
         let jobs = state.jobs.lock().map_err(internal)?;
         if jobs.send(Job::Resume(decided.gate.mission.clone())).is_err() {

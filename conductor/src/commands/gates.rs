@@ -144,6 +144,10 @@ fn decide(
     let decided =
         gates::decide(&args.data.data, &args.gate_id, &args.key, verdict, args.note.as_deref(), edits, amount)?;
     let resumable = gates::resumes_mission(&decided);
+    // A parked task of a mission running here (this command runs in the
+    // server for a local client) goes straight back to it, as when the
+    // reviewer decides on the server's page.
+    let running_here = gates::wake_running(&decided) || engine::run::runs_here(&decided.gate.mission);
     let gate = decided.gate;
     // The decision is recorded by now: a name that cannot be read is
     // left out rather than reported as a failure.
@@ -158,11 +162,6 @@ fn decide(
         )?;
         return Ok(exit::OK);
     }
-    // A parked task of a mission running here (this command runs in the
-    // server for a local client) goes straight back to it, as when the
-    // reviewer decides on the server's page.
-    let woken_here = decided.closed && gate.parked && engine::intake::wake(&gate.mission, gate.task);
-    let running_here = woken_here || engine::run::runs_here(&gate.mission);
     let resume_now = resumable && !args.no_resume && !running_here;
     let then = if let Some(ask) = gate.budget.as_ref().filter(|_| gate.status == state::GateStatus::Approved) {
         let granted = amount.unwrap_or(ask.amount);
