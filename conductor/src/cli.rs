@@ -60,6 +60,10 @@ pub(crate) enum Command {
     /// modules: `trust.modules_signed_by`).
     #[command(subcommand)]
     Modules(ModulesCommand),
+    /// Check that the registry's models can run on this host (on its CPU,
+    /// or its GPU for `device: cuda` entries).
+    #[command(subcommand)]
+    Models(crate::commands::models::ModelsCommand),
     /// Read the bitemporal memory; erase a data subject.
     #[command(subcommand)]
     Memory(MemoryCommand),

@@ -589,6 +589,7 @@ mod tests {
         "conductor keys list --data d --json",
         "conductor memory query --data d --subject s --predicate p --space a --space b --as-of-valid 5 --limit 3 --json",
         "conductor memory erase --data d --subject s --key op.key --reason why",
+        "conductor models check a b --models reg.yaml --model-dir m --air-gap --json",
         "conductor modules sign a.wasm --key k.key",
         "conductor modules verify a.wasm --trusted aa --trusted bb",
     ];

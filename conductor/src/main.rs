@@ -103,6 +103,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Gates(command) => commands::gates::command(command),
         Command::Keys(command) => commands::keys::command(command),
         Command::Memory(command) => commands::memory::command(command),
+        Command::Models(command) => commands::models::command(command),
         Command::Modules(command) => commands::modules::command(command),
     }
 }

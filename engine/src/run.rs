@@ -441,7 +441,7 @@ pub enum InfrastructureError {
         agent: String,
         model: String,
         #[source]
-        source: models::RegistryError,
+        source: models::InferenceError,
     },
 }
 
@@ -466,30 +466,24 @@ struct TaskStopped {
     failure: String,
 }
 
-/// Checks every local model the agents may call: its file is there and
-/// has the pinned hash. Frontier models are called, never loaded; scripted
-/// ones have no file.
+/// Makes every model the agents may call ready ([`Models::prepare`]): a
+/// local model's file is there with the pinned hash, and it is loaded on
+/// its device (a GPU the host cannot use is refused here, typed).
+/// Frontier models are called, never loaded; scripted ones have no file.
 async fn check_models(mission: &Mission, router: &dyn Models) -> Result<(), InfrastructureError> {
     let mut checked = std::collections::BTreeSet::new();
     for agent in &mission.agents {
         for model in &agent.models {
-            let spec = match router.registry().get(model) {
-                Ok(spec) if spec.frontier.is_none() && spec.scripted.is_none() => spec.clone(),
-                _ => continue,
-            };
-            if !checked.insert(model.clone()) {
+            // An unregistered model is the mission's error, reported where
+            // the agent calls it.
+            if router.registry().get(model).is_err() || !checked.insert(model.clone()) {
                 continue;
             }
-            let fault = |source| InfrastructureError::Model { agent: agent.name.clone(), model: model.clone(), source };
-            match tokio::task::spawn_blocking(move || spec.check_hash()).await {
-                Ok(result) => result.map_err(fault)?,
-                Err(join) => {
-                    return Err(fault(models::RegistryError::Io {
-                        path: PathBuf::from(model),
-                        source: std::io::Error::other(join.to_string()),
-                    }));
-                }
-            }
+            router.prepare(model).await.map_err(|source| InfrastructureError::Model {
+                agent: agent.name.clone(),
+                model: model.clone(),
+                source,
+            })?;
         }
     }
     Ok(())

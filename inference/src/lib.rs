@@ -6,9 +6,18 @@
 //! [`models::scripted`].
 //!
 //! **Invariant:** the only crate that knows mistral.rs and the frontier
-//! HTTP client; it knows nothing of the journal, budgets or cells. Concurrent calls are admitted to
-//! the engine in cohorts of equal prompt length, which mistral.rs then
-//! runs as one batch (see [`Cohorts`]).
+//! HTTP client; it knows nothing of the journal, budgets or cells.
+//!
+//! On the CPU, concurrent calls are admitted to the engine in cohorts of
+//! equal prompt length, which mistral.rs then runs as one batch (see
+//! [`Cohorts`]). On a GPU (`device: cuda`, a `--features cuda` build) the
+//! engine runs with paged attention, which batches sequences of any
+//! length in every step, so calls go straight in. Before a model is put
+//! on a GPU, [`gpu`] checks the host's CUDA stack and the file, and
+//! refuses with a typed [`models::DeviceError`] rather than let the CUDA
+//! libraries panic.
+
+pub mod gpu;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,17 +26,28 @@ use std::time::Duration;
 use either::Either;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder, GGUFSpecificConfig,
-    MistralRsBuilder, ModelDType, Pipeline, SchedulerConfig, TokenSource,
+    MistralRsBuilder, ModelDType, PagedAttentionConfig, Pipeline, SchedulerConfig, TokenSource,
 };
+#[cfg(feature = "cuda")]
+use mistralrs::core::{MemoryGpuConfig, PagedCacheType};
 use mistralrs::{Device, Model, RequestBuilder, TextMessageRole, TextMessages};
 use tokio::sync::{Notify, OnceCell};
 
-use models::{BoxFuture, ChatMessage, InferenceError, Models, OnDelta, Output, Prompt, Registry, RegistryError};
+use models::{BoxFuture, ChatMessage, InferenceError, Models, OnDelta, Output, Prompt, Registry};
+
+/// A model's engine, and how calls are admitted to it.
+#[derive(Clone)]
+struct Loaded {
+    model: Arc<Model>,
+    /// Paged attention batches any prompt lengths together (GPU): no
+    /// cohorts.
+    paged: bool,
+}
 
 /// Routes requests to loaded models.
 pub struct Router {
     registry: Registry,
-    loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<Model>>>>>,
+    loaded: Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
     /// Admission to each model's engine: see [`Cohorts`].
     cohorts: Mutex<HashMap<String, Arc<Cohorts>>>,
 }
@@ -50,6 +70,10 @@ impl Router {
     /// The loaded model, loading it (hash check first) on first use. Every
     /// caller waits on the same load; the model is never loaded twice.
     pub async fn model(&self, name: &str) -> Result<Arc<Model>, InferenceError> {
+        Ok(self.loaded(name).await?.model)
+    }
+
+    async fn loaded(&self, name: &str) -> Result<Loaded, InferenceError> {
         let cell = {
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
             loaded.entry(name.to_owned()).or_default().clone()
@@ -69,7 +93,6 @@ impl Router {
                         reason: "a frontier model runs off this host; it is called, never loaded".into(),
                     });
                 }
-                let device = device_for(&spec)?;
                 let check = spec.clone();
                 tokio::task::spawn_blocking(move || check.check_hash())
                     .await
@@ -84,12 +107,23 @@ impl Router {
                     .to_string_lossy()
                     .into_owned();
                 let dir = dir.to_string_lossy().into_owned();
-                let model = tokio::task::spawn_blocking(move || load_gguf_f32(dir, file, &device))
+                let (device, paged) =
+                    tokio::task::spawn_blocking(move || device_for(&spec)).await.map_err(|e| load_err(&e))??;
+                let wants_paged = paged.is_some();
+                let pipeline = tokio::task::spawn_blocking(move || load_gguf(dir, file, &device, paged))
                     .await
                     .map_err(|e| load_err(&e))?
                     .map_err(|e| load_err(&e))?;
-                let model = Model::new(MistralRsBuilder::new(model, scheduler(), false, None).build().await);
-                Ok::<_, InferenceError>(Arc::new(model))
+                // mistral.rs sized the KV cache from the GPU's free memory
+                // while loading; a pipeline without one runs unpaged.
+                let cache = if wants_paged { pipeline.lock().await.get_metadata().cache_config.clone() } else { None };
+                let paged = cache.is_some();
+                let scheduler = match cache {
+                    Some(config) => SchedulerConfig::PagedAttentionMeta { max_num_seqs: PAGED_SEQS_MAX, config },
+                    None => scheduler(),
+                };
+                let model = Model::new(MistralRsBuilder::new(pipeline, scheduler, false, None).build().await);
+                Ok::<_, InferenceError>(Loaded { model: Arc::new(model), paged })
             })
             .await?;
         Ok(model.clone())
@@ -141,13 +175,13 @@ impl Router {
             .await
             .map_err(|e| InferenceError::Request { model: name.to_owned(), reason: e.to_string() })?;
         }
-        let model = self.model(name).await?;
+        let Loaded { model, paged } = self.loaded(name).await?;
         let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let cohorts = self.cohorts(name);
         let generate = async {
-            let _admitted = cohorts.admit(prompt.tokens()).await;
+            let _admitted = if paged { None } else { Some(cohorts.admit(prompt.tokens()).await) };
             model.send_chat_request(request).await.map_err(|e| request_err(&e))
         };
         let response = tokio::time::timeout(timeout, generate)
@@ -178,13 +212,13 @@ impl Router {
             models::scripted::stream_words(&out.text, &on_delta);
             return Ok(out);
         }
-        let model = self.model(name).await?;
+        let Loaded { model, paged } = self.loaded(name).await?;
         let request = greedy_request(messages, max_tokens)?;
         let request_err =
             |e: &dyn std::fmt::Display| InferenceError::Request { model: name.to_owned(), reason: e.to_string() };
         let cohorts = self.cohorts(name);
         let generate = async {
-            let _admitted = cohorts.admit(prompt.tokens()).await;
+            let _admitted = if paged { None } else { Some(cohorts.admit(prompt.tokens()).await) };
             let mut stream = model.stream_chat_request(request).await.map_err(|e| request_err(&e))?;
             let mut out =
                 Output { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish_reason: "stop".into() };
@@ -258,6 +292,16 @@ impl Models for Router {
         on_delta: OnDelta<'a>,
     ) -> BoxFuture<'a, Result<Output, InferenceError>> {
         Box::pin(Router::stream(self, prompt, max_tokens, timeout, on_delta))
+    }
+
+    fn prepare<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), InferenceError>> {
+        Box::pin(async move {
+            let spec = self.registry.get(model)?;
+            if spec.frontier.is_none() && spec.scripted.is_none() {
+                self.loaded(model).await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -416,42 +460,65 @@ fn scheduler() -> SchedulerConfig {
     }
 }
 
-/// Loads a local GGUF file on the CPU with f32 activations.
+/// Sequences one paged-attention engine (GPU) runs together: the
+/// device benchmark's largest concurrency, 128, and room beside it. The KV
+/// cache, not this, bounds how many long sequences fit.
+const PAGED_SEQS_MAX: usize = 256;
+
+/// Share of the GPU's memory left after the weights that paged attention
+/// may take for its KV cache (mistral.rs sizes the cache once, at load).
+#[cfg(feature = "cuda")]
+const PAGED_KV_MEMORY: f32 = 0.85;
+
+/// Loads a local GGUF file: on the CPU with f32 activations, on a GPU with
+/// the engine's own choice (bf16 on compute capability 8.0 and newer) and
+/// paged attention when `paged` is given.
 ///
 /// mistral.rs's `GgufModelBuilder` always picks the activation dtype
 /// automatically, which on a CPU is f16. With f16 activations SmolLM2
 /// overflowed to NaN on some prompts and the sampler never finished the
 /// request (found running the sample mission: case HS-2026-0005 hung every
-/// time). f32 is what the quantised kernels compute in anyway.
-fn load_gguf_f32(
+/// time). f32 is what the quantised CPU kernels compute in anyway; bf16
+/// has f32's range.
+fn load_gguf(
     dir: String,
     file: String,
     device: &Device,
+    paged: Option<PagedAttentionConfig>,
 ) -> anyhow::Result<Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>> {
     let loader =
         GGUFLoaderBuilder::new(None, None, dir, vec![file], GGUFSpecificConfig { topology: None }, false, None).build();
+    let dtype = if device.is_cpu() { ModelDType::F32 } else { ModelDType::Auto };
     loader.load_model_from_hf(
         None,
         // Local files only: no hub token is read and nothing is fetched.
         TokenSource::None,
-        &ModelDType::F32,
+        &dtype,
         device,
         true,
         DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
         None,
-        None,
+        paged,
     )
 }
 
-/// The device a registry entry asks for, if this build has it.
-fn device_for(spec: &models::ModelSpec) -> Result<Device, InferenceError> {
+/// The device a registry entry asks for, if this build and host have it,
+/// and the paged-attention settings for it (GPU only). Blocking: the GPU
+/// check reads the file's header and asks the driver.
+fn device_for(spec: &models::ModelSpec) -> Result<(Device, Option<PagedAttentionConfig>), InferenceError> {
     match spec.device {
-        models::Device::Cpu => Ok(Device::Cpu),
+        models::Device::Cpu => Ok((Device::Cpu, None)),
         #[cfg(feature = "cuda")]
-        models::Device::Cuda => Device::new_cuda(0)
-            .map_err(|e| InferenceError::Load { model: spec.name.clone(), reason: format!("no CUDA device 0: {e}") }),
+        models::Device::Cuda => {
+            let device = gpu::cuda_device(&spec.path)
+                .map_err(|problem| InferenceError::Device { model: spec.name.clone(), problem })?;
+            let paged =
+                PagedAttentionConfig::new(None, MemoryGpuConfig::Utilization(PAGED_KV_MEMORY), PagedCacheType::Auto)
+                    .map_err(|e| InferenceError::Load { model: spec.name.clone(), reason: e.to_string() })?;
+            Ok((device, Some(paged)))
+        }
         #[cfg(not(feature = "cuda"))]
-        models::Device::Cuda => Err(RegistryError::NoCuda(spec.name.clone()).into()),
+        models::Device::Cuda => Err(models::RegistryError::NoCuda(spec.name.clone()).into()),
     }
 }
 

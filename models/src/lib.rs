@@ -49,6 +49,49 @@ pub enum InferenceError {
     BadRole(String),
     #[error("model `{model}` did not answer within {seconds} s")]
     Timeout { model: String, seconds: u64 },
+    #[error("model `{model}` cannot run on its device: {problem}")]
+    Device {
+        model: String,
+        #[source]
+        problem: DeviceError,
+    },
+}
+
+/// Why a model cannot run on the GPU its registry entry names, found
+/// before anything is loaded onto it. Each names the cause and what to do;
+/// the CPU models of the same registry are unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "no NVIDIA driver on this host ({library} could not be loaded); install the NVIDIA driver, \
+         or set `device: cpu`"
+    )]
+    NoDriver { library: String },
+    #[error("the NVIDIA driver is loaded but reports no GPU ({detail}); set `device: cpu` on this host")]
+    NoDevice { detail: String },
+    #[error("the NVIDIA driver did not start: {detail}")]
+    Driver { detail: String },
+    #[error(
+        "GPU 0 ({gpu}) has compute capability {found}, and this build's kernels need {needed} or newer; \
+         rebuild with `cargo xtask build-cuda --arch sm_{found_digits}`",
+        found_digits = found.replace('.', "")
+    )]
+    ComputeCapability { gpu: String, found: String, needed: String },
+    #[error(
+        "the CUDA library {library} is not on this host (searched the loader's path: LD_LIBRARY_PATH, \
+         ld.so.cache); install CUDA {cuda} or put the directory holding it on LD_LIBRARY_PATH"
+    )]
+    MissingLibrary { library: String, cuda: String },
+    #[error(
+        "the weights need {needed_mib} MiB of GPU memory and GPU 0 ({gpu}) has {free_mib} MiB free of \
+         {total_mib} MiB; use a smaller or more quantised model, or free the GPU"
+    )]
+    OutOfMemory { gpu: String, needed_mib: u64, free_mib: u64, total_mib: u64 },
+    #[error(
+        "tensor `{tensor}` is stored as {quant}, which has no CUDA kernel here (CUDA runs F32, F16, \
+         BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K); requantise the file or set `device: cpu`"
+    )]
+    UnsupportedQuant { tensor: String, quant: String },
 }
 
 /// Messages rendered and counted for one model by a backend's
@@ -122,4 +165,17 @@ pub trait Models: Send + Sync + std::fmt::Debug {
         timeout: Duration,
         on_delta: OnDelta<'a>,
     ) -> BoxFuture<'a, Result<Output, InferenceError>>;
+
+    /// Makes `model` ready to answer before anything depends on it: a
+    /// local model's file is hash-checked and loaded onto its device (a
+    /// GPU is checked first); a model with nothing to load only has to be
+    /// registered. A mission calls this for every model its agents may
+    /// use before it starts a task, so a model that cannot run stops it
+    /// with nothing run or charged.
+    fn prepare<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), InferenceError>> {
+        Box::pin(async move {
+            self.registry().get(model)?;
+            Ok(())
+        })
+    }
 }

@@ -7,5 +7,6 @@ pub(crate) mod keys;
 pub(crate) mod ledger;
 pub(crate) mod memory;
 pub(crate) mod mission;
+pub(crate) mod models;
 pub(crate) mod modules;
 pub(crate) mod tokens;
