@@ -43,9 +43,11 @@ if [ "$MODE" = gpu ]; then
   # cuBLAS and cuRAND for CUDA 13: from CUDA_LIB_DIRS, a CUDA install, or
   # a Python environment's nvidia wheels.
   dirs="${CUDA_LIB_DIRS:-}"
-  for lib in libcublas.so.13 libcurand.so.10; do
+  # (A venv's wheels sit 9 levels down: /opt/torch/.venv/lib/python3.12/
+  # site-packages/nvidia/cu13/lib/libcublas.so.13.)
+  for lib in libcublas.so.13 libcurand.so.10 libnvrtc.so.13; do
     found=$(find ${CUDA_LIB_DIRS:-} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-      /usr/lib/x86_64-linux-gnu /opt /usr/local/lib /usr/lib/python3* -maxdepth 8 -name "$lib" 2>/dev/null | head -1 || true)
+      /usr/lib/x86_64-linux-gnu /opt /usr/local/lib /usr/lib/python3* -maxdepth 10 -name "$lib" 2>/dev/null | head -1 || true)
     [ -n "$found" ] && dirs="$dirs:$(dirname "$found")"
   done
   export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
