@@ -10,12 +10,15 @@
 //! same greedy prompts to two models and reports how far their answers
 //! agree.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use gpu_kit::http::Conn;
 use serde_json::{Value, json};
+
+/// How long a request may take: an 8B model's first request at 128
+/// concurrent streams waits behind the others' prompts.
+const REQUEST_WAIT: Duration = Duration::from_secs(600);
 
 /// Prompts of different lengths, so a batch mixes sequence lengths (what
 /// paged attention is for on the GPU).
@@ -80,7 +83,7 @@ struct Answer {
 pub fn run(args: &Args) -> Result<()> {
     ensure!(args.requests > 0, "--requests must be at least 1");
     // Warm-up: the model loads (and the KV cache is sized) on first use.
-    let mut warm = Conn::new(&args.addr);
+    let mut warm = Conn::with_read_timeout(&args.addr, REQUEST_WAIT);
     chat(&mut warm, &args.key, &args.model, PROMPTS[0], args.max_tokens).context("warm-up request")?;
     for &c in &args.concurrency {
         ensure!(c > 0, "a concurrency of 0");
@@ -89,7 +92,7 @@ pub fn run(args: &Args) -> Result<()> {
             let handles: Vec<_> = (0..c)
                 .map(|i| {
                     scope.spawn(move || {
-                        let mut conn = Conn::new(&args.addr);
+                        let mut conn = Conn::with_read_timeout(&args.addr, REQUEST_WAIT);
                         (0..args.requests)
                             .map(|r| {
                                 let prompt = PROMPTS[(i + r) % PROMPTS.len()];
@@ -130,7 +133,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 pub fn compare(args: &CompareArgs) -> Result<()> {
-    let mut conn = Conn::new(&args.addr);
+    let mut conn = Conn::with_read_timeout(&args.addr, REQUEST_WAIT);
     let mut agreed = 0;
     for prompt in PROMPTS {
         let a = chat(&mut conn, &args.key, &args.reference, prompt, args.max_tokens)?;
@@ -177,91 +180,4 @@ fn chat(conn: &mut Conn, key: &str, model: &str, prompt: &str, max_tokens: u32) 
     let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_owned();
     let completion_tokens = v["usage"]["completion_tokens"].as_u64().context("no usage.completion_tokens")?;
     Ok(Answer { text, completion_tokens, latency })
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    addr: String,
-    io: Option<(BufReader<TcpStream>, TcpStream)>,
-}
-
-impl Conn {
-    fn new(addr: &str) -> Conn {
-        Conn { addr: addr.to_owned(), io: None }
-    }
-
-    fn post(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        if self.io.is_none() {
-            let stream = TcpStream::connect(&self.addr).with_context(|| format!("connecting to {}", self.addr))?;
-            stream.set_nodelay(true)?;
-            // Long enough for an 8B model's first request at 128 streams.
-            stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-            self.io = Some((BufReader::new(stream.try_clone()?), stream));
-        }
-        let result = self.exchange(path, key, body);
-        if result.is_err() {
-            self.io = None;
-        }
-        result
-    }
-
-    fn exchange(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let (reader, writer) = self.io.as_mut().context("not connected")?;
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(body);
-        writer.write_all(&request)?;
-        let mut line = String::new();
-        ensure!(reader.read_line(&mut line)? > 0, "the gateway closed the connection");
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status line")?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        loop {
-            line.clear();
-            ensure!(reader.read_line(&mut line)? > 0, "the connection closed in the headers");
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse::<usize>().ok(),
-                    "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                    "connection" => close = value.eq_ignore_ascii_case("close"),
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .context("a bad chunk size")?;
-                if size == 0 {
-                    line.clear();
-                    reader.read_line(&mut line)?;
-                    break;
-                }
-                let at = out.len();
-                out.resize(at + size, 0);
-                reader.read_exact(&mut out[at..])?;
-                let mut crlf = [0u8; 2];
-                reader.read_exact(&mut crlf)?;
-            }
-        } else {
-            out.resize(length.context("no content-length")?, 0);
-            reader.read_exact(&mut out)?;
-        }
-        if close {
-            self.io = None;
-        }
-        Ok((status, out))
-    }
 }

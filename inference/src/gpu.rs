@@ -5,9 +5,10 @@
 //! device on a host without the driver, or without cuBLAS, cudarc panics
 //! (it loads the libraries on first use). So the router asks here first,
 //! in order, and each failure is a typed [`DeviceError`] naming the cause:
-//! the driver library, a GPU, the compute capability this build's kernels
-//! need, the CUDA libraries candle opens, the file's tensor types, and the
-//! GPU's free memory. The CPU models of the same registry never come here.
+//! the file's tensor types (the file's fault on any host), then the driver
+//! library, a GPU, the compute capability this build's kernels need, the
+//! CUDA libraries candle opens, and the GPU's free memory against the
+//! weights. The CPU models of the same registry never come here.
 //!
 //! The tensor-type check ([`cuda_quant_problem`]) is plain file reading and
 //! is built and tested in every build; the rest needs the `cuda` feature.
@@ -76,7 +77,8 @@ mod probe {
     /// activations, cuBLAS's workspace and the smallest KV cache.
     const HEADROOM_BYTES: u64 = 512 << 20;
 
-    /// Checks the host's CUDA stack for the GGUF file at `path`, then opens
+    /// Checks the host's CUDA stack for the GGUF file at `path` (whose
+    /// tensor types [`super::cuda_quant_problem`] has passed), then opens
     /// GPU 0 for candle. Every refusal is typed; nothing here panics.
     pub fn cuda_device(path: &Path) -> Result<mistralrs::Device, DeviceError> {
         // The library checks come first: cudarc panics on the first call
@@ -106,9 +108,6 @@ mod probe {
             if !library_present(lib) {
                 return Err(DeviceError::MissingLibrary { library: name.into(), cuda: CUDA_MAJOR.into() });
             }
-        }
-        if let Some(problem) = super::cuda_quant_problem(path).map_err(|detail| DeviceError::Driver { detail })? {
-            return Err(problem);
         }
         let weights = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let (free, total) = ctx.mem_get_info().map_err(driver)?;

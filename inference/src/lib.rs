@@ -510,8 +510,13 @@ fn device_for(spec: &models::ModelSpec) -> Result<(Device, Option<PagedAttention
         models::Device::Cpu => Ok((Device::Cpu, None)),
         #[cfg(feature = "cuda")]
         models::Device::Cuda => {
-            let device = gpu::cuda_device(&spec.path)
-                .map_err(|problem| InferenceError::Device { model: spec.name.clone(), problem })?;
+            let refused = |problem| InferenceError::Device { model: spec.name.clone(), problem };
+            match gpu::cuda_quant_problem(&spec.path) {
+                Ok(None) => {}
+                Ok(Some(problem)) => return Err(refused(problem)),
+                Err(reason) => return Err(InferenceError::Load { model: spec.name.clone(), reason }),
+            }
+            let device = gpu::cuda_device(&spec.path).map_err(refused)?;
             let paged =
                 PagedAttentionConfig::new(None, MemoryGpuConfig::Utilization(PAGED_KV_MEMORY), PagedCacheType::Auto)
                     .map_err(|e| InferenceError::Load { model: spec.name.clone(), reason: e.to_string() })?;

@@ -18,8 +18,7 @@
 //!   journal's per-phase timestamps.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -28,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
+
+pub(crate) use gpu_kit::http::Conn;
 
 use crate::{cargo_command, run, step, target_dir};
 
@@ -600,15 +601,6 @@ impl TasksReport {
 
 // -------------------------------------------------------------- gateway
 
-/// One HTTP/1.1 keep-alive connection: a minimal client over std's
-/// TcpStream (Content-Length or chunked bodies).
-pub(crate) struct Conn {
-    addr: String,
-    io: Option<(BufReader<TcpStream>, TcpStream)>,
-    line: String,
-    request: Vec<u8>,
-}
-
 #[derive(Debug, Clone)]
 struct Sample {
     status: u16,
@@ -617,91 +609,6 @@ struct Sample {
     latency_us: u64,
     /// Budget units charged (from `usage`) for a 200.
     cost: u64,
-}
-
-impl Conn {
-    pub(crate) fn new(addr: &str) -> Conn {
-        Conn { addr: addr.to_owned(), io: None, line: String::new(), request: Vec::with_capacity(1024) }
-    }
-
-    pub(crate) fn post(&mut self, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        self.send("POST", path, key, body)
-    }
-
-    pub(crate) fn send(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        if self.io.is_none() {
-            let stream = TcpStream::connect(&self.addr)?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-            self.io = Some((BufReader::with_capacity(16 << 10, stream.try_clone()?), stream));
-        }
-        let result = self.exchange(method, path, key, body);
-        if result.is_err() {
-            self.io = None;
-        }
-        result
-    }
-
-    fn exchange(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let (reader, writer) = self.io.as_mut().context("not connected")?;
-        self.request.clear();
-        write!(
-            self.request,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )?;
-        self.request.extend_from_slice(body);
-        writer.write_all(&self.request)?;
-        self.line.clear();
-        ensure!(reader.read_line(&mut self.line)? > 0, "connection closed");
-        let status: u16 = self.line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("status line")?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        loop {
-            self.line.clear();
-            ensure!(reader.read_line(&mut self.line)? > 0, "connection closed in headers");
-            let header = self.line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let value = value.trim();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse::<usize>().ok(),
-                    "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-                    "connection" => close = value.eq_ignore_ascii_case("close"),
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::new();
-        if chunked {
-            loop {
-                self.line.clear();
-                reader.read_line(&mut self.line)?;
-                let size = usize::from_str_radix(self.line.trim().split(';').next().unwrap_or(""), 16)
-                    .context("chunk size")?;
-                if size == 0 {
-                    self.line.clear();
-                    reader.read_line(&mut self.line)?;
-                    break;
-                }
-                let at = out.len();
-                out.resize(at + size, 0);
-                reader.read_exact(&mut out[at..])?;
-                let mut crlf = [0u8; 2];
-                reader.read_exact(&mut crlf)?;
-            }
-        } else {
-            out.resize(length.context("no content-length")?, 0);
-            reader.read_exact(&mut out)?;
-        }
-        if close {
-            self.io = None;
-        }
-        Ok((status, out))
-    }
 }
 
 fn chat_body(conn: usize, i: usize) -> Vec<u8> {

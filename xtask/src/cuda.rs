@@ -217,6 +217,10 @@ fn make_package(root: &Path, target: &Path, bin: &Path, kit: &Path, cap: u32) ->
     std::fs::copy(casework.join("agent/eligibility.wasm"), stage.join("missions/casework/agent/eligibility.wasm"))?;
     run(Command::new("cp").arg("-r").arg(casework.join("cases")).arg(stage.join("missions/casework/")))?;
     std::fs::copy(root.join("gpu-kit/device-bench.sh"), stage.join("run.sh"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stage.join("run.sh"), std::fs::Permissions::from_mode(0o755))?;
+    }
     std::fs::write(
         stage.join("README.txt"),
         format!(
