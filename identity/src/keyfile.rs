@@ -168,7 +168,7 @@ fn associated_data(role: Role, public: &[u8; 32], kdf: KdfParams) -> String {
 /// Builds the key and checks the `public` line against it. For a plain
 /// file the line is redundant, and the check catches a hand-edited file.
 fn keypair(path: &Path, role: Role, public: &[u8; 32], secret: &[u8; SECRET_BYTES]) -> Result<Keypair, IdentityError> {
-    let key = Keypair { signing: SigningKey::from_bytes(secret), role };
+    let key = Keypair::new(SigningKey::from_bytes(secret), role);
     if key.public().to_bytes() != *public {
         return Err(IdentityError::Malformed {
             path: path.to_owned(),

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -189,9 +190,24 @@ impl Signature {
 /// A private signing key and the role it was issued for. Cloning copies
 /// the secret in memory (each copy is zeroized on drop); the ledger clones
 /// keys to sign a transaction's entries in parallel at commit.
+///
+/// **Two implementations of one signature.** Ed25519 signing is
+/// deterministic (RFC 8032): a key and a message have exactly one
+/// signature, whoever computes it. The conductor signs every journal
+/// entry, and signing was a third of a task's CPU
+/// (`cargo xtask bench-engine`, issue #19), so signatures are computed by
+/// AWS-LC (already linked for TLS, through mistral.rs), whose assembly
+/// signs about 2x faster than `ed25519-dalek` on this project's x86-64
+/// hosts. `ed25519-dalek` stays the key's representation (key files,
+/// public keys) and the only verifier; the tests check that both produce
+/// the same bytes, the RFC 8032 vector included. Should AWS-LC refuse a
+/// seed (it accepts every 32-byte seed), the key signs with dalek.
 #[derive(Clone)]
 pub struct Keypair {
     pub(crate) signing: SigningKey,
+    /// The same key in AWS-LC, shared between clones. AWS-LC zeroes a
+    /// key's memory when it frees it (`OPENSSL_free` cleanses).
+    fast: Option<Arc<aws_lc_rs::signature::Ed25519KeyPair>>,
     pub(crate) role: Role,
 }
 
@@ -208,14 +224,18 @@ impl fmt::Debug for Keypair {
 impl Keypair {
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate(role: Role) -> Self {
-        let signing = SigningKey::generate(&mut rand_core::OsRng);
-        Keypair { signing, role }
+        Keypair::new(SigningKey::generate(&mut rand_core::OsRng), role)
     }
 
     /// Rebuilds a key from its 32-byte secret seed (the RFC 8032 private
     /// key), as used by test vectors and key import.
     pub fn from_secret_bytes(role: Role, secret: &[u8; 32]) -> Self {
-        Keypair { signing: SigningKey::from_bytes(secret), role }
+        Keypair::new(SigningKey::from_bytes(secret), role)
+    }
+
+    pub(crate) fn new(signing: SigningKey, role: Role) -> Self {
+        let fast = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(signing.as_bytes()).ok().map(Arc::new);
+        Keypair { signing, fast, role }
     }
 
     pub fn role(&self) -> Role {
@@ -227,6 +247,12 @@ impl Keypair {
     }
 
     pub fn sign(&self, message: &[u8]) -> Signature {
+        if let Some(fast) = &self.fast {
+            let signature = fast.sign(message);
+            if let Ok(bytes) = <[u8; 64]>::try_from(signature.as_ref()) {
+                return Signature(bytes);
+            }
+        }
         Signature(self.signing.sign(message).to_bytes())
     }
 }
@@ -241,6 +267,56 @@ pub(crate) fn decode_hex_array<const N: usize>(what: &'static str, text: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 8032 section 7.1, tests 1 to 3: (secret, public, message, signature).
+    const RFC8032: [(&str, &str, &str, &str); 3] = [
+        (
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            "",
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+        ),
+        (
+            "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+            "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            "72",
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+        ),
+        (
+            "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+            "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+            "af82",
+            "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+        ),
+    ];
+
+    #[test]
+    fn signatures_match_rfc_8032() {
+        for (secret, public, message, signature) in RFC8032 {
+            let key = Keypair::from_secret_bytes(
+                Role::Conductor,
+                &decode_hex_array("secret", secret).expect("vector secret"),
+            );
+            assert!(key.fast.is_some(), "AWS-LC took the seed");
+            assert_eq!(key.public().to_bytes().to_vec(), hex::decode(public).expect("vector public"));
+            let signed = key.sign(&hex::decode(message).expect("vector message"));
+            assert_eq!(hex::encode(signed.to_bytes()), signature);
+        }
+    }
+
+    /// The signer the journal uses (AWS-LC) and the reference (dalek) give
+    /// the same bytes for many keys and messages of every length a journal
+    /// entry's signed message may have and more.
+    #[test]
+    fn the_fast_signer_gives_dalek_s_bytes() {
+        for i in 0..200u32 {
+            let key = Keypair::generate(Role::Conductor);
+            let message: Vec<u8> = (0..i * 7 % 300).map(|b| (b * 31 + i) as u8).collect();
+            let reference = key.signing.sign(&message).to_bytes();
+            assert_eq!(key.sign(&message).to_bytes(), reference, "key {i}");
+            key.public().verify(&message, &key.sign(&message)).expect("verifies");
+        }
+    }
 
     #[test]
     fn sign_and_verify_round_trip() {
