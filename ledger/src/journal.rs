@@ -692,8 +692,12 @@ impl<'a> From<&'a Keypair> for Signer<'a> {
 }
 
 /// Below this many entries a batch is signed on the calling thread:
-/// starting threads costs more than signing a few entries.
-const PARALLEL_SIGN_MIN: usize = 64;
+/// starting a thread (~20 µs) costs more than signing a few entries
+/// (~13 µs each). Above it the committing thread signs one share itself
+/// and helpers the rest: the group committer is the serial part of a busy
+/// conductor, so its signing time is everyone's latency (at 64 concurrent
+/// tasks a commit holds some 30 to 60 entries; `cargo xtask bench-engine`).
+const PARALLEL_SIGN_MIN: usize = 16;
 
 impl Txn {
     /// The underlying transaction, for projections kept by other crates.
@@ -1038,8 +1042,13 @@ impl Txn {
         } else {
             let per = staged.len().div_ceil(cores());
             std::thread::scope(|scope| {
-                for chunk in staged.chunks_mut(per) {
+                let mut chunks = staged.chunks_mut(per);
+                let own = chunks.next();
+                for chunk in chunks {
                     scope.spawn(|| sign(chunk));
+                }
+                if let Some(own) = own {
+                    sign(own);
                 }
             });
         }
