@@ -36,7 +36,7 @@ impl Conn {
 
     pub fn send(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         if self.io.is_none() {
-            let stream = TcpStream::connect(&self.addr)?;
+            let stream = TcpStream::connect(&self.addr).with_context(|| format!("connecting to {}", self.addr))?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(self.read_timeout))?;
             self.io = Some((BufReader::with_capacity(16 << 10, stream.try_clone()?), stream));
