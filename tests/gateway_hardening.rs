@@ -338,7 +338,7 @@ fn a_server_killed_during_a_call_does_not_lock_its_client_out() {
     assert_eq!(r.status, 200, "not locked out by the dead server's reservation: {r:?}");
     server.stop();
 
-    let voided = journal(&data, "budget.voided");
+    let voided = postings(&data, "budget.voided");
     assert!(voided.iter().any(|e| e["payload"]["account"] == "gateway:app"), "{voided:?}");
     assert_eq!(account(&data, "gateway:app")["pending"], 0);
     verify(&data);
@@ -396,7 +396,7 @@ fn a_stream_cut_by_a_crash_is_recorded_as_interrupted_and_charged_its_reservatio
         (&reservation, Some(reserved), &started[0]["seq"]),
         "{i}"
     );
-    let settled = journal(&data, "budget.settled");
+    let settled = postings(&data, "budget.settled");
     let charge =
         settled.iter().find(|e| e["payload"]["reservation"] == reservation).unwrap_or_else(|| panic!("{settled:?}"));
     assert_eq!(charge["payload"]["amount"].as_u64(), Some(reserved), "{charge}");

@@ -155,7 +155,7 @@ fn racing_tasks_wait_for_reservations_and_spend_nearly_all_the_budget() {
     assert_eq!(summary["status"], "budget_exhausted");
     assert_eq!(summary["budget"]["pending"], 0, "no reservation left open");
     let settled = summary["budget"]["settled"].as_u64().expect("settled");
-    let worst = journal(&data, "budget.reserved")
+    let worst = postings(&data, "budget.reserved")
         .iter()
         .filter_map(|e| e["payload"]["amount"].as_u64())
         .max()

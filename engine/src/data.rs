@@ -72,6 +72,10 @@ impl DataDir {
         let conductor = Arc::new(conductor);
         let mut ledger = Ledger::open(&root.join(DB_FILE))?;
         ledger.checkpoint_every(conductor.clone(), ledger::CHECKPOINT_EVERY_DEFAULT);
+        // Many calls' reservations and settlements in one group commit
+        // share one signed `budget.batch` entry (a lone posting is still
+        // its own entry): one signature instead of one per call.
+        ledger.batch_postings(true);
         ledger.write(|t| -> Result<()> {
             memory::create_tables(t.redb())?;
             crate::state::create_tables(t.redb())?;
@@ -221,8 +225,26 @@ pub fn commit<T: Send + 'static>(
     committer: &GroupCommitter,
     op: impl Fn(&mut ledger::Txn) -> Result<T, LedgerError> + Clone + Send + 'static,
 ) -> Result<T, LedgerError> {
+    retrying(|| committer.submit(op.clone()))
+}
+
+/// [`commit`] for an operation whose budget postings (`post`) run with the
+/// whole group's before any main part (`then`), so that one commit's
+/// postings share one signed entry
+/// ([`GroupCommitter::submit_posting_first`]).
+pub fn commit_posting_first<P: Send + 'static, T: Send + 'static>(
+    committer: &GroupCommitter,
+    post: impl Fn(&mut ledger::Txn) -> Result<P, LedgerError> + Clone + Send + 'static,
+    then: impl Fn(&mut ledger::Txn, P) -> Result<T, LedgerError> + Clone + Send + 'static,
+) -> Result<T, LedgerError> {
+    retrying(|| committer.submit_posting_first(post.clone(), then.clone()))
+}
+
+/// Submits again an operation rolled back only because another one in
+/// its transaction failed part way (a retryable `Interrupted`).
+fn retrying<T>(mut submit: impl FnMut() -> Result<T, LedgerError>) -> Result<T, LedgerError> {
     loop {
-        match committer.submit(op.clone()) {
+        match submit() {
             Err(LedgerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::Interrupted => continue,
             other => return other,
         }

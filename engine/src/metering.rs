@@ -263,17 +263,20 @@ impl Meter {
             let (conductor, account_, memo_, with_) =
                 (self.conductor.clone(), account.to_owned(), memo.clone(), with.clone());
             let (amount, ttl_us) = (quote.worst_case, self.reservation_ttl_us);
-            let attempt = crate::data::commit(&self.committer, move |t| {
+            let post = move |t: &mut Txn| {
                 let now = now_us();
                 let deadline = now.saturating_add(ttl_us);
                 match t.reserve(&conductor, &account_, amount, deadline, memo_.clone(), now) {
-                    Ok(id) => with_(t, id, now).map(|with| Reserved::Paid { id, with }),
-                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => {
-                        Ok(Reserved::Refused(refusal))
-                    }
+                    Ok(id) => Ok(Ok((id, now))),
+                    Err(LedgerError::Budget(refusal @ BudgetError::Insufficient { .. })) => Ok(Err(refusal)),
                     Err(e) => Err(e),
                 }
-            })?;
+            };
+            let then = move |t: &mut Txn, reserved: Result<(ReservationId, i64), BudgetError>| match reserved {
+                Ok((id, now)) => with_(t, id, now).map(|with| Reserved::Paid { id, with }),
+                Err(refusal) => Ok(Reserved::Refused(refusal)),
+            };
+            let attempt = crate::data::commit_posting_first(&self.committer, post, then)?;
             if let Reserved::Paid { id, .. } = &attempt {
                 self.reserved(account, quote, *id);
             }
@@ -302,11 +305,14 @@ impl Meter {
         let answered = Instant::now();
         let call = self.closed(id);
         let conductor = self.conductor.clone();
-        let settled = crate::data::commit(&self.committer, move |t| {
-            let now = now_us();
-            t.settle(&conductor, id, charge.posted, now)?;
-            journal(t, now)
-        })?;
+        let settled = crate::data::commit_posting_first(
+            &self.committer,
+            move |t| {
+                let now = now_us();
+                t.settle(&conductor, id, charge.posted, now).map(|_| now)
+            },
+            journal,
+        )?;
         if let Some(call) = call {
             metrics::histogram!(MODEL_CALL_SECONDS_METRIC, "model" => call.model.clone())
                 .record(answered.duration_since(call.reserved_at).as_secs_f64());
@@ -326,11 +332,14 @@ impl Meter {
         // Not answered: neither a latency nor a cost to measure.
         self.closed(id);
         let conductor = self.conductor.clone();
-        crate::data::commit(&self.committer, move |t| {
-            let now = now_us();
-            t.void(&conductor, id, now)?;
-            journal(t, now)
-        })
+        crate::data::commit_posting_first(
+            &self.committer,
+            move |t| {
+                let now = now_us();
+                t.void(&conductor, id, now).map(|_| now)
+            },
+            journal,
+        )
     }
 
     /// A refused call's record (or any other entry of a paid call's path),

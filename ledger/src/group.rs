@@ -28,6 +28,15 @@
 //! - if the commit itself fails, every caller in the batch gets the error
 //!   and nothing is acknowledged.
 //!
+//! An operation may come in two parts
+//! ([`GroupCommitter::submit_posting_first`]): its budget postings, which
+//! run with the whole group's before any operation's main part, and the
+//! rest. On a ledger that batches postings the group's reservations and
+//! settlements then share one signed `budget.batch` entry, where
+//! interleaved with other entries each would be its own. If such an
+//! operation's postings ran in a transaction that is rolled back, its
+//! caller gets the retryable error even if its main part never ran.
+//!
 //! Each committed transaction's latency, from its start to its durable
 //! commit (running the batch's operations, sealing, fsync), is recorded
 //! through the `metrics` facade as [`GroupCommitter::COMMIT_SECONDS_METRIC`],
@@ -118,11 +127,24 @@ enum Reply<T> {
 
 /// One queued operation, its result type erased.
 trait Job: Send {
-    /// Runs the operation in `txn`; the caller is answered later through
-    /// the returned [`Finish`].
+    /// Runs the operation's budget postings, if it has a part for them
+    /// (see [`GroupCommitter::submit_posting_first`]); `Some(why)` when
+    /// they may have left the transaction half changed.
+    fn post(&mut self, _txn: &mut Txn) -> Option<String> {
+        None
+    }
+    /// Whether [`Job::post`] ran something in the current transaction.
+    fn posted(&self) -> bool {
+        false
+    }
+    /// Runs the operation (the rest of it, after [`Job::post`]) in `txn`;
+    /// the caller is answered later through the returned [`Finish`].
     fn run(self: Box<Self>, txn: &mut Txn) -> Ran;
     /// Answers the caller without running the operation.
     fn refuse(self: Box<Self>, error: LedgerError);
+    /// The answer of an operation whose postings ran in a transaction that
+    /// is being rolled back before the rest of it ran.
+    fn abandon(self: Box<Self>) -> Box<dyn Finish>;
 }
 
 /// An operation that has run, waiting for its transaction's fate.
@@ -175,6 +197,93 @@ where
     fn refuse(self: Box<Self>, error: LedgerError) {
         // The caller may have gone (it panicked); nobody is left to tell.
         let _ = self.reply.send(Reply::Done(Err(error)));
+    }
+
+    fn abandon(self: Box<Self>) -> Box<dyn Finish> {
+        Box::new(Abandoned { own: None, reply: self.reply })
+    }
+}
+
+/// An operation in two parts: its budget postings, run with every other
+/// queued operation's before any operation's main part, and the rest.
+struct Phased<P, T, F, G> {
+    post: Option<F>,
+    then: G,
+    posted: Option<Reply<P>>,
+    reply: oneshot::Sender<Reply<T>>,
+}
+
+impl<P, T, F, G> Job for Phased<P, T, F, G>
+where
+    P: Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&mut Txn) -> Result<P, LedgerError> + Send + 'static,
+    G: FnOnce(&mut Txn, P) -> Result<T, LedgerError> + Send + 'static,
+{
+    fn post(&mut self, txn: &mut Txn) -> Option<String> {
+        let post = self.post.take()?;
+        let (dirty, posted) = match panic::catch_unwind(AssertUnwindSafe(|| post(txn))) {
+            Ok(Ok(value)) => (None, Reply::Done(Ok(value))),
+            Ok(Err(e)) if leaves_nothing(&e) => (None, Reply::Done(Err(e))),
+            Ok(Err(e)) => (Some(e.to_string()), Reply::Done(Err(e))),
+            Err(payload) => (Some("an operation panicked".to_owned()), Reply::Panicked(payload)),
+        };
+        self.posted = Some(posted);
+        dirty
+    }
+
+    fn posted(&self) -> bool {
+        self.posted.is_some()
+    }
+
+    fn run(mut self: Box<Self>, txn: &mut Txn) -> Ran {
+        // Run alone (nothing called `post` first): both parts now.
+        let dirty = if self.posted.is_none() { self.post(txn) } else { None };
+        let Phased { then, posted, reply, .. } = *self;
+        let outcome = match posted {
+            Some(Reply::Done(Ok(value))) => {
+                return Job::run(Box::new(Op { op: move |txn: &mut Txn| then(txn, value), reply }), txn);
+            }
+            Some(Reply::Done(Err(e))) => Reply::Done(Err(e)),
+            Some(Reply::Panicked(payload)) => Reply::Panicked(payload),
+            None => Reply::Done(Err(rolled_back("its postings did not run"))),
+        };
+        Ran { dirty, finish: Box::new(Done { outcome, reply }) }
+    }
+
+    fn refuse(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Reply::Done(Err(error)));
+    }
+
+    fn abandon(self: Box<Self>) -> Box<dyn Finish> {
+        // Its own failure is its answer; a refusal or a success from a
+        // transaction that is rolled back is not.
+        let own = match self.posted {
+            Some(Reply::Done(Err(e))) if !leaves_nothing(&e) => Some(Reply::Done(Err(e))),
+            Some(Reply::Panicked(payload)) => Some(Reply::Panicked(payload)),
+            _ => None,
+        };
+        Box::new(Abandoned { own, reply: self.reply })
+    }
+}
+
+/// The answer of an operation cut short by a rollback: its own error or
+/// panic if it caused it, else a retryable rollback.
+struct Abandoned<T> {
+    own: Option<Reply<T>>,
+    reply: oneshot::Sender<Reply<T>>,
+}
+
+impl<T: Send + 'static> Finish for Abandoned<T> {
+    fn finish(self: Box<Self>, fate: &Fate) {
+        let outcome = match (self.own, fate) {
+            (Some(own), _) => own,
+            (None, Fate::RolledBack(why)) => Reply::Done(Err(rolled_back(why))),
+            (None, Fate::Failed(e)) => Reply::Done(Err(replicate(e))),
+            // Never: an abandoning transaction is always rolled back.
+            (None, Fate::Committed) => Reply::Done(Err(rolled_back("the operation did not run"))),
+        };
+        let _ = self.reply.send(outcome);
     }
 }
 
@@ -308,15 +417,49 @@ impl GroupCommitter {
         async move { unpack(answer?.await) }
     }
 
+    /// [`GroupCommitter::submit`] for an operation whose budget postings
+    /// (`post`) come first: every queued operation's `post` runs before
+    /// any operation's main part (`then`, given what `post` returned), so
+    /// on a ledger that batches postings ([`Ledger::batch_postings`]) a
+    /// whole group's reservations and settlements share one signed
+    /// `budget.batch` entry instead of one entry each. Each operation's own
+    /// order is kept: its postings come before its other entries.
+    ///
+    /// `post` must not read what other operations' main parts write (it
+    /// runs before them); a refusal from it (a budget error that leaves
+    /// nothing) skips `then` and is the caller's answer.
+    pub fn submit_posting_first<P: Send + 'static, T: Send + 'static>(
+        &self,
+        post: impl FnOnce(&mut Txn) -> Result<P, LedgerError> + Send + 'static,
+        then: impl FnOnce(&mut Txn, P) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let answer = self.enqueue_posting_first(post, then)?;
+        unpack(answer.blocking_recv())
+    }
+
+    fn enqueue_posting_first<P: Send + 'static, T: Send + 'static>(
+        &self,
+        post: impl FnOnce(&mut Txn) -> Result<P, LedgerError> + Send + 'static,
+        then: impl FnOnce(&mut Txn, P) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Reply<T>>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Box::new(Phased { post: Some(post), then, posted: None, reply }))?;
+        Ok(answer)
+    }
+
     /// Queues `op` and returns where its answer will arrive.
     fn enqueue<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Txn) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Reply<T>>, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        let queue = self.queue.as_ref().ok_or_else(stopped)?;
-        queue.send(Box::new(Op { op, reply })).map_err(|_| stopped())?;
+        self.send(Box::new(Op { op, reply }))?;
         Ok(answer)
+    }
+
+    fn send(&self, job: Box<dyn Job>) -> Result<(), LedgerError> {
+        let queue = self.queue.as_ref().ok_or_else(stopped)?;
+        queue.send(job).map_err(|_| stopped())
     }
 
     /// Counters since the committer started.
@@ -369,10 +512,28 @@ fn commit_loop(ledger: &Ledger, jobs: &Receiver<Box<dyn Job>>, max_batch: usize,
         let mut ran: Vec<Box<dyn Finish>> = Vec::with_capacity(waiting.len());
         let started = std::time::Instant::now();
         let result = ledger.write(|txn| -> Result<(), Abort> {
+            // Budget postings first: they share the transaction's
+            // `budget.batch` entry (see `submit_posting_first`).
+            for at in 0..waiting.len() {
+                if let Some(why) = waiting[at].post(txn) {
+                    let (posted, rest): (Vec<_>, Vec<_>) = waiting.drain(..=at).partition(|job| job.posted());
+                    ran.extend(posted.into_iter().map(Job::abandon));
+                    for job in rest.into_iter().rev() {
+                        waiting.push_front(job);
+                    }
+                    return Err(Abort::Dirty(why));
+                }
+            }
             while let Some(job) = waiting.pop_front() {
                 let Ran { dirty, finish } = job.run(txn);
                 ran.push(finish);
                 if let Some(why) = dirty {
+                    // An operation whose postings ran in this transaction
+                    // starts again from its caller; the rest wait for the
+                    // next transaction.
+                    let (posted, rest): (VecDeque<_>, VecDeque<_>) = waiting.drain(..).partition(|job| job.posted());
+                    ran.extend(posted.into_iter().map(Job::abandon));
+                    waiting.extend(rest);
                     return Err(Abort::Dirty(why));
                 }
             }
@@ -501,6 +662,119 @@ mod tests {
         assert!(stats.commits >= 1 && stats.commits <= 64 && stats.failed == 0, "{stats:?}");
         assert_eq!(f.ledger.account("m").expect("m").pending, (1..=64).sum::<u64>());
         f.ledger.verify().expect("journal and balances agree");
+    }
+
+    /// Reserves `amount` first, then journals a note naming it.
+    fn enqueue_noted(
+        group: &GroupCommitter,
+        key: &Arc<Keypair>,
+        amount: u64,
+    ) -> oneshot::Receiver<Reply<(ReservationId, u64)>> {
+        let note_key = key.clone();
+        group
+            .enqueue_posting_first(reserve(key, amount), move |t, id| {
+                let (seq, _) = t.append(&note_key, "task.started", &json!({"reservation": id.0}), 1)?;
+                Ok((id, seq))
+            })
+            .expect("enqueue")
+    }
+
+    #[test]
+    fn posting_first_operations_share_one_batch_entry_and_keep_their_own_order() {
+        let f = fixture_with(1_000, true);
+        let group = GroupCommitter::new(f.ledger.clone(), GROUP_BATCH_DEFAULT);
+        let (release, held) = hold_committer(&group);
+        let head = f.ledger.head().expect("head").0;
+        let a = enqueue_noted(&group, &f.key, 10);
+        let key = f.key.clone();
+        let plain = group.enqueue(move |t| t.append(&key, "mission.declared", &json!({}), 1)).expect("plain");
+        let b = enqueue_noted(&group, &f.key, 20);
+        let refused = enqueue_noted(&group, &f.key, 5_000);
+        let c = enqueue_noted(&group, &f.key, 30);
+        drop(release);
+        wait(held).expect("gate");
+        let (a, b, c) = (wait(a).expect("a"), wait(b).expect("b"), wait(c).expect("c"));
+        assert!(matches!(wait(refused), Err(LedgerError::Budget(BudgetError::Insufficient { .. }))));
+        let (plain, _) = wait(plain).expect("plain");
+        let entries = f.ledger.entries(head, usize::MAX).expect("entries");
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["budget.batch", "task.started", "mission.declared", "task.started", "task.started"]);
+        let batch: serde_json::Value = serde_json::from_slice(&entries[0].payload).expect("json");
+        let amounts: Vec<u64> = batch["postings"]
+            .as_array()
+            .expect("postings")
+            .iter()
+            .filter_map(|p| p["payload"]["amount"].as_u64())
+            .collect();
+        assert_eq!(amounts, [10, 20, 30], "the group's reservations, in queue order, in one entry");
+        // Each caller's note follows the batch, in queue order, and names
+        // the caller's own reservation.
+        assert_eq!([a.1, plain, b.1, c.1], [head + 1, head + 2, head + 3, head + 4]);
+        for (e, (id, _)) in [(&entries[1], a), (&entries[3], b), (&entries[4], c)] {
+            assert_eq!(e.payload_json()["reservation"], json!(id.0));
+        }
+        assert_eq!(f.ledger.account("m").expect("m").pending, 60);
+        f.ledger.verify().expect("journal and balances agree");
+    }
+
+    #[test]
+    fn a_lone_posting_is_its_own_entry() {
+        let f = fixture_with(1_000, true);
+        let group = GroupCommitter::new(f.ledger.clone(), GROUP_BATCH_DEFAULT);
+        let head = f.ledger.head().expect("head").0;
+        wait(enqueue_noted(&group, &f.key, 10)).expect("reserved");
+        let kinds: Vec<String> =
+            f.ledger.entries(head, usize::MAX).expect("entries").into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["budget.reserved", "task.started"]);
+        f.ledger.verify().expect("verifies");
+    }
+
+    #[test]
+    fn a_posting_that_fails_part_way_sends_the_group_s_postings_back_to_their_callers() {
+        let f = fixture_with(100, true);
+        let stranger = Arc::new(Keypair::generate(Role::Conductor));
+        let group = GroupCommitter::new(f.ledger.clone(), GROUP_BATCH_DEFAULT);
+        let (release, held) = hold_committer(&group);
+        let before = enqueue_noted(&group, &f.key, 10);
+        let bad = enqueue_noted(&group, &stranger, 20);
+        let after = enqueue_noted(&group, &f.key, 30);
+        drop(release);
+        wait(held).expect("gate");
+        let err = wait(before).expect_err("its reservation was rolled back");
+        assert!(matches!(&err, LedgerError::Io { source, .. } if source.kind() == io::ErrorKind::Interrupted), "{err}");
+        assert!(matches!(wait(bad), Err(LedgerError::Unauthorized(_))));
+        wait(after).expect("not yet posted when the batch failed, so committed in the next");
+        assert_eq!(f.ledger.account("m").expect("m").pending, 30);
+        f.ledger.verify().expect("no hold without its journal entry");
+    }
+
+    #[test]
+    fn a_main_part_that_fails_part_way_sends_every_posted_operation_back() {
+        let f = fixture_with(100, true);
+        let group = GroupCommitter::new(f.ledger.clone(), GROUP_BATCH_DEFAULT);
+        let (release, held) = hold_committer(&group);
+        let before = enqueue_noted(&group, &f.key, 10);
+        let key = f.key.clone();
+        let bad = group
+            .enqueue_posting_first(reserve(&f.key, 20), move |t, _| {
+                t.append(&key, "Not A Kind", &json!({}), 1)?;
+                Ok(())
+            })
+            .expect("bad");
+        let after = enqueue_noted(&group, &f.key, 30);
+        drop(release);
+        wait(held).expect("gate");
+        for (name, answer) in [("before", wait(before).map(|_| ())), ("after", wait(after).map(|_| ()))] {
+            let err = answer.expect_err(name);
+            assert!(
+                matches!(&err, LedgerError::Io { source, .. } if source.kind() == io::ErrorKind::Interrupted),
+                "{err}"
+            );
+        }
+        assert!(matches!(wait(bad), Err(LedgerError::BadEntry(_))));
+        assert_eq!(f.ledger.account("m").expect("m").pending, 0, "nothing of the group was written");
+        assert!(f.ledger.pending_reservations().expect("pending").is_empty());
+        f.ledger.verify().expect("verifies");
     }
 
     #[test]
@@ -661,9 +935,10 @@ mod tests {
                 v["postings"].as_array().map_or(0, Vec::len)
             })
             .collect();
-        assert_eq!(batches.iter().sum::<usize>() as u64, 2 * TASKS, "every posting is journaled once");
+        // A commit that held one posting wrote it as its own entry.
+        let lone = entries.iter().filter(|e| matches!(e.kind.as_str(), "budget.reserved" | "budget.settled")).count();
+        assert_eq!((batches.iter().sum::<usize>() + lone) as u64, 2 * TASKS, "every posting is journaled once");
         assert!(batches.iter().any(|&n| n > 1), "batches hold several postings: {batches:?}");
-        assert!(entries.iter().all(|e| !matches!(e.kind.as_str(), "budget.reserved" | "budget.settled")));
         let report = f.ledger.verify().expect("journal and balances agree");
         assert!(report.budget.iter().any(|(name, a)| name == "m" && a.settled == total));
     }

@@ -547,11 +547,37 @@ pub struct Txn {
 /// when it is sealed), so the journal keeps the order things happened in.
 struct PostingBatch {
     signer: Keypair,
-    /// Each posting, serialised: `{"kind", "time_us", "payload"}`.
-    items: Vec<Vec<u8>>,
+    items: Vec<BatchItem>,
     bytes: usize,
     /// The latest posting's time: the entry's time.
     time_us: i64,
+}
+
+/// One buffered posting: serialised as a batch item,
+/// `{"kind":…,"time_us":…,"payload":…}` (serde_json's own layout), with
+/// its payload's place kept so that a lone posting can be written as its
+/// own entry instead.
+struct BatchItem {
+    kind: &'static str,
+    time_us: i64,
+    json: Vec<u8>,
+    payload_at: usize,
+}
+
+impl BatchItem {
+    fn new(kind: &'static str, time_us: i64, payload: &[u8]) -> Self {
+        // `kind` is one of the budget's own names: nothing to escape.
+        let mut json = format!(r#"{{"kind":"{kind}","time_us":{time_us},"payload":"#).into_bytes();
+        let payload_at = json.len();
+        json.reserve(payload.len() + 1);
+        json.extend_from_slice(payload);
+        json.push(b'}');
+        BatchItem { kind, time_us, json, payload_at }
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.json[self.payload_at..self.json.len() - 1]
+    }
 }
 
 /// The most postings one `budget.batch` entry carries: a few signatures a
@@ -856,24 +882,19 @@ impl Txn {
             Signer::Held(key) if self.batching && crate::budget::is_batchable(kind) => key,
             _ => return self.stage(signer, kind, payload, time_us).map(|_| ()),
         };
-        #[derive(serde::Serialize)]
-        struct Item<'a, P> {
-            kind: &'a str,
-            time_us: i64,
-            payload: &'a P,
-        }
-        let item = serde_json::to_vec(&Item { kind, time_us, payload })
+        let payload = serde_json::to_vec(payload)
             .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
-        if item.len() + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX {
+        let item = BatchItem::new(kind, time_us, &payload);
+        if item.json.len() + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX {
             return Err(LedgerError::BadEntry(format!(
                 "posting of {} bytes exceeds the payload limit {PAYLOAD_BYTES_MAX}",
-                item.len()
+                item.json.len()
             )));
         }
         let full = self.batch.as_ref().is_some_and(|b| {
             b.signer.public() != signer.public()
                 || b.items.len() >= BATCH_POSTINGS_MAX
-                || b.bytes + item.len() + 1 + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX
+                || b.bytes + item.json.len() + 1 + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX
         });
         if full {
             self.flush_postings()?;
@@ -894,18 +915,24 @@ impl Txn {
             }
         };
         let mut batch = batch;
-        batch.bytes += item.len() + 1;
+        batch.bytes += item.json.len() + 1;
         batch.time_us = batch.time_us.max(time_us);
         batch.items.push(item);
         self.batch = Some(batch);
         Ok(())
     }
 
-    /// Stages the buffered postings as one `budget.batch` entry.
+    /// Stages the buffered postings as one `budget.batch` entry, or a
+    /// lone posting as its own entry: a batch of one would only add bytes.
     fn flush_postings(&mut self) -> Result<(), LedgerError> {
-        let Some(batch) = self.batch.take() else {
+        let Some(mut batch) = self.batch.take() else {
             return Ok(());
         };
+        if batch.items.len() == 1 {
+            let lone = batch.items.swap_remove(0);
+            let payload = lone.payload().to_vec();
+            return self.stage_bytes(Signer::Held(&batch.signer), lone.kind, payload, lone.time_us).map(|_| ());
+        }
         // The items are serde_json's own output; only the array around
         // them is joined here, so the payload is `{"postings":[item,…]}`.
         let mut payload = Vec::with_capacity(batch.bytes + BATCH_FRAME_BYTES);
@@ -914,7 +941,7 @@ impl Txn {
             if i > 0 {
                 payload.push(b',');
             }
-            payload.extend_from_slice(item);
+            payload.extend_from_slice(&item.json);
         }
         payload.extend_from_slice(b"]}");
         self.stage_bytes(Signer::Held(&batch.signer), crate::budget::BATCH, payload, batch.time_us).map(|_| ())

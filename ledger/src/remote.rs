@@ -496,7 +496,11 @@ mod tests {
         let kinds: Vec<(String, [u8; 32])> =
             ledger.entries(head.0, 10).expect("entries").into_iter().map(|e| (e.kind, e.signer)).collect();
         let (c, r) = (conductor.public().to_bytes(), reviewer.public().to_bytes());
-        assert_eq!(kinds, vec![("budget.batch".into(), c), ("budget.extended".into(), r), ("budget.batch".into(), c)]);
+        // The extension splits the batch, and a lone posting is its own entry.
+        assert_eq!(
+            kinds,
+            vec![("budget.reserved".into(), c), ("budget.extended".into(), r), ("budget.reserved".into(), c)]
+        );
         let m = ledger.account("m").expect("m");
         assert_eq!((m.limit, m.pending, m.settled), (Some(150), 140, 0));
         let report = ledger.verify().expect("the balances replay");

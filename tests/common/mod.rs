@@ -226,6 +226,18 @@ pub fn journal(data: &Path, kind: &str) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
 
+/// Every budget posting of `kind` in the journal in `data`, whether it is
+/// its own entry or one of a `budget.batch` (a group commit's postings
+/// share one), each shaped like an entry: `kind`, `time_us`, `payload`.
+pub fn postings(data: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let mut out = journal(data, kind);
+    for batch in journal(data, "budget.batch") {
+        let items = batch["payload"]["postings"].as_array().expect("a batch holds postings").clone();
+        out.extend(items.into_iter().filter(|item| item["kind"] == kind));
+    }
+    out
+}
+
 /// The sample mission's policy facts, as `memory:` list items: what the
 /// casework agent recalls before it decides.
 pub fn policy_facts() -> String {

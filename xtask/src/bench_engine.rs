@@ -402,6 +402,19 @@ fn timed_run(
 /// Per-task timestamps from `audit log --json`: the in-process span and
 /// the median of each phase. An entry's time is taken as it is staged,
 /// before its commit, so a phase includes the commit of the entry before.
+/// An `audit log --json` entry as `(kind, time_us, payload)`: each posting
+/// of a `budget.batch` on its own, any other entry whole.
+pub(crate) fn postings_or_entry(e: &Value) -> Vec<(&str, i64, &Value)> {
+    let (kind, at) = (e["kind"].as_str().unwrap_or(""), e["time_us"].as_i64().unwrap_or(0));
+    match e["payload"]["postings"].as_array() {
+        Some(items) if kind == "budget.batch" => items
+            .iter()
+            .map(|item| (item["kind"].as_str().unwrap_or(""), item["time_us"].as_i64().unwrap_or(at), &item["payload"]))
+            .collect(),
+        _ => vec![(kind, at, &e["payload"])],
+    }
+}
+
 fn journal_figures(bench: &Bench, data: &Path, run: &mut TaskRun) -> Result<()> {
     #[derive(Default)]
     struct Task {
@@ -423,17 +436,17 @@ fn journal_figures(bench: &Bench, data: &Path, run: &mut TaskRun) -> Result<()> 
     for line in reader.lines() {
         let e: Value = serde_json::from_str(&line?)?;
         entries += 1;
-        let at = e["time_us"].as_i64().unwrap_or(0);
-        let p = &e["payload"];
-        let slot = match e["kind"].as_str().unwrap_or("") {
-            "task.started" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().started),
-            "budget.reserved" => p["for"]["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().reserved),
-            "host.infer" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().inferred),
-            "task.decided" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().decided),
-            _ => None,
-        };
-        if let Some(slot) = slot {
-            slot.get_or_insert(at);
+        for (kind, at, p) in postings_or_entry(&e) {
+            let slot = match kind {
+                "task.started" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().started),
+                "budget.reserved" => p["for"]["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().reserved),
+                "host.infer" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().inferred),
+                "task.decided" => p["task"].as_u64().map(|t| &mut tasks.entry(t).or_default().decided),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                slot.get_or_insert(at);
+            }
         }
     }
     ensure!(child.wait()?.success(), "audit log failed");

@@ -200,25 +200,25 @@ fn conductor_run(
     let mut tasks: BTreeMap<u64, Task> = BTreeMap::new();
     for line in String::from_utf8_lossy(&log.stdout).lines() {
         let e: Value = serde_json::from_str(line)?;
-        let at = e["time_us"].as_i64().unwrap_or(0);
-        let p = &e["payload"];
         let task_of = |v: &Value| v["task"].as_u64();
-        match e["kind"].as_str().unwrap_or("") {
-            "task.started" => tasks.entry(task_of(p).context("task")?).or_default().started = Some(at),
-            "budget.reserved" => {
-                if let Some(t) = task_of(&p["for"]) {
-                    tasks.entry(t).or_default().reserved = Some(at);
+        for (kind, at, p) in crate::bench_engine::postings_or_entry(&e) {
+            match kind {
+                "task.started" => tasks.entry(task_of(p).context("task")?).or_default().started = Some(at),
+                "budget.reserved" => {
+                    if let Some(t) = task_of(&p["for"]) {
+                        tasks.entry(t).or_default().reserved = Some(at);
+                    }
                 }
+                "host.infer" => {
+                    let t = tasks.entry(task_of(p).context("task")?).or_default();
+                    t.inferred = Some(at);
+                    t.prompt_tokens = p["prompt_tokens"].as_u64().unwrap_or(0);
+                    t.completion_tokens = p["completion_tokens"].as_u64().unwrap_or(0);
+                    t.text = p["text"].as_str().unwrap_or("").to_owned();
+                }
+                "task.decided" => tasks.entry(task_of(p).context("task")?).or_default().decided = Some(at),
+                _ => {}
             }
-            "host.infer" => {
-                let t = tasks.entry(task_of(p).context("task")?).or_default();
-                t.inferred = Some(at);
-                t.prompt_tokens = p["prompt_tokens"].as_u64().unwrap_or(0);
-                t.completion_tokens = p["completion_tokens"].as_u64().unwrap_or(0);
-                t.text = p["text"].as_str().unwrap_or("").to_owned();
-            }
-            "task.decided" => tasks.entry(task_of(p).context("task")?).or_default().decided = Some(at),
-            _ => {}
         }
     }
     ensure!(tasks.len() == cases, "the journal has {} tasks, expected {cases}", tasks.len());
