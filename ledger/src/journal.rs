@@ -553,30 +553,30 @@ struct PostingBatch {
     time_us: i64,
 }
 
-/// One buffered posting: serialised as a batch item,
-/// `{"kind":…,"time_us":…,"payload":…}` (serde_json's own layout), with
-/// its payload's place kept so that a lone posting can be written as its
-/// own entry instead.
+/// One buffered posting, its payload serialised. In a batch it is written
+/// as `{"kind":…,"time_us":…,"payload":…}` (serde_json's own layout); a
+/// lone posting is written as its own entry instead.
 struct BatchItem {
     kind: &'static str,
     time_us: i64,
-    json: Vec<u8>,
-    payload_at: usize,
+    payload: Vec<u8>,
 }
 
+/// The most bytes a batch item adds around its payload: the fixed text
+/// (33 bytes), the longest budget kind and the longest i64.
+const ITEM_FRAME_BYTES_MAX: usize = 33 + 16 + 20;
+
 impl BatchItem {
-    fn new(kind: &'static str, time_us: i64, payload: &[u8]) -> Self {
-        // `kind` is one of the budget's own names: nothing to escape.
-        let mut json = format!(r#"{{"kind":"{kind}","time_us":{time_us},"payload":"#).into_bytes();
-        let payload_at = json.len();
-        json.reserve(payload.len() + 1);
-        json.extend_from_slice(payload);
-        json.push(b'}');
-        BatchItem { kind, time_us, json, payload_at }
+    /// Its length in a batch, at most.
+    fn bytes_max(&self) -> usize {
+        self.payload.len() + ITEM_FRAME_BYTES_MAX
     }
 
-    fn payload(&self) -> &[u8] {
-        &self.json[self.payload_at..self.json.len() - 1]
+    fn write_to(&self, out: &mut Vec<u8>) {
+        // `kind` is one of the budget's own names: nothing to escape.
+        out.extend_from_slice(format!(r#"{{"kind":"{}","time_us":{},"payload":"#, self.kind, self.time_us).as_bytes());
+        out.extend_from_slice(&self.payload);
+        out.push(b'}');
     }
 }
 
@@ -884,17 +884,17 @@ impl Txn {
         };
         let payload = serde_json::to_vec(payload)
             .map_err(|e| LedgerError::BadEntry(format!("payload does not serialise: {e}")))?;
-        let item = BatchItem::new(kind, time_us, &payload);
-        if item.json.len() + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX {
+        let item = BatchItem { kind, time_us, payload };
+        if item.bytes_max() + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX {
             return Err(LedgerError::BadEntry(format!(
                 "posting of {} bytes exceeds the payload limit {PAYLOAD_BYTES_MAX}",
-                item.json.len()
+                item.bytes_max()
             )));
         }
         let full = self.batch.as_ref().is_some_and(|b| {
             b.signer.public() != signer.public()
                 || b.items.len() >= BATCH_POSTINGS_MAX
-                || b.bytes + item.json.len() + 1 + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX
+                || b.bytes + item.bytes_max() + 1 + BATCH_FRAME_BYTES > PAYLOAD_BYTES_MAX
         });
         if full {
             self.flush_postings()?;
@@ -915,7 +915,7 @@ impl Txn {
             }
         };
         let mut batch = batch;
-        batch.bytes += item.json.len() + 1;
+        batch.bytes += item.bytes_max() + 1;
         batch.time_us = batch.time_us.max(time_us);
         batch.items.push(item);
         self.batch = Some(batch);
@@ -930,18 +930,18 @@ impl Txn {
         };
         if batch.items.len() == 1 {
             let lone = batch.items.swap_remove(0);
-            let payload = lone.payload().to_vec();
-            return self.stage_bytes(Signer::Held(&batch.signer), lone.kind, payload, lone.time_us).map(|_| ());
+            return self.stage_bytes(Signer::Held(&batch.signer), lone.kind, lone.payload, lone.time_us).map(|_| ());
         }
-        // The items are serde_json's own output; only the array around
-        // them is joined here, so the payload is `{"postings":[item,…]}`.
+        // The payloads are serde_json's own output; only the items' frames
+        // and the array around them are written here, so the payload is
+        // `{"postings":[item,…]}`.
         let mut payload = Vec::with_capacity(batch.bytes + BATCH_FRAME_BYTES);
         payload.extend_from_slice(br#"{"postings":["#);
         for (i, item) in batch.items.iter().enumerate() {
             if i > 0 {
                 payload.push(b',');
             }
-            payload.extend_from_slice(&item.json);
+            item.write_to(&mut payload);
         }
         payload.extend_from_slice(b"]}");
         self.stage_bytes(Signer::Held(&batch.signer), crate::budget::BATCH, payload, batch.time_us).map(|_| ())
