@@ -86,8 +86,9 @@ fn a_parent_fans_out_parks_and_resumes_with_its_childrens_decisions() {
     assert!(first["children"][3]["budget"].is_null(), "lead has no task_limit: {first}");
 
     // A child's spend reached its parent's account: the budget tree holds
-    // every child's account under its parent task's.
-    let opened = journal(&data, "budget.opened");
+    // every child's account under its parent task's. Accounts opened in
+    // one group commit share its `budget.batch` entry.
+    let opened = postings(&data, "budget.opened");
     let parent_account = opened
         .iter()
         .map(|e| &e["payload"])

@@ -1769,18 +1769,27 @@ fn start_task(
     );
     // In a group commit shared with other tasks' writes, and durable
     // before the cell runs: every entry of the attempt comes after it.
-    let seq = crate::data::commit(&ctx.committer, move |t| {
-        // A task deferred for lack of budget already has its account.
-        if t.account(&account).is_err() {
-            t.open_account(&conductor, &account, Some(&parent), task_limit, now_us())?;
-        }
-        let (seq, _) = entries::append(t, &conductor, &started, started_us)?;
-        crate::intake::dequeue(t.redb(), &started.mission, started.task)?;
-        let mut record = fresh.clone();
-        record.spans = vec![(seq, None)];
-        state::put_task(t.redb(), &record).map_err(projection)?;
-        Ok(seq)
-    })?;
+    // Opening the account is a budget posting, so it runs with the group's
+    // other postings and shares their `budget.batch` entry.
+    let signer = conductor.clone();
+    let seq = crate::data::commit_posting_first(
+        &ctx.committer,
+        move |t| {
+            // A task deferred for lack of budget already has its account.
+            if t.account(&account).is_err() {
+                t.open_account(&signer, &account, Some(&parent), task_limit, now_us())?;
+            }
+            Ok(())
+        },
+        move |t, ()| {
+            let (seq, _) = entries::append(t, &conductor, &started, started_us)?;
+            crate::intake::dequeue(t.redb(), &started.mission, started.task)?;
+            let mut record = fresh.clone();
+            record.spans = vec![(seq, None)];
+            state::put_task(t.redb(), &record).map_err(projection)?;
+            Ok(seq)
+        },
+    )?;
     record.spans = vec![(seq, None)];
     Ok((env, input_text))
 }

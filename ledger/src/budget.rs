@@ -59,7 +59,7 @@ pub(crate) const SETTLED_KIND: &str = "budget.settled";
 pub(crate) const VOIDED_KIND: &str = "budget.voided";
 pub(crate) const EXPIRED_KIND: &str = "budget.expired";
 pub(crate) const EXTENDED: &str = "budget.extended";
-/// Many reserve/settle/void/expire postings in one entry (see
+/// Many open/reserve/settle/void/expire postings in one entry (see
 /// [`crate::Ledger::batch_postings`]).
 pub(crate) const BATCH: &str = "budget.batch";
 
@@ -820,10 +820,11 @@ pub(crate) fn is_posting(kind: &str) -> bool {
 }
 
 /// Whether a posting of `kind` may travel in a `budget.batch` entry: the
-/// conductor's per-call postings. Opening accounts and a reviewer's
-/// extension are rare and stand alone.
+/// conductor's own postings, made many per group commit (every task
+/// opens its account as it starts, and every call reserves and settles).
+/// A reviewer's extension is signed by the reviewer, so it stands alone.
 pub(crate) fn is_batchable(kind: &str) -> bool {
-    matches!(kind, RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND)
+    matches!(kind, OPENED | RESERVED | SETTLED_KIND | VOIDED_KIND | EXPIRED_KIND)
 }
 
 #[derive(Deserialize)]

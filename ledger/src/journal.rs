@@ -108,9 +108,9 @@ impl Ledger {
         self.checkpoints = Some(AutoCheckpoint { signer, every: every.max(2) });
     }
 
-    /// With `on`, the conductor's reserve, settle, void and expiry
-    /// postings made in one transaction are journaled together as
-    /// `budget.batch` entries (one signature for up to
+    /// With `on`, the conductor's account openings and its reserve,
+    /// settle, void and expiry postings made in one transaction are
+    /// journaled together as `budget.batch` entries (one signature for up to
     /// [`BATCH_POSTINGS_MAX`] postings, each still naming its reservation
     /// and call) instead of one `budget.reserved`/`budget.settled`/…
     /// entry each. For group commit at high rates, where one Ed25519

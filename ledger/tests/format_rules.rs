@@ -199,6 +199,38 @@ fn a_batch_posting_is_read_like_an_entry_payload() {
     fails_at(chain.verify(), 2, is_budget);
 }
 
+/// An account may be opened inside a batch, and a later posting of the
+/// same batch may use it; the opening is held to `budget.opened`'s rules
+/// there too. A reviewer's `budget.extended` cannot travel in a batch.
+#[test]
+fn a_batch_may_open_an_account_but_not_extend_one() {
+    let conductor = key(1, Role::Conductor);
+    let batch = |postings: &[(&str, &str)]| {
+        let items: Vec<String> = postings
+            .iter()
+            .map(|(kind, payload)| format!(r#"{{"kind":"{kind}","time_us":5000000,"payload":{payload}}}"#))
+            .collect();
+        format!(r#"{{"postings":[{}]}}"#, items.join(","))
+    };
+    let root = ("budget.opened", r#"{"account":"m","parent":null,"limit":100}"#);
+    let child = ("budget.opened", r#"{"account":"m/a","parent":"m"}"#);
+    let reserve = ("budget.reserved", r#"{"reservation":0,"account":"m/a","amount":10,"deadline_us":9000000}"#);
+
+    let mut chain = Chain::new(&conductor);
+    chain.push_at(&conductor, "budget.batch", &batch(&[root, child, reserve]), 5_000_000);
+    assert_eq!(chain.verify().expect("openings and a reservation in one batch verify"), 2);
+
+    // The reservation before its account's opening; an account opened
+    // twice; a root without a limit; an extension.
+    let no_limit = ("budget.opened", r#"{"account":"n","parent":null}"#);
+    let extend = ("budget.extended", r#"{"account":"m","amount":5,"limit":105,"reason":"x"}"#);
+    for postings in [vec![root, reserve, child], vec![root, child, child], vec![no_limit], vec![root, extend]] {
+        let mut chain = Chain::new(&conductor);
+        chain.push_at(&conductor, "budget.batch", &batch(&postings), 5_000_000);
+        fails_at(chain.verify(), 1, is_budget);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Budget: settled amounts, released, absent fields, depth
 // ---------------------------------------------------------------------------
