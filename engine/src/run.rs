@@ -95,11 +95,14 @@ impl RunConfig {
 }
 
 /// The module cache directory: `requested` (`off` for none), else the
-/// user's cache directory.
+/// user's cache directory. A relative path is taken from the working
+/// directory (wasmtime's cache refuses anything but an absolute one).
 pub fn module_cache_dir(requested: Option<&Path>) -> Option<PathBuf> {
     match requested {
         Some(p) if p == Path::new("off") => None,
-        Some(p) => Some(p.to_owned()),
+        // `absolute` fails only on an empty path or an unreadable working
+        // directory; wasmtime then names the path in its own error.
+        Some(p) => Some(std::path::absolute(p).unwrap_or_else(|_| p.to_owned())),
         None => std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -1792,4 +1795,17 @@ fn start_task(
     )?;
     record.spans = vec![(seq, None)];
     Ok((env, input_text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_module_cache_is_taken_from_the_working_directory() {
+        let cache = module_cache_dir(Some(Path::new("modules/cache"))).expect("a cache");
+        assert!(cache.is_absolute(), "{}", cache.display());
+        assert_eq!(cache, std::env::current_dir().expect("cwd").join("modules/cache"));
+        assert_eq!(module_cache_dir(Some(Path::new("off"))), None);
+    }
 }
