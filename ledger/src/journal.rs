@@ -718,12 +718,12 @@ impl<'a> From<&'a Keypair> for Signer<'a> {
 }
 
 /// Below this many entries a batch is signed on the calling thread:
-/// starting a thread costs more than signing a few entries (about 13 µs
+/// waking a helper costs more than signing a few entries (about 13 µs
 /// each with AWS-LC). Above it the committing thread signs one share itself
-/// and helpers the rest: the group committer is the serial part of a busy
-/// conductor, so its signing time is everyone's latency. 16 instead of 64
-/// raised `cargo xtask bench-engine`'s C=1,024 run from 3,337 to 3,773
-/// tasks/s on a 2-core host.
+/// and the helpers the rest (`crate::signing`): the group committer is the
+/// serial part of a busy conductor, so its signing time is everyone's
+/// latency. 16 instead of 64 raised `cargo xtask bench-engine`'s C=1,024
+/// run from 3,337 to 3,773 tasks/s on a 2-core host.
 const PARALLEL_SIGN_MIN: usize = 16;
 
 impl Txn {
@@ -1052,7 +1052,7 @@ impl Txn {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let mut staged = std::mem::take(&mut self.staged);
+        let staged = std::mem::take(&mut self.staged);
         let sign = |chunk: &mut [Staged]| {
             for s in chunk {
                 let sig = match &s.signer {
@@ -1065,21 +1065,10 @@ impl Txn {
                 s.record.extend_from_slice(&sig);
             }
         };
-        if staged.len() < PARALLEL_SIGN_MIN || cores() == 1 {
-            sign(&mut staged);
-        } else {
-            let per = staged.len().div_ceil(cores());
-            std::thread::scope(|scope| {
-                let mut chunks = staged.chunks_mut(per);
-                let own = chunks.next();
-                for chunk in chunks {
-                    scope.spawn(|| sign(chunk));
-                }
-                if let Some(own) = own {
-                    sign(own);
-                }
-            });
-        }
+        let staged = crate::signing::in_shares(staged, PARALLEL_SIGN_MIN, sign).map_err(|_| LedgerError::Io {
+            what: "signing the commit's entries",
+            source: std::io::Error::other("a signing helper panicked; nothing was committed"),
+        })?;
         let mut journal = self.inner.open_table(JOURNAL).map_err(storage)?;
         let mut checkpoints = self.inner.open_table(CHECKPOINTS).map_err(storage)?;
         for s in &staged {

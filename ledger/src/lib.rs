@@ -48,6 +48,7 @@ mod links;
 mod outcomes;
 mod remote;
 pub mod rules;
+mod signing;
 mod verify;
 
 pub use budget::{ACCOUNT_DEPTH_MAX, AMOUNT_MAX, Account, EXPIRE_BATCH_MAX, ReservationId, available_in};
