@@ -492,7 +492,62 @@ impl Drop for GroupCommitter {
     }
 }
 
+/// The thread that answers a transaction's callers while the committer
+/// runs the next one. Waking a blocked caller is a futex call and often
+/// an interrupt to another core: about a third of the committer's time
+/// at 64 concurrent tasks (`cargo xtask bench-engine`, issue #19), time in
+/// which no transaction could run. Dropping it answers what is queued and
+/// joins the thread.
+struct Answerer {
+    queue: Option<Sender<(Vec<Box<dyn Finish>>, Fate)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Answerer {
+    fn start() -> Self {
+        let (queue, answers) = mpsc::channel::<(Vec<Box<dyn Finish>>, Fate)>();
+        let thread = std::thread::Builder::new()
+            .name("ledger-answer".into())
+            .spawn(move || {
+                for (ran, fate) in answers {
+                    answer(ran, &fate);
+                }
+            })
+            .ok();
+        // Without the thread the committer answers its callers itself.
+        Answerer { queue: thread.is_some().then_some(queue), thread }
+    }
+
+    /// Answers every operation in `ran` with `fate`, on the answering thread
+    /// if there is one.
+    fn answer(&self, ran: Vec<Box<dyn Finish>>, fate: Fate) {
+        let unsent = match &self.queue {
+            Some(queue) => queue.send((ran, fate)).err().map(|mpsc::SendError(unsent)| unsent),
+            None => Some((ran, fate)),
+        };
+        if let Some((ran, fate)) = unsent {
+            answer(ran, &fate);
+        }
+    }
+}
+
+impl Drop for Answerer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(ran: Vec<Box<dyn Finish>>, fate: &Fate) {
+    for finish in ran {
+        finish.finish(fate);
+    }
+}
+
 fn commit_loop(ledger: &Ledger, jobs: &Receiver<Box<dyn Job>>, max_batch: usize, stats: &Counters) {
+    let answerer = Answerer::start();
     // Operations taken from the queue but not yet run (left over when a
     // batch was rolled back part way).
     let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
@@ -564,9 +619,7 @@ fn commit_loop(ledger: &Ledger, jobs: &Receiver<Box<dyn Job>>, max_batch: usize,
                 Fate::Failed(e)
             }
         };
-        for finish in ran {
-            finish.finish(&fate);
-        }
+        answerer.answer(ran, fate);
     }
 }
 
