@@ -6,7 +6,8 @@
 //! drains whatever operations callers have queued (up to `max_batch`),
 //! runs them one after another in a single write transaction, commits it
 //! once (the entries are signed together, on every core, in that commit)
-//! and only then answers each caller with its own result.
+//! and only then has each caller answered with its own result (by a
+//! second thread, while it starts the next transaction).
 //!
 //! An operation's result is its own:
 //!
