@@ -507,6 +507,8 @@ struct Answerer {
 impl Answerer {
     fn start() -> Self {
         let (queue, answers) = mpsc::channel::<(Vec<Box<dyn Finish>>, Fate)>();
+        // If the thread cannot start, its receiver is dropped with the
+        // closure, every send fails, and the committer answers itself.
         let thread = std::thread::Builder::new()
             .name("ledger-answer".into())
             .spawn(move || {
@@ -515,8 +517,7 @@ impl Answerer {
                 }
             })
             .ok();
-        // Without the thread the committer answers its callers itself.
-        Answerer { queue: thread.is_some().then_some(queue), thread }
+        Answerer { queue: Some(queue), thread }
     }
 
     /// Answers every operation in `ran` with `fate`, on the answering thread
@@ -524,6 +525,7 @@ impl Answerer {
     fn answer(&self, ran: Vec<Box<dyn Finish>>, fate: Fate) {
         let unsent = match &self.queue {
             Some(queue) => queue.send((ran, fate)).err().map(|mpsc::SendError(unsent)| unsent),
+            // Not reached: the queue is taken only by `drop`.
             None => Some((ran, fate)),
         };
         if let Some((ran, fate)) = unsent {

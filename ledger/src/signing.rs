@@ -41,8 +41,8 @@ pub(crate) fn in_shares<T: Send + 'static>(
         shares.push(items.split_off(at));
     }
     shares.reverse();
+    let sent = shares.len();
     let (answer, answers) = mpsc::channel();
-    let mut sent = 0;
     for (i, mut share) in shares.into_iter().enumerate() {
         let answer = answer.clone();
         let job: Job = Box::new(move || {
@@ -54,18 +54,17 @@ pub(crate) fn in_shares<T: Send + 'static>(
             // No helper is left (all panicked): sign here instead.
             job();
         }
-        sent += 1;
     }
     drop(answer);
     work(&mut items);
-    let mut done: Vec<Option<Vec<T>>> = (0..sent).map(|_| None).collect();
+    // Every share answers once, or its job dropped its sender unsent and
+    // the channel closes before `sent` answers arrive.
+    let mut done = Vec::with_capacity(sent);
     for _ in 0..sent {
-        let (i, share) = answers.recv().map_err(|_| HelperStopped)?;
-        done[i] = Some(share);
+        done.push(answers.recv().map_err(|_| HelperStopped)?);
     }
-    for share in done {
-        items.extend(share.ok_or(HelperStopped)?);
-    }
+    done.sort_unstable_by_key(|&(i, _)| i);
+    items.extend(done.into_iter().flat_map(|(_, share)| share));
     Ok(items)
 }
 
